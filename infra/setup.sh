@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Prepares a Debian machine (run as root, or with sudo available) to run the system and its tests:
+# Bun from npm, ffmpeg and libheif-examples from apt, RabbitMQ started if installed but stopped, then `bun install`.
+# Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BUN_VERSION=1.4.5
+SUDO=""
+if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
+
+if ! command -v bun >/dev/null || [ "$(bun --version)" != "$BUN_VERSION" ]; then
+  echo "setup: installing bun $BUN_VERSION from npm"
+  $SUDO npm install -g --allow-scripts=bun "bun@$BUN_VERSION" >/dev/null 2>&1 \
+    || $SUDO npm install -g "bun@$BUN_VERSION" >/dev/null
+fi
+
+missing=()
+command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing+=(ffmpeg)
+command -v heif-convert >/dev/null || missing+=(libheif-examples)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]} with apt"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if command -v rabbitmqctl >/dev/null; then
+  if ! $SUDO rabbitmqctl -q await_startup --timeout 5 >/dev/null 2>&1; then
+    echo "setup: starting RabbitMQ"
+    $SUDO rabbitmq-server -detached || true
+    $SUDO rabbitmqctl -q await_startup --timeout 60 >/dev/null
+  fi
+else
+  echo "setup: RabbitMQ is not installed here; set RABBITMQ_URL to a broker (Debian: apt-get install rabbitmq-server)" >&2
+fi
+
+bun install --frozen-lockfile >/dev/null
+echo "setup: ready (bun $(bun --version), $(ffmpeg -version | head -1 | cut -d' ' -f1-3))"

@@ -1,0 +1,61 @@
+/**
+ * `bun run start`: the whole system on one machine. Checks RabbitMQ, starts the embedded S3-compatible store when
+ * `S3_ENDPOINT` is not set (data under DATA_DIR), then runs the API and the processors as child processes with
+ * that environment. If one of them exits, the others are stopped and the exit code is passed on.
+ */
+import amqp from 'amqplib'
+import { join, resolve } from 'node:path'
+import { LOCAL_S3_CREDENTIALS, startS3Server, type LocalS3 } from './s3-server.ts'
+
+const SERVICES = ['api', 'images', 'videos'] as const
+const root = resolve(import.meta.dir, '..')
+const env: Record<string, string | undefined> = { ...process.env }
+const dataDir = resolve(env.DATA_DIR ?? './.data')
+env.DATA_DIR = dataDir
+const rabbitmqUrl = env.RABBITMQ_URL ?? 'amqp://guest:guest@127.0.0.1:5672'
+
+try {
+  await (await amqp.connect(rabbitmqUrl)).close()
+} catch (error) {
+  console.error(
+    `start: RabbitMQ is not reachable at ${rabbitmqUrl.replace(/\/\/[^@]*@/, '//')} (${(error as Error).message}).\n` +
+      '  It is the one service this system needs. Start it with `rabbitmq-server -detached`\n' +
+      '  (install: `apt-get install rabbitmq-server`, or run `bash infra/setup.sh`), or set RABBITMQ_URL.'
+  )
+  process.exit(1)
+}
+
+let s3: LocalS3 | undefined
+if (!env.S3_ENDPOINT) {
+  const port = Number(env.S3_PORT ?? 9000)
+  env.S3_BUCKET ??= 'media'
+  s3 = await startS3Server({ port, directory: join(dataDir, 's3'), bucket: env.S3_BUCKET })
+  Object.assign(env, {
+    S3_ENDPOINT: s3.endpoint,
+    S3_ACCESS_KEY_ID: LOCAL_S3_CREDENTIALS.accessKeyId,
+    S3_SECRET_ACCESS_KEY: LOCAL_S3_CREDENTIALS.secretAccessKey,
+  })
+  console.log(`start: embedded S3 at ${s3.endpoint}, bucket ${env.S3_BUCKET}, data in ${join(dataDir, 's3')}`)
+}
+
+const children = SERVICES.map((name) => ({
+  name,
+  process: Bun.spawn(['bun', join(root, 'services', name, 'main.ts')], { env, stdio: ['ignore', 'inherit', 'inherit'] }),
+}))
+
+let stopping = false
+async function stopAll(code: number): Promise<never> {
+  if (!stopping) {
+    stopping = true
+    for (const child of children) child.process.kill('SIGTERM')
+    await Promise.all(children.map((c) => c.process.exited))
+    await s3?.close()
+  }
+  process.exit(code)
+}
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void stopAll(0))
+const first = await Promise.race(children.map(async (c) => ({ name: c.name, code: await c.process.exited })))
+if (!stopping) {
+  console.error(`start: ${first.name} exited with code ${first.code}; stopping the others`)
+  await stopAll(first.code || 1)
+}

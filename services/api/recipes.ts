@@ -1,0 +1,40 @@
+/** What the API asks the processors to make of each upload. */
+import type { ImageRequest, VideoRequest } from '@app/shared'
+
+/** `thumb` fits 320×320 and `preview` 1280×1280, both WebP; never upscaled. */
+export const IMAGE_RECIPE: ImageRequest['recipe'] = {
+  outputs: [
+    { name: 'thumb', format: 'webp', width: 320, height: 320, quality: 80 },
+    { name: 'preview', format: 'webp', width: 1280, height: 1280, quality: 80 },
+  ],
+}
+
+/** A WebP poster and H.264/AAC MP4 renditions; the processor makes the rungs at or below the source. */
+export const VIDEO_RECIPE: VideoRequest['recipe'] = {
+  poster: { name: 'poster', width: 1280, height: 1280 },
+  renditions: [
+    { name: '360p', height: 360 },
+    { name: '720p', height: 720 },
+    { name: '1080p', height: 1080 },
+  ],
+}
+
+export const CONTENT_TYPES: Record<string, string> = {
+  jpeg: 'image/jpeg',
+  png: 'image/png',
+  gif: 'image/gif',
+  webp: 'image/webp',
+  tiff: 'image/tiff',
+  bmp: 'image/bmp',
+  heic: 'image/heic',
+  avif: 'image/avif',
+  svg: 'image/svg+xml',
+  mp4: 'video/mp4',
+  mov: 'video/quicktime',
+  '3gp': 'video/3gpp',
+  webm: 'video/webm',
+  mkv: 'video/x-matroska',
+  avi: 'video/x-msvideo',
+  mpegts: 'video/mp2t',
+  flv: 'video/x-flv',
+}

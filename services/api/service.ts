@@ -1,0 +1,60 @@
+/** Wires the API's parts together: store, storage, broker consumers, the outbox relay and the HTTP app. */
+import { createApp } from './app.ts'
+import { connectBroker } from './broker.ts'
+import type { Config } from './config.ts'
+import { openSqliteStore } from './sqlite-store.ts'
+import { createStorage } from './storage.ts'
+
+/** A request not confirmed within this long after it was written is re-sent by the relay. */
+const OUTBOX_GRACE_MS = 15_000
+const OUTBOX_INTERVAL_MS = 5_000
+/** The longest an upload waits for the broker's confirm before answering 503. */
+const PUBLISH_TIMEOUT_MS = 5_000
+
+export async function startApi(config: Config) {
+  const store = openSqliteStore(config.databasePath)
+  const storage = createStorage(config.s3)
+  const broker = await connectBroker(
+    { url: config.rabbitmqUrl, system: config.system, publishTimeoutMs: PUBLISH_TIMEOUT_MS },
+    {
+      onUpdate: async (_type, update) => void (await store.applyUpdate(update)),
+      onResult: async (_type, result) => void (await store.applyResult(result)),
+    }
+  ).catch(async (error) => {
+    await store.close()
+    storage.close()
+    throw error
+  })
+
+  // The outbox relay: a request written but never confirmed (the API died between the two, or the broker was away)
+  // is published again. Processors and the store are idempotent, so a duplicate is harmless.
+  let relaying = false
+  const relay = async () => {
+    if (relaying || !broker.isConnected()) return
+    relaying = true
+    try {
+      for (const message of await store.unpublished(OUTBOX_GRACE_MS)) {
+        await broker.publish(message.queue, message.body, { correlationId: message.jobId, type: message.type, messageId: message.messageId })
+        await store.markPublished(message.messageId)
+      }
+    } catch (error) {
+      console.warn(`api: outbox relay: ${(error as Error).message}; will retry`)
+    } finally {
+      relaying = false
+    }
+  }
+  const relayTimer = setInterval(relay, OUTBOX_INTERVAL_MS)
+  void relay()
+
+  const app = createApp({ system: config.system, store, storage, broker, maxUploadBytes: config.maxUploadBytes })
+  return {
+    app,
+    store,
+    async stop() {
+      clearInterval(relayTimer)
+      await broker.close()
+      storage.close()
+      await store.close()
+    },
+  }
+}

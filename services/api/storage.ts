@@ -1,0 +1,67 @@
+/** The API's S3 access: streaming uploads of originals, streaming reads of outputs, and a health check. */
+import { DeleteObjectCommand, GetObjectCommand, HeadBucketCommand, S3Client } from '@aws-sdk/client-s3'
+import { Upload } from '@aws-sdk/lib-storage'
+import type { Config } from './config.ts'
+
+export interface StoredObject {
+  body: ReadableStream<Uint8Array>
+  contentType: string | undefined
+  size: number | undefined
+}
+
+export interface Storage {
+  bucket: string
+  /** Streams `body` to `key` in parts; never holds more than a few parts in memory. */
+  put(key: string, body: ReadableStream<Uint8Array>, contentType: string): Promise<void>
+  get(key: string): Promise<StoredObject | undefined>
+  delete(key: string): Promise<void>
+  ping(): Promise<void>
+  close(): void
+}
+
+export function createStorage(config: Config['s3']): Storage {
+  const client = new S3Client({
+    endpoint: config.endpoint,
+    region: config.region,
+    forcePathStyle: Boolean(config.endpoint),
+    credentials: { accessKeyId: config.accessKeyId, secretAccessKey: config.secretAccessKey },
+    // S3-compatible stores (s3rver, MinIO, R2) store the SDK's default aws-chunked checksums as corrupted bytes.
+    ...(config.endpoint ? { requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' } : {}),
+    requestHandler: { requestTimeout: 60_000, connectionTimeout: 5_000, throwOnRequestTimeout: true },
+    maxAttempts: 3,
+  })
+  return {
+    bucket: config.bucket,
+    async put(key, body, contentType) {
+      // 5 MiB parts (the S3 minimum), two in flight: memory stays near 10-20 MiB whatever the file's size.
+      const upload = new Upload({
+        client,
+        params: { Bucket: config.bucket, Key: key, Body: body, ContentType: contentType },
+        partSize: 5 * 1024 * 1024,
+        queueSize: 2,
+        leavePartsOnError: false,
+      })
+      await upload.done()
+    },
+    async get(key) {
+      try {
+        const object = await client.send(new GetObjectCommand({ Bucket: config.bucket, Key: key }))
+        return {
+          body: object.Body!.transformToWebStream() as ReadableStream<Uint8Array>,
+          contentType: object.ContentType,
+          size: object.ContentLength,
+        }
+      } catch (error) {
+        if ((error as { name?: string }).name === 'NoSuchKey') return undefined
+        throw error
+      }
+    },
+    async delete(key) {
+      await client.send(new DeleteObjectCommand({ Bucket: config.bucket, Key: key }))
+    },
+    async ping() {
+      await client.send(new HeadBucketCommand({ Bucket: config.bucket }), { abortSignal: AbortSignal.timeout(3_000) })
+    },
+    close: () => client.destroy(),
+  }
+}

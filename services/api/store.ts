@@ -1,0 +1,104 @@
+/**
+ * The API's records: media, their processing jobs, and the outbox of requests still to be confirmed by the broker.
+ * `Store` is what the rest of the API uses; `sqlite-store.ts` implements it (PostgreSQL can follow behind the same
+ * interface). The rules that make applying updates and results idempotent live here, independent of the database.
+ */
+import type { ErrorInfo, ImageMetadata, ImageResult, JobStatus, JobUpdate, OutputInfo, VideoMetadata, VideoResult } from '@app/shared'
+import type { MediaType } from '@app/shared'
+
+export type MediaKind = 'image' | 'video'
+export type Stage = JobUpdate['stage']
+
+export interface JobState {
+  status: JobStatus
+  stage: Stage
+  progress: number
+  etaSeconds: number | null
+  error: ErrorInfo | null
+  outputs: OutputInfo[]
+}
+
+export interface MediaRecord extends JobState {
+  id: string
+  kind: MediaKind
+  format: string
+  size: number
+  bucket: string
+  sourceKey: string
+  jobId: string
+  type: MediaType
+  metadata: ImageMetadata | VideoMetadata | null
+  createdAt: string
+  updatedAt: string
+}
+
+export interface NewMedia {
+  id: string
+  kind: MediaKind
+  format: string
+  size: number
+  bucket: string
+  sourceKey: string
+  jobId: string
+  type: MediaType
+  /** The request to publish, written in the same transaction (the outbox). */
+  request: OutboxMessage
+}
+
+export interface OutboxMessage {
+  messageId: string
+  jobId: string
+  queue: string
+  type: string
+  body: Uint8Array
+}
+
+export type JobCounts = Record<JobStatus, number>
+
+export interface Store {
+  /** Writes the media, its job and the job's pending request in one transaction. */
+  createMedia(media: NewMedia): Promise<void>
+  getMedia(id: string): Promise<MediaRecord | undefined>
+  /** Removes a media and everything of it (used when its request could not be published). */
+  deleteMedia(id: string): Promise<void>
+  markPublished(messageId: string): Promise<void>
+  /** Requests written at least `olderThanMs` ago and not yet confirmed by the broker. */
+  unpublished(olderThanMs: number): Promise<OutboxMessage[]>
+  /** Applies an update; returns whether anything changed. Never moves a job backwards or out of a final state. */
+  applyUpdate(update: JobUpdate): Promise<boolean>
+  /** Applies a result; the first result of a job wins and later ones change nothing. */
+  applyResult(result: ImageResult | VideoResult): Promise<boolean>
+  countJobs(): Promise<JobCounts>
+  ping(): Promise<void>
+  close(): Promise<void>
+}
+
+const FINAL: readonly JobStatus[] = ['completed', 'failed', 'cancelled']
+export const isFinal = (status: JobStatus) => FINAL.includes(status)
+const STAGE_ORDER: readonly Stage[] = ['queued', 'downloading', 'processing', 'uploading', 'finished']
+
+/**
+ * The job after an update, or null when the update changes nothing. Updates are advisory: status only moves from
+ * `queued` to `processing`, and stage and progress only grow, so duplicates and reorderings leave the same state.
+ * The final status is set by the result alone, which carries the outputs and metadata.
+ */
+export function afterUpdate(job: JobState, update: JobUpdate): JobState | null {
+  if (isFinal(job.status)) return null
+  const progress = Math.max(job.progress, Math.round(update.progress * 10) / 10)
+  const stage = STAGE_ORDER.indexOf(update.stage) > STAGE_ORDER.indexOf(job.stage) ? update.stage : job.stage
+  const etaSeconds = update.progress >= job.progress && update.etaSeconds !== undefined ? update.etaSeconds : job.etaSeconds
+  const next: JobState = { ...job, status: 'processing', stage, progress, etaSeconds }
+  const changed =
+    next.status !== job.status || next.stage !== job.stage || next.progress !== job.progress || next.etaSeconds !== job.etaSeconds
+  return changed ? next : null
+}
+
+/** The job after its result, or null when it already has a final state (first result wins). */
+export function afterResult(job: JobState, result: ImageResult | VideoResult): JobState | null {
+  if (isFinal(job.status)) return null
+  if (result.status === 'completed') {
+    return { ...job, status: 'completed', stage: 'finished', progress: 100, etaSeconds: 0, error: null, outputs: result.outputs }
+  }
+  if (result.status === 'failed') return { ...job, status: 'failed', stage: 'finished', etaSeconds: null, error: result.error }
+  return { ...job, status: 'cancelled', stage: 'finished', etaSeconds: null }
+}

@@ -1,0 +1,7 @@
+/** @module @app/shared: the protocol between backends and processors (schemas, names, topology, codec). */
+export * from './names.ts'
+export * from './topology.ts'
+export * from './messages.ts'
+export * from './codec.ts'
+export * from './env.ts'
+export * from './publisher.ts'

@@ -1,0 +1,37 @@
+/**
+ * Queue and exchange names, all derived from the deployment namespace (`SYSTEM`), so several deployments can share
+ * one RabbitMQ without seeing each other's messages.
+ */
+import * as v from 'valibot'
+
+/** The kinds of work a processor owns; each has its own queues. */
+export const MEDIA_TYPES = ['images', 'videos'] as const
+export type MediaType = (typeof MEDIA_TYPES)[number]
+
+/** A namespace is one lowercase word (dots would blur the `<system>.media.<type>` structure). */
+export const SystemSchema = v.pipe(
+  v.string(),
+  v.regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'must be 1-63 characters of a-z, 0-9, "_" or "-", starting with a letter or digit')
+)
+
+export interface QueueNames {
+  /** Work for the processor: one message per job. */
+  request: string
+  /** Progress and status changes, processor to backend. */
+  updates: string
+  /** The final outcome of a job, processor to backend. */
+  results: string
+  /** Messages that could not be processed (malformed, or over the delivery limit). */
+  dead: string
+}
+
+/** `<system>.media.<type>.{request,updates,results,dead}` */
+export function queueNames(system: string, type: MediaType): QueueNames {
+  const base = `${system}.media.${type}`
+  return { request: `${base}.request`, updates: `${base}.updates`, results: `${base}.results`, dead: `${base}.dead` }
+}
+
+/** `<system>.media.dead-letter`: the exchange every queue of the namespace dead-letters into. */
+export function deadLetterExchange(system: string): string {
+  return `${system}.media.dead-letter`
+}

@@ -1,0 +1,88 @@
+/**
+ * Publishing as the protocol requires: persistent, `application/json`, `messageId` and `correlationId` (the job id)
+ * set, `mandatory` so an unroutable message is an error rather than silently confirmed, and resolved only once
+ * the broker has confirmed it. Written against the part of amqplib's ConfirmChannel it uses, so this package
+ * stays free of runtime-specific imports.
+ */
+import { MESSAGE_CONTENT_TYPE } from './codec.ts'
+
+export interface PublishProperties {
+  persistent: true
+  mandatory: true
+  contentType: string
+  messageId: string
+  correlationId: string
+  type: string
+  timestamp: number
+}
+
+/** The part of an amqplib ConfirmChannel a publisher needs; `C` is the runtime's byte type (Buffer in Node/Bun). */
+export interface ConfirmChannelLike<C> {
+  sendToQueue(queue: string, content: C, options: PublishProperties, callback: (err: unknown) => void): boolean
+  on(event: 'return', listener: (message: { properties: { messageId?: string } }) => void): unknown
+}
+
+export class PublishError extends Error {
+  override name = 'PublishError'
+}
+
+export interface Publisher {
+  /** Resolves once the broker has taken responsibility for the message; rejects with a PublishError otherwise. */
+  publish(queue: string, body: Uint8Array, ids: { correlationId: string; type: string; messageId?: string }): Promise<void>
+}
+
+/**
+ * Wraps a confirm channel. `toContent` converts bytes for the client library (amqplib wants a Buffer).
+ * A publish that is not confirmed within `timeoutMs` rejects; the message may still arrive, which the protocol's
+ * idempotent consumers tolerate.
+ */
+export function createPublisher<C>(
+  channel: ConfirmChannelLike<C>,
+  toContent: (bytes: Uint8Array) => C,
+  timeoutMs = 10_000
+): Publisher {
+  // RabbitMQ sends basic.return before the basic.ack of the same message, so a returned id is known by then.
+  const returned = new Set<string>()
+  channel.on('return', (message) => {
+    if (message.properties.messageId) returned.add(message.properties.messageId)
+  })
+  return {
+    publish(queue, body, ids) {
+      const messageId = ids.messageId ?? crypto.randomUUID()
+      const properties: PublishProperties = {
+        persistent: true,
+        mandatory: true,
+        contentType: MESSAGE_CONTENT_TYPE,
+        messageId,
+        correlationId: ids.correlationId,
+        type: ids.type,
+        timestamp: Math.floor(Date.now() / 1000),
+      }
+      return new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(
+          () => reject(new PublishError(`the broker did not confirm a message to ${queue} within ${timeoutMs} ms`)),
+          timeoutMs
+        )
+        const settle = (error?: PublishError) => {
+          clearTimeout(timer)
+          returned.delete(messageId)
+          if (error) reject(error)
+          else resolve()
+        }
+        try {
+          channel.sendToQueue(queue, toContent(body), properties, (err) => {
+            if (err) settle(new PublishError(`the broker refused a message to ${queue}: ${describe(err)}`))
+            else if (returned.has(messageId)) settle(new PublishError(`no queue named ${queue}: the message was unroutable`))
+            else settle()
+          })
+        } catch (err) {
+          settle(new PublishError(`could not publish to ${queue}: ${describe(err)}`))
+        }
+      })
+    },
+  }
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err)
+}

@@ -1,0 +1,81 @@
+/**
+ * The one description of the broker topology. Backend and processors both declare it before they publish or
+ * consume; RabbitMQ refuses a re-declaration with different arguments, so both sides must use exactly this data.
+ */
+import { deadLetterExchange, queueNames, type MediaType } from './names.ts'
+
+/**
+ * How many times a message may be delivered before RabbitMQ dead-letters it. A processor that crashes on a message
+ * (or a host that dies under it) gets this many tries in all; then the job is given up rather than looping.
+ */
+export const DELIVERY_LIMIT = 5
+
+export interface ExchangeSpec {
+  name: string
+  type: 'direct' | 'fanout'
+  options: { durable: true; autoDelete: false }
+}
+export interface QueueSpec {
+  name: string
+  options: { durable: true; arguments: Record<string, string | number> }
+}
+export interface BindingSpec {
+  queue: string
+  exchange: string
+  routingKey: string
+}
+export interface Topology {
+  exchanges: ExchangeSpec[]
+  queues: QueueSpec[]
+  bindings: BindingSpec[]
+}
+
+/**
+ * The exchanges, queues and bindings of one media type.
+ *
+ * Every working queue is a durable quorum queue with a delivery limit and at-least-once dead-lettering (which
+ * RabbitMQ only allows together with `x-overflow: reject-publish`) into `<system>.media.dead-letter`, routed to the
+ * type's `.dead` queue. Messages are published to the default exchange, routed by queue name.
+ */
+export function topology(system: string, type: MediaType): Topology {
+  const names = queueNames(system, type)
+  const dlx = deadLetterExchange(system)
+  const working = (name: string): QueueSpec => ({
+    name,
+    options: {
+      durable: true,
+      arguments: {
+        'x-queue-type': 'quorum',
+        'x-delivery-limit': DELIVERY_LIMIT,
+        'x-dead-letter-exchange': dlx,
+        'x-dead-letter-routing-key': names.dead,
+        'x-dead-letter-strategy': 'at-least-once',
+        'x-overflow': 'reject-publish',
+      },
+    },
+  })
+  return {
+    exchanges: [{ name: dlx, type: 'direct', options: { durable: true, autoDelete: false } }],
+    queues: [
+      working(names.request),
+      working(names.updates),
+      working(names.results),
+      { name: names.dead, options: { durable: true, arguments: { 'x-queue-type': 'quorum' } } },
+    ],
+    bindings: [{ queue: names.dead, exchange: dlx, routingKey: names.dead }],
+  }
+}
+
+/** What both sides need to declare a topology; amqplib's channel satisfies it. */
+export interface TopologyChannel {
+  assertExchange(name: string, type: string, options: ExchangeSpec['options']): Promise<unknown>
+  assertQueue(name: string, options: QueueSpec['options']): Promise<unknown>
+  bindQueue(queue: string, exchange: string, routingKey: string): Promise<unknown>
+}
+
+/** Declares a topology on a channel (idempotent while the arguments are unchanged). */
+export async function declareTopology(channel: TopologyChannel, spec: Topology): Promise<void> {
+  for (const e of spec.exchanges) await channel.assertExchange(e.name, e.type, e.options)
+  for (const q of spec.queues) await channel.assertQueue(q.name, q.options)
+  for (const b of spec.bindings) await channel.bindQueue(b.queue, b.exchange, b.routingKey)
+}

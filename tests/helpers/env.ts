@@ -1,0 +1,30 @@
+/** The environment a test gives to the services it starts: the real broker, the run's S3 server, a fresh namespace. */
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { LOCAL_S3_CREDENTIALS } from '../../infra/s3-server.ts'
+import { trackNamespace } from './rabbit.ts'
+
+export const RABBITMQ_URL = process.env.TEST_RABBITMQ_URL ?? 'amqp://guest:guest@127.0.0.1:5672'
+
+/** A new namespace (`SYSTEM`), removed from the broker when the run ends. */
+export function newSystem(): string {
+  const system = `t${crypto.randomUUID().slice(0, 8)}`
+  trackNamespace(system)
+  return system
+}
+
+/** Environment variables for a service under test; each call gets its own namespace and data directory. */
+export function testEnv(overrides: Record<string, string> = {}): Record<string, string> {
+  return {
+    SYSTEM: newSystem(),
+    RABBITMQ_URL,
+    S3_ENDPOINT: process.env.TEST_S3_ENDPOINT!,
+    S3_BUCKET: process.env.TEST_S3_BUCKET!,
+    S3_REGION: 'us-east-1',
+    S3_ACCESS_KEY_ID: LOCAL_S3_CREDENTIALS.accessKeyId,
+    S3_SECRET_ACCESS_KEY: LOCAL_S3_CREDENTIALS.secretAccessKey,
+    DATA_DIR: mkdtempSync(join(tmpdir(), 'media-test-data-')),
+    ...overrides,
+  }
+}

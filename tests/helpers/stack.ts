@@ -1,0 +1,65 @@
+/**
+ * The whole system in the test process: the API on a real port and, unless told otherwise, the image processor,
+ * all on the real broker and S3, in a namespace of their own.
+ */
+import { readConfig as readApiConfig } from '../../services/api/config.ts'
+import { startApi } from '../../services/api/service.ts'
+import { readConfig as readImagesConfig, start as startImages } from '../../services/images/main.ts'
+import { testEnv } from './env.ts'
+
+export type Stack = Awaited<ReturnType<typeof startStack>>
+
+export async function startStack(options: { images?: boolean; env?: Record<string, string> } = {}) {
+  const env = testEnv({ IMAGE_CONCURRENCY: '2', ...options.env })
+  const config = readApiConfig(env)
+  const api = await startApi(config)
+  const server = Bun.serve({ port: 0, fetch: api.app.fetch, maxRequestBodySize: config.maxUploadBytes + 1024 * 1024 })
+  let images: Awaited<ReturnType<typeof startImages>> | undefined
+  const stack = {
+    env,
+    api,
+    url: `http://127.0.0.1:${server.port}`,
+    async startImages() {
+      images ??= await startImages(readImagesConfig(env))
+    },
+    async stopImages() {
+      await images?.stop()
+      images = undefined
+    },
+    /** Uploads bytes as the raw body. */
+    upload(body: BodyInit, headers: Record<string, string> = {}) {
+      return fetch(`${stack.url}/v1/media`, { method: 'POST', body, headers: { 'content-type': 'application/octet-stream', ...headers } })
+    },
+    /** Polls the media until it reaches a final state; fails after `timeoutMs`. */
+    async waitForFinal(id: string, timeoutMs = 30_000): Promise<MediaBody> {
+      const deadline = Date.now() + timeoutMs
+      for (;;) {
+        const media = (await (await fetch(`${stack.url}/v1/media/${id}`)).json()) as MediaBody
+        if (['completed', 'failed', 'cancelled'].includes(media.status)) return media
+        if (Date.now() > deadline) throw new Error(`media ${id} is still ${media.status} after ${timeoutMs} ms`)
+        await Bun.sleep(20)
+      }
+    },
+    async stop() {
+      await images?.stop()
+      await server.stop(true)
+      await api.stop()
+    },
+  }
+  if (options.images !== false) await stack.startImages()
+  return stack
+}
+
+export interface MediaBody {
+  id: string
+  jobId: string
+  kind: string
+  status: string
+  stage: string
+  progress: number
+  error: { code: string; message: string } | null
+  metadata: Record<string, unknown> | null
+  outputs: { name: string; contentType: string; size: number; width: number; height: number; url: string }[]
+  createdAt: string
+  updatedAt: string
+}
