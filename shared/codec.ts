@@ -27,6 +27,6 @@ export function decodeMessage<S extends v.GenericSchema>(schema: S, bytes: Uint8
     return { ok: false, reason: `unknown message version ${JSON.stringify(json.version)}; this side speaks version 1` }
   }
   const result = v.safeParse(schema, json)
-  if (!result.success) return { ok: false, reason: `message does not match the schema: ${v.summarize(result.issues)}` }
+  if (!result.success) return { ok: false, reason: `message does not match the schema: ${v.summarize(result.issues).replace(/\n\s*/g, ' ')}` }
   return { ok: true, value: result.output }
 }

@@ -13,7 +13,7 @@ afterAll(async () => {
   await stack.stop()
 })
 
-async function uploadAndWait(body: BodyInit, headers?: Record<string, string>): Promise<MediaBody> {
+async function uploadAndWait(body: BodyInit | Uint8Array, headers?: Record<string, string>): Promise<MediaBody> {
   const res = await stack.upload(body, headers)
   expect(res.status).toBe(202)
   const accepted = (await res.json()) as { id: string; jobId: string; kind: string; status: string }
@@ -79,7 +79,7 @@ describe('uploads', () => {
     })
     const stored = await s3.send(new GetObjectCommand({ Bucket: stack.env.S3_BUCKET, Key: `${stack.env.SYSTEM}/originals/${id}` }))
     const bytes = await stored.Body!.transformToByteArray()
-    const digest = async (b: Uint8Array) => new Uint8Array(await crypto.subtle.digest('SHA-256', b)).toString()
+    const digest = async (b: Uint8Array) => new Uint8Array(await crypto.subtle.digest('SHA-256', new Uint8Array(b))).toString()
     expect(bytes.byteLength).toBe(png.byteLength)
     expect(await digest(bytes)).toBe(await digest(png))
     expect(stored.ContentType).toBe('image/png')

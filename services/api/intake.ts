@@ -16,6 +16,26 @@ export interface Received {
 /** Stores the accepted stream; called once the kind is known. */
 export type Sink = (sniffed: Accepted, body: ReadableStream<Uint8Array>) => Promise<void>
 
+/**
+ * After refusing an upload, read and discard up to this much of the rest so the client (still sending) can read
+ * the error answer instead of seeing its connection reset; past it the connection is cut.
+ */
+const DRAIN_LIMIT = 16 * 1024 * 1024
+
+async function drain(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<void> {
+  let drained = 0
+  try {
+    while (drained < DRAIN_LIMIT) {
+      const { value, done } = await reader.read()
+      if (done) return
+      drained += value.byteLength
+    }
+  } catch {
+    return // the client went away
+  }
+  await reader.cancel().catch(() => {})
+}
+
 const tooLarge = (max: number) => new ApiError(413, 'payload_too_large', `the upload is larger than the limit of ${max} bytes`)
 
 /** Takes the request's upload (raw or multipart) and hands it to `sink`. */
@@ -39,13 +59,13 @@ export async function receiveStream(body: ReadableStream<Uint8Array>, maxBytes: 
   }
   if (total === 0) throw new ApiError(400, 'empty_body', 'the upload is empty')
   if (total > maxBytes) {
-    await reader.cancel()
+    await drain(reader)
     throw tooLarge(maxBytes)
   }
   const head = concat(chunks)
   const sniffed = sniff(head)
   if (!sniffed || sniffed.kind === 'audio') {
-    await reader.cancel()
+    await drain(reader)
     const what = sniffed ? `an audio file (${sniffed.format}); audio-only uploads are not supported` : 'not an image or video format this service accepts'
     throw new ApiError(415, 'unsupported_media_type', `the file is ${what} (judged from its content, not its name or declared type)`)
   }
@@ -60,8 +80,8 @@ export async function receiveStream(body: ReadableStream<Uint8Array>, maxBytes: 
       total += value.byteLength
       if (total > maxBytes) {
         overLimit = true
-        await reader.cancel()
-        return controller.error(tooLarge(maxBytes))
+        controller.error(tooLarge(maxBytes))
+        return drain(reader)
       }
       controller.enqueue(value)
     },
@@ -91,13 +111,11 @@ function receiveMultipart(body: ReadableStream<Uint8Array>, contentType: string,
     parser.on('file', (name, file) => {
       if (name !== 'file' || received) return void file.resume()
       received = receiveStream(Readable.toWeb(file) as unknown as ReadableStream<Uint8Array>, maxBytes, sink)
-      // If storing stops early (415, 413), keep draining so the parser can finish the request.
-      received.catch(() => file.resume())
+      received.then(resolve, reject)
     })
     parser.on('error', (error) => reject(new ApiError(400, 'bad_multipart', `the multipart body is malformed: ${(error as Error).message}`)))
     parser.on('close', () => {
       if (!received) reject(new ApiError(400, 'empty_body', 'the multipart body has no field named "file"'))
-      else received.then(resolve, reject)
     })
     const source = Readable.fromWeb(body as unknown as import('node:stream/web').ReadableStream<Uint8Array>)
     source.on('error', (error) => reject(new ApiError(400, 'bad_request', `the upload was interrupted: ${error.message}`)))

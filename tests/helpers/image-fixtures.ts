@@ -1,5 +1,5 @@
 /** Test images made on the fly with sharp, and EXIF written byte by byte (so fixtures do not rely on sharp's EXIF). */
-import sharp from 'sharp'
+import sharp, { type Sharp } from 'sharp'
 
 /** A `width`×`height` image with four differently coloured quadrants: top-left red, top-right green, bottom-left blue, bottom-right white. */
 export async function quadrants(width: number, height: number): Promise<Buffer> {
@@ -33,7 +33,7 @@ export async function quadrantColours(image: Uint8Array): Promise<number[][]> {
  * each orientation names the transform from stored to displayed, so the fixture stores its inverse.
  */
 export async function storeForOrientation(upright: Buffer, orientation: number): Promise<Buffer> {
-  const step = async (input: Buffer, op: (s: sharp.Sharp) => sharp.Sharp) => op(sharp(input)).png().toBuffer()
+  const step = async (input: Buffer, op: (s: Sharp) => Sharp) => op(sharp(input)).png().toBuffer()
   switch (orientation) {
     case 1: return upright
     case 2: return step(upright, (s) => s.flop())
@@ -48,7 +48,7 @@ export async function storeForOrientation(upright: Buffer, orientation: number):
 }
 
 /** A JPEG of `pixels` with an EXIF block holding `orientation` and, if asked, a GPS position. */
-export async function jpegWithExif(pixels: Buffer, exif: { orientation?: number; gps?: boolean }): Promise<Uint8Array> {
+export async function jpegWithExif(pixels: Buffer, exif: { orientation?: number; gps?: boolean }): Promise<Uint8Array<ArrayBuffer>> {
   const jpeg = new Uint8Array(await sharp(pixels).jpeg({ quality: 95 }).toBuffer())
   const segment = exifSegment(exif.orientation ?? 1, exif.gps ?? false)
   // Insert APP1 right after the SOI marker.

@@ -27,8 +27,8 @@ export async function startStack(options: { images?: boolean; env?: Record<strin
       images = undefined
     },
     /** Uploads bytes as the raw body. */
-    upload(body: BodyInit, headers: Record<string, string> = {}) {
-      return fetch(`${stack.url}/v1/media`, { method: 'POST', body, headers: { 'content-type': 'application/octet-stream', ...headers } })
+    upload(body: BodyInit | Uint8Array, headers: Record<string, string> = {}) {
+      return fetch(`${stack.url}/v1/media`, { method: 'POST', body: body as BodyInit, headers: { 'content-type': 'application/octet-stream', ...headers } })
     },
     /** Polls the media until it reaches a final state; fails after `timeoutMs`. */
     async waitForFinal(id: string, timeoutMs = 30_000): Promise<MediaBody> {

@@ -1,0 +1,126 @@
+/** Jobs survive a processor that is down, duplicated and reordered messages, and malformed ones. */
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import sharp from 'sharp'
+import { queueNames } from '@app/shared'
+import { quadrants } from './helpers/image-fixtures.ts'
+import { connectRabbit } from './helpers/rabbit.ts'
+import { startStack, type MediaBody, type Stack } from './helpers/stack.ts'
+
+let rabbit: Awaited<ReturnType<typeof connectRabbit>>
+beforeAll(async () => {
+  rabbit = await connectRabbit()
+})
+afterAll(async () => {
+  await rabbit.close()
+})
+
+const jpeg = async () => sharp(await quadrants(300, 200)).jpeg().toBuffer()
+const accept = async (stack: Stack) => {
+  const res = await stack.upload(await jpeg())
+  expect(res.status).toBe(202)
+  return (await res.json()) as { id: string; jobId: string }
+}
+const getMedia = async (stack: Stack, id: string) => (await (await fetch(`${stack.url}/v1/media/${id}`)).json()) as MediaBody
+
+describe('with the processor down', () => {
+  let stack: Stack
+  beforeAll(async () => {
+    stack = await startStack({ images: false })
+  })
+  afterAll(async () => {
+    await stack.stop()
+  })
+
+  test('an upload made while the processor is down completes once it starts', async () => {
+    const { id } = await accept(stack)
+    expect(await rabbit.messageCount(queueNames(stack.env.SYSTEM!, 'images').request)).toBe(1)
+    expect((await getMedia(stack, id)).status).toBe('queued')
+    await stack.startImages()
+    const media = await stack.waitForFinal(id)
+    expect(media.status).toBe('completed')
+    expect(media.outputs.map((o) => o.name)).toEqual(['thumb', 'preview'])
+    await stack.stopImages()
+  })
+
+  test('duplicated and out-of-order updates and results leave the same final state', async () => {
+    const names = queueNames(stack.env.SYSTEM!, 'images')
+    const a = await accept(stack)
+    const b = await accept(stack)
+    const at = new Date().toISOString()
+    const update = (jobId: string, status: string, stage: string, progress: number) =>
+      JSON.stringify({ version: 1, jobId, status, stage, progress, at })
+    const completed = (jobId: string) =>
+      JSON.stringify({
+        version: 1,
+        jobId,
+        status: 'completed',
+        at,
+        outputs: [{ name: 'thumb', key: `x/${jobId}/thumb.webp`, contentType: 'image/webp', size: 10, width: 32, height: 24 }],
+        metadata: { format: 'jpeg', width: 300, height: 200, hasAlpha: false, pages: 1, orientation: 1 },
+      })
+    const failed = (jobId: string) =>
+      JSON.stringify({ version: 1, jobId, status: 'failed', at, error: { code: 'invalid_media', message: 'a late, conflicting result' } })
+
+    // Job A: the tidy order. Job B: the same messages shuffled, duplicated, with a stale result and updates after the end.
+    for (const [queue, body] of [
+      [names.updates, update(a.jobId, 'processing', 'downloading', 0)],
+      [names.updates, update(a.jobId, 'processing', 'processing', 40)],
+      [names.updates, update(a.jobId, 'processing', 'uploading', 80)],
+      [names.updates, update(a.jobId, 'completed', 'finished', 100)],
+      [names.results, completed(a.jobId)],
+    ] as const) await rabbit.publishRaw(queue, body)
+    for (const [queue, body] of [
+      [names.updates, update(b.jobId, 'processing', 'uploading', 80)],
+      [names.updates, update(b.jobId, 'processing', 'processing', 40)],
+      [names.results, completed(b.jobId)],
+      [names.updates, update(b.jobId, 'processing', 'downloading', 0)],
+      [names.results, completed(b.jobId)],
+      [names.results, failed(b.jobId)],
+      [names.updates, update(b.jobId, 'processing', 'processing', 90)],
+      [names.updates, update(b.jobId, 'completed', 'finished', 100)],
+      [names.updates, update(b.jobId, 'processing', 'uploading', 80)],
+    ] as const) await rabbit.publishRaw(queue, body)
+
+    // A sentinel on each queue, behind everything above: once both are applied, so is the rest.
+    const c = await accept(stack)
+    await rabbit.publishRaw(names.updates, update(c.jobId, 'processing', 'processing', 7))
+    await rabbit.publishRaw(names.results, failed(c.jobId))
+    await stack.waitForFinal(c.id)
+    const deadline = Date.now() + 10_000
+    while ((await getMedia(stack, c.id)).progress !== 7 && Date.now() < deadline) await Bun.sleep(20)
+    expect((await getMedia(stack, c.id)).progress).toBe(7)
+
+    const final = async (id: string) => {
+      const { status, stage, progress, error, metadata, outputs } = await getMedia(stack, id)
+      return { status, stage, progress, error, metadata, outputs: outputs.map(({ url, ...o }) => o) }
+    }
+    const stateA = await final(a.id)
+    expect(stateA).toMatchObject({ status: 'completed', stage: 'finished', progress: 100, error: null })
+    expect(await final(b.id)).toEqual(stateA)
+  })
+})
+
+describe('malformed messages', () => {
+  let stack: Stack
+  beforeAll(async () => {
+    stack = await startStack()
+  })
+  afterAll(async () => {
+    await stack.stop()
+  })
+
+  test('are dead-lettered on every queue, and both sides keep serving', async () => {
+    const names = queueNames(stack.env.SYSTEM!, 'images')
+    const junk = ['not json at all', '{"version": 2, "jobId": "x"}', '{"version": 1, "jobId": "not-a-uuid", "status": "completed"}', '\xff\xfe']
+    for (const queue of [names.request, names.updates, names.results]) {
+      for (const body of junk) await rabbit.publishRaw(queue, body, { messageId: `junk-${queue}` })
+    }
+    for (let i = 0; i < junk.length * 3; i++) {
+      const dead = await rabbit.nextMessage(names.dead, 10_000)
+      expect(String(dead.properties.headers?.['x-first-death-reason'] ?? dead.properties.headers?.['x-death']?.[0]?.reason)).toBe('rejected')
+    }
+    const res = await stack.upload(await jpeg())
+    const media = await stack.waitForFinal(((await res.json()) as { id: string }).id)
+    expect(media.status).toBe('completed')
+  })
+})
