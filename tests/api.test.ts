@@ -168,3 +168,18 @@ describe('memory', () => {
     }
   }, 120_000)
 })
+
+describe('kinds', () => {
+  test('a video is refused with 415 until its processor lands, judged from its magic bytes', async () => {
+    const stack = await startStack({ images: false })
+    try {
+      // An ISO-BMFF header with an "isom" brand: an MP4, whatever the declared type says.
+      const mp4 = new Uint8Array([0, 0, 0, 0x18, ...new TextEncoder().encode('ftypisom'), 0, 0, 2, 0, ...new TextEncoder().encode('isomiso2'), ...new Array(64).fill(0)])
+      const res = await stack.upload(mp4, { 'content-type': 'image/jpeg' })
+      expect(res.status).toBe(415)
+      expect(((await res.json()) as { error: { message: string } }).error.message).toContain('video (mp4)')
+    } finally {
+      await stack.stop()
+    }
+  })
+})

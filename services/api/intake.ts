@@ -39,15 +39,20 @@ async function drain(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<v
 const tooLarge = (max: number) => new ApiError(413, 'payload_too_large', `the upload is larger than the limit of ${max} bytes`)
 
 /** Takes the request's upload (raw or multipart) and hands it to `sink`. */
-export function receiveUpload(request: Request, maxBytes: number, sink: Sink): Promise<Received> {
+export function receiveUpload(request: Request, maxBytes: number, sink: Sink, kinds: readonly Accepted['kind'][] = ['image', 'video']): Promise<Received> {
   const type = request.headers.get('content-type') ?? ''
   if (!request.body) throw new ApiError(400, 'empty_body', 'the request has no body; send the file as the body or as the multipart field "file"')
-  if (/^multipart\/form-data/i.test(type)) return receiveMultipart(request.body, type, maxBytes, sink)
-  return receiveStream(request.body, maxBytes, sink)
+  if (/^multipart\/form-data/i.test(type)) return receiveMultipart(request.body, type, maxBytes, sink, kinds)
+  return receiveStream(request.body, maxBytes, sink, kinds)
 }
 
 /** Sniffs the head of `body`, then streams all of it to `sink`, failing with 413 past `maxBytes`. */
-export async function receiveStream(body: ReadableStream<Uint8Array>, maxBytes: number, sink: Sink): Promise<Received> {
+export async function receiveStream(
+  body: ReadableStream<Uint8Array>,
+  maxBytes: number,
+  sink: Sink,
+  kinds: readonly Accepted['kind'][] = ['image', 'video']
+): Promise<Received> {
   const reader = body.getReader()
   const chunks: Uint8Array[] = []
   let total = 0
@@ -64,9 +69,13 @@ export async function receiveStream(body: ReadableStream<Uint8Array>, maxBytes: 
   }
   const head = concat(chunks)
   const sniffed = sniff(head)
-  if (!sniffed || sniffed.kind === 'audio') {
+  if (!sniffed || sniffed.kind === 'audio' || !kinds.includes(sniffed.kind)) {
     await drain(reader)
-    const what = sniffed ? `an audio file (${sniffed.format}); audio-only uploads are not supported` : 'not an image or video format this service accepts'
+    const what = !sniffed
+      ? 'not an image or video format this service accepts'
+      : sniffed.kind === 'audio'
+        ? `an audio file (${sniffed.format}); audio-only uploads are not supported`
+        : `a ${sniffed.kind} (${sniffed.format}); this service accepts only ${kinds.join(' and ')} uploads for now`
     throw new ApiError(415, 'unsupported_media_type', `the file is ${what} (judged from its content, not its name or declared type)`)
   }
   let overLimit = false
@@ -96,7 +105,13 @@ export async function receiveStream(body: ReadableStream<Uint8Array>, maxBytes: 
   return { sniffed, size: total }
 }
 
-function receiveMultipart(body: ReadableStream<Uint8Array>, contentType: string, maxBytes: number, sink: Sink): Promise<Received> {
+function receiveMultipart(
+  body: ReadableStream<Uint8Array>,
+  contentType: string,
+  maxBytes: number,
+  sink: Sink,
+  kinds: readonly Accepted['kind'][]
+): Promise<Received> {
   return new Promise<Received>((resolve, reject) => {
     let parser: busboy.Busboy
     try {
@@ -110,7 +125,7 @@ function receiveMultipart(body: ReadableStream<Uint8Array>, contentType: string,
     let received: Promise<Received> | undefined
     parser.on('file', (name, file) => {
       if (name !== 'file' || received) return void file.resume()
-      received = receiveStream(Readable.toWeb(file) as unknown as ReadableStream<Uint8Array>, maxBytes, sink)
+      received = receiveStream(Readable.toWeb(file) as unknown as ReadableStream<Uint8Array>, maxBytes, sink, kinds)
       received.then(resolve, reject)
     })
     parser.on('error', (error) => reject(new ApiError(400, 'bad_multipart', `the multipart body is malformed: ${(error as Error).message}`)))

@@ -9,6 +9,11 @@ import { CONTENT_TYPES, IMAGE_RECIPE, VIDEO_RECIPE } from '../recipes.ts'
 import type { MediaRecord } from '../store.ts'
 
 const IdSchema = v.pipe(v.string(), v.uuid())
+/**
+ * What uploads are taken. Videos join when services/videos lands: accepting them before a processor exists would
+ * leave their jobs queued with no way to finish.
+ */
+const ACCEPTED_KINDS = ['image'] as const
 /** Multipart framing (boundaries, part headers) on top of the file itself. */
 const MULTIPART_SLACK = 64 * 1024
 
@@ -24,8 +29,11 @@ export function mediaRoutes(deps: AppDeps) {
     const id = crypto.randomUUID()
     const jobId = crypto.randomUUID()
     const sourceKey = `${deps.system}/originals/${id}`
-    const { sniffed, size } = await receiveUpload(c.req.raw, deps.maxUploadBytes, (sniffed, body) =>
-      deps.storage.put(sourceKey, body, CONTENT_TYPES[sniffed.format] ?? 'application/octet-stream')
+    const { sniffed, size } = await receiveUpload(
+      c.req.raw,
+      deps.maxUploadBytes,
+      (sniffed, body) => deps.storage.put(sourceKey, body, CONTENT_TYPES[sniffed.format] ?? 'application/octet-stream'),
+      ACCEPTED_KINDS
     )
 
     const type: MediaType = sniffed.kind === 'image' ? 'images' : 'videos'
