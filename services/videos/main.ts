@@ -1,0 +1,831 @@
+/**
+ * videos: the video processor.
+ *
+ * Consumes VideoRequest from `<system>.media.videos.request`, downloads the original from S3 to a per-job temp dir,
+ * probes it with ffprobe held to the container the backend sniffed, makes a WebP poster and H.264/AAC MP4
+ * renditions (one ffmpeg run for all renditions), uploads them to deterministic keys, and reports on `.updates`
+ * (progress with an ETA) and `.results` (the outcome).
+ *
+ * Env: SYSTEM, RABBITMQ_URL, S3_* (see shared/env.ts), VIDEO_CONCURRENCY (default 1), MAX_VIDEO_SECONDS
+ * (default 3600), MAX_VIDEO_PIXELS (default 8847360, i.e. 4096×2160), VIDEO_TIMEOUT_SECONDS (wall clock per job,
+ * default 3600), VIDEOS_TMP_DIR (default <os tmp>/media-videos).
+ *
+ * Outputs: `<prefix>/<poster.name>.webp`, fitted inside its box, never upscaled, taken ~10% into the video (the most
+ * representative of ~1 s of frames, so a fade-in does not give a black poster); `<prefix>/<rendition.name>.mp4` for
+ * every rung whose height is at or below the source's displayed *short side* (so a 1080×1920 portrait phone video
+ * gets its 1080p rung at 1080×1920), always at least the smallest rung (made at source size for a smaller source:
+ * never upscaled). Rotation is applied to the pixels and not left in the outputs; dimensions are even; metadata
+ * (GPS, titles, chapters) is stripped; 10-bit and HDR (PQ/HLG, tone-mapped with zscale) become 8-bit SDR yuv420p.
+ * A source without audio gives outputs without audio.
+ *
+ * Refused (a `failed` result, not a retry): a file the forced demuxer cannot read (`invalid_media`; this is also what
+ * an HLS playlist or ffconcat script disguised as MP4 gets), a file with no video stream: audio-only files, cover art
+ * not counting as video (`unsupported_format`, "has no video stream"), a container the backend did not sniff as a
+ * video (`unsupported_format`), one over the duration or pixel limit (`limit_exceeded`, before any transcoding),
+ * a truncated file (`invalid_media`), and a job past VIDEO_TIMEOUT_SECONDS (`timeout`; ffmpeg is SIGKILLed).
+ *
+ * Acks: a request is acked only after its result and final update are confirmed by the broker.
+ * A malformed message is dead-lettered at once. A bad video is an outcome (`failed` with a reason), not an error.
+ * An infrastructure error (S3, broker, disk) is retried through redelivery; on the last allowed delivery the job
+ * is reported `failed` (`gave_up`) so that it still reaches a final state.
+ * RabbitMQ's consumer_timeout (default 30 min) must exceed VIDEO_TIMEOUT_SECONDS, or the broker closes the channel
+ * under a long job and redelivers it.
+ */
+import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3'
+import { Upload } from '@aws-sdk/lib-storage'
+import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage } from 'amqplib'
+import ffmpeg from 'fluent-ffmpeg'
+import { spawn } from 'node:child_process'
+import { createReadStream, createWriteStream, existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import * as v from 'valibot'
+import {
+  BrokerEnv,
+  DELIVERY_LIMIT,
+  JobUpdateSchema,
+  S3Env,
+  VideoRequestSchema,
+  VideoResultSchema,
+  countVar,
+  createPublisher,
+  decodeMessage,
+  declareTopology,
+  encodeMessage,
+  queueNames,
+  readEnv,
+  topology,
+  type JobUpdate,
+  type OutputInfo,
+  type Publisher,
+  type VideoMetadata,
+  type VideoRequest,
+  type VideoResult,
+} from '@app/shared'
+
+// ── Config ─────────────────────────────────────────────────────────────────────────────────────────────────────
+
+const ConfigSchema = v.pipe(
+  v.object({
+    ...BrokerEnv,
+    ...S3Env,
+    VIDEO_CONCURRENCY: countVar(1, 64),
+    MAX_VIDEO_SECONDS: countVar(3600, 7 * 86400),
+    MAX_VIDEO_PIXELS: countVar(4096 * 2160, 2 ** 32),
+    VIDEO_TIMEOUT_SECONDS: countVar(3600, 7 * 86400),
+    VIDEOS_TMP_DIR: v.optional(v.pipe(v.string(), v.nonEmpty()), join(tmpdir(), 'media-videos')),
+  }),
+  v.transform((env) => ({
+    system: env.SYSTEM,
+    rabbitmqUrl: env.RABBITMQ_URL,
+    queues: queueNames(env.SYSTEM, 'videos'),
+    s3: {
+      endpoint: env.S3_ENDPOINT,
+      region: env.S3_REGION,
+      accessKeyId: env.S3_ACCESS_KEY_ID,
+      secretAccessKey: env.S3_SECRET_ACCESS_KEY,
+    },
+    concurrency: env.VIDEO_CONCURRENCY,
+    limits: { maxSeconds: env.MAX_VIDEO_SECONDS, maxPixels: env.MAX_VIDEO_PIXELS, timeoutSeconds: env.VIDEO_TIMEOUT_SECONDS },
+    tmpDir: env.VIDEOS_TMP_DIR,
+  }))
+)
+export type Config = v.InferOutput<typeof ConfigSchema>
+export type Limits = Config['limits']
+
+/** Parses the environment once; throws one error naming every bad variable. */
+export function readConfig(env: Record<string, string | undefined>): Config {
+  return readEnv(ConfigSchema, env)
+}
+
+// ── Core: files in, encoded outputs out (no broker, no S3) ─────────────────────────────────────────────────────
+
+/** An expected failure of a job: bad input, not a fault of ours. It becomes a `failed` result, never a retry. */
+export class MediaError extends Error {
+  constructor(
+    readonly code: 'invalid_media' | 'unsupported_format' | 'limit_exceeded' | 'source_missing' | 'timeout',
+    message: string
+  ) {
+    super(message)
+  }
+}
+
+/** The ffmpeg demuxer for each container the backend sniffs. ffmpeg is never allowed to pick one by probing. */
+export const DEMUXERS: ReadonlyMap<string, string> = new Map([
+  ['mp4', 'mov'],
+  ['mov', 'mov'],
+  ['3gp', 'mov'],
+  ['webm', 'matroska'],
+  ['mkv', 'matroska'],
+  ['avi', 'avi'],
+  ['mpegts', 'mpegts'],
+  ['flv', 'flv'],
+])
+
+/** Input options for every ffmpeg/ffprobe run: local files only, and only the one demuxer (no hls, concat, …). */
+const inputGuard = (demuxer: string) => ['-protocol_whitelist', 'file', '-format_whitelist', demuxer, '-f', demuxer]
+
+interface FfprobeStream {
+  index: number
+  codec_type?: string
+  codec_name?: string
+  width?: number
+  height?: number
+  sample_aspect_ratio?: string
+  avg_frame_rate?: string
+  r_frame_rate?: string
+  duration?: string
+  nb_frames?: string
+  channels?: number
+  color_transfer?: string
+  color_primaries?: string
+  color_space?: string
+  color_range?: string
+  disposition?: { attached_pic?: number }
+  tags?: Record<string, string>
+  side_data_list?: { side_data_type?: string; rotation?: number }[]
+}
+interface FfprobeOutput {
+  streams?: FfprobeStream[]
+  format?: { duration?: string; bit_rate?: string; size?: string }
+}
+
+/** What the transcode needs to know of a source, beyond the metadata it reports. */
+export interface Probed {
+  metadata: VideoMetadata
+  demuxer: string
+  videoIndex: number
+  audio: { index: number; channels: number } | null
+  color: { transfer?: string; primaries?: string; matrix?: string; range?: string }
+}
+
+/** Runs ffprobe on a local file, held to one demuxer. */
+async function ffprobe(file: string, demuxer: string, signal: AbortSignal, container = demuxer): Promise<FfprobeOutput> {
+  const args = ['-v', 'error', ...inputGuard(demuxer), '-show_format', '-show_streams', '-of', 'json', file]
+  const { code, stdout, stderr } = await spawnCapture('ffprobe', args, signal)
+  if (code !== 0) throw new MediaError('invalid_media', `the file is not a readable ${container} file: ${tidyStderr(stderr, file)}`)
+  try {
+    return JSON.parse(stdout) as FfprobeOutput
+  } catch {
+    throw new Error(`ffprobe printed something other than JSON: ${stdout.slice(0, 200)}`)
+  }
+}
+
+/**
+ * Probes the original and checks it against the limits, so a refusal costs milliseconds and no transcoding.
+ * Durations: container durations can lie (a fragmented MP4 may claim 143165 s for 1 s of content), so the streams'
+ * own durations are preferred and the container's is only a ceiling or fallback; `-t` is the hard bound anyway.
+ */
+export async function probeVideo(file: string, format: string, limits: Limits, signal: AbortSignal): Promise<Probed> {
+  const demuxer = DEMUXERS.get(format)
+  if (!demuxer) throw new MediaError('unsupported_format', `"${format}" is not a video container this processor accepts`)
+  const probe = await ffprobe(file, demuxer, signal, format.toUpperCase())
+  const streams = probe.streams ?? []
+  // Cover art (MP3/M4A attached pictures) is a video stream to ffmpeg but not a video.
+  const video = streams.find((s) => s.codec_type === 'video' && !s.disposition?.attached_pic)
+  if (!video) {
+    const audioOnly = streams.some((s) => s.codec_type === 'audio')
+    throw new MediaError(
+      'unsupported_format',
+      audioOnly ? 'the file has no video stream (it is audio only); upload audio as audio' : 'the file has no video stream'
+    )
+  }
+  if (!video.codec_name || video.codec_name === 'none') throw new MediaError('unsupported_format', 'the video stream is in a codec ffmpeg cannot decode')
+  if (!video.width || !video.height) throw new MediaError('invalid_media', 'the video stream has no picture size')
+  const audioStream = streams.find((s) => s.codec_type === 'audio' && s.codec_name && (s.channels ?? 0) > 0)
+
+  const pixels = video.width * video.height
+  if (pixels > limits.maxPixels) {
+    throw new MediaError('limit_exceeded', `the video is ${video.width}×${video.height} (${pixels} pixels), over the limit of ${limits.maxPixels} pixels`)
+  }
+  const durationSeconds = pickDuration(probe, video, audioStream)
+  if (durationSeconds > limits.maxSeconds) {
+    throw new MediaError('limit_exceeded', `the video lasts ${Math.round(durationSeconds)} s, over the limit of ${limits.maxSeconds} s`)
+  }
+
+  const rotation = readRotation(video)
+  // Anamorphic video: widen (or heighten) to square pixels, as players do.
+  const sar = ratio(video.sample_aspect_ratio) || 1
+  let width = sar > 1 ? Math.round(video.width * sar) : video.width
+  let height = sar < 1 ? Math.round(video.height / sar) : video.height
+  if (rotation === 90 || rotation === 270) [width, height] = [height, width]
+  const frameRate = ratio(video.avg_frame_rate) || ratio(video.r_frame_rate)
+  const size = Number(probe.format?.size)
+  const bitrate = Number(probe.format?.bit_rate) || (durationSeconds > 0 && size > 0 ? Math.round((size * 8) / durationSeconds) : 0)
+
+  return {
+    metadata: {
+      container: format,
+      durationSeconds: round3(durationSeconds),
+      width,
+      height,
+      frameRate: round3(frameRate),
+      videoCodec: video.codec_name,
+      audioCodec: audioStream?.codec_name ?? null,
+      bitrate,
+      rotation,
+    },
+    demuxer,
+    videoIndex: video.index,
+    audio: audioStream ? { index: audioStream.index, channels: audioStream.channels ?? 2 } : null,
+    color: { transfer: video.color_transfer, primaries: video.color_primaries, matrix: video.color_space, range: video.color_range },
+  }
+}
+
+/** Each stream's duration is the smallest credible figure it gives; the file's is its longest stream, capped by the container. */
+function pickDuration(probe: FfprobeOutput, video: FfprobeStream, audio: FfprobeStream | undefined): number {
+  const streamDuration = (s: FfprobeStream | undefined) => {
+    if (!s) return NaN
+    const fps = ratio(s.avg_frame_rate)
+    const candidates = [
+      Number(s.duration),
+      parseClock(s.tags?.DURATION ?? s.tags?.duration),
+      s.codec_type === 'video' && fps > 0 ? Number(s.nb_frames) / fps : NaN,
+    ].filter((d) => Number.isFinite(d) && d > 0)
+    return candidates.length ? Math.min(...candidates) : NaN
+  }
+  const streams = [streamDuration(video), streamDuration(audio)].filter((d) => Number.isFinite(d))
+  const container = Number(probe.format?.duration)
+  const fromStreams = streams.length ? Math.max(...streams) : NaN
+  if (Number.isFinite(fromStreams) && Number.isFinite(container) && container > 0) return Math.min(fromStreams, container)
+  if (Number.isFinite(fromStreams)) return fromStreams
+  return Number.isFinite(container) && container > 0 ? container : 0
+}
+
+/** Degrees clockwise, 0/90/180/270. ffprobe's display matrix `rotation` is counter-clockwise (a phone's -90 is 90). */
+function readRotation(stream: FfprobeStream): 0 | 90 | 180 | 270 {
+  const matrix = stream.side_data_list?.find((d) => d.side_data_type === 'Display Matrix')?.rotation
+  const degrees = matrix !== undefined ? -matrix : Number(stream.tags?.rotate ?? 0)
+  const quarter = ((Math.round((Number.isFinite(degrees) ? degrees : 0) / 90) % 4) + 4) % 4
+  return ([0, 90, 180, 270] as const)[quarter]!
+}
+
+export interface PlannedRendition {
+  name: string
+  width: number
+  height: number
+}
+
+/**
+ * The rungs to make, in recipe order. A rung's height applies to the displayed short side (portrait video is
+ * measured like landscape), rungs above the source are skipped, and the smallest rung is always made, at source
+ * size when the source is smaller. Sides are even (yuv420p needs it) and never larger than the source.
+ */
+export function planRenditions(specs: VideoRequest['recipe']['renditions'], display: { width: number; height: number }): PlannedRendition[] {
+  const short = Math.min(display.width, display.height)
+  const long = Math.max(display.width, display.height)
+  const smallest = Math.min(...specs.map((s) => s.height))
+  const chosen = specs.filter((s) => s.height <= short || s.height === smallest)
+  return chosen.map((spec) => {
+    const shortSide = Math.max(2, evenFloor(Math.min(spec.height, short)))
+    const longSide = Math.max(2, Math.min(evenFloor(long), 2 * Math.round((long * shortSide) / short / 2)))
+    const portrait = display.height > display.width
+    return { name: spec.name, width: portrait ? shortSide : longSide, height: portrait ? longSide : shortSide }
+  })
+}
+
+/** The poster's size: inside its box, aspect kept, never upscaled. */
+export function posterSize(box: { width: number; height: number }, display: { width: number; height: number }) {
+  const scale = Math.min(1, box.width / display.width, box.height / display.height)
+  return { width: Math.max(1, Math.round(display.width * scale)), height: Math.max(1, Math.round(display.height * scale)) }
+}
+
+/** PQ (HDR10) and HLG are tone-mapped; everything else (8/10/12-bit SDR, any chroma) is just converted to yuv420p. */
+async function toSdr8(color: Probed['color']): Promise<string> {
+  const hdr = color.transfer === 'smpte2084' || color.transfer === 'arib-std-b67'
+  if (!hdr || !(await hasFilter('zscale'))) return 'format=yuv420p'
+  const tin = color.transfer!
+  const min = color.matrix && color.matrix !== 'unknown' ? color.matrix : 'bt2020nc'
+  const pin = color.primaries && color.primaries !== 'unknown' ? color.primaries : 'bt2020'
+  const rin = color.range === 'pc' ? 'full' : 'limited'
+  return [
+    `zscale=tin=${tin}:min=${min}:pin=${pin}:rin=${rin}:t=linear:npl=100`,
+    'format=gbrpf32le',
+    'zscale=p=bt709',
+    'tonemap=tonemap=hable:desat=0',
+    'zscale=t=bt709:m=bt709:r=tv',
+    'format=yuv420p',
+  ].join(',')
+}
+
+/**
+ * Makes the poster: seeks ~10% in (within the duration for short clips) and lets the `thumbnail` filter pick the
+ * most representative of the next ~1 s of frames, scaled down first so it buffers small frames. Falls back to the
+ * start when the seek lands past the decodable part.
+ */
+export async function makePoster(
+  file: string,
+  probed: Probed,
+  size: { width: number; height: number },
+  output: string,
+  options: { maxPixels: number; signal: AbortSignal }
+) {
+  const { durationSeconds, frameRate } = probed.metadata
+  const window = Math.min(30, Math.max(2, Math.round(frameRate || 25)))
+  const chain = `scale=${size.width}:${size.height},setsar=1,${await toSdr8(probed.color)},thumbnail=${window}`
+  for (const at of new Set([durationSeconds * 0.1, 0])) {
+    rmSync(output, { force: true })
+    await runFfmpeg(
+      {
+        input: file,
+        inputOptions: [...commonInput(probed, options.maxPixels), '-ss', at.toFixed(3)],
+        outputs: [{
+          file: output,
+          options: ['-map', `0:${probed.videoIndex}`, '-vf', chain, '-frames:v', '1', '-c:v', 'libwebp', '-quality', '80', '-map_metadata', '-1', '-f', 'webp'],
+        }],
+      },
+      { signal: options.signal }
+    )
+    if (existsSync(output) && statSync(output).size > 0) return
+  }
+  throw new MediaError('invalid_media', 'no frame of the video could be decoded')
+}
+
+/**
+ * Makes every rendition in one ffmpeg run: the video is decoded, rotated, aspect-corrected and converted to 8-bit
+ * SDR once at the largest rung's size, then `split` and scaled per rung (separate runs cost ~22% more).
+ * `onProgress` gets the fraction of the source transcoded so far.
+ */
+export async function transcode(
+  file: string,
+  probed: Probed,
+  plan: (PlannedRendition & { file: string })[],
+  options: Pick<Limits, 'maxSeconds' | 'maxPixels'> & { signal: AbortSignal; onProgress: (fraction: number) => void }
+): Promise<void> {
+  const top = plan.reduce((a, b) => (b.width * b.height > a.width * a.height ? b : a))
+  const head = `[0:${probed.videoIndex}]scale=${top.width}:${top.height},setsar=1,${await toSdr8(probed.color)}`
+  const graph =
+    plan.length === 1
+      ? `${head}[o0]`
+      : `${head},split=${plan.length}${plan.map((_, i) => `[s${i}]`).join('')};` +
+        plan.map((p, i) => `[s${i}]${p === top ? 'null' : `scale=${p.width}:${p.height},setsar=1`}[o${i}]`).join(';')
+  const audio = probed.audio
+    ? ['-map', `0:${probed.audio.index}`, '-c:a', 'aac', '-b:a', '128k', ...(probed.audio.channels > 2 ? ['-ac', '2'] : [])]
+    : []
+  const duration = Math.min(probed.metadata.durationSeconds, options.maxSeconds)
+  await runFfmpeg(
+    {
+      input: file,
+      // -t bounds what is read whatever the container claims.
+      inputOptions: [...commonInput(probed, options.maxPixels), '-t', String(options.maxSeconds)],
+      filterGraph: graph,
+      outputs: plan.map((p, i) => ({
+        file: p.file,
+        options: [
+          '-map', `[o${i}]`, ...audio,
+          '-c:v', 'libx264', '-preset', 'veryfast', '-crf', '23', '-profile:v', 'high', '-pix_fmt', 'yuv420p',
+          '-map_metadata', '-1', '-map_chapters', '-1', '-movflags', '+faststart', '-f', 'mp4',
+        ],
+      })),
+    },
+    { signal: options.signal, onTime: (seconds) => duration > 0 && options.onProgress(Math.min(1, seconds / duration)) }
+  )
+}
+
+/** `-max_pixels` makes the decoder hold the limit too: a stream may grow after the part ffprobe read. */
+function commonInput(probed: Probed, maxPixels: number): string[] {
+  return ['-nostdin', '-hide_banner', '-v', 'error', '-stats', '-max_pixels', String(maxPixels), ...inputGuard(probed.demuxer)]
+}
+
+/** Duration and size of a finished MP4, read back rather than assumed. */
+export async function probeOutput(file: string, signal: AbortSignal) {
+  const probe = await ffprobe(file, 'mov', signal)
+  const video = probe.streams?.find((s) => s.codec_type === 'video')
+  if (!video?.width || !video.height) throw new Error(`ffmpeg wrote ${file} without a video stream`)
+  return { width: video.width, height: video.height, durationSeconds: round3(Number(probe.format?.duration) || 0) }
+}
+
+export interface FfmpegRun {
+  input: string
+  /** Options before `-i` (global options are fine here too), one argv entry each. */
+  inputOptions: string[]
+  filterGraph?: string
+  outputs: { file: string; options: string[] }[]
+}
+
+/**
+ * The one place fluent-ffmpeg is used (it is archived upstream; this is the seam to swap it for Bun.spawn with
+ * `[...inputOptions, '-i', input, '-filter_complex', graph, ...outputs.flatMap((o) => [...o.options, o.file])]`).
+ * No `progress` listener: fluent-ffmpeg would then run its own ffprobe on the input without our whitelists.
+ * Progress is read from ffmpeg's `time=` stats instead. On abort ffmpeg is SIGKILLed and the promise rejects with
+ * the signal's reason.
+ */
+export function runFfmpeg(run: FfmpegRun, options: { signal: AbortSignal; onTime?: (seconds: number) => void }): Promise<void> {
+  const { signal, onTime } = options
+  return new Promise<void>((resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason)
+    const command = ffmpeg().input(run.input)
+    // Spread: given several arguments fluent-ffmpeg keeps each whole (a lone "a b" argument it would split in two).
+    command.inputOptions(...run.inputOptions)
+    if (run.filterGraph) command.complexFilter(run.filterGraph)
+    for (const output of run.outputs) command.output(output.file).outputOptions(...output.options)
+    const errors: string[] = []
+    let killed = false
+    const kill = () => {
+      killed = true
+      if ((command as unknown as { ffmpegProc?: unknown }).ffmpegProc) command.kill('SIGKILL')
+    }
+    signal.addEventListener('abort', kill, { once: true })
+    command
+      .on('start', () => signal.aborted && kill())
+      .on('stderr', (line: string) => {
+        const time = /time=(\d+):(\d\d):(\d\d(?:\.\d+)?)/.exec(line)
+        if (time) onTime?.(Number(time[1]) * 3600 + Number(time[2]) * 60 + Number(time[3]))
+        else if (line.trim() && errors.push(line) > 20) errors.shift()
+      })
+      .on('end', () => {
+        signal.removeEventListener('abort', kill)
+        resolve()
+      })
+      .on('error', (error: Error) => {
+        signal.removeEventListener('abort', kill)
+        if (killed || signal.aborted) return reject(signal.reason)
+        reject(ffmpegFailure(error, errors.join('\n'), run.input))
+      })
+      .run()
+  })
+}
+
+/** Turns a failed ffmpeg run into an outcome; only our own trouble (missing binary, disk, memory) is a fault. */
+function ffmpegFailure(error: Error, stderr: string, input: string): Error {
+  const text = stderr || error.message
+  if (/ENOENT|Cannot find ffmpeg|is not available|No space left|Cannot allocate memory|Permission denied/i.test(`${error.message}\n${text}`)) {
+    return new Error(`ffmpeg failed: ${tidyStderr(text, input)}`, { cause: error })
+  }
+  if (/Decoder \(codec [^)]*\) not found|could not find codec parameters|Unsupported codec/i.test(text)) {
+    return new MediaError('unsupported_format', `the video uses a codec this processor cannot decode: ${tidyStderr(text, input)}`)
+  }
+  if (/exceeds specified max pixel count|max pixel/i.test(text)) {
+    return new MediaError('limit_exceeded', 'a frame of the video is over the pixel limit')
+  }
+  return new MediaError('invalid_media', `the video could not be decoded: ${tidyStderr(text, input)}`)
+}
+
+/** Spawns a program with an argv (no shell) and collects its output; SIGKILLs it on abort. */
+function spawnCapture(program: string, args: string[], signal: AbortSignal) {
+  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason)
+    const child = spawn(program, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (chunk) => (stdout += String(chunk)))
+    child.stderr.on('data', (chunk) => (stderr = (stderr + String(chunk)).slice(-4000)))
+    const kill = () => child.kill('SIGKILL')
+    signal.addEventListener('abort', kill, { once: true })
+    child.once('error', (error) => {
+      signal.removeEventListener('abort', kill)
+      reject(new Error(`${program} could not be started (is ffmpeg installed?): ${error.message}`, { cause: error }))
+    })
+    child.once('close', (code) => {
+      signal.removeEventListener('abort', kill)
+      if (signal.aborted) reject(signal.reason)
+      else resolve({ code, stdout, stderr })
+    })
+  })
+}
+
+let filters: Promise<string> | undefined
+/** Whether this ffmpeg build has a filter (zscale needs --enable-libzimg); asked once per process. */
+async function hasFilter(name: string): Promise<boolean> {
+  filters ??= spawnCapture('ffmpeg', ['-hide_banner', '-filters'], new AbortController().signal).then((r) => r.stdout)
+  return new RegExp(`^\\s*\\S+\\s+${name}\\s`, 'm').test(await filters)
+}
+
+/** The last lines of ffmpeg's complaint, without addresses or our temp paths. */
+function tidyStderr(stderr: string, file: string): string {
+  const lines = stderr
+    .split(/\r?\n|\r/)
+    .map((l) => l.replaceAll(file, 'the file').replace(/\[[^\]]+ @ 0x[0-9a-f]+\]\s*/g, '').trim())
+    .filter(Boolean)
+  return lines.slice(-3).join('; ').slice(0, 500) || 'no details'
+}
+
+const ratio = (text: string | undefined) => {
+  const [n, d] = (text ?? '').split(/[/:]/).map(Number)
+  return n && d && Number.isFinite(n / d) ? n / d : 0
+}
+/** `HH:MM:SS.nnnnnnnnn` (Matroska's DURATION tag) in seconds. */
+const parseClock = (text: string | undefined) => {
+  const m = /^(\d+):(\d\d):(\d\d(?:\.\d+)?)$/.exec(text ?? '')
+  return m ? Number(m[1]) * 3600 + Number(m[2]) * 60 + Number(m[3]) : NaN
+}
+const evenFloor = (n: number) => 2 * Math.floor(n / 2)
+const round3 = (n: number) => Math.round(n * 1000) / 1000
+
+// ── Storage ────────────────────────────────────────────────────────────────────────────────────────────────────
+
+export function createStorage(config: Config['s3']) {
+  const client = new S3Client({
+    endpoint: config.endpoint,
+    region: config.region,
+    forcePathStyle: Boolean(config.endpoint),
+    credentials: { accessKeyId: config.accessKeyId, secretAccessKey: config.secretAccessKey },
+    // S3-compatible stores (s3rver, MinIO, R2) mishandle the SDK's default aws-chunked checksums.
+    ...(config.endpoint ? { requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' } : {}),
+    // Without these a hung S3 hangs the job forever.
+    requestHandler: { requestTimeout: 30_000, connectionTimeout: 5_000, throwOnRequestTimeout: true },
+    maxAttempts: 3,
+  })
+  return {
+    /** Streams an object to a local file. A missing object is an outcome, not a fault. */
+    async download(bucket: string, key: string, file: string, signal: AbortSignal): Promise<void> {
+      try {
+        const object = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal })
+        await pipeline(object.Body as Readable, createWriteStream(file), { signal })
+      } catch (error) {
+        if (signal.aborted) throw signal.reason
+        if ((error as { name?: string }).name === 'NoSuchKey') {
+          throw new MediaError('source_missing', `the original ${bucket}/${key} does not exist`)
+        }
+        throw new Error(`downloading ${bucket}/${key} failed`, { cause: error })
+      }
+    },
+    /** Streams a file up (multipart when large), so a rendition is never held in memory whole. */
+    async upload(bucket: string, key: string, file: string, contentType: string, signal: AbortSignal): Promise<void> {
+      const upload = new Upload({
+        client,
+        params: { Bucket: bucket, Key: key, Body: createReadStream(file), ContentType: contentType },
+        queueSize: 4,
+        partSize: 8 * 1024 * 1024,
+      })
+      const abort = () => void upload.abort().catch(() => {})
+      signal.addEventListener('abort', abort, { once: true })
+      try {
+        await upload.done()
+      } catch (error) {
+        if (signal.aborted) throw signal.reason
+        throw new Error(`uploading ${bucket}/${key} failed`, { cause: error })
+      } finally {
+        signal.removeEventListener('abort', abort)
+      }
+    },
+    destroy: () => client.destroy(),
+  }
+}
+export type Storage = ReturnType<typeof createStorage>
+
+// ── Job ────────────────────────────────────────────────────────────────────────────────────────────────────────
+
+export interface JobDeps {
+  storage: Storage
+  limits: Limits
+  /** A directory of this job's own, removed afterwards by the caller. */
+  workDir: string
+  report: (update: Pick<JobUpdate, 'stage' | 'progress' | 'etaSeconds'>) => void
+}
+
+/** One request in, one result out. Bad input gives a `failed` result; only infrastructure faults throw. */
+export async function handleVideoJob(request: VideoRequest, deps: JobDeps): Promise<VideoResult> {
+  const { jobId, recipe, output } = request
+  const at = () => new Date().toISOString()
+  const deadline = new AbortController()
+  const { timeoutSeconds } = deps.limits
+  const timer = setTimeout(
+    () => deadline.abort(new MediaError('timeout', `processing took longer than the limit of ${timeoutSeconds} s`)),
+    timeoutSeconds * 1000
+  )
+  const signal = deadline.signal
+  const report = progressReporter(deps.report)
+  try {
+    report('downloading', 0)
+    const original = join(deps.workDir, 'original')
+    await deps.storage.download(request.source.bucket, request.source.key, original, signal)
+
+    report('processing', 5)
+    const probed = await probeVideo(original, request.source.format, deps.limits, signal)
+    const display = { width: probed.metadata.width, height: probed.metadata.height }
+    const poster = { name: recipe.poster.name, file: join(deps.workDir, 'poster.webp'), ...posterSize(recipe.poster, display) }
+    await makePoster(original, probed, poster, poster.file, { maxPixels: deps.limits.maxPixels, signal })
+
+    report('processing', 10)
+    const plan = planRenditions(recipe.renditions, display).map((p) => ({ ...p, file: join(deps.workDir, `rendition-${p.name}.mp4`) }))
+    const started = Date.now()
+    await transcode(original, probed, plan, {
+      maxSeconds: deps.limits.maxSeconds,
+      maxPixels: deps.limits.maxPixels,
+      signal,
+      onProgress: (fraction) => {
+        const elapsed = (Date.now() - started) / 1000
+        const eta = fraction >= 0.02 && elapsed >= 0.5 ? Math.round((elapsed * (1 - fraction)) / fraction) : null
+        report('processing', 10 + 85 * fraction, eta)
+      },
+    })
+    const expected = Math.min(probed.metadata.durationSeconds, deps.limits.maxSeconds)
+    const renditions = await Promise.all(plan.map(async (p) => ({ ...p, ...(await probeOutput(p.file, signal)) })))
+    const shortest = Math.min(...renditions.map((r) => r.durationSeconds))
+    // ffmpeg exits 0 on a file whose data stops early; a rendition much shorter than the source gives it away.
+    if (expected > 0 && shortest < expected - Math.max(1, expected * 0.05)) {
+      throw new MediaError('invalid_media', `the video is truncated or damaged: only ${shortest.toFixed(1)} s of its ${expected.toFixed(1)} s could be decoded`)
+    }
+
+    report('uploading', 95)
+    const outputs: OutputInfo[] = []
+    const items = [
+      { name: poster.name, file: poster.file, ext: 'webp', contentType: 'image/webp', width: poster.width, height: poster.height },
+      ...renditions.map((r) => ({ ...r, ext: 'mp4', contentType: 'video/mp4' })),
+    ]
+    // One at a time: each upload buffers up to queueSize × partSize (32 MiB).
+    for (const item of items) {
+      const key = `${output.prefix}/${item.name}.${item.ext}`
+      await deps.storage.upload(output.bucket, key, item.file, item.contentType, signal)
+      const info: OutputInfo = { name: item.name, key, contentType: item.contentType, size: statSync(item.file).size, width: item.width, height: item.height }
+      if ('durationSeconds' in item) info.durationSeconds = item.durationSeconds
+      outputs.push(info)
+    }
+    return { version: 1, jobId, status: 'completed', outputs, metadata: probed.metadata, at: at() }
+  } catch (error) {
+    if (error instanceof MediaError) {
+      return { version: 1, jobId, status: 'failed', error: { code: error.code, message: error.message }, at: at() }
+    }
+    throw error
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/** Keeps progress monotonic and sends at most one update per stage every 500 ms; a new stage always goes out. */
+function progressReporter(report: JobDeps['report'], intervalMs = 500) {
+  let last = { stage: '', progress: -1, at: 0 }
+  return (stage: JobUpdate['stage'], value: number, etaSeconds?: number | null) => {
+    const progress = Math.max(last.progress, Math.min(99, Math.floor(value)))
+    const now = Date.now()
+    if (stage === last.stage && (progress <= last.progress || now - last.at < intervalMs)) return
+    last = { stage, progress, at: now }
+    report(etaSeconds === undefined ? { stage, progress } : { stage, progress, etaSeconds })
+  }
+}
+
+// ── Wiring ─────────────────────────────────────────────────────────────────────────────────────────────────────
+
+const toBuffer = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+
+/** Connects, declares the topology and consumes until stopped. Reconnects by itself when the broker drops it. */
+export async function start(config: Config) {
+  const storage = createStorage(config.s3)
+  const jobsDir = join(config.tmpDir, String(process.pid))
+  clearDeadRuns(config.tmpDir)
+  mkdirSync(jobsDir, { recursive: true })
+
+  const inFlight = new Set<Promise<void>>()
+  let publisher: Publisher | undefined
+  let stopping = false
+  let consumer: { channel: Channel; tag: string } | undefined
+
+  async function onMessage(channel: ConfirmChannel, message: ConsumeMessage): Promise<void> {
+    const decoded = decodeMessage(VideoRequestSchema, message.content)
+    if (!decoded.ok) {
+      console.error(`videos: dead-lettering a malformed request (${message.properties.messageId ?? 'no id'}): ${decoded.reason}`)
+      return settle(() => channel.nack(message, false, false))
+    }
+    const request = decoded.value
+    const attempt = Number(message.properties.headers?.['x-delivery-count'] ?? 0) + 1
+    const updates: Promise<void>[] = []
+    const send = (update: Omit<JobUpdate, 'version' | 'jobId' | 'at'>) => {
+      const body = encodeMessage(JobUpdateSchema, { version: 1, jobId: request.jobId, at: new Date().toISOString(), ...update })
+      const sent = publish(config.queues.updates, body, request.jobId, 'job.update')
+      // Updates are advisory: a lost one is replaced by the next, and the result decides the final state.
+      updates.push(sent.catch((error) => console.warn(`videos: job ${request.jobId}: an update was not confirmed: ${error.message}`)))
+    }
+    const workDir = join(jobsDir, request.jobId)
+    let result: VideoResult
+    try {
+      mkdirSync(workDir, { recursive: true })
+      result = await handleVideoJob(request, {
+        storage,
+        limits: config.limits,
+        workDir,
+        report: (update) => send({ status: 'processing', ...update }),
+      })
+    } catch (error) {
+      const reason = describeError(error)
+      if (attempt < DELIVERY_LIMIT) {
+        console.error(`videos: job ${request.jobId} attempt ${attempt} hit a fault, retrying: ${reason}`)
+        return settle(() => channel.nack(message, false, true))
+      }
+      const at = new Date().toISOString()
+      result = { version: 1, jobId: request.jobId, status: 'failed', error: { code: 'gave_up', message: `gave up after ${attempt} attempts: ${reason}` }, at }
+    } finally {
+      rmSync(workDir, { recursive: true, force: true })
+    }
+    if (result.status === 'failed') {
+      console.warn(`videos: job ${request.jobId} failed: ${result.error.code}: ${result.error.message}`)
+      send({ status: 'failed', stage: 'finished', progress: 100, error: result.error })
+    } else {
+      send({ status: 'completed', stage: 'finished', progress: 100, etaSeconds: 0 })
+    }
+    try {
+      await publish(config.queues.results, encodeMessage(VideoResultSchema, result), request.jobId, 'job.result')
+      await Promise.all(updates)
+    } catch (error) {
+      // Unconfirmed result: put the request back so the job is done again rather than lost.
+      console.error(`videos: job ${request.jobId}: the result was not confirmed, requeueing: ${describeError(error)}`)
+      return settle(() => channel.nack(message, false, true))
+    }
+    settle(() => channel.ack(message))
+  }
+
+  function publish(queue: string, body: Uint8Array, jobId: string, type: string): Promise<void> {
+    if (!publisher) return Promise.reject(new Error('not connected to the broker'))
+    return publisher.publish(queue, body, { correlationId: jobId, type })
+  }
+
+  const connection = await amqp.connect(config.rabbitmqUrl, {
+    recovery: {
+      initialMaxRetries: 2,
+      maxDelay: 5_000,
+      // Runs after every (re)connect: channels, topology, prefetch and consumer do not survive a reconnect.
+      async setup(model: ChannelModel) {
+        const channel = await model.createConfirmChannel()
+        channel.on('error', (error) => console.error(`videos: channel error: ${error.message}`))
+        await declareTopology(channel, topology(config.system, 'videos'))
+        await channel.prefetch(config.concurrency)
+        publisher = createPublisher(channel, toBuffer)
+        if (stopping) return
+        const { consumerTag } = await channel.consume(config.queues.request, (message) => {
+          if (message === null) return console.error('videos: the broker cancelled the consumer (queue deleted?)')
+          const task = onMessage(channel, message).catch((error) => console.error('videos: unexpected error', error))
+          inFlight.add(task)
+          void task.finally(() => inFlight.delete(task))
+        })
+        consumer = { channel, tag: consumerTag }
+      },
+    },
+  })
+  connection.on('disconnect', (error) => console.warn(`videos: lost the broker (${error.message}); reconnecting`))
+  connection.on('connect', () => console.log('videos: connected to the broker'))
+  connection.on('reconnect-failed', (error) => console.error(`videos: gave up reconnecting: ${error.message}`))
+  connection.on('error', (error) => console.error(`videos: broker error: ${error.message}`))
+
+  return {
+    /** Stops taking work, lets in-flight jobs finish, and disconnects. */
+    async stop() {
+      stopping = true
+      if (consumer) await consumer.channel.cancel(consumer.tag).catch(() => {})
+      await Promise.allSettled(inFlight)
+      await connection.close().catch(() => {})
+      storage.destroy()
+      rmSync(jobsDir, { recursive: true, force: true })
+    },
+  }
+}
+
+/** Ack/nack on a channel that died meanwhile throws; the broker has already requeued that delivery. */
+function settle(action: () => void): void {
+  try {
+    action()
+  } catch (error) {
+    console.warn(`videos: could not settle a delivery (channel closed; it will be redelivered): ${describeError(error)}`)
+  }
+}
+
+/** Removes the work directories of processes on this machine that are gone (a crash leaves them behind). */
+function clearDeadRuns(tmpDir: string): void {
+  if (!existsSync(tmpDir)) return
+  for (const entry of readdirSync(tmpDir)) {
+    const pid = Number(entry)
+    if (!Number.isInteger(pid) || pid === process.pid || isAlive(pid)) continue
+    rmSync(join(tmpDir, entry), { recursive: true, force: true })
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+function describeError(error: unknown): string {
+  if (!(error instanceof Error)) return String(error)
+  return error.cause instanceof Error ? `${error.message}: ${error.cause.message}` : error.message
+}
+
+// ── Entry ──────────────────────────────────────────────────────────────────────────────────────────────────────
+
+if (import.meta.main) {
+  let config: Config
+  try {
+    config = readConfig(process.env)
+  } catch (error) {
+    console.error(`videos: ${(error as Error).message}`)
+    process.exit(2)
+  }
+  let service: Awaited<ReturnType<typeof start>>
+  try {
+    service = await start(config)
+  } catch (error) {
+    console.error(
+      `videos: cannot reach RabbitMQ at ${config.rabbitmqUrl.replace(/\/\/[^@]*@/, '//')}: ${describeError(error)}\n` +
+        '  Start it with `rabbitmq-server -detached` (Debian: `apt-get install rabbitmq-server`), or set RABBITMQ_URL.'
+    )
+    process.exit(1)
+  }
+  console.log(`videos: consuming ${config.queues.request} with concurrency ${config.concurrency}`)
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => void service.stop().then(() => process.exit(0)))
+  }
+}

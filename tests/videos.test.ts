@@ -1,0 +1,425 @@
+/**
+ * The video processor against real ffmpeg, RabbitMQ and S3 (s3rver): started in-process, fed through its request
+ * queue, and judged by what lands on `.results`, `.updates`, `.dead` and in S3 (outputs are read back with ffprobe).
+ */
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import {
+  JobUpdateSchema,
+  VideoResultSchema,
+  decodeMessage,
+  queueNames,
+  type JobUpdate,
+  type QueueNames,
+  type VideoRequest,
+  type VideoResult,
+} from '@app/shared'
+import { readConfig, start } from '../services/videos/main.ts'
+import { testEnv } from './helpers/env.ts'
+import { connectRabbit } from './helpers/rabbit.ts'
+import { ffconcatScript, hlsPlaylist, makeVideoFixtures, meanLuma, probe, type Fixture, type VideoFixtures } from './helpers/video-fixtures.ts'
+
+type Recipe = VideoRequest['recipe']
+/** Small rungs so that the ~2 s test clips exercise several of them cheaply. */
+const SMALL: Recipe = {
+  poster: { name: 'poster', width: 160, height: 160 },
+  renditions: [
+    { name: 'low', height: 120 },
+    { name: 'mid', height: 240 },
+    { name: 'high', height: 720 },
+  ],
+}
+/** What the API sends. */
+const API: Recipe = {
+  poster: { name: 'poster', width: 640, height: 640 },
+  renditions: [
+    { name: '360p', height: 360 },
+    { name: '720p', height: 720 },
+    { name: '1080p', height: 1080 },
+  ],
+}
+
+interface Processor {
+  queues: QueueNames
+  tmpDir: string
+  stop(): Promise<void>
+}
+
+let fixtures: VideoFixtures
+let rabbit: Awaited<ReturnType<typeof connectRabbit>>
+let s3: S3Client
+let bucket: string
+let scratch: string
+const processors: Processor[] = []
+
+async function startProcessor(overrides: Record<string, string> = {}, prepare?: (tmpDir: string) => void): Promise<Processor> {
+  const tmpDir = mkdtempSync(join(tmpdir(), 'media-test-videos-tmp-'))
+  prepare?.(tmpDir)
+  const env = testEnv({ VIDEOS_TMP_DIR: tmpDir, ...overrides })
+  const service = await start(readConfig(env))
+  const processor = {
+    queues: queueNames(env.SYSTEM!, 'videos'),
+    tmpDir,
+    async stop() {
+      await service.stop()
+      rmSync(tmpDir, { recursive: true, force: true })
+    },
+  }
+  processors.push(processor)
+  return processor
+}
+
+beforeAll(async () => {
+  const env = testEnv()
+  bucket = env.S3_BUCKET!
+  s3 = new S3Client({
+    endpoint: env.S3_ENDPOINT,
+    region: env.S3_REGION,
+    forcePathStyle: true,
+    credentials: { accessKeyId: env.S3_ACCESS_KEY_ID!, secretAccessKey: env.S3_SECRET_ACCESS_KEY! },
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  })
+  ;[fixtures, rabbit] = await Promise.all([makeVideoFixtures(), connectRabbit()])
+  scratch = mkdtempSync(join(tmpdir(), 'media-test-videos-out-'))
+})
+
+afterAll(async () => {
+  await Promise.all(processors.map((p) => p.stop()))
+  await rabbit?.close()
+  s3?.destroy()
+  fixtures?.remove()
+  if (scratch) rmSync(scratch, { recursive: true, force: true })
+})
+
+interface JobRun {
+  request: VideoRequest
+  result: VideoResult
+  updates: JobUpdate[]
+  elapsedMs: number
+}
+
+/** Puts the source in S3, publishes a request, and waits for its result and all its updates (up to the final one). */
+async function runJob(
+  processor: Processor,
+  source: Fixture | { body: string | Uint8Array; format: string },
+  options: { recipe?: Recipe; sourceBucket?: string; skipUpload?: boolean } = {}
+): Promise<JobRun> {
+  const jobId = crypto.randomUUID()
+  const mediaId = crypto.randomUUID()
+  const key = `sources/${mediaId}`
+  const body = 'file' in source ? readFileSync(source.file) : source.body
+  const size = typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength
+  if (!options.sourceBucket && !options.skipUpload) await s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body }))
+  const request: VideoRequest = {
+    version: 1,
+    jobId,
+    mediaId,
+    source: { bucket: options.sourceBucket ?? bucket, key, format: source.format, size },
+    output: { bucket, prefix: `videos/${mediaId}` },
+    recipe: options.recipe ?? SMALL,
+  }
+  const started = Date.now()
+  await rabbit.publishRaw(processor.queues.request, JSON.stringify(request), { messageId: crypto.randomUUID(), correlationId: jobId })
+  const decoded = decodeMessage(VideoResultSchema, (await rabbit.nextMessage(processor.queues.results, 30_000)).content)
+  const elapsedMs = Date.now() - started
+  if (!decoded.ok) throw new Error(decoded.reason)
+  expect(decoded.value.jobId).toBe(jobId)
+  const updates: JobUpdate[] = []
+  for (;;) {
+    const update = decodeMessage(JobUpdateSchema, (await rabbit.nextMessage(processor.queues.updates, 5_000)).content)
+    if (!update.ok) throw new Error(update.reason)
+    expect(update.value.jobId).toBe(jobId)
+    updates.push(update.value)
+    if (update.value.status !== 'processing') break
+  }
+  return { request, result: decoded.value, updates, elapsedMs }
+}
+
+function completed(run: JobRun) {
+  if (run.result.status !== 'completed') throw new Error(`job ${run.result.status}: ${JSON.stringify(run.result)}`)
+  return run.result
+}
+
+function failed(run: JobRun) {
+  if (run.result.status !== 'failed') throw new Error(`expected a failure, got ${run.result.status}`)
+  expect(run.updates.at(-1)).toMatchObject({ status: 'failed', stage: 'finished', progress: 100, error: run.result.error })
+  return run.result.error
+}
+
+/** Downloads an output and probes it. */
+async function fetchOutput(key: string) {
+  const object = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }))
+  const bytes = await object.Body!.transformToByteArray()
+  const file = join(scratch, key.replaceAll('/', '_'))
+  writeFileSync(file, bytes)
+  return { file, bytes: bytes.byteLength, contentType: object.ContentType, probed: await probe(file) }
+}
+
+async function keysUnder(prefix: string): Promise<string[]> {
+  const listed = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: `${prefix}/` }))
+  return (listed.Contents ?? []).map((o) => o.Key!)
+}
+
+/** Job dirs left in this process's work dir (every job removes its own). */
+const leftovers = (processor: Processor) => readdirSync(join(processor.tmpDir, String(process.pid)))
+
+function expectMonotonicProgress(updates: JobUpdate[]) {
+  const progress = updates.map((u) => u.progress)
+  expect(progress).toEqual([...progress].sort((a, b) => a - b))
+}
+
+/** Checks a rendition: H.264 yuv420p, AAC or no audio, its size, its duration, no rotation, no location. */
+async function expectRendition(output: VideoResult & { status: 'completed' }, name: string, want: { width: number; height: number; seconds: number; audio: boolean }) {
+  const info = output.outputs.find((o) => o.name === name)!
+  expect(info.key.endsWith(`/${name}.mp4`)).toBe(true)
+  expect(info).toMatchObject({ contentType: 'video/mp4', width: want.width, height: want.height })
+  const { bytes, contentType, probed } = await fetchOutput(info.key)
+  expect(contentType).toBe('video/mp4')
+  expect(info.size).toBe(bytes)
+  const video = probed.streams.filter((s) => s.codec_type === 'video')
+  const audio = probed.streams.filter((s) => s.codec_type === 'audio')
+  expect(video).toHaveLength(1)
+  expect(video[0]).toMatchObject({ codec_name: 'h264', pix_fmt: 'yuv420p', width: want.width, height: want.height })
+  // A leftover display matrix would make players rotate an already upright picture again.
+  expect(video[0]!.side_data_list?.find((d) => d.side_data_type === 'Display Matrix')).toBeUndefined()
+  expect(video[0]!.tags?.rotate).toBeUndefined()
+  if (want.audio) expect(audio.map((a) => a.codec_name)).toEqual(['aac'])
+  else expect(audio).toHaveLength(0)
+  expect(Math.abs(Number(probed.format.duration) - want.seconds)).toBeLessThanOrEqual(0.1)
+  expect(Math.abs(info.durationSeconds! - want.seconds)).toBeLessThanOrEqual(0.1)
+  expect(probed.format.tags?.location).toBeUndefined()
+  return probed
+}
+
+async function expectPoster(output: VideoResult & { status: 'completed' }, want: { width: number; height: number }) {
+  const info = output.outputs.find((o) => o.name === 'poster')!
+  expect(info.key).toMatch(/\/poster\.webp$/)
+  expect(info).toMatchObject({ contentType: 'image/webp', ...want })
+  const { probed, bytes, file } = await fetchOutput(info.key)
+  expect(info.size).toBe(bytes)
+  expect(probed.streams[0]).toMatchObject({ codec_name: 'webp', ...want })
+  return file
+}
+
+describe('with default limits', () => {
+  let processor: Processor
+
+  beforeAll(async () => {
+    processor = await startProcessor({}, (tmpDir) => {
+      // A crashed run's work dir (no process has this pid) is cleared on start.
+      mkdirSync(join(tmpDir, '999999999', 'some-job'), { recursive: true })
+      writeFileSync(join(tmpDir, '999999999', 'some-job', 'original'), 'left behind')
+    })
+  })
+
+  test('clears work dirs left by dead runs on start', () => {
+    expect(existsSync(join(processor.tmpDir, '999999999'))).toBe(false)
+    expect(existsSync(join(processor.tmpDir, String(process.pid)))).toBe(true)
+  })
+
+  test('makes a poster and the renditions at or below the source, with audio, metadata and progress', async () => {
+    // The source carries a GPS location, which the outputs must not.
+    expect((await probe(fixtures.withAudio.file)).format.tags?.location).toBeDefined()
+    const run = await runJob(processor, fixtures.withAudio)
+    const result = completed(run)
+    const prefix = run.request.output.prefix
+    expect(result.outputs.map((o) => o.key)).toEqual([`${prefix}/poster.webp`, `${prefix}/low.mp4`, `${prefix}/mid.mp4`])
+    expect(result.metadata).toMatchObject({ container: 'mp4', width: 320, height: 240, frameRate: 30, videoCodec: 'h264', audioCodec: 'aac', rotation: 0 })
+    expect(Math.abs(result.metadata.durationSeconds - 2)).toBeLessThanOrEqual(0.1)
+    expect(result.metadata.bitrate).toBeGreaterThan(0)
+    await expectPoster(result, { width: 160, height: 120 })
+    await expectRendition(result, 'low', { width: 160, height: 120, seconds: 2, audio: true })
+    await expectRendition(result, 'mid', { width: 320, height: 240, seconds: 2, audio: true })
+
+    expectMonotonicProgress(run.updates)
+    const stages = [...new Set(run.updates.map((u) => u.stage))]
+    expect(stages).toEqual(['downloading', 'processing', 'uploading', 'finished'])
+    expect(run.updates.at(-1)).toMatchObject({ status: 'completed', stage: 'finished', progress: 100 })
+    expect(leftovers(processor)).toEqual([])
+  })
+
+  test('the API recipe on a small silent clip gives only the smallest rung, at source size, without audio', async () => {
+    const result = completed(await runJob(processor, fixtures.silent, { recipe: API }))
+    expect(result.outputs.map((o) => o.name)).toEqual(['poster', '360p'])
+    expect(result.metadata).toMatchObject({ width: 426, height: 240, audioCodec: null })
+    await expectPoster(result, { width: 426, height: 240 })
+    await expectRendition(result, '360p', { width: 426, height: 240, seconds: 2, audio: false })
+  })
+
+  test('the poster of a video that fades in from black is not black', async () => {
+    const result = completed(await runJob(processor, fixtures.fadeIn))
+    const poster = await expectPoster(result, { width: 160, height: 120 })
+    const luma = await meanLuma(poster)
+    // The first frame is ~16; the fully faded-in picture is ~120.
+    expect(luma).toBeGreaterThan(60)
+  })
+
+  test('a rotated (portrait) video stays portrait, with the rotation applied once', async () => {
+    const result = completed(await runJob(processor, fixtures.rotated))
+    expect(result.metadata).toMatchObject({ width: 240, height: 320 })
+    // ffprobe reports this fixture's matrix as +90 (counter-clockwise), i.e. 270 clockwise.
+    expect(result.metadata.rotation).toBe(270)
+    expect(result.outputs.map((o) => o.name)).toEqual(['poster', 'low', 'mid'])
+    await expectPoster(result, { width: 120, height: 160 })
+    await expectRendition(result, 'low', { width: 120, height: 160, seconds: 2, audio: true })
+    await expectRendition(result, 'mid', { width: 240, height: 320, seconds: 2, audio: true })
+  })
+
+  test('odd source sides (161×121 AVI) give even output sides, never upscaled', async () => {
+    const result = completed(await runJob(processor, fixtures.odd, { recipe: API }))
+    expect(result.metadata).toMatchObject({ container: 'avi', width: 161, height: 121, videoCodec: 'mpeg4', audioCodec: null })
+    await expectPoster(result, { width: 161, height: 121 })
+    await expectRendition(result, '360p', { width: 160, height: 120, seconds: 2, audio: false })
+  })
+
+  test('10-bit HDR (HEVC HLG) and 10-bit VP9 WebM become 8-bit SDR H.264', async () => {
+    const hdr = completed(await runJob(processor, fixtures.hdr))
+    expect(hdr.metadata).toMatchObject({ videoCodec: 'hevc', width: 320, height: 180 })
+    const probed = await expectRendition(hdr, 'low', { width: 214, height: 120, seconds: 2, audio: false })
+    expect(probed.streams[0]!.color_transfer).toBe('bt709')
+
+    const vp9 = completed(await runJob(processor, fixtures.vp9))
+    expect(vp9.metadata).toMatchObject({ container: 'webm', videoCodec: 'vp9', audioCodec: 'opus', width: 320, height: 180 })
+    expect(Math.abs(vp9.metadata.durationSeconds - 2)).toBeLessThanOrEqual(0.1)
+    await expectRendition(vp9, 'low', { width: 214, height: 120, seconds: 2, audio: true })
+  })
+
+  test('reports transcoding progress with an ETA, monotonic, at most ~2 per second, ending at 100', async () => {
+    const run = await runJob(processor, fixtures.long, { recipe: { ...SMALL, renditions: [{ name: '360p', height: 360 }] } })
+    const result = completed(run)
+    await expectRendition(result, '360p', { width: 640, height: 360, seconds: 10, audio: false })
+    expectMonotonicProgress(run.updates)
+    const ticks = run.updates.filter((u) => u.stage === 'processing' && u.progress > 10 && u.progress < 95)
+    expect(ticks.length).toBeGreaterThan(0)
+    expect(ticks.some((u) => typeof u.etaSeconds === 'number')).toBe(true)
+    const times = run.updates.filter((u) => u.stage === 'processing').map((u) => Date.parse(u.at))
+    for (let i = 1; i < times.length; i++) expect(times[i]! - times[i - 1]!).toBeGreaterThanOrEqual(450)
+    expect(run.updates.at(-1)).toMatchObject({ status: 'completed', progress: 100 })
+  })
+
+  test('refuses what is not a playable video, writes nothing, and keeps serving', async () => {
+    const cases: [string, Fixture | { body: string; format: string }, string, RegExp][] = [
+      ['text', fixtures.text, 'invalid_media', /not a readable MP4 file/],
+      ['truncated header', fixtures.truncatedHeader, 'invalid_media', /moov atom not found/],
+      ['truncated data', fixtures.truncatedData, 'invalid_media', /truncated/],
+      ['audio only, with cover art', fixtures.audioWithCover, 'unsupported_format', /no video stream/],
+      ['unknown container', { ...fixtures.withAudio, format: 'gif' }, 'unsupported_format', /gif/],
+    ]
+    for (const [label, source, code, message] of cases) {
+      const run = await runJob(processor, source)
+      const error = failed(run)
+      expect({ label, code: error.code }).toEqual({ label, code })
+      expect(error.message).toMatch(message)
+      expect(error.message).not.toContain(processor.tmpDir)
+      expect(await keysUnder(run.request.output.prefix)).toEqual([])
+    }
+    expect(leftovers(processor)).toEqual([])
+    completed(await runJob(processor, fixtures.silent))
+  })
+
+  test('a missing source is source_missing', async () => {
+    const run = await runJob(processor, fixtures.silent, { skipUpload: true })
+    expect(failed(run).code).toBe('source_missing')
+  })
+
+  test('an HLS playlist or ffconcat script posing as MP4 is refused and opens nothing', async () => {
+    let requests = 0
+    const video = readFileSync(fixtures.segment.file)
+    const server = Bun.serve({
+      port: 0,
+      hostname: '127.0.0.1',
+      fetch() {
+        requests++
+        return new Response(video, { headers: { 'content-type': 'video/mp2t' } })
+      },
+    })
+    try {
+      const url = `http://127.0.0.1:${server.port}/segment.ts`
+      // Probed as HLS, the playlists naming a local segment give a complete job (the local-file-read hazard); the
+      // others are refused by ffmpeg's defaults too (nested http from a file, unsafe concat paths), kept as a net.
+      const disguised = [
+        hlsPlaylist(fixtures.segment.file),
+        hlsPlaylist(`file://${fixtures.segment.file}`),
+        hlsPlaylist(url),
+        ffconcatScript(url),
+        ffconcatScript(fixtures.segment.file),
+      ]
+      for (const body of disguised) {
+        const run = await runJob(processor, { body, format: 'mp4' })
+        expect(failed(run).code).toBe('invalid_media')
+      }
+      expect(requests).toBe(0)
+    } finally {
+      await server.stop(true)
+    }
+  })
+
+  test('a malformed request is dead-lettered and the processor keeps serving', async () => {
+    const junk = ['not json at all', JSON.stringify({ version: 1, jobId: 'not-a-uuid' })]
+    for (const body of junk) {
+      await rabbit.publishRaw(processor.queues.request, body, { messageId: crypto.randomUUID() })
+      const dead = await rabbit.nextMessage(processor.queues.dead, 10_000)
+      expect(dead.content.toString()).toBe(body)
+    }
+    expect(await rabbit.messageCount(processor.queues.results)).toBe(0)
+    completed(await runJob(processor, fixtures.odd))
+  })
+
+  test('an infrastructure fault is retried up to the delivery limit, then reported as gave_up', async () => {
+    const run = await runJob(processor, fixtures.silent, { sourceBucket: 'no-such-bucket-anywhere' })
+    const error = failed(run)
+    expect(error.code).toBe('gave_up')
+    expect(error.message).toMatch(/gave up after 5 attempts/)
+  })
+})
+
+describe('with tight limits', () => {
+  let limited: Processor
+  let timed: Processor
+
+  beforeAll(async () => {
+    ;[limited, timed] = await Promise.all([
+      startProcessor({ MAX_VIDEO_SECONDS: '1', MAX_VIDEO_PIXELS: '50000' }),
+      startProcessor({ VIDEO_TIMEOUT_SECONDS: '1' }),
+    ])
+  })
+
+  test('over the duration or pixel limit fails fast, before transcoding', async () => {
+    // 161×121 is under the pixel limit; its 2 s are over the 1 s limit.
+    const long = await runJob(limited, fixtures.odd)
+    expect(failed(long).code).toBe('limit_exceeded')
+    expect(failed(long).message).toMatch(/lasts 2 s, over the limit of 1 s/)
+    // 320×240 is over 50000 pixels.
+    const large = await runJob(limited, fixtures.withAudio)
+    expect(failed(large).code).toBe('limit_exceeded')
+    expect(failed(large).message).toMatch(/320×240/)
+    for (const run of [long, large]) {
+      expect(run.elapsedMs).toBeLessThan(2_000)
+      expect(run.updates.filter((u) => u.progress > 5 && u.progress < 100)).toEqual([])
+      expect(await keysUnder(run.request.output.prefix)).toEqual([])
+    }
+  })
+
+  test('a job past the wall-clock limit is killed and reported as timeout', async () => {
+    const run = await runJob(timed, fixtures.long, { recipe: API })
+    expect(failed(run).code).toBe('timeout')
+    expect(run.elapsedMs).toBeLessThan(4_000)
+    expect(leftovers(timed)).toEqual([])
+    // No ffmpeg is left running on this processor's files.
+    const running = readdirSync('/proc')
+      .filter((entry) => /^\d+$/.test(entry))
+      .map((pid) => {
+        try {
+          return readFileSync(`/proc/${pid}/cmdline`, 'utf8')
+        } catch {
+          return ''
+        }
+      })
+      .filter((cmdline) => cmdline.includes(timed.tmpDir))
+    expect(running).toEqual([])
+  })
+})
