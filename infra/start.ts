@@ -7,8 +7,7 @@ import amqp from 'amqplib'
 import { join, resolve } from 'node:path'
 import { LOCAL_S3_CREDENTIALS, startS3Server, type LocalS3 } from './s3-server.ts'
 
-// The video processor joins this list when it lands (issue 3).
-const SERVICES = ['api', 'images'] as const
+const SERVICES = ['api', 'images', 'videos'] as const
 const root = resolve(import.meta.dir, '..')
 const env: Record<string, string | undefined> = { ...process.env }
 const dataDir = resolve(env.DATA_DIR ?? './.data')

@@ -98,7 +98,10 @@ export type ImageMetadata = v.InferOutput<typeof ImageMetadataSchema>
 
 // ── Videos ─────────────────────────────────────────────────────────────────────────────────────────────────────
 
-/** One H.264/AAC MP4 rendition whose height (of the displayed picture) is `height`, made only at or below the source. */
+/**
+ * One H.264/AAC MP4 rendition whose displayed short side is `height` (so a portrait 1080×1920 video has a 1080p rung
+ * at 1080×1920). Rungs above the source are skipped; the smallest is always made, at source size if need be.
+ */
 export const VideoRenditionSpecSchema = v.object({ name: OutputNameSchema, height: int(16, 4320) })
 export const VideoRequestSchema = v.object({
   version: v.literal(1),

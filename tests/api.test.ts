@@ -106,12 +106,16 @@ describe('configuration', () => {
     expect(images.code).toBe(2)
     expect(images.stderr).toMatch(/IMAGE_CONCURRENCY/)
     expect(images.stderr).toMatch(/S3_ACCESS_KEY_ID/)
+    const videos = await runEntry('videos', { ...testEnv(), VIDEO_CONCURRENCY: 'two', MAX_VIDEO_SECONDS: '-5' })
+    expect(videos.code).toBe(2)
+    expect(videos.stderr).toContain('VIDEO_CONCURRENCY')
+    expect(videos.stderr).toContain('MAX_VIDEO_SECONDS')
     const system = await runEntry('api', { ...testEnv(), SYSTEM: 'Has.Dots' })
     expect(system.stderr).toContain('SYSTEM')
   })
 
   test('an unreachable RabbitMQ stops a service with a message saying how to start it', async () => {
-    for (const service of ['api', 'images']) {
+    for (const service of ['api', 'images', 'videos']) {
       const result = await runEntry(service, { ...testEnv(), RABBITMQ_URL: 'amqp://guest:guest@127.0.0.1:1' })
       expect(result.code).toBe(1)
       expect(result.stderr).toContain('rabbitmq-server')
@@ -169,17 +173,3 @@ describe('memory', () => {
   }, 120_000)
 })
 
-describe('kinds', () => {
-  test('a video is refused with 415 until its processor lands, judged from its magic bytes', async () => {
-    const stack = await startStack({ images: false })
-    try {
-      // An ISO-BMFF header with an "isom" brand: an MP4, whatever the declared type says.
-      const mp4 = new Uint8Array([0, 0, 0, 0x18, ...new TextEncoder().encode('ftypisom'), 0, 0, 2, 0, ...new TextEncoder().encode('isomiso2'), ...new Array(64).fill(0)])
-      const res = await stack.upload(mp4, { 'content-type': 'image/jpeg' })
-      expect(res.status).toBe(415)
-      expect(((await res.json()) as { error: { message: string } }).error.message).toContain('video (mp4)')
-    } finally {
-      await stack.stop()
-    }
-  })
-})

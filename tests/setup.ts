@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { deleteNamespaces } from './helpers/rabbit.ts'
-import { RABBITMQ_URL } from './helpers/env.ts'
+import { RABBITMQ_URL, removeDataDirs } from './helpers/env.ts'
 
 setDefaultTimeout(60_000)
 
@@ -34,6 +34,7 @@ process.env.TEST_S3_BUCKET = 'media-test'
 
 afterAll(async () => {
   await deleteNamespaces()
+  removeDataDirs()
   s3Process.kill()
   await s3Process.exited
   rmSync(s3Dir, { recursive: true, force: true })

@@ -8,7 +8,7 @@
  *
  * Env: SYSTEM, RABBITMQ_URL, S3_* (see shared/env.ts), VIDEO_CONCURRENCY (default 1), MAX_VIDEO_SECONDS
  * (default 3600), MAX_VIDEO_PIXELS (default 8847360, i.e. 4096×2160), VIDEO_TIMEOUT_SECONDS (wall clock per job,
- * default 3600), VIDEOS_TMP_DIR (default <os tmp>/media-videos).
+ * default 1500), VIDEOS_TMP_DIR (default <os tmp>/media-videos).
  *
  * Outputs: `<prefix>/<poster.name>.webp`, fitted inside its box, never upscaled, taken ~10% into the video (the most
  * representative of ~1 s of frames, so a fade-in does not give a black poster); `<prefix>/<rendition.name>.mp4` for
@@ -74,7 +74,9 @@ const ConfigSchema = v.pipe(
     VIDEO_CONCURRENCY: countVar(1, 64),
     MAX_VIDEO_SECONDS: countVar(3600, 7 * 86400),
     MAX_VIDEO_PIXELS: countVar(4096 * 2160, 2 ** 32),
-    VIDEO_TIMEOUT_SECONDS: countVar(3600, 7 * 86400),
+    // Below RabbitMQ's default consumer_timeout (30 min): a delivery held longer has its channel closed and is
+    // redelivered. Raise both together for longer jobs.
+    VIDEO_TIMEOUT_SECONDS: countVar(1500, 7 * 86400),
     VIDEOS_TMP_DIR: v.optional(v.pipe(v.string(), v.nonEmpty()), join(tmpdir(), 'media-videos')),
   }),
   v.transform((env) => ({
@@ -137,6 +139,7 @@ interface FfprobeStream {
   avg_frame_rate?: string
   r_frame_rate?: string
   duration?: string
+  duration_ts?: number
   nb_frames?: string
   channels?: number
   color_transfer?: string
@@ -200,7 +203,8 @@ export async function probeVideo(file: string, format: string, limits: Limits, s
   if (pixels > limits.maxPixels) {
     throw new MediaError('limit_exceeded', `the video is ${video.width}×${video.height} (${pixels} pixels), over the limit of ${limits.maxPixels} pixels`)
   }
-  const durationSeconds = pickDuration(probe, video, audioStream)
+  let durationSeconds = pickDuration(probe, video, audioStream)
+  if (!Number.isFinite(durationSeconds)) durationSeconds = await measureDuration(file, demuxer, video.index, signal)
   if (durationSeconds > limits.maxSeconds) {
     throw new MediaError('limit_exceeded', `the video lasts ${Math.round(durationSeconds)} s, over the limit of ${limits.maxSeconds} s`)
   }
@@ -239,8 +243,10 @@ function pickDuration(probe: FfprobeOutput, video: FfprobeStream, audio: Ffprobe
   const streamDuration = (s: FfprobeStream | undefined) => {
     if (!s) return NaN
     const fps = ratio(s.avg_frame_rate)
+    // An all-ones duration_ts is a muxer's "unknown" (fragmented MP4s write it), not a length.
+    const unknown = s.duration_ts === 0xffffffff || s.duration_ts === Number.MAX_SAFE_INTEGER
     const candidates = [
-      Number(s.duration),
+      unknown ? NaN : Number(s.duration),
       parseClock(s.tags?.DURATION ?? s.tags?.duration),
       s.codec_type === 'video' && fps > 0 ? Number(s.nb_frames) / fps : NaN,
     ].filter((d) => Number.isFinite(d) && d > 0)
@@ -251,7 +257,21 @@ function pickDuration(probe: FfprobeOutput, video: FfprobeStream, audio: Ffprobe
   const fromStreams = streams.length ? Math.max(...streams) : NaN
   if (Number.isFinite(fromStreams) && Number.isFinite(container) && container > 0) return Math.min(fromStreams, container)
   if (Number.isFinite(fromStreams)) return fromStreams
-  return Number.isFinite(container) && container > 0 ? container : 0
+  // No stream knows its length: the container's figure came from the same unknown values, so it is not used.
+  return NaN
+}
+
+/** The video's length read from its packets' timestamps: for files whose headers do not say (demuxing only, no decoding). */
+async function measureDuration(file: string, demuxer: string, videoIndex: number, signal: AbortSignal): Promise<number> {
+  const args = ['-v', 'error', ...inputGuard(demuxer), '-select_streams', String(videoIndex), '-show_entries', 'packet=pts_time,duration_time', '-of', 'csv=p=0', file]
+  const { code, stdout } = await spawnCapture('ffprobe', args, signal)
+  if (code !== 0) return 0
+  let end = 0
+  for (const line of stdout.split('\n')) {
+    const [pts, duration] = line.split(',').map(Number)
+    if (Number.isFinite(pts)) end = Math.max(end, pts! + (Number.isFinite(duration) ? duration! : 0))
+  }
+  return end
 }
 
 /** Degrees clockwise, 0/90/180/270. ffprobe's display matrix `rotation` is counter-clockwise (a phone's -90 is 90). */
@@ -322,25 +342,32 @@ export async function makePoster(
   output: string,
   options: { maxPixels: number; signal: AbortSignal }
 ) {
-  const { durationSeconds, frameRate } = probed.metadata
-  const window = Math.min(30, Math.max(2, Math.round(frameRate || 25)))
-  const chain = `scale=${size.width}:${size.height},setsar=1,${await toSdr8(probed.color)},thumbnail=${window}`
-  for (const at of new Set([durationSeconds * 0.1, 0])) {
+  for (const at of new Set([probed.metadata.durationSeconds * 0.1, 0])) {
     rmSync(output, { force: true })
-    await runFfmpeg(
-      {
-        input: file,
-        inputOptions: [...commonInput(probed, options.maxPixels), '-ss', at.toFixed(3)],
-        outputs: [{
-          file: output,
-          options: ['-map', `0:${probed.videoIndex}`, '-vf', chain, '-frames:v', '1', '-c:v', 'libwebp', '-quality', '80', '-map_metadata', '-1', '-f', 'webp'],
-        }],
-      },
-      { signal: options.signal }
-    )
+    await runFfmpeg(await posterCommand(file, probed, size, output, { maxPixels: options.maxPixels, at }), { signal: options.signal })
     if (existsSync(output) && statSync(output).size > 0) return
   }
   throw new MediaError('invalid_media', 'no frame of the video could be decoded')
+}
+
+/** The ffmpeg run that writes the poster from the frames after `at` seconds. */
+export async function posterCommand(
+  file: string,
+  probed: Probed,
+  size: { width: number; height: number },
+  output: string,
+  options: { maxPixels: number; at: number }
+): Promise<FfmpegRun> {
+  const window = Math.min(30, Math.max(2, Math.round(probed.metadata.frameRate || 25)))
+  const chain = `scale=${size.width}:${size.height},setsar=1,${await toSdr8(probed.color)},thumbnail=${window}`
+  return {
+    input: file,
+    inputOptions: [...commonInput(probed, options.maxPixels), '-ss', options.at.toFixed(3)],
+    outputs: [{
+      file: output,
+      options: ['-map', `0:${probed.videoIndex}`, '-vf', chain, '-frames:v', '1', '-c:v', 'libwebp', '-quality', '80', '-map_metadata', '-1', '-f', 'webp'],
+    }],
+  }
 }
 
 /**
@@ -354,6 +381,20 @@ export async function transcode(
   plan: (PlannedRendition & { file: string })[],
   options: Pick<Limits, 'maxSeconds' | 'maxPixels'> & { signal: AbortSignal; onProgress: (fraction: number) => void }
 ): Promise<void> {
+  const duration = Math.min(probed.metadata.durationSeconds, options.maxSeconds)
+  await runFfmpeg(await transcodeCommand(file, probed, plan, options), {
+    signal: options.signal,
+    onTime: (seconds) => duration > 0 && options.onProgress(Math.min(1, seconds / duration)),
+  })
+}
+
+/** The one ffmpeg run that writes every rendition. */
+export async function transcodeCommand(
+  file: string,
+  probed: Probed,
+  plan: (PlannedRendition & { file: string })[],
+  limits: Pick<Limits, 'maxSeconds' | 'maxPixels'>
+): Promise<FfmpegRun> {
   const top = plan.reduce((a, b) => (b.width * b.height > a.width * a.height ? b : a))
   const head = `[0:${probed.videoIndex}]scale=${top.width}:${top.height},setsar=1,${await toSdr8(probed.color)}`
   const graph =
@@ -364,24 +405,30 @@ export async function transcode(
   const audio = probed.audio
     ? ['-map', `0:${probed.audio.index}`, '-c:a', 'aac', '-b:a', '128k', ...(probed.audio.channels > 2 ? ['-ac', '2'] : [])]
     : []
-  const duration = Math.min(probed.metadata.durationSeconds, options.maxSeconds)
-  await runFfmpeg(
-    {
-      input: file,
-      // -t bounds what is read whatever the container claims.
-      inputOptions: [...commonInput(probed, options.maxPixels), '-t', String(options.maxSeconds)],
-      filterGraph: graph,
-      outputs: plan.map((p, i) => ({
-        file: p.file,
-        options: [
-          '-map', `[o${i}]`, ...audio,
-          '-c:v', 'libx264', '-preset', 'veryfast', '-crf', '23', '-profile:v', 'high', '-pix_fmt', 'yuv420p',
-          '-map_metadata', '-1', '-map_chapters', '-1', '-movflags', '+faststart', '-f', 'mp4',
-        ],
-      })),
-    },
-    { signal: options.signal, onTime: (seconds) => duration > 0 && options.onProgress(Math.min(1, seconds / duration)) }
-  )
+  return {
+    input: file,
+    // -t bounds what is read whatever the container claims.
+    inputOptions: [...commonInput(probed, limits.maxPixels), '-t', String(limits.maxSeconds)],
+    filterGraph: graph,
+    outputs: plan.map((p, i) => ({
+      file: p.file,
+      options: [
+        '-map', `[o${i}]`, ...audio,
+        '-c:v', 'libx264', '-preset', 'veryfast', '-crf', '23', '-profile:v', 'high', '-pix_fmt', 'yuv420p',
+        '-map_metadata', '-1', '-map_chapters', '-1', '-movflags', '+faststart', '-f', 'mp4',
+      ],
+    })),
+  }
+}
+
+/** The plain argv of a run: what fluent-ffmpeg executes, for running it without the wrapper (benchmarks, a swap). */
+export function ffmpegArgv(run: FfmpegRun): string[] {
+  return [
+    ...run.inputOptions,
+    '-i', run.input,
+    ...(run.filterGraph ? ['-filter_complex', run.filterGraph] : []),
+    ...run.outputs.flatMap((o) => [...o.options, '-y', o.file]),
+  ]
 }
 
 /** `-max_pixels` makes the decoder hold the limit too: a stream may grow after the part ffprobe read. */
@@ -547,7 +594,7 @@ export function createStorage(config: Config['s3']) {
       const upload = new Upload({
         client,
         params: { Bucket: bucket, Key: key, Body: createReadStream(file), ContentType: contentType },
-        queueSize: 4,
+        queueSize: 2,
         partSize: 8 * 1024 * 1024,
       })
       const abort = () => void upload.abort().catch(() => {})
@@ -597,22 +644,31 @@ export async function handleVideoJob(request: VideoRequest, deps: JobDeps): Prom
     const probed = await probeVideo(original, request.source.format, deps.limits, signal)
     const display = { width: probed.metadata.width, height: probed.metadata.height }
     const poster = { name: recipe.poster.name, file: join(deps.workDir, 'poster.webp'), ...posterSize(recipe.poster, display) }
-    await makePoster(original, probed, poster, poster.file, { maxPixels: deps.limits.maxPixels, signal })
-
-    report('processing', 10)
     const plan = planRenditions(recipe.renditions, display).map((p) => ({ ...p, file: join(deps.workDir, `rendition-${p.name}.mp4`) }))
+    // The poster (a short single-threaded decode and WebP encode) runs beside the transcode, which seldom keeps every
+    // core busy; if either fails, the other is stopped.
+    const sibling = new AbortController()
+    const both = AbortSignal.any([signal, sibling.signal])
+    const stopOther = (error: unknown): never => {
+      sibling.abort(error)
+      throw error
+    }
     const started = Date.now()
-    await transcode(original, probed, plan, {
-      maxSeconds: deps.limits.maxSeconds,
-      maxPixels: deps.limits.maxPixels,
-      signal,
-      onProgress: (fraction) => {
-        const elapsed = (Date.now() - started) / 1000
-        const eta = fraction >= 0.02 && elapsed >= 0.5 ? Math.round((elapsed * (1 - fraction)) / fraction) : null
-        report('processing', 10 + 85 * fraction, eta)
-      },
-    })
+    await Promise.all([
+      makePoster(original, probed, poster, poster.file, { maxPixels: deps.limits.maxPixels, signal: both }).catch(stopOther),
+      transcode(original, probed, plan, {
+        maxSeconds: deps.limits.maxSeconds,
+        maxPixels: deps.limits.maxPixels,
+        signal: both,
+        onProgress: (fraction) => {
+          const elapsed = (Date.now() - started) / 1000
+          const eta = fraction >= 0.02 && elapsed >= 0.5 ? Math.round((elapsed * (1 - fraction)) / fraction) : null
+          report('processing', 10 + 85 * fraction, eta)
+        },
+      }).catch(stopOther),
+    ])
     const expected = Math.min(probed.metadata.durationSeconds, deps.limits.maxSeconds)
+    // Read back rather than taken from ffmpeg's last `time=`, which stops a frame short of the real duration.
     const renditions = await Promise.all(plan.map(async (p) => ({ ...p, ...(await probeOutput(p.file, signal)) })))
     const shortest = Math.min(...renditions.map((r) => r.durationSeconds))
     // ffmpeg exits 0 on a file whose data stops early; a rendition much shorter than the source gives it away.
@@ -621,19 +677,20 @@ export async function handleVideoJob(request: VideoRequest, deps: JobDeps): Prom
     }
 
     report('uploading', 95)
-    const outputs: OutputInfo[] = []
     const items = [
       { name: poster.name, file: poster.file, ext: 'webp', contentType: 'image/webp', width: poster.width, height: poster.height },
       ...renditions.map((r) => ({ ...r, ext: 'mp4', contentType: 'video/mp4' })),
     ]
-    // One at a time: each upload buffers up to queueSize × partSize (32 MiB).
-    for (const item of items) {
-      const key = `${output.prefix}/${item.name}.${item.ext}`
-      await deps.storage.upload(output.bucket, key, item.file, item.contentType, signal)
-      const info: OutputInfo = { name: item.name, key, contentType: item.contentType, size: statSync(item.file).size, width: item.width, height: item.height }
-      if ('durationSeconds' in item) info.durationSeconds = item.durationSeconds
-      outputs.push(info)
-    }
+    // All at once: each upload holds at most queueSize × partSize (16 MiB) and there are at most 4 outputs.
+    const outputs = await Promise.all(
+      items.map(async (item): Promise<OutputInfo> => {
+        const key = `${output.prefix}/${item.name}.${item.ext}`
+        await deps.storage.upload(output.bucket, key, item.file, item.contentType, signal)
+        const info: OutputInfo = { name: item.name, key, contentType: item.contentType, size: statSync(item.file).size, width: item.width, height: item.height }
+        if ('durationSeconds' in item) info.durationSeconds = item.durationSeconds
+        return info
+      })
+    )
     return { version: 1, jobId, status: 'completed', outputs, metadata: probed.metadata, at: at() }
   } catch (error) {
     if (error instanceof MediaError) {

@@ -1,5 +1,5 @@
 /** The environment a test gives to the services it starts: the real broker, the run's S3 server, a fresh namespace. */
-import { mkdtempSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { LOCAL_S3_CREDENTIALS } from '../../infra/s3-server.ts'
@@ -14,8 +14,16 @@ export function newSystem(): string {
   return system
 }
 
+const dataDirs: string[] = []
+/** Removes the data directories `testEnv` made (called once the run ends). */
+export function removeDataDirs(): void {
+  for (const dir of dataDirs.splice(0)) rmSync(dir, { recursive: true, force: true })
+}
+
 /** Environment variables for a service under test; each call gets its own namespace and data directory. */
 export function testEnv(overrides: Record<string, string> = {}): Record<string, string> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'media-test-data-'))
+  dataDirs.push(dataDir)
   return {
     SYSTEM: newSystem(),
     RABBITMQ_URL,
@@ -24,7 +32,7 @@ export function testEnv(overrides: Record<string, string> = {}): Record<string, 
     S3_REGION: 'us-east-1',
     S3_ACCESS_KEY_ID: LOCAL_S3_CREDENTIALS.accessKeyId,
     S3_SECRET_ACCESS_KEY: LOCAL_S3_CREDENTIALS.secretAccessKey,
-    DATA_DIR: mkdtempSync(join(tmpdir(), 'media-test-data-')),
+    DATA_DIR: dataDir,
     ...overrides,
   }
 }

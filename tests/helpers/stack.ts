@@ -5,16 +5,18 @@
 import { readConfig as readApiConfig } from '../../services/api/config.ts'
 import { startApi } from '../../services/api/service.ts'
 import { readConfig as readImagesConfig, start as startImages } from '../../services/images/main.ts'
+import { readConfig as readVideosConfig, start as startVideos } from '../../services/videos/main.ts'
 import { testEnv } from './env.ts'
 
 export type Stack = Awaited<ReturnType<typeof startStack>>
 
-export async function startStack(options: { images?: boolean; env?: Record<string, string> } = {}) {
+export async function startStack(options: { images?: boolean; videos?: boolean; env?: Record<string, string> } = {}) {
   const env = testEnv({ IMAGE_CONCURRENCY: '2', ...options.env })
   const config = readApiConfig(env)
   const api = await startApi(config)
   const server = Bun.serve({ port: 0, fetch: api.app.fetch, maxRequestBodySize: config.maxUploadBytes + 1024 * 1024 })
   let images: Awaited<ReturnType<typeof startImages>> | undefined
+  const videos = options.videos ? await startVideos(readVideosConfig(env)) : undefined
   const stack = {
     env,
     api,
@@ -42,6 +44,7 @@ export async function startStack(options: { images?: boolean; env?: Record<strin
     },
     async stop() {
       await images?.stop()
+      await videos?.stop()
       await server.stop(true)
       await api.stop()
     },

@@ -9,11 +9,8 @@ import { CONTENT_TYPES, IMAGE_RECIPE, VIDEO_RECIPE } from '../recipes.ts'
 import type { MediaRecord } from '../store.ts'
 
 const IdSchema = v.pipe(v.string(), v.uuid())
-/**
- * What uploads are taken. Videos join when services/videos lands: accepting them before a processor exists would
- * leave their jobs queued with no way to finish.
- */
-const ACCEPTED_KINDS = ['image'] as const
+/** What uploads are taken; audio-only files are refused (no processor makes anything of them). */
+const ACCEPTED_KINDS = ['image', 'video'] as const
 /** Multipart framing (boundaries, part headers) on top of the file itself. */
 const MULTIPART_SLACK = 64 * 1024
 
