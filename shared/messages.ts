@@ -192,3 +192,10 @@ export type ImageResult = v.InferOutput<typeof ImageResultSchema>
 /** The final outcome of a video job. */
 export const VideoResultSchema = resultSchema(VideoMetadataSchema)
 export type VideoResult = v.InferOutput<typeof VideoResultSchema>
+
+/** Broadcast on `<system>.media.cancel` when a backend cancels a job (see `cancelMarkerKey` for the durable half). */
+export const CancelSchema = v.object({ version: v.literal(1), jobId: JobIdSchema, at: TimestampSchema })
+export type Cancel = v.InferOutput<typeof CancelSchema>
+
+/** Between backend instances on `<system>.media.events`: this media changed; read it again. */
+export const MediaChangedSchema = v.object({ version: v.literal(1), mediaId: MediaIdSchema })

@@ -35,3 +35,21 @@ export function queueNames(system: string, type: MediaType): QueueNames {
 export function deadLetterExchange(system: string): string {
   return `${system}.media.dead-letter`
 }
+
+/** `<system>.media.cancel`: a durable fanout; every processor instance binds a queue of its own and hears every cancel. */
+export function cancelExchange(system: string): string {
+  return `${system}.media.cancel`
+}
+
+/** `<system>.media.events`: a fanout between backend instances, so a change one applies reaches clients of another. */
+export function eventsExchange(system: string): string {
+  return `${system}.media.events`
+}
+
+/**
+ * The key of a job's cancel marker: an empty object the backend writes beside the job's outputs before it
+ * broadcasts a cancel. A processor that missed the broadcast (it was disconnected, or started later) finds it.
+ */
+export function cancelMarkerKey(outputPrefix: string): string {
+  return `${outputPrefix}/.cancelled`
+}

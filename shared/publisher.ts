@@ -7,8 +7,8 @@
 import { MESSAGE_CONTENT_TYPE } from './codec.ts'
 
 export interface PublishProperties {
-  persistent: true
-  mandatory: true
+  persistent: boolean
+  mandatory: boolean
   contentType: string
   messageId: string
   correlationId: string
@@ -19,6 +19,7 @@ export interface PublishProperties {
 /** The part of an amqplib ConfirmChannel a publisher needs; `C` is the runtime's byte type (Buffer in Node/Bun). */
 export interface ConfirmChannelLike<C> {
   sendToQueue(queue: string, content: C, options: PublishProperties, callback: (err: unknown) => void): boolean
+  publish(exchange: string, routingKey: string, content: C, options: PublishProperties, callback: (err: unknown) => void): boolean
   on(event: 'return', listener: (message: { properties: { messageId?: string } }) => void): unknown
 }
 
@@ -29,6 +30,11 @@ export class PublishError extends Error {
 export interface Publisher {
   /** Resolves once the broker has taken responsibility for the message; rejects with a PublishError otherwise. */
   publish(queue: string, body: Uint8Array, ids: { correlationId: string; type: string; messageId?: string }): Promise<void>
+  /**
+   * Publishes to a fanout exchange. Not `mandatory`: a broadcast that no one hears is not an error (whoever must
+   * act on it has another way to learn of it).
+   */
+  broadcast(exchange: string, body: Uint8Array, ids: { correlationId: string; type: string }): Promise<void>
 }
 
 /**
@@ -46,40 +52,48 @@ export function createPublisher<C>(
   channel.on('return', (message) => {
     if (message.properties.messageId) returned.add(message.properties.messageId)
   })
-  return {
-    publish(queue, body, ids) {
-      const messageId = ids.messageId ?? crypto.randomUUID()
-      const properties: PublishProperties = {
-        persistent: true,
-        mandatory: true,
-        contentType: MESSAGE_CONTENT_TYPE,
-        messageId,
-        correlationId: ids.correlationId,
-        type: ids.type,
-        timestamp: Math.floor(Date.now() / 1000),
+  const send = (
+    target: string,
+    body: Uint8Array,
+    ids: { correlationId: string; type: string; messageId?: string },
+    route: (content: C, properties: PublishProperties, callback: (err: unknown) => void) => boolean,
+    mandatory: boolean
+  ) => {
+    const messageId = ids.messageId ?? crypto.randomUUID()
+    const properties: PublishProperties = {
+      persistent: true,
+      mandatory,
+      contentType: MESSAGE_CONTENT_TYPE,
+      messageId,
+      correlationId: ids.correlationId,
+      type: ids.type,
+      timestamp: Math.floor(Date.now() / 1000),
+    }
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new PublishError(`the broker did not confirm a message to ${target} within ${timeoutMs} ms`)),
+        timeoutMs
+      )
+      const settle = (error?: PublishError) => {
+        clearTimeout(timer)
+        returned.delete(messageId)
+        if (error) reject(error)
+        else resolve()
       }
-      return new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(
-          () => reject(new PublishError(`the broker did not confirm a message to ${queue} within ${timeoutMs} ms`)),
-          timeoutMs
-        )
-        const settle = (error?: PublishError) => {
-          clearTimeout(timer)
-          returned.delete(messageId)
-          if (error) reject(error)
-          else resolve()
-        }
-        try {
-          channel.sendToQueue(queue, toContent(body), properties, (err) => {
-            if (err) settle(new PublishError(`the broker refused a message to ${queue}: ${describe(err)}`))
-            else if (returned.has(messageId)) settle(new PublishError(`no queue named ${queue}: the message was unroutable`))
-            else settle()
-          })
-        } catch (err) {
-          settle(new PublishError(`could not publish to ${queue}: ${describe(err)}`))
-        }
-      })
-    },
+      try {
+        route(toContent(body), properties, (err) => {
+          if (err) settle(new PublishError(`the broker refused a message to ${target}: ${describe(err)}`))
+          else if (returned.has(messageId)) settle(new PublishError(`no queue named ${target}: the message was unroutable`))
+          else settle()
+        })
+      } catch (err) {
+        settle(new PublishError(`could not publish to ${target}: ${describe(err)}`))
+      }
+    })
+  }
+  return {
+    publish: (queue, body, ids) => send(queue, body, ids, (c, p, cb) => channel.sendToQueue(queue, c, p, cb), true),
+    broadcast: (exchange, body, ids) => send(exchange, body, ids, (c, p, cb) => channel.publish(exchange, '', c, p, cb), false),
   }
 }
 

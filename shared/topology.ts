@@ -2,7 +2,7 @@
  * The one description of the broker topology. Backend and processors both declare it before they publish or
  * consume; RabbitMQ refuses a re-declaration with different arguments, so both sides must use exactly this data.
  */
-import { deadLetterExchange, queueNames, type MediaType } from './names.ts'
+import { cancelExchange, deadLetterExchange, queueNames, type MediaType } from './names.ts'
 
 /**
  * How many times a message may be delivered before RabbitMQ dead-letters it. A processor that crashes on a message
@@ -55,7 +55,10 @@ export function topology(system: string, type: MediaType): Topology {
     },
   })
   return {
-    exchanges: [{ name: dlx, type: 'direct', options: { durable: true, autoDelete: false } }],
+    exchanges: [
+      { name: dlx, type: 'direct', options: { durable: true, autoDelete: false } },
+      { name: cancelExchange(system), type: 'fanout', options: { durable: true, autoDelete: false } },
+    ],
     queues: [
       working(names.request),
       working(names.updates),

@@ -12,6 +12,8 @@ export interface AppDeps {
   store: Store
   storage: Storage
   broker: Broker
+  /** Events named by media id, fired when a media changed. */
+  changes: EventTarget
   maxUploadBytes: number
 }
 

@@ -4,7 +4,12 @@
  */
 import amqp, { type ChannelModel, type ConsumeMessage } from 'amqplib'
 import {
+  CancelSchema,
   ImageResultSchema,
+  MediaChangedSchema,
+  cancelExchange,
+  encodeMessage,
+  eventsExchange,
   JobUpdateSchema,
   MEDIA_TYPES,
   VideoResultSchema,
@@ -23,11 +28,17 @@ import {
 export interface Handlers {
   onUpdate(type: MediaType, update: JobUpdate): Promise<void>
   onResult(type: MediaType, result: ImageResult | VideoResult): Promise<void>
+  /** A media changed, applied here or by another API instance. */
+  onMediaChanged(mediaId: string): void
 }
 
 export interface Broker {
   /** Resolves when the broker confirmed the message; rejects at once when disconnected. */
   publish(queue: string, body: Uint8Array, ids: { correlationId: string; type: string; messageId: string }): Promise<void>
+  /** Tells every processor to stop the job (processors that miss it find the job's cancel marker). */
+  broadcastCancel(jobId: string): Promise<void>
+  /** Tells every API instance (this one too) that a media changed. Best effort: SSE clients also get a final read. */
+  announce(mediaId: string): void
   isConnected(): boolean
   close(): Promise<void>
 }
@@ -48,7 +59,23 @@ export async function connectBroker(options: { url: string; system: string; publ
         const publishing = await model.createConfirmChannel()
         publishing.on('error', (error) => console.error(`api: publishing channel error: ${error.message}`))
         for (const type of MEDIA_TYPES) await declareTopology(publishing, topology(options.system, type))
+        await publishing.assertExchange(eventsExchange(options.system), 'fanout', { durable: true, autoDelete: false })
         publisher = createPublisher(publishing, toBuffer, options.publishTimeoutMs)
+
+        // Each instance hears every change through a queue of its own, gone when the instance is.
+        const events = await model.createChannel()
+        events.on('error', (error) => console.error(`api: events channel error: ${error.message}`))
+        const { queue } = await events.assertQueue('', { exclusive: true, autoDelete: true })
+        await events.bindQueue(queue, eventsExchange(options.system), '')
+        await events.consume(
+          queue,
+          (message) => {
+            if (!message) return
+            const decoded = decodeMessage(MediaChangedSchema, message.content)
+            if (decoded.ok) handlers.onMediaChanged(decoded.value.mediaId)
+          },
+          { noAck: true }
+        )
 
         const consuming = await model.createChannel()
         consuming.on('error', (error) => console.error(`api: consuming channel error: ${error.message}`))
@@ -78,6 +105,16 @@ export async function connectBroker(options: { url: string; system: string; publ
     publish(queue, body, ids) {
       if (!connected || !publisher) return Promise.reject(new Error('not connected to RabbitMQ'))
       return publisher.publish(queue, body, ids)
+    },
+    broadcastCancel(jobId) {
+      if (!connected || !publisher) return Promise.reject(new Error('not connected to RabbitMQ'))
+      const body = encodeMessage(CancelSchema, { version: 1, jobId, at: new Date().toISOString() })
+      return publisher.broadcast(cancelExchange(options.system), body, { correlationId: jobId, type: 'job.cancel' })
+    },
+    announce(mediaId) {
+      if (!connected || !publisher) return
+      const body = encodeMessage(MediaChangedSchema, { version: 1, mediaId })
+      publisher.broadcast(eventsExchange(options.system), body, { correlationId: mediaId, type: 'media.changed' }).catch(() => {})
     },
     isConnected: () => connected,
     async close() {

@@ -1,6 +1,6 @@
 /** Wires the API's parts together: store, storage, broker consumers, the outbox relay and the HTTP app. */
 import { createApp } from './app.ts'
-import { connectBroker } from './broker.ts'
+import { connectBroker, type Broker } from './broker.ts'
 import type { Config } from './config.ts'
 import { openSqliteStore } from './sqlite-store.ts'
 import { createStorage } from './storage.ts'
@@ -14,11 +14,25 @@ const PUBLISH_TIMEOUT_MS = 5_000
 export async function startApi(config: Config) {
   const store = openSqliteStore(config.databasePath)
   const storage = createStorage(config.s3)
-  const broker = await connectBroker(
+  /** Fires an event named by the media id whenever that media changed (here or on another instance). */
+  const changes = new EventTarget()
+  const broker: Broker = await connectBroker(
     { url: config.rabbitmqUrl, system: config.system, publishTimeoutMs: PUBLISH_TIMEOUT_MS },
     {
-      onUpdate: async (_type, update) => void (await store.applyUpdate(update)),
-      onResult: async (_type, result) => void (await store.applyResult(result)),
+      async onUpdate(_type, update) {
+        const applied = await store.applyUpdate(update)
+        if (applied?.changed) broker.announce(applied.mediaId)
+      },
+      async onResult(_type, result) {
+        const applied = await store.applyResult(result)
+        if (applied?.changed) broker.announce(applied.mediaId)
+        // Outputs of a job that was cancelled (or whose media was deleted) before its result came: remove them,
+        // so nothing of a cancelled job remains whichever way the race went.
+        if (result.status === 'completed' && (!applied || applied.status === 'cancelled')) {
+          await Promise.all(result.outputs.map((o) => storage.delete(o.key)))
+        }
+      },
+      onMediaChanged: (mediaId) => void changes.dispatchEvent(new Event(mediaId)),
     }
   ).catch(async (error) => {
     await store.close()
@@ -46,7 +60,7 @@ export async function startApi(config: Config) {
   const relayTimer = setInterval(relay, OUTBOX_INTERVAL_MS)
   void relay()
 
-  const app = createApp({ system: config.system, store, storage, broker, maxUploadBytes: config.maxUploadBytes })
+  const app = createApp({ system: config.system, store, storage, broker, changes, maxUploadBytes: config.maxUploadBytes })
   return {
     app,
     store,

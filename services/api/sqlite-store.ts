@@ -6,7 +6,7 @@ import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { DatabaseSync } from 'node:sqlite'
 import { JOB_STATUSES, type ImageResult, type JobUpdate, type VideoResult } from '@app/shared'
-import { afterResult, afterUpdate, type JobCounts, type JobState, type MediaRecord, type Store } from './store.ts'
+import { afterResult, afterUpdate, isFinal, type Applied, type JobCounts, type JobState, type MediaRecord, type Store } from './store.ts'
 
 const SCHEMA_VERSION = 1
 const SCHEMA = `
@@ -75,7 +75,7 @@ export function openSqliteStore(path: string): Store {
   const selectMedia = db.prepare(`
     SELECT m.*, j.id AS job_id, j.type, j.status, j.stage, j.progress, j.eta_seconds, j.error, j.outputs, j.updated_at AS job_updated_at
     FROM media m JOIN jobs j ON j.media_id = m.id WHERE m.id = ? ORDER BY j.created_at DESC LIMIT 1`)
-  const selectJob = db.prepare('SELECT status, stage, progress, eta_seconds, error, outputs FROM jobs WHERE id = ?')
+  const selectJob = db.prepare('SELECT media_id, status, stage, progress, eta_seconds, error, outputs FROM jobs WHERE id = ?')
   const updateJob = db.prepare(
     'UPDATE jobs SET status = ?, stage = ?, progress = ?, eta_seconds = ?, error = ?, outputs = ?, updated_at = ? WHERE id = ?'
   )
@@ -92,15 +92,16 @@ export function openSqliteStore(path: string): Store {
     updateJob.run(next.status, next.stage, next.progress, next.etaSeconds, next.error ? JSON.stringify(next.error) : null, JSON.stringify(next.outputs), now(), jobId)
 
   /** Reads the job, computes its next state, writes it: all inside one transaction. */
-  const change = (jobId: string, next: (job: JobState) => JobState | null, also?: (job: JobState) => void) =>
+  const change = (jobId: string, next: (job: JobState) => JobState | null, also?: (job: JobState) => void): Applied | undefined =>
     transaction(() => {
       const row = selectJob.get(jobId) as Row | undefined
-      if (!row) return false // not ours (another deployment's, or a media deleted since)
-      const updated = next(toJobState(row))
-      if (!updated) return false
+      if (!row) return undefined // a media deleted since (or a message that was never ours)
+      const job = toJobState(row)
+      const updated = next(job)
+      if (!updated) return { mediaId: String(row.media_id), status: job.status, changed: false }
       writeJob(jobId, updated)
       also?.(updated)
-      return true
+      return { mediaId: String(row.media_id), status: updated.status, changed: true }
     })
 
   return {
@@ -171,6 +172,18 @@ export function openSqliteStore(path: string): Store {
           )
         }
       )
+    },
+    async cancel(mediaId) {
+      return transaction(() => {
+        const row = db
+          .prepare('SELECT id, type, status, stage, progress, eta_seconds, error, outputs FROM jobs WHERE media_id = ? ORDER BY created_at DESC LIMIT 1')
+          .get(mediaId) as Row | undefined
+        if (!row) return undefined
+        const job = toJobState(row)
+        if (isFinal(job.status)) return { outcome: 'final' as const, status: job.status }
+        writeJob(String(row.id), { ...job, status: 'cancelled', stage: 'finished', etaSeconds: null })
+        return { outcome: 'cancelled' as const, jobId: String(row.id), type: row.type as MediaRecord['type'] }
+      })
     },
     async countJobs() {
       const counts = Object.fromEntries(JOB_STATUSES.map((s) => [s, 0])) as JobCounts

@@ -1,5 +1,5 @@
 /** The API's S3 access: streaming uploads of originals, streaming reads of outputs, and a health check. */
-import { DeleteObjectCommand, GetObjectCommand, HeadBucketCommand, S3Client } from '@aws-sdk/client-s3'
+import { DeleteObjectCommand, GetObjectCommand, HeadBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
 import { Upload } from '@aws-sdk/lib-storage'
 import type { Config } from './config.ts'
 
@@ -14,6 +14,8 @@ export interface Storage {
   /** Streams `body` to `key` in parts; never holds more than a few parts in memory. */
   put(key: string, body: ReadableStream<Uint8Array>, contentType: string): Promise<void>
   get(key: string): Promise<StoredObject | undefined>
+  /** Writes an empty object (a marker). */
+  mark(key: string): Promise<void>
   delete(key: string): Promise<void>
   ping(): Promise<void>
   close(): void
@@ -55,6 +57,9 @@ export function createStorage(config: Config['s3']): Storage {
         if ((error as { name?: string }).name === 'NoSuchKey') return undefined
         throw error
       }
+    },
+    async mark(key) {
+      await client.send(new PutObjectCommand({ Bucket: config.bucket, Key: key, Body: new Uint8Array(0) }))
     },
     async delete(key) {
       await client.send(new DeleteObjectCommand({ Bucket: config.bucket, Key: key }))

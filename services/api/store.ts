@@ -55,6 +55,17 @@ export interface OutboxMessage {
 
 export type JobCounts = Record<JobStatus, number>
 
+/** What applying a message did: the job's media and status afterwards, and whether anything changed. */
+export interface Applied {
+  mediaId: string
+  status: JobStatus
+  changed: boolean
+}
+
+export type CancelOutcome =
+  | { outcome: 'cancelled'; jobId: string; type: MediaType }
+  | { outcome: 'final'; status: JobStatus }
+
 export interface Store {
   /** Writes the media, its job and the job's pending request in one transaction. */
   createMedia(media: NewMedia): Promise<void>
@@ -64,10 +75,12 @@ export interface Store {
   markPublished(messageId: string): Promise<void>
   /** Requests written at least `olderThanMs` ago and not yet confirmed by the broker. */
   unpublished(olderThanMs: number): Promise<OutboxMessage[]>
-  /** Applies an update; returns whether anything changed. Never moves a job backwards or out of a final state. */
-  applyUpdate(update: JobUpdate): Promise<boolean>
-  /** Applies a result; the first result of a job wins and later ones change nothing. */
-  applyResult(result: ImageResult | VideoResult): Promise<boolean>
+  /** Applies an update (undefined: no such job). Never moves a job backwards or out of a final state. */
+  applyUpdate(update: JobUpdate): Promise<Applied | undefined>
+  /** Applies a result (undefined: no such job); the first final state of a job wins and later ones change nothing. */
+  applyResult(result: ImageResult | VideoResult): Promise<Applied | undefined>
+  /** Cancels the media's job unless it is already final (undefined: no such media). */
+  cancel(mediaId: string): Promise<CancelOutcome | undefined>
   countJobs(): Promise<JobCounts>
   ping(): Promise<void>
   close(): Promise<void>

@@ -13,7 +13,7 @@
  * An infrastructure error (S3, broker) is retried through redelivery; on the last allowed delivery the job is
  * reported `failed` (`gave_up`) so that it still reaches a final state.
  */
-import { GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
+import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
 import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage } from 'amqplib'
 import { spawn } from 'node:child_process'
 import { createWriteStream, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs'
@@ -25,7 +25,10 @@ import sharp, { type Metadata } from 'sharp'
 import * as v from 'valibot'
 import {
   BrokerEnv,
+  CancelSchema,
   DELIVERY_LIMIT,
+  cancelExchange,
+  cancelMarkerKey,
   ImageRequestSchema,
   ImageResultSchema,
   JobUpdateSchema,
@@ -245,6 +248,18 @@ export function createStorage(config: Config['s3']) {
         throw new Error(`uploading ${bucket}/${key} failed`, { cause: error })
       }
     },
+    async exists(bucket: string, key: string): Promise<boolean> {
+      try {
+        await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }))
+        return true
+      } catch (error) {
+        if ((error as { name?: string }).name === 'NotFound' || (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) return false
+        throw new Error(`checking ${bucket}/${key} failed`, { cause: error })
+      }
+    },
+    async remove(bucket: string, key: string): Promise<void> {
+      await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }))
+    },
     destroy: () => client.destroy(),
   }
 }
@@ -258,42 +273,78 @@ export interface JobDeps {
   /** A directory of this job's own, removed afterwards by the caller. */
   workDir: string
   report: (update: Pick<JobUpdate, 'stage' | 'progress'>) => void
+  /** Aborts (with a JobCancelled) when the backend cancels the job. */
+  signal: AbortSignal
 }
 
 /** One request in, one result out. Bad input gives a `failed` result; only infrastructure faults throw. */
 export async function handleImageJob(request: ImageRequest, deps: JobDeps): Promise<ImageResult> {
   const { jobId } = request
   const at = () => new Date().toISOString()
+  const marker = cancelMarkerKey(request.output.prefix)
+  const uploaded: string[] = []
+  /** Throws the cancel at a step boundary; sharp's work cannot be interrupted, so it is abandoned instead. */
+  const step = <T>(work: Promise<T>): Promise<T> => {
+    deps.signal.throwIfAborted()
+    return abandonOnAbort(work, deps.signal)
+  }
   try {
+    if (await deps.storage.exists(request.output.bucket, marker)) throw new JobCancelled()
     deps.report({ stage: 'downloading', progress: 0 })
     const original = join(deps.workDir, 'original')
-    await deps.storage.download(request.source.bucket, request.source.key, original)
+    await step(deps.storage.download(request.source.bucket, request.source.key, original))
 
     deps.report({ stage: 'processing', progress: 20 })
-    const { metadata, heic } = await inspectImage(original, deps.limits)
+    const { metadata, heic } = await step(inspectImage(original, deps.limits))
     let decodable = original
     if (heic) {
       decodable = join(deps.workDir, 'decoded.png')
-      await convertHeic(original, decodable, deps.limits.timeoutSeconds)
+      await step(convertHeic(original, decodable, deps.limits.timeoutSeconds))
     }
-    const rendered = await renderImage(decodable, request.recipe.outputs, { ...deps.limits, autoOrient: !heic })
+    const rendered = await step(renderImage(decodable, request.recipe.outputs, { ...deps.limits, autoOrient: !heic }))
 
     deps.report({ stage: 'uploading', progress: 80 })
-    const outputs = await Promise.all(
-      rendered.map(async (r): Promise<OutputInfo> => {
-        const key = `${request.output.prefix}/${r.spec.name}.${EXTENSIONS[r.spec.format]}`
-        const contentType = CONTENT_TYPES[r.spec.format]
-        await deps.storage.upload(request.output.bucket, key, r.data, contentType)
-        return { name: r.spec.name, key, contentType, size: r.data.byteLength, width: r.width, height: r.height }
-      })
+    const outputs = await step(
+      Promise.all(
+        rendered.map(async (r): Promise<OutputInfo> => {
+          const key = `${request.output.prefix}/${r.spec.name}.${EXTENSIONS[r.spec.format]}`
+          const contentType = CONTENT_TYPES[r.spec.format]
+          uploaded.push(key)
+          await deps.storage.upload(request.output.bucket, key, r.data, contentType)
+          return { name: r.spec.name, key, contentType, size: r.data.byteLength, width: r.width, height: r.height }
+        })
+      )
     )
+    // A cancel whose broadcast this processor missed: the marker says so, and nothing of the job may remain.
+    if (await deps.storage.exists(request.output.bucket, marker)) throw new JobCancelled()
     return { version: 1, jobId, status: 'completed', outputs, metadata, at: at() }
   } catch (error) {
+    const cancelled = error instanceof JobCancelled || (deps.signal.aborted && deps.signal.reason instanceof JobCancelled)
+    if (cancelled) {
+      await Promise.all(uploaded.map((key) => deps.storage.remove(request.output.bucket, key)))
+      return { version: 1, jobId, status: 'cancelled', at: at() }
+    }
     if (error instanceof MediaError) {
       return { version: 1, jobId, status: 'failed', error: { code: error.code, message: error.message }, at: at() }
     }
     throw error
   }
+}
+
+/** Why a job stopped early: its backend cancelled it. */
+export class JobCancelled extends Error {
+  constructor() {
+    super('the job was cancelled')
+  }
+}
+
+/** Rejects with the signal's reason as soon as it aborts; the work itself runs on and its outcome is dropped. */
+function abandonOnAbort<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason)
+    signal.addEventListener('abort', onAbort, { once: true })
+    work.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort))
+  })
 }
 
 // ── Wiring ─────────────────────────────────────────────────────────────────────────────────────────────────────
@@ -309,6 +360,8 @@ export async function start(config: Config) {
   mkdirSync(jobsDir, { recursive: true })
 
   const inFlight = new Set<Promise<void>>()
+  /** The jobs running here, to stop when their cancel is broadcast. */
+  const running = new Map<string, AbortController>()
   let publisher: Publisher | undefined
   let stopping = false
   let consumer: { channel: Channel; tag: string } | undefined
@@ -329,6 +382,8 @@ export async function start(config: Config) {
       updates.push(sent.catch((error) => console.warn(`images: job ${request.jobId}: an update was not confirmed: ${error.message}`)))
     }
     const workDir = join(jobsDir, request.jobId)
+    const cancel = new AbortController()
+    running.set(request.jobId, cancel)
     let result: ImageResult
     try {
       mkdirSync(workDir, { recursive: true })
@@ -336,6 +391,7 @@ export async function start(config: Config) {
         storage,
         limits: config.limits,
         workDir,
+        signal: cancel.signal,
         report: ({ stage, progress }) => send({ status: 'processing', stage, progress }),
       })
     } catch (error) {
@@ -347,11 +403,15 @@ export async function start(config: Config) {
       const at = new Date().toISOString()
       result = { version: 1, jobId: request.jobId, status: 'failed', error: { code: 'gave_up', message: `gave up after ${attempt} attempts: ${reason}` }, at }
     } finally {
+      running.delete(request.jobId)
       rmSync(workDir, { recursive: true, force: true })
     }
     if (result.status === 'failed') {
       console.warn(`images: job ${request.jobId} failed: ${result.error.code}: ${result.error.message}`)
       send({ status: 'failed', stage: 'finished', progress: 100, error: result.error })
+    } else if (result.status === 'cancelled') {
+      console.log(`images: job ${request.jobId} was cancelled`)
+      send({ status: 'cancelled', stage: 'finished', progress: 100 })
     } else {
       send({ status: 'completed', stage: 'finished', progress: 100 })
     }
@@ -382,6 +442,7 @@ export async function start(config: Config) {
         await declareTopology(channel, topology(config.system, 'images'))
         await channel.prefetch(config.concurrency)
         publisher = createPublisher(channel, toBuffer)
+        await listenForCancels(model, config.system, running, 'images')
         if (stopping) return
         const { consumerTag } = await channel.consume(config.queues.request, (message) => {
           if (message === null) return console.error('images: the broker cancelled the consumer (queue deleted?)')
@@ -409,6 +470,24 @@ export async function start(config: Config) {
       rmSync(jobsDir, { recursive: true, force: true })
     },
   }
+}
+
+/** Binds a queue of this instance's own to the cancel fanout and aborts the named job when it runs here. */
+async function listenForCancels(model: ChannelModel, system: string, running: Map<string, AbortController>, name: string) {
+  const channel = await model.createChannel()
+  channel.on('error', (error) => console.error(`${name}: cancel channel error: ${error.message}`))
+  const { queue } = await channel.assertQueue('', { exclusive: true, autoDelete: true })
+  await channel.bindQueue(queue, cancelExchange(system), '')
+  await channel.consume(
+    queue,
+    (message) => {
+      if (!message) return
+      const decoded = decodeMessage(CancelSchema, message.content)
+      if (!decoded.ok) return console.error(`${name}: ignoring a malformed cancel: ${decoded.reason}`)
+      running.get(decoded.value.jobId)?.abort(new JobCancelled())
+    },
+    { noAck: true }
+  )
 }
 
 /** Ack/nack on a channel that died meanwhile throws; the broker has already requeued that delivery. */

@@ -31,7 +31,7 @@
  * RabbitMQ's consumer_timeout (default 30 min) must exceed VIDEO_TIMEOUT_SECONDS, or the broker closes the channel
  * under a long job and redelivers it.
  */
-import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3'
+import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, S3Client } from '@aws-sdk/client-s3'
 import { Upload } from '@aws-sdk/lib-storage'
 import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage } from 'amqplib'
 import ffmpeg from 'fluent-ffmpeg'
@@ -44,7 +44,10 @@ import { pipeline } from 'node:stream/promises'
 import * as v from 'valibot'
 import {
   BrokerEnv,
+  CancelSchema,
   DELIVERY_LIMIT,
+  cancelExchange,
+  cancelMarkerKey,
   JobUpdateSchema,
   S3Env,
   VideoRequestSchema,
@@ -608,6 +611,18 @@ export function createStorage(config: Config['s3']) {
         signal.removeEventListener('abort', abort)
       }
     },
+    async exists(bucket: string, key: string): Promise<boolean> {
+      try {
+        await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }))
+        return true
+      } catch (error) {
+        if ((error as { name?: string }).name === 'NotFound' || (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) return false
+        throw new Error(`checking ${bucket}/${key} failed`, { cause: error })
+      }
+    },
+    async remove(bucket: string, key: string): Promise<void> {
+      await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }))
+    },
     destroy: () => client.destroy(),
   }
 }
@@ -621,6 +636,8 @@ export interface JobDeps {
   /** A directory of this job's own, removed afterwards by the caller. */
   workDir: string
   report: (update: Pick<JobUpdate, 'stage' | 'progress' | 'etaSeconds'>) => void
+  /** Aborts (with a JobCancelled) when the backend cancels the job: ffmpeg is killed, uploads aborted. */
+  signal: AbortSignal
 }
 
 /** One request in, one result out. Bad input gives a `failed` result; only infrastructure faults throw. */
@@ -633,9 +650,13 @@ export async function handleVideoJob(request: VideoRequest, deps: JobDeps): Prom
     () => deadline.abort(new MediaError('timeout', `processing took longer than the limit of ${timeoutSeconds} s`)),
     timeoutSeconds * 1000
   )
-  const signal = deadline.signal
+  const signal = AbortSignal.any([deadline.signal, deps.signal])
   const report = progressReporter(deps.report)
+  const marker = cancelMarkerKey(output.prefix)
+  const uploaded: string[] = []
   try {
+    // A cancel whose broadcast this processor missed (it was away, or started later) left this marker.
+    if (await deps.storage.exists(output.bucket, marker)) throw new JobCancelled()
     report('downloading', 0)
     const original = join(deps.workDir, 'original')
     await deps.storage.download(request.source.bucket, request.source.key, original, signal)
@@ -685,20 +706,34 @@ export async function handleVideoJob(request: VideoRequest, deps: JobDeps): Prom
     const outputs = await Promise.all(
       items.map(async (item): Promise<OutputInfo> => {
         const key = `${output.prefix}/${item.name}.${item.ext}`
+        uploaded.push(key)
         await deps.storage.upload(output.bucket, key, item.file, item.contentType, signal)
         const info: OutputInfo = { name: item.name, key, contentType: item.contentType, size: statSync(item.file).size, width: item.width, height: item.height }
         if ('durationSeconds' in item) info.durationSeconds = item.durationSeconds
         return info
       })
     )
+    if (await deps.storage.exists(output.bucket, marker)) throw new JobCancelled()
     return { version: 1, jobId, status: 'completed', outputs, metadata: probed.metadata, at: at() }
   } catch (error) {
+    if (error instanceof JobCancelled) {
+      // Unfinished multipart uploads were aborted with the signal; finished outputs are removed here.
+      await Promise.all(uploaded.map((key) => deps.storage.remove(output.bucket, key)))
+      return { version: 1, jobId, status: 'cancelled', at: at() }
+    }
     if (error instanceof MediaError) {
       return { version: 1, jobId, status: 'failed', error: { code: error.code, message: error.message }, at: at() }
     }
     throw error
   } finally {
     clearTimeout(timer)
+  }
+}
+
+/** Why a job stopped early: its backend cancelled it. */
+export class JobCancelled extends Error {
+  constructor() {
+    super('the job was cancelled')
   }
 }
 
@@ -726,6 +761,8 @@ export async function start(config: Config) {
   mkdirSync(jobsDir, { recursive: true })
 
   const inFlight = new Set<Promise<void>>()
+  /** The jobs running here, to stop when their cancel is broadcast. */
+  const running = new Map<string, AbortController>()
   let publisher: Publisher | undefined
   let stopping = false
   let consumer: { channel: Channel; tag: string } | undefined
@@ -746,6 +783,8 @@ export async function start(config: Config) {
       updates.push(sent.catch((error) => console.warn(`videos: job ${request.jobId}: an update was not confirmed: ${error.message}`)))
     }
     const workDir = join(jobsDir, request.jobId)
+    const cancel = new AbortController()
+    running.set(request.jobId, cancel)
     let result: VideoResult
     try {
       mkdirSync(workDir, { recursive: true })
@@ -753,6 +792,7 @@ export async function start(config: Config) {
         storage,
         limits: config.limits,
         workDir,
+        signal: cancel.signal,
         report: (update) => send({ status: 'processing', ...update }),
       })
     } catch (error) {
@@ -764,11 +804,15 @@ export async function start(config: Config) {
       const at = new Date().toISOString()
       result = { version: 1, jobId: request.jobId, status: 'failed', error: { code: 'gave_up', message: `gave up after ${attempt} attempts: ${reason}` }, at }
     } finally {
+      running.delete(request.jobId)
       rmSync(workDir, { recursive: true, force: true })
     }
     if (result.status === 'failed') {
       console.warn(`videos: job ${request.jobId} failed: ${result.error.code}: ${result.error.message}`)
       send({ status: 'failed', stage: 'finished', progress: 100, error: result.error })
+    } else if (result.status === 'cancelled') {
+      console.log(`videos: job ${request.jobId} was cancelled`)
+      send({ status: 'cancelled', stage: 'finished', progress: 100 })
     } else {
       send({ status: 'completed', stage: 'finished', progress: 100, etaSeconds: 0 })
     }
@@ -799,6 +843,7 @@ export async function start(config: Config) {
         await declareTopology(channel, topology(config.system, 'videos'))
         await channel.prefetch(config.concurrency)
         publisher = createPublisher(channel, toBuffer)
+        await listenForCancels(model, config.system, running)
         if (stopping) return
         const { consumerTag } = await channel.consume(config.queues.request, (message) => {
           if (message === null) return console.error('videos: the broker cancelled the consumer (queue deleted?)')
@@ -826,6 +871,24 @@ export async function start(config: Config) {
       rmSync(jobsDir, { recursive: true, force: true })
     },
   }
+}
+
+/** Binds a queue of this instance's own to the cancel fanout and aborts the named job when it runs here. */
+async function listenForCancels(model: ChannelModel, system: string, running: Map<string, AbortController>) {
+  const channel = await model.createChannel()
+  channel.on('error', (error) => console.error(`videos: cancel channel error: ${error.message}`))
+  const { queue } = await channel.assertQueue('', { exclusive: true, autoDelete: true })
+  await channel.bindQueue(queue, cancelExchange(system), '')
+  await channel.consume(
+    queue,
+    (message) => {
+      if (!message) return
+      const decoded = decodeMessage(CancelSchema, message.content)
+      if (!decoded.ok) return console.error(`videos: ignoring a malformed cancel: ${decoded.reason}`)
+      running.get(decoded.value.jobId)?.abort(new JobCancelled())
+    },
+    { noAck: true }
+  )
 }
 
 /** Ack/nack on a channel that died meanwhile throws; the broker has already requeued that delivery. */

@@ -1,6 +1,6 @@
 /** Direct broker access for tests: raw publishes, reading queues, and removing a run's namespaces. */
 import amqp from 'amqplib'
-import { MEDIA_TYPES, deadLetterExchange, queueNames } from '@app/shared'
+import { MEDIA_TYPES, cancelExchange, deadLetterExchange, eventsExchange, queueNames } from '@app/shared'
 
 const namespaces = new Set<string>()
 const url = () => process.env.TEST_RABBITMQ_URL ?? 'amqp://guest:guest@127.0.0.1:5672'
@@ -22,10 +22,12 @@ export async function deleteNamespaces(): Promise<void> {
         await channel.close().catch(() => {})
       }
     }
-    const channel = await connection.createChannel()
-    channel.on('error', () => {})
-    await channel.deleteExchange(deadLetterExchange(system)).catch(() => {})
-    await channel.close().catch(() => {})
+    for (const exchange of [deadLetterExchange(system), cancelExchange(system), eventsExchange(system)]) {
+      const channel = await connection.createChannel()
+      channel.on('error', () => {})
+      await channel.deleteExchange(exchange).catch(() => {})
+      await channel.close().catch(() => {})
+    }
   }
   namespaces.clear()
   await connection.close()

@@ -146,3 +146,10 @@ export async function meanLuma(file: string): Promise<number> {
   const out = await run('ffprobe', ['-v', 'error', '-f', 'lavfi', `movie=${file},signalstats`, '-show_entries', 'frame_tags=lavfi.signalstats.YAVG', '-of', 'csv=p=0'])
   return Number(out.trim().split('\n')[0])
 }
+
+/** A `seconds`-long `size` H.264/AAC MP4 (ultrafast), for jobs that must run long enough to watch or cancel. */
+export async function makeClip(dir: string, name: string, size: string, seconds: number): Promise<string> {
+  const file = join(dir, name)
+  await ffmpeg([...testsrc(size, seconds, 'testsrc2'), ...sine(seconds), ...x264, '-c:a', 'aac', '-shortest', file])
+  return file
+}

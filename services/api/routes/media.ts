@@ -1,12 +1,13 @@
 /** `/v1/media`: upload, read a media's state, and fetch its outputs. */
 import { Hono } from 'hono'
+import { streamSSE } from 'hono/streaming'
 import * as v from 'valibot'
-import { ImageRequestSchema, VideoRequestSchema, encodeMessage, queueNames, type MediaType } from '@app/shared'
+import { ImageRequestSchema, VideoRequestSchema, cancelMarkerKey, encodeMessage, queueNames, type MediaType } from '@app/shared'
 import type { AppDeps } from '../app.ts'
 import { ApiError } from '../errors.ts'
 import { receiveUpload } from '../intake.ts'
 import { CONTENT_TYPES, IMAGE_RECIPE, VIDEO_RECIPE } from '../recipes.ts'
-import type { MediaRecord } from '../store.ts'
+import { isFinal, type MediaRecord } from '../store.ts'
 
 const IdSchema = v.pipe(v.string(), v.uuid())
 /** What uploads are taken; audio-only files are refused (no processor makes anything of them). */
@@ -39,7 +40,7 @@ export function mediaRoutes(deps: AppDeps) {
       jobId,
       mediaId: id,
       source: { bucket: deps.storage.bucket, key: sourceKey, format: sniffed.format, size },
-      output: { bucket: deps.storage.bucket, prefix: `${deps.system}/outputs/${jobId}` },
+      output: { bucket: deps.storage.bucket, prefix: outputPrefix(deps, jobId) },
     }
     const body =
       type === 'images'
@@ -66,6 +67,88 @@ export function mediaRoutes(deps: AppDeps) {
     return c.json(present(media, new URL(c.req.url).origin))
   })
 
+  /**
+   * Cancels the media's job. The rule for a cancel racing completion: whichever final state the store records first
+   * wins. A cancel recorded first makes any later result change nothing (and the API deletes that result's
+   * outputs); a result recorded first makes the cancel a 409.
+   */
+  app.post('/:id/cancel', async (c) => {
+    const media = await findMedia(deps, c.req.param('id'))
+    await cancelJob(deps, media)
+    return c.json(present((await deps.store.getMedia(media.id))!, new URL(c.req.url).origin))
+  })
+
+  /** Cancels whatever is running and deletes the media's objects and records. */
+  app.delete('/:id', async (c) => {
+    const media = await findMedia(deps, c.req.param('id'))
+    if (!isFinal(media.status)) await cancelJob(deps, media).catch((e) => (e instanceof ApiError && e.status === 409 ? undefined : Promise.reject(e)))
+    const fresh = (await deps.store.getMedia(media.id)) ?? media
+    const keys = [fresh.sourceKey, ...fresh.outputs.map((o) => o.key), cancelMarkerKey(outputPrefix(deps, fresh.jobId))]
+    await Promise.all(keys.map((key) => deps.storage.delete(key)))
+    await deps.store.deleteMedia(media.id)
+    deps.broker.announce(media.id)
+    return c.body(null, 204)
+  })
+
+  /**
+   * Server-Sent Events: the current state first (event `state`), then each change, then the stream ends after the
+   * final state. Changes come through the events fanout, so an update applied by another API instance is seen here.
+   */
+  app.get('/:id/events', async (c) => {
+    const id = (await findMedia(deps, c.req.param('id'))).id
+    const origin = new URL(c.req.url).origin
+    return streamSSE(c, async (stream) => {
+      let last = ''
+      let sequence = 0
+      /** Sends the state if it changed; resolves true once there is nothing more to send. */
+      const sendState = async (): Promise<boolean> => {
+        const media = await deps.store.getMedia(id)
+        if (!media) {
+          await stream.writeSSE({ event: 'deleted', data: JSON.stringify({ id }) })
+          return true
+        }
+        const data = JSON.stringify(present(media, origin))
+        if (data !== last) {
+          last = data
+          await stream.writeSSE({ event: 'state', data, id: String(++sequence) })
+        }
+        return isFinal(media.status)
+      }
+      if (await sendState()) return
+      await new Promise<void>((resolve) => {
+        let queue = Promise.resolve(false)
+        const finish = () => {
+          deps.changes.removeEventListener(id, onChange)
+          clearInterval(heartbeat)
+          resolve()
+        }
+        // Sends run one after another, so states go out in order.
+        const onChange = () => {
+          queue = queue
+            .then(async (done) => done || (await sendState()))
+            .then(
+              (done) => {
+                if (done) finish()
+                return done
+              },
+              () => {
+                finish() // the client went away mid-write
+                return true
+              }
+            )
+        }
+        deps.changes.addEventListener(id, onChange)
+        // A comment keeps proxies from closing an idle stream; the re-read covers an announcement that was lost.
+        const heartbeat = setInterval(() => {
+          void stream.write(': keep-alive\n\n')
+          onChange()
+        }, HEARTBEAT_MS)
+        stream.onAbort(finish)
+        onChange() // a change between the first read and subscribing
+      })
+    })
+  })
+
   app.get('/:id/outputs/:name', async (c) => {
     const media = await findMedia(deps, c.req.param('id'))
     const name = c.req.param('name')
@@ -84,6 +167,34 @@ export function mediaRoutes(deps: AppDeps) {
   })
 
   return app
+}
+
+const HEARTBEAT_MS = 15_000
+
+/** Where a job's outputs (and its cancel marker) go; the API chose it when it queued the job. */
+const outputPrefix = (deps: AppDeps, jobId: string) => `${deps.system}/outputs/${jobId}`
+
+/**
+ * Cancels a media's job: first the marker (so a processor that misses the broadcast still finds it), then the
+ * record (the API's answer from then on), then the broadcast (so a running job stops within moments).
+ */
+async function cancelJob(deps: AppDeps, media: MediaRecord): Promise<void> {
+  if (isFinal(media.status)) throw new ApiError(409, 'conflict', `media ${media.id} is already ${media.status}; there is nothing to cancel`)
+  const marker = cancelMarkerKey(outputPrefix(deps, media.jobId))
+  try {
+    await deps.storage.mark(marker)
+  } catch (error) {
+    throw new ApiError(503, 'storage_unavailable', `the cancel could not be recorded (${(error as Error).message}); try again`)
+  }
+  const outcome = await deps.store.cancel(media.id)
+  if (outcome?.outcome !== 'cancelled') {
+    await deps.storage.delete(marker).catch(() => {})
+    throw new ApiError(409, 'conflict', `media ${media.id} is already ${outcome?.status ?? 'gone'}; there is nothing to cancel`)
+  }
+  await deps.broker.broadcastCancel(outcome.jobId).catch((error) => {
+    console.warn(`api: the cancel of job ${outcome.jobId} was not broadcast (${(error as Error).message}); processors will find its marker`)
+  })
+  deps.broker.announce(media.id)
 }
 
 async function findMedia(deps: AppDeps, id: string): Promise<MediaRecord> {
