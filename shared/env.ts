@@ -64,3 +64,20 @@ export function readEnv<S extends v.GenericSchema>(schema: S, env: Record<string
   })
   throw new Error(`Invalid environment:\n${lines.join('\n')}`)
 }
+
+/**
+ * The options every service gives `new S3Client(…)` (plain data, so this package needs no SDK). For a custom
+ * endpoint: path-style addressing, and checksums only where required, because S3-compatible stores (s3rver, MinIO,
+ * R2) mishandle the SDK's default aws-chunked checksums. Timeouts throw: without them a hung S3 hangs a job forever.
+ */
+export function s3ClientOptions(s3: { endpoint?: string; region: string; accessKeyId: string; secretAccessKey: string }, requestTimeoutMs = 30_000) {
+  return {
+    endpoint: s3.endpoint,
+    region: s3.region,
+    forcePathStyle: Boolean(s3.endpoint),
+    credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
+    ...(s3.endpoint ? { requestChecksumCalculation: 'WHEN_REQUIRED' as const, responseChecksumValidation: 'WHEN_REQUIRED' as const } : {}),
+    requestHandler: { requestTimeout: requestTimeoutMs, connectionTimeout: 5_000, throwOnRequestTimeout: true },
+    maxAttempts: 3,
+  }
+}

@@ -1,6 +1,7 @@
 /** The API's S3 access: streaming uploads of originals, streaming reads of outputs, and a health check. */
 import { DeleteObjectCommand, GetObjectCommand, HeadBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
 import { Upload } from '@aws-sdk/lib-storage'
+import { s3ClientOptions } from '@app/shared'
 import type { Config } from './config.ts'
 
 export interface StoredObject {
@@ -22,16 +23,7 @@ export interface Storage {
 }
 
 export function createStorage(config: Config['s3']): Storage {
-  const client = new S3Client({
-    endpoint: config.endpoint,
-    region: config.region,
-    forcePathStyle: Boolean(config.endpoint),
-    credentials: { accessKeyId: config.accessKeyId, secretAccessKey: config.secretAccessKey },
-    // S3-compatible stores (s3rver, MinIO, R2) store the SDK's default aws-chunked checksums as corrupted bytes.
-    ...(config.endpoint ? { requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' } : {}),
-    requestHandler: { requestTimeout: 60_000, connectionTimeout: 5_000, throwOnRequestTimeout: true },
-    maxAttempts: 3,
-  })
+  const client = new S3Client(s3ClientOptions(config, 60_000))
   return {
     bucket: config.bucket,
     async put(key, body, contentType) {

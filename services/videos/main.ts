@@ -59,6 +59,7 @@ import {
   encodeMessage,
   queueNames,
   readEnv,
+  s3ClientOptions,
   topology,
   type JobUpdate,
   type OutputInfo,
@@ -567,17 +568,7 @@ const round3 = (n: number) => Math.round(n * 1000) / 1000
 // ── Storage ────────────────────────────────────────────────────────────────────────────────────────────────────
 
 export function createStorage(config: Config['s3']) {
-  const client = new S3Client({
-    endpoint: config.endpoint,
-    region: config.region,
-    forcePathStyle: Boolean(config.endpoint),
-    credentials: { accessKeyId: config.accessKeyId, secretAccessKey: config.secretAccessKey },
-    // S3-compatible stores (s3rver, MinIO, R2) mishandle the SDK's default aws-chunked checksums.
-    ...(config.endpoint ? { requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' } : {}),
-    // Without these a hung S3 hangs the job forever.
-    requestHandler: { requestTimeout: 30_000, connectionTimeout: 5_000, throwOnRequestTimeout: true },
-    maxAttempts: 3,
-  })
+  const client = new S3Client(s3ClientOptions(config))
   return {
     /** Streams an object to a local file. A missing object is an outcome, not a fault. */
     async download(bucket: string, key: string, file: string, signal: AbortSignal): Promise<void> {
