@@ -5,6 +5,7 @@ import { queueNames } from '@app/shared'
 import { quadrants } from './helpers/image-fixtures.ts'
 import { connectRabbit } from './helpers/rabbit.ts'
 import { startStack, type MediaBody, type Stack } from './helpers/stack.ts'
+import { readConfig as readImagesConfig, start as startImages } from '../services/images/main.ts'
 
 let rabbit: Awaited<ReturnType<typeof connectRabbit>>
 beforeAll(async () => {
@@ -97,6 +98,32 @@ describe('with the processor down', () => {
     const stateA = await final(a.id)
     expect(stateA).toMatchObject({ status: 'completed', stage: 'finished', progress: 100, error: null })
     expect(await final(b.id)).toEqual(stateA)
+  })
+})
+
+describe('with the API down', () => {
+  test('results that arrive while the API is down are applied when it starts again', async () => {
+    const first = await startStack({ images: false })
+    const { id } = await accept(first)
+    await first.stop()
+    // The processor finishes while no API runs; its updates and result wait in their durable queues.
+    const { SYSTEM, DATA_DIR } = first.env
+    const names = queueNames(SYSTEM!, 'images')
+    const alone = await startImages(readImagesConfig(first.env))
+    const deadline = Date.now() + 15_000
+    while ((await rabbit.messageCount(names.results)) === 0) {
+      if (Date.now() > deadline) throw new Error('the processor sent no result')
+      await Bun.sleep(20)
+    }
+    await alone.stop()
+    const second = await startStack({ images: false, env: { SYSTEM: SYSTEM!, DATA_DIR: DATA_DIR! } })
+    try {
+      const media = await second.waitForFinal(id)
+      expect(media.status).toBe('completed')
+      expect(media.outputs.map((o) => o.name)).toEqual(['thumb', 'preview'])
+    } finally {
+      await second.stop()
+    }
   })
 })
 

@@ -19,6 +19,11 @@ export const VIDEO_RECIPE: VideoRequest['recipe'] = {
   ],
 }
 
+/** Where a job's outputs (and its cancel marker) go; new per job, so a retry overwrites and nothing collides. */
+export const outputPrefix = (system: string, jobId: string) => `${system}/outputs/${jobId}`
+/** Where an upload's original is stored. */
+export const originalKey = (system: string, mediaId: string) => `${system}/originals/${mediaId}`
+
 export const CONTENT_TYPES: Record<string, string> = {
   jpeg: 'image/jpeg',
   png: 'image/png',

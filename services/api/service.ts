@@ -2,6 +2,7 @@
 import { createApp } from './app.ts'
 import { connectBroker, type Broker } from './broker.ts'
 import type { Config } from './config.ts'
+import { outputPrefix } from './recipes.ts'
 import { openSqliteStore } from './sqlite-store.ts'
 import { createStorage } from './storage.ts'
 
@@ -16,20 +17,25 @@ export async function startApi(config: Config) {
   const storage = createStorage(config.s3)
   /** Fires an event named by the media id whenever that media changed (here or on another instance). */
   const changes = new EventTarget()
+  // Consumers start inside connectBroker, before it returns: until then there is no one to announce to anyway.
+  let connected: Broker | undefined
+  const announce = (mediaId: string) => connected?.announce(mediaId)
   const broker: Broker = await connectBroker(
     { url: config.rabbitmqUrl, system: config.system, publishTimeoutMs: PUBLISH_TIMEOUT_MS },
     {
       async onUpdate(_type, update) {
         const applied = await store.applyUpdate(update)
-        if (applied?.changed) broker.announce(applied.mediaId)
+        if (applied?.changed) announce(applied.mediaId)
       },
       async onResult(_type, result) {
         const applied = await store.applyResult(result)
-        if (applied?.changed) broker.announce(applied.mediaId)
+        if (applied?.changed) announce(applied.mediaId)
         // Outputs of a job that was cancelled (or whose media was deleted) before its result came: remove them,
-        // so nothing of a cancelled job remains whichever way the race went.
+        // so nothing of a cancelled job remains whichever way the race went. Only keys under the job's own prefix:
+        // a message never gets to name what else is deleted.
         if (result.status === 'completed' && (!applied || applied.status === 'cancelled')) {
-          await Promise.all(result.outputs.map((o) => storage.delete(o.key)))
+          const prefix = `${outputPrefix(config.system, result.jobId)}/`
+          await Promise.all(result.outputs.filter((o) => o.key.startsWith(prefix)).map((o) => storage.delete(o.key)))
         }
       },
       onMediaChanged: (mediaId) => void changes.dispatchEvent(new Event(mediaId)),
@@ -39,6 +45,7 @@ export async function startApi(config: Config) {
     storage.close()
     throw error
   })
+  connected = broker
 
   // The outbox relay: a request written but never confirmed (the API died between the two, or the broker was away)
   // is published again. Processors and the store are idempotent, so a duplicate is harmless.

@@ -6,7 +6,7 @@ import { ImageRequestSchema, VideoRequestSchema, cancelMarkerKey, encodeMessage,
 import type { AppDeps } from '../app.ts'
 import { ApiError } from '../errors.ts'
 import { receiveUpload } from '../intake.ts'
-import { CONTENT_TYPES, IMAGE_RECIPE, VIDEO_RECIPE } from '../recipes.ts'
+import { CONTENT_TYPES, IMAGE_RECIPE, VIDEO_RECIPE, originalKey, outputPrefix } from '../recipes.ts'
 import { isFinal, type MediaRecord } from '../store.ts'
 
 const IdSchema = v.pipe(v.string(), v.uuid())
@@ -26,7 +26,7 @@ export function mediaRoutes(deps: AppDeps) {
     }
     const id = crypto.randomUUID()
     const jobId = crypto.randomUUID()
-    const sourceKey = `${deps.system}/originals/${id}`
+    const sourceKey = originalKey(deps.system, id)
     const { sniffed, size } = await receiveUpload(
       c.req.raw,
       deps.maxUploadBytes,
@@ -40,7 +40,7 @@ export function mediaRoutes(deps: AppDeps) {
       jobId,
       mediaId: id,
       source: { bucket: deps.storage.bucket, key: sourceKey, format: sniffed.format, size },
-      output: { bucket: deps.storage.bucket, prefix: outputPrefix(deps, jobId) },
+      output: { bucket: deps.storage.bucket, prefix: outputPrefix(deps.system, jobId) },
     }
     const body =
       type === 'images'
@@ -81,9 +81,14 @@ export function mediaRoutes(deps: AppDeps) {
   /** Cancels whatever is running and deletes the media's objects and records. */
   app.delete('/:id', async (c) => {
     const media = await findMedia(deps, c.req.param('id'))
-    if (!isFinal(media.status)) await cancelJob(deps, media).catch((e) => (e instanceof ApiError && e.status === 409 ? undefined : Promise.reject(e)))
+    try {
+      if (!isFinal(media.status)) await cancelJob(deps, media)
+    } catch (error) {
+      // 409: it finished meanwhile, which is fine for a delete; anything else stops it.
+      if (!(error instanceof ApiError && error.status === 409)) throw error
+    }
     const fresh = (await deps.store.getMedia(media.id)) ?? media
-    const keys = [fresh.sourceKey, ...fresh.outputs.map((o) => o.key), cancelMarkerKey(outputPrefix(deps, fresh.jobId))]
+    const keys = [fresh.sourceKey, ...fresh.outputs.map((o) => o.key), cancelMarkerKey(outputPrefix(deps.system, fresh.jobId))]
     await Promise.all(keys.map((key) => deps.storage.delete(key)))
     await deps.store.deleteMedia(media.id)
     deps.broker.announce(media.id)
@@ -140,7 +145,7 @@ export function mediaRoutes(deps: AppDeps) {
         deps.changes.addEventListener(id, onChange)
         // A comment keeps proxies from closing an idle stream; the re-read covers an announcement that was lost.
         const heartbeat = setInterval(() => {
-          void stream.write(': keep-alive\n\n')
+          stream.write(': keep-alive\n\n').catch(finish)
           onChange()
         }, HEARTBEAT_MS)
         stream.onAbort(finish)
@@ -171,16 +176,13 @@ export function mediaRoutes(deps: AppDeps) {
 
 const HEARTBEAT_MS = 15_000
 
-/** Where a job's outputs (and its cancel marker) go; the API chose it when it queued the job. */
-const outputPrefix = (deps: AppDeps, jobId: string) => `${deps.system}/outputs/${jobId}`
-
 /**
  * Cancels a media's job: first the marker (so a processor that misses the broadcast still finds it), then the
  * record (the API's answer from then on), then the broadcast (so a running job stops within moments).
  */
 async function cancelJob(deps: AppDeps, media: MediaRecord): Promise<void> {
   if (isFinal(media.status)) throw new ApiError(409, 'conflict', `media ${media.id} is already ${media.status}; there is nothing to cancel`)
-  const marker = cancelMarkerKey(outputPrefix(deps, media.jobId))
+  const marker = cancelMarkerKey(outputPrefix(deps.system, media.jobId))
   try {
     await deps.storage.mark(marker)
   } catch (error) {
