@@ -164,8 +164,9 @@ describe('memory', () => {
       await upload(size)
       const growth = peak() - warm
       console.log(`api: peak RSS ${(warm / 2 ** 20).toFixed(0)} MiB after warm-up, +${(growth / 2 ** 20).toFixed(0)} MiB for a 400 MiB upload`)
-      // Holding the file would cost at least its size; streaming costs buffers that do not scale with it.
-      expect(growth).toBeLessThan(size / 3)
+      // Holding the file would cost at least its size; streaming costs buffers that do not scale with it, plus
+      // garbage the collector has not yet reclaimed (measured 70–135 MiB for both 400 and 800 MiB uploads).
+      expect(growth).toBeLessThan(size / 2)
     } finally {
       child.kill()
       await child.exited
