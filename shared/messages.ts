@@ -31,12 +31,34 @@ export const KNOWN_ERROR_CODES = [
   'source_missing', // the source object does not exist
   'timeout', // the job ran past its wall-clock limit
   'processing_error', // anything unexpected; the message says what
-  'gave_up', // retried up to the delivery limit without an outcome
+  'gave_up', // a transient fault (S3, network, broker) outlasted every retry
+  'crashed', // the processor died on every delivery; the broker dead-lettered the request (set by the backend)
+  'stalled', // no processor reported on the job for too long, too many times (set by the backend)
 ] as const
+
+/**
+ * Why a job failed, which decides whether trying again can help:
+ * `input`: the file itself (corrupt, unsupported, over a limit, too slow to decode). Never retried.
+ * `transient`: the infrastructure (S3, network, broker). Retried with backoff up to the delivery limit first.
+ * `crash`: the processor died or hung on every attempt (a poison job, or a broken host). Re-drivable by an operator.
+ * `internal`: a bug; the message says what.
+ */
+export const FAILURE_CLASSES = ['input', 'transient', 'crash', 'internal'] as const
+export type FailureClass = (typeof FAILURE_CLASSES)[number]
+
+/** The class of a known error code, for errors whose sender did not say (older or third-party processors). */
+export function failureClassOf(code: string): FailureClass {
+  if (code === 'gave_up') return 'transient'
+  if (code === 'crashed' || code === 'stalled') return 'crash'
+  if (code === 'processing_error') return 'internal'
+  if ((KNOWN_ERROR_CODES as readonly string[]).includes(code)) return 'input'
+  return 'internal'
+}
 
 export const ErrorInfoSchema = v.object({
   code: ErrorCodeSchema,
   message: v.pipe(v.string(), v.minLength(1), v.maxLength(2000)),
+  class: v.optional(v.picklist(FAILURE_CLASSES)),
 })
 export type ErrorInfo = v.InferOutput<typeof ErrorInfoSchema>
 

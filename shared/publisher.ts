@@ -14,6 +14,7 @@ export interface PublishProperties {
   correlationId: string
   type: string
   timestamp: number
+  headers?: Record<string, string | number>
 }
 
 /** The part of an amqplib ConfirmChannel a publisher needs; `C` is the runtime's byte type (Buffer in Node/Bun). */
@@ -27,9 +28,16 @@ export class PublishError extends Error {
   override name = 'PublishError'
 }
 
+export interface PublishIds {
+  correlationId: string
+  type: string
+  messageId?: string
+  headers?: Record<string, string | number>
+}
+
 export interface Publisher {
   /** Resolves once the broker has taken responsibility for the message; rejects with a PublishError otherwise. */
-  publish(queue: string, body: Uint8Array, ids: { correlationId: string; type: string; messageId?: string }): Promise<void>
+  publish(queue: string, body: Uint8Array, ids: PublishIds): Promise<void>
   /**
    * Publishes to a fanout exchange. Not `mandatory`: a broadcast that no one hears is not an error (whoever must
    * act on it has another way to learn of it).
@@ -55,7 +63,7 @@ export function createPublisher<C>(
   const send = (
     target: string,
     body: Uint8Array,
-    ids: { correlationId: string; type: string; messageId?: string },
+    ids: PublishIds,
     route: (content: C, properties: PublishProperties, callback: (err: unknown) => void) => boolean,
     mandatory: boolean
   ) => {
@@ -68,6 +76,7 @@ export function createPublisher<C>(
       correlationId: ids.correlationId,
       type: ids.type,
       timestamp: Math.floor(Date.now() / 1000),
+      ...(ids.headers ? { headers: ids.headers } : {}),
     }
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(

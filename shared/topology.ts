@@ -10,6 +10,20 @@ import { cancelExchange, deadLetterExchange, queueNames, type MediaType } from '
  */
 export const DELIVERY_LIMIT = 5
 
+/**
+ * How long a processor waits before handing back a request that hit a transient fault (S3 or network down):
+ * 1, 2, 4, 8 s… capped at 30 s, so the retries of one request span about 15 s of outage before it gives up.
+ */
+export function retryDelayMs(attempt: number): number {
+  return Math.min(30_000, 1000 * 2 ** Math.max(0, attempt - 1))
+}
+
+/**
+ * A processor repeats a running job's latest update at least this often (seconds), so a backend can tell a long
+ * job from a dead one. Backends treat a `processing` job silent for several heartbeats as stalled.
+ */
+export const HEARTBEAT_SECONDS = 15
+
 export interface ExchangeSpec {
   name: string
   type: 'direct' | 'fanout'

@@ -162,7 +162,7 @@ describe('bad input', () => {
     const started = Date.now()
     const media = await uploadAndWait(bomb)
     expect(media.status).toBe('failed')
-    expect(media.error).toEqual({ code: 'limit_exceeded', message: expect.stringContaining('12000×12000') })
+    expect(media.error).toEqual({ code: 'limit_exceeded', class: 'input', message: expect.stringContaining('12000×12000') })
     expect(Date.now() - started).toBeLessThan(5_000)
   })
 })

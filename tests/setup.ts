@@ -31,6 +31,8 @@ const firstLine = await readFirstLine(s3Process.stdout, 15_000)
 const { endpoint } = JSON.parse(firstLine) as { endpoint: string }
 process.env.TEST_S3_ENDPOINT = endpoint
 process.env.TEST_S3_BUCKET = 'media-test'
+// Fault tests stop and continue the S3 server (SIGSTOP/SIGCONT) to simulate an outage without losing its data.
+process.env.TEST_S3_PID = String(s3Process.pid)
 
 afterAll(async () => {
   await deleteNamespaces()

@@ -6,12 +6,17 @@
  * outputs to deterministic keys, and reports on `.updates` (progress) and `.results` (the outcome).
  *
  * Env: SYSTEM, RABBITMQ_URL, S3_* (see shared/env.ts), IMAGE_CONCURRENCY (default: cores), MAX_IMAGE_PIXELS
- * (default 100000000), IMAGE_TIMEOUT_SECONDS (default 120), IMAGES_TMP_DIR (default <os tmp>/media-images).
+ * (default 100000000), IMAGE_TIMEOUT_SECONDS (default 120), IMAGES_TMP_DIR (default <os tmp>/media-images),
+ * HEARTBEAT_SECONDS (default 15), SHUTDOWN_GRACE_SECONDS (default 25).
  *
- * Acks: a request is acked only after its result and final update are confirmed by the broker.
- * A malformed message is dead-lettered at once. A bad image is an outcome (`failed` with a reason), not an error.
- * An infrastructure error (S3, broker) is retried through redelivery; on the last allowed delivery the job is
- * reported `failed` (`gave_up`) so that it still reaches a final state.
+ * Acks: a request is acked only after its result and final update are confirmed by the broker, so a processor
+ * that dies mid-job has the request redelivered (image jobs are bounded far below the broker's ack timeout).
+ * A malformed message is dead-lettered at once. A bad image is an outcome (`failed`, class `input`), never retried.
+ * An infrastructure fault (S3, broker) is retried after a backoff through redelivery; on the last allowed delivery
+ * the job is reported `failed` (`gave_up`, class `transient`) so that it still reaches a final state. A request
+ * that kills the process every time is dead-lettered by the broker's delivery limit, and the backend fails it.
+ * On SIGTERM/SIGINT the processor stops taking work, lets running jobs finish within the grace period, and hands
+ * back what is left as fresh messages, so a shutdown never counts against a job's delivery limit.
  */
 import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
 import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage } from 'amqplib'
@@ -27,6 +32,7 @@ import {
   BrokerEnv,
   CancelSchema,
   DELIVERY_LIMIT,
+  HEARTBEAT_SECONDS,
   cancelExchange,
   cancelMarkerKey,
   ImageRequestSchema,
@@ -40,6 +46,7 @@ import {
   encodeMessage,
   queueNames,
   readEnv,
+  retryDelayMs,
   s3ClientOptions,
   topology,
   type ErrorInfo,
@@ -62,6 +69,8 @@ const ConfigSchema = v.pipe(
     MAX_IMAGE_PIXELS: countVar(100_000_000, 2 ** 32),
     IMAGE_TIMEOUT_SECONDS: countVar(120, 3600),
     IMAGES_TMP_DIR: v.optional(v.pipe(v.string(), v.nonEmpty()), join(tmpdir(), 'media-images')),
+    HEARTBEAT_SECONDS: countVar(HEARTBEAT_SECONDS, 3600),
+    SHUTDOWN_GRACE_SECONDS: countVar(25, 3600),
   }),
   v.transform((env) => ({
     system: env.SYSTEM,
@@ -76,6 +85,8 @@ const ConfigSchema = v.pipe(
     concurrency: env.IMAGE_CONCURRENCY,
     limits: { maxPixels: env.MAX_IMAGE_PIXELS, timeoutSeconds: env.IMAGE_TIMEOUT_SECONDS },
     tmpDir: env.IMAGES_TMP_DIR,
+    heartbeatMs: env.HEARTBEAT_SECONDS * 1000,
+    shutdownGraceMs: env.SHUTDOWN_GRACE_SECONDS * 1000,
   }))
 )
 export type Config = v.InferOutput<typeof ConfigSchema>
@@ -316,7 +327,7 @@ export async function handleImageJob(request: ImageRequest, deps: JobDeps): Prom
       return { version: 1, jobId, status: 'cancelled', at: at() }
     }
     if (error instanceof MediaError) {
-      return { version: 1, jobId, status: 'failed', error: { code: error.code, message: error.message }, at: at() }
+      return { version: 1, jobId, status: 'failed', error: { code: error.code, message: error.message, class: 'input' }, at: at() }
     }
     throw error
   }
@@ -328,6 +339,9 @@ export class JobCancelled extends Error {
     super('the job was cancelled')
   }
 }
+
+/** Why a job stopped early without an outcome: its delivery went back to the broker (channel lost, shutdown). */
+class Interrupted extends Error {}
 
 /** Rejects with the signal's reason as soon as it aborts; the work itself runs on and its outcome is dropped. */
 function abandonOnAbort<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
@@ -342,6 +356,13 @@ function abandonOnAbort<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
 
 const toBuffer = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
 
+/** A delivery being worked on, and the channel it must be settled on. */
+interface Running {
+  message: ConsumeMessage
+  channel: Channel
+  stop: AbortController
+}
+
 /** Connects, declares the topology and consumes until stopped. Reconnects by itself when the broker drops it. */
 export async function start(config: Config) {
   sharp.cache(false) // outputs are never re-read; the cache only holds memory
@@ -351,10 +372,11 @@ export async function start(config: Config) {
   mkdirSync(jobsDir, { recursive: true })
 
   const inFlight = new Set<Promise<void>>()
-  /** The jobs running here, to stop when their cancel is broadcast. */
-  const running = new Map<string, AbortController>()
+  /** The jobs running here by job id: to cancel, to interrupt when their channel dies, to hand back on shutdown. */
+  const running = new Map<string, Running>()
+  /** Aborts backoff waits when the service stops. */
+  const stopping = new AbortController()
   let publisher: Publisher | undefined
-  let stopping = false
   let consumer: { channel: Channel; tag: string } | undefined
 
   async function onMessage(channel: ConfirmChannel, message: ConsumeMessage): Promise<void> {
@@ -364,17 +386,23 @@ export async function start(config: Config) {
       return settle(() => channel.nack(message, false, false))
     }
     const request = decoded.value
-    const attempt = Number(message.properties.headers?.['x-delivery-count'] ?? 0) + 1
-    const updates: Promise<void>[] = []
-    const send = (update: Omit<JobUpdate, 'version' | 'jobId' | 'at'>) => {
+    const attempt = attemptOf(message)
+    let pending = Promise.resolve()
+    let latest: Omit<JobUpdate, 'version' | 'jobId' | 'at'> = { status: 'processing', stage: 'queued', progress: 0 }
+    const send = (update: typeof latest) => {
+      latest = update
       const body = encodeMessage(JobUpdateSchema, { version: 1, jobId: request.jobId, at: new Date().toISOString(), ...update })
-      const sent = publish(config.queues.updates, body, request.jobId, 'job.update')
       // Updates are advisory: a lost one is replaced by the next, and the result decides the final state.
-      updates.push(sent.catch((error) => console.warn(`images: job ${request.jobId}: an update was not confirmed: ${error.message}`)))
+      const sent = publish(config.queues.updates, body, request.jobId, 'job.update').catch((error) =>
+        console.warn(`images: job ${request.jobId}: an update was not confirmed: ${error.message}`)
+      )
+      pending = Promise.all([pending, sent]).then(() => {})
     }
+    // The heartbeat: the latest update again, so the backend can tell a slow job from a dead processor.
+    const heartbeat = setInterval(() => send(latest), config.heartbeatMs)
     const workDir = join(jobsDir, request.jobId)
-    const cancel = new AbortController()
-    running.set(request.jobId, cancel)
+    const job: Running = { message, channel, stop: new AbortController() }
+    running.set(request.jobId, job)
     let result: ImageResult
     try {
       mkdirSync(workDir, { recursive: true })
@@ -382,18 +410,26 @@ export async function start(config: Config) {
         storage,
         limits: config.limits,
         workDir,
-        signal: cancel.signal,
+        signal: job.stop.signal,
         report: ({ stage, progress }) => send({ status: 'processing', stage, progress }),
       })
+      // Finished just as it was interrupted: its delivery is no longer ours to settle.
+      if (job.stop.signal.reason instanceof Interrupted) return
     } catch (error) {
+      // Its delivery is back with the broker (or is being handed back by stop()): nothing to report.
+      if (job.stop.signal.reason instanceof Interrupted) return
       const reason = describeError(error)
       if (attempt < DELIVERY_LIMIT) {
-        console.error(`images: job ${request.jobId} attempt ${attempt} hit a fault, retrying: ${reason}`)
+        const delay = retryDelayMs(attempt)
+        console.error(`images: job ${request.jobId} attempt ${attempt} hit a fault, retrying in ${delay / 1000} s: ${reason}`)
+        await sleep(delay, stopping.signal)
+        if (job.stop.signal.reason instanceof Interrupted) return
         return settle(() => channel.nack(message, false, true))
       }
-      const at = new Date().toISOString()
-      result = { version: 1, jobId: request.jobId, status: 'failed', error: { code: 'gave_up', message: `gave up after ${attempt} attempts: ${reason}` }, at }
+      const error_ = { code: 'gave_up', message: `gave up after ${attempt} attempts: ${reason}`, class: 'transient' } as const
+      result = { version: 1, jobId: request.jobId, status: 'failed', error: error_, at: new Date().toISOString() }
     } finally {
+      clearInterval(heartbeat)
       running.delete(request.jobId)
       rmSync(workDir, { recursive: true, force: true })
     }
@@ -408,7 +444,7 @@ export async function start(config: Config) {
     }
     try {
       await publish(config.queues.results, encodeMessage(ImageResultSchema, result), request.jobId, 'job.result')
-      await Promise.all(updates)
+      await pending
     } catch (error) {
       // Unconfirmed result: put the request back so the job is done again rather than lost.
       console.error(`images: job ${request.jobId}: the result was not confirmed, requeueing: ${describeError(error)}`)
@@ -422,6 +458,15 @@ export async function start(config: Config) {
     return publisher.publish(queue, body, { correlationId: jobId, type })
   }
 
+  /** Stops the jobs whose deliveries were on `channel`: the broker has put them back, and they will come again. */
+  function interruptJobsOn(channel: Channel, why: string) {
+    for (const [jobId, job] of running) {
+      if (job.channel !== channel) continue
+      console.warn(`images: job ${jobId} interrupted (${why}); the broker redelivers it`)
+      job.stop.abort(new Interrupted(why))
+    }
+  }
+
   const connection = await amqp.connect(config.rabbitmqUrl, {
     recovery: {
       initialMaxRetries: 2,
@@ -430,13 +475,22 @@ export async function start(config: Config) {
       async setup(model: ChannelModel) {
         const channel = await model.createConfirmChannel()
         channel.on('error', (error) => console.error(`images: channel error: ${error.message}`))
+        // A channel closed under a live connection (an ack timeout, a deleted queue) is not recovered by amqplib:
+        // close the whole connection, so recovery re-runs this setup.
+        channel.on('close', () => {
+          interruptJobsOn(channel, 'its channel closed')
+          if (!stopping.signal.aborted) model.close().catch(() => {})
+        })
         await declareTopology(channel, topology(config.system, 'images'))
         await channel.prefetch(config.concurrency)
         publisher = createPublisher(channel, toBuffer)
-        await listenForCancels(model, config.system, running, 'images')
-        if (stopping) return
+        await listenForCancels(model, config.system, (jobId) => running.get(jobId)?.stop.abort(new JobCancelled()), 'images')
+        if (stopping.signal.aborted) return
         const { consumerTag } = await channel.consume(config.queues.request, (message) => {
-          if (message === null) return console.error('images: the broker cancelled the consumer (queue deleted?)')
+          if (message === null) {
+            console.error('images: the broker cancelled the consumer (queue deleted?); reconnecting to consume again')
+            return void model.close().catch(() => {})
+          }
           const task = onMessage(channel, message).catch((error) => console.error('images: unexpected error', error))
           inFlight.add(task)
           void task.finally(() => inFlight.delete(task))
@@ -449,13 +503,33 @@ export async function start(config: Config) {
   connection.on('connect', () => console.log('images: connected to the broker'))
   connection.on('reconnect-failed', (error) => console.error(`images: gave up reconnecting: ${error.message}`))
   connection.on('error', (error) => console.error(`images: broker error: ${error.message}`))
+  connection.on('blocked', (reason) => console.warn(`images: the broker blocks publishing (${reason})`))
+  connection.on('unblocked', () => console.log('images: the broker accepts publishing again'))
 
   return {
-    /** Stops taking work, lets in-flight jobs finish, and disconnects. */
+    /**
+     * Stops taking work and lets running jobs finish for up to the grace period. Jobs still running then are
+     * stopped and handed back as fresh messages (acking the originals), so a shutdown is not counted as a failed
+     * delivery; if the hand-back fails, the delivery is released to the broker, which redelivers it.
+     */
     async stop() {
-      stopping = true
+      stopping.abort()
       if (consumer) await consumer.channel.cancel(consumer.tag).catch(() => {})
-      await Promise.allSettled(inFlight)
+      const settled = Promise.allSettled(inFlight)
+      const graceOver = sleep(config.shutdownGraceMs).then(() => 'grace over' as const)
+      if ((await Promise.race([settled, graceOver])) === 'grace over') {
+        for (const [jobId, job] of running) {
+          job.stop.abort(new Interrupted('shutting down'))
+          await handBack(job, publisher, config.queues.request).then(
+            () => console.log(`images: job ${jobId} handed back to the queue at shutdown`),
+            (error) => {
+              console.warn(`images: job ${jobId} could not be handed back (${describeError(error)}); the broker redelivers it`)
+              settle(() => job.channel.nack(job.message, false, true))
+            }
+          )
+        }
+        await settled
+      }
       await connection.close().catch(() => {})
       storage.destroy()
       rmSync(jobsDir, { recursive: true, force: true })
@@ -463,8 +537,40 @@ export async function start(config: Config) {
   }
 }
 
+/**
+ * Which attempt a delivery is: the broker's count of earlier deliveries, plus the attempts carried by a message
+ * that was handed back (`x-media-attempts`, whose broker count started again).
+ */
+function attemptOf(message: ConsumeMessage): number {
+  const headers = message.properties.headers ?? {}
+  return Number(headers['x-media-attempts'] ?? 0) + Number(headers['x-delivery-count'] ?? 0) + 1
+}
+
+/**
+ * Re-publishes a delivery as a new message and acks the original. The broker's delivery count starts again; a
+ * shutdown is not the job's fault, so the attempts made so far are carried over unchanged.
+ */
+async function handBack(job: Running, publisher: Publisher | undefined, queue: string): Promise<void> {
+  if (!publisher) throw new Error('not connected to the broker')
+  const { properties, content } = job.message
+  await publisher.publish(queue, content, {
+    correlationId: String(properties.correlationId ?? ''),
+    type: String(properties.type ?? 'job.request'),
+    headers: { 'x-media-attempts': attemptOf(job.message) - 1 },
+  })
+  job.channel.ack(job.message)
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms)
+    signal?.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true })
+  })
+}
+
 /** Binds a queue of this instance's own to the cancel fanout and aborts the named job when it runs here. */
-async function listenForCancels(model: ChannelModel, system: string, running: Map<string, AbortController>, name: string) {
+async function listenForCancels(model: ChannelModel, system: string, cancel: (jobId: string) => void, name: string) {
   const channel = await model.createChannel()
   channel.on('error', (error) => console.error(`${name}: cancel channel error: ${error.message}`))
   const { queue } = await channel.assertQueue('', { exclusive: true, autoDelete: true })
@@ -475,7 +581,7 @@ async function listenForCancels(model: ChannelModel, system: string, running: Ma
       if (!message) return
       const decoded = decodeMessage(CancelSchema, message.content)
       if (!decoded.ok) return console.error(`${name}: ignoring a malformed cancel: ${decoded.reason}`)
-      running.get(decoded.value.jobId)?.abort(new JobCancelled())
+      cancel(decoded.value.jobId)
     },
     { noAck: true }
   )

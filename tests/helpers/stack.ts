@@ -60,7 +60,7 @@ export interface MediaBody {
   status: string
   stage: string
   progress: number
-  error: { code: string; message: string } | null
+  error: { code: string; message: string; class?: string } | null
   metadata: Record<string, unknown> | null
   outputs: { name: string; contentType: string; size: number; width: number; height: number; url: string }[]
   createdAt: string
