@@ -21,6 +21,26 @@ const accept = async (stack: Stack) => {
   expect(res.status).toBe(202)
   return (await res.json()) as { id: string; jobId: string }
 }
+const ADMIN_TOKEN = 'test-admin-token-0123456789'
+const admin = (stack: Stack, path: string, method = 'GET') =>
+  fetch(`${stack.url}/v1/admin${path}`, { method, headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
+interface Letter {
+  id: string
+  queue: string
+  reason: string
+  problem: string | null
+  jobId: string | null
+  deliveries: number | null
+}
+/** Polls the admin list until it holds `count` dead letters; fails after `timeoutMs`. */
+async function waitForDeadLetters(stack: Stack, count: number, timeoutMs = 10_000): Promise<Letter[]> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const { deadLetters } = (await (await admin(stack, '/dead-letters')).json()) as { deadLetters: Letter[] }
+    if (deadLetters.length >= count || Date.now() > deadline) return deadLetters
+    await Bun.sleep(50)
+  }
+}
 const getMedia = async (stack: Stack, id: string) => (await (await fetch(`${stack.url}/v1/media/${id}`)).json()) as MediaBody
 
 describe('with the processor down', () => {
@@ -130,22 +150,39 @@ describe('with the API down', () => {
 describe('malformed messages', () => {
   let stack: Stack
   beforeAll(async () => {
-    stack = await startStack()
+    stack = await startStack({ env: { ADMIN_TOKEN } })
   })
   afterAll(async () => {
     await stack.stop()
   })
 
-  test('are dead-lettered on every queue, and both sides keep serving', async () => {
+  test('are dead-lettered on every queue, listed for operators with what is wrong, and both sides keep serving', async () => {
     const names = queueNames(stack.env.SYSTEM!, 'images')
     const junk = ['not json at all', '{"version": 2, "jobId": "x"}', '{"version": 1, "jobId": "not-a-uuid", "status": "completed"}', '\xff\xfe']
     for (const queue of [names.request, names.updates, names.results]) {
       for (const body of junk) await rabbit.publishRaw(queue, body, { messageId: `junk-${queue}` })
     }
-    for (let i = 0; i < junk.length * 3; i++) {
-      const dead = await rabbit.nextMessage(names.dead, 10_000)
-      expect(String(dead.properties.headers?.['x-first-death-reason'] ?? dead.properties.headers?.['x-death']?.[0]?.reason)).toBe('rejected')
+    const letters = await waitForDeadLetters(stack, junk.length * 3)
+    expect(letters).toHaveLength(junk.length * 3)
+    for (const queue of [names.request, names.updates, names.results]) {
+      const problems = letters.filter((l) => l.queue === queue).map((l) => l.problem)
+      expect(problems).toEqual(expect.arrayContaining([
+        expect.stringContaining('not UTF-8 JSON'),
+        expect.stringContaining('unknown message version 2'),
+        expect.stringContaining('must be a UUID'),
+      ]))
+      expect(problems).toHaveLength(junk.length)
     }
+    for (const letter of letters) expect(letter.reason).toBe('rejected')
+    // One inspected: the body as sent, the broker's headers; a malformed one cannot be re-driven, only discarded.
+    const one = letters.find((l) => l.queue === names.updates && l.problem?.includes('version 2'))!
+    const detail = await admin(stack, `/dead-letters/${one.id}`)
+    expect(await detail.json()).toMatchObject({ id: one.id, body: '{"version": 2, "jobId": "x"}', messageId: `junk-${names.updates}` })
+    expect((await admin(stack, `/dead-letters/${one.id}/redrive`, 'POST')).status).toBe(422)
+    expect((await admin(stack, `/dead-letters/${one.id}`, 'DELETE')).status).toBe(204)
+    expect((await admin(stack, `/dead-letters/${one.id}`)).status).toBe(404)
+    expect((await fetch(`${stack.url}/v1/admin/dead-letters`)).status).toBe(401)
+
     const res = await stack.upload(await jpeg())
     const media = await stack.waitForFinal(((await res.json()) as { id: string }).id)
     expect(media.status).toBe('completed')

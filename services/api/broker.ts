@@ -25,9 +25,19 @@ import {
   type VideoResult,
 } from '@app/shared'
 
+/** A message as it arrived on a `.dead` queue, still undecoded: it may be anything. */
+export interface RawDeadLetter {
+  body: Uint8Array
+  headers: Record<string, unknown>
+  messageId: string | null
+  correlationId: string | null
+}
+
 export interface Handlers {
   onUpdate(type: MediaType, update: JobUpdate): Promise<void>
   onResult(type: MediaType, result: ImageResult | VideoResult): Promise<void>
+  /** A message the broker dead-lettered (a request it gave up on, or anything malformed). */
+  onDeadLetter(type: MediaType, letter: RawDeadLetter): Promise<void>
   /** A media changed, applied here or by another API instance. */
   onMediaChanged(mediaId: string): void
 }
@@ -40,6 +50,10 @@ export interface Broker {
   /** Tells every API instance (this one too) that a media changed. Best effort: SSE clients also get a final read. */
   announce(mediaId: string): void
   isConnected(): boolean
+  /** Why the broker refuses publishes right now (a memory or disk alarm), or null. */
+  blocked(): string | null
+  /** How many processors consume the type's request queue (0 while none runs, or when disconnected). */
+  consumers(type: MediaType): Promise<number>
   close(): Promise<void>
 }
 
@@ -49,22 +63,33 @@ const toBuffer = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffs
 
 export async function connectBroker(options: { url: string; system: string; publishTimeoutMs: number }, handlers: Handlers): Promise<Broker> {
   let publisher: Publisher | undefined
+  let inspector: amqp.Channel | undefined
   let connected = false
+  let blockedBy: string | null = null
+  let closing = false
 
   const connection = await amqp.connect(options.url, {
     recovery: {
       initialMaxRetries: 2,
       maxDelay: 5_000,
       async setup(model: ChannelModel) {
-        const publishing = await model.createConfirmChannel()
-        publishing.on('error', (error) => console.error(`api: publishing channel error: ${error.message}`))
+        blockedBy = null
+        /** A channel closed under a live connection is not recovered by amqplib: reconnect to rebuild them all. */
+        const watch = <C extends amqp.Channel>(channel: C, name: string): C => {
+          channel.on('error', (error) => console.error(`api: ${name} channel error: ${error.message}`))
+          channel.on('close', () => {
+            if (!closing) model.close().catch(() => {})
+          })
+          return channel
+        }
+        const publishing = watch(await model.createConfirmChannel(), 'publishing')
         for (const type of MEDIA_TYPES) await declareTopology(publishing, topology(options.system, type))
         await publishing.assertExchange(eventsExchange(options.system), 'fanout', { durable: true, autoDelete: false })
         publisher = createPublisher(publishing, toBuffer, options.publishTimeoutMs)
 
         // Each instance hears every change through a queue of its own, gone when the instance is.
-        const events = await model.createChannel()
-        events.on('error', (error) => console.error(`api: events channel error: ${error.message}`))
+        inspector = watch(await model.createChannel(), 'inspecting')
+        const events = watch(await model.createChannel(), 'events')
         const { queue } = await events.assertQueue('', { exclusive: true, autoDelete: true })
         await events.bindQueue(queue, eventsExchange(options.system), '')
         await events.consume(
@@ -77,8 +102,7 @@ export async function connectBroker(options: { url: string; system: string; publ
           { noAck: true }
         )
 
-        const consuming = await model.createChannel()
-        consuming.on('error', (error) => console.error(`api: consuming channel error: ${error.message}`))
+        const consuming = watch(await model.createChannel(), 'consuming')
         await consuming.prefetch(CONSUMER_PREFETCH)
         for (const type of MEDIA_TYPES) {
           const names = queueNames(options.system, type)
@@ -88,6 +112,22 @@ export async function connectBroker(options: { url: string; system: string; publ
           )
           await consuming.consume(names.results, (message) =>
             handle(consuming, message, names.results, (bytes) => decodeMessage(resultSchema, bytes), (r) => handlers.onResult(type, r))
+          )
+          // Dead letters are taken off the broker into the store, where operators list, inspect and re-drive them.
+          await consuming.consume(names.dead, (message) =>
+            handle(
+              consuming,
+              message,
+              names.dead,
+              (bytes) => ({ ok: true, value: bytes }),
+              (bytes) =>
+                handlers.onDeadLetter(type, {
+                  body: bytes,
+                  headers: message?.properties.headers ?? {},
+                  messageId: message?.properties.messageId ?? null,
+                  correlationId: message?.properties.correlationId ?? null,
+                })
+            )
           )
         }
         connected = true
@@ -100,10 +140,20 @@ export async function connectBroker(options: { url: string; system: string; publ
   })
   connection.on('reconnect-failed', (error) => console.error(`api: gave up reconnecting to the broker: ${error.message}`))
   connection.on('error', (error) => console.error(`api: broker error: ${error.message}`))
+  connection.on('blocked', (reason) => {
+    blockedBy = String(reason)
+    console.warn(`api: the broker refuses new messages (${blockedBy}); uploads get 503 until it recovers`)
+  })
+  connection.on('unblocked', () => {
+    blockedBy = null
+    console.log('api: the broker accepts messages again')
+  })
 
   return {
     publish(queue, body, ids) {
       if (!connected || !publisher) return Promise.reject(new Error('not connected to RabbitMQ'))
+      // A blocked connection holds publishes without error until the alarm clears: refuse at once instead.
+      if (blockedBy) return Promise.reject(new Error(`RabbitMQ refuses new messages (${blockedBy})`))
       return publisher.publish(queue, body, ids)
     },
     broadcastCancel(jobId) {
@@ -117,7 +167,13 @@ export async function connectBroker(options: { url: string; system: string; publ
       publisher.broadcast(eventsExchange(options.system), body, { correlationId: mediaId, type: 'media.changed' }).catch(() => {})
     },
     isConnected: () => connected,
+    blocked: () => blockedBy,
+    async consumers(type) {
+      if (!connected || !inspector) return 0
+      return (await inspector.checkQueue(queueNames(options.system, type).request)).consumerCount
+    },
     async close() {
+      closing = true
       connected = false
       await connection.close().catch(() => {})
     },
@@ -152,7 +208,8 @@ function handle<T>(
     () => settle(() => channel.ack(message)),
     (error) => {
       console.error(`api: could not apply a message from ${queue}, requeueing: ${(error as Error).message}`)
-      settle(() => channel.nack(message, false, true))
+      // A second's pause: `.dead` queues have no delivery limit, and the store may need a moment to come back.
+      setTimeout(() => settle(() => channel.nack(message, false, true)), 1_000)
     }
   )
 }

@@ -20,6 +20,10 @@ const ConfigSchema = v.pipe(
     DATABASE_URL: DatabaseUrl,
     DATA_DIR: v.optional(v.pipe(v.string(), v.nonEmpty()), './.data'),
     MAX_UPLOAD_BYTES: bytesVar('2G'),
+    // A processing job silent this long is stalled (processors send a heartbeat every 15 s).
+    STALL_SECONDS: countVar(120, 86400),
+    MAX_REDRIVES: v.optional(v.pipe(v.string(), v.regex(/^\d+$/, 'must be a whole number'), v.transform(Number), v.maxValue(100)), '3'),
+    ADMIN_TOKEN: v.optional(v.pipe(v.string(), v.minLength(16, 'must be at least 16 characters'))),
   }),
   v.transform((env) => ({
     system: env.SYSTEM,
@@ -35,6 +39,9 @@ const ConfigSchema = v.pipe(
     databasePath: databasePath(env.DATABASE_URL, env.DATA_DIR),
     dataDir: resolve(env.DATA_DIR),
     maxUploadBytes: env.MAX_UPLOAD_BYTES,
+    stallMs: env.STALL_SECONDS * 1000,
+    maxRedrives: env.MAX_REDRIVES,
+    adminToken: env.ADMIN_TOKEN ?? null,
   }))
 )
 export type Config = v.InferOutput<typeof ConfigSchema>

@@ -1,7 +1,9 @@
 /** Wires the API's parts together: store, storage, broker consumers, the outbox relay and the HTTP app. */
+import { MEDIA_TYPES, type MediaType } from '@app/shared'
 import { createApp } from './app.ts'
 import { connectBroker, type Broker } from './broker.ts'
 import type { Config } from './config.ts'
+import { readDeadLetter } from './dead-letters.ts'
 import { outputPrefix } from './recipes.ts'
 import { openSqliteStore } from './sqlite-store.ts'
 import { createStorage } from './storage.ts'
@@ -38,6 +40,15 @@ export async function startApi(config: Config) {
           await Promise.all(result.outputs.filter((o) => o.key.startsWith(prefix)).map((o) => storage.delete(o.key)))
         }
       },
+      async onDeadLetter(type, raw) {
+        const { letter, failure } = readDeadLetter(type, raw)
+        console.error(
+          `api: dead letter from ${letter.queue} (${letter.reason}${letter.jobId ? `, job ${letter.jobId}` : ''})` +
+            (letter.problem ? `: ${letter.problem}` : '')
+        )
+        const applied = await store.recordDeadLetter(letter, failure)
+        if (applied?.changed) announce(applied.mediaId)
+      },
       onMediaChanged: (mediaId) => void changes.dispatchEvent(new Event(mediaId)),
     }
   ).catch(async (error) => {
@@ -67,12 +78,45 @@ export async function startApi(config: Config) {
   const relayTimer = setInterval(relay, OUTBOX_INTERVAL_MS)
   void relay()
 
-  const app = createApp({ system: config.system, store, storage, broker, changes, maxUploadBytes: config.maxUploadBytes })
+  // Stalled jobs: processing, yet no word (not even a heartbeat) for STALL_SECONDS. Only types with a processor
+  // consuming count: with none running, jobs wait in their queue, as they may (processors need not be up).
+  let sweeping = false
+  const sweep = async () => {
+    if (sweeping || !broker.isConnected()) return
+    sweeping = true
+    try {
+      const live: MediaType[] = []
+      for (const type of MEDIA_TYPES) if ((await broker.consumers(type)) > 0) live.push(type)
+      for (const action of await store.sweepStalled(config.stallMs, config.maxRedrives, live)) {
+        console.warn(`api: job ${action.jobId} stalled (silent for ${config.stallMs / 1000} s): ${action.action}`)
+        announce(action.mediaId)
+      }
+      if (live.length) void relay()
+    } catch (error) {
+      console.warn(`api: stall sweep: ${(error as Error).message}; will retry`)
+    } finally {
+      sweeping = false
+    }
+  }
+  const sweepTimer = setInterval(sweep, Math.min(30_000, Math.max(1_000, config.stallMs / 4)))
+
+  const app = createApp({
+    system: config.system,
+    store,
+    storage,
+    broker,
+    changes,
+    maxUploadBytes: config.maxUploadBytes,
+    stallMs: config.stallMs,
+    adminToken: config.adminToken,
+    relay,
+  })
   return {
     app,
     store,
     async stop() {
       clearInterval(relayTimer)
+      clearInterval(sweepTimer)
       await broker.close()
       storage.close()
       await store.close()

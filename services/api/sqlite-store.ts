@@ -2,13 +2,25 @@
  * Store on SQLite through `node:sqlite`, which both Bun and Deno provide. WAL mode and a busy timeout let several
  * API processes share one file; every change runs in an IMMEDIATE transaction, so read-modify-write is atomic.
  */
+import { createHash } from 'node:crypto'
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { DatabaseSync } from 'node:sqlite'
-import { JOB_STATUSES, type ImageResult, type JobUpdate, type VideoResult } from '@app/shared'
-import { afterResult, afterUpdate, isFinal, type Applied, type JobCounts, type JobState, type MediaRecord, type Store } from './store.ts'
+import { JOB_STATUSES, type ErrorInfo, type ImageResult, type JobUpdate, type VideoResult } from '@app/shared'
+import {
+  afterResult,
+  afterUpdate,
+  isFinal,
+  type Applied,
+  type DeadLetter,
+  type JobCounts,
+  type JobState,
+  type MediaRecord,
+  type StallAction,
+  type Store,
+} from './store.ts'
 
-const SCHEMA_VERSION = 1
+const SCHEMA_VERSION = 2
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS media (
   id TEXT PRIMARY KEY,
@@ -47,6 +59,28 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_unpublished ON outbox (created_at) WHERE published_at IS NULL;
 `
+/** Version 2: when a processor last reported on a job and how often it was re-driven; dead letters. */
+const MIGRATION_2 = `
+ALTER TABLE jobs ADD COLUMN seen_at INTEGER;
+ALTER TABLE jobs ADD COLUMN redrives INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX jobs_silent ON jobs (seen_at) WHERE status = 'processing';
+CREATE TABLE dead_letters (
+  id TEXT PRIMARY KEY,
+  type TEXT NOT NULL,
+  queue TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  deliveries INTEGER,
+  job_id TEXT,
+  problem TEXT,
+  message_id TEXT,
+  digest TEXT NOT NULL,
+  headers TEXT NOT NULL,
+  body BLOB NOT NULL,
+  dead_at TEXT NOT NULL
+);
+-- At-least-once dead-lettering may deliver a dead letter twice: the same message id and body is kept once.
+CREATE UNIQUE INDEX dead_letters_message ON dead_letters (queue, message_id, digest) WHERE message_id IS NOT NULL;
+`
 
 type Row = Record<string, unknown>
 
@@ -56,11 +90,23 @@ export function openSqliteStore(path: string): Store {
   db.exec('PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;')
   const version = (db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version
   if (version > SCHEMA_VERSION) throw new Error(`the database ${path} has schema ${version}, newer than this API (${SCHEMA_VERSION})`)
-  db.exec(SCHEMA)
-  db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`)
+  db.exec('BEGIN IMMEDIATE')
+  try {
+    db.exec(SCHEMA)
+    if (version < 2) db.exec(MIGRATION_2)
+    db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`)
+    db.exec('COMMIT')
+  } catch (error) {
+    db.exec('ROLLBACK')
+    throw error
+  }
 
+  let depth = 0
+  /** Runs `work` in one IMMEDIATE transaction; nested calls join the outer one. */
   const transaction = <T>(work: () => T): T => {
+    if (depth > 0) return work()
     db.exec('BEGIN IMMEDIATE')
+    depth++
     try {
       const result = work()
       db.exec('COMMIT')
@@ -68,6 +114,8 @@ export function openSqliteStore(path: string): Store {
     } catch (error) {
       db.exec('ROLLBACK')
       throw error
+    } finally {
+      depth--
     }
   }
   const now = () => new Date().toISOString()
@@ -91,18 +139,48 @@ export function openSqliteStore(path: string): Store {
   const writeJob = (jobId: string, next: JobState) =>
     updateJob.run(next.status, next.stage, next.progress, next.etaSeconds, next.error ? JSON.stringify(next.error) : null, JSON.stringify(next.outputs), now(), jobId)
 
+  const touchJob = db.prepare('UPDATE jobs SET seen_at = ? WHERE id = ?')
+  const insertOutbox = db.prepare('INSERT INTO outbox (message_id, job_id, queue, type, body, created_at) VALUES (?, ?, ?, ?, ?, ?)')
+  /** Queues a fresh copy of a job's request; created "long ago", so the relay sends it on its next round. */
+  const requeueRequest = (jobId: string, messageId: string) => {
+    const original = db.prepare('SELECT queue, type, body FROM outbox WHERE job_id = ? ORDER BY created_at DESC LIMIT 1').get(jobId) as Row | undefined
+    if (!original) throw new Error(`job ${jobId} has no request to send again`)
+    insertOutbox.run(messageId, jobId, String(original.queue), String(original.type), original.body as Uint8Array, 0)
+  }
+
   /** Reads the job, computes its next state, writes it: all inside one transaction. */
-  const change = (jobId: string, next: (job: JobState) => JobState | null, also?: (job: JobState) => void): Applied | undefined =>
+  const change = (
+    jobId: string,
+    next: (job: JobState) => JobState | null,
+    options: { also?: (job: JobState) => void; seen?: boolean } = {}
+  ): Applied | undefined =>
     transaction(() => {
       const row = selectJob.get(jobId) as Row | undefined
       if (!row) return undefined // a media deleted since (or a message that was never ours)
       const job = toJobState(row)
+      // Any word from a processor, even one that changes nothing, shows the job is alive.
+      if (options.seen && !isFinal(job.status)) touchJob.run(Date.now(), jobId)
       const updated = next(job)
       if (!updated) return { mediaId: String(row.media_id), status: job.status, changed: false }
       writeJob(jobId, updated)
-      also?.(updated)
+      options.also?.(updated)
       return { mediaId: String(row.media_id), status: updated.status, changed: true }
     })
+  const failJob = (jobId: string, error: ErrorInfo) =>
+    change(jobId, (job) => (isFinal(job.status) ? null : { ...job, status: 'failed', stage: 'finished', etaSeconds: null, error }))
+  const toDeadLetter = (r: Row): DeadLetter => ({
+    id: String(r.id),
+    type: r.type as DeadLetter['type'],
+    queue: String(r.queue),
+    reason: String(r.reason),
+    deliveries: r.deliveries === null ? null : Number(r.deliveries),
+    jobId: r.job_id === null ? null : String(r.job_id),
+    problem: r.problem === null ? null : String(r.problem),
+    messageId: r.message_id === null ? null : String(r.message_id),
+    headers: JSON.parse(String(r.headers)),
+    body: r.body as Uint8Array,
+    deadAt: String(r.dead_at),
+  })
 
   return {
     async createMedia(media) {
@@ -115,9 +193,7 @@ export function openSqliteStore(path: string): Store {
           "INSERT INTO jobs (id, media_id, type, status, stage, created_at, updated_at) VALUES (?, ?, ?, 'queued', 'queued', ?, ?)"
         ).run(media.jobId, media.id, media.type, at, at)
         const r = media.request
-        db.prepare('INSERT INTO outbox (message_id, job_id, queue, type, body, created_at) VALUES (?, ?, ?, ?, ?, ?)').run(
-          r.messageId, r.jobId, r.queue, r.type, r.body, Date.now()
-        )
+        insertOutbox.run(r.messageId, r.jobId, r.queue, r.type, r.body, Date.now())
       })
     },
     async getMedia(id) {
@@ -159,17 +235,19 @@ export function openSqliteStore(path: string): Store {
       }))
     },
     async applyUpdate(update: JobUpdate) {
-      return change(update.jobId, (job) => afterUpdate(job, update))
+      return change(update.jobId, (job) => afterUpdate(job, update), { seen: true })
     },
     async applyResult(result: ImageResult | VideoResult) {
       return change(
         result.jobId,
         (job) => afterResult(job, result),
-        () => {
-          if (result.status !== 'completed') return
-          db.prepare('UPDATE media SET metadata = ?, updated_at = ? WHERE id = (SELECT media_id FROM jobs WHERE id = ?)').run(
-            JSON.stringify(result.metadata), now(), result.jobId
-          )
+        {
+          also() {
+            if (result.status !== 'completed') return
+            db.prepare('UPDATE media SET metadata = ?, updated_at = ? WHERE id = (SELECT media_id FROM jobs WHERE id = ?)').run(
+              JSON.stringify(result.metadata), now(), result.jobId
+            )
+          },
         }
       )
     },
@@ -184,6 +262,83 @@ export function openSqliteStore(path: string): Store {
         writeJob(String(row.id), { ...job, status: 'cancelled', stage: 'finished', etaSeconds: null })
         return { outcome: 'cancelled' as const, jobId: String(row.id), type: row.type as MediaRecord['type'] }
       })
+    },
+    async recordDeadLetter(letter, failure) {
+      return transaction(() => {
+        db.prepare(
+          `INSERT OR IGNORE INTO dead_letters (id, type, queue, reason, deliveries, job_id, problem, message_id, digest, headers, body, dead_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+        ).run(
+          letter.id, letter.type, letter.queue, letter.reason, letter.deliveries, letter.jobId, letter.problem,
+          letter.messageId, createHash('sha256').update(letter.body).digest('hex'), JSON.stringify(letter.headers), letter.body, letter.deadAt
+        )
+        return failure && letter.jobId ? failJob(letter.jobId, failure) : undefined
+      })
+    },
+    async listDeadLetters(limit) {
+      const rows = db.prepare('SELECT * FROM dead_letters ORDER BY dead_at DESC LIMIT ?').all(limit) as Row[]
+      return rows.map((r) => {
+        const { body: _body, headers: _headers, ...rest } = toDeadLetter(r)
+        return rest
+      })
+    },
+    async getDeadLetter(id) {
+      const row = db.prepare('SELECT * FROM dead_letters WHERE id = ?').get(id) as Row | undefined
+      return row ? toDeadLetter(row) : undefined
+    },
+    async deleteDeadLetter(id) {
+      return Number(db.prepare('DELETE FROM dead_letters WHERE id = ?').run(id).changes) > 0
+    },
+    async redriveRequest(id, messageId) {
+      return transaction(() => {
+        const letter = db.prepare('SELECT job_id FROM dead_letters WHERE id = ?').get(id) as Row | undefined
+        const row = letter?.job_id ? (selectJob.get(String(letter.job_id)) as Row | undefined) : undefined
+        if (!letter || !row) return undefined
+        const status = row.status as MediaRecord['status']
+        // A job that completed or was cancelled since is left alone: its user has an answer already.
+        if (status === 'completed' || status === 'cancelled') return { conflict: status }
+        const jobId = String(letter.job_id)
+        writeJob(jobId, { ...toJobState(row), status: 'queued', stage: 'queued', progress: 0, etaSeconds: null, error: null, outputs: [] })
+        db.prepare('UPDATE jobs SET redrives = 0, seen_at = NULL WHERE id = ?').run(jobId)
+        requeueRequest(jobId, messageId)
+        db.prepare('DELETE FROM dead_letters WHERE id = ?').run(id)
+        return { mediaId: String(row.media_id) }
+      })
+    },
+    async sweepStalled(silentMs, maxRedrives, types) {
+      if (types.length === 0) return []
+      return transaction(() => {
+        const at = Date.now()
+        const rows = db
+          .prepare(
+            `SELECT id, media_id, redrives FROM jobs WHERE status = 'processing' AND seen_at < ?
+             AND type IN (${types.map(() => '?').join(', ')}) LIMIT 500`
+          )
+          .all(at - silentMs, ...types) as Row[]
+        return rows.map((row): StallAction => {
+          const jobId = String(row.id)
+          const redrives = Number(row.redrives)
+          if (redrives < maxRedrives) {
+            // Counted from now: the re-driven copy gets a full period to show signs of life.
+            db.prepare('UPDATE jobs SET redrives = ?, seen_at = ? WHERE id = ?').run(redrives + 1, at, jobId)
+            requeueRequest(jobId, crypto.randomUUID())
+            return { jobId, mediaId: String(row.media_id), action: 'redriven' }
+          }
+          failJob(jobId, {
+            code: 'stalled',
+            class: 'crash',
+            message: `no processor reported on the job for ${Math.round(silentMs / 1000)} s, ${redrives + 1} times (re-driven ${redrives} times); gave up`,
+          })
+          return { jobId, mediaId: String(row.media_id), action: 'failed' }
+        })
+      })
+    },
+    async countSilent(silentMs) {
+      const row = db.prepare("SELECT COUNT(*) AS n FROM jobs WHERE status = 'processing' AND seen_at < ?").get(Date.now() - silentMs) as Row
+      return Number(row.n)
+    },
+    async countDeadLetters() {
+      return Number((db.prepare('SELECT COUNT(*) AS n FROM dead_letters').get() as Row).n)
     },
     async countJobs() {
       const counts = Object.fromEntries(JOB_STATUSES.map((s) => [s, 0])) as JobCounts

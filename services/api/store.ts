@@ -3,8 +3,8 @@
  * `Store` is what the rest of the API uses; `sqlite-store.ts` implements it (PostgreSQL can follow behind the same
  * interface). The rules that make applying updates and results idempotent live here, independent of the database.
  */
-import type { ErrorInfo, ImageMetadata, ImageResult, JobStatus, JobUpdate, OutputInfo, VideoMetadata, VideoResult } from '@app/shared'
-import type { MediaType } from '@app/shared'
+import { failureClassOf, type ErrorInfo, type ImageMetadata, type ImageResult, type JobStatus, type JobUpdate } from '@app/shared'
+import type { MediaType, OutputInfo, VideoMetadata, VideoResult } from '@app/shared'
 
 export type MediaKind = 'image' | 'video'
 export type Stage = JobUpdate['stage']
@@ -66,6 +66,32 @@ export type CancelOutcome =
   | { outcome: 'cancelled'; jobId: string; type: MediaType }
   | { outcome: 'final'; status: JobStatus }
 
+/** A message the broker dead-lettered, kept for operators to inspect, re-drive or discard. */
+export interface DeadLetter {
+  id: string
+  type: MediaType
+  /** The queue it died in, e.g. `<system>.media.images.request`. */
+  queue: string
+  /** The broker's reason: `delivery_limit` (crashed or failed every delivery), `rejected` (refused as malformed). */
+  reason: string
+  /** How many times it was delivered before it died, where the broker says. */
+  deliveries: number | null
+  jobId: string | null
+  /** What is wrong with the body by this API's reading of the protocol, or null when it reads fine. */
+  problem: string | null
+  messageId: string | null
+  headers: Record<string, unknown>
+  body: Uint8Array
+  deadAt: string
+}
+
+/** What the stall sweep did to one job. */
+export interface StallAction {
+  jobId: string
+  mediaId: string
+  action: 'redriven' | 'failed'
+}
+
 export interface Store {
   /** Writes the media, its job and the job's pending request in one transaction. */
   createMedia(media: NewMedia): Promise<void>
@@ -79,6 +105,27 @@ export interface Store {
   applyUpdate(update: JobUpdate): Promise<Applied | undefined>
   /** Applies a result (undefined: no such job); the first final state of a job wins and later ones change nothing. */
   applyResult(result: ImageResult | VideoResult): Promise<Applied | undefined>
+  /**
+   * Keeps a dead letter. When it is a request of one of our jobs that the broker gave up on, the job fails in the
+   * same transaction (class `crash`) unless it already has a final state.
+   */
+  recordDeadLetter(letter: DeadLetter, failJob: ErrorInfo | null): Promise<Applied | undefined>
+  listDeadLetters(limit: number): Promise<Omit<DeadLetter, 'body' | 'headers'>[]>
+  getDeadLetter(id: string): Promise<DeadLetter | undefined>
+  deleteDeadLetter(id: string): Promise<boolean>
+  /**
+   * Re-drives a dead request of one of our jobs: the job goes back to `queued` (its failure cleared) and a fresh
+   * copy of the request goes into the outbox, in one transaction; the dead letter is removed.
+   */
+  redriveRequest(id: string, messageId: string): Promise<{ mediaId: string } | { conflict: JobStatus } | undefined>
+  /**
+   * Jobs `processing` with no word for `silentMs`: each is re-driven (a fresh copy of its request into the outbox)
+   * up to `maxRedrives` times, then failed as `stalled`. Only for the given types (those with a live processor).
+   */
+  sweepStalled(silentMs: number, maxRedrives: number, types: readonly MediaType[]): Promise<StallAction[]>
+  /** How many jobs are processing with no word for `silentMs`. */
+  countSilent(silentMs: number): Promise<number>
+  countDeadLetters(): Promise<number>
   /** Cancels the media's job unless it is already final (undefined: no such media). */
   cancel(mediaId: string): Promise<CancelOutcome | undefined>
   countJobs(): Promise<JobCounts>
@@ -112,6 +159,11 @@ export function afterResult(job: JobState, result: ImageResult | VideoResult): J
   if (result.status === 'completed') {
     return { ...job, status: 'completed', stage: 'finished', progress: 100, etaSeconds: 0, error: null, outputs: result.outputs }
   }
-  if (result.status === 'failed') return { ...job, status: 'failed', stage: 'finished', etaSeconds: null, error: result.error }
+  if (result.status === 'failed') return { ...job, status: 'failed', stage: 'finished', etaSeconds: null, error: withClass(result.error) }
   return { ...job, status: 'cancelled', stage: 'finished', etaSeconds: null }
+}
+
+/** The error with its failure class, derived from the code where the processor did not say. */
+export function withClass(error: ErrorInfo): ErrorInfo {
+  return { ...error, class: error.class ?? failureClassOf(error.code) }
 }

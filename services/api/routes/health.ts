@@ -1,4 +1,8 @@
-/** `GET /health`: 200 when the database, RabbitMQ and S3 all answer, 503 naming what is down; job counts by status. */
+/**
+ * `GET /health`: 200 when the database, RabbitMQ and S3 all answer, 503 naming what is down (RabbitMQ counts as
+ * down while an alarm blocks publishing). Also: job counts by status, jobs processing but silent past the stall
+ * time (`stalled`, re-driven or failed by the sweep), and dead letters awaiting an operator.
+ */
 import { Hono } from 'hono'
 import type { AppDeps } from '../app.ts'
 
@@ -13,10 +17,17 @@ export function healthRoutes(deps: AppDeps) {
       }
     }
     const [database, s3] = await Promise.all([check(() => deps.store.ping()), check(() => deps.storage.ping())])
-    const rabbitmq = deps.broker.isConnected() ? { ok: true as const } : { ok: false as const, error: 'not connected' }
+    const blocked = deps.broker.blocked()
+    const rabbitmq = !deps.broker.isConnected()
+      ? { ok: false as const, error: 'not connected' }
+      : blocked
+        ? { ok: false as const, error: `refusing new messages (${blocked})` }
+        : { ok: true as const }
     const checks = { database, rabbitmq, s3 }
     const down = Object.entries(checks).filter(([, r]) => !r.ok).map(([name]) => name)
     const jobs = database.ok ? await deps.store.countJobs() : null
-    return c.json({ status: down.length ? 'unavailable' : 'ok', down, checks, jobs }, down.length ? 503 : 200)
+    const stalled = database.ok ? await deps.store.countSilent(deps.stallMs) : null
+    const deadLetters = database.ok ? await deps.store.countDeadLetters() : null
+    return c.json({ status: down.length ? 'unavailable' : 'ok', down, checks, jobs, stalled, deadLetters }, down.length ? 503 : 200)
   })
 }

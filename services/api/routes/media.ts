@@ -55,6 +55,7 @@ export function mediaRoutes(deps: AppDeps) {
       // Not accepted: undo, so that nothing half-made remains and the client knows to retry.
       await deps.store.deleteMedia(id)
       await deps.storage.delete(sourceKey).catch(() => {})
+      c.header('Retry-After', '5')
       throw new ApiError(503, 'queue_unavailable', `the job could not be queued (${(error as Error).message}); try again shortly`)
     }
     await deps.store.markPublished(request.messageId)

@@ -1,0 +1,102 @@
+/**
+ * `/v1/admin`: operator tools, behind `Authorization: Bearer <ADMIN_TOKEN>` (disabled when ADMIN_TOKEN is unset).
+ * Dead letters: list, inspect, re-drive (send again to the queue they died in) or discard.
+ */
+import { Hono } from 'hono'
+import { bearerAuth } from 'hono/bearer-auth'
+import * as v from 'valibot'
+import type { AppDeps } from '../app.ts'
+import { ApiError } from '../errors.ts'
+
+const IdSchema = v.pipe(v.string(), v.uuid())
+const LimitSchema = v.pipe(v.string(), v.regex(/^\d+$/), v.transform(Number), v.minValue(1), v.maxValue(1000))
+
+export function adminRoutes(deps: AppDeps) {
+  const app = new Hono()
+  const token = deps.adminToken
+  if (!token) {
+    app.all('*', () => {
+      throw new ApiError(404, 'not_found', 'the admin API is disabled; set ADMIN_TOKEN (16 characters or more) to enable it')
+    })
+    return app
+  }
+  app.use(
+    '*',
+    bearerAuth({
+      token,
+      noAuthenticationHeader: { message: { error: { code: 'unauthorized', message: 'send Authorization: Bearer <ADMIN_TOKEN>' } } },
+      invalidToken: { message: { error: { code: 'unauthorized', message: 'the admin token is wrong' } } },
+      invalidAuthenticationHeader: { message: { error: { code: 'bad_request', message: 'the Authorization header must be "Bearer <token>"' } } },
+    })
+  )
+
+  app.get('/dead-letters', async (c) => {
+    const raw = c.req.query('limit') ?? '100'
+    if (!v.is(LimitSchema, raw)) throw new ApiError(400, 'bad_request', 'limit must be a whole number from 1 to 1000')
+    return c.json({ deadLetters: await deps.store.listDeadLetters(v.parse(LimitSchema, raw)) })
+  })
+
+  app.get('/dead-letters/:id', async (c) => {
+    const letter = await findLetter(deps, c.req.param('id'))
+    const { body, ...rest } = letter
+    const text = readableText(body)
+    return c.json({ ...rest, ...(text === null ? { bodyBase64: Buffer.from(body).toString('base64') } : { body: text }) })
+  })
+
+  /**
+   * Sends a dead letter again. A request of one of our jobs puts the job back to `queued` and goes through the
+   * outbox; anything else well-formed goes straight back to its queue. A malformed message would only die again.
+   */
+  app.post('/dead-letters/:id/redrive', async (c) => {
+    const letter = await findLetter(deps, c.req.param('id'))
+    if (letter.problem) {
+      throw new ApiError(422, 'unprocessable', `the message is malformed (${letter.problem}); re-driving it would fail again. Discard it instead.`)
+    }
+    if (letter.queue.endsWith('.request') && letter.jobId) {
+      const outcome = await deps.store.redriveRequest(letter.id, crypto.randomUUID())
+      if (outcome && 'conflict' in outcome) {
+        throw new ApiError(409, 'conflict', `job ${letter.jobId} is ${outcome.conflict} meanwhile; there is nothing to re-drive`)
+      }
+      if (outcome) {
+        deps.broker.announce(outcome.mediaId)
+        void deps.relay()
+        return c.json({ redriven: letter.id, jobId: letter.jobId, mediaId: outcome.mediaId }, 202)
+      }
+    }
+    try {
+      await deps.broker.publish(letter.queue, letter.body, {
+        correlationId: letter.jobId ?? letter.id,
+        type: 'redriven',
+        messageId: crypto.randomUUID(),
+      })
+    } catch (error) {
+      throw new ApiError(503, 'queue_unavailable', `the message could not be sent again (${(error as Error).message}); try again shortly`)
+    }
+    await deps.store.deleteDeadLetter(letter.id)
+    return c.json({ redriven: letter.id, jobId: letter.jobId }, 202)
+  })
+
+  app.delete('/dead-letters/:id', async (c) => {
+    const letter = await findLetter(deps, c.req.param('id'))
+    await deps.store.deleteDeadLetter(letter.id)
+    return c.body(null, 204)
+  })
+
+  return app
+}
+
+async function findLetter(deps: AppDeps, id: string) {
+  const letter = v.is(IdSchema, id) ? await deps.store.getDeadLetter(id) : undefined
+  if (!letter) throw new ApiError(404, 'not_found', `no dead letter with id ${JSON.stringify(id)}`)
+  return letter
+}
+
+/** The body as text when it is valid UTF-8 without control characters (JSON usually is), else null. */
+function readableText(body: Uint8Array): string | null {
+  try {
+    const text = new TextDecoder('utf-8', { fatal: true }).decode(body)
+    return /[\u0000-\u0008\u000e-\u001f]/.test(text) ? null : text
+  } catch {
+    return null
+  }
+}
