@@ -25,6 +25,8 @@ try {
   process.exit(1)
 }
 
+await checkConsumerTimeout(Number(env.ACK_DEADLINE_SECONDS ?? 1500))
+
 let s3: LocalS3 | undefined
 if (!env.S3_ENDPOINT) {
   const port = Number(env.S3_PORT ?? 9000)
@@ -58,4 +60,23 @@ const first = await Promise.race(children.map(async (c) => ({ name: c.name, code
 if (!stopping) {
   console.error(`start: ${first.name} exited with code ${first.code}; stopping the others`)
   await stopAll(first.code || 1)
+}
+
+/**
+ * The video processor acks a delivery it still holds at its ack deadline; RabbitMQ must not close the channel
+ * first. A local broker can be asked (rabbitmqctl); a remote one is the operator's (see infra/rabbitmq.conf).
+ */
+async function checkConsumerTimeout(ackDeadlineSeconds: number): Promise<void> {
+  if (!Bun.which('rabbitmqctl')) return
+  const child = Bun.spawn(['rabbitmqctl', '-q', 'eval', 'application:get_env(rabbit, consumer_timeout).'], { stdout: 'pipe', stderr: 'ignore' })
+  const out = await new Response(child.stdout).text()
+  if ((await child.exited) !== 0) return
+  const timeout = /\{ok,(\d+)\}/.exec(out)
+  if (timeout && Number(timeout[1]) / 1000 <= ackDeadlineSeconds) {
+    console.warn(
+      `start: RabbitMQ's consumer_timeout is ${Number(timeout[1]) / 1000} s, not above the video processor's ACK_DEADLINE_SECONDS ` +
+        `(${ackDeadlineSeconds} s): long transcodes would have their channel closed. Raise consumer_timeout (infra/rabbitmq.conf) ` +
+        'or lower ACK_DEADLINE_SECONDS.'
+    )
+  }
 }
