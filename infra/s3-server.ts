@@ -6,7 +6,8 @@
  * As a program: `bun infra/s3-server.ts [--port N] [--dir PATH] [--bucket NAME]` prints one JSON line,
  * `{"endpoint": "...", "bucket": "..."}`, once it accepts connections.
  */
-import { mkdirSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import S3rver from 's3rver'
 
@@ -28,8 +29,59 @@ export async function startS3Server(options: { port: number; directory: string; 
     silent: true,
     configureBuckets: [{ name: options.bucket, configs: [] }],
   })
+  addMultipartCleanup(server, options.directory)
   const { port } = (await server.run()) as { port: number }
   return { endpoint: `http://127.0.0.1:${port}`, bucket: options.bucket, close: () => server.close() }
+}
+
+/**
+ * s3rver implements neither ListMultipartUploads nor AbortMultipartUpload, so uploads abandoned mid-way would keep
+ * their parts on disk forever and no sweeper could see them. This adds both, over s3rver's own layout: each upload
+ * is a directory `<dir>/<bucket>/._S3rver_uploads/<uploadId>/` holding a `key` file and the parts. (Like the rest of
+ * this store, for one machine: these two calls do not check the request signature.)
+ */
+function addMultipartCleanup(server: S3rver, directory: string): void {
+  type Context = { method: string; path: string; query: Record<string, string | undefined>; status: number; body: unknown; type: string }
+  const uploadsDir = (bucket: string) => join(directory, bucket, '._S3rver_uploads')
+  const xml = (text: string) => text.replace(/[<>&'"]/g, (c) => `&#${c.charCodeAt(0)};`)
+  const middleware = async (ctx: Context, next: () => Promise<unknown>) => {
+    const [bucket, ...rest] = ctx.path.slice(1).split('/')
+    const key = rest.map(decodeURIComponent).join('/')
+    if (ctx.method === 'GET' && bucket && !key && 'uploads' in ctx.query) {
+      const prefix = ctx.query.prefix ?? ''
+      const uploads = existsSync(uploadsDir(bucket))
+        ? readdirSync(uploadsDir(bucket)).flatMap((id) => {
+            const file = join(uploadsDir(bucket), id, 'key')
+            if (!existsSync(file)) return []
+            const uploadKey = readFileSync(file, 'utf8')
+            return uploadKey.startsWith(prefix) ? [{ id, key: uploadKey, initiated: statSync(file).mtime.toISOString() }] : []
+          })
+        : []
+      ctx.type = 'application/xml'
+      ctx.body =
+        '<?xml version="1.0" encoding="UTF-8"?><ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">' +
+        `<Bucket>${xml(bucket)}</Bucket><Prefix>${xml(prefix)}</Prefix><MaxUploads>10000</MaxUploads><IsTruncated>false</IsTruncated>` +
+        uploads
+          .map((u) => `<Upload><Key>${xml(u.key)}</Key><UploadId>${u.id}</UploadId><Initiated>${u.initiated}</Initiated><StorageClass>STANDARD</StorageClass></Upload>`)
+          .join('') +
+        '</ListMultipartUploadsResult>'
+      return
+    }
+    if (ctx.method === 'DELETE' && bucket && key && ctx.query.uploadId) {
+      const dir = join(uploadsDir(bucket), ctx.query.uploadId.replace(/[^0-9a-f]/g, ''))
+      if (!existsSync(join(dir, 'key')) || readFileSync(join(dir, 'key'), 'utf8') !== key) {
+        ctx.status = 404
+        ctx.type = 'application/xml'
+        ctx.body = '<?xml version="1.0" encoding="UTF-8"?><Error><Code>NoSuchUpload</Code><Message>The specified upload does not exist.</Message></Error>'
+        return
+      }
+      rmSync(dir, { recursive: true, force: true })
+      ctx.status = 204
+      return
+    }
+    return next()
+  }
+  ;(server as unknown as { middleware: unknown[] }).middleware.unshift(middleware)
 }
 
 if (import.meta.main) {

@@ -23,6 +23,8 @@ export interface AppDeps {
   adminToken: string | null
   /** Sends what the outbox holds now (after a re-drive), rather than on the relay's next round. */
   relay: () => Promise<void>
+  /** Aborts this system's multipart uploads older than the given age; returns their keys. */
+  sweepUploads: (olderThanMs: number) => Promise<string[]>
 }
 
 export function createApp(deps: AppDeps) {

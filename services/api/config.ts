@@ -23,6 +23,8 @@ const ConfigSchema = v.pipe(
     // A processing job silent this long is stalled (processors send a heartbeat every 15 s).
     STALL_SECONDS: countVar(120, 86400),
     MAX_REDRIVES: v.optional(v.pipe(v.string(), v.regex(/^\d+$/, 'must be a whole number'), v.transform(Number), v.maxValue(100)), '3'),
+    // Multipart uploads left unfinished this long (a process killed mid-upload) are aborted by the sweeper.
+    MULTIPART_MAX_AGE_HOURS: countVar(24, 24 * 365),
     ADMIN_TOKEN: v.optional(v.pipe(v.string(), v.minLength(16, 'must be at least 16 characters'))),
   }),
   v.transform((env) => ({
@@ -41,6 +43,7 @@ const ConfigSchema = v.pipe(
     maxUploadBytes: env.MAX_UPLOAD_BYTES,
     stallMs: env.STALL_SECONDS * 1000,
     maxRedrives: env.MAX_REDRIVES,
+    multipartMaxAgeMs: env.MULTIPART_MAX_AGE_HOURS * 3_600_000,
     adminToken: env.ADMIN_TOKEN ?? null,
   }))
 )

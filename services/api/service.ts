@@ -13,6 +13,7 @@ const OUTBOX_GRACE_MS = 15_000
 const OUTBOX_INTERVAL_MS = 5_000
 /** The longest an upload waits for the broker's confirm before answering 503. */
 const PUBLISH_TIMEOUT_MS = 5_000
+const UPLOAD_SWEEP_INTERVAL_MS = 3_600_000
 
 export async function startApi(config: Config) {
   const store = openSqliteStore(config.databasePath)
@@ -100,6 +101,21 @@ export async function startApi(config: Config) {
   }
   const sweepTimer = setInterval(sweep, Math.min(30_000, Math.max(1_000, config.stallMs / 4)))
 
+  // Abandoned multipart uploads (a process killed mid-upload) under this system's keys, hourly. Stores without
+  // ListMultipartUploads (some S3 clones) need a lifecycle rule (AbortIncompleteMultipartUpload) instead.
+  const sweepUploads = async (olderThanMs: number) => {
+    const aborted = await storage.abortStaleUploads(`${config.system}/`, olderThanMs)
+    if (aborted.length) console.warn(`api: aborted ${aborted.length} abandoned multipart upload(s): ${aborted.join(', ')}`)
+    return aborted
+  }
+  const uploadsTimer = setInterval(
+    () =>
+      void sweepUploads(config.multipartMaxAgeMs).catch((error) =>
+        console.warn(`api: multipart sweep: ${(error as Error).message}; an S3 lifecycle rule (AbortIncompleteMultipartUpload) does the same`)
+      ),
+    UPLOAD_SWEEP_INTERVAL_MS
+  )
+
   const app = createApp({
     system: config.system,
     store,
@@ -110,6 +126,7 @@ export async function startApi(config: Config) {
     stallMs: config.stallMs,
     adminToken: config.adminToken,
     relay,
+    sweepUploads,
   })
   return {
     app,
@@ -117,6 +134,7 @@ export async function startApi(config: Config) {
     async stop() {
       clearInterval(relayTimer)
       clearInterval(sweepTimer)
+      clearInterval(uploadsTimer)
       await broker.close()
       storage.close()
       await store.close()

@@ -1,5 +1,13 @@
 /** The API's S3 access: streaming uploads of originals, streaming reads of outputs, and a health check. */
-import { DeleteObjectCommand, GetObjectCommand, HeadBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
+import {
+  AbortMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  ListMultipartUploadsCommand,
+  PutObjectCommand,
+  S3Client,
+} from '@aws-sdk/client-s3'
 import { Upload } from '@aws-sdk/lib-storage'
 import { s3ClientOptions } from '@app/shared'
 import type { Config } from './config.ts'
@@ -18,6 +26,11 @@ export interface Storage {
   /** Writes an empty object (a marker). */
   mark(key: string): Promise<void>
   delete(key: string): Promise<void>
+  /**
+   * Aborts multipart uploads under `prefix` started more than `olderThanMs` ago: what a process killed mid-upload
+   * leaves behind (S3 bills the parts until then). Returns the keys of those aborted.
+   */
+  abortStaleUploads(prefix: string, olderThanMs: number): Promise<string[]>
   ping(): Promise<void>
   close(): void
 }
@@ -55,6 +68,25 @@ export function createStorage(config: Config['s3']): Storage {
     },
     async delete(key) {
       await client.send(new DeleteObjectCommand({ Bucket: config.bucket, Key: key }))
+    },
+    async abortStaleUploads(prefix, olderThanMs) {
+      const aborted: string[] = []
+      const cutoff = Date.now() - olderThanMs
+      let keyMarker: string | undefined
+      let uploadIdMarker: string | undefined
+      do {
+        const page = await client.send(
+          new ListMultipartUploadsCommand({ Bucket: config.bucket, Prefix: prefix, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker })
+        )
+        for (const upload of page.Uploads ?? []) {
+          if (!upload.Key || !upload.UploadId || !upload.Initiated || upload.Initiated.getTime() > cutoff) continue
+          await client.send(new AbortMultipartUploadCommand({ Bucket: config.bucket, Key: upload.Key, UploadId: upload.UploadId }))
+          aborted.push(upload.Key)
+        }
+        keyMarker = page.IsTruncated ? page.NextKeyMarker : undefined
+        uploadIdMarker = page.IsTruncated ? page.NextUploadIdMarker : undefined
+      } while (keyMarker)
+      return aborted
     },
     async ping() {
       await client.send(new HeadBucketCommand({ Bucket: config.bucket }), { abortSignal: AbortSignal.timeout(3_000) })

@@ -1,6 +1,7 @@
 /**
  * `/v1/admin`: operator tools, behind `Authorization: Bearer <ADMIN_TOKEN>` (disabled when ADMIN_TOKEN is unset).
- * Dead letters: list, inspect, re-drive (send again to the queue they died in) or discard.
+ * Dead letters: list, inspect, re-drive (send again to the queue they died in) or discard. And the sweep of
+ * abandoned multipart uploads, on demand.
  */
 import { Hono } from 'hono'
 import { bearerAuth } from 'hono/bearer-auth'
@@ -74,6 +75,17 @@ export function adminRoutes(deps: AppDeps) {
     }
     await deps.store.deleteDeadLetter(letter.id)
     return c.json({ redriven: letter.id, jobId: letter.jobId }, 202)
+  })
+
+  /** Runs the multipart-upload sweep now (it also runs hourly), for uploads older than `olderThanSeconds`. */
+  app.post('/sweep', async (c) => {
+    const raw = c.req.query('olderThanSeconds') ?? '86400'
+    if (!/^\d+$/.test(raw)) throw new ApiError(400, 'bad_request', 'olderThanSeconds must be a whole number')
+    try {
+      return c.json({ abortedUploads: await deps.sweepUploads(Number(raw) * 1000) })
+    } catch (error) {
+      throw new ApiError(503, 'storage_unavailable', `the sweep failed: ${(error as Error).message}`)
+    }
   })
 
   app.delete('/dead-letters/:id', async (c) => {
