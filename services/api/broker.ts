@@ -67,6 +67,9 @@ export async function connectBroker(options: { url: string; system: string; publ
   let connected = false
   let blockedBy: string | null = null
   let closing = false
+  /** Messages being applied, so that closing lets them finish (and ack) first. */
+  const inFlight = new Set<Promise<void>>()
+  let stopConsuming = async () => {}
 
   const connection = await amqp.connect(options.url, {
     recovery: {
@@ -104,32 +107,39 @@ export async function connectBroker(options: { url: string; system: string; publ
 
         const consuming = watch(await model.createChannel(), 'consuming')
         await consuming.prefetch(CONSUMER_PREFETCH)
+        const tags: string[] = []
+        /** Consumes a queue; a consumer the broker cancels (its queue deleted) forces a reconnect that re-declares it. */
+        const consume = async <T>(queue: string, decode: Decode<T>, apply: (value: T, message: ConsumeMessage) => Promise<void>) => {
+          const { consumerTag } = await consuming.consume(queue, (message) => {
+            if (message === null) {
+              console.error(`api: the broker cancelled the consumer of ${queue}; reconnecting to consume it again`)
+              return void (closing || model.close().catch(() => {}))
+            }
+            const applying = handle(consuming, message, queue, decode, (value) => apply(value, message))
+            inFlight.add(applying)
+            void applying.finally(() => inFlight.delete(applying))
+          })
+          tags.push(consumerTag)
+        }
         for (const type of MEDIA_TYPES) {
           const names = queueNames(options.system, type)
           const resultSchema = type === 'images' ? ImageResultSchema : VideoResultSchema
-          await consuming.consume(names.updates, (message) =>
-            handle(consuming, message, names.updates, (bytes) => decodeMessage(JobUpdateSchema, bytes), (u) => handlers.onUpdate(type, u))
-          )
-          await consuming.consume(names.results, (message) =>
-            handle(consuming, message, names.results, (bytes) => decodeMessage(resultSchema, bytes), (r) => handlers.onResult(type, r))
-          )
+          await consume(names.updates, (bytes) => decodeMessage(JobUpdateSchema, bytes), (u) => handlers.onUpdate(type, u))
+          await consume(names.results, (bytes) => decodeMessage(resultSchema, bytes), (r) => handlers.onResult(type, r))
           // Dead letters are taken off the broker into the store, where operators list, inspect and re-drive them.
-          await consuming.consume(names.dead, (message) =>
-            handle(
-              consuming,
-              message,
-              names.dead,
-              (bytes) => ({ ok: true, value: bytes }),
-              (bytes) =>
-                handlers.onDeadLetter(type, {
-                  body: bytes,
-                  headers: message?.properties.headers ?? {},
-                  messageId: message?.properties.messageId ?? null,
-                  correlationId: message?.properties.correlationId ?? null,
-                })
-            )
+          await consume(
+            names.dead,
+            (bytes) => ({ ok: true, value: bytes }),
+            (body, message) =>
+              handlers.onDeadLetter(type, {
+                body,
+                headers: message.properties.headers ?? {},
+                messageId: message.properties.messageId ?? null,
+                correlationId: message.properties.correlationId ?? null,
+              })
           )
         }
+        stopConsuming = () => Promise.all(tags.map((tag) => consuming.cancel(tag).catch(() => {}))).then(() => {})
         connected = true
       },
     },
@@ -172,8 +182,11 @@ export async function connectBroker(options: { url: string; system: string; publ
       if (!connected || !inspector) return 0
       return (await inspector.checkQueue(queueNames(options.system, type).request)).consumerCount
     },
+    /** Stops consuming, lets the messages being applied finish (5 s at most), and disconnects. */
     async close() {
       closing = true
+      await stopConsuming()
+      await Promise.race([Promise.allSettled(inFlight), new Promise((resolve) => setTimeout(resolve, 5_000))])
       connected = false
       await connection.close().catch(() => {})
     },
@@ -184,14 +197,9 @@ export async function connectBroker(options: { url: string; system: string; publ
  * Applies one message and acks it once applied. A malformed message is dead-lettered at once (requeueing it would
  * loop); a failure to apply (the database) requeues it, and the queue's delivery limit bounds the retries.
  */
-function handle<T>(
-  channel: amqp.Channel,
-  message: ConsumeMessage | null,
-  queue: string,
-  decode: (bytes: Uint8Array) => { ok: true; value: T } | { ok: false; reason: string },
-  apply: (value: T) => Promise<void>
-): void {
-  if (message === null) return void console.error(`api: the broker cancelled the consumer of ${queue}`)
+type Decode<T> = (bytes: Uint8Array) => { ok: true; value: T } | { ok: false; reason: string }
+
+async function handle<T>(channel: amqp.Channel, message: ConsumeMessage, queue: string, decode: Decode<T>, apply: (value: T) => Promise<void>): Promise<void> {
   const settle = (action: () => void) => {
     try {
       action()
@@ -204,12 +212,12 @@ function handle<T>(
     console.error(`api: dead-lettering a malformed message from ${queue} (${message.properties.messageId ?? 'no id'}): ${decoded.reason}`)
     return settle(() => channel.nack(message, false, false))
   }
-  apply(decoded.value).then(
-    () => settle(() => channel.ack(message)),
-    (error) => {
-      console.error(`api: could not apply a message from ${queue}, requeueing: ${(error as Error).message}`)
-      // A second's pause: `.dead` queues have no delivery limit, and the store may need a moment to come back.
-      setTimeout(() => settle(() => channel.nack(message, false, true)), 1_000)
-    }
-  )
+  try {
+    await apply(decoded.value)
+    settle(() => channel.ack(message))
+  } catch (error) {
+    console.error(`api: could not apply a message from ${queue}, requeueing: ${(error as Error).message}`)
+    // A second's pause: `.dead` queues have no delivery limit, and the store may need a moment to come back.
+    setTimeout(() => settle(() => channel.nack(message, false, true)), 1_000)
+  }
 }

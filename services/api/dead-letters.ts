@@ -63,8 +63,10 @@ export function readDeadLetter(type: MediaType, raw: RawDeadLetter): { letter: D
           code: 'crashed',
           class: 'crash',
           message:
-            `gave up after ${deliveries ?? 'several'} attempts: the processor stopped (crashed, was killed or lost its ` +
-            `connection) on every one. An operator can re-drive the job once the cause is fixed.`,
+            letter.reason === 'delivery_limit'
+              ? `gave up after ${deliveries ?? 'several'} attempts: the processor stopped (crashed, was killed or lost its ` +
+                'connection) on every one. An operator can re-drive the job once the cause is fixed.'
+              : `a processor refused the request (${letter.reason}). An operator can re-drive the job once the cause is fixed.`,
         }
       : null
   return { letter, failure }
