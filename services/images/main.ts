@@ -287,6 +287,8 @@ export async function handleImageJob(request: ImageRequest, deps: JobDeps): Prom
   const uploaded: string[] = []
   /** Throws the cancel at a step boundary; sharp's work cannot be interrupted, so it is abandoned instead. */
   const step = <T>(work: Promise<T>): Promise<T> => {
+    // Work abandoned by a cancel or an interruption may still fail later (its directory removed): not an error.
+    work.catch(() => {})
     deps.signal.throwIfAborted()
     return abandonOnAbort(work, deps.signal)
   }

@@ -1,0 +1,39 @@
+/** Fault tests, storage: the S3 server frozen mid-batch (docs/reliability.md §5.3 S2, briefly). */
+import { afterAll, expect, test } from 'bun:test'
+import { freezeS3, thawS3, until } from './chaos.ts'
+import { afterFaults, imageFiles, startSystem, type Batch } from './harness.ts'
+
+afterAll(() => {
+  thawS3() // never leave the run's S3 server frozen
+  afterFaults()
+})
+
+test('S3 frozen for 5 s during a batch: uploads wait it out and every job completes (none gives up)', async () => {
+  const started = Date.now()
+  const sys = await startSystem({ images: 2 })
+  try {
+    const [files, meanwhile] = await Promise.all([imageFiles(20), imageFiles(3)])
+    const uploading = sys.uploadAll(files, 2)
+    await until(() => sys.imagesBusy(), 20_000, 'a processor taking a job', 5)
+    let during: Promise<Batch>
+    try {
+      freezeS3()
+      during = sys.uploadAll(meanwhile, 1) // these wait on S3 inside the API
+      await Bun.sleep(5_000) // the outage lasts 5 s
+    } finally {
+      thawS3()
+    }
+    const [a, b] = await Promise.all([uploading, during])
+    const batch: Batch = { sent: a.sent + b.sent, accepted: [...a.accepted, ...b.accepted], refused: [...a.refused, ...b.refused] }
+    expect(batch.refused).toEqual([])
+
+    const notes = `${sys.logCount(/retrying/)} retried attempt(s)`
+    const { row, problems } = await sys.reconcile('5. S3 frozen (SIGSTOP) 5 s during 23 image jobs', batch, { started, notes })
+    expect(problems).toEqual([])
+    expect(row.errors).toBe('') // a `gave_up` here means retries did not outlast a 5 s outage
+    expect(row).toMatchObject({ accepted: 23, completed: 23, lost: 0, duplicated: 0 })
+  } finally {
+    thawS3()
+    await sys.stop()
+  }
+}, 90_000)
