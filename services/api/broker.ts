@@ -70,6 +70,7 @@ export async function connectBroker(options: { url: string; system: string; publ
   /** Messages being applied, so that closing lets them finish (and ack) first. */
   const inFlight = new Set<Promise<void>>()
   let stopConsuming = async () => {}
+  let closeConsuming = async () => {}
 
   const connection = await amqp.connect(options.url, {
     recovery: {
@@ -140,6 +141,9 @@ export async function connectBroker(options: { url: string; system: string; publ
           )
         }
         stopConsuming = () => Promise.all(tags.map((tag) => consuming.cancel(tag).catch(() => {}))).then(() => {})
+        // Closing the channel before the connection lets its last acks reach the broker (a connection closed at once
+        // can overtake them, and the broker then redelivers what was applied).
+        closeConsuming = () => consuming.close().catch(() => {})
         connected = true
       },
     },
@@ -187,6 +191,7 @@ export async function connectBroker(options: { url: string; system: string; publ
       closing = true
       await stopConsuming()
       await Promise.race([Promise.allSettled(inFlight), new Promise((resolve) => setTimeout(resolve, 5_000))])
+      await closeConsuming()
       connected = false
       await connection.close().catch(() => {})
     },

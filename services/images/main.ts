@@ -532,6 +532,9 @@ export async function start(config: Config) {
         }
         await settled
       }
+      // The channel first: closing the connection at once can overtake the acks just written on the channel (amqplib
+      // muxes channels onto the socket), and the broker then requeues deliveries that were acked or handed back.
+      await consumer?.channel.close().catch(() => {})
       await connection.close().catch(() => {})
       storage.destroy()
       rmSync(jobsDir, { recursive: true, force: true })

@@ -8,7 +8,9 @@
  *
  * Env: SYSTEM, RABBITMQ_URL, S3_* (see shared/env.ts), VIDEO_CONCURRENCY (default 1), MAX_VIDEO_SECONDS
  * (default 3600), MAX_VIDEO_PIXELS (default 8847360, i.e. 4096×2160), VIDEO_TIMEOUT_SECONDS (wall clock per job,
- * default 1500), VIDEOS_TMP_DIR (default <os tmp>/media-videos).
+ * default 14400), VIDEOS_TMP_DIR (default <os tmp>/media-videos), HEARTBEAT_SECONDS (default 15),
+ * SHUTDOWN_GRACE_SECONDS (default 25), ACK_DEADLINE_SECONDS (default 1500; must stay below the broker's
+ * consumer_timeout, 30 min by default).
  *
  * Outputs: `<prefix>/<poster.name>.webp`, fitted inside its box, never upscaled, taken ~10% into the video (the most
  * representative of ~1 s of frames, so a fade-in does not give a black poster); `<prefix>/<rendition.name>.mp4` for
@@ -24,12 +26,22 @@
  * video (`unsupported_format`), one over the duration or pixel limit (`limit_exceeded`, before any transcoding),
  * a truncated file (`invalid_media`), and a job past VIDEO_TIMEOUT_SECONDS (`timeout`; ffmpeg is SIGKILLed).
  *
- * Acks: a request is acked only after its result and final update are confirmed by the broker.
- * A malformed message is dead-lettered at once. A bad video is an outcome (`failed` with a reason), not an error.
- * An infrastructure error (S3, broker, disk) is retried through redelivery; on the last allowed delivery the job
- * is reported `failed` (`gave_up`) so that it still reaches a final state.
- * RabbitMQ's consumer_timeout (default 30 min) must exceed VIDEO_TIMEOUT_SECONDS, or the broker closes the channel
- * under a long job and redelivers it.
+ * Acks: a job holds its delivery while it is safe to: the request is acked only after its result and final update
+ * are confirmed by the broker, so a processor that dies mid-job has the request redelivered. RabbitMQ closes the
+ * channel of a delivery held longer than its consumer_timeout (30 min by default, not settable per queue before
+ * 3.12), so a job still running at ACK_DEADLINE_SECONDS trades its delivery for a lease: the delivery is acked and
+ * the job carries on, kept alive for the backend by its heartbeats (the latest update, repeated every
+ * HEARTBEAT_SECONDS). A leased job no longer depends on a channel: it survives a reconnect, and its result is
+ * retried rather than requeued. If the processor dies while a job is leased, the backend re-drives the job once
+ * its heartbeats stop. A lease keeps its slot: the processor takes at most VIDEO_CONCURRENCY jobs, leased or not.
+ *
+ * A malformed message is dead-lettered at once. A bad video is an outcome (`failed`, class `input`), never retried.
+ * An infrastructure fault (S3, broker, disk) is retried after a backoff: a held delivery is requeued, a leased job
+ * is handed back as a fresh copy of its request carrying its attempt count (`x-media-attempts`). On the last
+ * allowed attempt the job is reported `failed` (`gave_up`, class `transient`) so that it still reaches a final
+ * state. A request that kills the process every time is dead-lettered by the broker's delivery limit.
+ * On SIGTERM/SIGINT the processor stops taking work, lets running jobs finish within the grace period, and hands
+ * back what is left as fresh messages (acking held deliveries), so a shutdown never counts as an attempt.
  */
 import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, S3Client } from '@aws-sdk/client-s3'
 import { Upload } from '@aws-sdk/lib-storage'
@@ -37,7 +49,7 @@ import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type Consum
 import ffmpeg from 'fluent-ffmpeg'
 import { spawn } from 'node:child_process'
 import { createReadStream, createWriteStream, existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
@@ -46,6 +58,7 @@ import {
   BrokerEnv,
   CancelSchema,
   DELIVERY_LIMIT,
+  HEARTBEAT_SECONDS,
   cancelExchange,
   cancelMarkerKey,
   JobUpdateSchema,
@@ -59,6 +72,7 @@ import {
   encodeMessage,
   queueNames,
   readEnv,
+  retryDelayMs,
   s3ClientOptions,
   topology,
   type JobUpdate,
@@ -78,10 +92,15 @@ const ConfigSchema = v.pipe(
     VIDEO_CONCURRENCY: countVar(1, 64),
     MAX_VIDEO_SECONDS: countVar(3600, 7 * 86400),
     MAX_VIDEO_PIXELS: countVar(4096 * 2160, 2 ** 32),
-    // Below RabbitMQ's default consumer_timeout (30 min): a delivery held longer has its channel closed and is
-    // redelivered. Raise both together for longer jobs.
-    VIDEO_TIMEOUT_SECONDS: countVar(1500, 7 * 86400),
+    // Enough for a 2-hour transcode. Not bound by the broker's consumer_timeout: a long job is leased (see below).
+    VIDEO_TIMEOUT_SECONDS: countVar(14400, 7 * 86400),
     VIDEOS_TMP_DIR: v.optional(v.pipe(v.string(), v.nonEmpty()), join(tmpdir(), 'media-videos')),
+    HEARTBEAT_SECONDS: countVar(HEARTBEAT_SECONDS, 3600),
+    SHUTDOWN_GRACE_SECONDS: countVar(25, 3600),
+    // How long a job may hold its delivery before it is acked and the job leased. Must be below the broker's
+    // consumer_timeout (30 min by default; its check runs about once a minute, so leave a margin of minutes):
+    // past that, RabbitMQ closes the channel and redelivers the job while it still runs here.
+    ACK_DEADLINE_SECONDS: countVar(1500, 7 * 86400),
   }),
   v.transform((env) => ({
     system: env.SYSTEM,
@@ -96,6 +115,9 @@ const ConfigSchema = v.pipe(
     concurrency: env.VIDEO_CONCURRENCY,
     limits: { maxSeconds: env.MAX_VIDEO_SECONDS, maxPixels: env.MAX_VIDEO_PIXELS, timeoutSeconds: env.VIDEO_TIMEOUT_SECONDS },
     tmpDir: env.VIDEOS_TMP_DIR,
+    heartbeatMs: env.HEARTBEAT_SECONDS * 1000,
+    shutdownGraceMs: env.SHUTDOWN_GRACE_SECONDS * 1000,
+    ackDeadlineMs: env.ACK_DEADLINE_SECONDS * 1000,
   }))
 )
 export type Config = v.InferOutput<typeof ConfigSchema>
@@ -713,7 +735,7 @@ export async function handleVideoJob(request: VideoRequest, deps: JobDeps): Prom
       return { version: 1, jobId, status: 'cancelled', at: at() }
     }
     if (error instanceof MediaError) {
-      return { version: 1, jobId, status: 'failed', error: { code: error.code, message: error.message }, at: at() }
+      return { version: 1, jobId, status: 'failed', error: { code: error.code, message: error.message, class: 'input' }, at: at() }
     }
     throw error
   } finally {
@@ -727,6 +749,9 @@ export class JobCancelled extends Error {
     super('the job was cancelled')
   }
 }
+
+/** Why a job stopped early without an outcome: its delivery went back to the broker (channel lost, shutdown). */
+class Interrupted extends Error {}
 
 /** Keeps progress monotonic and sends at most one update per stage every 500 ms; a new stage always goes out. */
 function progressReporter(report: JobDeps['report'], intervalMs = 500) {
@@ -744,6 +769,18 @@ function progressReporter(report: JobDeps['report'], intervalMs = 500) {
 
 const toBuffer = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
 
+/** A leased job has no delivery to fall back on: its publishes are retried this often, for this long. */
+const LEASED_RETRY = { everyMs: 2_000, forMs: 120_000 }
+
+/** A delivery being worked on, and the channel it must be settled on. */
+interface Running {
+  message: ConsumeMessage
+  channel: Channel
+  stop: AbortController
+  /** Acked at the ack deadline: the job no longer depends on its channel, and only its heartbeats vouch for it. */
+  leased: boolean
+}
+
 /** Connects, declares the topology and consumes until stopped. Reconnects by itself when the broker drops it. */
 export async function start(config: Config) {
   const storage = createStorage(config.s3)
@@ -752,11 +789,16 @@ export async function start(config: Config) {
   mkdirSync(jobsDir, { recursive: true })
 
   const inFlight = new Set<Promise<void>>()
-  /** The jobs running here, to stop when their cancel is broadcast. */
-  const running = new Map<string, AbortController>()
+  /** The jobs running here by job id: to cancel, to lease, to interrupt when their channel dies, to hand back on shutdown. */
+  const running = new Map<string, Running>()
+  /** Aborts backoff waits when the service stops. */
+  const stopping = new AbortController()
+  /** Aborts when the shutdown's grace period is over: leased jobs stop retrying their publishes. */
+  const pastGrace = new AbortController()
   let publisher: Publisher | undefined
-  let stopping = false
-  let consumer: { channel: Channel; tag: string } | undefined
+  /** The current connection and its channel, on which the consumer is (re)created. */
+  let link: { model: ChannelModel; channel: ConfirmChannel } | undefined
+  let consumer: { channel: Channel; tag: string; prefetch: number } | undefined
 
   async function onMessage(channel: ConfirmChannel, message: ConsumeMessage): Promise<void> {
     const decoded = decodeMessage(VideoRequestSchema, message.content)
@@ -765,17 +807,26 @@ export async function start(config: Config) {
       return settle(() => channel.nack(message, false, false))
     }
     const request = decoded.value
-    const attempt = Number(message.properties.headers?.['x-delivery-count'] ?? 0) + 1
-    const updates: Promise<void>[] = []
-    const send = (update: Omit<JobUpdate, 'version' | 'jobId' | 'at'>) => {
+    const attempt = attemptOf(message)
+    let pending = Promise.resolve()
+    let latest: Omit<JobUpdate, 'version' | 'jobId' | 'at'> = { status: 'processing', stage: 'queued', progress: 0 }
+    const send = (update: typeof latest) => {
+      latest = update
       const body = encodeMessage(JobUpdateSchema, { version: 1, jobId: request.jobId, at: new Date().toISOString(), ...update })
-      const sent = publish(config.queues.updates, body, request.jobId, 'job.update')
       // Updates are advisory: a lost one is replaced by the next, and the result decides the final state.
-      updates.push(sent.catch((error) => console.warn(`videos: job ${request.jobId}: an update was not confirmed: ${error.message}`)))
+      const sent = publish(config.queues.updates, body, request.jobId, 'job.update').catch((error) =>
+        console.warn(`videos: job ${request.jobId}: an update was not confirmed: ${error.message}`)
+      )
+      // One chain rather than a list: a long transcode sends thousands of updates.
+      pending = Promise.all([pending, sent]).then(() => {})
     }
+    // The heartbeat: the latest update again, so the backend can tell a slow job from a dead processor.
+    const heartbeat = setInterval(() => send(latest), config.heartbeatMs)
     const workDir = join(jobsDir, request.jobId)
-    const cancel = new AbortController()
-    running.set(request.jobId, cancel)
+    const job: Running = { message, channel, stop: new AbortController(), leased: false }
+    running.set(request.jobId, job)
+    // Past the broker's consumer_timeout the channel would be closed under the job: trade the delivery for a lease first.
+    const ackDeadline = setTimeout(() => void lease(request.jobId, job), config.ackDeadlineMs)
     let result: VideoResult
     try {
       mkdirSync(workDir, { recursive: true })
@@ -783,20 +834,34 @@ export async function start(config: Config) {
         storage,
         limits: config.limits,
         workDir,
-        signal: cancel.signal,
+        signal: job.stop.signal,
         report: (update) => send({ status: 'processing', ...update }),
       })
+      // Finished just as it was interrupted: its delivery is no longer ours to settle.
+      if (job.stop.signal.reason instanceof Interrupted) return
     } catch (error) {
+      // Its delivery is back with the broker (or is being handed back by stop()): nothing to report.
+      if (job.stop.signal.reason instanceof Interrupted) return
       const reason = describeError(error)
       if (attempt < DELIVERY_LIMIT) {
-        console.error(`videos: job ${request.jobId} attempt ${attempt} hit a fault, retrying: ${reason}`)
-        return settle(() => channel.nack(message, false, true))
+        const delay = retryDelayMs(attempt)
+        console.error(`videos: job ${request.jobId} attempt ${attempt} hit a fault, retrying in ${delay / 1000} s: ${reason}`)
+        await sleep(delay, stopping.signal)
+        if (job.stop.signal.reason instanceof Interrupted) return
+        if (!job.leased) return settle(() => channel.nack(message, false, true))
+        // A leased job has no delivery to requeue: a fresh copy of its request goes back, counting this attempt.
+        running.delete(request.jobId)
+        const handBackCopy = () => handBack(job, publisher, config.queues.request, attempt)
+        return await persist(request.jobId, 'the hand-back of its request after a fault', handBackCopy)
       }
-      const at = new Date().toISOString()
-      result = { version: 1, jobId: request.jobId, status: 'failed', error: { code: 'gave_up', message: `gave up after ${attempt} attempts: ${reason}` }, at }
+      const error_ = { code: 'gave_up', message: `gave up after ${attempt} attempts: ${reason}`, class: 'transient' } as const
+      result = { version: 1, jobId: request.jobId, status: 'failed', error: error_, at: new Date().toISOString() }
     } finally {
+      clearTimeout(ackDeadline)
+      clearInterval(heartbeat)
       running.delete(request.jobId)
       rmSync(workDir, { recursive: true, force: true })
+      void fitConsumer()
     }
     if (result.status === 'failed') {
       console.warn(`videos: job ${request.jobId} failed: ${result.error.code}: ${result.error.message}`)
@@ -807,9 +872,14 @@ export async function start(config: Config) {
     } else {
       send({ status: 'completed', stage: 'finished', progress: 100, etaSeconds: 0 })
     }
+    const body = encodeMessage(VideoResultSchema, result)
+    if (job.leased) {
+      await persist(request.jobId, 'its result', () => publish(config.queues.results, body, request.jobId, 'job.result'))
+      return pending
+    }
     try {
-      await publish(config.queues.results, encodeMessage(VideoResultSchema, result), request.jobId, 'job.result')
-      await Promise.all(updates)
+      await publish(config.queues.results, body, request.jobId, 'job.result')
+      await pending
     } catch (error) {
       // Unconfirmed result: put the request back so the job is done again rather than lost.
       console.error(`videos: job ${request.jobId}: the result was not confirmed, requeueing: ${describeError(error)}`)
@@ -823,7 +893,108 @@ export async function start(config: Config) {
     return publisher.publish(queue, body, { correlationId: jobId, type })
   }
 
+  /**
+   * Publishes for a leased job, which has no delivery to fall back on: retried through reconnects for a while (not
+   * past the shutdown's grace period). Failing that, the backend re-drives the job once its heartbeats stop.
+   */
+  async function persist(jobId: string, what: string, action: () => Promise<void>): Promise<void> {
+    const giveUpAt = Date.now() + LEASED_RETRY.forMs
+    for (let tries = 1; ; tries++) {
+      try {
+        return await action()
+      } catch (error) {
+        if (Date.now() + LEASED_RETRY.everyMs > giveUpAt || pastGrace.signal.aborted) {
+          return console.error(
+            `videos: job ${jobId} (leased) LOST ${what} after ${tries} tries (${describeError(error)}); ` +
+              'nothing is queued for it now: the backend re-drives the job once its heartbeats stop'
+          )
+        }
+        console.warn(`videos: job ${jobId} (leased): ${what} failed (${describeError(error)}); trying again in ${LEASED_RETRY.everyMs / 1000} s`)
+        await sleep(LEASED_RETRY.everyMs, pastGrace.signal)
+      }
+    }
+  }
+
+  /** Acks a job's delivery at the ack deadline and lets the job carry on under a lease (see the header). */
+  function lease(jobId: string, job: Running): Promise<void> {
+    // Around a consumer re-created with one slot less: the ack frees a prefetch slot that the job still occupies.
+    return fitConsumer(() => {
+      // It may have finished, or lost its channel, while the consumer was being cancelled.
+      if (running.get(jobId) !== job || job.stop.signal.reason instanceof Interrupted) return
+      try {
+        job.channel.ack(job.message)
+      } catch (error) {
+        return console.warn(`videos: job ${jobId} could not be acked at the ack deadline: ${describeError(error)}`)
+      }
+      job.leased = true
+      const every = config.heartbeatMs / 1000
+      console.log(`videos: job ${jobId} is still running at the ack deadline; acked, continuing under a lease (heartbeats every ${every} s)`)
+    })
+  }
+
+  let fitting = Promise.resolve()
+  /**
+   * Keeps the jobs here at VIDEO_CONCURRENCY. The broker counts only a consumer's unacked deliveries against its
+   * prefetch, and a running consumer's prefetch cannot be changed; so when a lease frees a slot at the broker (or
+   * a job of an earlier consumer ends), the consumer is cancelled and re-created with the slots left. Cancelling
+   * leaves its unacked deliveries with the channel. `change` runs while there is no consumer.
+   */
+  function fitConsumer(change?: () => void): Promise<void> {
+    fitting = fitting
+      .then(async () => {
+        if (!change && (consumer?.prefetch ?? 0) === freeSlots()) return
+        if (consumer) {
+          const { channel, tag } = consumer
+          consumer = undefined
+          await channel.cancel(tag).catch(() => {})
+        }
+        change?.()
+        const prefetch = freeSlots()
+        if (prefetch > 0 && link) await consume(link.model, link.channel, prefetch)
+      })
+      .catch((error) => console.error(`videos: could not consume (the channel is gone; a reconnect follows): ${describeError(error)}`))
+    return fitting
+  }
+
+  /** Slots for the current consumer's deliveries: those not taken by leased jobs or by an earlier consumer's. */
+  function freeSlots(): number {
+    if (stopping.signal.aborted) return 0
+    let taken = 0
+    for (const job of running.values()) if (job.leased || job.message.fields.consumerTag !== consumer?.tag) taken++
+    return Math.max(0, config.concurrency - taken)
+  }
+
+  async function consume(model: ChannelModel, channel: ConfirmChannel, prefetch: number): Promise<void> {
+    // Per consumer (quorum queues refuse a global prefetch); it applies to consumers created after it.
+    await channel.prefetch(prefetch)
+    const { consumerTag } = await channel.consume(config.queues.request, (message) => {
+      if (message === null) {
+        console.error('videos: the broker cancelled the consumer (queue deleted?); reconnecting to consume again')
+        return void model.close().catch(() => {})
+      }
+      const task = onMessage(channel, message).catch((error) => console.error('videos: unexpected error', error))
+      inFlight.add(task)
+      void task.finally(() => inFlight.delete(task))
+    })
+    consumer = { channel, tag: consumerTag, prefetch }
+  }
+
+  /** Stops the held jobs whose deliveries were on `channel`: the broker has put them back, and they will come again. */
+  function interruptJobsOn(channel: Channel, why: string) {
+    for (const [jobId, job] of running) {
+      if (job.channel !== channel) continue
+      if (job.leased) {
+        console.log(`videos: job ${jobId} is leased and carries on (${why})`)
+        continue
+      }
+      console.warn(`videos: job ${jobId} interrupted (${why}); the broker redelivers it`)
+      job.stop.abort(new Interrupted(why))
+    }
+  }
+
   const connection = await amqp.connect(config.rabbitmqUrl, {
+    // Names the connection in `rabbitmqctl list_connections client_properties` (and the management UI).
+    clientProperties: { connection_name: `videos ${config.system} ${hostname()}:${process.pid}` },
     recovery: {
       initialMaxRetries: 2,
       maxDelay: 5_000,
@@ -831,18 +1002,19 @@ export async function start(config: Config) {
       async setup(model: ChannelModel) {
         const channel = await model.createConfirmChannel()
         channel.on('error', (error) => console.error(`videos: channel error: ${error.message}`))
-        await declareTopology(channel, topology(config.system, 'videos'))
-        await channel.prefetch(config.concurrency)
-        publisher = createPublisher(channel, toBuffer)
-        await listenForCancels(model, config.system, running)
-        if (stopping) return
-        const { consumerTag } = await channel.consume(config.queues.request, (message) => {
-          if (message === null) return console.error('videos: the broker cancelled the consumer (queue deleted?)')
-          const task = onMessage(channel, message).catch((error) => console.error('videos: unexpected error', error))
-          inFlight.add(task)
-          void task.finally(() => inFlight.delete(task))
+        // A channel closed under a live connection (an ack timeout, a deleted queue) is not recovered by amqplib:
+        // close the whole connection, so recovery re-runs this setup.
+        channel.on('close', () => {
+          if (link?.channel === channel) link = undefined
+          if (consumer?.channel === channel) consumer = undefined
+          interruptJobsOn(channel, 'its channel closed')
+          if (!stopping.signal.aborted) model.close().catch(() => {})
         })
-        consumer = { channel, tag: consumerTag }
+        await declareTopology(channel, topology(config.system, 'videos'))
+        publisher = createPublisher(channel, toBuffer)
+        await listenForCancels(model, config.system, (jobId) => running.get(jobId)?.stop.abort(new JobCancelled()), 'videos')
+        link = { model, channel }
+        await fitConsumer()
       },
     },
   })
@@ -850,13 +1022,46 @@ export async function start(config: Config) {
   connection.on('connect', () => console.log('videos: connected to the broker'))
   connection.on('reconnect-failed', (error) => console.error(`videos: gave up reconnecting: ${error.message}`))
   connection.on('error', (error) => console.error(`videos: broker error: ${error.message}`))
+  connection.on('blocked', (reason) => console.warn(`videos: the broker blocks publishing (${reason})`))
+  connection.on('unblocked', () => console.log('videos: the broker accepts publishing again'))
 
   return {
-    /** Stops taking work, lets in-flight jobs finish, and disconnects. */
+    /**
+     * Stops taking work and lets running jobs finish for up to the grace period. Jobs still running then are
+     * stopped and handed back as fresh messages (acking held deliveries), so a shutdown is not counted as a failed
+     * delivery; if the hand-back of a held job fails, its delivery is released to the broker, which redelivers it.
+     */
     async stop() {
-      stopping = true
-      if (consumer) await consumer.channel.cancel(consumer.tag).catch(() => {})
-      await Promise.allSettled(inFlight)
+      stopping.abort()
+      await fitConsumer()
+      const settled = Promise.allSettled(inFlight)
+      const graceOver = sleep(config.shutdownGraceMs).then(() => 'grace over' as const)
+      if ((await Promise.race([settled, graceOver])) === 'grace over') {
+        pastGrace.abort()
+        for (const [jobId, job] of running) {
+          // Interrupted already (its channel closed): the broker has its delivery back.
+          if (job.stop.signal.reason instanceof Interrupted) continue
+          job.stop.abort(new Interrupted('shutting down'))
+          // A shutdown is not the job's fault: the attempts made so far are carried over unchanged.
+          await handBack(job, publisher, config.queues.request, attemptOf(job.message) - 1).then(
+            () => console.log(`videos: job ${jobId} handed back to the queue at shutdown`),
+            (error) => {
+              if (job.leased) {
+                return console.error(
+                  `videos: job ${jobId} (leased) could not be handed back at shutdown (${describeError(error)}); ` +
+                    'the backend re-drives it once its heartbeats stop'
+                )
+              }
+              console.warn(`videos: job ${jobId} could not be handed back (${describeError(error)}); the broker redelivers it`)
+              settle(() => job.channel.nack(job.message, false, true))
+            }
+          )
+        }
+        await settled
+      }
+      // The channel first: closing the connection at once can overtake the acks just written on the channel (amqplib
+      // muxes channels onto the socket), and the broker then requeues deliveries that were acked or handed back.
+      await link?.channel.close().catch(() => {})
       await connection.close().catch(() => {})
       storage.destroy()
       rmSync(jobsDir, { recursive: true, force: true })
@@ -864,10 +1069,52 @@ export async function start(config: Config) {
   }
 }
 
+/**
+ * Which attempt a delivery is: the broker's count of earlier deliveries, plus the attempts carried by a message
+ * that was handed back (`x-media-attempts`, whose broker count started again).
+ */
+function attemptOf(message: ConsumeMessage): number {
+  const headers = message.properties.headers ?? {}
+  return Number(headers['x-media-attempts'] ?? 0) + Number(headers['x-delivery-count'] ?? 0) + 1
+}
+
+/**
+ * Re-publishes a job's request as a new message carrying `attemptsMade`, and acks the original delivery unless the
+ * job is leased (acked already). The broker's delivery count starts again.
+ */
+async function handBack(job: Running, publisher: Publisher | undefined, queue: string, attemptsMade: number): Promise<void> {
+  if (!publisher) throw new Error('not connected to the broker')
+  const { properties, content } = job.message
+  await publisher.publish(queue, content, {
+    correlationId: String(properties.correlationId ?? ''),
+    type: String(properties.type ?? 'job.request'),
+    headers: { ...carriedHeaders(properties.headers), 'x-media-attempts': attemptsMade },
+  })
+  if (!job.leased) job.channel.ack(job.message)
+}
+
+/** A request's own headers, without those the broker put on the old message's deliveries. */
+function carriedHeaders(headers: ConsumeMessage['properties']['headers']): Record<string, string | number> {
+  const kept: Record<string, string | number> = {}
+  for (const [name, value] of Object.entries(headers ?? {})) {
+    if (/^x-(delivery-count|acquired-count|death$|first-death-|last-death-)/.test(name)) continue
+    kept[name] = value
+  }
+  return kept
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms)
+    signal?.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true })
+  })
+}
+
 /** Binds a queue of this instance's own to the cancel fanout and aborts the named job when it runs here. */
-async function listenForCancels(model: ChannelModel, system: string, running: Map<string, AbortController>) {
+async function listenForCancels(model: ChannelModel, system: string, cancel: (jobId: string) => void, name: string) {
   const channel = await model.createChannel()
-  channel.on('error', (error) => console.error(`videos: cancel channel error: ${error.message}`))
+  channel.on('error', (error) => console.error(`${name}: cancel channel error: ${error.message}`))
   const { queue } = await channel.assertQueue('', { exclusive: true, autoDelete: true })
   await channel.bindQueue(queue, cancelExchange(system), '')
   await channel.consume(
@@ -875,8 +1122,8 @@ async function listenForCancels(model: ChannelModel, system: string, running: Ma
     (message) => {
       if (!message) return
       const decoded = decodeMessage(CancelSchema, message.content)
-      if (!decoded.ok) return console.error(`videos: ignoring a malformed cancel: ${decoded.reason}`)
-      running.get(decoded.value.jobId)?.abort(new JobCancelled())
+      if (!decoded.ok) return console.error(`${name}: ignoring a malformed cancel: ${decoded.reason}`)
+      cancel(decoded.value.jobId)
     },
     { noAck: true }
   )
