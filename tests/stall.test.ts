@@ -14,16 +14,19 @@ import { startStack, type MediaBody, type Stack } from './helpers/stack.ts'
 describe('a processor that goes silent', () => {
   let stack: Stack
   let connection: amqp.ChannelModel
+  let channel: amqp.Channel
   let rabbit: Awaited<ReturnType<typeof connectRabbit>>
   const deliveries: { jobId: string; at: number }[] = []
   let delivered: () => void = () => {}
+  let heartbeatJob = ''
+  let heartbeatJobId = ''
 
   beforeAll(async () => {
     stack = await startStack({ images: false, env: { STALL_SECONDS: '1', MAX_REDRIVES: '1' } })
     rabbit = await connectRabbit()
     // A consumer that takes requests and never settles them: to the API, a processor that hung.
     connection = await amqp.connect(RABBITMQ_URL)
-    const channel = await connection.createChannel()
+    channel = await connection.createChannel()
     await channel.consume(queueNames(stack.env.SYSTEM!, 'images').request, (message) => {
       const decoded = message && decodeMessage(ImageRequestSchema, message.content)
       if (decoded?.ok) deliveries.push({ jobId: decoded.value.jobId, at: Date.now() })
@@ -103,5 +106,31 @@ describe('a processor that goes silent', () => {
     expect(deliveries.length).toBe(before + 1) // never re-driven
     const media = (await (await fetch(`${stack.url}/v1/media/${id}`)).json()) as MediaBody
     expect(media.status).toBe('processing')
+    heartbeatJob = id
+    heartbeatJobId = jobId
+  }, 20_000)
+
+  test('with no processor running, a silent job is reported in /health but waits instead of being re-driven', async () => {
+    // The last processor of the type goes away (its held requests go back to the queue).
+    await channel.close()
+    const names = queueNames(stack.env.SYSTEM!, 'images')
+    const gone = Date.now() + 10_000
+    while ((await rabbit.consumerCount(names.request)) > 0 && Date.now() < gone) await Bun.sleep(100)
+    expect(await rabbit.consumerCount(names.request)).toBe(0)
+    // One last heartbeat, then silence.
+    const heartbeat = { version: 1, jobId: heartbeatJobId, status: 'processing', stage: 'processing', progress: 50, at: new Date().toISOString() } as const
+    await rabbit.publishRaw(names.updates, encodeMessage(JobUpdateSchema, heartbeat))
+    const waiting = await rabbit.messageCount(names.request)
+    // Silent for three stall periods (with a sweep every second) while nothing consumes the queue.
+    const deadline = Date.now() + 3_000
+    let health: { stalled: number }
+    do {
+      await Bun.sleep(250)
+      health = (await (await fetch(`${stack.url}/health`)).json()) as { stalled: number }
+    } while (Date.now() < deadline)
+    expect(health.stalled).toBe(1)
+    const media = (await (await fetch(`${stack.url}/v1/media/${heartbeatJob}`)).json()) as MediaBody
+    expect(media.status).toBe('processing')
+    expect(await rabbit.messageCount(names.request)).toBe(waiting) // nothing re-driven
   }, 20_000)
 })

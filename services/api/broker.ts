@@ -43,7 +43,7 @@ export interface Handlers {
 }
 
 export interface Broker {
-  /** Resolves when the broker confirmed the message; rejects at once when disconnected. */
+  /** Resolves when the broker confirmed the message; rejects when it refuses, or stays disconnected for 2 s. */
   publish(queue: string, body: Uint8Array, ids: { correlationId: string; type: string; messageId: string }): Promise<void>
   /** Tells every processor to stop the job (processors that miss it find the job's cancel marker). */
   broadcastCancel(jobId: string): Promise<void>
@@ -57,6 +57,8 @@ export interface Broker {
   close(): Promise<void>
 }
 
+/** How long a publish waits for a lost connection to come back before it fails (then the upload gets 503). */
+const RECONNECT_WAIT_MS = 2_000
 /** How many updates and results the API applies at once, per queue. */
 const CONSUMER_PREFETCH = 32
 const toBuffer = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
@@ -70,6 +72,13 @@ export async function connectBroker(options: { url: string; system: string; publ
   /** Messages being applied, so that closing lets them finish (and ack) first. */
   const inFlight = new Set<Promise<void>>()
   let stopConsuming = async () => {}
+  /** Publishes waiting for a reconnect (a dropped connection usually comes back within a second). */
+  const waiters: (() => void)[] = []
+  const reconnected = (timeoutMs: number) =>
+    new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(connected), timeoutMs)
+      waiters.push(() => (clearTimeout(timer), resolve(true)))
+    })
   let closeConsuming = async () => {}
 
   const connection = await amqp.connect(options.url, {
@@ -145,6 +154,7 @@ export async function connectBroker(options: { url: string; system: string; publ
         // can overtake them, and the broker then redelivers what was applied).
         closeConsuming = () => consuming.close().catch(() => {})
         connected = true
+        for (const resolve of waiters.splice(0)) resolve()
       },
     },
   })
@@ -164,10 +174,14 @@ export async function connectBroker(options: { url: string; system: string; publ
   })
 
   return {
-    publish(queue, body, ids) {
-      if (!connected || !publisher) return Promise.reject(new Error('not connected to RabbitMQ'))
+    async publish(queue, body, ids) {
+      // Disconnected: a dropped connection usually comes back within a second, so wait a little before refusing.
+      if (!connected && !closing && !(await reconnected(RECONNECT_WAIT_MS))) {
+        throw new Error(`not connected to RabbitMQ (still reconnecting after ${RECONNECT_WAIT_MS / 1000} s)`)
+      }
+      if (!publisher || closing) throw new Error('not connected to RabbitMQ')
       // A blocked connection holds publishes without error until the alarm clears: refuse at once instead.
-      if (blockedBy) return Promise.reject(new Error(`RabbitMQ refuses new messages (${blockedBy})`))
+      if (blockedBy) throw new Error(`RabbitMQ refuses new messages (${blockedBy})`)
       return publisher.publish(queue, body, ids)
     },
     broadcastCancel(jobId) {

@@ -79,8 +79,8 @@ export async function startApi(config: Config) {
   const relayTimer = setInterval(relay, OUTBOX_INTERVAL_MS)
   void relay()
 
-  // Stalled jobs: processing, yet no word (not even a heartbeat) for STALL_SECONDS. Only types with a processor
-  // consuming count: with none running, jobs wait in their queue, as they may (processors need not be up).
+  // Stalled jobs: processing, yet no word (not even a heartbeat) for STALL_SECONDS. Only types with a live processor
+  // count: with none running, jobs wait in their queue, as they may (processors need not be up).
   let sweeping = false
   const sweep = async () => {
     if (sweeping || !broker.isConnected()) return
@@ -92,7 +92,7 @@ export async function startApi(config: Config) {
         console.warn(`api: job ${action.jobId} stalled (silent for ${config.stallMs / 1000} s): ${action.action}`)
         announce(action.mediaId)
       }
-      if (live.length) void relay()
+      void relay()
     } catch (error) {
       console.warn(`api: stall sweep: ${(error as Error).message}; will retry`)
     } finally {

@@ -306,15 +306,18 @@ export function openSqliteStore(path: string): Store {
       })
     },
     async sweepStalled(silentMs, maxRedrives, types) {
-      if (types.length === 0) return []
       return transaction(() => {
         const at = Date.now()
+        // A type is live when a processor consumes its queue, or when another of its jobs was heard from lately
+        // (a processor whose slots are all leased consumes nothing, yet is alive).
         const rows = db
           .prepare(
             `SELECT id, media_id, redrives FROM jobs WHERE status = 'processing' AND seen_at < ?
-             AND type IN (${types.map(() => '?').join(', ')}) LIMIT 500`
+             AND (type IN (${types.map(() => '?').join(', ') || 'NULL'})
+                  OR EXISTS (SELECT 1 FROM jobs AS other WHERE other.type = jobs.type AND other.status = 'processing' AND other.seen_at >= ?))
+             LIMIT 500`
           )
-          .all(at - silentMs, ...types) as Row[]
+          .all(at - silentMs, ...types, at - silentMs) as Row[]
         return rows.map((row): StallAction => {
           const jobId = String(row.id)
           const redrives = Number(row.redrives)

@@ -120,7 +120,8 @@ export interface Store {
   redriveRequest(id: string, messageId: string): Promise<{ mediaId: string } | { conflict: JobStatus } | undefined>
   /**
    * Jobs `processing` with no word for `silentMs`: each is re-driven (a fresh copy of its request into the outbox)
-   * up to `maxRedrives` times, then failed as `stalled`. Only for the given types (those with a live processor).
+   * up to `maxRedrives` times, then failed as `stalled`. Only for types with a live processor: those given
+   * (a processor consumes their queue), and those with another job heard from within `silentMs`.
    */
   sweepStalled(silentMs: number, maxRedrives: number, types: readonly MediaType[]): Promise<StallAction[]>
   /** How many jobs are processing with no word for `silentMs`. */

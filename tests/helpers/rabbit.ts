@@ -56,6 +56,9 @@ export async function connectRabbit() {
     async messageCount(queue: string): Promise<number> {
       return (await channel.checkQueue(queue)).messageCount
     },
+    async consumerCount(queue: string): Promise<number> {
+      return (await channel.checkQueue(queue)).consumerCount
+    },
     async close() {
       await connection.close()
     },
