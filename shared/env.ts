@@ -44,6 +44,8 @@ export const S3Env = {
   S3_REGION: v.optional(v.pipe(v.string(), v.regex(/^[a-z0-9-]{2,32}$/, 'must be a region name such as us-east-1')), 'us-east-1'),
   S3_ACCESS_KEY_ID: v.pipe(v.string('is required'), v.nonEmpty('is required')),
   S3_SECRET_ACCESS_KEY: v.pipe(v.string('is required'), v.nonEmpty('is required')),
+  // Each S3 request (one attempt of up to 3) fails after this long: a hung store never hangs a job.
+  S3_TIMEOUT_SECONDS: countVar(30, 3600),
 }
 
 /** S3_BUCKET, for the side that chooses where objects go (processors get buckets in their requests). */
@@ -70,14 +72,14 @@ export function readEnv<S extends v.GenericSchema>(schema: S, env: Record<string
  * endpoint: path-style addressing, and checksums only where required, because S3-compatible stores (s3rver, MinIO,
  * R2) mishandle the SDK's default aws-chunked checksums. Timeouts throw: without them a hung S3 hangs a job forever.
  */
-export function s3ClientOptions(s3: { endpoint?: string; region: string; accessKeyId: string; secretAccessKey: string }, requestTimeoutMs = 30_000) {
+export function s3ClientOptions(s3: { endpoint?: string; region: string; accessKeyId: string; secretAccessKey: string; timeoutSeconds: number }) {
   return {
     endpoint: s3.endpoint,
     region: s3.region,
     forcePathStyle: Boolean(s3.endpoint),
     credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
     ...(s3.endpoint ? { requestChecksumCalculation: 'WHEN_REQUIRED' as const, responseChecksumValidation: 'WHEN_REQUIRED' as const } : {}),
-    requestHandler: { requestTimeout: requestTimeoutMs, connectionTimeout: 5_000, throwOnRequestTimeout: true },
+    requestHandler: { requestTimeout: s3.timeoutSeconds * 1000, connectionTimeout: 5_000, throwOnRequestTimeout: true },
     maxAttempts: 3,
   }
 }

@@ -37,6 +37,7 @@ const ConfigSchema = v.pipe(
       bucket: env.S3_BUCKET,
       accessKeyId: env.S3_ACCESS_KEY_ID,
       secretAccessKey: env.S3_SECRET_ACCESS_KEY,
+      timeoutSeconds: env.S3_TIMEOUT_SECONDS,
     },
     databasePath: databasePath(env.DATABASE_URL, env.DATA_DIR),
     dataDir: resolve(env.DATA_DIR),

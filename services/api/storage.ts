@@ -36,7 +36,7 @@ export interface Storage {
 }
 
 export function createStorage(config: Config['s3']): Storage {
-  const client = new S3Client(s3ClientOptions(config, 60_000))
+  const client = new S3Client(s3ClientOptions(config))
   return {
     bucket: config.bucket,
     async put(key, body, contentType) {

@@ -81,6 +81,7 @@ const ConfigSchema = v.pipe(
       region: env.S3_REGION,
       accessKeyId: env.S3_ACCESS_KEY_ID,
       secretAccessKey: env.S3_SECRET_ACCESS_KEY,
+      timeoutSeconds: env.S3_TIMEOUT_SECONDS,
     },
     concurrency: env.IMAGE_CONCURRENCY,
     limits: { maxPixels: env.MAX_IMAGE_PIXELS, timeoutSeconds: env.IMAGE_TIMEOUT_SECONDS },

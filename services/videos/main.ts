@@ -111,6 +111,7 @@ const ConfigSchema = v.pipe(
       region: env.S3_REGION,
       accessKeyId: env.S3_ACCESS_KEY_ID,
       secretAccessKey: env.S3_SECRET_ACCESS_KEY,
+      timeoutSeconds: env.S3_TIMEOUT_SECONDS,
     },
     concurrency: env.VIDEO_CONCURRENCY,
     limits: { maxSeconds: env.MAX_VIDEO_SECONDS, maxPixels: env.MAX_VIDEO_PIXELS, timeoutSeconds: env.VIDEO_TIMEOUT_SECONDS },

@@ -37,3 +37,33 @@ test('S3 frozen for 5 s during a batch: uploads wait it out and every job comple
     await sys.stop()
   }
 }, 90_000)
+
+test('S3 frozen for 5 s with a 1 s S3 timeout: requests fail fast, jobs retry with backoff, and every job completes', async () => {
+  const started = Date.now()
+  // The processors' S3 requests time out after 1 s (3 attempts each), so the outage reaches them as faults.
+  const sys = await startSystem({ images: 2, imagesEnv: { S3_TIMEOUT_SECONDS: '1' } })
+  try {
+    const uploading = sys.uploadAll(await imageFiles(12), 2)
+    await until(() => sys.imagesBusy(), 20_000, 'a processor taking a job', 5)
+    try {
+      freezeS3()
+      await until(() => sys.logCount(/hit a fault, retrying in/) > 0, 15_000, 'a job hitting the outage', 50)
+      await Bun.sleep(5_000) // the outage lasts 5 s more
+    } finally {
+      thawS3()
+    }
+    const batch = await uploading
+    const retried = sys.logCount(/hit a fault, retrying in/)
+    const { row, problems } = await sys.reconcile('5b. S3 frozen 5 s, processors with a 1 s S3 timeout', batch, {
+      started,
+      notes: `${retried} attempt(s) retried after a backoff`,
+    })
+    expect(problems).toEqual([])
+    expect(retried).toBeGreaterThan(0)
+    expect(row.errors).toBe('') // no `gave_up`: the backoff (1, 2, 4, 8 s) outlasts the outage
+    expect(row).toMatchObject({ completed: row.accepted, lost: 0, duplicated: 0 })
+  } finally {
+    thawS3()
+    await sys.stop()
+  }
+}, 90_000)

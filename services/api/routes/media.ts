@@ -30,7 +30,12 @@ export function mediaRoutes(deps: AppDeps) {
     const { sniffed, size } = await receiveUpload(
       c.req.raw,
       deps.maxUploadBytes,
-      (sniffed, body) => deps.storage.put(sourceKey, body, CONTENT_TYPES[sniffed.format] ?? 'application/octet-stream'),
+      (sniffed, body) =>
+        deps.storage.put(sourceKey, body, CONTENT_TYPES[sniffed.format] ?? 'application/octet-stream').catch((error: Error) => {
+          if (error instanceof ApiError) throw error
+          c.header('Retry-After', '5')
+          throw new ApiError(503, 'storage_unavailable', `the upload could not be stored (${error.message}); try again shortly`)
+        }),
       ACCEPTED_KINDS
     )
 
