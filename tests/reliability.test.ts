@@ -188,3 +188,45 @@ describe('malformed messages', () => {
     expect(media.status).toBe('completed')
   })
 })
+
+describe('graceful shutdown', () => {
+  let stack: Stack
+  beforeAll(async () => {
+    stack = await startStack({ images: false, env: { SHUTDOWN_GRACE_SECONDS: '1' } })
+  })
+  afterAll(async () => {
+    process.kill(Number(process.env.TEST_S3_PID), 'SIGCONT')
+    await stack.stop()
+  })
+
+  test('a job still running when the grace period ends goes back to the queue as a fresh message, and completes later', async () => {
+    const { id } = await accept(stack)
+    const queue = queueNames(stack.env.SYSTEM!, 'images').request
+    const s3 = Number(process.env.TEST_S3_PID)
+    let processor: Awaited<ReturnType<typeof startImages>> | undefined
+    try {
+      // S3 hangs, so the job cannot finish: it is still running when the processor is told to stop.
+      process.kill(s3, 'SIGSTOP')
+      processor = await startImages(readImagesConfig(stack.env))
+      const deadline = Date.now() + 10_000
+      while ((await rabbit.messageCount(queue)) > 0 && Date.now() < deadline) await Bun.sleep(20)
+      const started = Date.now()
+      await processor.stop()
+      processor = undefined
+      expect(Date.now() - started).toBeGreaterThanOrEqual(1_000) // it waited out the grace period
+    } finally {
+      process.kill(s3, 'SIGCONT')
+      await processor?.stop()
+    }
+    // Handed back: a new message (delivered 0 times before), not a redelivery counted against the delivery limit.
+    const message = await rabbit.nextMessage(queue, 5_000)
+    expect(message.fields.redelivered).toBe(false)
+    expect(message.properties.headers?.['x-delivery-count'] ?? 0).toBe(0)
+    expect(message.properties.headers?.['x-media-attempts']).toBe(0)
+    expect(await rabbit.messageCount(queue)).toBe(0) // and only that one
+    // (read off the queue to look at it; put back as it was for the next processor)
+    await rabbit.publishRaw(queue, message.content, { ...message.properties, headers: message.properties.headers })
+    await stack.startImages()
+    expect((await stack.waitForFinal(id)).status).toBe('completed')
+  }, 30_000)
+})

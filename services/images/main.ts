@@ -294,7 +294,7 @@ export async function handleImageJob(request: ImageRequest, deps: JobDeps): Prom
     return abandonOnAbort(work, deps.signal)
   }
   try {
-    if (await deps.storage.exists(request.output.bucket, marker)) throw new JobCancelled()
+    if (await step(deps.storage.exists(request.output.bucket, marker))) throw new JobCancelled()
     deps.report({ stage: 'downloading', progress: 0 })
     const original = join(deps.workDir, 'original')
     await step(deps.storage.download(request.source.bucket, request.source.key, original))
@@ -321,7 +321,7 @@ export async function handleImageJob(request: ImageRequest, deps: JobDeps): Prom
       )
     )
     // A cancel whose broadcast this processor missed: the marker says so, and nothing of the job may remain.
-    if (await deps.storage.exists(request.output.bucket, marker)) throw new JobCancelled()
+    if (await step(deps.storage.exists(request.output.bucket, marker))) throw new JobCancelled()
     return { version: 1, jobId, status: 'completed', outputs, metadata, at: at() }
   } catch (error) {
     const cancelled = error instanceof JobCancelled || (deps.signal.aborted && deps.signal.reason instanceof JobCancelled)

@@ -625,9 +625,9 @@ export function createStorage(config: Config['s3']) {
         signal.removeEventListener('abort', abort)
       }
     },
-    async exists(bucket: string, key: string): Promise<boolean> {
+    async exists(bucket: string, key: string, signal?: AbortSignal): Promise<boolean> {
       try {
-        await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }))
+        await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal })
         return true
       } catch (error) {
         if ((error as { name?: string }).name === 'NotFound' || (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) return false
@@ -670,7 +670,7 @@ export async function handleVideoJob(request: VideoRequest, deps: JobDeps): Prom
   const uploaded: string[] = []
   try {
     // A cancel whose broadcast this processor missed (it was away, or started later) left this marker.
-    if (await deps.storage.exists(output.bucket, marker)) throw new JobCancelled()
+    if (await deps.storage.exists(output.bucket, marker, signal)) throw new JobCancelled()
     report('downloading', 0)
     const original = join(deps.workDir, 'original')
     await deps.storage.download(request.source.bucket, request.source.key, original, signal)
@@ -727,7 +727,7 @@ export async function handleVideoJob(request: VideoRequest, deps: JobDeps): Prom
         return info
       })
     )
-    if (await deps.storage.exists(output.bucket, marker)) throw new JobCancelled()
+    if (await deps.storage.exists(output.bucket, marker, signal)) throw new JobCancelled()
     return { version: 1, jobId, status: 'completed', outputs, metadata: probed.metadata, at: at() }
   } catch (error) {
     if (error instanceof JobCancelled) {

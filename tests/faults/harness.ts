@@ -16,21 +16,12 @@ import { quadrants } from '../helpers/image-fixtures.ts'
 import { testS3 } from '../helpers/s3.ts'
 import { makeClip } from '../helpers/video-fixtures.ts'
 import { ServiceProcess, killAllChildren } from './service-process.ts'
+import type { MediaBody } from '../helpers/stack.ts'
 
 const ROOT = join(import.meta.dir, '../..')
 const FINAL = ['completed', 'failed', 'cancelled']
 
-export interface Media {
-  id: string
-  jobId: string
-  kind: string
-  status: string
-  stage: string
-  progress: number
-  error: { code: string; message: string; class?: string } | null
-  metadata: Record<string, unknown> | null
-  outputs: { name: string; contentType: string; size: number; width: number; height: number; url: string }[]
-}
+export type Media = MediaBody
 
 /** What one upload got: a 202 with ids, or anything else (status 0: no answer at all). */
 export type Upload =
