@@ -212,12 +212,12 @@ export async function connectBroker(options: { url: string; system: string; publ
   }
 }
 
+type Decode<T> = (bytes: Uint8Array) => { ok: true; value: T } | { ok: false; reason: string }
+
 /**
  * Applies one message and acks it once applied. A malformed message is dead-lettered at once (requeueing it would
  * loop); a failure to apply (the database) requeues it, and the queue's delivery limit bounds the retries.
  */
-type Decode<T> = (bytes: Uint8Array) => { ok: true; value: T } | { ok: false; reason: string }
-
 async function handle<T>(channel: amqp.Channel, message: ConsumeMessage, queue: string, decode: Decode<T>, apply: (value: T) => Promise<void>): Promise<void> {
   const settle = (action: () => void) => {
     try {
