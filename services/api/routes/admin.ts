@@ -4,6 +4,7 @@
  * abandoned multipart uploads, on demand.
  */
 import { Hono } from 'hono'
+import { Buffer } from 'node:buffer'
 import { bearerAuth } from 'hono/bearer-auth'
 import * as v from 'valibot'
 import type { AppDeps } from '../app.ts'
