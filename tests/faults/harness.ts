@@ -245,6 +245,16 @@ export async function startSystem(options: SystemOptions = {}) {
       }
     },
 
+    /** Messages ready in a queue, from a connection of its own. */
+    async queueDepth(queue: string): Promise<number> {
+      const connection = await amqp.connect(RABBITMQ_URL)
+      try {
+        return (await (await connection.createChannel()).checkQueue(queue)).messageCount
+      } finally {
+        await connection.close().catch(() => {})
+      }
+    },
+
     /** Consumers per queue, from a connection of its own (faults close the broker's connections). */
     async consumerCounts(): Promise<Record<string, number>> {
       const connection = await amqp.connect(RABBITMQ_URL)

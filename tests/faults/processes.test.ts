@@ -104,6 +104,49 @@ describe('processors killed mid-job', () => {
   }, 120_000)
 })
 
+describe('a processor that freezes', () => {
+  test('a processor frozen mid-job: the API re-drives the silent job to another, and the late result changes nothing', async () => {
+    const started = Date.now()
+    // Heartbeats every second, stall after 3 s: the freeze (SIGSTOP) outlasts that, not the broker's own heartbeat.
+    const sys = await startSystem({ images: 2, apiEnv: { STALL_SECONDS: '3' }, imagesEnv: { HEARTBEAT_SECONDS: '1' } })
+    const [victim, other] = [sys.images[0]!, sys.images[1]!]
+    let frozen = false
+    try {
+      await other.kill('SIGTERM') // the only processor at first, so the victim takes the job
+      const tile = await sharp({ create: { width: 600, height: 400, channels: 3, background: '#808080', noise: { type: 'gaussian', mean: 128, sigma: 40 } } }).png().toBuffer()
+      const photo = new Uint8Array(await sharp(tile).resize(6000, 4000, { kernel: 'cubic' }).jpeg({ quality: 90 }).toBuffer())
+      const batch = await sys.uploadAll([photo])
+      const id = batch.accepted[0]!
+      const { jobId } = (await sys.media(id))!
+      // Frozen once it has reported the job started (a processing job, which the stall rule watches).
+      await sys.waitFor(id, (m) => m.status === 'processing', 20_000, 'the victim starting the job', 10)
+      victim.pause()
+      frozen = true
+      expect(existsSync(join(sys.env.IMAGES_TMP_DIR!, String(victim.pid), jobId))).toBe(true) // still on it
+      await other.start()
+
+      // Silent for 3 s: the sweep sends the job again, and the other processor completes it.
+      const done = await sys.waitFor(id, (m) => m.status === 'completed', 30_000, 'the frozen job completing elsewhere')
+      victim.resume()
+      frozen = false
+      // The victim wakes, finishes the same job and reports it: the job stays as it was.
+      await until(() => entries(join(sys.env.IMAGES_TMP_DIR!, String(victim.pid))).length === 0, 30_000, `${victim.name} finishing its stale job`)
+      await until(async () => (await sys.queueDepth(sys.queues('images').results)) === 0, 10_000, 'the late result being consumed')
+      const after = await sys.media(id)
+      expect(after).toMatchObject({ status: 'completed', outputs: done.outputs })
+      const redriven = sys.logCount(new RegExp(`job ${jobId} stalled .*redriven`))
+      expect(redriven).toBeGreaterThanOrEqual(1)
+      const notes = `re-driven ${redriven} time(s) while frozen; its late result ignored`
+      const { row, problems } = await sys.reconcile('P3. image processor frozen mid-job, then resumed', batch, { started, notes })
+      expect(problems).toEqual([])
+      expect(row).toMatchObject({ accepted: 1, completed: 1, lost: 0, duplicated: 0 })
+    } finally {
+      if (frozen) victim.resume()
+      await sys.stop()
+    }
+  }, 120_000)
+})
+
 describe('the API killed', () => {
   test('an API SIGKILLed while the processors finish a batch applies their results once restarted', async () => {
     const started = Date.now()
