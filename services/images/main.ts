@@ -522,6 +522,8 @@ export async function start(config: Config) {
       const graceOver = sleep(config.shutdownGraceMs).then(() => 'grace over' as const)
       if ((await Promise.race([settled, graceOver])) === 'grace over') {
         for (const [jobId, job] of running) {
+          // Interrupted already (its channel closed): the broker has its delivery back.
+          if (job.stop.signal.reason instanceof Interrupted) continue
           job.stop.abort(new Interrupted('shutting down'))
           await handBack(job, publisher, config.queues.request).then(
             () => console.log(`images: job ${jobId} handed back to the queue at shutdown`),
