@@ -1,6 +1,16 @@
 /** The shared protocol: names, topology and the codec's answers to bad messages. */
 import { describe, expect, test } from 'bun:test'
-import { ImageRequestSchema, JobUpdateSchema, decodeMessage, encodeMessage, queueNames, topology } from '@app/shared'
+import {
+  ImageRequestSchema,
+  ImageResultSchema,
+  JobUpdateSchema,
+  decodeMessage,
+  encodeMessage,
+  failureClassOf,
+  queueNames,
+  retryDelayMs,
+  topology,
+} from '@app/shared'
 
 const request = {
   version: 1 as const,
@@ -42,5 +52,25 @@ describe('protocol', () => {
 
   test('an invalid outgoing message fails in the producer', () => {
     expect(() => encodeMessage(ImageRequestSchema, { ...request, jobId: 'x' })).toThrow(/refusing to send/)
+  })
+
+  test('failures carry a class: known codes map to one, and an unknown class is refused', () => {
+    expect(['invalid_media', 'unsupported_format', 'limit_exceeded', 'source_missing', 'timeout'].map(failureClassOf)).toEqual(Array(5).fill('input'))
+    expect([failureClassOf('gave_up'), failureClassOf('crashed'), failureClassOf('stalled'), failureClassOf('processing_error')]).toEqual([
+      'transient',
+      'crash',
+      'crash',
+      'internal',
+    ])
+    expect(failureClassOf('something_new')).toBe('internal')
+    const failed = { version: 1, jobId: crypto.randomUUID(), status: 'failed', at: new Date().toISOString() }
+    expect(decodeMessage(ImageResultSchema, bytes({ ...failed, error: { code: 'gave_up', message: 'm', class: 'transient' } })).ok).toBe(true)
+    expect(decodeMessage(ImageResultSchema, bytes({ ...failed, error: { code: 'gave_up', message: 'm' } })).ok).toBe(true)
+    const bad = decodeMessage(ImageResultSchema, bytes({ ...failed, error: { code: 'gave_up', message: 'm', class: 'flaky' } }))
+    expect(bad.ok).toBe(false)
+  })
+
+  test('transient retries back off 1, 2, 4, 8 s, capped at 30 s', () => {
+    expect([1, 2, 3, 4, 5, 6, 7].map(retryDelayMs)).toEqual([1000, 2000, 4000, 8000, 16000, 30000, 30000])
   })
 })
