@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepares a Debian machine (run as root, or with sudo available) to run the system and its tests:
-# Bun from npm, ffmpeg and libheif-examples from apt, RabbitMQ started if installed but stopped, then `bun install`.
+# Bun from npm, ffmpeg, libheif-examples (and procps, iproute2 for the fault tests) from apt, RabbitMQ started if installed but stopped, then `bun install`.
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +18,9 @@ fi
 missing=()
 command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing+=(ffmpeg)
 command -v heif-convert >/dev/null || missing+=(libheif-examples)
+# The fault tests find processes' ffmpeg children and broker connections with these.
+command -v pgrep >/dev/null || missing+=(procps)
+command -v ss >/dev/null || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]} with apt"
   $SUDO apt-get update -qq
