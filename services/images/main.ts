@@ -389,6 +389,12 @@ export async function start(config: Config) {
       return settle(() => channel.nack(message, false, false))
     }
     const request = decoded.value
+    // A second copy of a job this process is running (a re-drive, a redelivery): the run under way settles its
+    // own delivery either way, and two runs would share the job's work directory.
+    if (running.has(request.jobId)) {
+      console.warn(`images: job ${request.jobId} is already running here; dropping a duplicate delivery`)
+      return settle(() => channel.ack(message))
+    }
     const attempt = attemptOf(message)
     let pending = Promise.resolve()
     let latest: Omit<JobUpdate, 'version' | 'jobId' | 'at'> = { status: 'processing', stage: 'queued', progress: 0 }

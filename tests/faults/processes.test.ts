@@ -136,7 +136,8 @@ describe('a processor that freezes', () => {
       expect(after).toMatchObject({ status: 'completed', outputs: done.outputs })
       const redriven = sys.logCount(new RegExp(`job ${jobId} stalled .*redriven`))
       expect(redriven).toBeGreaterThanOrEqual(1)
-      const notes = `re-driven ${redriven} time(s) while frozen; its late result ignored`
+      const dropped = sys.logCount(new RegExp(`job ${jobId} is already running here`))
+      const notes = `re-driven ${redriven} time(s) while frozen; ${dropped} duplicate(s) dropped by the frozen one; its late result ignored`
       const { row, problems } = await sys.reconcile('P3. image processor frozen mid-job, then resumed', batch, { started, notes })
       expect(problems).toEqual([])
       expect(row).toMatchObject({ accepted: 1, completed: 1, lost: 0, duplicated: 0 })
