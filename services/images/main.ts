@@ -389,9 +389,12 @@ export async function start(config: Config) {
       return settle(() => channel.nack(message, false, false))
     }
     const request = decoded.value
-    // A second copy of a job this process is running (a re-drive, a redelivery): the run under way settles its
-    // own delivery either way, and two runs would share the job's work directory.
-    if (running.has(request.jobId)) {
+    // A second copy of a job this process is running (a re-drive, a redelivery): two runs would share the job's
+    // work directory. The run under way settles its own delivery, so the copy is dropped; but if that run was
+    // interrupted (its delivery is back with the broker), the copy is the job: it goes back until the run is gone.
+    const current = running.get(request.jobId)
+    if (current) {
+      if (current.stop.signal.reason instanceof Interrupted) return settle(() => channel.nack(message, false, true))
       console.warn(`images: job ${request.jobId} is already running here; dropping a duplicate delivery`)
       return settle(() => channel.ack(message))
     }
@@ -431,7 +434,7 @@ export async function start(config: Config) {
       if (attempt < DELIVERY_LIMIT) {
         const delay = retryDelayMs(attempt)
         console.error(`images: job ${request.jobId} attempt ${attempt} hit a fault, retrying in ${delay / 1000} s: ${reason}`)
-        await sleep(delay, stopping.signal)
+        await sleep(delay, AbortSignal.any([stopping.signal, job.stop.signal]))
         if (job.stop.signal.reason instanceof Interrupted) return
         return settle(() => channel.nack(message, false, true))
       }

@@ -808,9 +808,12 @@ export async function start(config: Config) {
       return settle(() => channel.nack(message, false, false))
     }
     const request = decoded.value
-    // A second copy of a job this process is running (a re-drive, a redelivery): the run under way settles its
-    // own delivery either way, and two runs would share the job's work directory.
-    if (running.has(request.jobId)) {
+    // A second copy of a job this process is running (a re-drive, a redelivery): two runs would share the job's
+    // work directory. The run under way settles its own delivery, so the copy is dropped; but if that run was
+    // interrupted (its delivery is back with the broker), the copy is the job: it goes back until the run is gone.
+    const current = running.get(request.jobId)
+    if (current) {
+      if (current.stop.signal.reason instanceof Interrupted) return settle(() => channel.nack(message, false, true))
       console.warn(`videos: job ${request.jobId} is already running here; dropping a duplicate delivery`)
       return settle(() => channel.ack(message))
     }
@@ -834,7 +837,7 @@ export async function start(config: Config) {
     running.set(request.jobId, job)
     // Past the broker's consumer_timeout the channel would be closed under the job: trade the delivery for a lease first.
     const ackDeadline = setTimeout(() => void lease(request.jobId, job), config.ackDeadlineMs)
-    let result: VideoResult
+    let result: VideoResult | undefined
     try {
       mkdirSync(workDir, { recursive: true })
       result = await handleVideoJob(request, {
@@ -853,22 +856,26 @@ export async function start(config: Config) {
       if (attempt < DELIVERY_LIMIT) {
         const delay = retryDelayMs(attempt)
         console.error(`videos: job ${request.jobId} attempt ${attempt} hit a fault, retrying in ${delay / 1000} s: ${reason}`)
-        await sleep(delay, stopping.signal)
+        await sleep(delay, AbortSignal.any([stopping.signal, job.stop.signal]))
         if (job.stop.signal.reason instanceof Interrupted) return
         if (!job.leased) return settle(() => channel.nack(message, false, true))
-        // A leased job has no delivery to requeue: a fresh copy of its request goes back, counting this attempt.
-        running.delete(request.jobId)
-        const handBackCopy = () => handBack(job, publisher, config.queues.request, attempt)
-        return await persist(request.jobId, 'the hand-back of its request after a fault', handBackCopy)
+        // A leased job has no delivery to requeue: a fresh copy goes back below, once this run has cleaned up
+        // (the copy may come straight back here, to the same work directory).
+      } else {
+        const error_ = { code: 'gave_up', message: `gave up after ${attempt} attempts: ${reason}`, class: 'transient' } as const
+        result = { version: 1, jobId: request.jobId, status: 'failed', error: error_, at: new Date().toISOString() }
       }
-      const error_ = { code: 'gave_up', message: `gave up after ${attempt} attempts: ${reason}`, class: 'transient' } as const
-      result = { version: 1, jobId: request.jobId, status: 'failed', error: error_, at: new Date().toISOString() }
     } finally {
       clearTimeout(ackDeadline)
       clearInterval(heartbeat)
       running.delete(request.jobId)
       rmSync(workDir, { recursive: true, force: true })
       void fitConsumer()
+    }
+    if (!result) {
+      // The leased job that hit a fault: a fresh copy of its request, counting this attempt.
+      const handBackCopy = () => handBack(job, publisher, config.queues.request, attempt)
+      return persist(request.jobId, 'the hand-back of its request after a fault', handBackCopy)
     }
     if (result.status === 'failed') {
       console.warn(`videos: job ${request.jobId} failed: ${result.error.code}: ${result.error.message}`)
