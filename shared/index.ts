@@ -2,6 +2,7 @@
 export * from './names.ts'
 export * from './topology.ts'
 export * from './messages.ts'
+export * from './outputs.ts'
 export * from './codec.ts'
 export * from './env.ts'
 export * from './publisher.ts'

@@ -5,14 +5,22 @@
 import { cancelExchange, deadLetterExchange, queueNames, type MediaType } from './names.ts'
 
 /**
- * How many times a message may be delivered before RabbitMQ dead-letters it. A processor that crashes on a message
- * (or a host that dies under it) gets this many tries in all; then the job is given up rather than looping.
+ * The queues' `x-delivery-limit`: RabbitMQ dead-letters a message returned to its queue more often than this, so a
+ * message is delivered at most DELIVERY_LIMIT + 1 times. A processor that crashes on a message (or a host that
+ * dies under it) gets that many tries in all; then the job is given up rather than looping.
  */
 export const DELIVERY_LIMIT = 5
 
 /**
- * How long a processor waits before handing back a request that hit a transient fault (S3 or network down):
- * 1, 2, 4, 8 s… capped at 30 s, so the retries of one request span about 15 s of outage before it gives up.
+ * How many attempts a job gets: one per delivery the broker allows. A processor counts attempts as
+ * `x-media-attempts + x-delivery-count + 1` (see `attemptOf` in the processor runtime) and reports a transient
+ * fault on attempt MAX_ATTEMPTS as `gave_up` instead of retrying, so the job ends before the broker's limit.
+ */
+export const MAX_ATTEMPTS = DELIVERY_LIMIT + 1
+
+/**
+ * How long a processor waits before retrying a request that hit a transient fault (S3 or network down):
+ * 1, 2, 4, 8, 16 s, capped at 30 s, so the attempts of one request span about 31 s of outage before it gives up.
  */
 export function retryDelayMs(attempt: number): number {
   return Math.min(30_000, 1000 * 2 ** Math.max(0, attempt - 1))
@@ -23,6 +31,12 @@ export function retryDelayMs(attempt: number): number {
  * job from a dead one. Backends treat a `processing` job silent for several heartbeats as stalled.
  */
 export const HEARTBEAT_SECONDS = 15
+
+/** A processor sends at most one update per job every this many milliseconds, and then the final one. */
+export const UPDATE_INTERVAL_MS = 500
+
+/** The header a processor sets on a request it publishes again: attempts of the job that counted before this copy. */
+export const ATTEMPTS_HEADER = 'x-media-attempts'
 
 export interface ExchangeSpec {
   name: string

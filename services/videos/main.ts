@@ -1,16 +1,17 @@
 /**
  * videos: the video processor.
  *
- * Consumes VideoRequest from `<system>.media.videos.request`, downloads the original from S3 to a per-job temp dir,
- * probes it with ffprobe held to the container the backend sniffed, makes a WebP poster and H.264/AAC MP4
- * renditions (one ffmpeg run for all renditions), uploads them to deterministic keys, and reports on `.updates`
- * (progress with an ETA) and `.results` (the outcome).
+ * Consumes VideoRequest from `<system>.media.videos.request` (see shared/PROTOCOL.md), downloads the original to
+ * the job's work directory, probes it with ffprobe held to the container the backend sniffed, makes a WebP poster
+ * and H.264/AAC MP4 renditions (one ffmpeg run for all renditions), writes them to `<prefix>/<name>.<ext>`, and
+ * reports on `.updates` (progress with an ETA) and `.results`. The protocol's consumer half (acks after confirms,
+ * heartbeats, retries, cancel, the lease for jobs longer than the broker's consumer_timeout, hand-back) is
+ * `@app/shared/processor`; this file is the media.
  *
- * Env: SYSTEM, RABBITMQ_URL, S3_* (see shared/env.ts), VIDEO_CONCURRENCY (default 1), MAX_VIDEO_SECONDS
- * (default 3600), MAX_VIDEO_PIXELS (default 8847360, i.e. 4096×2160), VIDEO_TIMEOUT_SECONDS (wall clock per job,
- * default 14400), VIDEOS_TMP_DIR (default <os tmp>/media-videos), HEARTBEAT_SECONDS (default 15),
- * SHUTDOWN_GRACE_SECONDS (default 25), ACK_DEADLINE_SECONDS (default 1500; must stay below the broker's
- * consumer_timeout, 30 min by default).
+ * Env: SYSTEM, RABBITMQ_URL, S3_*, HEARTBEAT_SECONDS, SHUTDOWN_GRACE_SECONDS, ACK_DEADLINE_SECONDS (see
+ * shared/processor/config.ts); VIDEO_CONCURRENCY (default 1), MAX_VIDEO_SECONDS (default 3600), MAX_VIDEO_PIXELS
+ * (default 8847360, i.e. 4096×2160), VIDEO_TIMEOUT_SECONDS (wall clock per job, default 14400), VIDEOS_TMP_DIR
+ * (default <os tmp>/media-videos).
  *
  * Outputs: `<prefix>/<poster.name>.webp`, fitted inside its box, never upscaled, taken ~10% into the video (the most
  * representative of ~1 s of frames, so a fade-in does not give a black poster); `<prefix>/<rendition.name>.mp4` for
@@ -20,105 +21,52 @@
  * (GPS, titles, chapters) is stripped; 10-bit and HDR (PQ/HLG, tone-mapped with zscale) become 8-bit SDR yuv420p.
  * A source without audio gives outputs without audio.
  *
- * Refused (a `failed` result, not a retry): a file the forced demuxer cannot read (`invalid_media`; this is also what
- * an HLS playlist or ffconcat script disguised as MP4 gets), a file with no video stream: audio-only files, cover art
- * not counting as video (`unsupported_format`, "has no video stream"), a container the backend did not sniff as a
- * video (`unsupported_format`), one over the duration or pixel limit (`limit_exceeded`, before any transcoding),
- * a truncated file (`invalid_media`), and a job past VIDEO_TIMEOUT_SECONDS (`timeout`; ffmpeg is SIGKILLed).
- *
- * Acks: a job holds its delivery while it is safe to: the request is acked only after its result and final update
- * are confirmed by the broker, so a processor that dies mid-job has the request redelivered. RabbitMQ closes the
- * channel of a delivery held longer than its consumer_timeout (30 min by default, not settable per queue before
- * 3.12), so a job still running at ACK_DEADLINE_SECONDS trades its delivery for a lease: the delivery is acked and
- * the job carries on, kept alive for the backend by its heartbeats (the latest update, repeated every
- * HEARTBEAT_SECONDS). A leased job no longer depends on a channel: it survives a reconnect, and its result is
- * retried rather than requeued. If the processor dies while a job is leased, the backend re-drives the job once
- * its heartbeats stop. A lease keeps its slot: the processor takes at most VIDEO_CONCURRENCY jobs, leased or not.
- *
- * A malformed message is dead-lettered at once. A bad video is an outcome (`failed`, class `input`), never retried.
- * An infrastructure fault (S3, broker, disk) is retried after a backoff: a held delivery is requeued, a leased job
- * is handed back as a fresh copy of its request carrying its attempt count (`x-media-attempts`). On the last
- * allowed attempt the job is reported `failed` (`gave_up`, class `transient`) so that it still reaches a final
- * state. A request that kills the process every time is dead-lettered by the broker's delivery limit.
- * On SIGTERM/SIGINT the processor stops taking work, lets running jobs finish within the grace period, and hands
- * back what is left as fresh messages (acking held deliveries), so a shutdown never counts as an attempt.
+ * Refused (a `failed` result, class `input`, never retried): a file the forced demuxer cannot read
+ * (`invalid_media`; this is also what an HLS playlist or ffconcat script disguised as MP4 gets), a file with no
+ * video stream: audio-only files, cover art not counting as video (`unsupported_format`, "has no video stream"), a
+ * container the backend did not sniff as a video (`unsupported_format`), one over the duration or pixel limit
+ * (`limit_exceeded`, before any transcoding), a truncated file (`invalid_media`), and a job past
+ * VIDEO_TIMEOUT_SECONDS (`timeout`; ffmpeg is SIGKILLed).
  */
-import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, S3Client } from '@aws-sdk/client-s3'
-import { Upload } from '@aws-sdk/lib-storage'
-import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage } from 'amqplib'
+import amqp from 'amqplib'
 import ffmpeg from 'fluent-ffmpeg'
 import { spawn } from 'node:child_process'
-import { createReadStream, createWriteStream, existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs'
-import { hostname, tmpdir } from 'node:os'
+import { existsSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { Readable } from 'node:stream'
-import { pipeline } from 'node:stream/promises'
 import * as v from 'valibot'
+import { countVar, readEnv, type OutputInfo, type VideoMetadata, type VideoRequest } from '@app/shared'
 import {
-  BrokerEnv,
-  CancelSchema,
-  DELIVERY_LIMIT,
-  HEARTBEAT_SECONDS,
-  cancelExchange,
-  cancelMarkerKey,
-  JobUpdateSchema,
-  S3Env,
-  VideoRequestSchema,
-  VideoResultSchema,
-  countVar,
-  createPublisher,
-  decodeMessage,
-  declareTopology,
-  encodeMessage,
-  queueNames,
-  readEnv,
-  retryDelayMs,
-  s3ClientOptions,
-  topology,
-  type JobUpdate,
-  type OutputInfo,
-  type Publisher,
-  type VideoMetadata,
-  type VideoRequest,
-  type VideoResult,
-} from '@app/shared'
+  JobError,
+  ProcessorEnv,
+  runProcessor,
+  runtimeSettings,
+  startProcessor,
+  type JobContext,
+  type JobOutput,
+  type Processor,
+} from '@app/shared/processor'
 
 // ── Config ─────────────────────────────────────────────────────────────────────────────────────────────────────
 
 const ConfigSchema = v.pipe(
   v.object({
-    ...BrokerEnv,
-    ...S3Env,
+    ...ProcessorEnv,
     VIDEO_CONCURRENCY: countVar(1, 64),
     MAX_VIDEO_SECONDS: countVar(3600, 7 * 86400),
     MAX_VIDEO_PIXELS: countVar(4096 * 2160, 2 ** 32),
-    // Enough for a 2-hour transcode. Not bound by the broker's consumer_timeout: a long job is leased (see below).
+    // Enough for a 2-hour transcode. Not bound by the broker's consumer_timeout: a long job is leased.
     VIDEO_TIMEOUT_SECONDS: countVar(14400, 7 * 86400),
     VIDEOS_TMP_DIR: v.optional(v.pipe(v.string(), v.nonEmpty()), join(tmpdir(), 'media-videos')),
-    HEARTBEAT_SECONDS: countVar(HEARTBEAT_SECONDS, 3600),
-    SHUTDOWN_GRACE_SECONDS: countVar(25, 3600),
-    // How long a job may hold its delivery before it is acked and the job leased. Must be below the broker's
-    // consumer_timeout (30 min by default; its check runs about once a minute, so leave a margin of minutes):
-    // past that, RabbitMQ closes the channel and redelivers the job while it still runs here.
-    ACK_DEADLINE_SECONDS: countVar(1500, 7 * 86400),
   }),
   v.transform((env) => ({
-    system: env.SYSTEM,
-    rabbitmqUrl: env.RABBITMQ_URL,
-    queues: queueNames(env.SYSTEM, 'videos'),
-    s3: {
-      endpoint: env.S3_ENDPOINT,
-      region: env.S3_REGION,
-      accessKeyId: env.S3_ACCESS_KEY_ID,
-      secretAccessKey: env.S3_SECRET_ACCESS_KEY,
-      timeoutSeconds: env.S3_TIMEOUT_SECONDS,
-    },
-    concurrency: env.VIDEO_CONCURRENCY,
-    limits: { maxSeconds: env.MAX_VIDEO_SECONDS, maxPixels: env.MAX_VIDEO_PIXELS, timeoutSeconds: env.VIDEO_TIMEOUT_SECONDS },
-    tmpDir: env.VIDEOS_TMP_DIR,
-    heartbeatMs: env.HEARTBEAT_SECONDS * 1000,
-    shutdownGraceMs: env.SHUTDOWN_GRACE_SECONDS * 1000,
-    ackDeadlineMs: env.ACK_DEADLINE_SECONDS * 1000,
+    runtime: runtimeSettings(env, {
+      type: 'videos',
+      concurrency: env.VIDEO_CONCURRENCY,
+      timeoutSeconds: env.VIDEO_TIMEOUT_SECONDS,
+      tmpDir: env.VIDEOS_TMP_DIR,
+    }),
+    limits: { maxSeconds: env.MAX_VIDEO_SECONDS, maxPixels: env.MAX_VIDEO_PIXELS },
   }))
 )
 export type Config = v.InferOutput<typeof ConfigSchema>
@@ -130,16 +78,6 @@ export function readConfig(env: Record<string, string | undefined>): Config {
 }
 
 // ── Core: files in, encoded outputs out (no broker, no S3) ─────────────────────────────────────────────────────
-
-/** An expected failure of a job: bad input, not a fault of ours. It becomes a `failed` result, never a retry. */
-export class MediaError extends Error {
-  constructor(
-    readonly code: 'invalid_media' | 'unsupported_format' | 'limit_exceeded' | 'source_missing' | 'timeout',
-    message: string
-  ) {
-    super(message)
-  }
-}
 
 /** The ffmpeg demuxer for each container the backend sniffs. ffmpeg is never allowed to pick one by probing. */
 export const DEMUXERS: ReadonlyMap<string, string> = new Map([
@@ -195,7 +133,7 @@ export interface Probed {
 async function ffprobe(file: string, demuxer: string, signal: AbortSignal, container = demuxer): Promise<FfprobeOutput> {
   const args = ['-v', 'error', ...inputGuard(demuxer), '-show_format', '-show_streams', '-of', 'json', file]
   const { code, stdout, stderr } = await spawnCapture('ffprobe', args, signal)
-  if (code !== 0) throw new MediaError('invalid_media', `the file is not a readable ${container} file: ${tidyStderr(stderr, file)}`)
+  if (code !== 0) throw new JobError('invalid_media', `the file is not a readable ${container} file: ${tidyStderr(stderr, file)}`)
   try {
     return JSON.parse(stdout) as FfprobeOutput
   } catch {
@@ -210,30 +148,30 @@ async function ffprobe(file: string, demuxer: string, signal: AbortSignal, conta
  */
 export async function probeVideo(file: string, format: string, limits: Limits, signal: AbortSignal): Promise<Probed> {
   const demuxer = DEMUXERS.get(format)
-  if (!demuxer) throw new MediaError('unsupported_format', `"${format}" is not a video container this processor accepts`)
+  if (!demuxer) throw new JobError('unsupported_format', `"${format}" is not a video container this processor accepts`)
   const probe = await ffprobe(file, demuxer, signal, format.toUpperCase())
   const streams = probe.streams ?? []
   // Cover art (MP3/M4A attached pictures) is a video stream to ffmpeg but not a video.
   const video = streams.find((s) => s.codec_type === 'video' && !s.disposition?.attached_pic)
   if (!video) {
     const audioOnly = streams.some((s) => s.codec_type === 'audio')
-    throw new MediaError(
+    throw new JobError(
       'unsupported_format',
       audioOnly ? 'the file has no video stream (it is audio only); upload audio as audio' : 'the file has no video stream'
     )
   }
-  if (!video.codec_name || video.codec_name === 'none') throw new MediaError('unsupported_format', 'the video stream is in a codec ffmpeg cannot decode')
-  if (!video.width || !video.height) throw new MediaError('invalid_media', 'the video stream has no picture size')
+  if (!video.codec_name || video.codec_name === 'none') throw new JobError('unsupported_format', 'the video stream is in a codec ffmpeg cannot decode')
+  if (!video.width || !video.height) throw new JobError('invalid_media', 'the video stream has no picture size')
   const audioStream = streams.find((s) => s.codec_type === 'audio' && s.codec_name && (s.channels ?? 0) > 0)
 
   const pixels = video.width * video.height
   if (pixels > limits.maxPixels) {
-    throw new MediaError('limit_exceeded', `the video is ${video.width}×${video.height} (${pixels} pixels), over the limit of ${limits.maxPixels} pixels`)
+    throw new JobError('limit_exceeded', `the video is ${video.width}×${video.height} (${pixels} pixels), over the limit of ${limits.maxPixels} pixels`)
   }
   let durationSeconds = pickDuration(probe, video, audioStream)
   if (!Number.isFinite(durationSeconds)) durationSeconds = await measureDuration(file, demuxer, video.index, signal)
   if (durationSeconds > limits.maxSeconds) {
-    throw new MediaError('limit_exceeded', `the video lasts ${Math.round(durationSeconds)} s, over the limit of ${limits.maxSeconds} s`)
+    throw new JobError('limit_exceeded', `the video lasts ${Math.round(durationSeconds)} s, over the limit of ${limits.maxSeconds} s`)
   }
 
   const rotation = readRotation(video)
@@ -374,7 +312,7 @@ export async function makePoster(
     await runFfmpeg(await posterCommand(file, probed, size, output, { maxPixels: options.maxPixels, at }), { signal: options.signal })
     if (existsSync(output) && statSync(output).size > 0) return
   }
-  throw new MediaError('invalid_media', 'no frame of the video could be decoded')
+  throw new JobError('invalid_media', 'no frame of the video could be decoded')
 }
 
 /** The ffmpeg run that writes the poster from the frames after `at` seconds. */
@@ -529,12 +467,12 @@ function ffmpegFailure(error: Error, stderr: string, input: string): Error {
     return new Error(`ffmpeg failed: ${tidyStderr(text, input)}`, { cause: error })
   }
   if (/Decoder \(codec [^)]*\) not found|could not find codec parameters|Unsupported codec/i.test(text)) {
-    return new MediaError('unsupported_format', `the video uses a codec this processor cannot decode: ${tidyStderr(text, input)}`)
+    return new JobError('unsupported_format', `the video uses a codec this processor cannot decode: ${tidyStderr(text, input)}`)
   }
   if (/exceeds specified max pixel count|max pixel/i.test(text)) {
-    return new MediaError('limit_exceeded', 'a frame of the video is over the pixel limit')
+    return new JobError('limit_exceeded', 'a frame of the video is over the pixel limit')
   }
-  return new MediaError('invalid_media', `the video could not be decoded: ${tidyStderr(text, input)}`)
+  return new JobError('invalid_media', `the video could not be decoded: ${tidyStderr(text, input)}`)
 }
 
 /** Spawns a program with an argv (no shell) and collects its output; SIGKILLs it on abort. */
@@ -588,616 +526,80 @@ const parseClock = (text: string | undefined) => {
 const evenFloor = (n: number) => 2 * Math.floor(n / 2)
 const round3 = (n: number) => Math.round(n * 1000) / 1000
 
-// ── Storage ────────────────────────────────────────────────────────────────────────────────────────────────────
-
-export function createStorage(config: Config['s3']) {
-  const client = new S3Client(s3ClientOptions(config))
-  return {
-    /** Streams an object to a local file. A missing object is an outcome, not a fault. */
-    async download(bucket: string, key: string, file: string, signal: AbortSignal): Promise<void> {
-      try {
-        const object = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal })
-        await pipeline(object.Body as Readable, createWriteStream(file), { signal })
-      } catch (error) {
-        if (signal.aborted) throw signal.reason
-        if ((error as { name?: string }).name === 'NoSuchKey') {
-          throw new MediaError('source_missing', `the original ${bucket}/${key} does not exist`)
-        }
-        throw new Error(`downloading ${bucket}/${key} failed`, { cause: error })
-      }
-    },
-    /** Streams a file up (multipart when large), so a rendition is never held in memory whole. */
-    async upload(bucket: string, key: string, file: string, contentType: string, signal: AbortSignal): Promise<void> {
-      const upload = new Upload({
-        client,
-        params: { Bucket: bucket, Key: key, Body: createReadStream(file), ContentType: contentType },
-        queueSize: 2,
-        partSize: 8 * 1024 * 1024,
-      })
-      const abort = () => void upload.abort().catch(() => {})
-      signal.addEventListener('abort', abort, { once: true })
-      try {
-        await upload.done()
-      } catch (error) {
-        if (signal.aborted) throw signal.reason
-        throw new Error(`uploading ${bucket}/${key} failed`, { cause: error })
-      } finally {
-        signal.removeEventListener('abort', abort)
-      }
-    },
-    async exists(bucket: string, key: string, signal?: AbortSignal): Promise<boolean> {
-      try {
-        await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal })
-        return true
-      } catch (error) {
-        if ((error as { name?: string }).name === 'NotFound' || (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) return false
-        throw new Error(`checking ${bucket}/${key} failed`, { cause: error })
-      }
-    },
-    async remove(bucket: string, key: string): Promise<void> {
-      await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }))
-    },
-    destroy: () => client.destroy(),
-  }
-}
-export type Storage = ReturnType<typeof createStorage>
-
 // ── Job ────────────────────────────────────────────────────────────────────────────────────────────────────────
 
-export interface JobDeps {
-  storage: Storage
-  limits: Limits
-  /** A directory of this job's own, removed afterwards by the caller. */
-  workDir: string
-  report: (update: Pick<JobUpdate, 'stage' | 'progress' | 'etaSeconds'>) => void
-  /** Aborts (with a JobCancelled) when the backend cancels the job: ffmpeg is killed, uploads aborted. */
-  signal: AbortSignal
-}
+/** One request's outputs. A bad video throws a JobError (a `failed` result); S3 or disk trouble is a fault, retried. */
+export async function handleVideoJob(request: VideoRequest, job: JobContext, limits: Limits): Promise<JobOutput<VideoMetadata>> {
+  const { recipe } = request
+  const { signal } = job
+  job.report('downloading', 0)
+  const original = join(job.workDir, 'original')
+  await job.storage.download(request.source.bucket, request.source.key, original)
 
-/** One request in, one result out. Bad input gives a `failed` result; only infrastructure faults throw. */
-export async function handleVideoJob(request: VideoRequest, deps: JobDeps): Promise<VideoResult> {
-  const { jobId, recipe, output } = request
-  const at = () => new Date().toISOString()
-  const deadline = new AbortController()
-  const { timeoutSeconds } = deps.limits
-  const timer = setTimeout(
-    () => deadline.abort(new MediaError('timeout', `processing took longer than the limit of ${timeoutSeconds} s`)),
-    timeoutSeconds * 1000
-  )
-  const signal = AbortSignal.any([deadline.signal, deps.signal])
-  const report = progressReporter(deps.report)
-  const marker = cancelMarkerKey(output.prefix)
-  const uploaded: string[] = []
-  try {
-    // A cancel whose broadcast this processor missed (it was away, or started later) left this marker.
-    if (await deps.storage.exists(output.bucket, marker, signal)) throw new JobCancelled()
-    report('downloading', 0)
-    const original = join(deps.workDir, 'original')
-    await deps.storage.download(request.source.bucket, request.source.key, original, signal)
-
-    report('processing', 5)
-    const probed = await probeVideo(original, request.source.format, deps.limits, signal)
-    const display = { width: probed.metadata.width, height: probed.metadata.height }
-    const poster = { name: recipe.poster.name, file: join(deps.workDir, 'poster.webp'), ...posterSize(recipe.poster, display) }
-    const plan = planRenditions(recipe.renditions, display).map((p) => ({ ...p, file: join(deps.workDir, `rendition-${p.name}.mp4`) }))
-    // The poster (a short single-threaded decode and WebP encode) runs beside the transcode, which seldom keeps every
-    // core busy; if either fails, the other is stopped.
-    const sibling = new AbortController()
-    const both = AbortSignal.any([signal, sibling.signal])
-    const stopOther = (error: unknown): never => {
-      sibling.abort(error)
-      throw error
-    }
-    const started = Date.now()
-    await Promise.all([
-      makePoster(original, probed, poster, poster.file, { maxPixels: deps.limits.maxPixels, signal: both }).catch(stopOther),
-      transcode(original, probed, plan, {
-        maxSeconds: deps.limits.maxSeconds,
-        maxPixels: deps.limits.maxPixels,
-        signal: both,
-        onProgress: (fraction) => {
-          const elapsed = (Date.now() - started) / 1000
-          const eta = fraction >= 0.02 && elapsed >= 0.5 ? Math.round((elapsed * (1 - fraction)) / fraction) : null
-          report('processing', 10 + 85 * fraction, eta)
-        },
-      }).catch(stopOther),
-    ])
-    const expected = Math.min(probed.metadata.durationSeconds, deps.limits.maxSeconds)
-    // Read back rather than taken from ffmpeg's last `time=`, which stops a frame short of the real duration.
-    const renditions = await Promise.all(plan.map(async (p) => ({ ...p, ...(await probeOutput(p.file, signal)) })))
-    const shortest = Math.min(...renditions.map((r) => r.durationSeconds))
-    // ffmpeg exits 0 on a file whose data stops early; a rendition much shorter than the source gives it away.
-    if (expected > 0 && shortest < expected - Math.max(1, expected * 0.05)) {
-      throw new MediaError('invalid_media', `the video is truncated or damaged: only ${shortest.toFixed(1)} s of its ${expected.toFixed(1)} s could be decoded`)
-    }
-
-    report('uploading', 95)
-    const items = [
-      { name: poster.name, file: poster.file, ext: 'webp', contentType: 'image/webp', width: poster.width, height: poster.height },
-      ...renditions.map((r) => ({ ...r, ext: 'mp4', contentType: 'video/mp4' })),
-    ]
-    // All at once: each upload holds at most queueSize × partSize (16 MiB) and there are at most 4 outputs.
-    const outputs = await Promise.all(
-      items.map(async (item): Promise<OutputInfo> => {
-        const key = `${output.prefix}/${item.name}.${item.ext}`
-        uploaded.push(key)
-        await deps.storage.upload(output.bucket, key, item.file, item.contentType, signal)
-        const info: OutputInfo = { name: item.name, key, contentType: item.contentType, size: statSync(item.file).size, width: item.width, height: item.height }
-        if ('durationSeconds' in item) info.durationSeconds = item.durationSeconds
-        return info
-      })
-    )
-    if (await deps.storage.exists(output.bucket, marker, signal)) throw new JobCancelled()
-    return { version: 1, jobId, status: 'completed', outputs, metadata: probed.metadata, at: at() }
-  } catch (error) {
-    if (error instanceof JobCancelled) {
-      // Unfinished multipart uploads were aborted with the signal; finished outputs are removed here.
-      await Promise.all(uploaded.map((key) => deps.storage.remove(output.bucket, key)))
-      return { version: 1, jobId, status: 'cancelled', at: at() }
-    }
-    if (error instanceof MediaError) {
-      return { version: 1, jobId, status: 'failed', error: { code: error.code, message: error.message, class: 'input' }, at: at() }
-    }
+  job.report('processing', 5)
+  const probed = await probeVideo(original, request.source.format, limits, signal)
+  const display = { width: probed.metadata.width, height: probed.metadata.height }
+  const poster = { name: recipe.poster.name, file: join(job.workDir, 'poster.webp'), ...posterSize(recipe.poster, display) }
+  const plan = planRenditions(recipe.renditions, display).map((p) => ({ ...p, file: join(job.workDir, `rendition-${p.name}.mp4`) }))
+  // The poster (a short single-threaded decode and WebP encode) runs beside the transcode, which seldom keeps every
+  // core busy; if either fails, the other is stopped.
+  const sibling = new AbortController()
+  const both = AbortSignal.any([signal, sibling.signal])
+  const stopOther = (error: unknown): never => {
+    sibling.abort(error)
     throw error
-  } finally {
-    clearTimeout(timer)
   }
-}
-
-/** Why a job stopped early: its backend cancelled it. */
-export class JobCancelled extends Error {
-  constructor() {
-    super('the job was cancelled')
+  const started = Date.now()
+  await Promise.all([
+    makePoster(original, probed, poster, poster.file, { maxPixels: limits.maxPixels, signal: both }).catch(stopOther),
+    transcode(original, probed, plan, {
+      ...limits,
+      signal: both,
+      onProgress: (fraction) => {
+        const elapsed = (Date.now() - started) / 1000
+        const eta = fraction >= 0.02 && elapsed >= 0.5 ? Math.round((elapsed * (1 - fraction)) / fraction) : null
+        job.report('processing', 10 + 85 * fraction, eta)
+      },
+    }).catch(stopOther),
+  ])
+  const expected = Math.min(probed.metadata.durationSeconds, limits.maxSeconds)
+  // Read back rather than taken from ffmpeg's last `time=`, which stops a frame short of the real duration.
+  const renditions = await Promise.all(plan.map(async (p) => ({ ...p, ...(await probeOutput(p.file, signal)) })))
+  const shortest = Math.min(...renditions.map((r) => r.durationSeconds))
+  // ffmpeg exits 0 on a file whose data stops early; a rendition much shorter than the source gives it away.
+  if (expected > 0 && shortest < expected - Math.max(1, expected * 0.05)) {
+    throw new JobError('invalid_media', `the video is truncated or damaged: only ${shortest.toFixed(1)} s of its ${expected.toFixed(1)} s could be decoded`)
   }
-}
 
-/** Why a job stopped early without an outcome: its delivery went back to the broker (channel lost, shutdown). */
-class Interrupted extends Error {}
-
-/** Keeps progress monotonic and sends at most one update per stage every 500 ms; a new stage always goes out. */
-function progressReporter(report: JobDeps['report'], intervalMs = 500) {
-  let last = { stage: '', progress: -1, at: 0 }
-  return (stage: JobUpdate['stage'], value: number, etaSeconds?: number | null) => {
-    const progress = Math.max(last.progress, Math.min(99, Math.floor(value)))
-    const now = Date.now()
-    if (stage === last.stage && (progress <= last.progress || now - last.at < intervalMs)) return
-    last = { stage, progress, at: now }
-    report(etaSeconds === undefined ? { stage, progress } : { stage, progress, etaSeconds })
-  }
+  job.report('uploading', 95)
+  const items = [
+    { name: poster.name, file: poster.file, format: 'webp' as const, width: poster.width, height: poster.height },
+    ...renditions.map((r) => ({ ...r, format: 'mp4' as const })),
+  ]
+  // All at once: each upload holds at most 16 MiB, and there are at most 9 outputs.
+  const outputs = await Promise.all(
+    items.map(async (item): Promise<OutputInfo> => {
+      const stored = await job.putOutput(item.name, item.format, { file: item.file })
+      const info: OutputInfo = { name: item.name, ...stored, width: item.width, height: item.height }
+      if ('durationSeconds' in item) info.durationSeconds = item.durationSeconds
+      return info
+    })
+  )
+  return { outputs, metadata: probed.metadata }
 }
 
 // ── Wiring ─────────────────────────────────────────────────────────────────────────────────────────────────────
 
-const toBuffer = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-
-/** A leased job has no delivery to fall back on: its publishes are retried this often, for this long. */
-const LEASED_RETRY = { everyMs: 2_000, forMs: 120_000 }
-
-/** A delivery being worked on, and the channel it must be settled on. */
-interface Running {
-  message: ConsumeMessage
-  channel: Channel
-  stop: AbortController
-  /** Acked at the ack deadline: the job no longer depends on its channel, and only its heartbeats vouch for it. */
-  leased: boolean
-}
-
-/** Connects, declares the topology and consumes until stopped. Reconnects by itself when the broker drops it. */
-export async function start(config: Config) {
-  const storage = createStorage(config.s3)
-  const jobsDir = join(config.tmpDir, String(process.pid))
-  clearDeadRuns(config.tmpDir)
-  mkdirSync(jobsDir, { recursive: true })
-
-  const inFlight = new Set<Promise<void>>()
-  /** The jobs running here by job id: to cancel, to lease, to interrupt when their channel dies, to hand back on shutdown. */
-  const running = new Map<string, Running>()
-  /** Aborts backoff waits when the service stops. */
-  const stopping = new AbortController()
-  /** Aborts when the shutdown's grace period is over: leased jobs stop retrying their publishes. */
-  const pastGrace = new AbortController()
-  let publisher: Publisher | undefined
-  /** The current connection and its channel, on which the consumer is (re)created. */
-  let link: { model: ChannelModel; channel: ConfirmChannel } | undefined
-  let consumer: { channel: Channel; tag: string; prefetch: number } | undefined
-
-  async function onMessage(channel: ConfirmChannel, message: ConsumeMessage): Promise<void> {
-    const decoded = decodeMessage(VideoRequestSchema, message.content)
-    if (!decoded.ok) {
-      console.error(`videos: dead-lettering a malformed request (${message.properties.messageId ?? 'no id'}): ${decoded.reason}`)
-      return settle(() => channel.nack(message, false, false))
-    }
-    const request = decoded.value
-    // A second copy of a job this process is running (a re-drive, a redelivery): two runs would share the job's
-    // work directory. The run under way settles its own delivery, so the copy is dropped; but if that run was
-    // interrupted (its delivery is back with the broker), the copy is the job: it goes back until the run is gone.
-    const current = running.get(request.jobId)
-    if (current) {
-      if (current.stop.signal.reason instanceof Interrupted) return settle(() => channel.nack(message, false, true))
-      console.warn(`videos: job ${request.jobId} is already running here; dropping a duplicate delivery`)
-      return settle(() => channel.ack(message))
-    }
-    const attempt = attemptOf(message)
-    let pending = Promise.resolve()
-    let latest: Omit<JobUpdate, 'version' | 'jobId' | 'at'> = { status: 'processing', stage: 'queued', progress: 0 }
-    const send = (update: typeof latest) => {
-      latest = update
-      const body = encodeMessage(JobUpdateSchema, { version: 1, jobId: request.jobId, at: new Date().toISOString(), ...update })
-      // Updates are advisory: a lost one is replaced by the next, and the result decides the final state.
-      const sent = publish(config.queues.updates, body, request.jobId, 'job.update').catch((error) =>
-        console.warn(`videos: job ${request.jobId}: an update was not confirmed: ${error.message}`)
-      )
-      // One chain rather than a list: a long transcode sends thousands of updates.
-      pending = Promise.all([pending, sent]).then(() => {})
-    }
-    // The heartbeat: the latest update again, so the backend can tell a slow job from a dead processor.
-    const heartbeat = setInterval(() => send(latest), config.heartbeatMs)
-    const workDir = join(jobsDir, request.jobId)
-    const job: Running = { message, channel, stop: new AbortController(), leased: false }
-    running.set(request.jobId, job)
-    // Past the broker's consumer_timeout the channel would be closed under the job: trade the delivery for a lease first.
-    const ackDeadline = setTimeout(() => void lease(request.jobId, job), config.ackDeadlineMs)
-    let result: VideoResult | undefined
-    try {
-      mkdirSync(workDir, { recursive: true })
-      result = await handleVideoJob(request, {
-        storage,
-        limits: config.limits,
-        workDir,
-        signal: job.stop.signal,
-        report: (update) => send({ status: 'processing', ...update }),
-      })
-      // Finished just as it was interrupted: its delivery is no longer ours to settle.
-      if (job.stop.signal.reason instanceof Interrupted) return
-    } catch (error) {
-      // Its delivery is back with the broker (or is being handed back by stop()): nothing to report.
-      if (job.stop.signal.reason instanceof Interrupted) return
-      const reason = describeError(error)
-      if (attempt < DELIVERY_LIMIT) {
-        const delay = retryDelayMs(attempt)
-        console.error(`videos: job ${request.jobId} attempt ${attempt} hit a fault, retrying in ${delay / 1000} s: ${reason}`)
-        await sleep(delay, AbortSignal.any([stopping.signal, job.stop.signal]))
-        if (job.stop.signal.reason instanceof Interrupted) return
-        if (!job.leased) return settle(() => channel.nack(message, false, true))
-        // A leased job has no delivery to requeue: a fresh copy goes back below, once this run has cleaned up
-        // (the copy may come straight back here, to the same work directory).
-      } else {
-        const error_ = { code: 'gave_up', message: `gave up after ${attempt} attempts: ${reason}`, class: 'transient' } as const
-        result = { version: 1, jobId: request.jobId, status: 'failed', error: error_, at: new Date().toISOString() }
-      }
-    } finally {
-      clearTimeout(ackDeadline)
-      clearInterval(heartbeat)
-      running.delete(request.jobId)
-      rmSync(workDir, { recursive: true, force: true })
-      void fitConsumer()
-    }
-    if (!result) {
-      // The leased job that hit a fault: a fresh copy of its request, counting this attempt.
-      const handBackCopy = () => handBack(job, publisher, config.queues.request, attempt)
-      return persist(request.jobId, 'the hand-back of its request after a fault', handBackCopy)
-    }
-    if (result.status === 'failed') {
-      console.warn(`videos: job ${request.jobId} failed: ${result.error.code}: ${result.error.message}`)
-      send({ status: 'failed', stage: 'finished', progress: 100, error: result.error })
-    } else if (result.status === 'cancelled') {
-      console.log(`videos: job ${request.jobId} was cancelled`)
-      send({ status: 'cancelled', stage: 'finished', progress: 100 })
-    } else {
-      send({ status: 'completed', stage: 'finished', progress: 100, etaSeconds: 0 })
-    }
-    const body = encodeMessage(VideoResultSchema, result)
-    if (job.leased) {
-      await persist(request.jobId, 'its result', () => publish(config.queues.results, body, request.jobId, 'job.result'))
-      return pending
-    }
-    try {
-      await publish(config.queues.results, body, request.jobId, 'job.result')
-      await pending
-    } catch (error) {
-      // Unconfirmed result: put the request back so the job is done again rather than lost.
-      console.error(`videos: job ${request.jobId}: the result was not confirmed, requeueing: ${describeError(error)}`)
-      return settle(() => channel.nack(message, false, true))
-    }
-    settle(() => channel.ack(message))
-  }
-
-  function publish(queue: string, body: Uint8Array, jobId: string, type: string): Promise<void> {
-    if (!publisher) return Promise.reject(new Error('not connected to the broker'))
-    return publisher.publish(queue, body, { correlationId: jobId, type })
-  }
-
-  /**
-   * Publishes for a leased job, which has no delivery to fall back on: retried through reconnects for a while (not
-   * past the shutdown's grace period). Failing that, the backend re-drives the job once its heartbeats stop.
-   */
-  async function persist(jobId: string, what: string, action: () => Promise<void>): Promise<void> {
-    const giveUpAt = Date.now() + LEASED_RETRY.forMs
-    for (let tries = 1; ; tries++) {
-      try {
-        return await action()
-      } catch (error) {
-        if (Date.now() + LEASED_RETRY.everyMs > giveUpAt || pastGrace.signal.aborted) {
-          return console.error(
-            `videos: job ${jobId} (leased) LOST ${what} after ${tries} tries (${describeError(error)}); ` +
-              'nothing is queued for it now: the backend re-drives the job once its heartbeats stop'
-          )
-        }
-        console.warn(`videos: job ${jobId} (leased): ${what} failed (${describeError(error)}); trying again in ${LEASED_RETRY.everyMs / 1000} s`)
-        await sleep(LEASED_RETRY.everyMs, pastGrace.signal)
-      }
-    }
-  }
-
-  /** Acks a job's delivery at the ack deadline and lets the job carry on under a lease (see the header). */
-  function lease(jobId: string, job: Running): Promise<void> {
-    // Around a consumer re-created with one slot less: the ack frees a prefetch slot that the job still occupies.
-    return fitConsumer(() => {
-      // It may have finished, or lost its channel, while the consumer was being cancelled.
-      if (running.get(jobId) !== job || job.stop.signal.reason instanceof Interrupted) return
-      try {
-        job.channel.ack(job.message)
-      } catch (error) {
-        return console.warn(`videos: job ${jobId} could not be acked at the ack deadline: ${describeError(error)}`)
-      }
-      job.leased = true
-      const every = config.heartbeatMs / 1000
-      console.log(`videos: job ${jobId} is still running at the ack deadline; acked, continuing under a lease (heartbeats every ${every} s)`)
-    })
-  }
-
-  let fitting = Promise.resolve()
-  /**
-   * Keeps the jobs here at VIDEO_CONCURRENCY. The broker counts only a consumer's unacked deliveries against its
-   * prefetch, and a running consumer's prefetch cannot be changed; so when a lease frees a slot at the broker (or
-   * a job of an earlier consumer ends), the consumer is cancelled and re-created with the slots left. Cancelling
-   * leaves its unacked deliveries with the channel. `change` runs while there is no consumer.
-   */
-  function fitConsumer(change?: () => void): Promise<void> {
-    fitting = fitting
-      .then(async () => {
-        if (!change && (consumer?.prefetch ?? 0) === freeSlots()) return
-        if (consumer) {
-          const { channel, tag } = consumer
-          consumer = undefined
-          await channel.cancel(tag).catch(() => {})
-        }
-        change?.()
-        const prefetch = freeSlots()
-        if (prefetch > 0 && link) await consume(link.model, link.channel, prefetch)
-      })
-      .catch((error) => console.error(`videos: could not consume (the channel is gone; a reconnect follows): ${describeError(error)}`))
-    return fitting
-  }
-
-  /** Slots for the current consumer's deliveries: those not taken by leased jobs or by an earlier consumer's. */
-  function freeSlots(): number {
-    if (stopping.signal.aborted) return 0
-    let taken = 0
-    for (const job of running.values()) if (job.leased || job.message.fields.consumerTag !== consumer?.tag) taken++
-    return Math.max(0, config.concurrency - taken)
-  }
-
-  async function consume(model: ChannelModel, channel: ConfirmChannel, prefetch: number): Promise<void> {
-    // Per consumer (quorum queues refuse a global prefetch); it applies to consumers created after it.
-    await channel.prefetch(prefetch)
-    const { consumerTag } = await channel.consume(config.queues.request, (message) => {
-      if (message === null) {
-        console.error('videos: the broker cancelled the consumer (queue deleted?); reconnecting to consume again')
-        return void model.close().catch(() => {})
-      }
-      const task = onMessage(channel, message).catch((error) => console.error('videos: unexpected error', error))
-      inFlight.add(task)
-      void task.finally(() => inFlight.delete(task))
-    })
-    consumer = { channel, tag: consumerTag, prefetch }
-  }
-
-  /** Stops the held jobs whose deliveries were on `channel`: the broker has put them back, and they will come again. */
-  function interruptJobsOn(channel: Channel, why: string) {
-    for (const [jobId, job] of running) {
-      if (job.channel !== channel) continue
-      if (job.leased) {
-        console.log(`videos: job ${jobId} is leased and carries on (${why})`)
-        continue
-      }
-      console.warn(`videos: job ${jobId} interrupted (${why}); the broker redelivers it`)
-      job.stop.abort(new Interrupted(why))
-    }
-  }
-
-  const connection = await amqp.connect(config.rabbitmqUrl, {
-    // Names the connection in `rabbitmqctl list_connections client_properties` (and the management UI).
-    clientProperties: { connection_name: `videos ${config.system} ${hostname()}:${process.pid}` },
-    recovery: {
-      initialMaxRetries: 2,
-      maxDelay: 5_000,
-      // Runs after every (re)connect: channels, topology, prefetch and consumer do not survive a reconnect.
-      async setup(model: ChannelModel) {
-        const channel = await model.createConfirmChannel()
-        channel.on('error', (error) => console.error(`videos: channel error: ${error.message}`))
-        // A channel closed under a live connection (an ack timeout, a deleted queue) is not recovered by amqplib:
-        // close the whole connection, so recovery re-runs this setup.
-        channel.on('close', () => {
-          if (link?.channel === channel) link = undefined
-          if (consumer?.channel === channel) consumer = undefined
-          interruptJobsOn(channel, 'its channel closed')
-          if (!stopping.signal.aborted) model.close().catch(() => {})
-        })
-        await declareTopology(channel, topology(config.system, 'videos'))
-        publisher = createPublisher(channel, toBuffer)
-        await listenForCancels(model, config.system, (jobId) => running.get(jobId)?.stop.abort(new JobCancelled()), 'videos')
-        link = { model, channel }
-        await fitConsumer()
-      },
-    },
+export function start(config: Config): Promise<Processor> {
+  return startProcessor({
+    settings: config.runtime,
+    connect: amqp.connect,
+    // Rungs above the source are skipped, but a cancel removes every rung the recipe names.
+    outputs: ({ recipe }) => [{ name: recipe.poster.name, format: 'webp' }, ...recipe.renditions.map(({ name }) => ({ name, format: 'mp4' as const }))],
+    handle: (request, job) => handleVideoJob(request, job, config.limits),
   })
-  connection.on('disconnect', (error) => console.warn(`videos: lost the broker (${error.message}); reconnecting`))
-  connection.on('connect', () => console.log('videos: connected to the broker'))
-  connection.on('reconnect-failed', (error) => console.error(`videos: gave up reconnecting: ${error.message}`))
-  connection.on('error', (error) => console.error(`videos: broker error: ${error.message}`))
-  connection.on('blocked', (reason) => console.warn(`videos: the broker blocks publishing (${reason})`))
-  connection.on('unblocked', () => console.log('videos: the broker accepts publishing again'))
-
-  return {
-    /**
-     * Stops taking work and lets running jobs finish for up to the grace period. Jobs still running then are
-     * stopped and handed back as fresh messages (acking held deliveries), so a shutdown is not counted as a failed
-     * delivery; if the hand-back of a held job fails, its delivery is released to the broker, which redelivers it.
-     */
-    async stop() {
-      stopping.abort()
-      await fitConsumer()
-      const settled = Promise.allSettled(inFlight)
-      const graceOver = sleep(config.shutdownGraceMs).then(() => 'grace over' as const)
-      if ((await Promise.race([settled, graceOver])) === 'grace over') {
-        pastGrace.abort()
-        for (const [jobId, job] of running) {
-          // Interrupted already (its channel closed): the broker has its delivery back.
-          if (job.stop.signal.reason instanceof Interrupted) continue
-          job.stop.abort(new Interrupted('shutting down'))
-          // A shutdown is not the job's fault: the attempts made so far are carried over unchanged.
-          await handBack(job, publisher, config.queues.request, attemptOf(job.message) - 1).then(
-            () => console.log(`videos: job ${jobId} handed back to the queue at shutdown`),
-            (error) => {
-              if (job.leased) {
-                return console.error(
-                  `videos: job ${jobId} (leased) could not be handed back at shutdown (${describeError(error)}); ` +
-                    'the backend re-drives it once its heartbeats stop'
-                )
-              }
-              console.warn(`videos: job ${jobId} could not be handed back (${describeError(error)}); the broker redelivers it`)
-              settle(() => job.channel.nack(job.message, false, true))
-            }
-          )
-        }
-        await settled
-      }
-      // The channel first: closing the connection at once can overtake the acks just written on the channel (amqplib
-      // muxes channels onto the socket), and the broker then requeues deliveries that were acked or handed back.
-      await link?.channel.close().catch(() => {})
-      await connection.close().catch(() => {})
-      storage.destroy()
-      rmSync(jobsDir, { recursive: true, force: true })
-    },
-  }
-}
-
-/**
- * Which attempt a delivery is: the broker's count of earlier deliveries, plus the attempts carried by a message
- * that was handed back (`x-media-attempts`, whose broker count started again).
- */
-function attemptOf(message: ConsumeMessage): number {
-  const headers = message.properties.headers ?? {}
-  return Number(headers['x-media-attempts'] ?? 0) + Number(headers['x-delivery-count'] ?? 0) + 1
-}
-
-/**
- * Re-publishes a job's request as a new message carrying `attemptsMade`, and acks the original delivery unless the
- * job is leased (acked already). The broker's delivery count starts again.
- */
-async function handBack(job: Running, publisher: Publisher | undefined, queue: string, attemptsMade: number): Promise<void> {
-  if (!publisher) throw new Error('not connected to the broker')
-  const { properties, content } = job.message
-  await publisher.publish(queue, content, {
-    correlationId: String(properties.correlationId ?? ''),
-    type: String(properties.type ?? 'job.request'),
-    headers: { ...carriedHeaders(properties.headers), 'x-media-attempts': attemptsMade },
-  })
-  if (!job.leased) job.channel.ack(job.message)
-}
-
-/** A request's own headers, without those the broker put on the old message's deliveries. */
-function carriedHeaders(headers: ConsumeMessage['properties']['headers']): Record<string, string | number> {
-  const kept: Record<string, string | number> = {}
-  for (const [name, value] of Object.entries(headers ?? {})) {
-    if (/^x-(delivery-count|acquired-count|death$|first-death-|last-death-)/.test(name)) continue
-    kept[name] = value
-  }
-  return kept
-}
-
-/** Resolves after `ms`, or at once when `signal` aborts. */
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms)
-    signal?.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true })
-  })
-}
-
-/** Binds a queue of this instance's own to the cancel fanout and aborts the named job when it runs here. */
-async function listenForCancels(model: ChannelModel, system: string, cancel: (jobId: string) => void, name: string) {
-  const channel = await model.createChannel()
-  channel.on('error', (error) => console.error(`${name}: cancel channel error: ${error.message}`))
-  const { queue } = await channel.assertQueue('', { exclusive: true, autoDelete: true })
-  await channel.bindQueue(queue, cancelExchange(system), '')
-  await channel.consume(
-    queue,
-    (message) => {
-      if (!message) return
-      const decoded = decodeMessage(CancelSchema, message.content)
-      if (!decoded.ok) return console.error(`${name}: ignoring a malformed cancel: ${decoded.reason}`)
-      cancel(decoded.value.jobId)
-    },
-    { noAck: true }
-  )
-}
-
-/** Ack/nack on a channel that died meanwhile throws; the broker has already requeued that delivery. */
-function settle(action: () => void): void {
-  try {
-    action()
-  } catch (error) {
-    console.warn(`videos: could not settle a delivery (channel closed; it will be redelivered): ${describeError(error)}`)
-  }
-}
-
-/** Removes the work directories of processes on this machine that are gone (a crash leaves them behind). */
-function clearDeadRuns(tmpDir: string): void {
-  if (!existsSync(tmpDir)) return
-  for (const entry of readdirSync(tmpDir)) {
-    const pid = Number(entry)
-    if (!Number.isInteger(pid) || pid === process.pid || isAlive(pid)) continue
-    rmSync(join(tmpDir, entry), { recursive: true, force: true })
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
-
-function describeError(error: unknown): string {
-  if (!(error instanceof Error)) return String(error)
-  return error.cause instanceof Error ? `${error.message}: ${error.cause.message}` : error.message
 }
 
 // ── Entry ──────────────────────────────────────────────────────────────────────────────────────────────────────
 
-if (import.meta.main) {
-  let config: Config
-  try {
-    config = readConfig(process.env)
-  } catch (error) {
-    console.error(`videos: ${(error as Error).message}`)
-    process.exit(2)
-  }
-  let service: Awaited<ReturnType<typeof start>>
-  try {
-    service = await start(config)
-  } catch (error) {
-    console.error(
-      `videos: cannot reach RabbitMQ at ${config.rabbitmqUrl.replace(/\/\/[^@]*@/, '//')}: ${describeError(error)}\n` +
-        '  Start it with `rabbitmq-server -detached` (Debian: `apt-get install rabbitmq-server`), or set RABBITMQ_URL.'
-    )
-    process.exit(1)
-  }
-  console.log(`videos: consuming ${config.queues.request} with concurrency ${config.concurrency}`)
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    process.once(signal, () => void service.stop().then(() => process.exit(0)))
-  }
-}
+if (import.meta.main) await runProcessor('videos', () => readConfig(process.env), start)

@@ -42,6 +42,21 @@ export async function closeConnection(name: string): Promise<void> {
   await rabbitmqctl('close_connection', row[0]!, 'chaos')
 }
 
+/**
+ * The broker's rows (`pid`, `name`) for the connections whose `connection_name` client property starts with
+ * `prefix` (processors name theirs `<type> <system> <host>:<pid>`).
+ */
+export async function connectionsNamed(prefix: string): Promise<{ pid: string; name: string }[]> {
+  // Tab-separated rows: the JSON formatter prints pids in a form close_connection does not take.
+  const rows = (await rabbitmqctl('-q', '-s', 'list_connections', 'pid', 'name', 'client_properties')).split('\n')
+  return rows
+    .filter((row) => row.includes(`{"connection_name","${prefix}`))
+    .map((row) => {
+      const [pid, name] = row.split('\t')
+      return { pid: pid!, name: name! }
+    })
+}
+
 /** Closes every client connection on the broker (every namespace's, and the test's own). */
 export const closeAllConnections = () => rabbitmqctl('close_all_connections', 'chaos')
 

@@ -1,0 +1,19 @@
+/**
+ * Where and how outputs are stored: `<output.prefix>/<name>.<extension>`, with the content type of their format.
+ * The same job always writes the same keys, so a retried or re-driven job overwrites rather than adds.
+ */
+
+/** Every output format a processor writes, with its file extension and content type. */
+export const OUTPUT_FORMATS = {
+  webp: { extension: 'webp', contentType: 'image/webp' },
+  jpeg: { extension: 'jpg', contentType: 'image/jpeg' },
+  png: { extension: 'png', contentType: 'image/png' },
+  avif: { extension: 'avif', contentType: 'image/avif' },
+  mp4: { extension: 'mp4', contentType: 'video/mp4' },
+} as const
+export type OutputFormat = keyof typeof OUTPUT_FORMATS
+
+/** The key of output `name` of a job whose outputs go under `prefix`. */
+export function outputKey(prefix: string, name: string, format: OutputFormat): string {
+  return `${prefix}/${name}.${OUTPUT_FORMATS[format].extension}`
+}

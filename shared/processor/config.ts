@@ -1,0 +1,64 @@
+/**
+ * The environment every processor reads the same way, and the settings the runtime takes. Each processor adds
+ * its own variables (concurrency, limits, time per job, work directory) and builds its settings with
+ * `runtimeSettings`.
+ */
+import * as v from 'valibot'
+import { BrokerEnv, S3Env, countVar } from '../env.ts'
+import { queueNames, type MediaType, type QueueNames } from '../names.ts'
+import { HEARTBEAT_SECONDS } from '../topology.ts'
+import type { S3Settings } from './storage.ts'
+
+export const ProcessorEnv = {
+  ...BrokerEnv,
+  ...S3Env,
+  HEARTBEAT_SECONDS: countVar(HEARTBEAT_SECONDS, 3600),
+  SHUTDOWN_GRACE_SECONDS: countVar(25, 3600),
+  // How long a job may hold its delivery before it is acked and the job leased. Must be below the broker's
+  // consumer_timeout (30 min by default; its check runs about once a minute, so leave a margin of minutes):
+  // past that, RabbitMQ closes the channel and redelivers the job while it still runs here.
+  ACK_DEADLINE_SECONDS: countVar(1500, 7 * 86400),
+}
+type ProcessorEnvValues = v.InferOutput<v.ObjectSchema<typeof ProcessorEnv, undefined>>
+
+export interface RuntimeSettings {
+  type: MediaType
+  system: string
+  rabbitmqUrl: string
+  queues: QueueNames
+  s3: S3Settings
+  /** Jobs at once, leased ones included. */
+  concurrency: number
+  /** Wall-clock limit of one attempt of a job; past it the job fails with `timeout`. */
+  timeoutMs: number
+  /** Where work directories go (`<tmpDir>/<pid>/<jobId>`). */
+  tmpDir: string
+  heartbeatMs: number
+  shutdownGraceMs: number
+  ackDeadlineMs: number
+}
+
+export function runtimeSettings<T extends MediaType>(
+  env: ProcessorEnvValues,
+  own: { type: T; concurrency: number; timeoutSeconds: number; tmpDir: string }
+): RuntimeSettings & { type: T } {
+  return {
+    type: own.type,
+    system: env.SYSTEM,
+    rabbitmqUrl: env.RABBITMQ_URL,
+    queues: queueNames(env.SYSTEM, own.type),
+    s3: {
+      endpoint: env.S3_ENDPOINT,
+      region: env.S3_REGION,
+      accessKeyId: env.S3_ACCESS_KEY_ID,
+      secretAccessKey: env.S3_SECRET_ACCESS_KEY,
+      timeoutSeconds: env.S3_TIMEOUT_SECONDS,
+    },
+    concurrency: own.concurrency,
+    timeoutMs: own.timeoutSeconds * 1000,
+    tmpDir: own.tmpDir,
+    heartbeatMs: env.HEARTBEAT_SECONDS * 1000,
+    shutdownGraceMs: env.SHUTDOWN_GRACE_SECONDS * 1000,
+    ackDeadlineMs: env.ACK_DEADLINE_SECONDS * 1000,
+  }
+}

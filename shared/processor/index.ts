@@ -1,0 +1,13 @@
+/**
+ * @module @app/shared/processor: the consumer half of the protocol, for processors written in TypeScript. Not
+ * re-exported by `@app/shared`, so a backend that needs only the schemas pulls in valibot alone.
+ */
+export type { AmqpConnect } from './amqp.ts'
+export { ProcessorEnv, runtimeSettings, type RuntimeSettings } from './config.ts'
+export { attemptOf } from './delivery.ts'
+export { Cancelled, Interrupted, JobError, describeError, untilAborted } from './errors.ts'
+export { ProcessorEvents, type ProcessorEventMap, type ProcessorEventType } from './events.ts'
+export type { JobContext, JobOutput, PlannedOutput } from './job.ts'
+export { runProcessor } from './main.ts'
+export { startProcessor, type Processor, type ProcessorDefinition } from './runtime.ts'
+export type { JobStorage, UploadBody } from './storage.ts'

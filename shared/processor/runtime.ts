@@ -1,0 +1,446 @@
+/**
+ * The consumer half of the protocol, for every processor: connect and recover, consume the type's request queue,
+ * and take each delivery through its life (decode or refuse, the duplicate guard, updates and heartbeats, the
+ * attempt, backoff and `gave_up`, the result confirmed before the ack), with the lease for long jobs, the cancel
+ * fanout, and hand-back at shutdown. A processor gives it a `handle` for its media and nothing else.
+ *
+ * A job holds its delivery while it is safe to: the request is acked only after its result is confirmed, so a
+ * processor that dies mid-job has the request redelivered. RabbitMQ closes the channel of a delivery held longer
+ * than its consumer_timeout, so a job still running at the ack deadline trades its delivery for a lease: the
+ * delivery is acked and the job carries on, vouched for by its heartbeats alone. A leased job no longer depends on
+ * a channel: it survives a reconnect, and its result (or a hand-back after a fault) is retried for a while rather
+ * than requeued. A lease keeps its slot: the processor never runs more than its concurrency, leased or not.
+ */
+import { Buffer } from 'node:buffer'
+import { hostname } from 'node:os'
+import * as v from 'valibot'
+import { MAX_MESSAGE_BYTES, decodeMessage, encodeMessage, type Decoded } from '../codec.ts'
+import { JobIdSchema, JobUpdateSchema, MESSAGES, type MetadataOf, type RequestOf } from '../messages.ts'
+import type { MediaType } from '../names.ts'
+import { createPublisher, type Publisher } from '../publisher.ts'
+import { MAX_ATTEMPTS, declareTopology, retryDelayMs, topology } from '../topology.ts'
+import type { AmqpChannel, AmqpConfirmChannel, AmqpConnect, AmqpMessage, AmqpModel } from './amqp.ts'
+import { listenForCancels } from './cancels.ts'
+import type { RuntimeSettings } from './config.ts'
+import { attemptOf, carriedHeaders } from './delivery.ts'
+import { Cancelled, Interrupted, JobError, describeError, sleep } from './errors.ts'
+import { ProcessorEvents, logEvents } from './events.ts'
+import { attemptJob, type JobContext, type JobOutput, type JobResult, type PlannedOutput, type Settled } from './job.ts'
+import { createStorage } from './storage.ts'
+import { createUpdates, type UpdateFields } from './updates.ts'
+import { createWorkDirs } from './workdirs.ts'
+
+export interface ProcessorDefinition<T extends MediaType> {
+  settings: RuntimeSettings & { type: T }
+  /** amqplib's `connect`. */
+  connect: AmqpConnect
+  /** Every output a request may make (what a cancel removes). */
+  outputs(request: RequestOf<T>): PlannedOutput[]
+  /** Makes one job's outputs. Throws a JobError for an expected failure; anything else it throws is a fault. */
+  handle(request: RequestOf<T>, job: JobContext): Promise<JobOutput<MetadataOf<T>>>
+}
+
+export interface Processor {
+  events: ProcessorEvents
+  /**
+   * Stops taking work and lets running jobs finish for up to the grace period. Jobs still running then are
+   * stopped and handed back as fresh messages (held deliveries acked), so a shutdown costs no attempt; if a
+   * hand-back fails, a held delivery is released to the broker, which delivers it again.
+   */
+  stop(): Promise<void>
+}
+
+/** A leased job has no delivery to fall back on: its publishes are retried this often, for this long. */
+const LEASED_RETRY = { everyMs: 2_000, forMs: 120_000 }
+
+/** A delivery being worked on, and the channel it must be settled on. */
+interface Run {
+  jobId: string
+  message: AmqpMessage
+  channel: AmqpChannel
+  /** Aborted to stop the job; the reason says why (Cancelled, Interrupted, or a JobError for the time limit). */
+  stop: AbortController
+  /** Acked at the ack deadline: the job no longer depends on its channel, and only its heartbeats vouch for it. */
+  leased: boolean
+}
+
+type Next<M> = { kind: 'result'; result: JobResult<M> } | { kind: 'retry' } | { kind: 'interrupted' }
+
+const toBuffer = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+
+/** Connects, declares the topology and consumes until stopped; reconnects by itself when the broker drops it. */
+export async function startProcessor<T extends MediaType>(definition: ProcessorDefinition<T>): Promise<Processor> {
+  type M = MetadataOf<T>
+  const { settings } = definition
+  const name = settings.type
+  const schemas = MESSAGES[settings.type]
+  const events = new ProcessorEvents()
+  logEvents(events, name)
+  const storage = createStorage(settings.s3)
+  const workDirs = createWorkDirs(settings.tmpDir)
+
+  const inFlight = new Set<Promise<void>>()
+  /** The jobs running here by job id: to cancel, to lease, to interrupt when their channel dies, to hand back. */
+  const running = new Map<string, Run>()
+  /** Aborts when the service stops: backoff waits end, and no consumer is created again. */
+  const stopping = new AbortController()
+  /** Aborts when the shutdown's grace period is over: leased jobs stop retrying their publishes. */
+  const pastGrace = new AbortController()
+  let publisher: Publisher | undefined
+  /** The current connection and its channel, on which the consumer is (re)created. */
+  let link: { model: AmqpModel; channel: AmqpConfirmChannel } | undefined
+  let consumer: { channel: AmqpChannel; tag: string; prefetch: number } | undefined
+
+  const publish = (queue: string, body: Uint8Array, jobId: string, type: string): Promise<void> =>
+    publisher ? publisher.publish(queue, body, { correlationId: jobId, type }) : Promise.reject(new Error('not connected to the broker'))
+
+  async function onMessage(channel: AmqpChannel, message: AmqpMessage): Promise<void> {
+    const decoded = decodeMessage(schemas.request, message.content) as Decoded<RequestOf<T>>
+    if (!decoded.ok) return refuse(channel, message, decoded.reason)
+    const request = decoded.value
+    const { jobId } = request
+    // A second copy of a job running here (a re-drive, a redelivery): two runs would share the job's work
+    // directory. The run under way settles its own delivery, so the copy is dropped; but if that run was
+    // interrupted (its delivery is back with the broker), the copy is the job: it goes back until the run is gone.
+    const current = running.get(jobId)
+    if (current) {
+      const requeued = current.stop.signal.reason instanceof Interrupted
+      events.emit('duplicate', { jobId, requeued })
+      return settle(() => (requeued ? channel.nack(message, false, true) : channel.ack(message)))
+    }
+    const run: Run = { jobId, message, channel, stop: new AbortController(), leased: false }
+    running.set(jobId, run)
+    const attempt = attemptOf(message.properties.headers)
+    events.emit('received', { jobId, attempt })
+    const updates = createUpdates({
+      send: (update) => publish(settings.queues.updates, encodeUpdate(jobId, update), jobId, 'job.update'),
+      heartbeatMs: settings.heartbeatMs,
+      onError: (error) => console.warn(`${name}: job ${jobId}: an update was not confirmed: ${describeError(error)}`),
+    })
+    // Past the broker's consumer_timeout the channel would be closed under the job: trade the delivery for a lease first.
+    const ackDeadline = setTimeout(() => void lease(run), settings.ackDeadlineMs)
+    const timeLimit = setTimeout(
+      () => run.stop.abort(new JobError('timeout', `the job took longer than the limit of ${settings.timeoutMs / 1000} s`)),
+      settings.timeoutMs
+    )
+    let next: Next<M>
+    try {
+      let settled: Settled<M>
+      try {
+        settled = await attemptJob(
+          request,
+          {
+            workDir: workDirs.create(jobId),
+            signal: run.stop.signal,
+            attempt,
+            report: updates.progress,
+            storage: storage.bind(run.stop.signal),
+            cleanup: storage.bind(),
+            planned: definition.outputs(request),
+          },
+          definition.handle
+        )
+      } catch (error) {
+        settled = { kind: 'fault', error } // the work directory could not be made, say
+      }
+      next = settled.kind === 'fault' ? await afterFault(run, attempt, settled.error) : settled
+    } finally {
+      clearTimeout(ackDeadline)
+      clearTimeout(timeLimit)
+      running.delete(jobId)
+      workDirs.remove(jobId)
+      void fitConsumer()
+    }
+
+    if (next.kind === 'interrupted') return updates.close()
+    if (next.kind === 'retry') {
+      updates.close()
+      if (!run.leased) return settle(() => channel.nack(message, false, true))
+      // A leased job has no delivery to requeue: a fresh copy goes back, counting this attempt, now that this run
+      // has cleaned up (the copy may come straight back here, to the same work directory).
+      await persist(jobId, 'the hand-back of its request after a fault', () => handBack(run, attempt, 'after a fault'))
+      return
+    }
+    let { result } = next
+    let body: Uint8Array
+    try {
+      body = encodeMessage(schemas.result, result as v.InferInput<typeof schemas.result>)
+    } catch (error) {
+      // The media code returned something the protocol refuses (a bug): the job fails saying so.
+      result = failedResult(jobId, new JobError('processing_error', describeError(error)))
+      body = encodeMessage(schemas.result, result as v.InferInput<typeof schemas.result>)
+    }
+    updates.final(finalUpdate(result))
+    if (run.leased) {
+      if (await persist(jobId, 'its result', () => publish(settings.queues.results, body, jobId, 'job.result'))) reportOutcome(result)
+      return updates.settled()
+    }
+    try {
+      await publish(settings.queues.results, body, jobId, 'job.result')
+      await updates.settled()
+    } catch (error) {
+      // Unconfirmed result: put the request back so the job is done again rather than lost.
+      console.error(`${name}: job ${jobId}: the result was not confirmed, requeueing: ${describeError(error)}`)
+      return settle(() => channel.nack(message, false, true))
+    }
+    settle(() => channel.ack(message))
+    reportOutcome(result)
+  }
+
+  /** After a fault: a backoff, then another attempt; on the last attempt, `gave_up`. */
+  async function afterFault(run: Run, attempt: number, error: unknown): Promise<Next<M>> {
+    const reason = describeError(error)
+    if (attempt >= MAX_ATTEMPTS) {
+      const gaveUp = new JobError('gave_up', `gave up after ${attempt} attempts: ${reason}`, { class: 'transient' })
+      return { kind: 'result', result: failedResult(run.jobId, gaveUp) }
+    }
+    const delayMs = retryDelayMs(attempt)
+    events.emit('retrying', { jobId: run.jobId, attempt, delayMs, reason })
+    await sleep(delayMs, AbortSignal.any([stopping.signal, run.stop.signal]))
+    return run.stop.signal.reason instanceof Interrupted ? { kind: 'interrupted' } : { kind: 'retry' }
+  }
+
+  /** A message on the request queue that is no valid request: a `failed` result when it names a job, then the dead letters. */
+  async function refuse(channel: AmqpChannel, message: AmqpMessage, reason: string): Promise<void> {
+    const jobId = jobIdOf(message)
+    events.emit('refused', { jobId, messageId: message.properties.messageId ?? null, reason })
+    if (jobId) {
+      const error = new JobError('invalid_request', `the processor refused the request: ${reason}`)
+      const body = encodeMessage(schemas.result, failedResult(jobId, error) as v.InferInput<typeof schemas.result>)
+      await publish(settings.queues.results, body, jobId, 'job.result').catch((failure) =>
+        console.warn(`${name}: job ${jobId}: the refusal was not confirmed: ${describeError(failure)}`)
+      )
+    }
+    settle(() => channel.nack(message, false, false))
+  }
+
+  function reportOutcome(result: JobResult<M>): void {
+    if (result.status === 'completed') events.emit('completed', { jobId: result.jobId })
+    else if (result.status === 'failed') events.emit('failed', { jobId: result.jobId, error: result.error })
+    else events.emit('cancelled', { jobId: result.jobId })
+  }
+
+  /**
+   * Publishes for a leased job, which has no delivery to fall back on: retried through reconnects for a while (not
+   * past the shutdown's grace period). Failing that, the backend re-drives the job once its heartbeats stop.
+   */
+  async function persist(jobId: string, what: string, action: () => Promise<void>): Promise<boolean> {
+    const giveUpAt = Date.now() + LEASED_RETRY.forMs
+    for (let tries = 1; ; tries++) {
+      try {
+        await action()
+        return true
+      } catch (error) {
+        if (Date.now() + LEASED_RETRY.everyMs > giveUpAt || pastGrace.signal.aborted) {
+          events.emit('lost', { jobId, what, reason: `${tries} tries, last: ${describeError(error)}` })
+          return false
+        }
+        console.warn(`${name}: job ${jobId} (leased): ${what} failed (${describeError(error)}); trying again in ${LEASED_RETRY.everyMs / 1000} s`)
+        await sleep(LEASED_RETRY.everyMs, pastGrace.signal)
+      }
+    }
+  }
+
+  /**
+   * Publishes the job's request again as a new message carrying `attemptsMade` (and its own headers), then acks the
+   * original delivery unless the job is leased (acked already). The broker's delivery count starts again.
+   */
+  async function handBack(run: Run, attemptsMade: number, why: string): Promise<void> {
+    if (!publisher) throw new Error('not connected to the broker')
+    const { properties, content } = run.message
+    await publisher.publish(settings.queues.request, content, {
+      correlationId: run.jobId,
+      type: properties.type ?? 'job.request',
+      headers: carriedHeaders(properties.headers, attemptsMade),
+    })
+    if (!run.leased) run.channel.ack(run.message)
+    events.emit('handed-back', { jobId: run.jobId, attemptsMade, why })
+  }
+
+  /** Acks a job's delivery at the ack deadline and lets the job carry on under a lease (see the header). */
+  function lease(run: Run): Promise<void> {
+    // Around a consumer re-created with one slot less: the ack frees a prefetch slot that the job still occupies.
+    return fitConsumer(() => {
+      // It may have finished, been stopped or lost its channel while the consumer was being cancelled.
+      if (running.get(run.jobId) !== run || run.stop.signal.aborted) return
+      try {
+        run.channel.ack(run.message)
+      } catch (error) {
+        return console.warn(`${name}: job ${run.jobId} could not be acked at the ack deadline: ${describeError(error)}`)
+      }
+      run.leased = true
+      events.emit('leased', { jobId: run.jobId })
+    })
+  }
+
+  let fitting = Promise.resolve()
+  /**
+   * Keeps the jobs here at the concurrency. The broker counts only a consumer's unacked deliveries against its
+   * prefetch, and a running consumer's prefetch cannot be changed; so when a lease frees a slot at the broker (or
+   * a job of an earlier consumer ends), the consumer is cancelled and re-created with the slots left. Cancelling
+   * leaves its unacked deliveries with the channel. `change` runs while there is no consumer.
+   */
+  function fitConsumer(change?: () => void): Promise<void> {
+    fitting = fitting
+      .then(async () => {
+        if (!change && (consumer?.prefetch ?? 0) === freeSlots()) return
+        if (consumer) {
+          const { channel, tag } = consumer
+          consumer = undefined
+          await channel.cancel(tag).catch(() => {})
+        }
+        change?.()
+        const prefetch = freeSlots()
+        if (prefetch > 0 && link) await consume(link.model, link.channel, prefetch)
+      })
+      .catch((error) => console.error(`${name}: could not consume (the channel is gone; a reconnect follows): ${describeError(error)}`))
+    return fitting
+  }
+
+  /** Slots for the current consumer's deliveries: those not taken by leased jobs or by an earlier consumer's. */
+  function freeSlots(): number {
+    if (stopping.signal.aborted) return 0
+    let taken = 0
+    for (const run of running.values()) if (run.leased || run.message.fields.consumerTag !== consumer?.tag) taken++
+    return Math.max(0, settings.concurrency - taken)
+  }
+
+  async function consume(model: AmqpModel, channel: AmqpConfirmChannel, prefetch: number): Promise<void> {
+    // Per consumer (quorum queues refuse a global prefetch); it applies to consumers created after it.
+    await channel.prefetch(prefetch)
+    const { consumerTag } = await channel.consume(settings.queues.request, (message) => {
+      if (message === null) {
+        console.error(`${name}: the broker cancelled the consumer (queue deleted?); reconnecting to consume again`)
+        return void model.close().catch(() => {})
+      }
+      const task = onMessage(channel, message).catch((error) => console.error(`${name}: unexpected error`, error))
+      inFlight.add(task)
+      void task.finally(() => inFlight.delete(task))
+    })
+    consumer = { channel, tag: consumerTag, prefetch }
+  }
+
+  /** Stops the held jobs whose deliveries were on `channel`: the broker has put them back, and they will come again. */
+  function interruptJobsOn(channel: AmqpChannel, why: string): void {
+    for (const run of running.values()) {
+      if (run.channel !== channel) continue
+      if (run.leased) {
+        console.log(`${name}: job ${run.jobId} is leased and carries on (${why})`)
+        continue
+      }
+      if (run.stop.signal.aborted) continue
+      run.stop.abort(new Interrupted(why))
+      events.emit('interrupted', { jobId: run.jobId, why })
+    }
+  }
+
+  const url = settings.rabbitmqUrl.replace(/\/\/[^@]*@/, '//')
+  const connection = await definition
+    .connect(settings.rabbitmqUrl, {
+      // Names the connection in `rabbitmqctl list_connections client_properties` (and the management UI).
+      clientProperties: { connection_name: `${name} ${settings.system} ${hostname()}:${process.pid}` },
+      recovery: {
+        initialMaxRetries: 2,
+        maxDelay: 5_000,
+        // Runs after every (re)connect: channels, topology, prefetch and consumer do not survive a reconnect.
+        async setup(model) {
+          const channel = await model.createConfirmChannel()
+          channel.on('error', (error) => console.error(`${name}: channel error: ${error.message}`))
+          // A channel closed under a live connection (an ack timeout, a deleted queue) is not recovered by amqplib:
+          // close the whole connection, so recovery re-runs this setup.
+          channel.on('close', () => {
+            if (link?.channel === channel) link = undefined
+            if (consumer?.channel === channel) consumer = undefined
+            interruptJobsOn(channel, 'its channel closed')
+            if (!stopping.signal.aborted) model.close().catch(() => {})
+          })
+          await declareTopology(channel, topology(settings.system, settings.type))
+          publisher = createPublisher(channel, toBuffer)
+          await listenForCancels(model, settings.system, (jobId) => running.get(jobId)?.stop.abort(new Cancelled('by its backend')), name)
+          link = { model, channel }
+          await fitConsumer()
+        },
+      },
+    })
+    .catch((error) => {
+      storage.destroy()
+      workDirs.removeAll()
+      throw new Error(`cannot reach RabbitMQ at ${url}: ${describeError(error)}`, { cause: error })
+    })
+  connection.on('disconnect', (error) => console.warn(`${name}: lost the broker (${error.message}); reconnecting`))
+  connection.on('connect', () => console.log(`${name}: connected to the broker`))
+  connection.on('reconnect-failed', (error) => console.error(`${name}: gave up reconnecting: ${error.message}`))
+  connection.on('error', (error) => console.error(`${name}: broker error: ${error.message}`))
+  connection.on('blocked', (reason) => console.warn(`${name}: the broker blocks publishing (${reason})`))
+  connection.on('unblocked', () => console.log(`${name}: the broker accepts publishing again`))
+  console.log(`${name}: consuming ${settings.queues.request} with concurrency ${settings.concurrency}`)
+
+  return {
+    events,
+    async stop() {
+      stopping.abort()
+      await fitConsumer()
+      const settled = Promise.allSettled(inFlight)
+      const graceOver = sleep(settings.shutdownGraceMs).then(() => 'grace over' as const)
+      if ((await Promise.race([settled, graceOver])) === 'grace over') {
+        pastGrace.abort()
+        for (const run of [...running.values()]) {
+          // Stopping already (cancelled, past its time, or its channel closed): it settles its own delivery, or the
+          // broker has it back.
+          if (run.stop.signal.aborted) continue
+          run.stop.abort(new Interrupted('shutting down'))
+          // A shutdown is not the job's fault: the attempts made before this one are carried over unchanged.
+          await handBack(run, attemptOf(run.message.properties.headers) - 1, 'shutting down').catch((error) => {
+            if (run.leased) return events.emit('lost', { jobId: run.jobId, what: 'its hand-back at shutdown', reason: describeError(error) })
+            console.warn(`${name}: job ${run.jobId} could not be handed back (${describeError(error)}); the broker delivers it again`)
+            settle(() => run.channel.nack(run.message, false, true))
+          })
+        }
+        await settled
+      }
+      // The channel first: closing the connection at once can overtake the acks just written on the channel (amqplib
+      // muxes channels onto the socket), and the broker then requeues deliveries that were acked or handed back.
+      await link?.channel.close().catch(() => {})
+      await connection.close().catch(() => {})
+      storage.destroy()
+      workDirs.removeAll()
+    },
+  }
+
+  /** Ack/nack on a channel that died meanwhile throws; the broker has already requeued that delivery. */
+  function settle(action: () => void): void {
+    try {
+      action()
+    } catch (error) {
+      console.warn(`${name}: could not settle a delivery (channel closed; it will be delivered again): ${describeError(error)}`)
+    }
+  }
+}
+
+const encodeUpdate = (jobId: string, update: UpdateFields) =>
+  encodeMessage(JobUpdateSchema, { version: 1, jobId, at: new Date().toISOString(), ...update })
+
+function failedResult(jobId: string, error: JobError): Extract<JobResult<never>, { status: 'failed' }> {
+  return { version: 1, jobId, status: 'failed', error: error.toInfo(), at: new Date().toISOString() }
+}
+
+/** The last update of a job, matching its result. */
+function finalUpdate(result: JobResult<unknown>): UpdateFields {
+  if (result.status === 'failed') return { status: 'failed', stage: 'finished', progress: 100, error: result.error }
+  if (result.status === 'cancelled') return { status: 'cancelled', stage: 'finished', progress: 100 }
+  return { status: 'completed', stage: 'finished', progress: 100, etaSeconds: 0 }
+}
+
+/** The job a refused message names, if it names one: its body's `jobId`, else its correlation id, when a UUID. */
+function jobIdOf(message: AmqpMessage): string | null {
+  let fromBody: unknown
+  if (message.content.byteLength <= MAX_MESSAGE_BYTES) {
+    try {
+      fromBody = (JSON.parse(new TextDecoder().decode(message.content)) as { jobId?: unknown })?.jobId
+    } catch {
+      // not JSON: the correlation id may still say
+    }
+  }
+  for (const candidate of [fromBody, message.properties.correlationId]) if (v.is(JobIdSchema, candidate)) return candidate
+  return null
+}

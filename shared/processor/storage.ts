@@ -1,0 +1,110 @@
+/**
+ * The one S3 helper of a job: download, upload, exists, remove, each stopped by the job's signal (a cancel, a
+ * timeout or a shutdown aborts the request in flight). Failures are sorted once, here: a missing source is
+ * `source_missing`; what retrying cannot fix (no such bucket, access denied, bad credentials) is `storage_refused`
+ * at once; anything else (timeouts, 5xx, throttling, a dropped connection) is a fault, retried after a backoff.
+ */
+import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, S3Client } from '@aws-sdk/client-s3'
+import { Upload } from '@aws-sdk/lib-storage'
+import { createReadStream, createWriteStream, statSync } from 'node:fs'
+import type { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { s3ClientOptions } from '../env.ts'
+import { JobError } from './errors.ts'
+
+export interface S3Settings {
+  endpoint?: string
+  region: string
+  accessKeyId: string
+  secretAccessKey: string
+  timeoutSeconds: number
+}
+
+/** What an upload sends: a local file (streamed, multipart when large) or bytes in memory. */
+export type UploadBody = { file: string } | Uint8Array
+
+export interface JobStorage {
+  /** Streams an object to a local file. */
+  download(bucket: string, key: string, file: string): Promise<void>
+  /** Stores `body` at `key`; resolves with its size in bytes. */
+  upload(bucket: string, key: string, body: UploadBody, contentType: string): Promise<number>
+  exists(bucket: string, key: string): Promise<boolean>
+  remove(bucket: string, key: string): Promise<void>
+}
+
+/** S3 error names that retrying cannot fix. */
+const REFUSED_NAMES = new Set(['NoSuchBucket', 'AccessDenied', 'Forbidden', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'InvalidBucketName', 'AllAccessDisabled', 'AccountProblem'])
+/** HTTP statuses that retrying cannot fix; 404 is told apart by name, and 408, 409, 429 and 5xx are retried. */
+const REFUSED_STATUSES = new Set([400, 401, 403, 405, 411, 413])
+
+const errorName = (error: unknown) => (error as { name?: string }).name ?? ''
+const errorStatus = (error: unknown) => (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode
+
+/** Sorts an S3 failure: the signal's reason when it stopped the request, `storage_refused`, or a fault. */
+function failure(error: unknown, what: string, signal: AbortSignal | undefined): Error {
+  if (signal?.aborted) return signal.reason
+  const name = errorName(error)
+  const status = errorStatus(error)
+  if (REFUSED_NAMES.has(name) || (status !== undefined && REFUSED_STATUSES.has(status))) {
+    const detail = [name, status, (error as Error).message].filter(Boolean).join(', ')
+    return new JobError('storage_refused', `S3 refused ${what} (${detail}); retrying cannot fix this`, { cause: error })
+  }
+  return new Error(`${what} failed`, { cause: error })
+}
+
+export function createStorage(settings: S3Settings) {
+  const client = new S3Client(s3ClientOptions(settings))
+  /** The helper for one job; every request it makes is aborted when `signal` aborts. */
+  const bind = (signal?: AbortSignal): JobStorage => ({
+    async download(bucket, key, file) {
+      try {
+        const object = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal })
+        await pipeline(object.Body as Readable, createWriteStream(file), signal ? { signal } : {})
+      } catch (error) {
+        if (!signal?.aborted && errorName(error) === 'NoSuchKey') {
+          throw new JobError('source_missing', `the original ${bucket}/${key} does not exist`)
+        }
+        throw failure(error, `downloading ${bucket}/${key}`, signal)
+      }
+    },
+    async upload(bucket, key, body, contentType) {
+      const file = 'file' in body ? body.file : undefined
+      const upload = new Upload({
+        client,
+        params: { Bucket: bucket, Key: key, Body: file ? createReadStream(file) : (body as Uint8Array), ContentType: contentType },
+        // At most queueSize × partSize (16 MiB) in memory per upload, whatever the file's size.
+        queueSize: 2,
+        partSize: 8 * 1024 * 1024,
+        leavePartsOnError: false,
+      })
+      const abort = () => void upload.abort().catch(() => {})
+      signal?.addEventListener('abort', abort, { once: true })
+      try {
+        await upload.done()
+      } catch (error) {
+        throw failure(error, `uploading ${bucket}/${key}`, signal)
+      } finally {
+        signal?.removeEventListener('abort', abort)
+      }
+      return file ? statSync(file).size : (body as Uint8Array).byteLength
+    },
+    async exists(bucket, key) {
+      try {
+        await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal })
+        return true
+      } catch (error) {
+        if (!signal?.aborted && (errorName(error) === 'NotFound' || errorStatus(error) === 404)) return false
+        throw failure(error, `checking ${bucket}/${key}`, signal)
+      }
+    },
+    async remove(bucket, key) {
+      try {
+        await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal })
+      } catch (error) {
+        throw failure(error, `removing ${bucket}/${key}`, signal)
+      }
+    },
+  })
+  return { bind, destroy: () => client.destroy() }
+}
+export type Storage = ReturnType<typeof createStorage>
