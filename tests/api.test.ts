@@ -1,9 +1,17 @@
 /** HTTP edge cases, configuration errors, and memory while streaming large uploads. */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { queueNames } from '@app/shared'
 import { testEnv } from './helpers/env.ts'
+import { connectRabbit } from './helpers/rabbit.ts'
+import { testS3 } from './helpers/s3.ts'
 import { startStack, type Stack } from './helpers/stack.ts'
+import { useInfra } from './helpers/infra.ts'
+
+// The real broker and S3 server (started once per run); the namespaces this file makes are removed when it ends.
+await useInfra()
 
 const root = join(import.meta.dir, '..')
 const PNG_HEAD = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])
@@ -78,6 +86,120 @@ describe('HTTP', () => {
     expect(body.checks).toEqual({ database: { ok: true }, rabbitmq: { ok: true }, s3: { ok: true } })
     expect(Object.keys(body.jobs).sort()).toEqual(['cancelled', 'completed', 'failed', 'processing', 'queued'])
     expect(body.jobs.queued).toBeGreaterThanOrEqual(1)
+  })
+})
+
+describe('an upload that fails after S3 has taken parts of it', () => {
+  const MiB = 1024 * 1024
+  let stack: Stack
+  let s3: ReturnType<typeof testS3>
+  beforeAll(async () => {
+    stack = await startStack({ images: false, env: { MAX_UPLOAD_BYTES: '6m' } })
+    s3 = testS3(stack.env)
+  })
+  afterAll(async () => {
+    s3.close()
+    await stack.stop()
+  })
+  /** Objects and unfinished multipart uploads under this stack's originals. */
+  const leftovers = async () => {
+    const prefix = `${stack.env.SYSTEM}/originals/`
+    const listed = await s3.client.send(new ListMultipartUploadsCommand({ Bucket: stack.env.S3_BUCKET, Prefix: prefix }))
+    return [...(await s3.keys(prefix)), ...(listed.Uploads ?? []).map((u) => u.Key)]
+  }
+
+  test('passing the limit gets 413 (not the storage error it surfaces as), and nothing is left', async () => {
+    // Past the first 5 MiB part and over the limit, yet within the server's own cap (the limit + 1 MiB).
+    const res = await fetch(`${stack.url}/v1/media`, { method: 'POST', body: pngLikeStream(6.5 * MiB) })
+    expect(res.status).toBe(413)
+    expect(await res.json()).toEqual({ error: { code: 'payload_too_large', message: expect.stringContaining(String(6 * MiB)) } })
+    expect(await leftovers()).toEqual([])
+    expect((await stack.api.store.countJobs()).queued).toBe(0)
+  })
+
+  test('a client that breaks off gets 400, raw or multipart, and nothing is left', async () => {
+    const boundary = 'x-boundary-x'
+    /** A PNG-like body that breaks off at the limit, after the first 5 MiB part has gone to S3. */
+    const brokenOff = (prefix: string) => {
+      let sent = 0
+      return new ReadableStream<Uint8Array>({
+        pull(controller) {
+          if (sent === 0 && prefix) controller.enqueue(new TextEncoder().encode(prefix))
+          if (sent >= 6 * MiB) return controller.error(new Error('connection reset by the client'))
+          const chunk = new Uint8Array(MiB)
+          if (sent === 0) chunk.set(PNG_HEAD)
+          sent += chunk.byteLength
+          controller.enqueue(chunk)
+        },
+      })
+    }
+    const part = `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n\r\n`
+    for (const [prefix, type] of [['', 'application/octet-stream'], [part, `multipart/form-data; boundary=${boundary}`]] as const) {
+      // Through app.request: a real client that breaks off never reads the answer, but the API still gives one.
+      const res = await stack.api.app.request('/v1/media', { method: 'POST', body: brokenOff(prefix), headers: { 'content-type': type } })
+      expect(res.status).toBe(400)
+      expect(await res.json()).toEqual({ error: { code: 'bad_request', message: expect.stringContaining('interrupted') } })
+    }
+    expect(await leftovers()).toEqual([])
+    expect((await stack.api.store.countJobs()).queued).toBe(0)
+  })
+})
+
+describe('when S3 refuses the upload', () => {
+  let stack: Stack
+  beforeAll(async () => {
+    stack = await startStack({ images: false, env: { S3_BUCKET: 'no-such-bucket-here' } })
+  })
+  afterAll(async () => {
+    await stack.stop()
+  })
+
+  test('the upload gets 503 storage_unavailable with Retry-After, and no job is recorded', async () => {
+    const res = await stack.upload(readPng())
+    expect(res.status).toBe(503)
+    expect(res.headers.get('retry-after')).toBe('5')
+    expect(await res.json()).toEqual({ error: { code: 'storage_unavailable', message: expect.stringContaining('could not be stored') } })
+    expect((await stack.api.store.countJobs()).queued).toBe(0)
+  })
+})
+
+describe('the outbox', () => {
+  const ADMIN_TOKEN = 'outbox-test-token-0123456789'
+  let stack: Stack
+  let rabbit: Awaited<ReturnType<typeof connectRabbit>>
+  beforeAll(async () => {
+    stack = await startStack({ images: false, env: { ADMIN_TOKEN } })
+    rabbit = await connectRabbit()
+  })
+  afterAll(async () => {
+    await rabbit.close()
+    await stack.stop()
+  })
+  const admin = (path: string, method = 'GET') => fetch(`${stack.url}/v1/admin${path}`, { method, headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
+  const status = async (id: string) => ((await (await fetch(`${stack.url}/v1/media/${id}`)).json()) as { status: string }).status
+
+  test('a request the broker dead-lettered is sent again through the outbox when an operator re-drives it', async () => {
+    const names = queueNames(stack.env.SYSTEM!, 'images')
+    const { id, jobId } = (await (await stack.upload(readPng())).json()) as { id: string; jobId: string }
+    // Play the broker giving up on the request: take it off its queue and dead-letter it as RabbitMQ would.
+    const request = await rabbit.nextMessage(names.request)
+    await rabbit.publishRaw(names.dead, request.content, {
+      correlationId: jobId,
+      headers: { 'x-first-death-queue': names.request, 'x-first-death-reason': 'delivery_limit' },
+    })
+    const deadline = Date.now() + 10_000
+    while ((await status(id)) !== 'failed') {
+      if (Date.now() > deadline) throw new Error('the dead letter did not fail its job within 10 s')
+      await Bun.sleep(20)
+    }
+    const { deadLetters } = (await (await admin('/dead-letters')).json()) as { deadLetters: { id: string; jobId: string }[] }
+    const letter = deadLetters.find((l) => l.jobId === jobId)!
+
+    expect((await admin(`/dead-letters/${letter.id}/redrive`, 'POST')).status).toBe(202)
+    expect(await status(id)).toBe('queued')
+    const again = await rabbit.nextMessage(names.request)
+    expect(JSON.parse(again.content.toString())).toEqual(JSON.parse(request.content.toString()))
+    expect(again.properties.messageId).not.toBe(request.properties.messageId) // a fresh copy, from a fresh outbox row
   })
 })
 

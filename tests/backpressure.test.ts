@@ -6,6 +6,10 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import sharp from 'sharp'
 import { queueNames } from '@app/shared'
 import { startStack, type Stack } from './helpers/stack.ts'
+import { useInfra } from './helpers/infra.ts'
+
+// The real broker and S3 server (started once per run); the namespaces this file makes are removed when it ends.
+await useInfra()
 
 const rabbitmqctl = async (...args: string[]) => {
   const child = Bun.spawn(['rabbitmqctl', '-q', ...args], { stdout: 'pipe', stderr: 'pipe' })

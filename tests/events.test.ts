@@ -4,11 +4,17 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import sharp from 'sharp'
+import { connectBroker, type Broker, type Handlers } from '../services/api/broker.ts'
+import { createChanges } from '../services/api/changes.ts'
 import { readConfig as readImagesConfig, start as startImages } from '../services/images/main.ts'
-import { testEnv } from './helpers/env.ts'
+import { RABBITMQ_URL, testEnv } from './helpers/env.ts'
 import { quadrants } from './helpers/image-fixtures.ts'
 import { startStack, type MediaBody, type Stack } from './helpers/stack.ts'
 import { makeClip } from './helpers/video-fixtures.ts'
+import { useInfra } from './helpers/infra.ts'
+
+// The real broker and S3 server (started once per run); the namespaces this file makes are removed when it ends.
+await useInfra()
 
 const work = mkdtempSync(join(tmpdir(), 'media-test-events-'))
 afterAll(() => rmSync(work, { recursive: true, force: true }))
@@ -87,5 +93,52 @@ describe('two instances', () => {
     expect(states[0]!.status).not.toBe('completed')
     expect(states.at(-1)).toMatchObject({ status: 'completed', progress: 100 })
     expect(states.at(-1)!.outputs.map((o) => o.name)).toEqual(['thumb', 'preview'])
+  })
+})
+
+describe('announcements', () => {
+  const { SYSTEM: system } = testEnv()
+  const heard: Record<'a' | 'b', string[]> = { a: [], b: [] }
+  const brokers: Broker[] = []
+  /** Handlers that only record the changes other instances announce. */
+  const recording = (into: string[]): Handlers => ({
+    onUpdate: async () => {},
+    onResult: async () => {},
+    onDeadLetter: async () => {},
+    onMediaChanged: (mediaId) => void into.push(mediaId),
+  })
+  beforeAll(async () => {
+    for (const name of ['a', 'b'] as const) {
+      const broker = await connectBroker({ url: RABBITMQ_URL, system: system!, publishTimeoutMs: 5_000, instanceId: `instance-${name}` })
+      brokers.push(broker)
+      await broker.consume(recording(heard[name]))
+    }
+  })
+  afterAll(async () => {
+    await Promise.all(brokers.map((b) => b.close()))
+  })
+  const until = async (check: () => boolean, what: string) => {
+    const deadline = Date.now() + 5_000
+    while (!check()) {
+      if (Date.now() > deadline) throw new Error(`${what} did not happen within 5 s`)
+      await Bun.sleep(10)
+    }
+  }
+
+  test('a change reaches the watchers of its instance at once and the other instances over the fanout, never its sender', async () => {
+    const [a, b] = brokers as [Broker, Broker]
+    const first = crypto.randomUUID()
+    const watched: string[] = []
+    const changes = createChanges(a)
+    const unwatch = changes.watch(first, () => void watched.push(first))
+    changes.announce(first)
+    expect(watched).toEqual([first]) // dispatched here before the broker had a chance to carry it anywhere
+    unwatch()
+    await until(() => heard.b.includes(first), 'instance b hearing the change')
+    // The fanout put `first` on a's queue too, before `second`: had a not ignored its own, it would hear it first.
+    const second = crypto.randomUUID()
+    b.announce(second)
+    await until(() => heard.a.includes(second), 'instance a hearing the change')
+    expect(heard).toEqual({ a: [second], b: [first] })
   })
 })

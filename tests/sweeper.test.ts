@@ -2,11 +2,15 @@
  * The multipart sweep: an API killed in the middle of storing a large upload leaves a multipart upload behind;
  * the sweep (hourly, or `POST /v1/admin/sweep`) aborts it, and no record of the unfinished upload exists.
  */
-import { afterAll, describe, expect, test } from 'bun:test'
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3'
 import { join } from 'node:path'
 import { testEnv } from './helpers/env.ts'
 import { testS3 } from './helpers/s3.ts'
+import { useInfra } from './helpers/infra.ts'
+
+// The real broker and S3 server (started once per run); the namespaces this file makes are removed when it ends.
+await useInfra()
 
 const root = join(import.meta.dir, '..')
 const ADMIN_TOKEN = 'sweeper-test-token-0123456789'
@@ -20,12 +24,16 @@ async function startApiProcess(env: Record<string, string>) {
 }
 
 describe('abandoned multipart uploads', () => {
-  const env = testEnv({ PORT: String(20000 + Math.floor(Math.random() * 20000)), ADMIN_TOKEN })
-  const s3 = testS3(env)
+  let env: Record<string, string>
+  let s3: ReturnType<typeof testS3>
   const children: ReturnType<typeof Bun.spawn>[] = []
+  beforeAll(() => {
+    env = testEnv({ PORT: String(20000 + Math.floor(Math.random() * 20000)), ADMIN_TOKEN })
+    s3 = testS3(env)
+  })
   afterAll(async () => {
     for (const child of children) child.kill('SIGKILL')
-    s3.close()
+    s3?.close()
   })
   const pending = async () =>
     ((await s3.client.send(new ListMultipartUploadsCommand({ Bucket: env.S3_BUCKET, Prefix: `${env.SYSTEM}/` }))).Uploads ?? []).map((u) => u.Key)

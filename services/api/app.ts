@@ -2,7 +2,9 @@
 import { Hono } from 'hono'
 import { HTTPException } from 'hono/http-exception'
 import type { Broker } from './broker.ts'
-import { ApiError } from './errors.ts'
+import type { Changes } from './changes.ts'
+import { ApiError, codeOfStatus } from './errors.ts'
+import type { Outbox } from './outbox.ts'
 import { adminRoutes } from './routes/admin.ts'
 import { healthRoutes } from './routes/health.ts'
 import { mediaRoutes } from './routes/media.ts'
@@ -14,15 +16,15 @@ export interface AppDeps {
   store: Store
   storage: Storage
   broker: Broker
-  /** Events named by media id, fired when a media changed. */
-  changes: EventTarget
+  /** Media changes: announced when this instance makes one, watched by SSE streams. */
+  changes: Changes
+  /** Sends job requests written to the store, now (`send`) or again (`relay`, after a re-drive). */
+  outbox: Outbox
   maxUploadBytes: number
   /** A processing job silent this long is stalled. */
   stallMs: number
   /** The bearer token of `/v1/admin`; null disables it. */
   adminToken: string | null
-  /** Sends what the outbox holds now (after a re-drive), rather than on the relay's next round. */
-  relay: () => Promise<void>
   /** Aborts this system's multipart uploads older than the given age; returns their keys. */
   sweepUploads: (olderThanMs: number) => Promise<string[]>
 }
@@ -34,8 +36,13 @@ export function createApp(deps: AppDeps) {
   app.route('/v1/admin', adminRoutes(deps))
   app.notFound((c) => c.json(new ApiError(404, 'not_found', `no route for ${c.req.method} ${new URL(c.req.url).pathname}`).toJSON(), 404))
   app.onError((error, c) => {
-    if (error instanceof ApiError) return c.json(error.toJSON(), error.status)
-    if (error instanceof HTTPException) return error.getResponse() // hono's own middleware (bearerAuth)
+    if (error instanceof ApiError) return c.json(error.toJSON(), error.status, error.headers)
+    if (error instanceof HTTPException) {
+      // hono's own middleware: bearerAuth answers with a response of its own (our body, WWW-Authenticate); the
+      // rest (a validator's malformed JSON) only has a message, which gets our body.
+      if (error.res) return error.getResponse()
+      return c.json(new ApiError(error.status, codeOfStatus(error.status), error.message).toJSON(), error.status)
+    }
     console.error(`api: ${c.req.method} ${new URL(c.req.url).pathname} failed`, error)
     return c.json(new ApiError(500, 'internal', 'an internal error occurred; it has been logged').toJSON(), 500)
   })

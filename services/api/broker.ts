@@ -1,6 +1,8 @@
 /**
  * The API's side of RabbitMQ: publishes requests with confirms and consumes both types' updates and results.
- * Uses amqplib's built-in recovery; channels, topology and consumers are re-created after every reconnect.
+ * Connecting (`connectBroker`) and consuming (`broker.consume`) are separate steps, so the handlers can be built
+ * from the connected broker. Uses amqplib's built-in recovery; channels, topology and (once given) consumers are
+ * re-created after every reconnect.
  */
 import amqp, { type ChannelModel, type ConsumeMessage } from 'amqplib'
 import {
@@ -38,7 +40,7 @@ export interface Handlers {
   onResult(type: MediaType, result: ImageResult | VideoResult): Promise<void>
   /** A message the broker dead-lettered (a request it gave up on, or anything malformed). */
   onDeadLetter(type: MediaType, letter: RawDeadLetter): Promise<void>
-  /** A media changed, applied here or by another API instance. */
+  /** A media changed on another API instance (this instance's own announcements are not heard back). */
   onMediaChanged(mediaId: string): void
 }
 
@@ -47,8 +49,13 @@ export interface Broker {
   publish(queue: string, body: Uint8Array, ids: { correlationId: string; type: string; messageId: string }): Promise<void>
   /** Tells every processor to stop the job (processors that miss it find the job's cancel marker). */
   broadcastCancel(jobId: string): Promise<void>
-  /** Tells every API instance (this one too) that a media changed. Best effort: SSE clients also get a final read. */
+  /** Tells the other API instances that a media changed. Best effort: SSE clients also re-read on a heartbeat. */
   announce(mediaId: string): void
+  /**
+   * Starts consuming updates, results, dead letters and the other instances' announcements: now when connected,
+   * and again after every reconnect. Rejects when the consumers cannot be started on the connection of the moment.
+   */
+  consume(handlers: Handlers): Promise<void>
   isConnected(): boolean
   /** Why the broker refuses publishes right now (a memory or disk alarm), or null. */
   blocked(): string | null
@@ -57,21 +64,36 @@ export interface Broker {
   close(): Promise<void>
 }
 
+export interface BrokerOptions {
+  url: string
+  system: string
+  publishTimeoutMs: number
+  /** This API instance, named in its announcements so that it can ignore them when the fanout brings them back. */
+  instanceId: string
+}
+
 /** How long a publish waits for a lost connection to come back before it fails (then the upload gets 503). */
 const RECONNECT_WAIT_MS = 2_000
 /** How many updates and results the API applies at once, per queue. */
 const CONSUMER_PREFETCH = 32
 const toBuffer = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
 
-export async function connectBroker(options: { url: string; system: string; publishTimeoutMs: number }, handlers: Handlers): Promise<Broker> {
+/** Connects (retrying twice), declares the topology and opens the publishing channel; consuming waits for `consume`. */
+export async function connectBroker(options: BrokerOptions): Promise<Broker> {
   let publisher: Publisher | undefined
   let inspector: amqp.Channel | undefined
   let connected = false
   let blockedBy: string | null = null
   let closing = false
+  /** Given by `consume`; from then on every (re)connection starts the consumers. */
+  let handlers: Handlers | undefined
+  /** The connection the last setup ran on, and the one the consumers were last started on. */
+  let current: ChannelModel | undefined
+  let consumingOn: ChannelModel | undefined
   /** Messages being applied, so that closing lets them finish (and ack) first. */
   const inFlight = new Set<Promise<void>>()
   let stopConsuming = async () => {}
+  let closeConsuming = async () => {}
   /** Publishes waiting for a reconnect (a dropped connection usually comes back within a second). */
   const waiters: (() => void)[] = []
   const reconnected = (timeoutMs: number) =>
@@ -79,7 +101,74 @@ export async function connectBroker(options: { url: string; system: string; publ
       const timer = setTimeout(() => resolve(connected), timeoutMs)
       waiters.push(() => (clearTimeout(timer), resolve(true)))
     })
-  let closeConsuming = async () => {}
+
+  /** A channel closed under a live connection is not recovered by amqplib: reconnect to rebuild them all. */
+  const watch = <C extends amqp.Channel>(model: ChannelModel, channel: C, name: string): C => {
+    channel.on('error', (error) => console.error(`api: ${name} channel error: ${error.message}`))
+    channel.on('close', () => {
+      if (!closing) model.close().catch(() => {})
+    })
+    return channel
+  }
+
+  /** Starts every consumer on `model`, once per connection (setup and `consume` may both ask). */
+  async function startConsuming(model: ChannelModel, handlers: Handlers): Promise<void> {
+    if (consumingOn === model) return
+    consumingOn = model
+    // Each instance hears the others' changes through a queue of its own, gone when the instance is.
+    const events = watch(model, await model.createChannel(), 'events')
+    const { queue } = await events.assertQueue('', { exclusive: true, autoDelete: true })
+    await events.bindQueue(queue, eventsExchange(options.system), '')
+    await events.consume(
+      queue,
+      (message) => {
+        if (!message) return
+        const decoded = decodeMessage(MediaChangedSchema, message.content)
+        // This instance told its own watchers when it made the change: only the others' announcements are news.
+        if (decoded.ok && decoded.value.origin !== options.instanceId) handlers.onMediaChanged(decoded.value.mediaId)
+      },
+      { noAck: true }
+    )
+
+    const consuming = watch(model, await model.createChannel(), 'consuming')
+    await consuming.prefetch(CONSUMER_PREFETCH)
+    const tags: string[] = []
+    /** Consumes a queue; a consumer the broker cancels (its queue deleted) forces a reconnect that re-declares it. */
+    const consume = async <T>(queue: string, decode: Decode<T>, apply: (value: T, message: ConsumeMessage) => Promise<void>) => {
+      const { consumerTag } = await consuming.consume(queue, (message) => {
+        if (message === null) {
+          console.error(`api: the broker cancelled the consumer of ${queue}; reconnecting to consume it again`)
+          return void (closing || model.close().catch(() => {}))
+        }
+        const applying = handle(consuming, message, queue, decode, (value) => apply(value, message))
+        inFlight.add(applying)
+        void applying.finally(() => inFlight.delete(applying))
+      })
+      tags.push(consumerTag)
+    }
+    for (const type of MEDIA_TYPES) {
+      const names = queueNames(options.system, type)
+      const resultSchema = type === 'images' ? ImageResultSchema : VideoResultSchema
+      await consume(names.updates, (bytes) => decodeMessage(JobUpdateSchema, bytes), (u) => handlers.onUpdate(type, u))
+      await consume(names.results, (bytes) => decodeMessage(resultSchema, bytes), (r) => handlers.onResult(type, r))
+      // Dead letters are taken off the broker into the store, where operators list, inspect and re-drive them.
+      await consume(
+        names.dead,
+        (bytes) => ({ ok: true, value: bytes }),
+        (body, message) =>
+          handlers.onDeadLetter(type, {
+            body,
+            headers: message.properties.headers ?? {},
+            messageId: message.properties.messageId ?? null,
+            correlationId: message.properties.correlationId ?? null,
+          })
+      )
+    }
+    stopConsuming = () => Promise.all(tags.map((tag) => consuming.cancel(tag).catch(() => {}))).then(() => {})
+    // Closing the channel before the connection lets its last acks reach the broker (a connection closed at once
+    // can overtake them, and the broker then redelivers what was applied).
+    closeConsuming = () => consuming.close().catch(() => {})
+  }
 
   const connection = await amqp.connect(options.url, {
     recovery: {
@@ -87,72 +176,15 @@ export async function connectBroker(options: { url: string; system: string; publ
       maxDelay: 5_000,
       async setup(model: ChannelModel) {
         blockedBy = null
-        /** A channel closed under a live connection is not recovered by amqplib: reconnect to rebuild them all. */
-        const watch = <C extends amqp.Channel>(channel: C, name: string): C => {
-          channel.on('error', (error) => console.error(`api: ${name} channel error: ${error.message}`))
-          channel.on('close', () => {
-            if (!closing) model.close().catch(() => {})
-          })
-          return channel
-        }
-        const publishing = watch(await model.createConfirmChannel(), 'publishing')
+        const publishing = watch(model, await model.createConfirmChannel(), 'publishing')
         for (const type of MEDIA_TYPES) await declareTopology(publishing, topology(options.system, type))
         await publishing.assertExchange(eventsExchange(options.system), 'fanout', { durable: true, autoDelete: false })
         publisher = createPublisher(publishing, toBuffer, options.publishTimeoutMs)
-
-        // Each instance hears every change through a queue of its own, gone when the instance is.
-        inspector = watch(await model.createChannel(), 'inspecting')
-        const events = watch(await model.createChannel(), 'events')
-        const { queue } = await events.assertQueue('', { exclusive: true, autoDelete: true })
-        await events.bindQueue(queue, eventsExchange(options.system), '')
-        await events.consume(
-          queue,
-          (message) => {
-            if (!message) return
-            const decoded = decodeMessage(MediaChangedSchema, message.content)
-            if (decoded.ok) handlers.onMediaChanged(decoded.value.mediaId)
-          },
-          { noAck: true }
-        )
-
-        const consuming = watch(await model.createChannel(), 'consuming')
-        await consuming.prefetch(CONSUMER_PREFETCH)
-        const tags: string[] = []
-        /** Consumes a queue; a consumer the broker cancels (its queue deleted) forces a reconnect that re-declares it. */
-        const consume = async <T>(queue: string, decode: Decode<T>, apply: (value: T, message: ConsumeMessage) => Promise<void>) => {
-          const { consumerTag } = await consuming.consume(queue, (message) => {
-            if (message === null) {
-              console.error(`api: the broker cancelled the consumer of ${queue}; reconnecting to consume it again`)
-              return void (closing || model.close().catch(() => {}))
-            }
-            const applying = handle(consuming, message, queue, decode, (value) => apply(value, message))
-            inFlight.add(applying)
-            void applying.finally(() => inFlight.delete(applying))
-          })
-          tags.push(consumerTag)
-        }
-        for (const type of MEDIA_TYPES) {
-          const names = queueNames(options.system, type)
-          const resultSchema = type === 'images' ? ImageResultSchema : VideoResultSchema
-          await consume(names.updates, (bytes) => decodeMessage(JobUpdateSchema, bytes), (u) => handlers.onUpdate(type, u))
-          await consume(names.results, (bytes) => decodeMessage(resultSchema, bytes), (r) => handlers.onResult(type, r))
-          // Dead letters are taken off the broker into the store, where operators list, inspect and re-drive them.
-          await consume(
-            names.dead,
-            (bytes) => ({ ok: true, value: bytes }),
-            (body, message) =>
-              handlers.onDeadLetter(type, {
-                body,
-                headers: message.properties.headers ?? {},
-                messageId: message.properties.messageId ?? null,
-                correlationId: message.properties.correlationId ?? null,
-              })
-          )
-        }
-        stopConsuming = () => Promise.all(tags.map((tag) => consuming.cancel(tag).catch(() => {}))).then(() => {})
-        // Closing the channel before the connection lets its last acks reach the broker (a connection closed at once
-        // can overtake them, and the broker then redelivers what was applied).
-        closeConsuming = () => consuming.close().catch(() => {})
+        inspector = watch(model, await model.createChannel(), 'inspecting')
+        // No await between these two lines: a `consume` called meanwhile either sees this connection or left its
+        // handlers for this setup to start.
+        current = model
+        if (handlers) await startConsuming(model, handlers)
         connected = true
         for (const resolve of waiters.splice(0)) resolve()
       },
@@ -160,6 +192,7 @@ export async function connectBroker(options: { url: string; system: string; publ
   })
   connection.on('disconnect', (error) => {
     connected = false
+    current = undefined
     console.warn(`api: lost the broker (${error.message}); reconnecting`)
   })
   connection.on('reconnect-failed', (error) => console.error(`api: gave up reconnecting to the broker: ${error.message}`))
@@ -191,8 +224,23 @@ export async function connectBroker(options: { url: string; system: string; publ
     },
     announce(mediaId) {
       if (!connected || !publisher) return
-      const body = encodeMessage(MediaChangedSchema, { version: 1, mediaId })
+      const body = encodeMessage(MediaChangedSchema, { version: 1, mediaId, origin: options.instanceId })
       publisher.broadcast(eventsExchange(options.system), body, { correlationId: mediaId, type: 'media.changed' }).catch(() => {})
+    },
+    async consume(given) {
+      if (handlers) throw new Error('the broker already consumes')
+      if (closing) throw new Error('the broker is closed')
+      handlers = given
+      const model = current
+      if (!model) return // disconnected: the next setup starts them
+      try {
+        await startConsuming(model, given)
+      } catch (error) {
+        // Whatever did start goes with the connection; the reconnect that follows starts every consumer afresh.
+        consumingOn = undefined
+        if (!closing) model.close().catch(() => {})
+        throw new Error(`could not start consuming: ${(error as Error).message}`, { cause: error })
+      }
     },
     isConnected: () => connected,
     blocked: () => blockedBy,

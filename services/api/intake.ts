@@ -1,7 +1,7 @@
 /**
  * Receiving an upload as a stream: the raw body, or the `file` field of multipart/form-data (parsed by busboy,
- * which streams each part). The first bytes decide the kind; the rest flows to storage through a byte limit, so
- * the API never holds more than a few S3 parts of a file in memory.
+ * which streams each part). The first bytes decide the kind; what comes back is the whole upload as a byte-limited
+ * stream for the caller to store, so the API never holds more than a few S3 parts of a file in memory.
  */
 import busboy from 'busboy'
 import { Readable } from 'node:stream'
@@ -9,60 +9,65 @@ import { ApiError } from './errors.ts'
 import { SNIFF_BYTES, sniff, type Sniffed } from './sniff.ts'
 
 export type Accepted = Extract<Sniffed, { kind: 'image' | 'video' }>
+type Kinds = readonly Accepted['kind'][]
+
+/** An upload whose kind is known, not yet read past its head. */
 export interface Received {
   sniffed: Accepted
-  size: number
+  /**
+   * The whole upload, head included, to be read once. It errors with the 413 past the limit, and with a 400 when
+   * the client breaks off or the multipart framing breaks.
+   */
+  body: ReadableStream<Uint8Array>
+  /** The bytes read from `body` so far: the upload's size once it has been read to its end. */
+  readonly size: number
+  /**
+   * Why `body` errored (the 413 or 400 above), or null. Whoever reads the body may report its error in words of its
+   * own (lib-storage's Upload can), so this is how a reader tells the upload's fault from its own.
+   */
+  readonly failure: ApiError | null
 }
-/** Stores the accepted stream; called once the kind is known. */
-export type Sink = (sniffed: Accepted, body: ReadableStream<Uint8Array>) => Promise<void>
 
+/** Multipart framing (boundaries, part headers) on top of the file itself. */
+const MULTIPART_SLACK = 64 * 1024
 /**
  * After refusing an upload, read and discard up to this much of the rest so the client (still sending) can read
  * the error answer instead of seeing its connection reset; past it the connection is cut.
  */
 const DRAIN_LIMIT = 16 * 1024 * 1024
 
-async function drain(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<void> {
-  let drained = 0
-  try {
-    while (drained < DRAIN_LIMIT) {
-      const { value, done } = await reader.read()
-      if (done) return
-      drained += value.byteLength
-    }
-  } catch {
-    return // the client went away
-  }
-  await reader.cancel().catch(() => {})
-}
-
 const tooLarge = (max: number) => new ApiError(413, 'payload_too_large', `the upload is larger than the limit of ${max} bytes`)
+const empty = (why: string) => new ApiError(400, 'empty_body', why)
+/** A read of the upload failed: the client went away (or an ApiError of the multipart parser, kept as it is). */
+const interrupted = (error: unknown) =>
+  error instanceof ApiError ? error : new ApiError(400, 'bad_request', `the upload was interrupted: ${(error as Error)?.message ?? String(error)}`)
 
-/** Takes the request's upload (raw or multipart) and hands it to `sink`. */
-export function receiveUpload(request: Request, maxBytes: number, sink: Sink, kinds: readonly Accepted['kind'][] = ['image', 'video']): Promise<Received> {
+/**
+ * Takes the request's upload (raw or multipart): refuses at once what its declared length already rules out, then
+ * resolves once the head is sniffed. Refusals (400, 413, 415) reject; the body is drained first where it is read.
+ */
+export async function receiveUpload(request: Request, maxBytes: number, kinds: Kinds = ['image', 'video']): Promise<Received> {
+  const declared = Number(request.headers.get('content-length') ?? NaN)
+  if (declared === 0) throw empty('the upload is empty')
+  if (declared > maxBytes + MULTIPART_SLACK) throw tooLarge(maxBytes)
+  if (!request.body) throw empty('the request has no body; send the file as the body or as the multipart field "file"')
   const type = request.headers.get('content-type') ?? ''
-  if (!request.body) throw new ApiError(400, 'empty_body', 'the request has no body; send the file as the body or as the multipart field "file"')
-  if (/^multipart\/form-data/i.test(type)) return receiveMultipart(request.body, type, maxBytes, sink, kinds)
-  return receiveStream(request.body, maxBytes, sink, kinds)
+  if (/^multipart\/form-data/i.test(type)) return receiveMultipart(request.body, type, maxBytes, kinds)
+  return receiveStream(request.body, maxBytes, kinds)
 }
 
-/** Sniffs the head of `body`, then streams all of it to `sink`, failing with 413 past `maxBytes`. */
-export async function receiveStream(
-  body: ReadableStream<Uint8Array>,
-  maxBytes: number,
-  sink: Sink,
-  kinds: readonly Accepted['kind'][] = ['image', 'video']
-): Promise<Received> {
+/** Sniffs the head of `body` and hands back all of it behind a byte limit of `maxBytes`. */
+export async function receiveStream(body: ReadableStream<Uint8Array>, maxBytes: number, kinds: Kinds = ['image', 'video']): Promise<Received> {
   const reader = body.getReader()
   const chunks: Uint8Array[] = []
   let total = 0
   while (total < SNIFF_BYTES) {
-    const { value, done } = await reader.read()
+    const { value, done } = await reader.read().catch((error: unknown) => Promise.reject(interrupted(error)))
     if (done) break
     chunks.push(value)
     total += value.byteLength
   }
-  if (total === 0) throw new ApiError(400, 'empty_body', 'the upload is empty')
+  if (total === 0) throw empty('the upload is empty')
   if (total > maxBytes) {
     await drain(reader)
     throw tooLarge(maxBytes)
@@ -78,40 +83,63 @@ export async function receiveStream(
         : `a ${sniffed.kind} (${sniffed.format}); this service accepts only ${kinds.join(' and ')} uploads for now`
     throw new ApiError(415, 'unsupported_media_type', `the file is ${what} (judged from its content, not its name or declared type)`)
   }
-  let overLimit = false
-  const limited = new ReadableStream<Uint8Array>({
+  return limited(sniffed, head, reader, maxBytes)
+}
+
+/** The head, then the rest of `reader` as it is pulled, failing (413) past `maxBytes`; it counts what it passes on. */
+function limited(sniffed: Accepted, head: Uint8Array, reader: ReadableStreamDefaultReader<Uint8Array>, maxBytes: number): Received {
+  let size = head.byteLength
+  let failure: ApiError | null = null
+  const body = new ReadableStream<Uint8Array>({
     start(controller) {
       controller.enqueue(head)
     },
     async pull(controller) {
-      const { value, done } = await reader.read()
-      if (done) return controller.close()
-      total += value.byteLength
-      if (total > maxBytes) {
-        overLimit = true
-        controller.error(tooLarge(maxBytes))
+      let chunk: Awaited<ReturnType<typeof reader.read>>
+      try {
+        chunk = await reader.read()
+      } catch (error) {
+        failure = interrupted(error)
+        return controller.error(failure)
+      }
+      if (chunk.done) return controller.close()
+      size += chunk.value.byteLength
+      if (size > maxBytes) {
+        failure = tooLarge(maxBytes)
+        controller.error(failure)
         return drain(reader)
       }
-      controller.enqueue(value)
+      controller.enqueue(chunk.value)
     },
     cancel: (reason) => reader.cancel(reason),
   })
-  try {
-    await sink(sniffed, limited)
-  } catch (error) {
-    if (overLimit) throw tooLarge(maxBytes)
-    throw error
+  return {
+    sniffed,
+    body,
+    get size() {
+      return size
+    },
+    get failure() {
+      return failure
+    },
   }
-  return { sniffed, size: total }
 }
 
-function receiveMultipart(
-  body: ReadableStream<Uint8Array>,
-  contentType: string,
-  maxBytes: number,
-  sink: Sink,
-  kinds: readonly Accepted['kind'][]
-): Promise<Received> {
+async function drain(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<void> {
+  let drained = 0
+  try {
+    while (drained < DRAIN_LIMIT) {
+      const { value, done } = await reader.read()
+      if (done) return
+      drained += value.byteLength
+    }
+  } catch {
+    return // the client went away
+  }
+  await reader.cancel().catch(() => {})
+}
+
+function receiveMultipart(body: ReadableStream<Uint8Array>, contentType: string, maxBytes: number, kinds: Kinds): Promise<Received> {
   return new Promise<Received>((resolve, reject) => {
     let parser: busboy.Busboy
     try {
@@ -122,18 +150,23 @@ function receiveMultipart(
     } catch (error) {
       return reject(new ApiError(400, 'bad_multipart', `the multipart body cannot be parsed: ${(error as Error).message}`))
     }
-    let received: Promise<Received> | undefined
-    parser.on('file', (name, file) => {
-      if (name !== 'file' || received) return void file.resume()
-      received = receiveStream(Readable.toWeb(file) as unknown as ReadableStream<Uint8Array>, maxBytes, sink, kinds)
-      received.then(resolve, reject)
+    let file: Readable | undefined
+    /** Before the file is sniffed the promise rejects; after, the file's stream errors, and with it `body`. */
+    const fail = (error: ApiError) => {
+      reject(error)
+      file?.destroy(error)
+    }
+    parser.on('file', (name, stream) => {
+      if (name !== 'file' || file) return void stream.resume()
+      file = stream
+      receiveStream(Readable.toWeb(stream) as unknown as ReadableStream<Uint8Array>, maxBytes, kinds).then(resolve, reject)
     })
-    parser.on('error', (error) => reject(new ApiError(400, 'bad_multipart', `the multipart body is malformed: ${(error as Error).message}`)))
+    parser.on('error', (error) => fail(new ApiError(400, 'bad_multipart', `the multipart body is malformed: ${(error as Error).message}`)))
     parser.on('close', () => {
-      if (!received) reject(new ApiError(400, 'empty_body', 'the multipart body has no field named "file"'))
+      if (!file) reject(empty('the multipart body has no field named "file"'))
     })
     const source = Readable.fromWeb(body as unknown as import('node:stream/web').ReadableStream<Uint8Array>)
-    source.on('error', (error) => reject(new ApiError(400, 'bad_request', `the upload was interrupted: ${error.message}`)))
+    source.on('error', (error) => fail(interrupted(error)))
     source.pipe(parser)
   })
 }

@@ -9,9 +9,21 @@ import { bearerAuth } from 'hono/bearer-auth'
 import * as v from 'valibot'
 import type { AppDeps } from '../app.ts'
 import { ApiError } from '../errors.ts'
+import { param, query } from '../validate.ts'
 
-const IdSchema = v.pipe(v.string(), v.uuid())
-const LimitSchema = v.pipe(v.string(), v.regex(/^\d+$/), v.transform(Number), v.minValue(1), v.maxValue(1000))
+/** A malformed id names no dead letter, so it answers as an unknown one does: 404. */
+const LetterParams = v.object({ id: v.pipe(v.string(), v.uuid('must be a UUID')) })
+const LIMIT_RULE = 'must be a whole number from 1 to 1000'
+const ListQuery = v.object({
+  limit: v.optional(
+    v.pipe(v.string(LIMIT_RULE), v.regex(/^\d{1,4}$/, LIMIT_RULE), v.transform(Number), v.minValue(1, LIMIT_RULE), v.maxValue(1000, LIMIT_RULE)),
+    '100'
+  ),
+})
+const SECONDS_RULE = 'must be a whole number of seconds'
+const SweepQuery = v.object({
+  olderThanSeconds: v.optional(v.pipe(v.string(SECONDS_RULE), v.regex(/^\d{1,10}$/, SECONDS_RULE), v.transform(Number)), '86400'),
+})
 
 export function adminRoutes(deps: AppDeps) {
   const app = new Hono()
@@ -32,14 +44,12 @@ export function adminRoutes(deps: AppDeps) {
     })
   )
 
-  app.get('/dead-letters', async (c) => {
-    const raw = c.req.query('limit') ?? '100'
-    if (!v.is(LimitSchema, raw)) throw new ApiError(400, 'bad_request', 'limit must be a whole number from 1 to 1000')
-    return c.json({ deadLetters: await deps.store.listDeadLetters(v.parse(LimitSchema, raw)) })
+  app.get('/dead-letters', query(ListQuery), async (c) => {
+    return c.json({ deadLetters: await deps.store.listDeadLetters(c.req.valid('query').limit) })
   })
 
-  app.get('/dead-letters/:id', async (c) => {
-    const letter = await findLetter(deps, c.req.param('id'))
+  app.get('/dead-letters/:id', param(LetterParams, 404), async (c) => {
+    const letter = await findLetter(deps, c.req.valid('param').id)
     const { body, ...rest } = letter
     const text = readableText(body)
     return c.json({ ...rest, ...(text === null ? { bodyBase64: Buffer.from(body).toString('base64') } : { body: text }) })
@@ -47,10 +57,11 @@ export function adminRoutes(deps: AppDeps) {
 
   /**
    * Sends a dead letter again. A request of one of our jobs puts the job back to `queued` and goes through the
-   * outbox; anything else well-formed goes straight back to its queue. A malformed message would only die again.
+   * outbox; anything else well-formed (an update, a result, a request of no job here, so nothing for the outbox to
+   * hold) goes straight back to its queue. A malformed message would only die again.
    */
-  app.post('/dead-letters/:id/redrive', async (c) => {
-    const letter = await findLetter(deps, c.req.param('id'))
+  app.post('/dead-letters/:id/redrive', param(LetterParams, 404), async (c) => {
+    const letter = await findLetter(deps, c.req.valid('param').id)
     if (letter.problem) {
       throw new ApiError(422, 'unprocessable', `the message is malformed (${letter.problem}); re-driving it would fail again. Discard it instead.`)
     }
@@ -60,8 +71,8 @@ export function adminRoutes(deps: AppDeps) {
         throw new ApiError(409, 'conflict', `job ${letter.jobId} is ${outcome.conflict} meanwhile; there is nothing to re-drive`)
       }
       if (outcome) {
-        deps.broker.announce(outcome.mediaId)
-        void deps.relay()
+        deps.changes.announce(outcome.mediaId)
+        void deps.outbox.relay()
         return c.json({ redriven: letter.id, jobId: letter.jobId, mediaId: outcome.mediaId }, 202)
       }
     }
@@ -79,18 +90,16 @@ export function adminRoutes(deps: AppDeps) {
   })
 
   /** Runs the multipart-upload sweep now (it also runs hourly), for uploads older than `olderThanSeconds`. */
-  app.post('/sweep', async (c) => {
-    const raw = c.req.query('olderThanSeconds') ?? '86400'
-    if (!/^\d+$/.test(raw)) throw new ApiError(400, 'bad_request', 'olderThanSeconds must be a whole number')
+  app.post('/sweep', query(SweepQuery), async (c) => {
     try {
-      return c.json({ abortedUploads: await deps.sweepUploads(Number(raw) * 1000) })
+      return c.json({ abortedUploads: await deps.sweepUploads(c.req.valid('query').olderThanSeconds * 1000) })
     } catch (error) {
       throw new ApiError(503, 'storage_unavailable', `the sweep failed: ${(error as Error).message}`)
     }
   })
 
-  app.delete('/dead-letters/:id', async (c) => {
-    const letter = await findLetter(deps, c.req.param('id'))
+  app.delete('/dead-letters/:id', param(LetterParams, 404), async (c) => {
+    const letter = await findLetter(deps, c.req.valid('param').id)
     await deps.store.deleteDeadLetter(letter.id)
     return c.body(null, 204)
   })
@@ -98,9 +107,10 @@ export function adminRoutes(deps: AppDeps) {
   return app
 }
 
+/** The dead letter of a validated id, or 404. */
 async function findLetter(deps: AppDeps, id: string) {
-  const letter = v.is(IdSchema, id) ? await deps.store.getDeadLetter(id) : undefined
-  if (!letter) throw new ApiError(404, 'not_found', `no dead letter with id ${JSON.stringify(id)}`)
+  const letter = await deps.store.getDeadLetter(id)
+  if (!letter) throw new ApiError(404, 'not_found', `no dead letter with id ${id}`)
   return letter
 }
 

@@ -2,74 +2,67 @@
 import { Hono } from 'hono'
 import { streamSSE } from 'hono/streaming'
 import * as v from 'valibot'
-import { ImageRequestSchema, VideoRequestSchema, cancelMarkerKey, encodeMessage, queueNames, type MediaType } from '@app/shared'
+import {
+  ImageRequestSchema,
+  MediaIdSchema,
+  OutputNameSchema,
+  VideoRequestSchema,
+  cancelMarkerKey,
+  encodeMessage,
+  queueNames,
+  type ImageRequest,
+  type MediaType,
+} from '@app/shared'
 import type { AppDeps } from '../app.ts'
 import { ApiError } from '../errors.ts'
 import { receiveUpload } from '../intake.ts'
 import { CONTENT_TYPES, IMAGE_RECIPE, VIDEO_RECIPE, originalKey, outputPrefix } from '../recipes.ts'
-import { isFinal, type MediaRecord } from '../store.ts'
+import { isFinal, type MediaRecord, type OutboxMessage } from '../store.ts'
+import { param } from '../validate.ts'
 
-const IdSchema = v.pipe(v.string(), v.uuid())
 /** What uploads are taken; audio-only files are refused (no processor makes anything of them). */
 const ACCEPTED_KINDS = ['image', 'video'] as const
-/** Multipart framing (boundaries, part headers) on top of the file itself. */
-const MULTIPART_SLACK = 64 * 1024
+/** A malformed id names no media, so it answers as an unknown one does: 404. */
+const MediaParams = v.object({ id: MediaIdSchema })
+const OutputParams = v.object({ id: MediaIdSchema, name: OutputNameSchema })
+type Source = ImageRequest['source']
 
 export function mediaRoutes(deps: AppDeps) {
   const app = new Hono()
 
   app.post('/', async (c) => {
-    const declared = Number(c.req.header('content-length') ?? NaN)
-    if (declared === 0) throw new ApiError(400, 'empty_body', 'the upload is empty')
-    if (declared > deps.maxUploadBytes + MULTIPART_SLACK) {
-      throw new ApiError(413, 'payload_too_large', `the upload is larger than the limit of ${deps.maxUploadBytes} bytes`)
-    }
+    const received = await receiveUpload(c.req.raw, deps.maxUploadBytes, ACCEPTED_KINDS)
+    const { sniffed } = received
     const id = crypto.randomUUID()
     const jobId = crypto.randomUUID()
     const sourceKey = originalKey(deps.system, id)
-    const { sniffed, size } = await receiveUpload(
-      c.req.raw,
-      deps.maxUploadBytes,
-      (sniffed, body) =>
-        deps.storage.put(sourceKey, body, CONTENT_TYPES[sniffed.format] ?? 'application/octet-stream').catch((error: Error) => {
-          if (error instanceof ApiError) throw error
-          c.header('Retry-After', '5')
-          throw new ApiError(503, 'storage_unavailable', `the upload could not be stored (${error.message}); try again shortly`)
-        }),
-      ACCEPTED_KINDS
-    )
+    try {
+      await deps.storage.put(sourceKey, received.body, CONTENT_TYPES[sniffed.format] ?? 'application/octet-stream')
+    } catch (error) {
+      // The upload's own fault (over the limit, cut off) is the answer, however the store reported it.
+      if (received.failure) throw received.failure
+      throw unavailable('storage_unavailable', `the upload could not be stored (${(error as Error).message}); try again shortly`)
+    }
 
     const type: MediaType = sniffed.kind === 'image' ? 'images' : 'videos'
-    const common = {
-      version: 1 as const,
-      jobId,
-      mediaId: id,
-      source: { bucket: deps.storage.bucket, key: sourceKey, format: sniffed.format, size },
-      output: { bucket: deps.storage.bucket, prefix: outputPrefix(deps.system, jobId) },
-    }
-    const body =
-      type === 'images'
-        ? encodeMessage(ImageRequestSchema, { ...common, recipe: IMAGE_RECIPE })
-        : encodeMessage(VideoRequestSchema, { ...common, recipe: VIDEO_RECIPE })
-    const request = { messageId: crypto.randomUUID(), jobId, queue: queueNames(deps.system, type).request, type: 'job.request', body }
-    await deps.store.createMedia({ id, kind: sniffed.kind, format: sniffed.format, size, bucket: deps.storage.bucket, sourceKey, jobId, type, request })
-
+    const source = { bucket: deps.storage.bucket, key: sourceKey, format: sniffed.format, size: received.size }
+    const request = jobRequest(deps, type, { jobId, mediaId: id, source })
+    // The media, its job and the request in one transaction (the outbox): a request is never lost in between.
+    await deps.store.createMedia({ id, kind: sniffed.kind, format: source.format, size: source.size, bucket: source.bucket, sourceKey, jobId, type, request })
     try {
-      await deps.broker.publish(request.queue, body, { correlationId: jobId, type: request.type, messageId: request.messageId })
+      await deps.outbox.send(request)
     } catch (error) {
       // Not accepted: undo, so that nothing half-made remains and the client knows to retry.
       await deps.store.deleteMedia(id)
       await deps.storage.delete(sourceKey).catch(() => {})
-      c.header('Retry-After', '5')
-      throw new ApiError(503, 'queue_unavailable', `the job could not be queued (${(error as Error).message}); try again shortly`)
+      throw unavailable('queue_unavailable', `the job could not be queued (${(error as Error).message}); try again shortly`)
     }
-    await deps.store.markPublished(request.messageId)
     c.header('Location', `/v1/media/${id}`)
     return c.json({ id, jobId, kind: sniffed.kind, status: 'queued' }, 202)
   })
 
-  app.get('/:id', async (c) => {
-    const media = await findMedia(deps, c.req.param('id'))
+  app.get('/:id', param(MediaParams, 404), async (c) => {
+    const media = await findMedia(deps, c.req.valid('param').id)
     return c.json(present(media, new URL(c.req.url).origin))
   })
 
@@ -78,15 +71,15 @@ export function mediaRoutes(deps: AppDeps) {
    * wins. A cancel recorded first makes any later result change nothing (and the API deletes that result's
    * outputs); a result recorded first makes the cancel a 409.
    */
-  app.post('/:id/cancel', async (c) => {
-    const media = await findMedia(deps, c.req.param('id'))
+  app.post('/:id/cancel', param(MediaParams, 404), async (c) => {
+    const media = await findMedia(deps, c.req.valid('param').id)
     await cancelJob(deps, media)
     return c.json(present((await deps.store.getMedia(media.id))!, new URL(c.req.url).origin))
   })
 
   /** Cancels whatever is running and deletes the media's objects and records. */
-  app.delete('/:id', async (c) => {
-    const media = await findMedia(deps, c.req.param('id'))
+  app.delete('/:id', param(MediaParams, 404), async (c) => {
+    const media = await findMedia(deps, c.req.valid('param').id)
     try {
       if (!isFinal(media.status)) await cancelJob(deps, media)
     } catch (error) {
@@ -97,16 +90,17 @@ export function mediaRoutes(deps: AppDeps) {
     const keys = [fresh.sourceKey, ...fresh.outputs.map((o) => o.key), cancelMarkerKey(outputPrefix(deps.system, fresh.jobId))]
     await Promise.all(keys.map((key) => deps.storage.delete(key)))
     await deps.store.deleteMedia(media.id)
-    deps.broker.announce(media.id)
+    deps.changes.announce(media.id)
     return c.body(null, 204)
   })
 
   /**
    * Server-Sent Events: the current state first (event `state`), then each change, then the stream ends after the
-   * final state. Changes come through the events fanout, so an update applied by another API instance is seen here.
+   * final state. Changes applied here are heard at once; those applied by another API instance come over the events
+   * fanout.
    */
-  app.get('/:id/events', async (c) => {
-    const id = (await findMedia(deps, c.req.param('id'))).id
+  app.get('/:id/events', param(MediaParams, 404), async (c) => {
+    const id = (await findMedia(deps, c.req.valid('param').id)).id
     const origin = new URL(c.req.url).origin
     return streamSSE(c, async (stream) => {
       let last = ''
@@ -129,7 +123,7 @@ export function mediaRoutes(deps: AppDeps) {
       await new Promise<void>((resolve) => {
         let queue = Promise.resolve(false)
         const finish = () => {
-          deps.changes.removeEventListener(id, onChange)
+          unwatch()
           clearInterval(heartbeat)
           resolve()
         }
@@ -148,7 +142,7 @@ export function mediaRoutes(deps: AppDeps) {
               }
             )
         }
-        deps.changes.addEventListener(id, onChange)
+        const unwatch = deps.changes.watch(id, onChange)
         // A comment keeps proxies from closing an idle stream; the re-read covers an announcement that was lost.
         const heartbeat = setInterval(() => {
           stream.write(': keep-alive\n\n').catch(finish)
@@ -160,9 +154,9 @@ export function mediaRoutes(deps: AppDeps) {
     })
   })
 
-  app.get('/:id/outputs/:name', async (c) => {
-    const media = await findMedia(deps, c.req.param('id'))
-    const name = c.req.param('name')
+  app.get('/:id/outputs/:name', param(OutputParams, 404), async (c) => {
+    const { id, name } = c.req.valid('param')
+    const media = await findMedia(deps, id)
     const output = media.outputs.find((o) => o.name === name)
     if (!output) throw new ApiError(404, 'not_found', `media ${media.id} has no output named ${JSON.stringify(name)}`)
     const object = await deps.storage.get(output.key)
@@ -202,14 +196,28 @@ async function cancelJob(deps: AppDeps, media: MediaRecord): Promise<void> {
   await deps.broker.broadcastCancel(outcome.jobId).catch((error) => {
     console.warn(`api: the cancel of job ${outcome.jobId} was not broadcast (${(error as Error).message}); processors will find its marker`)
   })
-  deps.broker.announce(media.id)
+  deps.changes.announce(media.id)
 }
 
+/** The outbox row of a new job: its request to the type's processors, validated as it is encoded. */
+function jobRequest(deps: AppDeps, type: MediaType, job: { jobId: string; mediaId: string; source: Source }): OutboxMessage {
+  const common = { version: 1 as const, ...job, output: { bucket: deps.storage.bucket, prefix: outputPrefix(deps.system, job.jobId) } }
+  const body =
+    type === 'images'
+      ? encodeMessage(ImageRequestSchema, { ...common, recipe: IMAGE_RECIPE })
+      : encodeMessage(VideoRequestSchema, { ...common, recipe: VIDEO_RECIPE })
+  return { messageId: crypto.randomUUID(), jobId: job.jobId, queue: queueNames(deps.system, type).request, type: 'job.request', body }
+}
+
+/** The media of a validated id, or 404. */
 async function findMedia(deps: AppDeps, id: string): Promise<MediaRecord> {
-  const media = v.is(IdSchema, id) ? await deps.store.getMedia(id) : undefined
-  if (!media) throw new ApiError(404, 'not_found', `no media with id ${JSON.stringify(id)}`)
+  const media = await deps.store.getMedia(id)
+  if (!media) throw new ApiError(404, 'not_found', `no media with id ${id}`)
   return media
 }
+
+/** A 503 that tells the client when to try again. */
+const unavailable = (code: string, message: string) => new ApiError(503, code, message, { 'Retry-After': '5' })
 
 /** The public shape of a media record. */
 export function present(media: MediaRecord, origin: string) {
