@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepares a Debian machine (run as root, or with sudo available) to run the system and its tests:
-# Bun from npm, ffmpeg, libheif-examples (and procps, iproute2 for the fault tests) from apt, RabbitMQ started if installed but stopped, then `bun install`.
+# Bun from npm; ffmpeg, libheif-examples (and for the tests: procps, iproute2, and Python with pika, jsonschema and
+# boto3 for the other-language backend) from apt; RabbitMQ started if installed but stopped; then `bun install`.
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,10 @@ command -v heif-convert >/dev/null || missing+=(libheif-examples)
 # The fault tests find processes' ffmpeg children and broker connections with these.
 command -v pgrep >/dev/null || missing+=(procps)
 command -v ss >/dev/null || missing+=(iproute2)
+# tests/interop runs a backend in Python against the processors, with Debian's interpreter and packages.
+if ! /usr/bin/python3 -c 'import pika, jsonschema, boto3' >/dev/null 2>&1; then
+  missing+=(python3 python3-pika python3-jsonschema python3-boto3)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]} with apt"
   $SUDO apt-get update -qq

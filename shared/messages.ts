@@ -4,61 +4,83 @@
  * Unknown keys are ignored on decode (so a newer peer may add fields); a different `version` is refused.
  */
 import * as v from 'valibot'
+import type { MediaType } from './names.ts'
 
 const int = (min: number, max: number) => v.pipe(v.number(), v.integer(), v.minValue(min), v.maxValue(max))
 
-export const JobIdSchema = v.pipe(v.string(), v.uuid('must be a UUID'))
-export const MediaIdSchema = v.pipe(v.string(), v.uuid('must be a UUID'))
+export const JobIdSchema = v.pipe(v.string(), v.uuid('must be a UUID'), v.description('The job: a UUID (8-4-4-4-12 hex digits, any version), new for every job.'))
+export const MediaIdSchema = v.pipe(v.string(), v.uuid('must be a UUID'), v.description('The backend\'s media record the job belongs to: a UUID.'))
 
 /** An S3 bucket name (the portable subset of the rules). */
-export const BucketSchema = v.pipe(v.string(), v.regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be an S3 bucket name'))
+export const BucketSchema = v.pipe(
+  v.string(),
+  v.regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be an S3 bucket name'),
+  v.description('An S3 bucket name: 3-63 of a-z, 0-9, "." and "-", starting and ending with a letter or digit.')
+)
 /** Object keys are written by the backend; no empty segments, no `.`/`..`, so no key can look like a path escape. */
 export const ObjectKeySchema = v.pipe(
   v.string(),
   v.maxLength(1024),
-  v.regex(/^(?!.*(?:^|\/)\.{1,2}(?:\/|$))[A-Za-z0-9._-]+(?:\/[A-Za-z0-9._-]+)*$/, 'must be a relative key of [A-Za-z0-9._-] segments')
+  v.regex(/^(?!.*(?:^|\/)\.{1,2}(?:\/|$))[A-Za-z0-9._-]+(?:\/[A-Za-z0-9._-]+)*$/, 'must be a relative key of [A-Za-z0-9._-] segments'),
+  v.description('An S3 key: at most 1024 characters, segments of A-Z a-z 0-9 . _ - joined by "/", no empty segment, no segment "." or "..", no leading or trailing "/".')
 )
 /** Output names become file names and URL segments. */
-export const OutputNameSchema = v.pipe(v.string(), v.regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, 'must be 1-32 of a-z, 0-9, "_", "-"'))
+export const OutputNameSchema = v.pipe(
+  v.string(),
+  v.regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, 'must be 1-32 of a-z, 0-9, "_", "-"'),
+  v.description('An output name: 1-32 of a-z, 0-9, "_" and "-", starting with a letter or digit. It names the output\'s file: <prefix>/<name>.<extension>.')
+)
 /** Machine-readable error codes are snake_case; KNOWN_ERROR_CODES lists the ones in use. */
-export const ErrorCodeSchema = v.pipe(v.string(), v.regex(/^[a-z][a-z0-9_]{1,63}$/, 'must be a snake_case code'))
-export const TimestampSchema = v.pipe(v.string(), v.isoTimestamp('must be an ISO 8601 timestamp'))
-
-export const KNOWN_ERROR_CODES = [
-  'invalid_media', // the file is corrupt, truncated or not what it claims to be
-  'unsupported_format', // a real file of a kind this processor cannot decode
-  'limit_exceeded', // over a pixel, duration or size limit
-  'source_missing', // the source object does not exist
-  'timeout', // the job ran past its wall-clock limit
-  'processing_error', // anything unexpected; the message says what
-  'gave_up', // a transient fault (S3, network, broker) outlasted every retry
-  'crashed', // the processor died on every delivery; the broker dead-lettered the request (set by the backend)
-  'stalled', // no processor reported on the job for too long, too many times (set by the backend)
-] as const
+export const ErrorCodeSchema = v.pipe(
+  v.string(),
+  v.regex(/^[a-z][a-z0-9_]{1,63}$/, 'must be a snake_case code'),
+  v.description('A snake_case error code; PROTOCOL.md lists those in use. Treat an unknown one as class internal.')
+)
+export const TimestampSchema = v.pipe(
+  v.string(),
+  v.isoTimestamp('must be an ISO 8601 timestamp'),
+  v.description('When the message was made: an RFC 3339 timestamp, e.g. 2026-11-22T08:00:00.000Z.')
+)
 
 /**
  * Why a job failed, which decides whether trying again can help:
  * `input`: the file itself (corrupt, unsupported, over a limit, too slow to decode). Never retried.
- * `transient`: the infrastructure (S3, network, broker). Retried with backoff up to the delivery limit first.
+ * `transient`: the infrastructure (S3, network, broker). Retried with backoff up to the attempt limit first.
  * `crash`: the processor died or hung on every attempt (a poison job, or a broken host). Re-drivable by an operator.
- * `internal`: a bug; the message says what.
+ * `internal`: a bug or a misconfiguration (a request the processor refuses, a bucket that does not exist, access
+ * denied); the message says what. Retrying the same thing fails the same way.
  */
 export const FAILURE_CLASSES = ['input', 'transient', 'crash', 'internal'] as const
 export type FailureClass = (typeof FAILURE_CLASSES)[number]
 
-/** The class of a known error code, for errors whose sender did not say (older or third-party processors). */
+/** Every error code in use, with its class and what it means (PROTOCOL.md lists this table). */
+export const ERROR_CODES = {
+  invalid_media: { class: 'input', meaning: 'the file is corrupt, truncated or not what it claims to be' },
+  unsupported_format: { class: 'input', meaning: 'a real file of a kind this processor cannot decode' },
+  limit_exceeded: { class: 'input', meaning: 'over a pixel, duration or size limit' },
+  source_missing: { class: 'input', meaning: 'the source object does not exist' },
+  timeout: { class: 'input', meaning: 'the job ran past its wall-clock limit' },
+  invalid_request: { class: 'internal', meaning: 'the request breaks a rule of the protocol; the message names it' },
+  storage_refused: { class: 'internal', meaning: 'S3 refused the job for a reason retrying cannot fix: no such bucket, access denied' },
+  processing_error: { class: 'internal', meaning: 'anything unexpected; the message says what' },
+  gave_up: { class: 'transient', meaning: 'a transient fault (S3, network, broker) outlasted every attempt' },
+  crashed: { class: 'crash', meaning: 'the processor died on every delivery; the broker dead-lettered the request (set by the backend)' },
+  stalled: { class: 'crash', meaning: 'no processor reported on the job for too long, too many times (set by the backend)' },
+} as const satisfies Record<string, { class: FailureClass; meaning: string }>
+export type ErrorCode = keyof typeof ERROR_CODES
+export const KNOWN_ERROR_CODES = Object.keys(ERROR_CODES) as ErrorCode[]
+
+/** The class of an error code, for errors whose sender did not say (older or third-party processors). */
 export function failureClassOf(code: string): FailureClass {
-  if (code === 'gave_up') return 'transient'
-  if (code === 'crashed' || code === 'stalled') return 'crash'
-  if (code === 'processing_error') return 'internal'
-  if ((KNOWN_ERROR_CODES as readonly string[]).includes(code)) return 'input'
-  return 'internal'
+  return Object.hasOwn(ERROR_CODES, code) ? ERROR_CODES[code as ErrorCode].class : 'internal'
 }
 
 export const ErrorInfoSchema = v.object({
   code: ErrorCodeSchema,
-  message: v.pipe(v.string(), v.minLength(1), v.maxLength(2000)),
-  class: v.optional(v.picklist(FAILURE_CLASSES)),
+  message: v.pipe(v.string(), v.minLength(1), v.maxLength(2000), v.description('What went wrong, for people: 1-2000 characters.')),
+  class: v.optional(
+    v.pipe(v.picklist(FAILURE_CLASSES), v.description('Whether trying again can help (PROTOCOL.md). Absent: derive it from the code.'))
+  ),
 })
 export type ErrorInfo = v.InferOutput<typeof ErrorInfoSchema>
 
@@ -66,11 +88,18 @@ export type ErrorInfo = v.InferOutput<typeof ErrorInfoSchema>
 export const SourceSchema = v.object({
   bucket: BucketSchema,
   key: ObjectKeySchema,
-  format: v.pipe(v.string(), v.regex(/^[a-z0-9]{2,16}$/)),
-  size: int(1, Number.MAX_SAFE_INTEGER),
+  format: v.pipe(
+    v.string(),
+    v.regex(/^[a-z0-9]{2,16}$/),
+    v.description('What the backend judged the file to be from its first bytes (2-16 of a-z, 0-9). A video processor reads the file only as this container and refuses one it does not take.')
+  ),
+  size: v.pipe(int(1, Number.MAX_SAFE_INTEGER), v.description('The original\'s size in bytes.')),
 })
 /** Outputs are written to `<bucket>/<prefix>/<name>.<ext>`; the same job always writes the same keys. */
-export const OutputTargetSchema = v.object({ bucket: BucketSchema, prefix: ObjectKeySchema })
+export const OutputTargetSchema = v.object({
+  bucket: BucketSchema,
+  prefix: v.pipe(ObjectKeySchema, v.description('Outputs go to <prefix>/<name>.<extension>, and the cancel marker to <prefix>/.cancelled. New for every job.')),
+})
 
 const uniqueNames = <T extends { name: string }>(items: T[]) => new Set(items.map((i) => i.name)).size === items.length
 
@@ -81,9 +110,9 @@ export const ImageFormatSchema = v.picklist(['webp', 'jpeg', 'png', 'avif'])
 export const ImageOutputSpecSchema = v.object({
   name: OutputNameSchema,
   format: ImageFormatSchema,
-  width: int(1, 8192),
-  height: int(1, 8192),
-  quality: v.optional(int(1, 100), 80),
+  width: v.pipe(int(1, 8192), v.description('The box the output fits inside: width in pixels.')),
+  height: v.pipe(int(1, 8192), v.description('The box the output fits inside: height in pixels.')),
+  quality: v.optional(v.pipe(int(1, 100), v.description('Encoder quality for webp, jpeg and avif; png ignores it. Default 80.')), 80),
 })
 export const ImageRequestSchema = v.object({
   version: v.literal(1),
@@ -96,7 +125,8 @@ export const ImageRequestSchema = v.object({
       v.array(ImageOutputSpecSchema),
       v.minLength(1),
       v.maxLength(16),
-      v.check(uniqueNames, 'output names must be unique')
+      v.check(uniqueNames, 'output names must be unique'),
+      v.description('1-16 outputs; no two with the same name.')
     ),
   }),
 })
@@ -105,16 +135,13 @@ export type ImageOutputSpec = v.InferOutput<typeof ImageOutputSpecSchema>
 
 /** What the processor learned of an image. Width and height are as displayed, after EXIF orientation. */
 export const ImageMetadataSchema = v.object({
-  format: v.string(),
-  width: int(1, 1 << 30),
-  height: int(1, 1 << 30),
+  format: v.pipe(v.string(), v.description('The decoded format: jpeg, png, webp, gif, tiff, heic, avif, …')),
+  width: v.pipe(int(1, 1 << 30), v.description('As displayed, after EXIF orientation.')),
+  height: v.pipe(int(1, 1 << 30), v.description('As displayed, after EXIF orientation.')),
   hasAlpha: v.boolean(),
-  /** Pages or animation frames; 1 for a still image. */
-  pages: int(1, 1 << 20),
-  /** EXIF orientation of the original (1-8); 1 when absent or meaningless. */
-  orientation: int(1, 8),
-  /** Colour space of the original as libvips names it (srgb, cmyk, b-w, rgb16, …). */
-  space: v.optional(v.string()),
+  pages: v.pipe(int(1, 1 << 20), v.description('Pages or animation frames; 1 for a still image.')),
+  orientation: v.pipe(int(1, 8), v.description('EXIF orientation of the original (1-8); 1 when absent or meaningless.')),
+  space: v.optional(v.pipe(v.string(), v.description('Colour space of the original as libvips names it (srgb, cmyk, b-w, rgb16, …).'))),
 })
 export type ImageMetadata = v.InferOutput<typeof ImageMetadataSchema>
 
@@ -124,39 +151,48 @@ export type ImageMetadata = v.InferOutput<typeof ImageMetadataSchema>
  * One H.264/AAC MP4 rendition whose displayed short side is `height` (so a portrait 1080×1920 video has a 1080p rung
  * at 1080×1920). Rungs above the source are skipped; the smallest is always made, at source size if need be.
  */
-export const VideoRenditionSpecSchema = v.object({ name: OutputNameSchema, height: int(16, 4320) })
+export const VideoRenditionSpecSchema = v.object({
+  name: OutputNameSchema,
+  height: v.pipe(int(16, 4320), v.description('The displayed short side in pixels; a rung above the source is skipped, except the smallest.')),
+})
 export const VideoRequestSchema = v.object({
   version: v.literal(1),
   jobId: JobIdSchema,
   mediaId: MediaIdSchema,
   source: SourceSchema,
   output: OutputTargetSchema,
-  recipe: v.object({
-    /** A WebP still fitted inside `width`×`height`. */
-    poster: v.object({ name: OutputNameSchema, width: int(16, 8192), height: int(16, 8192) }),
-    renditions: v.pipe(
-      v.array(VideoRenditionSpecSchema),
-      v.minLength(1),
-      v.maxLength(8),
-      v.check(uniqueNames, 'rendition names must be unique')
-    ),
-  }),
+  recipe: v.pipe(
+    v.object({
+      poster: v.pipe(
+        v.object({ name: OutputNameSchema, width: int(16, 8192), height: int(16, 8192) }),
+        v.description('A WebP still fitted inside width × height, never upscaled.')
+      ),
+      renditions: v.pipe(
+        v.array(VideoRenditionSpecSchema),
+        v.minLength(1),
+        v.maxLength(8),
+        v.check(uniqueNames, 'rendition names must be unique'),
+        v.description('1-8 H.264/AAC MP4 renditions; no two with the same name.')
+      ),
+    }),
+    // Every output of a job has a name of its own (the result lists them by name).
+    v.check((recipe) => !recipe.renditions.some((r) => r.name === recipe.poster.name), 'the poster and a rendition must not share a name'),
+    v.description('The poster and every rendition have names of their own.')
+  ),
 })
 export type VideoRequest = v.InferOutput<typeof VideoRequestSchema>
 
 /** What the processor learned of a video. Width and height are as displayed, after rotation. */
 export const VideoMetadataSchema = v.object({
-  container: v.string(),
+  container: v.pipe(v.string(), v.description('The source format the file was read as.')),
   durationSeconds: v.pipe(v.number(), v.minValue(0)),
-  width: int(1, 1 << 20),
-  height: int(1, 1 << 20),
+  width: v.pipe(int(1, 1 << 20), v.description('As displayed, after rotation and with square pixels.')),
+  height: v.pipe(int(1, 1 << 20), v.description('As displayed, after rotation and with square pixels.')),
   frameRate: v.pipe(v.number(), v.minValue(0)),
-  videoCodec: v.string(),
-  audioCodec: v.nullable(v.string()),
-  /** Bits per second of the whole file. */
-  bitrate: v.pipe(v.number(), v.minValue(0)),
-  /** Degrees the picture is turned for display: 0, 90, 180 or 270. */
-  rotation: v.picklist([0, 90, 180, 270]),
+  videoCodec: v.pipe(v.string(), v.description('As ffprobe names it: h264, hevc, vp9, …')),
+  audioCodec: v.pipe(v.nullable(v.string()), v.description('As ffprobe names it; null when the file has no audio.')),
+  bitrate: v.pipe(v.number(), v.minValue(0), v.description('Bits per second of the whole file.')),
+  rotation: v.pipe(v.picklist([0, 90, 180, 270]), v.description('Degrees clockwise the picture is turned for display.')),
 })
 export type VideoMetadata = v.InferOutput<typeof VideoMetadataSchema>
 
@@ -174,23 +210,24 @@ export const JobUpdateSchema = v.object({
   version: v.literal(1),
   jobId: JobIdSchema,
   status: v.picklist(['processing', 'completed', 'failed', 'cancelled']),
-  stage: v.picklist(STAGES),
-  progress: v.pipe(v.number(), v.minValue(0), v.maxValue(100)),
-  /** Estimated seconds left, where the processor can tell. */
-  etaSeconds: v.optional(v.nullable(v.pipe(v.number(), v.minValue(0)))),
-  error: v.optional(ErrorInfoSchema),
+  stage: v.pipe(v.picklist(STAGES), v.description('Stages go queued, downloading, processing, uploading, finished; a short one may be skipped.')),
+  progress: v.pipe(v.number(), v.minValue(0), v.maxValue(100), v.description('Percent done; 100 only in a final update.')),
+  etaSeconds: v.optional(
+    v.pipe(v.nullable(v.pipe(v.number(), v.minValue(0))), v.description('Estimated seconds left: absent or null when the processor cannot tell.'))
+  ),
+  error: v.optional(v.pipe(ErrorInfoSchema, v.description('Only on a failed update: the same error as the result.'))),
   at: TimestampSchema,
 })
 export type JobUpdate = v.InferOutput<typeof JobUpdateSchema>
 
 export const OutputInfoSchema = v.object({
   name: OutputNameSchema,
-  key: ObjectKeySchema,
-  contentType: v.string(),
-  size: int(0, Number.MAX_SAFE_INTEGER),
+  key: v.pipe(ObjectKeySchema, v.description('Where it is, in the request\'s output bucket: <prefix>/<name>.<extension>.')),
+  contentType: v.pipe(v.string(), v.description('image/webp, image/jpeg, image/png, image/avif or video/mp4.')),
+  size: v.pipe(int(0, Number.MAX_SAFE_INTEGER), v.description('Bytes.')),
   width: int(1, 1 << 20),
   height: int(1, 1 << 20),
-  durationSeconds: v.optional(v.pipe(v.number(), v.minValue(0))),
+  durationSeconds: v.optional(v.pipe(v.number(), v.minValue(0), v.description('Renditions only: their duration, read back from the file.'))),
 })
 export type OutputInfo = v.InferOutput<typeof OutputInfoSchema>
 
@@ -200,7 +237,11 @@ function resultSchema<M extends v.GenericSchema>(metadata: M) {
       version: v.literal(1),
       jobId: JobIdSchema,
       status: v.literal('completed'),
-      outputs: v.pipe(v.array(OutputInfoSchema), v.check(uniqueNames, 'output names must be unique')),
+      outputs: v.pipe(
+        v.array(OutputInfoSchema),
+        v.check(uniqueNames, 'output names must be unique'),
+        v.description('What was made, no two with the same name. A video skips the rungs above its source.')
+      ),
       metadata,
       at: TimestampSchema,
     }),
@@ -215,9 +256,23 @@ export type ImageResult = v.InferOutput<typeof ImageResultSchema>
 export const VideoResultSchema = resultSchema(VideoMetadataSchema)
 export type VideoResult = v.InferOutput<typeof VideoResultSchema>
 
+/** The request and result schemas of each media type, for code that serves either. */
+export const MESSAGES = {
+  images: { request: ImageRequestSchema, result: ImageResultSchema },
+  videos: { request: VideoRequestSchema, result: VideoResultSchema },
+} as const
+export type RequestOf<T extends MediaType> = v.InferOutput<(typeof MESSAGES)[T]['request']>
+export type ResultOf<T extends MediaType> = v.InferOutput<(typeof MESSAGES)[T]['result']>
+export type MetadataOf<T extends MediaType> = Extract<ResultOf<T>, { status: 'completed' }>['metadata']
+
 /** Broadcast on `<system>.media.cancel` when a backend cancels a job (see `cancelMarkerKey` for the durable half). */
 export const CancelSchema = v.object({ version: v.literal(1), jobId: JobIdSchema, at: TimestampSchema })
 export type Cancel = v.InferOutput<typeof CancelSchema>
 
 /** Between backend instances on `<system>.media.events`: this media changed; read it again. */
-export const MediaChangedSchema = v.object({ version: v.literal(1), mediaId: MediaIdSchema })
+export const MediaChangedSchema = v.object({
+  version: v.literal(1),
+  mediaId: MediaIdSchema,
+  /** The instance that sent it (it ignores its own). */
+  origin: v.optional(v.pipe(v.string(), v.maxLength(64))),
+})

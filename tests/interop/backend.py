@@ -1,0 +1,285 @@
+#!/usr/bin/env python3
+"""
+A backend in another language, written from shared/PROTOCOL.md and the JSON Schemas in shared/schemas/ alone.
+
+It declares the topology itself, stores originals in S3, publishes image and video requests, cancels one job while
+it runs, sends one request the processors must refuse, validates every update and result it receives against the
+schemas, and checks the outputs in S3. It prints one JSON report and exits 0 when every expectation held.
+
+Debian packages: python3-pika, python3-jsonschema, python3-boto3.
+Environment: RABBITMQ_URL, SYSTEM, S3_ENDPOINT, S3_BUCKET, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY, SCHEMAS_DIR,
+IMAGE_FILE (a JPEG), VIDEO_FILE (a short MP4), LONG_VIDEO_FILE (an MP4 long enough to cancel while it runs).
+"""
+import datetime
+import json
+import os
+import sys
+import time
+import uuid
+
+import boto3
+import jsonschema
+import pika
+from botocore.config import Config
+
+TYPES = ("images", "videos")
+# PROTOCOL.md section 5: extension and content type of each output format.
+EXTENSIONS = {"webp": ("webp", "image/webp"), "jpeg": ("jpg", "image/jpeg"), "png": ("png", "image/png"),
+              "avif": ("avif", "image/avif"), "mp4": ("mp4", "video/mp4")}
+FINAL = ("completed", "failed", "cancelled")
+
+
+def now():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def names(system, kind):
+    base = f"{system}.media.{kind}"
+    return {"request": f"{base}.request", "updates": f"{base}.updates", "results": f"{base}.results", "dead": f"{base}.dead"}
+
+
+def declare_topology(channel, system):
+    """PROTOCOL.md section 2, exactly: a different argument makes RabbitMQ refuse the declaration."""
+    dead_letter = f"{system}.media.dead-letter"
+    channel.exchange_declare(dead_letter, exchange_type="direct", durable=True, auto_delete=False)
+    channel.exchange_declare(f"{system}.media.cancel", exchange_type="fanout", durable=True, auto_delete=False)
+    for kind in TYPES:
+        queues = names(system, kind)
+        working = {
+            "x-queue-type": "quorum",
+            "x-delivery-limit": 5,
+            "x-dead-letter-exchange": dead_letter,
+            "x-dead-letter-routing-key": queues["dead"],
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+        for role in ("request", "updates", "results"):
+            channel.queue_declare(queues[role], durable=True, arguments=working)
+        channel.queue_declare(queues["dead"], durable=True, arguments={"x-queue-type": "quorum"})
+        channel.queue_bind(queues["dead"], dead_letter, routing_key=queues["dead"])
+
+
+class Backend:
+    def __init__(self, env):
+        self.system = env["SYSTEM"]
+        self.bucket = env["S3_BUCKET"]
+        self.schemas = {}
+        for name in ("image-request", "video-request", "job-update", "image-result", "video-result", "cancel"):
+            with open(os.path.join(env["SCHEMAS_DIR"], f"{name}.json")) as f:
+                schema = json.load(f)
+            jsonschema.Draft7Validator.check_schema(schema)
+            self.schemas[name] = jsonschema.Draft7Validator(schema, format_checker=jsonschema.FormatChecker())
+        self.s3 = boto3.client(
+            "s3",
+            endpoint_url=env["S3_ENDPOINT"],
+            region_name="us-east-1",
+            aws_access_key_id=env["S3_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["S3_SECRET_ACCESS_KEY"],
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
+        )
+        self.connection = pika.BlockingConnection(pika.URLParameters(env["RABBITMQ_URL"]))
+        self.channel = self.connection.channel()
+        self.channel.confirm_delivery()  # basic_publish raises when the broker nacks or returns a mandatory message
+        declare_topology(self.channel, self.system)
+        self.jobs = {}  # jobId -> what we know of it
+        self.problems = []
+
+    # ── Sending ──────────────────────────────────────────────────────────────────────────────────────────────────
+
+    def publish(self, exchange, routing_key, body, message_type, job_id, mandatory=True):
+        properties = pika.BasicProperties(
+            delivery_mode=2,
+            content_type="application/json",
+            message_id=str(uuid.uuid4()),
+            correlation_id=job_id,
+            type=message_type,
+            timestamp=int(time.time()),
+        )
+        self.channel.basic_publish(exchange, routing_key, json.dumps(body).encode(), properties, mandatory=mandatory)
+
+    def submit(self, kind, path, source_format, recipe, expect, store=True):
+        job_id, media_id = str(uuid.uuid4()), str(uuid.uuid4())
+        key = f"{self.system}/py/originals/{media_id}"
+        with open(path, "rb") as f:
+            data = f.read()
+        if store:
+            self.s3.put_object(Bucket=self.bucket, Key=key, Body=data)
+        request = {
+            "version": 1,
+            "jobId": job_id,
+            "mediaId": media_id,
+            "source": {"bucket": self.bucket, "key": key, "format": source_format, "size": len(data)},
+            "output": {"bucket": self.bucket, "prefix": f"{self.system}/py/outputs/{job_id}"},
+            "recipe": recipe,
+        }
+        self.check("image-request" if kind == "images" else "video-request", request, "our own request")
+        self.publish("", names(self.system, kind)["request"], request, "job.request", job_id)
+        self.jobs[job_id] = {"kind": kind, "request": request, "expect": expect, "updates": [], "result": None}
+        return job_id
+
+    def cancel(self, job_id):
+        """PROTOCOL.md section 7: the marker first, then the broadcast (not mandatory)."""
+        prefix = self.jobs[job_id]["request"]["output"]["prefix"]
+        self.s3.put_object(Bucket=self.bucket, Key=f"{prefix}/.cancelled", Body=b"")
+        cancel = {"version": 1, "jobId": job_id, "at": now()}
+        self.check("cancel", cancel, "our own cancel")
+        self.publish(f"{self.system}.media.cancel", "", cancel, "job.cancel", job_id, mandatory=False)
+        self.jobs[job_id]["cancelled_at"] = time.time()
+
+    # ── Receiving ────────────────────────────────────────────────────────────────────────────────────────────────
+
+    def check(self, schema, message, what):
+        errors = sorted(self.schemas[schema].iter_errors(message), key=lambda e: list(e.path))
+        for error in errors:
+            self.problems.append(f"{what} does not match {schema}.json at {'/'.join(map(str, error.path)) or '(root)'}: {error.message}")
+        return not errors
+
+    def on_update(self, channel, method, properties, body):
+        update = json.loads(body)
+        job = self.jobs.get(update.get("jobId"))
+        self.check("job-update", update, f"an update of job {update.get('jobId')}")
+        if properties.correlation_id != update.get("jobId"):
+            self.problems.append(f"an update's correlation_id {properties.correlation_id} is not its jobId")
+        if job is not None:
+            job["updates"].append(update)
+        channel.basic_ack(method.delivery_tag)
+
+    def on_result(self, kind):
+        def handle(channel, method, properties, body):
+            result = json.loads(body)
+            job = self.jobs.get(result.get("jobId"))
+            self.check(f"{kind[:-1]}-result", result, f"the result of job {result.get('jobId')}")
+            if job is None:
+                self.problems.append(f"a result for a job we never sent: {result.get('jobId')}")
+            elif job["result"] is None:
+                job["result"] = result  # the first result of a job is its outcome
+                job["result_at"] = time.time()
+            channel.basic_ack(method.delivery_tag)
+        return handle
+
+    def consume(self):
+        for kind in TYPES:
+            queues = names(self.system, kind)
+            self.channel.basic_consume(queues["updates"], self.on_update)
+            self.channel.basic_consume(queues["results"], self.on_result(kind))
+
+    def wait(self, until, timeout):
+        deadline = time.time() + timeout
+        while not until():
+            if time.time() > deadline:
+                return False
+            self.connection.process_data_events(time_limit=0.2)
+        return True
+
+    # ── Checking ─────────────────────────────────────────────────────────────────────────────────────────────────
+
+    def keys_under(self, prefix):
+        listed = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=f"{prefix}/")
+        return sorted(o["Key"] for o in listed.get("Contents", []))
+
+    def verify(self, job_id):
+        job = self.jobs[job_id]
+        result, expect, request = job["result"], job["expect"], job["request"]
+        prefix = request["output"]["prefix"]
+        label = f"{job['kind']} job {job_id} ({expect['label']})"
+        if result is None:
+            return self.problems.append(f"{label}: no result")
+        if result["status"] != expect["status"]:
+            return self.problems.append(f"{label}: {result['status']} {result.get('error')}, expected {expect['status']}")
+        if expect.get("code") and result["error"]["code"] != expect["code"]:
+            self.problems.append(f"{label}: error {result['error']}, expected code {expect['code']}")
+        finals = [u for u in job["updates"] if u["status"] != "processing"]
+        if expect["status"] != "failed" or expect.get("code") != "invalid_request":
+            if not finals or finals[-1]["status"] != result["status"]:
+                self.problems.append(f"{label}: the final update does not match the result")
+            progress = [u["progress"] for u in job["updates"] if u["status"] == "processing"]
+            if progress != sorted(progress):
+                self.problems.append(f"{label}: progress went back: {progress}")
+        if result["status"] == "completed":
+            stored = self.keys_under(prefix)
+            want = sorted(o["key"] for o in result["outputs"])
+            if stored != want:
+                self.problems.append(f"{label}: S3 holds {stored}, the result names {want}")
+            for output in result["outputs"]:
+                fmt = expect["formats"][output["name"]]
+                extension, content_type = EXTENSIONS[fmt]
+                if output["key"] != f"{prefix}/{output['name']}.{extension}" or output["contentType"] != content_type:
+                    self.problems.append(f"{label}: output {output} is not at {prefix}/{output['name']}.{extension} as {content_type}")
+                head = self.s3.head_object(Bucket=self.bucket, Key=output["key"])
+                if head["ContentLength"] != output["size"] or head["ContentType"] != content_type:
+                    self.problems.append(f"{label}: S3 has {output['key']} as {head['ContentLength']} bytes of {head['ContentType']}")
+            names_made = sorted(o["name"] for o in result["outputs"])
+            if names_made != sorted(expect["outputs"]):
+                self.problems.append(f"{label}: made {names_made}, expected {sorted(expect['outputs'])}")
+        if result["status"] == "cancelled":
+            left = [k for k in self.keys_under(prefix) if not k.endswith("/.cancelled")]
+            if left:
+                self.problems.append(f"{label}: outputs left after the cancel: {left}")
+
+    def dead_letters(self, kind):
+        """Takes the messages off the type's dead-letter queue: (x-first-death-reason, body) pairs."""
+        found = []
+        while True:
+            method, properties, body = self.channel.basic_get(names(self.system, kind)["dead"], auto_ack=True)
+            if method is None:
+                return found
+            found.append(((properties.headers or {}).get("x-first-death-reason"), body))
+
+
+def main():
+    env = os.environ
+    backend = Backend(env)
+    backend.consume()
+    image_recipe = {"outputs": [{"name": "thumb", "format": "webp", "width": 160, "height": 160},
+                                {"name": "small", "format": "jpeg", "width": 64, "height": 64, "quality": 70}]}
+    video_recipe = {"poster": {"name": "poster", "width": 160, "height": 160},
+                    "renditions": [{"name": "low", "height": 120}, {"name": "high", "height": 2160}]}
+    # The long video first: the video processor takes one job at a time, and this one is cancelled while it runs.
+    long_job = backend.submit("videos", env["LONG_VIDEO_FILE"], "mp4", video_recipe,
+                              {"label": "cancelled while it runs", "status": "cancelled"})
+    backend.submit("images", env["IMAGE_FILE"], "jpeg", image_recipe,
+                   {"label": "a photo", "status": "completed", "outputs": ["thumb", "small"], "formats": {"thumb": "webp", "small": "jpeg"}})
+    backend.submit("videos", env["VIDEO_FILE"], "mp4", video_recipe,
+                   {"label": "a clip; the 2160p rung is above it", "status": "completed", "outputs": ["poster", "low"],
+                    "formats": {"poster": "webp", "low": "mp4"}})
+    missing = backend.submit("images", env["IMAGE_FILE"], "jpeg", image_recipe,
+                             {"label": "a missing original", "status": "failed", "code": "source_missing"}, store=False)
+    # A request that breaks a rule (format "jpg") is refused with a result we can read, and dead-lettered.
+    refused_id = str(uuid.uuid4())
+    refused = dict(backend.jobs[missing]["request"], jobId=refused_id)
+    refused["recipe"] = {"outputs": [{"name": "thumb", "format": "jpg", "width": 64, "height": 64}]}
+    backend.publish("", names(backend.system, "images")["request"], refused, "job.request", refused_id)
+    backend.jobs[refused_id] = {"kind": "images", "request": refused, "updates": [], "result": None,
+                                "expect": {"label": "format jpg", "status": "failed", "code": "invalid_request"}}
+
+    running = lambda: any(u["stage"] == "processing" for u in backend.jobs[long_job]["updates"])
+    if backend.wait(running, 60):
+        backend.cancel(long_job)
+    else:
+        backend.problems.append("the long video never reported the processing stage")
+    all_final = lambda: all(job["result"] is not None for job in backend.jobs.values())
+    if not backend.wait(all_final, 120):
+        backend.problems.append("not every job had a result within 120 s")
+    for job_id in backend.jobs:
+        backend.verify(job_id)
+    refusal = (backend.jobs[refused_id]["result"] or {}).get("error", {}).get("message", "")
+    if "format" not in refusal:
+        backend.problems.append(f"the refusal does not name the broken rule: {refusal!r}")
+    dead = backend.dead_letters("images")
+    if not any(reason == "rejected" and json.loads(body).get("jobId") == refused_id for reason, body in dead):
+        backend.problems.append(f"the refused request is not on the dead-letter queue as rejected: {dead}")
+
+    cancelled = backend.jobs[long_job]
+    report = {
+        "jobs": {job["expect"]["label"]: (job["result"] or {}).get("status") for job in backend.jobs.values()},
+        "updates": sum(len(job["updates"]) for job in backend.jobs.values()),
+        "cancelSeconds": round(max(0.0, (cancelled.get("result_at") or time.time()) - cancelled.get("cancelled_at", time.time())), 2),
+        "problems": backend.problems,
+    }
+    print(json.dumps(report))
+    backend.connection.close()
+    return 0 if not backend.problems else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
