@@ -13,6 +13,10 @@ import { testEnv } from './helpers/env.ts'
 import { startStack, type MediaBody, type Stack } from './helpers/stack.ts'
 import { readConfig as readImagesConfig, start as startImages } from '../services/images/main.ts'
 import { makeClip } from './helpers/video-fixtures.ts'
+import { useInfra } from './helpers/infra.ts'
+
+// The real broker and S3 server (started once per run); the namespaces this file makes are removed when it ends.
+await useInfra()
 
 const work = mkdtempSync(join(tmpdir(), 'media-test-cancel-'))
 afterAll(() => rmSync(work, { recursive: true, force: true }))

@@ -4,6 +4,10 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import sharp from 'sharp'
 import { hasGpsTag, jpegWithExif, quadrantColours, quadrants, storeForOrientation } from './helpers/image-fixtures.ts'
 import { startStack, type MediaBody, type Stack } from './helpers/stack.ts'
+import { useInfra } from './helpers/infra.ts'
+
+// The real broker and S3 server (started once per run); the namespaces this file makes are removed when it ends.
+await useInfra()
 
 let stack: Stack
 beforeAll(async () => {

@@ -6,6 +6,10 @@ import { quadrants } from './helpers/image-fixtures.ts'
 import { connectRabbit } from './helpers/rabbit.ts'
 import { startStack, type MediaBody, type Stack } from './helpers/stack.ts'
 import { readConfig as readImagesConfig, start as startImages } from '../services/images/main.ts'
+import { useInfra } from './helpers/infra.ts'
+
+// The real broker and S3 server (started once per run); the namespaces this file makes are removed when it ends.
+await useInfra()
 
 let rabbit: Awaited<ReturnType<typeof connectRabbit>>
 beforeAll(async () => {

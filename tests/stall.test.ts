@@ -10,6 +10,10 @@ import { ImageRequestSchema, ImageResultSchema, JobUpdateSchema, decodeMessage, 
 import { RABBITMQ_URL } from './helpers/env.ts'
 import { connectRabbit } from './helpers/rabbit.ts'
 import { startStack, type MediaBody, type Stack } from './helpers/stack.ts'
+import { useInfra } from './helpers/infra.ts'
+
+// The real broker and S3 server (started once per run); the namespaces this file makes are removed when it ends.
+await useInfra()
 
 describe('a processor that goes silent', () => {
   let stack: Stack

@@ -4,6 +4,10 @@ import { rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { makeVideoFixtures, probe, type VideoFixtures } from './helpers/video-fixtures.ts'
 import { startStack, type Stack } from './helpers/stack.ts'
+import { useInfra } from './helpers/infra.ts'
+
+// The real broker and S3 server (started once per run); the namespaces this file makes are removed when it ends.
+await useInfra()
 
 let stack: Stack
 let fixtures: VideoFixtures

@@ -11,7 +11,7 @@ import { startS3Server, LOCAL_S3_CREDENTIALS } from '../../infra/s3-server.ts'
 import { readConfig as readApiConfig } from '../../services/api/config.ts'
 import { startApi } from '../../services/api/service.ts'
 import { readConfig as readImagesConfig, start as startImages } from '../../services/images/main.ts'
-import { deleteNamespaces, trackNamespace } from '../helpers/rabbit.ts'
+import { deleteNamespaces, trackNamespace } from '../helpers/infra.ts'
 
 const runs = Number(process.argv[2] ?? 20)
 const s3 = await startS3Server({ port: 0, directory: mkdtempSync(join(tmpdir(), 'bench-s3-')), bucket: 'bench' })

@@ -17,7 +17,7 @@ import {
   readConfig as readVideosConfig,
   transcodeCommand,
 } from '../../services/videos/main.ts'
-import { deleteNamespaces, trackNamespace } from '../helpers/rabbit.ts'
+import { deleteNamespaces, trackNamespace } from '../helpers/infra.ts'
 
 const runs = Number(process.argv[2] ?? 5)
 const work = mkdtempSync(join(tmpdir(), 'bench-videos-'))

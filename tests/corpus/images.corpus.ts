@@ -9,6 +9,10 @@ import { join } from 'node:path'
 import sharp from 'sharp'
 import { startStack, type Stack } from '../helpers/stack.ts'
 import { fitInside, loadCorpus, type CorpusEntry } from './corpus.ts'
+import { useInfra } from '../helpers/infra.ts'
+
+// The real broker and S3 server (started once per run); the namespaces this file makes are removed when it ends.
+await useInfra()
 
 const corpus = loadCorpus()
 const images = corpus.entries.filter((e) => e.kind === 'image')

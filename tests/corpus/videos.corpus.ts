@@ -11,6 +11,10 @@ import { join } from 'node:path'
 import { probe } from '../helpers/video-fixtures.ts'
 import { startStack, type Stack } from '../helpers/stack.ts'
 import { loadCorpus, type CorpusEntry } from './corpus.ts'
+import { useInfra } from '../helpers/infra.ts'
+
+// The real broker and S3 server (started once per run); the namespaces this file makes are removed when it ends.
+await useInfra()
 
 const corpus = loadCorpus()
 const entries = corpus.entries.filter((e) => e.file.startsWith('videos/'))

@@ -22,6 +22,10 @@ import {
   until,
 } from './chaos.ts'
 import { afterFaults, imageFiles, startSystem, type Batch, type System, type Upload } from './harness.ts'
+import { useInfra } from '../helpers/infra.ts'
+
+// The real broker and S3 server (started once per run); the namespaces this file makes are removed when it ends.
+await useInfra()
 
 afterAll(async () => {
   try {

@@ -12,6 +12,7 @@ import { join } from 'node:path'
 import sharp from 'sharp'
 import { MEDIA_TYPES, queueNames, type MediaType } from '@app/shared'
 import { RABBITMQ_URL, testEnv } from '../helpers/env.ts'
+import { startInfra } from '../helpers/infra.ts'
 import { quadrants } from '../helpers/image-fixtures.ts'
 import { testS3 } from '../helpers/s3.ts'
 import { makeClip } from '../helpers/video-fixtures.ts'
@@ -94,6 +95,7 @@ export type System = Awaited<ReturnType<typeof startSystem>>
 
 /** Starts the API and the processors as children, sharing one namespace and one data directory. */
 export async function startSystem(options: SystemOptions = {}) {
+  await startInfra()
   const env = testEnv(options.env)
   env.IMAGES_TMP_DIR = join(env.DATA_DIR!, 'images-tmp')
   env.VIDEOS_TMP_DIR = join(env.DATA_DIR!, 'videos-tmp')

@@ -15,6 +15,10 @@ import {
 } from '@app/shared'
 import { connectRabbit } from '../helpers/rabbit.ts'
 import { afterFaults, imageFiles, startSystem, type Batch, type Media } from './harness.ts'
+import { useInfra } from '../helpers/infra.ts'
+
+// The real broker and S3 server (started once per run); the namespaces this file makes are removed when it ends.
+await useInfra()
 
 afterAll(afterFaults)
 

@@ -9,6 +9,10 @@ import sharp from 'sharp'
 import { DELIVERY_LIMIT } from '@app/shared'
 import { childrenNamed, exists, freezeS3, signalAll, thawS3, until } from './chaos.ts'
 import { afterFaults, imageFiles, startSystem } from './harness.ts'
+import { useInfra } from '../helpers/infra.ts'
+
+// The real broker and S3 server (started once per run); the namespaces this file makes are removed when it ends.
+await useInfra()
 
 afterAll(afterFaults)
 

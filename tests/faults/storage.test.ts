@@ -2,6 +2,10 @@
 import { afterAll, expect, test } from 'bun:test'
 import { freezeS3, thawS3, until } from './chaos.ts'
 import { afterFaults, imageFiles, startSystem, type Batch } from './harness.ts'
+import { useInfra } from '../helpers/infra.ts'
+
+// The real broker and S3 server (started once per run); the namespaces this file makes are removed when it ends.
+await useInfra()
 
 afterAll(() => {
   thawS3() // never leave the run's S3 server frozen

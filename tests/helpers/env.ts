@@ -3,9 +3,9 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { LOCAL_S3_CREDENTIALS } from '../../infra/s3-server.ts'
-import { trackNamespace } from './rabbit.ts'
+import { RABBITMQ_URL, trackNamespace } from './infra.ts'
 
-export const RABBITMQ_URL = process.env.TEST_RABBITMQ_URL ?? 'amqp://guest:guest@127.0.0.1:5672'
+export { RABBITMQ_URL }
 
 /** A new namespace (`SYSTEM`), removed from the broker when the run ends. */
 export function newSystem(): string {
@@ -20,8 +20,12 @@ export function removeDataDirs(): void {
   for (const dir of dataDirs.splice(0)) rmSync(dir, { recursive: true, force: true })
 }
 
-/** Environment variables for a service under test; each call gets its own namespace and data directory. */
+/**
+ * Environment variables for a service under test; each call gets its own namespace and data directory. Needs the
+ * S3 server: `await useInfra()` at the top of the test file.
+ */
 export function testEnv(overrides: Record<string, string> = {}): Record<string, string> {
+  if (!process.env.TEST_S3_ENDPOINT) throw new Error('testEnv() needs the test S3 server: call `await useInfra()` (tests/helpers/infra.ts) at the top of the test file')
   const dataDir = mkdtempSync(join(tmpdir(), 'media-test-data-'))
   dataDirs.push(dataDir)
   return {

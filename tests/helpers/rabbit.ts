@@ -1,46 +1,21 @@
-/** Direct broker access for tests: raw publishes, reading queues, and removing a run's namespaces. */
+/** Direct broker access for tests: raw publishes and reading queues. */
 import amqp from 'amqplib'
-import { MEDIA_TYPES, cancelExchange, deadLetterExchange, eventsExchange, queueNames } from '@app/shared'
-
-const namespaces = new Set<string>()
-const url = () => process.env.TEST_RABBITMQ_URL ?? 'amqp://guest:guest@127.0.0.1:5672'
-
-export function trackNamespace(system: string): void {
-  namespaces.add(system)
-}
-
-/** Deletes every queue and exchange of the namespaces this run created. */
-export async function deleteNamespaces(): Promise<void> {
-  const connection = await amqp.connect(url())
-  for (const system of namespaces) {
-    for (const type of MEDIA_TYPES) {
-      for (const queue of Object.values(queueNames(system, type))) {
-        // deleteQueue on a missing queue is fine; a fresh channel per call keeps one error from poisoning the rest.
-        const channel = await connection.createChannel()
-        channel.on('error', () => {})
-        await channel.deleteQueue(queue).catch(() => {})
-        await channel.close().catch(() => {})
-      }
-    }
-    for (const exchange of [deadLetterExchange(system), cancelExchange(system), eventsExchange(system)]) {
-      const channel = await connection.createChannel()
-      channel.on('error', () => {})
-      await channel.deleteExchange(exchange).catch(() => {})
-      await channel.close().catch(() => {})
-    }
-  }
-  namespaces.clear()
-  await connection.close()
-}
+import { RABBITMQ_URL, startInfra } from './infra.ts'
 
 /** A plain connection for tests that publish raw bytes or read queues. */
 export async function connectRabbit() {
-  const connection = await amqp.connect(url())
+  await startInfra() // a clear error when RabbitMQ is down, and the S3 server the test will want next
+  const connection = await amqp.connect(RABBITMQ_URL)
   const channel = await connection.createConfirmChannel()
   return {
     /** Publishes raw bytes to a queue (as a misbehaving or foreign producer would) and waits for the confirm. */
     async publishRaw(queue: string, body: Uint8Array | string, options: amqp.Options.Publish = {}) {
       channel.sendToQueue(queue, Buffer.from(body), { persistent: true, contentType: 'application/json', ...options })
+      await channel.waitForConfirms()
+    },
+    /** Publishes to an exchange (a fanout: the routing key is ignored) and waits for the confirm. */
+    async publishToExchange(exchange: string, body: Uint8Array | string) {
+      channel.publish(exchange, '', Buffer.from(body), { contentType: 'application/json' })
       await channel.waitForConfirms()
     },
     /** Waits for the next message on a queue, up to `timeoutMs`, and acks it. */

@@ -7,10 +7,12 @@ import { startApi } from '../../services/api/service.ts'
 import { readConfig as readImagesConfig, start as startImages } from '../../services/images/main.ts'
 import { readConfig as readVideosConfig, start as startVideos } from '../../services/videos/main.ts'
 import { testEnv } from './env.ts'
+import { startInfra } from './infra.ts'
 
 export type Stack = Awaited<ReturnType<typeof startStack>>
 
 export async function startStack(options: { images?: boolean; videos?: boolean; env?: Record<string, string> } = {}) {
+  await startInfra()
   const env = testEnv({ IMAGE_CONCURRENCY: '2', ...options.env })
   const config = readApiConfig(env)
   const api = await startApi(config)

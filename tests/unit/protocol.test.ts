@@ -1,16 +1,22 @@
-/** The shared protocol: names, topology and the codec's answers to bad messages. */
+/** The shared protocol: names, topology, the rules requests are held to, and the codec's answers to bad messages. */
 import { describe, expect, test } from 'bun:test'
 import {
+  ATTEMPTS_HEADER,
+  ERROR_CODES,
   ImageRequestSchema,
   ImageResultSchema,
   JobUpdateSchema,
+  MAX_ATTEMPTS,
+  VideoRequestSchema,
   decodeMessage,
   encodeMessage,
   failureClassOf,
+  outputKey,
   queueNames,
   retryDelayMs,
   topology,
 } from '@app/shared'
+import { attemptOf } from '@app/shared/processor'
 
 const request = {
   version: 1 as const,
@@ -56,13 +62,17 @@ describe('protocol', () => {
 
   test('failures carry a class: known codes map to one, and an unknown class is refused', () => {
     expect(['invalid_media', 'unsupported_format', 'limit_exceeded', 'source_missing', 'timeout'].map(failureClassOf)).toEqual(Array(5).fill('input'))
-    expect([failureClassOf('gave_up'), failureClassOf('crashed'), failureClassOf('stalled'), failureClassOf('processing_error')]).toEqual([
+    expect(['gave_up', 'crashed', 'stalled', 'processing_error', 'invalid_request', 'storage_refused'].map(failureClassOf)).toEqual([
       'transient',
       'crash',
       'crash',
       'internal',
+      'internal',
+      'internal',
     ])
     expect(failureClassOf('something_new')).toBe('internal')
+    expect(failureClassOf('toString')).toBe('internal') // not a code, though every object has it
+    expect(Object.keys(ERROR_CODES)).toHaveLength(11)
     const failed = { version: 1, jobId: crypto.randomUUID(), status: 'failed', at: new Date().toISOString() }
     expect(decodeMessage(ImageResultSchema, bytes({ ...failed, error: { code: 'gave_up', message: 'm', class: 'transient' } })).ok).toBe(true)
     expect(decodeMessage(ImageResultSchema, bytes({ ...failed, error: { code: 'gave_up', message: 'm' } })).ok).toBe(true)
@@ -70,7 +80,69 @@ describe('protocol', () => {
     expect(bad.ok).toBe(false)
   })
 
-  test('transient retries back off 1, 2, 4, 8 s, capped at 30 s', () => {
+  test('transient retries back off 1, 2, 4, 8, 16 s, capped at 30 s', () => {
     expect([1, 2, 3, 4, 5, 6, 7].map(retryDelayMs)).toEqual([1000, 2000, 4000, 8000, 16000, 30000, 30000])
+    expect(MAX_ATTEMPTS).toBe(6)
+  })
+
+  test('the attempt of a delivery counts the attempts carried by a copy and the broker\'s redeliveries', () => {
+    expect(attemptOf(undefined)).toBe(1)
+    expect(attemptOf({ 'x-delivery-count': 2 })).toBe(3)
+    expect(attemptOf({ [ATTEMPTS_HEADER]: 3, 'x-delivery-count': 1 })).toBe(5)
+    // Nonsense counts nothing rather than everything.
+    expect(attemptOf({ [ATTEMPTS_HEADER]: 'many', 'x-delivery-count': -4 })).toBe(1)
+  })
+
+  test('outputs are stored at <prefix>/<name>.<extension>', () => {
+    expect(outputKey('media/outputs/j', 'thumb', 'jpeg')).toBe('media/outputs/j/thumb.jpg')
+    expect(outputKey('media/outputs/j', '720p', 'mp4')).toBe('media/outputs/j/720p.mp4')
+  })
+})
+
+describe('the rules a request is held to', () => {
+  const refusal = (value: unknown) => {
+    const decoded = decodeMessage(ImageRequestSchema, bytes(value))
+    return decoded.ok ? null : decoded.reason
+  }
+  const output = request.recipe.outputs[0]!
+
+  test('an output format is webp, jpeg, png or avif: "jpg" is an extension, not a format', () => {
+    expect(refusal({ ...request, recipe: { outputs: [{ ...output, format: 'jpg' }] } })).toContain('recipe.outputs.0.format')
+    expect(refusal({ ...request, recipe: { outputs: [{ ...output, format: 'jpeg' }] } })).toBeNull()
+  })
+
+  test('output names follow their grammar and are unique; boxes, quality and counts stay in range', () => {
+    const outputs = (list: unknown[]) => refusal({ ...request, recipe: { outputs: list } })
+    expect(outputs([{ ...output, name: 'Thumb' }])).toContain('name')
+    expect(outputs([{ ...output, name: 'x'.repeat(33) }])).toContain('name')
+    expect(outputs([output, output])).toContain('output names must be unique')
+    expect(outputs([{ ...output, width: 8193 }])).toContain('width')
+    expect(outputs([{ ...output, quality: 0 }])).toContain('quality')
+    expect(outputs([])).toContain('outputs')
+    expect(outputs(Array.from({ length: 17 }, (_, i) => ({ ...output, name: `o${i}` })))).toContain('outputs')
+  })
+
+  test('keys have no empty, "." or ".." segments, and ids are UUIDs', () => {
+    for (const key of ['a//b', '/a', 'a/', 'a/./b', '../a', 'a/..', '.', 'a b']) {
+      expect({ key, refused: refusal({ ...request, source: { ...request.source, key } }) !== null }).toEqual({ key, refused: true })
+    }
+    for (const key of ['a/.b', 'a/..b/c', '.hidden', 'x.y/z']) expect(refusal({ ...request, source: { ...request.source, key } })).toBeNull()
+    expect(refusal({ ...request, mediaId: 'not-a-uuid' })).toContain('mediaId')
+    expect(refusal({ ...request, jobId: request.jobId.toUpperCase() })).toBeNull()
+  })
+
+  test('a video recipe names its poster and renditions apart', () => {
+    const video = { ...request, source: { ...request.source, format: 'mp4' } }
+    const recipe = (poster: string, renditions: string[]) => ({
+      ...video,
+      recipe: { poster: { name: poster, width: 160, height: 160 }, renditions: renditions.map((name) => ({ name, height: 360 })) },
+    })
+    const refused = (value: unknown) => {
+      const decoded = decodeMessage(VideoRequestSchema, bytes(value))
+      return decoded.ok ? null : decoded.reason
+    }
+    expect(refused(recipe('poster', ['360p']))).toBeNull()
+    expect(refused(recipe('poster', ['360p', '360p']))).toContain('rendition names must be unique')
+    expect(refused(recipe('360p', ['360p']))).toContain('the poster and a rendition must not share a name')
   })
 })
