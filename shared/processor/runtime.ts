@@ -124,6 +124,7 @@ export async function startProcessor<T extends MediaType>(definition: ProcessorD
       settings.timeoutMs
     )
     let next: Next<M>
+    let refit: Promise<void>
     try {
       let settled: Settled<M>
       try {
@@ -149,7 +150,7 @@ export async function startProcessor<T extends MediaType>(definition: ProcessorD
       clearTimeout(timeLimit)
       running.delete(jobId)
       workDirs.remove(jobId)
-      void fitConsumer()
+      refit = fitConsumer()
     }
 
     if (next.kind === 'interrupted') return updates.close()
@@ -157,7 +158,9 @@ export async function startProcessor<T extends MediaType>(definition: ProcessorD
       updates.close()
       if (!run.leased) return settle(() => channel.nack(message, false, true))
       // A leased job has no delivery to requeue: a fresh copy goes back, counting this attempt, now that this run
-      // has cleaned up (the copy may come straight back here, to the same work directory).
+      // has cleaned up (the copy may come straight back here, to the same work directory) and the consumer has its
+      // slot back (a copy delivered to a consumer being cancelled would be returned, and counted as an attempt).
+      await refit
       await persist(jobId, 'the hand-back of its request after a fault', () => handBack(run, attempt, 'after a fault'))
       return
     }
