@@ -30,7 +30,7 @@ export const OutputNameSchema = v.pipe(
   v.regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, 'must be 1-32 of a-z, 0-9, "_", "-"'),
   v.description('An output name: 1-32 of a-z, 0-9, "_" and "-", starting with a letter or digit. It names the output\'s file: <prefix>/<name>.<extension>.')
 )
-/** Machine-readable error codes are snake_case; KNOWN_ERROR_CODES lists the ones in use. */
+/** Machine-readable error codes are snake_case; ERROR_CODES lists the ones in use. */
 export const ErrorCodeSchema = v.pipe(
   v.string(),
   v.regex(/^[a-z][a-z0-9_]{1,63}$/, 'must be a snake_case code'),
@@ -68,7 +68,6 @@ export const ERROR_CODES = {
   stalled: { class: 'crash', meaning: 'no processor reported on the job for too long, too many times (set by the backend)' },
 } as const satisfies Record<string, { class: FailureClass; meaning: string }>
 export type ErrorCode = keyof typeof ERROR_CODES
-export const KNOWN_ERROR_CODES = Object.keys(ERROR_CODES) as ErrorCode[]
 
 /** The class of an error code, for errors whose sender did not say (older or third-party processors). */
 export function failureClassOf(code: string): FailureClass {
