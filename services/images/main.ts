@@ -21,10 +21,10 @@ import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import sharp, { type Metadata } from 'sharp'
 import * as v from 'valibot'
-import { countVar, readEnv, type ImageMetadata, type ImageOutputSpec, type ImageRequest, type OutputInfo } from '@app/shared'
+import { countVar, type ImageMetadata, type ImageOutputSpec, type ImageRequest, type OutputInfo } from '@app/shared'
 import {
   JobError,
-  ProcessorEnv,
+  configReader,
   runProcessor,
   runtimeSettings,
   startProcessor,
@@ -36,31 +36,22 @@ import {
 
 // ── Config ─────────────────────────────────────────────────────────────────────────────────────────────────────
 
-const ConfigSchema = v.pipe(
-  v.object({
-    ...ProcessorEnv,
+/** Parses the environment once; throws one error naming every bad variable. */
+export const readConfig = configReader(
+  {
     IMAGE_CONCURRENCY: countVar(availableParallelism(), 256),
     MAX_IMAGE_PIXELS: countVar(100_000_000, 2 ** 32),
     IMAGE_TIMEOUT_SECONDS: countVar(120, 3600),
     IMAGES_TMP_DIR: v.optional(v.pipe(v.string(), v.nonEmpty()), join(tmpdir(), 'media-images')),
-  }),
-  v.transform((env) => ({
-    runtime: runtimeSettings(env, {
-      type: 'images',
-      concurrency: env.IMAGE_CONCURRENCY,
-      timeoutSeconds: env.IMAGE_TIMEOUT_SECONDS,
-      tmpDir: env.IMAGES_TMP_DIR,
-    }),
+  },
+  (env) => ({
+    runtime: runtimeSettings(env, { type: 'images', concurrency: env.IMAGE_CONCURRENCY, timeoutSeconds: env.IMAGE_TIMEOUT_SECONDS, tmpDir: env.IMAGES_TMP_DIR }),
+    // sharp's own timeout bounds work a cancel or the job's time limit abandoned.
     limits: { maxPixels: env.MAX_IMAGE_PIXELS, timeoutSeconds: env.IMAGE_TIMEOUT_SECONDS },
-  }))
+  })
 )
-export type Config = v.InferOutput<typeof ConfigSchema>
+export type Config = ReturnType<typeof readConfig>
 export type Limits = Config['limits']
-
-/** Parses the environment once; throws one error naming every bad variable. */
-export function readConfig(env: Record<string, string | undefined>): Config {
-  return readEnv(ConfigSchema, env)
-}
 
 // ── Core: files in, encoded outputs out (no broker, no S3) ─────────────────────────────────────────────────────
 

@@ -35,10 +35,10 @@ import { existsSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import * as v from 'valibot'
-import { countVar, readEnv, type OutputInfo, type VideoMetadata, type VideoRequest } from '@app/shared'
+import { countVar, type OutputInfo, type VideoMetadata, type VideoRequest } from '@app/shared'
 import {
   JobError,
-  ProcessorEnv,
+  configReader,
   runProcessor,
   runtimeSettings,
   startProcessor,
@@ -49,33 +49,23 @@ import {
 
 // ── Config ─────────────────────────────────────────────────────────────────────────────────────────────────────
 
-const ConfigSchema = v.pipe(
-  v.object({
-    ...ProcessorEnv,
+/** Parses the environment once; throws one error naming every bad variable. */
+export const readConfig = configReader(
+  {
     VIDEO_CONCURRENCY: countVar(1, 64),
     MAX_VIDEO_SECONDS: countVar(3600, 7 * 86400),
     MAX_VIDEO_PIXELS: countVar(4096 * 2160, 2 ** 32),
     // Enough for a 2-hour transcode. Not bound by the broker's consumer_timeout: a long job is leased.
     VIDEO_TIMEOUT_SECONDS: countVar(14400, 7 * 86400),
     VIDEOS_TMP_DIR: v.optional(v.pipe(v.string(), v.nonEmpty()), join(tmpdir(), 'media-videos')),
-  }),
-  v.transform((env) => ({
-    runtime: runtimeSettings(env, {
-      type: 'videos',
-      concurrency: env.VIDEO_CONCURRENCY,
-      timeoutSeconds: env.VIDEO_TIMEOUT_SECONDS,
-      tmpDir: env.VIDEOS_TMP_DIR,
-    }),
+  },
+  (env) => ({
+    runtime: runtimeSettings(env, { type: 'videos', concurrency: env.VIDEO_CONCURRENCY, timeoutSeconds: env.VIDEO_TIMEOUT_SECONDS, tmpDir: env.VIDEOS_TMP_DIR }),
     limits: { maxSeconds: env.MAX_VIDEO_SECONDS, maxPixels: env.MAX_VIDEO_PIXELS },
-  }))
+  })
 )
-export type Config = v.InferOutput<typeof ConfigSchema>
+export type Config = ReturnType<typeof readConfig>
 export type Limits = Config['limits']
-
-/** Parses the environment once; throws one error naming every bad variable. */
-export function readConfig(env: Record<string, string | undefined>): Config {
-  return readEnv(ConfigSchema, env)
-}
 
 // ── Core: files in, encoded outputs out (no broker, no S3) ─────────────────────────────────────────────────────
 

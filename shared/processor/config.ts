@@ -4,7 +4,7 @@
  * `runtimeSettings`.
  */
 import * as v from 'valibot'
-import { BrokerEnv, S3Env, countVar } from '../env.ts'
+import { BrokerEnv, S3Env, countVar, readEnv } from '../env.ts'
 import { queueNames, type MediaType, type QueueNames } from '../names.ts'
 import { HEARTBEAT_SECONDS } from '../topology.ts'
 import type { S3Settings } from './storage.ts'
@@ -20,6 +20,15 @@ export const ProcessorEnv = {
   ACK_DEADLINE_SECONDS: countVar(1500, 7 * 86400),
 }
 type ProcessorEnvValues = v.InferOutput<v.ObjectSchema<typeof ProcessorEnv, undefined>>
+
+/**
+ * A processor's `readConfig`: the variables every processor reads and its `own`, parsed once (one error names every
+ * bad variable), then turned into its configuration by `build`.
+ */
+export function configReader<E extends v.ObjectEntries, C>(own: E, build: (env: v.InferOutput<v.ObjectSchema<typeof ProcessorEnv & E, undefined>>) => C) {
+  const schema = v.pipe(v.object({ ...ProcessorEnv, ...own }), v.transform(build))
+  return (env: Record<string, string | undefined>): C => readEnv(schema, env)
+}
 
 export interface RuntimeSettings {
   type: MediaType

@@ -3,7 +3,7 @@
  * re-exported by `@app/shared`, so a backend that needs only the schemas pulls in valibot alone.
  */
 export type { AmqpConnect } from './amqp.ts'
-export { ProcessorEnv, runtimeSettings, type RuntimeSettings } from './config.ts'
+export { ProcessorEnv, configReader, runtimeSettings, type RuntimeSettings } from './config.ts'
 export { attemptOf } from './delivery.ts'
 export { Cancelled, Interrupted, JobError, describeError, untilAborted } from './errors.ts'
 export { ProcessorEvents, type ProcessorEventMap, type ProcessorEventType } from './events.ts'
