@@ -302,7 +302,9 @@ describe('with default limits', () => {
   })
 
   test('reports transcoding progress with an ETA, monotonic, at most ~2 per second, ending at 100', async () => {
-    const run = await runJob(processor, fixtures.long, { recipe: { ...SMALL, renditions: [{ name: '360p', height: 360 }] } })
+    // Two rungs of the 10 s 720p clip: a few seconds of transcoding, several update intervals long on any machine.
+    const renditions = [{ name: '360p', height: 360 }, { name: '720p', height: 720 }]
+    const run = await runJob(processor, fixtures.long, { recipe: { ...SMALL, renditions } })
     const result = completed(run)
     await expectRendition(result, '360p', { width: 640, height: 360, seconds: 10, audio: false })
     expectMonotonicProgress(run.updates)
