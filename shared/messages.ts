@@ -57,10 +57,10 @@ export type FailureClass = (typeof FAILURE_CLASSES)[number]
 export const ERROR_CODES = {
   invalid_media: { class: 'input', meaning: 'the file is corrupt, truncated or not what it claims to be' },
   unsupported_format: { class: 'input', meaning: 'a real file of a kind this processor cannot decode' },
-  limit_exceeded: { class: 'input', meaning: 'over a pixel, duration or size limit' },
+  limit_exceeded: { class: 'input', meaning: 'over a limit of the processor (size, pixels, frames, streams, frame rate, duration); the message names it' },
   source_missing: { class: 'input', meaning: 'the source object does not exist' },
   timeout: { class: 'input', meaning: 'the job ran past its wall-clock limit' },
-  invalid_request: { class: 'internal', meaning: 'the request breaks a rule of the protocol; the message names it' },
+  invalid_request: { class: 'internal', meaning: 'the request breaks a rule of the protocol, or names a bucket or key outside the processor\'s ALLOWED_BUCKETS; the message says which' },
   storage_refused: { class: 'internal', meaning: 'S3 refused the job for a reason retrying cannot fix: no such bucket, access denied' },
   processing_error: { class: 'internal', meaning: 'anything unexpected; the message says what' },
   gave_up: { class: 'transient', meaning: 'a transient fault (S3, network, broker) outlasted every attempt' },

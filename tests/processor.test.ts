@@ -38,7 +38,7 @@ import {
   type Processor,
 } from '@app/shared/processor'
 import { connectionsNamed, rabbitmqctl } from './faults/chaos.ts'
-import { testEnv } from './helpers/env.ts'
+import { newSystem, testEnv } from './helpers/env.ts'
 import { connectRabbit } from './helpers/rabbit.ts'
 import { testS3 } from './helpers/s3.ts'
 import { deleteNamespaces, useInfra } from './helpers/infra.ts'
@@ -270,7 +270,8 @@ describe('one delivery', () => {
   })
 
   test('S3 sorts its own failures: a missing source is source_missing, a missing bucket storage_refused, neither retried', async () => {
-    const stub = await startStub()
+    // The missing bucket has to be allowed, or the request is refused before S3 is asked.
+    const stub = await startStub({ ALLOWED_BUCKETS: `${process.env.TEST_S3_BUCKET},no-such-bucket-anywhere` })
     const missing = await stub.submit(async (job, request) => {
       await job.storage.download(request.source.bucket, `${request.source.key}-gone`, join(job.workDir, 'original'))
       return complete(job, request)
@@ -320,6 +321,36 @@ describe('refused messages', () => {
     expect((await rabbit.nextMessage(stub.queues.dead)).content.toString()).toBe('not json at all')
     const { jobId } = await stub.submit()
     expect(await stub.result()).toMatchObject({ jobId, status: 'completed' })
+  })
+})
+
+describe('bucket confinement', () => {
+  test('a request reaching outside ALLOWED_BUCKETS is refused like a malformed one: failed, dead-lettered, never run', async () => {
+    const system = newSystem()
+    const bucket = process.env.TEST_S3_BUCKET!
+    const stub = await startStub({ SYSTEM: system, ALLOWED_BUCKETS: `${bucket}/${system}/` })
+    let runs = 0
+    const counted: Script = async (job, request) => (runs++, complete(job, request))
+    const refusedWith = async (jobId: string, reason: string) => {
+      expect(await stub.result()).toMatchObject({ jobId, status: 'failed', error: { code: 'invalid_request', class: 'internal', message: `the processor refused the request: ${reason}` } })
+      expect(JSON.parse((await rabbit.nextMessage(stub.queues.dead)).content.toString()).jobId).toBe(jobId)
+    }
+
+    const output = await stub.submit(counted, { outputBucket: 'elsewhere' })
+    await refusedWith(output.jobId, `its output elsewhere/${output.prefix}/ is outside ALLOWED_BUCKETS (${bucket}/${system}/)`)
+
+    // Another namespace's original, in the same bucket: outside the prefix.
+    const jobId = crypto.randomUUID()
+    const source = { ...output.request.source, key: `other/originals/${jobId}` }
+    const refused = stub.events.next('refused', (d) => d.jobId === jobId)
+    await rabbit.publishRaw(stub.queues.request, JSON.stringify({ ...output.request, jobId, source, output: { bucket, prefix: `${system}/outputs/${jobId}` } }), { correlationId: jobId })
+    await refusedWith(jobId, `its source ${bucket}/other/originals/${jobId} is outside ALLOWED_BUCKETS (${bucket}/${system}/)`)
+    expect(await refused).toMatchObject({ jobId, reason: expect.stringContaining('ALLOWED_BUCKETS') })
+    expect(runs).toBe(0)
+
+    const inside = await stub.submit(counted)
+    expect(await stub.result()).toMatchObject({ jobId: inside.jobId, status: 'completed' })
+    expect(runs).toBe(1)
   })
 })
 

@@ -21,7 +21,17 @@ import {
 import { readConfig, start } from '../services/videos/main.ts'
 import { testEnv } from './helpers/env.ts'
 import { connectRabbit } from './helpers/rabbit.ts'
-import { ffconcatScript, hlsPlaylist, makeVideoFixtures, meanLuma, probe, type Fixture, type VideoFixtures } from './helpers/video-fixtures.ts'
+import {
+  ffconcatScript,
+  hlsPlaylist,
+  makeLimitFixtures,
+  makeVideoFixtures,
+  meanLuma,
+  probe,
+  type Fixture,
+  type LimitFixtures,
+  type VideoFixtures,
+} from './helpers/video-fixtures.ts'
 import { useInfra } from './helpers/infra.ts'
 
 // The real broker and S3 server (started once per run); the namespaces this file makes are removed when it ends.
@@ -55,6 +65,7 @@ interface Processor {
 }
 
 let fixtures: VideoFixtures
+let overLimits: LimitFixtures
 let rabbit: Awaited<ReturnType<typeof connectRabbit>>
 let s3: S3Client
 let bucket: string
@@ -88,6 +99,7 @@ beforeAll(async () => {
     responseChecksumValidation: 'WHEN_REQUIRED',
   })
   ;[fixtures, rabbit] = await Promise.all([makeVideoFixtures(), connectRabbit()])
+  overLimits = await makeLimitFixtures(fixtures.dir)
   scratch = mkdtempSync(join(tmpdir(), 'media-test-videos-out-'))
 })
 
@@ -115,7 +127,7 @@ interface Submitted {
 async function submit(
   processor: Processor,
   source: Fixture | { body: string | Uint8Array; format: string },
-  options: { recipe?: Recipe; sourceBucket?: string; outputBucket?: string; skipUpload?: boolean; headers?: Record<string, number> } = {}
+  options: { recipe?: Recipe; sourceBucket?: string; outputBucket?: string; skipUpload?: boolean; headers?: Record<string, number>; size?: number } = {}
 ): Promise<Submitted> {
   const jobId = crypto.randomUUID()
   const mediaId = crypto.randomUUID()
@@ -127,7 +139,7 @@ async function submit(
     version: 1,
     jobId,
     mediaId,
-    source: { bucket: options.sourceBucket ?? bucket, key, format: source.format, size },
+    source: { bucket: options.sourceBucket ?? bucket, key, format: source.format, size: options.size ?? size },
     output: { bucket: options.outputBucket ?? bucket, prefix: `videos/${mediaId}` },
     recipe: options.recipe ?? SMALL,
   }
@@ -336,6 +348,22 @@ describe('with default limits', () => {
     completed(await runJob(processor, fixtures.silent))
   })
 
+  test('over the stream, frame-rate or duration limit, judged from the probe alone: refused at once, nothing made', async () => {
+    const cases: [string, Fixture, string][] = [
+      ['20 streams', overLimits.manyStreams, 'the file has 20 streams, over MAX_VIDEO_STREAMS (16)'],
+      ['1000 fps', overLimits.highFrameRate, 'the video runs at 1000 fps, over MAX_VIDEO_FRAME_RATE (240 fps)'],
+      // Two frames 10 hours apart: every duration the MP4's tables give is 36000 s, so it is refused unread.
+      ['10 hours claimed', overLimits.tenHours, 'the video lasts 36000 s, over MAX_VIDEO_SECONDS (3600 s)'],
+    ]
+    for (const [label, fixture, message] of cases) {
+      const run = await runJob(processor, fixture)
+      expect({ label, error: failed(run) }).toEqual({ label, error: { code: 'limit_exceeded', class: 'input', message } })
+      expect(run.elapsedMs).toBeLessThan(2_000)
+      expect(run.updates.filter((u) => u.progress > 5 && u.progress < 100)).toEqual([])
+      expect(await keysUnder(run.request.output.prefix)).toEqual([])
+    }
+  })
+
   test('a missing source is source_missing', async () => {
     const run = await runJob(processor, fixtures.silent, { skipUpload: true })
     expect(failed(run)).toMatchObject({ code: 'source_missing', class: 'input' })
@@ -378,11 +406,13 @@ describe('with default limits', () => {
 describe('with tight limits', () => {
   let limited: Processor
   let timed: Processor
+  let small: Processor
 
   beforeAll(async () => {
-    ;[limited, timed] = await Promise.all([
+    ;[limited, timed, small] = await Promise.all([
       startProcessor({ MAX_VIDEO_SECONDS: '1', MAX_VIDEO_PIXELS: '50000' }),
       startProcessor({ VIDEO_TIMEOUT_SECONDS: '1' }),
+      startProcessor({ MAX_VIDEO_BYTES: '16k' }),
     ])
   })
 
@@ -390,16 +420,31 @@ describe('with tight limits', () => {
     // 161×121 is under the pixel limit; its 2 s are over the 1 s limit.
     const long = await runJob(limited, fixtures.odd)
     expect(failed(long).code).toBe('limit_exceeded')
-    expect(failed(long).message).toMatch(/lasts 2 s, over the limit of 1 s/)
+    expect(failed(long).message).toBe('the video lasts 2 s, over MAX_VIDEO_SECONDS (1 s)')
     // 320×240 is over 50000 pixels.
     const large = await runJob(limited, fixtures.withAudio)
     expect(failed(large).code).toBe('limit_exceeded')
-    expect(failed(large).message).toMatch(/320×240/)
+    expect(failed(large).message).toBe('the video is 320×240 (76800 pixels), over MAX_VIDEO_PIXELS (50000 pixels)')
     for (const run of [long, large]) {
       expect(run.elapsedMs).toBeLessThan(2_000)
       expect(run.updates.filter((u) => u.progress > 5 && u.progress < 100)).toEqual([])
       expect(await keysUnder(run.request.output.prefix)).toEqual([])
     }
+  })
+
+  test('over MAX_VIDEO_BYTES by its declared size, or by its real one when the request understates it', async () => {
+    const bytes = readFileSync(fixtures.withAudio.file).byteLength
+    const declared = await runJob(small, fixtures.withAudio)
+    const understated = await runJob(small, fixtures.withAudio, { size: 1000 })
+    const message = `the original is ${Math.round((bytes / 1024) * 10) / 10} KiB (${bytes} bytes), over MAX_VIDEO_BYTES (16 KiB)`
+    for (const run of [declared, understated]) {
+      expect(failed(run)).toEqual({ code: 'limit_exceeded', class: 'input', message })
+      expect(run.elapsedMs).toBeLessThan(2_000)
+      expect(await keysUnder(run.request.output.prefix)).toEqual([])
+    }
+    // Refused before the download: a source that is not there is not even looked for.
+    expect(failed(await runJob(small, fixtures.withAudio, { skipUpload: true })).code).toBe('limit_exceeded')
+    expect(leftovers(small)).toEqual([])
   })
 
   test('a job past the wall-clock limit is killed and reported as timeout', async () => {

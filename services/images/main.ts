@@ -7,24 +7,31 @@
  * consumer half (acks after confirms, heartbeats, retries, cancel, lease, hand-back) is `@app/shared/processor`;
  * this file is the media.
  *
- * Env: SYSTEM, RABBITMQ_URL, S3_*, HEARTBEAT_SECONDS, SHUTDOWN_GRACE_SECONDS, ACK_DEADLINE_SECONDS (see
- * shared/processor/config.ts); IMAGE_CONCURRENCY (default: cores), MAX_IMAGE_PIXELS (default 100000000),
- * IMAGE_TIMEOUT_SECONDS (wall clock per job, default 120), IMAGES_TMP_DIR (default <os tmp>/media-images).
+ * Env: SYSTEM, RABBITMQ_URL, S3_*, ALLOWED_BUCKETS, HEARTBEAT_SECONDS, SHUTDOWN_GRACE_SECONDS, ACK_DEADLINE_SECONDS
+ * (see shared/processor/config.ts); IMAGE_CONCURRENCY (default: cores), IMAGE_TIMEOUT_SECONDS (wall clock per job,
+ * default 120), IMAGES_TMP_DIR (default <os tmp>/media-images), and the limits: MAX_IMAGE_BYTES (the original's
+ * size, default 200M), MAX_IMAGE_PIXELS (one frame, default 50000000), MAX_IMAGE_FRAMES (frames or pages, default
+ * 1000), MAX_IMAGE_TOTAL_PIXELS (over all frames, default 500000000).
  *
  * Refused (a `failed` result, class `input`, never retried): a file sharp cannot decode (`unsupported_format`), a
- * corrupt or truncated one (`invalid_media`), one over the pixel limit (`limit_exceeded`, from its header, before
- * any pixel is decoded), and a job past IMAGE_TIMEOUT_SECONDS (`timeout`).
+ * corrupt or truncated one (`invalid_media`), one over a limit (`limit_exceeded`, naming the variable and what the
+ * file holds), and a job past IMAGE_TIMEOUT_SECONDS (`timeout`). The limits hold before decoding: the byte limit
+ * before the download (the request's `source.size`) and during it (what arrives), the others on the header, before
+ * any pixel is decoded (HEIC's `heif-convert` included). A request outside ALLOWED_BUCKETS is refused by the runtime.
  */
 import amqp from 'amqplib'
 import { spawn } from 'node:child_process'
+import { closeSync, openSync, readSync } from 'node:fs'
 import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import sharp, { type Metadata } from 'sharp'
 import * as v from 'valibot'
-import { countVar, type ImageMetadata, type ImageOutputSpec, type ImageRequest, type OutputInfo } from '@app/shared'
+import { bytesVar, countVar, type ImageMetadata, type ImageOutputSpec, type ImageRequest, type OutputInfo } from '@app/shared'
 import {
   JobError,
   configReader,
+  downloadOriginal,
+  overLimit,
   runProcessor,
   runtimeSettings,
   startProcessor,
@@ -40,14 +47,27 @@ import {
 export const readConfig = configReader(
   {
     IMAGE_CONCURRENCY: countVar(availableParallelism(), 256),
-    MAX_IMAGE_PIXELS: countVar(100_000_000, 2 ** 32),
+    // imgproxy's default: one 50 MP frame decodes to 200 MB of RGBA.
+    MAX_IMAGE_PIXELS: countVar(50_000_000, 2 ** 32),
+    // Frames (or pages) and their pixels together, from the header. Only the first frame is rendered today; these
+    // bound what decoding every frame would cost (a GIF frame can take 23 bytes). The header read itself walks every
+    // GIF frame (8 million 1×1 frames, a 184 MB GIF: 3 s and 0.75 GB), and MAX_IMAGE_BYTES is what bounds that.
+    MAX_IMAGE_FRAMES: countVar(1000, 1_000_000),
+    MAX_IMAGE_TOTAL_PIXELS: countVar(500_000_000, 2 ** 40),
+    MAX_IMAGE_BYTES: bytesVar('200M'),
     IMAGE_TIMEOUT_SECONDS: countVar(120, 3600),
     IMAGES_TMP_DIR: v.optional(v.pipe(v.string(), v.nonEmpty()), join(tmpdir(), 'media-images')),
   },
   (env) => ({
     runtime: runtimeSettings(env, { type: 'images', concurrency: env.IMAGE_CONCURRENCY, timeoutSeconds: env.IMAGE_TIMEOUT_SECONDS, tmpDir: env.IMAGES_TMP_DIR }),
     // sharp's own timeout bounds work a cancel or the job's time limit abandoned.
-    limits: { maxPixels: env.MAX_IMAGE_PIXELS, timeoutSeconds: env.IMAGE_TIMEOUT_SECONDS },
+    limits: {
+      maxBytes: env.MAX_IMAGE_BYTES,
+      maxPixels: env.MAX_IMAGE_PIXELS,
+      maxFrames: env.MAX_IMAGE_FRAMES,
+      maxTotalPixels: env.MAX_IMAGE_TOTAL_PIXELS,
+      timeoutSeconds: env.IMAGE_TIMEOUT_SECONDS,
+    },
   })
 )
 export type Config = ReturnType<typeof readConfig>
@@ -62,25 +82,50 @@ export interface Rendered {
   height: number
 }
 
+/** What the limits are checked on: sharp's metadata, read from the header. Width and height are one frame's. */
+export interface ImageHeader {
+  width: number
+  height: number
+  /** Frames of an animation, pages of a document; absent for a still. */
+  pages?: number
+  /** Set when the frames are stacked into one tall image; else `height` is one frame's. */
+  pageHeight?: number
+}
+
+/** The first limit an image's header breaks, as its refusal, or null. Pure: no file, no sharp. */
+export function imageLimitFailure(header: ImageHeader, limits: Pick<Limits, 'maxPixels' | 'maxFrames' | 'maxTotalPixels'>): JobError | null {
+  const { width } = header
+  const height = header.pageHeight ?? header.height
+  const frames = header.pages ?? 1
+  const pixels = width * height
+  if (pixels > limits.maxPixels) {
+    return overLimit(`the image is ${width}×${height} (${formatPixels(pixels)})`, 'MAX_IMAGE_PIXELS', formatPixels(limits.maxPixels))
+  }
+  if (frames > limits.maxFrames) return overLimit(`the image has ${frames} frames`, 'MAX_IMAGE_FRAMES', limits.maxFrames)
+  const total = pixels * frames
+  if (total > limits.maxTotalPixels) {
+    return overLimit(`the image's ${frames} frames of ${width}×${height} make ${formatPixels(total)}`, 'MAX_IMAGE_TOTAL_PIXELS', formatPixels(limits.maxTotalPixels))
+  }
+  return null
+}
+
 /**
- * Reads the header only (no pixels are decoded), so a pixel bomb is refused here, in milliseconds.
+ * Reads the header only (no pixels are decoded), so a pixel or frame bomb is refused here, in milliseconds.
  * HEVC-coded HEIF (iPhone photos) is decoded by `heif-convert` first: sharp's prebuilt libvips has no HEVC decoder.
  */
 export async function inspectImage(file: string, limits: Limits) {
+  // A GIF's header read walks every frame in memory (about 70 bytes each): count them first, in constant memory.
+  const gifFrames = countGifFrames(file)
+  if (gifFrames !== null && gifFrames > limits.maxFrames) throw overLimit(`the image has ${gifFrames} frames`, 'MAX_IMAGE_FRAMES', limits.maxFrames)
   let meta: Metadata
   try {
     meta = await sharp(file, { limitInputPixels: false }).metadata()
   } catch (error) {
-    throw decodeFailure(error)
+    throw decodeFailure(error, limits)
   }
   if (!meta.width || !meta.height || !meta.format) throw new JobError('invalid_media', 'the image header has no size')
-  const pixels = meta.width * meta.height
-  if (pixels > limits.maxPixels) {
-    throw new JobError(
-      'limit_exceeded',
-      `the image is ${meta.width}×${meta.height} (${megapixels(pixels)} MP), over the limit of ${megapixels(limits.maxPixels)} MP`
-    )
-  }
+  const refusal = imageLimitFailure({ width: meta.width, height: meta.height, pages: meta.pages, pageHeight: meta.pageHeight }, limits)
+  if (refusal) throw refusal
   const heic = meta.format === 'heif' && meta.compression === 'hevc'
   const format = meta.format === 'heif' ? (meta.compression === 'av1' ? 'avif' : 'heic') : meta.format
   // 0 and other out-of-range EXIF values mean "no transform".
@@ -130,7 +175,7 @@ export async function renderImage(file: string, specs: ImageOutputSpec[], option
       })
     )
   } catch (error) {
-    throw decodeFailure(error)
+    throw decodeFailure(error, options)
   }
 }
 
@@ -156,21 +201,76 @@ export async function convertHeic(input: string, output: string, signal: AbortSi
   if (code !== 0) throw new JobError('invalid_media', `the HEIC photo could not be decoded: ${stderr.trim() || `exit ${code}`}`)
 }
 
+/**
+ * The frames of a GIF, counted by walking its blocks from disk with a 64 KiB buffer (no pixel is decoded, memory
+ * stays flat however many frames there are); null when the file is not a GIF. A malformed GIF counts what it has
+ * up to the damage; libvips then judges the rest.
+ */
+export function countGifFrames(file: string): number | null {
+  const fd = openSync(file, 'r')
+  try {
+    const buffer = Buffer.alloc(64 * 1024)
+    let start = 0 // the file offset of buffer[0]
+    let end = 0 // bytes in the buffer
+    let at = 0 // the file offset read next
+    const byte = (): number => {
+      if (at >= start + end) {
+        start = at
+        end = readSync(fd, buffer, 0, buffer.length, at)
+        if (end === 0) throw new RangeError('end of file')
+      }
+      return buffer[at++ - start]!
+    }
+    const skipBlocks = () => {
+      for (let size = byte(); size > 0; size = byte()) at += size
+    }
+    const signature = String.fromCharCode(...Array.from({ length: 6 }, byte))
+    if (signature !== 'GIF87a' && signature !== 'GIF89a') return null
+    at = 10
+    const screen = byte()
+    at = 13 + (screen & 0x80 ? 3 * 2 ** ((screen & 7) + 1) : 0)
+    let frames = 0
+    try {
+      for (let block = byte(); block !== 0x3b; block = byte()) {
+        if (block === 0x2c) {
+          at += 8
+          const image = byte()
+          at += (image & 0x80 ? 3 * 2 ** ((image & 7) + 1) : 0) + 1 // local colour table, LZW code size
+          skipBlocks()
+          frames++
+        } else if (block === 0x21) {
+          at += 1 // the extension's label
+          skipBlocks()
+        } else break
+      }
+    } catch (error) {
+      if (!(error instanceof RangeError)) throw error // a truncated GIF: what was counted stands
+    }
+    return frames
+  } finally {
+    closeSync(fd)
+  }
+}
+
 /** Turns a sharp/libvips error into an outcome that names what is wrong with the file. */
-function decodeFailure(error: unknown): Error {
+function decodeFailure(error: unknown, limits: Pick<Limits, 'maxPixels'>): Error {
   if (error instanceof JobError) return error
   const message = error instanceof Error ? error.message : String(error)
   if (/unsupported image format/i.test(message)) {
     return new JobError('unsupported_format', 'the file is not in an image format this processor can decode')
   }
-  if (/exceeds pixel limit/i.test(message)) return new JobError('limit_exceeded', `the image is over the pixel limit`)
+  if (/exceeds pixel limit/i.test(message)) {
+    // Only a header that understated the size gets here: inspectImage checked the size it gave.
+    return overLimit('the image decodes to more pixels than its header said', 'MAX_IMAGE_PIXELS', formatPixels(limits.maxPixels))
+  }
   if (/timeout/i.test(message)) return new JobError('timeout', 'decoding the image took longer than the time limit')
   // libvips repeats lines; keep each once.
   const detail = [...new Set(message.split('\n').map((line) => line.trim()).filter(Boolean))].join('; ')
   return new JobError('invalid_media', `the image is corrupt or truncated: ${detail}`)
 }
 
-const megapixels = (pixels: number) => Math.round(pixels / 1e5) / 10
+/** `900 MP`, `12.3 MP`, or the plain count below 0.1 MP (where megapixels round to nothing). */
+const formatPixels = (pixels: number) => (pixels >= 100_000 ? `${Math.round(pixels / 1e5) / 10} MP` : `${pixels} pixels`)
 
 // ── Job ────────────────────────────────────────────────────────────────────────────────────────────────────────
 
@@ -180,11 +280,12 @@ export async function handleImageJob(request: ImageRequest, job: JobContext, lim
   const step = <T>(work: Promise<T>) => untilAborted(work, job.signal)
   job.report('downloading', 0)
   const original = join(job.workDir, 'original')
-  await job.storage.download(request.source.bucket, request.source.key, original)
+  await downloadOriginal(job.storage, request.source, original, { maxBytes: limits.maxBytes, variable: 'MAX_IMAGE_BYTES' })
 
   job.report('processing', 20)
   const { metadata, heic } = await step(inspectImage(original, limits))
   let decodable = original
+  // Only after inspectImage: heif-convert decodes every pixel, so the header must have passed the limits first.
   if (heic) {
     decodable = join(job.workDir, 'decoded.png')
     await convertHeic(original, decodable, job.signal)
@@ -203,8 +304,22 @@ export async function handleImageJob(request: ImageRequest, job: JobContext, lim
 
 // ── Wiring ─────────────────────────────────────────────────────────────────────────────────────────────────────
 
+/**
+ * The formats this processor decodes (the API's allow-list): every other libvips loader is blocked, so SVG (an XML
+ * document that can reference files and URLs), libvips' own `.v` format and whatever else the build carries fail as
+ * `unsupported_format` before any parser of theirs runs, whatever a request says the file is.
+ */
+export function blockUndecodable(): void {
+  const loaders = ['Jpeg', 'Png', 'Webp', 'Tiff', 'Nsgif', 'Heif'].flatMap((format) =>
+    ['File', 'Buffer', 'Source'].map((from) => `VipsForeignLoad${format}${from}`)
+  )
+  sharp.block({ operation: ['VipsForeignLoad'] })
+  sharp.unblock({ operation: loaders })
+}
+
 export function start(config: Config): Promise<Processor> {
   sharp.cache(false) // outputs are never re-read; the cache only holds memory
+  blockUndecodable()
   return startProcessor({
     settings: config.runtime,
     connect: amqp.connect,

@@ -8,10 +8,11 @@
  * heartbeats, retries, cancel, the lease for jobs longer than the broker's consumer_timeout, hand-back) is
  * `@app/shared/processor`; this file is the media.
  *
- * Env: SYSTEM, RABBITMQ_URL, S3_*, HEARTBEAT_SECONDS, SHUTDOWN_GRACE_SECONDS, ACK_DEADLINE_SECONDS (see
- * shared/processor/config.ts); VIDEO_CONCURRENCY (default 1), MAX_VIDEO_SECONDS (default 3600), MAX_VIDEO_PIXELS
- * (default 8847360, i.e. 4096×2160), VIDEO_TIMEOUT_SECONDS (wall clock per job, default 14400), VIDEOS_TMP_DIR
- * (default <os tmp>/media-videos).
+ * Env: SYSTEM, RABBITMQ_URL, S3_*, ALLOWED_BUCKETS, HEARTBEAT_SECONDS, SHUTDOWN_GRACE_SECONDS, ACK_DEADLINE_SECONDS
+ * (see shared/processor/config.ts); VIDEO_CONCURRENCY (default 1), VIDEO_TIMEOUT_SECONDS (wall clock per job, default
+ * 14400), VIDEOS_TMP_DIR (default <os tmp>/media-videos), and the limits: MAX_VIDEO_BYTES (the original's size,
+ * default 4G), MAX_VIDEO_STREAMS (streams in the container, default 16), MAX_VIDEO_PIXELS (default 8847360, i.e.
+ * 4096×2160), MAX_VIDEO_FRAME_RATE (default 240 fps), MAX_VIDEO_SECONDS (default 3600).
  *
  * Outputs: `<prefix>/<poster.name>.webp`, fitted inside its box, never upscaled, taken ~10% into the video (the most
  * representative of ~1 s of frames, so a fade-in does not give a black poster); `<prefix>/<rendition.name>.mp4` for
@@ -24,9 +25,11 @@
  * Refused (a `failed` result, class `input`, never retried): a file the forced demuxer cannot read
  * (`invalid_media`; this is also what an HLS playlist or ffconcat script disguised as MP4 gets), a file with no
  * video stream: audio-only files, cover art not counting as video (`unsupported_format`, "has no video stream"), a
- * container the backend did not sniff as a video (`unsupported_format`), one over the duration or pixel limit
- * (`limit_exceeded`, before any transcoding), a truncated file (`invalid_media`), and a job past
- * VIDEO_TIMEOUT_SECONDS (`timeout`; ffmpeg is SIGKILLed).
+ * container the backend did not sniff as a video (`unsupported_format`), one over a limit (`limit_exceeded`, naming
+ * the variable and what the file holds), a truncated file (`invalid_media`), and a job past VIDEO_TIMEOUT_SECONDS
+ * (`timeout`; ffmpeg is SIGKILLed). The limits hold before any transcoding: the byte limit before the download (the
+ * request's `source.size`) and during it (what arrives), the others on the probe, so a file whose streams claim
+ * 10 hours is refused unread. A request outside ALLOWED_BUCKETS is refused by the runtime.
  */
 import amqp from 'amqplib'
 import ffmpeg from 'fluent-ffmpeg'
@@ -35,10 +38,12 @@ import { existsSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import * as v from 'valibot'
-import { countVar, type OutputInfo, type VideoMetadata, type VideoRequest } from '@app/shared'
+import { bytesVar, countVar, type OutputInfo, type VideoMetadata, type VideoRequest } from '@app/shared'
 import {
   JobError,
   configReader,
+  downloadOriginal,
+  overLimit,
   runProcessor,
   runtimeSettings,
   startProcessor,
@@ -55,13 +60,24 @@ export const readConfig = configReader(
     VIDEO_CONCURRENCY: countVar(1, 64),
     MAX_VIDEO_SECONDS: countVar(3600, 7 * 86400),
     MAX_VIDEO_PIXELS: countVar(4096 * 2160, 2 ** 32),
+    // Transcoding costs frames, not seconds: an hour at 10000 fps is 36 million frames of a few pixels each.
+    MAX_VIDEO_FRAME_RATE: countVar(240, 1_000_000),
+    // Every stream is demuxed; a real video has a few (video, audio, subtitles, a cover), a hostile one thousands.
+    MAX_VIDEO_STREAMS: countVar(16, 100_000),
+    MAX_VIDEO_BYTES: bytesVar('4G'),
     // Enough for a 2-hour transcode. Not bound by the broker's consumer_timeout: a long job is leased.
     VIDEO_TIMEOUT_SECONDS: countVar(14400, 7 * 86400),
     VIDEOS_TMP_DIR: v.optional(v.pipe(v.string(), v.nonEmpty()), join(tmpdir(), 'media-videos')),
   },
   (env) => ({
     runtime: runtimeSettings(env, { type: 'videos', concurrency: env.VIDEO_CONCURRENCY, timeoutSeconds: env.VIDEO_TIMEOUT_SECONDS, tmpDir: env.VIDEOS_TMP_DIR }),
-    limits: { maxSeconds: env.MAX_VIDEO_SECONDS, maxPixels: env.MAX_VIDEO_PIXELS },
+    limits: {
+      maxBytes: env.MAX_VIDEO_BYTES,
+      maxStreams: env.MAX_VIDEO_STREAMS,
+      maxPixels: env.MAX_VIDEO_PIXELS,
+      maxFrameRate: env.MAX_VIDEO_FRAME_RATE,
+      maxSeconds: env.MAX_VIDEO_SECONDS,
+    },
   })
 )
 export type Config = ReturnType<typeof readConfig>
@@ -119,6 +135,34 @@ export interface Probed {
   color: { transfer?: string; primaries?: string; matrix?: string; range?: string }
 }
 
+/** What the limits are checked on, from the probe. */
+export interface VideoFacts {
+  /** Every stream in the container (audio, subtitles, data, cover art included). */
+  streams: number
+  /** The video stream's coded size. */
+  width: number
+  height: number
+  /** Frames per second (`frameRateOf`); 0 when unknown. */
+  frameRate: number
+  /** Absent until known: it may take reading every packet. */
+  durationSeconds?: number
+}
+
+/** The first limit a probed video breaks, as its refusal, or null. Pure: no file, no ffprobe. */
+export function videoLimitFailure(found: VideoFacts, limits: Pick<Limits, 'maxStreams' | 'maxPixels' | 'maxFrameRate' | 'maxSeconds'>): JobError | null {
+  const { width, height, frameRate, durationSeconds } = found
+  if (found.streams > limits.maxStreams) return overLimit(`the file has ${found.streams} streams`, 'MAX_VIDEO_STREAMS', limits.maxStreams)
+  const pixels = width * height
+  if (pixels > limits.maxPixels) {
+    return overLimit(`the video is ${width}×${height} (${pixels} pixels)`, 'MAX_VIDEO_PIXELS', `${limits.maxPixels} pixels`)
+  }
+  if (frameRate > limits.maxFrameRate) return overLimit(`the video runs at ${round3(frameRate)} fps`, 'MAX_VIDEO_FRAME_RATE', `${limits.maxFrameRate} fps`)
+  if (durationSeconds !== undefined && durationSeconds > limits.maxSeconds) {
+    return overLimit(`the video lasts ${Math.round(durationSeconds)} s`, 'MAX_VIDEO_SECONDS', `${limits.maxSeconds} s`)
+  }
+  return null
+}
+
 /** Runs ffprobe on a local file, held to one demuxer. */
 async function ffprobe(file: string, demuxer: string, signal: AbortSignal, container = demuxer): Promise<FfprobeOutput> {
   const args = ['-v', 'error', ...inputGuard(demuxer), '-show_format', '-show_streams', '-of', 'json', file]
@@ -154,15 +198,15 @@ export async function probeVideo(file: string, format: string, limits: Limits, s
   if (!video.width || !video.height) throw new JobError('invalid_media', 'the video stream has no picture size')
   const audioStream = streams.find((s) => s.codec_type === 'audio' && s.codec_name && (s.channels ?? 0) > 0)
 
-  const pixels = video.width * video.height
-  if (pixels > limits.maxPixels) {
-    throw new JobError('limit_exceeded', `the video is ${video.width}×${video.height} (${pixels} pixels), over the limit of ${limits.maxPixels} pixels`)
-  }
+  const frameRate = frameRateOf(video)
+  const found: VideoFacts = { streams: streams.length, width: video.width, height: video.height, frameRate }
+  // Before the duration, which may take reading every packet.
+  const refusal = videoLimitFailure(found, limits)
+  if (refusal) throw refusal
   let durationSeconds = pickDuration(probe, video, audioStream)
   if (!Number.isFinite(durationSeconds)) durationSeconds = await measureDuration(file, demuxer, video.index, signal)
-  if (durationSeconds > limits.maxSeconds) {
-    throw new JobError('limit_exceeded', `the video lasts ${Math.round(durationSeconds)} s, over the limit of ${limits.maxSeconds} s`)
-  }
+  const tooLong = videoLimitFailure({ ...found, durationSeconds }, limits)
+  if (tooLong) throw tooLong
 
   const rotation = readRotation(video)
   // Anamorphic video: widen (or heighten) to square pixels, as players do.
@@ -170,7 +214,6 @@ export async function probeVideo(file: string, format: string, limits: Limits, s
   let width = sar > 1 ? Math.round(video.width * sar) : video.width
   let height = sar < 1 ? Math.round(video.height / sar) : video.height
   if (rotation === 90 || rotation === 270) [width, height] = [height, width]
-  const frameRate = ratio(video.avg_frame_rate) || ratio(video.r_frame_rate)
   const size = Number(probe.format?.size)
   const bitrate = Number(probe.format?.bit_rate) || (durationSeconds > 0 && size > 0 ? Math.round((size * 8) / durationSeconds) : 0)
 
@@ -227,6 +270,16 @@ async function measureDuration(file: string, demuxer: string, videoIndex: number
     if (Number.isFinite(pts)) end = Math.max(end, pts! + (Number.isFinite(duration) ? duration! : 0))
   }
   return end
+}
+
+/**
+ * Frames per second: the lower of the stream's average rate (frames over duration) and base rate (the finest rate
+ * its timestamps need) that is known. Either may be a container's tick rate instead: Matroska and FLV files of 30 fps
+ * report an average of 1000/1, and variable-rate videos a base rate above their average.
+ */
+function frameRateOf(stream: FfprobeStream): number {
+  const known = [ratio(stream.avg_frame_rate), ratio(stream.r_frame_rate)].filter((rate) => rate > 0)
+  return known.length ? Math.min(...known) : 0
 }
 
 /** Degrees clockwise, 0/90/180/270. ffprobe's display matrix `rotation` is counter-clockwise (a phone's -90 is 90). */
@@ -460,7 +513,8 @@ function ffmpegFailure(error: Error, stderr: string, input: string): Error {
     return new JobError('unsupported_format', `the video uses a codec this processor cannot decode: ${tidyStderr(text, input)}`)
   }
   if (/exceeds specified max pixel count|max pixel/i.test(text)) {
-    return new JobError('limit_exceeded', 'a frame of the video is over the pixel limit')
+    // `-max_pixels` caught a frame larger than the probe saw (a stream that grows mid-file).
+    return new JobError('limit_exceeded', 'a frame of the video is larger than its header said, over MAX_VIDEO_PIXELS')
   }
   return new JobError('invalid_media', `the video could not be decoded: ${tidyStderr(text, input)}`)
 }
@@ -524,7 +578,7 @@ export async function handleVideoJob(request: VideoRequest, job: JobContext, lim
   const { signal } = job
   job.report('downloading', 0)
   const original = join(job.workDir, 'original')
-  await job.storage.download(request.source.bucket, request.source.key, original)
+  await downloadOriginal(job.storage, request.source, original, { maxBytes: limits.maxBytes, variable: 'MAX_VIDEO_BYTES' })
 
   job.report('processing', 5)
   const probed = await probeVideo(original, request.source.format, limits, signal)

@@ -4,14 +4,18 @@
  * `runtimeSettings`.
  */
 import * as v from 'valibot'
-import { BrokerEnv, S3Env, countVar, readEnv } from '../env.ts'
+import { BrokerEnv, S3BucketEnv, S3Env, countVar, readEnv } from '../env.ts'
 import { queueNames, type MediaType, type QueueNames } from '../names.ts'
 import { HEARTBEAT_SECONDS } from '../topology.ts'
+import { AllowedBucketsSchema, type BucketScope } from './buckets.ts'
 import type { S3Settings } from './storage.ts'
 
 export const ProcessorEnv = {
   ...BrokerEnv,
   ...S3Env,
+  // Where requests may point the processor (buckets.ts). Unset: all of S3_BUCKET, which is read for nothing else.
+  ...S3BucketEnv,
+  ALLOWED_BUCKETS: v.optional(AllowedBucketsSchema),
   HEARTBEAT_SECONDS: countVar(HEARTBEAT_SECONDS, 3600),
   SHUTDOWN_GRACE_SECONDS: countVar(25, 3600),
   // How long a job may hold its delivery before it is acked and the job leased. Must be below the broker's
@@ -36,6 +40,8 @@ export interface RuntimeSettings {
   rabbitmqUrl: string
   queues: QueueNames
   s3: S3Settings
+  /** The buckets and prefixes a request may name; a request outside them is refused like a malformed one. */
+  allowedBuckets: BucketScope[]
   /** Jobs at once, leased ones included. */
   concurrency: number
   /** Wall-clock limit of one attempt of a job; past it the job fails with `timeout`. */
@@ -63,6 +69,7 @@ export function runtimeSettings<T extends MediaType>(
       secretAccessKey: env.S3_SECRET_ACCESS_KEY,
       timeoutSeconds: env.S3_TIMEOUT_SECONDS,
     },
+    allowedBuckets: env.ALLOWED_BUCKETS ?? [{ bucket: env.S3_BUCKET, prefix: '' }],
     concurrency: own.concurrency,
     timeoutMs: own.timeoutSeconds * 1000,
     tmpDir: own.tmpDir,

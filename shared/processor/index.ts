@@ -3,11 +3,13 @@
  * re-exported by `@app/shared`, so a backend that needs only the schemas pulls in valibot alone.
  */
 export type { AmqpConnect } from './amqp.ts'
+export { AllowedBucketsSchema, confinementFailure, type BucketScope } from './buckets.ts'
 export { ProcessorEnv, configReader, runtimeSettings, type RuntimeSettings } from './config.ts'
 export { attemptOf } from './delivery.ts'
 export { Cancelled, Interrupted, JobError, describeError, untilAborted } from './errors.ts'
 export { ProcessorEvents, type ProcessorEventMap, type ProcessorEventType } from './events.ts'
 export type { JobContext, JobOutput, PlannedOutput } from './job.ts'
+export { byteLimitFailure, downloadOriginal, formatBytes, overLimit, type ByteLimit } from './limits.ts'
 export { runProcessor } from './main.ts'
 export { startProcessor, type Processor, type ProcessorDefinition } from './runtime.ts'
 export type { JobStorage, UploadBody } from './storage.ts'

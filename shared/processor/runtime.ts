@@ -1,8 +1,8 @@
 /**
  * The consumer half of the protocol, for every processor: connect and recover, consume the type's request queue,
- * and take each delivery through its life (decode or refuse, the duplicate guard, updates and heartbeats, the
- * attempt, backoff and `gave_up`, the result confirmed before the ack), with the lease for long jobs, the cancel
- * fanout, and hand-back at shutdown. A processor gives it a `handle` for its media and nothing else.
+ * and take each delivery through its life (decode or refuse, the bucket confinement, the duplicate guard, updates
+ * and heartbeats, the attempt, backoff and `gave_up`, the result confirmed before the ack), with the lease for long
+ * jobs, the cancel fanout, and hand-back at shutdown. A processor gives it a `handle` for its media and nothing else.
  *
  * A job holds its delivery while it is safe to: the request is acked only after its result is confirmed, so a
  * processor that dies mid-job has the request redelivered. RabbitMQ closes the channel of a delivery held longer
@@ -20,6 +20,7 @@ import type { MediaType } from '../names.ts'
 import { createPublisher, type Publisher } from '../publisher.ts'
 import { MAX_ATTEMPTS, declareTopology, retryDelayMs, topology } from '../topology.ts'
 import type { AmqpChannel, AmqpConfirmChannel, AmqpConnect, AmqpMessage, AmqpModel } from './amqp.ts'
+import { confinementFailure } from './buckets.ts'
 import { listenForCancels } from './cancels.ts'
 import type { RuntimeSettings } from './config.ts'
 import { attemptOf, carriedHeaders } from './delivery.ts'
@@ -98,6 +99,9 @@ export async function startProcessor<T extends MediaType>(definition: ProcessorD
     const decoded = decodeMessage(schemas.request, message.content) as Decoded<RequestOf<T>>
     if (!decoded.ok) return refuse(channel, message, decoded.reason)
     const request = decoded.value
+    // Outside ALLOWED_BUCKETS is refused like a malformed request: no retry and no S3 call can make it right.
+    const outside = confinementFailure(settings.allowedBuckets, request)
+    if (outside) return refuse(channel, message, outside)
     const { jobId } = request
     // A second copy of a job running here (a re-drive, a redelivery): two runs would share the job's work
     // directory. The run under way settles its own delivery, so the copy is dropped; but if that run was
@@ -203,7 +207,10 @@ export async function startProcessor<T extends MediaType>(definition: ProcessorD
     return run.stop.signal.reason instanceof Interrupted ? { kind: 'interrupted' } : { kind: 'retry' }
   }
 
-  /** A message on the request queue that is no valid request: a `failed` result when it names a job, then the dead letters. */
+  /**
+   * A message on the request queue that is no valid request, or one reaching outside ALLOWED_BUCKETS: a `failed`
+   * result when it names a job, then the dead letters.
+   */
   async function refuse(channel: AmqpChannel, message: AmqpMessage, reason: string): Promise<void> {
     const jobId = jobIdOf(message)
     events.emit('refused', { jobId, messageId: message.properties.messageId ?? null, reason })

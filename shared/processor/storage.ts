@@ -1,16 +1,18 @@
 /**
  * The one S3 helper of a job: download, upload, exists, remove, each stopped by the job's signal (a cancel, a
  * timeout or a shutdown aborts the request in flight). Failures are sorted once, here: a missing source is
- * `source_missing`; what retrying cannot fix (no such bucket, access denied, bad credentials) is `storage_refused`
- * at once; anything else (timeouts, 5xx, throttling, a dropped connection) is a fault, retried after a backoff.
+ * `source_missing`; a download over its byte limit is `limit_exceeded`; what retrying cannot fix (no such bucket,
+ * access denied, bad credentials) is `storage_refused` at once; anything else (timeouts, 5xx, throttling, a dropped
+ * connection) is a fault, retried after a backoff.
  */
 import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, S3Client } from '@aws-sdk/client-s3'
 import { Upload } from '@aws-sdk/lib-storage'
 import { createReadStream, createWriteStream, statSync } from 'node:fs'
-import type { Readable } from 'node:stream'
+import { Transform, type Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { s3ClientOptions } from '../env.ts'
 import { JobError } from './errors.ts'
+import { byteLimitFailure, type ByteLimit } from './limits.ts'
 
 export interface S3Settings {
   endpoint?: string
@@ -24,8 +26,11 @@ export interface S3Settings {
 export type UploadBody = { file: string } | Uint8Array
 
 export interface JobStorage {
-  /** Streams an object to a local file. */
-  download(bucket: string, key: string, file: string): Promise<void>
+  /**
+   * Streams an object to a local file. With `limit`, an object over it is refused (`limit_exceeded`): at once when
+   * S3 states a larger length, else as soon as one byte too many arrives (the transfer is aborted there).
+   */
+  download(bucket: string, key: string, file: string, limit?: ByteLimit): Promise<void>
   /** Stores `body` at `key`; resolves with its size in bytes. */
   upload(bucket: string, key: string, body: UploadBody, contentType: string): Promise<number>
   exists(bucket: string, key: string): Promise<boolean>
@@ -52,15 +57,35 @@ function failure(error: unknown, what: string, signal: AbortSignal | undefined):
   return new Error(`${what} failed`, { cause: error })
 }
 
+/** Passes bytes through until more than `limit` have come, then fails the pipeline, which aborts the transfer. */
+function capBytes(limit: ByteLimit): Transform {
+  let received = 0
+  return new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      received += chunk.byteLength
+      if (received > limit.maxBytes) done(byteLimitFailure(received, limit, true))
+      else done(null, chunk)
+    },
+  })
+}
+
 export function createStorage(settings: S3Settings) {
   const client = new S3Client(s3ClientOptions(settings))
   /** The helper for one job; every request it makes is aborted when `signal` aborts. */
   const bind = (signal?: AbortSignal): JobStorage => ({
-    async download(bucket, key, file) {
+    async download(bucket, key, file, limit) {
       try {
         const object = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal })
-        await pipeline(object.Body as Readable, createWriteStream(file), signal ? { signal } : {})
+        const body = object.Body as Readable
+        const options = signal ? { signal } : {}
+        if (!limit) return await pipeline(body, createWriteStream(file), options)
+        if (object.ContentLength !== undefined && object.ContentLength > limit.maxBytes) {
+          body.destroy()
+          throw byteLimitFailure(object.ContentLength, limit)
+        }
+        await pipeline(body, capBytes(limit), createWriteStream(file), options)
       } catch (error) {
+        if (!signal?.aborted && error instanceof JobError) throw error
         if (!signal?.aborted && errorName(error) === 'NoSuchKey') {
           throw new JobError('source_missing', `the original ${bucket}/${key} does not exist`)
         }

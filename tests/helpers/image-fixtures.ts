@@ -1,4 +1,10 @@
-/** Test images made on the fly with sharp, and EXIF written byte by byte (so fixtures do not rely on sharp's EXIF). */
+/**
+ * Test images made on the fly with sharp, and EXIF written byte by byte (so fixtures do not rely on sharp's EXIF); an
+ * animated GIF byte by byte, and an HEVC HEIC with heif-enc.
+ */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import sharp, { type Sharp } from 'sharp'
 
 /** A `width`×`height` image with four differently coloured quadrants: top-left red, top-right green, bottom-left blue, bottom-right white. */
@@ -94,4 +100,37 @@ export function hasGpsTag(exif: Uint8Array | undefined): boolean {
     if ((exif[i] === 0x25 && exif[i + 1] === 0x88) || (exif[i] === 0x88 && exif[i + 1] === 0x25)) return true
   }
   return false
+}
+
+/**
+ * An animated GIF of `frames` frames on a `width`×`height` canvas, written byte by byte: each frame is one pixel
+ * (23 bytes), but a decoder renders every frame at the canvas size. 1500 frames of 100×100 is 34 kB.
+ */
+export function animatedGif(frames: number, width: number, height: number): Uint8Array {
+  const le16 = (n: number) => [n & 0xff, n >> 8]
+  // Header, logical screen (global colour table of 2), the table (black, white), NETSCAPE2.0 looping.
+  const head = [...new TextEncoder().encode('GIF89a'), ...le16(width), ...le16(height), 0x80, 0, 0, 0, 0, 0, 255, 255, 255]
+  const loop = [0x21, 0xff, 0x0b, ...new TextEncoder().encode('NETSCAPE2.0'), 3, 1, 0, 0, 0]
+  // Graphic control (10 ms), image descriptor (1×1 at 0,0), LZW data: clear, index 0, end (min code size 2).
+  const frame = [0x21, 0xf9, 4, 0, 1, 0, 0, 0, 0x2c, 0, 0, 0, 0, 1, 0, 1, 0, 0, 2, 2, 0x44, 0x01, 0]
+  const out = new Uint8Array(head.length + loop.length + frames * frame.length + 1)
+  out.set(head)
+  out.set(loop, head.length)
+  for (let i = 0; i < frames; i++) out.set(frame, head.length + loop.length + i * frame.length)
+  out[out.length - 1] = 0x3b // trailer
+  return out
+}
+
+/** An HEVC-coded HEIC (what iPhones write) of `width`×`height`, made by libheif's `heif-enc` (libheif-examples). */
+export async function hevcHeic(width: number, height: number): Promise<Uint8Array> {
+  const dir = mkdtempSync(join(tmpdir(), 'media-test-heic-'))
+  try {
+    await sharp(await quadrants(width, height)).toFile(join(dir, 'in.png'))
+    const child = Bun.spawn(['heif-enc', '--quality', '50', '--output', join(dir, 'out.heic'), join(dir, 'in.png')], { stdout: 'ignore', stderr: 'pipe' })
+    const [stderr, code] = await Promise.all([new Response(child.stderr).text(), child.exited])
+    if (code !== 0) throw new Error(`heif-enc exited with ${code}: ${stderr.trim()}`)
+    return new Uint8Array(readFileSync(join(dir, 'out.heic')))
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
 }

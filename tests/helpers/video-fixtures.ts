@@ -153,3 +153,28 @@ export async function makeClip(dir: string, name: string, size: string, seconds:
   await ffmpeg([...testsrc(size, seconds, 'testsrc2'), ...sine(seconds), ...x264, '-c:a', 'aac', '-shortest', file])
   return file
 }
+
+export interface LimitFixtures {
+  /** A 1 s 64×48 H.264 MP4 with its video stream mapped 20 times: 20 streams. */
+  manyStreams: Fixture
+  /** 0.5 s of 64×48 H.264 at 1000 fps (500 frames). */
+  highFrameRate: Fixture
+  /** Two 64×48 frames 10 hours apart: the MP4's tables (and every duration ffprobe reads) say 36000 s. */
+  tenHours: Fixture
+}
+
+/** Small files over the video processor's stream, frame-rate and duration limits, made in `dir` (~0.3 s). */
+export async function makeLimitFixtures(dir: string): Promise<LimitFixtures> {
+  const path = (name: string) => join(dir, name)
+  await Promise.all([
+    ffmpeg([...testsrc('64x48', 1, 'testsrc2'), ...x264, path('limits-base.mp4')]),
+    ffmpeg(['-f', 'lavfi', '-i', 'testsrc2=size=64x48:rate=1000:duration=0.5', ...x264, path('limits-1000fps.mp4')]),
+    ffmpeg(['-f', 'lavfi', '-i', 'testsrc2=size=64x48:rate=30', '-frames:v', '2', '-vf', 'setpts=N*36000/TB', '-fps_mode', 'passthrough', ...x264, path('limits-10h.mp4')]),
+  ])
+  await ffmpeg(['-i', path('limits-base.mp4'), ...Array.from({ length: 20 }, () => ['-map', '0:v']).flat(), '-c', 'copy', path('limits-20-streams.mp4')])
+  return {
+    manyStreams: { file: path('limits-20-streams.mp4'), format: 'mp4' },
+    highFrameRate: { file: path('limits-1000fps.mp4'), format: 'mp4' },
+    tenHours: { file: path('limits-10h.mp4'), format: 'mp4' },
+  }
+}
