@@ -5,6 +5,9 @@
  */
 import amqp from 'amqplib'
 import { join, resolve } from 'node:path'
+import { readDatabaseConfig } from '../services/api/config.ts'
+import { ensureDevKey } from '../services/api/dev-key.ts'
+import { openSqliteStore } from '../services/api/sqlite-store.ts'
 import { LOCAL_S3_CREDENTIALS, startS3Server, type LocalS3 } from './s3-server.ts'
 
 const SERVICES = ['api', 'images', 'videos'] as const
@@ -40,6 +43,8 @@ if (!env.S3_ENDPOINT) {
   console.log(`start: embedded S3 at ${s3.endpoint}, bucket ${env.S3_BUCKET}, data in ${join(dataDir, 's3')}`)
 }
 
+await showDevKey()
+
 const children = SERVICES.map((name) => ({
   name,
   process: Bun.spawn(['bun', join(root, 'services', name, 'main.ts')], { env, stdio: ['ignore', 'inherit', 'inherit'] }),
@@ -60,6 +65,31 @@ const first = await Promise.race(children.map(async (c) => ({ name: c.name, code
 if (!stopping) {
   console.error(`start: ${first.name} exited with code ${first.code}; stopping the others`)
   await stopAll(first.code || 1)
+}
+
+/**
+ * With no keys configured (no API_KEYS, AUTH not `none`), makes a development key on the first start and shows it
+ * once with a curl example; later starts say where it is kept.
+ */
+async function showDevKey(): Promise<void> {
+  if (env.API_KEYS || env.AUTH === 'none') return
+  const file = join(dataDir, 'dev-api-key')
+  const store = openSqliteStore(readDatabaseConfig(env).databasePath)
+  try {
+    const dev = await ensureDevKey(store, file)
+    if (!dev) return
+    const api = `http://127.0.0.1:${env.PORT ?? 3000}`
+    if (dev.created) {
+      console.log(
+        `start: created a development API key (tenant dev), shown this once and kept in ${file}:\n\n  ${dev.key}\n\n` +
+          `  curl -H "Authorization: Bearer ${dev.key}" --data-binary @photo.jpg ${api}/v1/media\n`
+      )
+    } else {
+      console.log(`start: the development API key is in ${file}: curl -H "Authorization: Bearer $(cat ${file})" ${api}/v1/media/<id>`)
+    }
+  } finally {
+    await store.close()
+  }
 }
 
 /**

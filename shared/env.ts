@@ -60,7 +60,7 @@ export function readEnv<S extends v.GenericSchema>(schema: S, env: Record<string
   const lines = result.issues.map((issue) => {
     const name = issue.path?.map((p) => String(p.key)).join('.') ?? '(environment)'
     // Never echo secrets (a URL may hold a password).
-    const secret = /SECRET|URL|PASSWORD/.test(name)
+    const secret = /SECRET|URL|PASSWORD|TOKEN|KEY/.test(name)
     const shown = typeof issue.input === 'string' && !secret ? ` (got ${JSON.stringify(issue.input.slice(0, 60))})` : ''
     return `  ${name}: ${issue.message}${shown}`
   })

@@ -1,10 +1,10 @@
 /** HTTP edge cases, configuration errors, and memory while streaming large uploads. */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { queueNames } from '@app/shared'
-import { testEnv } from './helpers/env.ts'
+import { spawnApi } from './helpers/api-process.ts'
+import { apiKey, testEnv } from './helpers/env.ts'
 import { connectRabbit } from './helpers/rabbit.ts'
 import { testS3 } from './helpers/s3.ts'
 import { startStack, type Stack } from './helpers/stack.ts'
@@ -44,10 +44,10 @@ describe('HTTP', () => {
     const big = new Uint8Array(150 * 1024)
     big.set(PNG_HEAD)
     const declared = await stack.upload(big)
-    const streamed = await fetch(`${stack.url}/v1/media`, { method: 'POST', body: pngLikeStream(300 * 1024) })
+    const streamed = await stack.fetch(`/v1/media`, { method: 'POST', body: pngLikeStream(300 * 1024) })
     const form = new FormData()
     form.append('file', new Blob([big]), 'big.png')
-    const multipart = await fetch(`${stack.url}/v1/media`, { method: 'POST', body: form })
+    const multipart = await stack.fetch(`/v1/media`, { method: 'POST', body: form })
     for (const res of [declared, streamed, multipart]) {
       expect(res.status).toBe(413)
       expect(await res.json()).toEqual({ error: { code: 'payload_too_large', message: expect.stringContaining('102400') } })
@@ -57,7 +57,7 @@ describe('HTTP', () => {
   test('a multipart body without a "file" field gets 400', async () => {
     const form = new FormData()
     form.append('photo', new Blob([PNG_HEAD]), 'x.png')
-    const res = await fetch(`${stack.url}/v1/media`, { method: 'POST', body: form })
+    const res = await stack.fetch(`/v1/media`, { method: 'POST', body: form })
     expect(res.status).toBe(400)
     expect(((await res.json()) as { error: { message: string } }).error.message).toContain('"file"')
   })
@@ -72,7 +72,7 @@ describe('HTTP', () => {
   test('unknown media, malformed ids, unknown outputs and unknown routes get 404', async () => {
     const { id } = (await (await stack.upload(readPng())).json()) as { id: string }
     for (const path of [`/v1/media/${crypto.randomUUID()}`, '/v1/media/not-an-id', `/v1/media/${id}/outputs/thumb`, '/v2/nothing']) {
-      const res = await fetch(`${stack.url}${path}`)
+      const res = await stack.fetch(path)
       expect(res.status).toBe(404)
       expect(((await res.json()) as { error: { code: string } }).error.code).toBe('not_found')
     }
@@ -104,13 +104,12 @@ describe('an upload that fails after S3 has taken parts of it', () => {
   /** Objects and unfinished multipart uploads under this stack's originals. */
   const leftovers = async () => {
     const prefix = `${stack.env.SYSTEM}/originals/`
-    const listed = await s3.client.send(new ListMultipartUploadsCommand({ Bucket: stack.env.S3_BUCKET, Prefix: prefix }))
-    return [...(await s3.keys(prefix)), ...(listed.Uploads ?? []).map((u) => u.Key)]
+    return [...(await s3.keys(prefix)), ...(await s3.openUploads(prefix))]
   }
 
   test('passing the limit gets 413 (not the storage error it surfaces as), and nothing is left', async () => {
     // Past the first 5 MiB part and over the limit, yet within the server's own cap (the limit + 1 MiB).
-    const res = await fetch(`${stack.url}/v1/media`, { method: 'POST', body: pngLikeStream(6.5 * MiB) })
+    const res = await stack.fetch(`/v1/media`, { method: 'POST', body: pngLikeStream(6.5 * MiB) })
     expect(res.status).toBe(413)
     expect(await res.json()).toEqual({ error: { code: 'payload_too_large', message: expect.stringContaining(String(6 * MiB)) } })
     expect(await leftovers()).toEqual([])
@@ -136,7 +135,7 @@ describe('an upload that fails after S3 has taken parts of it', () => {
     const part = `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n\r\n`
     for (const [prefix, type] of [['', 'application/octet-stream'], [part, `multipart/form-data; boundary=${boundary}`]] as const) {
       // Through app.request: a real client that breaks off never reads the answer, but the API still gives one.
-      const res = await stack.api.app.request('/v1/media', { method: 'POST', body: brokenOff(prefix), headers: { 'content-type': type } })
+      const res = await stack.api.app.request('/v1/media', { method: 'POST', body: brokenOff(prefix), headers: { ...apiKey, 'content-type': type } })
       expect(res.status).toBe(400)
       expect(await res.json()).toEqual({ error: { code: 'bad_request', message: expect.stringContaining('interrupted') } })
     }
@@ -176,7 +175,7 @@ describe('the outbox', () => {
     await stack.stop()
   })
   const admin = (path: string, method = 'GET') => fetch(`${stack.url}/v1/admin${path}`, { method, headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
-  const status = async (id: string) => ((await (await fetch(`${stack.url}/v1/media/${id}`)).json()) as { status: string }).status
+  const status = async (id: string) => ((await (await stack.fetch(`/v1/media/${id}`)).json()) as { status: string }).status
 
   test('a request the broker dead-lettered is sent again through the outbox when an operator re-drives it', async () => {
     const names = queueNames(stack.env.SYSTEM!, 'images')
@@ -248,11 +247,8 @@ describe('configuration', () => {
 describe('memory', () => {
   test('a 400 MB multipart upload streams through the API without being held in memory', async () => {
     const env = testEnv({ PORT: String(20000 + Math.floor(Math.random() * 20000)) })
-    const child = Bun.spawn(['bun', join(root, 'services/api/main.ts')], { env: { PATH: process.env.PATH!, ...env }, stdout: 'pipe', stderr: 'inherit' })
+    const child = await spawnApi(env)
     try {
-      const reader = child.stdout.getReader()
-      const { value } = await reader.read() // "api: listening on …" once it serves
-      expect(new TextDecoder().decode(value)).toContain('listening')
       const peak = () => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))![1]) * 1024
       const upload = async (size: number) => {
         const boundary = 'x-boundary-x'
@@ -275,7 +271,7 @@ describe('memory', () => {
         const res = await fetch(`http://127.0.0.1:${env.PORT}/v1/media`, {
           method: 'POST',
           body,
-          headers: { 'content-type': `multipart/form-data; boundary=${boundary}` },
+          headers: { ...apiKey, 'content-type': `multipart/form-data; boundary=${boundary}` },
         })
         expect(res.status).toBe(202)
       }

@@ -22,8 +22,8 @@ const work = mkdtempSync(join(tmpdir(), 'media-test-cancel-'))
 afterAll(() => rmSync(work, { recursive: true, force: true }))
 
 const jpeg = async () => sharp(await quadrants(300, 200)).jpeg().toBuffer()
-const getMedia = async (stack: Stack, id: string) => (await (await fetch(`${stack.url}/v1/media/${id}`)).json()) as MediaBody
-const cancel = (stack: Stack, id: string) => fetch(`${stack.url}/v1/media/${id}/cancel`, { method: 'POST' })
+const getMedia = async (stack: Stack, id: string) => (await (await stack.fetch(`/v1/media/${id}`)).json()) as MediaBody
+const cancel = (stack: Stack, id: string) => stack.fetch(`/v1/media/${id}/cancel`, { method: 'POST' })
 const outputsOf = (stack: Stack, jobId: string) => `${stack.env.SYSTEM}/outputs/${jobId}/`
 
 /** Polls `check` until it holds or `timeoutMs` passes; returns how long it took. */
@@ -184,9 +184,9 @@ describe('finished and deleted media', () => {
     await stack.waitForFinal(id)
     const s3 = testS3(stack.env)
     expect((await s3.keys(outputsOf(stack, jobId))).length).toBe(2)
-    const answer = await fetch(`${stack.url}/v1/media/${id}`, { method: 'DELETE' })
+    const answer = await stack.fetch(`/v1/media/${id}`, { method: 'DELETE' })
     expect(answer.status).toBe(204)
-    expect((await fetch(`${stack.url}/v1/media/${id}`)).status).toBe(404)
+    expect((await stack.fetch(`/v1/media/${id}`)).status).toBe(404)
     expect(await s3.keys(outputsOf(stack, jobId))).toEqual([])
     expect(await s3.keys(`${stack.env.SYSTEM}/originals/${id}`)).toEqual([])
     s3.close()

@@ -7,7 +7,8 @@ import sharp from 'sharp'
 import { connectBroker, type Broker, type Handlers } from '../services/api/broker.ts'
 import { createChanges } from '../services/api/changes.ts'
 import { readConfig as readImagesConfig, start as startImages } from '../services/images/main.ts'
-import { RABBITMQ_URL, testEnv } from './helpers/env.ts'
+import { spawnApi } from './helpers/api-process.ts'
+import { RABBITMQ_URL, apiKey, testEnv } from './helpers/env.ts'
 import { quadrants } from './helpers/image-fixtures.ts'
 import { startStack, type MediaBody, type Stack } from './helpers/stack.ts'
 import { makeClip } from './helpers/video-fixtures.ts'
@@ -21,7 +22,7 @@ afterAll(() => rmSync(work, { recursive: true, force: true }))
 
 /** Reads an SSE stream to its end (or fails after `timeoutMs`), returning the `state` events' bodies in order. */
 async function readStates(url: string, timeoutMs: number): Promise<MediaBody[]> {
-  const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) })
+  const res = await fetch(url, { headers: apiKey, signal: AbortSignal.timeout(timeoutMs) })
   expect(res.status).toBe(200)
   expect(res.headers.get('content-type')).toContain('text/event-stream')
   const text = await res.text() // resolves when the server closes the stream, after the final state
@@ -65,14 +66,7 @@ describe('two instances', () => {
 
   beforeAll(async () => {
     for (const port of ports) {
-      const child = Bun.spawn(['bun', join(import.meta.dir, '../services/api/main.ts')], {
-        env: { PATH: process.env.PATH!, ...env, PORT: String(port) },
-        stdout: 'pipe',
-        stderr: 'inherit',
-      })
-      children.push(child)
-      const { value } = await (child.stdout as ReadableStream<Uint8Array>).getReader().read()
-      expect(new TextDecoder().decode(value)).toContain('listening')
+      children.push(await spawnApi({ ...env, PORT: String(port) }))
     }
     images = await startImages(readImagesConfig(env))
   })
@@ -86,8 +80,8 @@ describe('two instances', () => {
     const [a, b] = ports.map((p) => `http://127.0.0.1:${p}`)
     const photo = await sharp(await quadrants(3000, 2000)).jpeg().toBuffer()
     // Hold the processor's one slot with a first job, so the watched one is still queued when B subscribes.
-    await fetch(`${a}/v1/media`, { method: 'POST', body: new Uint8Array(photo) })
-    const { id } = (await (await fetch(`${a}/v1/media`, { method: 'POST', body: new Uint8Array(photo) })).json()) as { id: string }
+    await fetch(`${a}/v1/media`, { method: 'POST', body: new Uint8Array(photo), headers: apiKey })
+    const { id } = (await (await fetch(`${a}/v1/media`, { method: 'POST', body: new Uint8Array(photo), headers: apiKey })).json()) as { id: string }
     const states = await readStates(`${b}/v1/media/${id}/events`, 30_000)
     expect(states.length).toBeGreaterThan(1)
     expect(states[0]!.status).not.toBe('completed')

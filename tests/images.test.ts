@@ -1,8 +1,16 @@
 /** The image path end to end: HTTP upload → S3 → RabbitMQ → sharp → S3 → results applied → HTTP read. */
-import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3'
+import { GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import sharp from 'sharp'
-import { hasGpsTag, jpegWithExif, quadrantColours, quadrants, storeForOrientation } from './helpers/image-fixtures.ts'
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { ImageResultSchema, decodeMessage, queueNames, type ImageRequest } from '@app/shared'
+import { readConfig as readImagesConfig, start as startImages } from '../services/images/main.ts'
+import { animatedGif, hasGpsTag, hevcHeic, jpegWithExif, quadrantColours, quadrants, storeForOrientation } from './helpers/image-fixtures.ts'
+import { apiKey, testEnv } from './helpers/env.ts'
+import { connectRabbit } from './helpers/rabbit.ts'
+import { testS3 } from './helpers/s3.ts'
 import { startStack, type MediaBody, type Stack } from './helpers/stack.ts'
 import { useInfra } from './helpers/infra.ts'
 
@@ -25,7 +33,7 @@ async function uploadAndWait(body: BodyInit | Uint8Array, headers?: Record<strin
   return stack.waitForFinal(accepted.id)
 }
 const fetchOutput = async (media: MediaBody, name: string) => {
-  const res = await fetch(media.outputs.find((o) => o.name === name)!.url)
+  const res = await fetch(media.outputs.find((o) => o.name === name)!.url, { headers: apiKey })
   expect(res.status).toBe(200)
   return new Uint8Array(await res.arrayBuffer())
 }
@@ -51,7 +59,7 @@ describe('uploads', () => {
     const form = new FormData()
     form.append('note', 'fields other than "file" are ignored')
     form.append('file', new Blob([png], { type: 'image/png' }), 'photo.png')
-    const res = await fetch(`${stack.url}/v1/media`, { method: 'POST', body: form })
+    const res = await stack.fetch(`/v1/media`, { method: 'POST', body: form })
     expect(res.status).toBe(202)
     const media = await stack.waitForFinal(((await res.json()) as { id: string }).id)
     expect(media.status).toBe('completed')
@@ -161,12 +169,117 @@ describe('bad input', () => {
   })
 
   test('an image over the pixel limit fails fast, before decoding', async () => {
-    // 12000×12000 (144 MP) of one colour compresses to a few kB; the default limit is 100 MP.
+    // 12000×12000 (144 MP) of one colour compresses to a few kB; the default limit is 50 MP.
     const bomb = await sharp({ create: { width: 12000, height: 12000, channels: 3, background: '#000' } }).png().toBuffer()
     const started = Date.now()
     const media = await uploadAndWait(bomb)
     expect(media.status).toBe('failed')
-    expect(media.error).toEqual({ code: 'limit_exceeded', class: 'input', message: expect.stringContaining('12000×12000') })
+    expect(media.error).toEqual({ code: 'limit_exceeded', class: 'input', message: 'the image is 12000×12000 (144 MP), over MAX_IMAGE_PIXELS (50 MP)' })
     expect(Date.now() - started).toBeLessThan(5_000)
+  })
+})
+
+describe('limits before decoding', () => {
+  // Processors of their own, fed requests directly (the API would size-check some of these itself) and read from
+  // their results queue.
+  let rabbit: Awaited<ReturnType<typeof connectRabbit>>
+  let limited: Awaited<ReturnType<typeof startAlone>>
+  let tiny: Awaited<ReturnType<typeof startAlone>>
+  /** A heif-convert first on PATH that logs each run and hands over to the real one. */
+  const spy = { dir: '', log: '', path: process.env.PATH }
+
+  async function startAlone(overrides: Record<string, string>) {
+    const env = testEnv(overrides)
+    const service = await startImages(readImagesConfig(env))
+    const queues = queueNames(env.SYSTEM!, 'images')
+    const s3 = testS3(env)
+    return {
+      /** Stores `body` (unless told not to), asks for a 64 px WebP of it, and waits for the result. */
+      async run(body: Uint8Array, options: { format: string; size?: number; upload?: boolean }) {
+        const jobId = crypto.randomUUID()
+        const key = `${env.SYSTEM}/originals/${jobId}`
+        if (options.upload !== false) await s3.client.send(new PutObjectCommand({ Bucket: env.S3_BUCKET, Key: key, Body: body }))
+        const request: ImageRequest = {
+          version: 1,
+          jobId,
+          mediaId: crypto.randomUUID(),
+          source: { bucket: env.S3_BUCKET!, key, format: options.format, size: options.size ?? body.byteLength },
+          output: { bucket: env.S3_BUCKET!, prefix: `${env.SYSTEM}/outputs/${jobId}` },
+          recipe: { outputs: [{ name: 'thumb', format: 'webp', width: 64, height: 64, quality: 80 }] },
+        }
+        const started = Date.now()
+        await rabbit.publishRaw(queues.request, JSON.stringify(request), { messageId: crypto.randomUUID(), correlationId: jobId, type: 'job.request' })
+        const decoded = decodeMessage(ImageResultSchema, (await rabbit.nextMessage(queues.results, 15_000)).content)
+        if (!decoded.ok) throw new Error(decoded.reason)
+        expect(decoded.value.jobId).toBe(jobId)
+        return { result: decoded.value, elapsedMs: Date.now() - started, outputs: () => s3.keys(`${request.output.prefix}/`) }
+      },
+      async stop() {
+        await service.stop()
+        s3.close()
+      },
+    }
+  }
+  const refusal = (run: Awaited<ReturnType<typeof limited.run>>) => (run.result.status === 'failed' ? run.result.error : run.result)
+
+  beforeAll(async () => {
+    spy.dir = mkdtempSync(join(tmpdir(), 'media-test-heif-spy-'))
+    spy.log = join(spy.dir, 'runs.log')
+    writeFileSync(spy.log, '')
+    writeFileSync(join(spy.dir, 'heif-convert'), `#!/bin/sh\necho "$@" >> '${spy.log}'\nexec '${Bun.which('heif-convert')}' "$@"\n`)
+    chmodSync(join(spy.dir, 'heif-convert'), 0o755)
+    process.env.PATH = `${spy.dir}:${spy.path}`
+    rabbit = await connectRabbit()
+    ;[limited, tiny] = await Promise.all([
+      startAlone({ MAX_IMAGE_TOTAL_PIXELS: '1000000', MAX_IMAGE_BYTES: '64k' }),
+      startAlone({ MAX_IMAGE_PIXELS: '10000' }),
+    ])
+  })
+  afterAll(async () => {
+    process.env.PATH = spy.path
+    await limited?.stop()
+    await tiny?.stop()
+    await rabbit?.close()
+    rmSync(spy.dir, { recursive: true, force: true })
+  })
+
+  test('a GIF of 1500 frames (34 kB) is refused from its header in milliseconds: MAX_IMAGE_FRAMES', async () => {
+    const run = await limited.run(animatedGif(1500, 100, 100), { format: 'gif' })
+    expect(refusal(run)).toEqual({ code: 'limit_exceeded', class: 'input', message: 'the image has 1500 frames, over MAX_IMAGE_FRAMES (1000)' })
+    expect(run.elapsedMs).toBeLessThan(2_000)
+    expect(await run.outputs()).toEqual([])
+  })
+
+  test('frames within the frame limit that add up to too many pixels: MAX_IMAGE_TOTAL_PIXELS', async () => {
+    // 200 frames of 100×100: 2 MP, over the 1 MP this processor allows. 10 such frames are fine.
+    const run = await limited.run(animatedGif(200, 100, 100), { format: 'gif' })
+    expect(refusal(run)).toEqual({
+      code: 'limit_exceeded',
+      class: 'input',
+      message: "the image's 200 frames of 100×100 make 2 MP, over MAX_IMAGE_TOTAL_PIXELS (1 MP)",
+    })
+    const fine = await limited.run(animatedGif(10, 100, 100), { format: 'gif' })
+    expect(fine.result).toMatchObject({ status: 'completed', metadata: { format: 'gif', width: 100, height: 100, pages: 10 } })
+  })
+
+  test('over MAX_IMAGE_BYTES by its declared size (not downloaded), or by its real one when the request understates it', async () => {
+    const noise = new Uint8Array(200 * 200 * 3).map((_, i) => (i * 2654435761) >>> 24)
+    const png = new Uint8Array(await sharp(noise, { raw: { width: 200, height: 200, channels: 3 } }).png({ compressionLevel: 0 }).toBuffer())
+    const message = `the original is ${Math.round((png.byteLength / 1024) * 10) / 10} KiB (${png.byteLength} bytes), over MAX_IMAGE_BYTES (64 KiB)`
+    // Not even stored: a download would have failed source_missing.
+    const declared = await limited.run(png, { format: 'png', upload: false })
+    const understated = await limited.run(png, { format: 'png', size: 100 })
+    for (const run of [declared, understated]) expect(refusal(run)).toEqual({ code: 'limit_exceeded', class: 'input', message })
+  })
+
+  test('an HEIC over the pixel limit is refused from its header before heif-convert runs; one within it is converted', async () => {
+    const [large, small] = await Promise.all([hevcHeic(200, 100), hevcHeic(64, 48)])
+    writeFileSync(spy.log, '')
+    const refused = await tiny.run(large, { format: 'heic' })
+    expect(refusal(refused)).toEqual({ code: 'limit_exceeded', class: 'input', message: 'the image is 200×100 (20000 pixels), over MAX_IMAGE_PIXELS (10000 pixels)' })
+    expect(readFileSync(spy.log, 'utf8')).toBe('')
+    const converted = await tiny.run(small, { format: 'heic' })
+    expect(converted.result).toMatchObject({ status: 'completed', metadata: { format: 'heic', width: 64, height: 48 } })
+    expect(readFileSync(spy.log, 'utf8').trim().split('\n')).toHaveLength(1)
   })
 })

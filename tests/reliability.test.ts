@@ -45,7 +45,7 @@ async function waitForDeadLetters(stack: Stack, count: number, timeoutMs = 10_00
     await Bun.sleep(50)
   }
 }
-const getMedia = async (stack: Stack, id: string) => (await (await fetch(`${stack.url}/v1/media/${id}`)).json()) as MediaBody
+const getMedia = async (stack: Stack, id: string) => (await (await stack.fetch(`/v1/media/${id}`)).json()) as MediaBody
 
 describe('with the processor down', () => {
   let stack: Stack

@@ -88,7 +88,7 @@ describe('a processor that goes silent', () => {
     // The late messages are consumed (the queues drain) and the job is as it was.
     const deadline = Date.now() + 5_000
     while ((await rabbit.messageCount(names.results)) + (await rabbit.messageCount(names.updates)) > 0 && Date.now() < deadline) await Bun.sleep(50)
-    const after = (await (await fetch(`${stack.url}/v1/media/${id}`)).json()) as MediaBody
+    const after = (await (await stack.fetch(`/v1/media/${id}`)).json()) as MediaBody
     expect(after.status).toBe('failed')
     expect(after.error?.code).toBe('stalled')
   }, 40_000)
@@ -108,7 +108,7 @@ describe('a processor that goes silent', () => {
       await Bun.sleep(300)
     }
     expect(deliveries.length).toBe(before + 1) // never re-driven
-    const media = (await (await fetch(`${stack.url}/v1/media/${id}`)).json()) as MediaBody
+    const media = (await (await stack.fetch(`/v1/media/${id}`)).json()) as MediaBody
     expect(media.status).toBe('processing')
     heartbeatJob = id
     heartbeatJobId = jobId
@@ -133,7 +133,7 @@ describe('a processor that goes silent', () => {
       health = (await (await fetch(`${stack.url}/health`)).json()) as { stalled: number }
     } while (Date.now() < deadline)
     expect(health.stalled).toBe(1)
-    const media = (await (await fetch(`${stack.url}/v1/media/${heartbeatJob}`)).json()) as MediaBody
+    const media = (await (await stack.fetch(`/v1/media/${heartbeatJob}`)).json()) as MediaBody
     expect(media.status).toBe('processing')
     expect(await rabbit.messageCount(names.request)).toBe(waiting) // nothing re-driven
   }, 20_000)

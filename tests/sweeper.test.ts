@@ -5,7 +5,8 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3'
 import { join } from 'node:path'
-import { testEnv } from './helpers/env.ts'
+import { spawnApi } from './helpers/api-process.ts'
+import { apiKey, testEnv } from './helpers/env.ts'
 import { testS3 } from './helpers/s3.ts'
 import { useInfra } from './helpers/infra.ts'
 
@@ -15,13 +16,6 @@ await useInfra()
 const root = join(import.meta.dir, '..')
 const ADMIN_TOKEN = 'sweeper-test-token-0123456789'
 
-/** Starts the API as a child process and resolves once it listens. */
-async function startApiProcess(env: Record<string, string>) {
-  const child = Bun.spawn(['bun', join(root, 'services/api/main.ts')], { env: { PATH: process.env.PATH!, ...env }, stdout: 'pipe', stderr: 'inherit' })
-  const { value } = await child.stdout.getReader().read()
-  expect(new TextDecoder().decode(value)).toContain('listening')
-  return child
-}
 
 describe('abandoned multipart uploads', () => {
   let env: Record<string, string>
@@ -39,7 +33,7 @@ describe('abandoned multipart uploads', () => {
     ((await s3.client.send(new ListMultipartUploadsCommand({ Bucket: env.S3_BUCKET, Prefix: `${env.SYSTEM}/` }))).Uploads ?? []).map((u) => u.Key)
 
   test('left by an API killed mid-upload are aborted by the sweep', async () => {
-    children.push(await startApiProcess(env))
+    children.push(await spawnApi(env))
     // A body that sends 12 MiB (two S3 parts) and then holds the connection open: the upload stays unfinished.
     let sent = 0
     const body = new ReadableStream<Uint8Array>({
@@ -51,7 +45,7 @@ describe('abandoned multipart uploads', () => {
         controller.enqueue(chunk)
       },
     })
-    const upload = fetch(`http://127.0.0.1:${env.PORT}/v1/media`, { method: 'POST', body }).catch((error: Error) => error)
+    const upload = fetch(`http://127.0.0.1:${env.PORT}/v1/media`, { method: 'POST', body, headers: apiKey }).catch((error: Error) => error)
     const deadline = Date.now() + 15_000
     while ((await pending()).length === 0) {
       if (Date.now() > deadline) throw new Error('no multipart upload started within 15 s')
@@ -63,7 +57,7 @@ describe('abandoned multipart uploads', () => {
     const [left] = await pending()
     expect(left).toStartWith(`${env.SYSTEM}/originals/`)
 
-    children.push(await startApiProcess(env))
+    children.push(await spawnApi(env))
     const auth = { authorization: `Bearer ${ADMIN_TOKEN}` }
     // Younger than the age limit: kept (it may be an upload in progress on another instance).
     const young = await fetch(`http://127.0.0.1:${env.PORT}/v1/admin/sweep?olderThanSeconds=3600`, { method: 'POST', headers: auth })

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, expect, test } from 'bun:test'
 import { rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { makeVideoFixtures, probe, type VideoFixtures } from './helpers/video-fixtures.ts'
+import { apiKey } from './helpers/env.ts'
 import { startStack, type Stack } from './helpers/stack.ts'
 import { useInfra } from './helpers/infra.ts'
 
@@ -22,7 +23,7 @@ afterAll(async () => {
 test('a portrait phone-style video uploaded as multipart completes with a poster and a playable rendition', async () => {
   const form = new FormData()
   form.append('file', Bun.file(fixtures.rotated.file), 'clip.bin')
-  const res = await fetch(`${stack.url}/v1/media`, { method: 'POST', body: form })
+  const res = await stack.fetch(`/v1/media`, { method: 'POST', body: form })
   expect(res.status).toBe(202)
   const accepted = (await res.json()) as { id: string; kind: string }
   expect(accepted.kind).toBe('video')
@@ -33,7 +34,7 @@ test('a portrait phone-style video uploaded as multipart completes with a poster
   expect(media.outputs.map((o) => o.name)).toEqual(['poster', '360p'])
 
   const rendition = media.outputs.find((o) => o.name === '360p')!
-  const body = await fetch(rendition.url)
+  const body = await fetch(rendition.url, { headers: apiKey })
   expect(body.headers.get('content-type')).toBe('video/mp4')
   const file = join(fixtures.dir, 'downloaded-360p.mp4')
   writeFileSync(file, new Uint8Array(await body.arrayBuffer()))

@@ -1,10 +1,14 @@
 /** The HTTP API: `createApp(deps)` builds it from its parts; nothing here connects to anything by itself. */
 import { Hono } from 'hono'
+import { cors } from 'hono/cors'
 import { HTTPException } from 'hono/http-exception'
+import { secureHeaders } from 'hono/secure-headers'
+import type { AuthMode } from './auth.ts'
 import type { Broker } from './broker.ts'
 import type { Changes } from './changes.ts'
 import { ApiError, codeOfStatus } from './errors.ts'
 import type { Outbox } from './outbox.ts'
+import type { PaceRule } from './pace.ts'
 import { adminRoutes } from './routes/admin.ts'
 import { healthRoutes } from './routes/health.ts'
 import { mediaRoutes } from './routes/media.ts'
@@ -27,10 +31,42 @@ export interface AppDeps {
   adminToken: string | null
   /** Aborts this system's multipart uploads older than the given age; returns their keys. */
   sweepUploads: (olderThanMs: number) => Promise<string[]>
+  /** `keys`: every media route needs an API key; `none`: open, as the tenant `default` (reported by /health). */
+  auth: AuthMode
+  /** Per key: requests a minute (0: none), uploads in flight, and how slow an upload may be. */
+  limits: { requestsPerMinute: number; concurrentUploads: number; pace: PaceRule }
+  /** Origins a browser may call from; empty: CORS closed. */
+  corsOrigins: readonly string[]
 }
+
+/** Headers a browser may send and read across origins. */
+const CORS_REQUEST_HEADERS = ['Authorization', 'Content-Type', 'Content-Disposition', 'X-Filename', 'Idempotency-Key', 'Last-Event-ID']
+const CORS_RESPONSE_HEADERS = ['Location', 'Retry-After', 'RateLimit-Limit', 'RateLimit-Remaining', 'RateLimit-Reset', 'RateLimit-Policy']
 
 export function createApp(deps: AppDeps) {
   const app = new Hono()
+  // The API answers JSON and media bytes, never pages: nothing it serves may run scripts or be framed.
+  app.use(
+    '*',
+    secureHeaders({
+      contentSecurityPolicy: { defaultSrc: ["'none'"], frameAncestors: ["'none'"], sandbox: [] },
+      // Outputs may be shown on other origins (an <img> on the customer's site) once CORS lets them.
+      crossOriginResourcePolicy: deps.corsOrigins.length ? 'cross-origin' : 'same-origin',
+    })
+  )
+  if (deps.corsOrigins.length) {
+    // Before authentication: a preflight carries no key.
+    app.use(
+      '*',
+      cors({
+        origin: deps.corsOrigins.includes('*') ? '*' : [...deps.corsOrigins],
+        allowMethods: ['GET', 'POST', 'DELETE', 'OPTIONS'],
+        allowHeaders: CORS_REQUEST_HEADERS,
+        exposeHeaders: CORS_RESPONSE_HEADERS,
+        maxAge: 600,
+      })
+    )
+  }
   app.route('/', healthRoutes(deps))
   app.route('/v1/media', mediaRoutes(deps))
   app.route('/v1/admin', adminRoutes(deps))

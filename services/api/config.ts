@@ -2,6 +2,7 @@
 import { join, resolve } from 'node:path'
 import * as v from 'valibot'
 import { BrokerEnv, S3BucketEnv, S3Env, bytesVar, countVar, readEnv } from '@app/shared'
+import { KeySchema, TenantSchema } from './keys.ts'
 
 const DatabaseUrl = v.optional(
   v.pipe(
@@ -11,14 +12,46 @@ const DatabaseUrl = v.optional(
   )
 )
 
+/** `tenant:key,tenant:key`: keys an operator configures this way; each is stored (hashed) at start. */
+const ApiKeys = v.optional(
+  v.pipe(
+    v.string(),
+    v.transform((s) => s.split(',').map((pair) => pair.trim()).filter(Boolean)),
+    v.array(
+      v.pipe(
+        v.string(),
+        v.transform((pair) => ({ tenant: pair.slice(0, Math.max(0, pair.indexOf(':'))), key: pair.slice(pair.indexOf(':') + 1) })),
+        v.object({ tenant: TenantSchema, key: KeySchema })
+      )
+    )
+  ),
+  ''
+)
+/** Origins allowed to call the API from a browser: a comma-separated list of `scheme://host[:port]`, or `*`. */
+const CorsOrigins = v.optional(
+  v.pipe(
+    v.string(),
+    v.transform((s) => s.split(',').map((o) => o.trim()).filter(Boolean)),
+    v.array(v.pipe(v.string(), v.regex(/^(\*|https?:\/\/[^/\s,]+)$/, 'each origin must be * or scheme://host[:port] with no path')))
+  ),
+  ''
+)
+const wholeVar = (fallback: number, max: number) =>
+  v.optional(v.pipe(v.string(), v.regex(/^\d+$/, 'must be a whole number'), v.transform(Number), v.maxValue(max)), String(fallback))
+
+/** Where the records are: all the key CLI needs. */
+const DatabaseEnv = {
+  DATABASE_URL: DatabaseUrl,
+  DATA_DIR: v.optional(v.pipe(v.string(), v.nonEmpty()), './.data'),
+}
+
 const ConfigSchema = v.pipe(
   v.object({
     ...BrokerEnv,
     ...S3Env,
     ...S3BucketEnv,
+    ...DatabaseEnv,
     PORT: countVar(3000, 65535),
-    DATABASE_URL: DatabaseUrl,
-    DATA_DIR: v.optional(v.pipe(v.string(), v.nonEmpty()), './.data'),
     MAX_UPLOAD_BYTES: bytesVar('2G'),
     // A processing job silent this long is stalled (processors send a heartbeat every 15 s).
     STALL_SECONDS: countVar(120, 86400),
@@ -26,6 +59,15 @@ const ConfigSchema = v.pipe(
     // Multipart uploads left unfinished this long (a process killed mid-upload) are aborted by the sweeper.
     MULTIPART_MAX_AGE_HOURS: countVar(24, 24 * 365),
     ADMIN_TOKEN: v.optional(v.pipe(v.string(), v.minLength(16, 'must be at least 16 characters'))),
+    // `keys` (the default): every request needs an API key. `none` runs the API open, as the tenant `default`.
+    AUTH: v.optional(v.picklist(['keys', 'none'], 'must be keys or none'), 'keys'),
+    API_KEYS: ApiKeys,
+    RATE_LIMIT_PER_MINUTE: wholeVar(6000, 10_000_000),
+    MAX_CONCURRENT_UPLOADS: countVar(8, 10_000),
+    // A slow upload is cut: nothing for this long, or less than UPLOAD_MIN_RATE over this long.
+    UPLOAD_STALL_SECONDS: countVar(30, 3600),
+    UPLOAD_MIN_RATE: bytesVar('1k'),
+    CORS_ORIGINS: CorsOrigins,
   }),
   v.transform((env) => ({
     system: env.SYSTEM,
@@ -46,12 +88,39 @@ const ConfigSchema = v.pipe(
     maxRedrives: env.MAX_REDRIVES,
     multipartMaxAgeMs: env.MULTIPART_MAX_AGE_HOURS * 3_600_000,
     adminToken: env.ADMIN_TOKEN ?? null,
+    auth: env.AUTH,
+    apiKeys: env.API_KEYS,
+    limits: {
+      requestsPerMinute: env.RATE_LIMIT_PER_MINUTE,
+      concurrentUploads: env.MAX_CONCURRENT_UPLOADS,
+      pace: { windowMs: env.UPLOAD_STALL_SECONDS * 1000, minBytesPerSecond: env.UPLOAD_MIN_RATE },
+    },
+    corsOrigins: env.CORS_ORIGINS,
   }))
 )
 export type Config = v.InferOutput<typeof ConfigSchema>
 
 export function readConfig(env: Record<string, string | undefined>): Config {
   return readEnv(ConfigSchema, env)
+}
+
+const DatabaseConfigSchema = v.pipe(
+  v.object(DatabaseEnv),
+  v.transform((env) => ({ databasePath: databasePath(env.DATABASE_URL, env.DATA_DIR), dataDir: resolve(env.DATA_DIR) }))
+)
+
+/** The database settings alone (for tools that need no broker or S3, such as `bun run keys`). */
+export function readDatabaseConfig(env: Record<string, string | undefined>) {
+  return readEnv(DatabaseConfigSchema, env)
+}
+
+/**
+ * The HTTP server's own body cap, well above MAX_UPLOAD_BYTES: the API's streaming limit must be the one that
+ * answers (413 with our error body, the S3 upload aborted). A client sending faster than the upload is stored gets
+ * ahead of the API's reading by what the server buffers; at the limit itself the server would win that race.
+ */
+export function serverBodyCap(maxUploadBytes: number): number {
+  return maxUploadBytes * 2 + 64 * 1024 * 1024
 }
 
 function databasePath(url: string | undefined, dataDir: string): string {

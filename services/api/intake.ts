@@ -6,6 +6,8 @@
 import busboy from 'busboy'
 import { Readable } from 'node:stream'
 import { ApiError } from './errors.ts'
+import { declaredFilename, sanitizeFilename } from './filename.ts'
+import { paced, type PaceRule } from './pace.ts'
 import { SNIFF_BYTES, sniff, type Sniffed } from './sniff.ts'
 
 export type Accepted = Extract<Sniffed, { kind: 'image' | 'video' }>
@@ -14,6 +16,8 @@ type Kinds = readonly Accepted['kind'][]
 /** An upload whose kind is known, not yet read past its head. */
 export interface Received {
   sniffed: Accepted
+  /** The name the client gave the file, sanitised; metadata only. */
+  filename: string | null
   /**
    * The whole upload, head included, to be read once. It errors with the 413 past the limit, and with a 400 when
    * the client breaks off or the multipart framing breaks.
@@ -42,22 +46,36 @@ const empty = (why: string) => new ApiError(400, 'empty_body', why)
 const interrupted = (error: unknown) =>
   error instanceof ApiError ? error : new ApiError(400, 'bad_request', `the upload was interrupted: ${(error as Error)?.message ?? String(error)}`)
 
+export interface UploadRules {
+  maxBytes: number
+  kinds?: Kinds
+  /** How slow a client may be before the upload is cut (408). */
+  pace: PaceRule
+}
+
 /**
  * Takes the request's upload (raw or multipart): refuses at once what its declared length already rules out, then
- * resolves once the head is sniffed. Refusals (400, 413, 415) reject; the body is drained first where it is read.
+ * resolves once the head is sniffed. Refusals (400, 408, 413, 415) reject; the body is drained first where it is read.
  */
-export async function receiveUpload(request: Request, maxBytes: number, kinds: Kinds = ['image', 'video']): Promise<Received> {
+export async function receiveUpload(request: Request, rules: UploadRules): Promise<Received> {
+  const { maxBytes, kinds = ['image', 'video'] } = rules
   const declared = Number(request.headers.get('content-length') ?? NaN)
   if (declared === 0) throw empty('the upload is empty')
   if (declared > maxBytes + MULTIPART_SLACK) throw tooLarge(maxBytes)
   if (!request.body) throw empty('the request has no body; send the file as the body or as the multipart field "file"')
+  const body = paced(request.body, rules.pace)
   const type = request.headers.get('content-type') ?? ''
-  if (/^multipart\/form-data/i.test(type)) return receiveMultipart(request.body, type, maxBytes, kinds)
-  return receiveStream(request.body, maxBytes, kinds)
+  if (/^multipart\/form-data/i.test(type)) return receiveMultipart(body, type, maxBytes, kinds, declaredFilename(request.headers))
+  return receiveStream(body, maxBytes, kinds, declaredFilename(request.headers))
 }
 
 /** Sniffs the head of `body` and hands back all of it behind a byte limit of `maxBytes`. */
-export async function receiveStream(body: ReadableStream<Uint8Array>, maxBytes: number, kinds: Kinds = ['image', 'video']): Promise<Received> {
+export async function receiveStream(
+  body: ReadableStream<Uint8Array>,
+  maxBytes: number,
+  kinds: Kinds = ['image', 'video'],
+  filename: string | null = null
+): Promise<Received> {
   const reader = body.getReader()
   const chunks: Uint8Array[] = []
   let total = 0
@@ -74,20 +92,16 @@ export async function receiveStream(body: ReadableStream<Uint8Array>, maxBytes: 
   }
   const head = concat(chunks)
   const sniffed = sniff(head)
-  if (!sniffed || sniffed.kind === 'audio' || !kinds.includes(sniffed.kind)) {
+  const refusal = refusalOf(sniffed, kinds)
+  if (refusal !== null || !sniffed) {
     await drain(reader)
-    const what = !sniffed
-      ? 'not an image or video format this service accepts'
-      : sniffed.kind === 'audio'
-        ? `an audio file (${sniffed.format}); audio-only uploads are not supported`
-        : `a ${sniffed.kind} (${sniffed.format}); this service accepts only ${kinds.join(' and ')} uploads for now`
-    throw new ApiError(415, 'unsupported_media_type', `the file is ${what} (judged from its content, not its name or declared type)`)
+    throw new ApiError(415, 'unsupported_media_type', `the file is ${refusal} (judged from its content, not its name or declared type)`)
   }
-  return limited(sniffed, head, reader, maxBytes)
+  return limited(sniffed as Accepted, filename, head, reader, maxBytes)
 }
 
 /** The head, then the rest of `reader` as it is pulled, failing (413) past `maxBytes`; it counts what it passes on. */
-function limited(sniffed: Accepted, head: Uint8Array, reader: ReadableStreamDefaultReader<Uint8Array>, maxBytes: number): Received {
+function limited(sniffed: Accepted, filename: string | null, head: Uint8Array, reader: ReadableStreamDefaultReader<Uint8Array>, maxBytes: number): Received {
   let size = head.byteLength
   let failure: ApiError | null = null
   const body = new ReadableStream<Uint8Array>({
@@ -115,6 +129,7 @@ function limited(sniffed: Accepted, head: Uint8Array, reader: ReadableStreamDefa
   })
   return {
     sniffed,
+    filename,
     body,
     get size() {
       return size
@@ -123,6 +138,27 @@ function limited(sniffed: Accepted, head: Uint8Array, reader: ReadableStreamDefa
       return failure
     },
   }
+}
+
+/**
+ * The allow-list: what the processors decode. BMP is recognised (to say what it is) but refused: sharp's libvips
+ * has no BMP loader.
+ */
+export const ACCEPTED_FORMATS: Record<Accepted['kind'], readonly string[]> = {
+  image: ['jpeg', 'png', 'gif', 'webp', 'tiff', 'heic', 'avif'],
+  video: ['mp4', 'mov', '3gp', 'webm', 'mkv', 'avi', 'mpegts', 'flv'],
+}
+
+/** Why a sniffed file is refused, or null when it is accepted. */
+function refusalOf(sniffed: Sniffed | null, kinds: Kinds): string | null {
+  if (!sniffed) return 'not an image or video format this service accepts'
+  if (sniffed.kind === 'audio') return `an audio file (${sniffed.format}); audio-only uploads are not supported`
+  // An SVG is a document, not pixels: it can reference other files and URLs, and rendering it runs an XML parser
+  // and a renderer on untrusted input. Refused; upload it rasterised (PNG) instead.
+  if (sniffed.format === 'svg') return 'an SVG image; SVG is refused because it can reference other files and URLs (upload a PNG instead)'
+  if (!kinds.includes(sniffed.kind)) return `a ${sniffed.kind} (${sniffed.format}); this service accepts only ${kinds.join(' and ')} uploads for now`
+  if (!ACCEPTED_FORMATS[sniffed.kind].includes(sniffed.format)) return `a ${sniffed.format.toUpperCase()} ${sniffed.kind}, a format the processors cannot decode`
+  return null
 }
 
 async function drain(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<void> {
@@ -139,12 +175,20 @@ async function drain(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<v
   await reader.cancel().catch(() => {})
 }
 
-function receiveMultipart(body: ReadableStream<Uint8Array>, contentType: string, maxBytes: number, kinds: Kinds): Promise<Received> {
+function receiveMultipart(
+  body: ReadableStream<Uint8Array>,
+  contentType: string,
+  maxBytes: number,
+  kinds: Kinds,
+  declared: string | null
+): Promise<Received> {
   return new Promise<Received>((resolve, reject) => {
     let parser: busboy.Busboy
     try {
       parser = busboy({
         headers: { 'content-type': contentType },
+        // Browsers send a part's file name as raw UTF-8.
+        defParamCharset: 'utf8',
         limits: { files: 1, fileSize: maxBytes + 1, fields: 32, fieldSize: 64 * 1024, parts: 64 },
       })
     } catch (error) {
@@ -156,10 +200,11 @@ function receiveMultipart(body: ReadableStream<Uint8Array>, contentType: string,
       reject(error)
       file?.destroy(error)
     }
-    parser.on('file', (name, stream) => {
+    parser.on('file', (name, stream, info) => {
       if (name !== 'file' || file) return void stream.resume()
       file = stream
-      receiveStream(Readable.toWeb(stream) as unknown as ReadableStream<Uint8Array>, maxBytes, kinds).then(resolve, reject)
+      const filename = sanitizeFilename(info.filename) ?? declared
+      receiveStream(Readable.toWeb(stream) as unknown as ReadableStream<Uint8Array>, maxBytes, kinds, filename).then(resolve, reject)
     })
     parser.on('error', (error) => fail(new ApiError(400, 'bad_multipart', `the multipart body is malformed: ${(error as Error).message}`)))
     parser.on('close', () => {

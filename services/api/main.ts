@@ -3,7 +3,7 @@
  * their updates and results. Env: see config.ts (SYSTEM, PORT, RABBITMQ_URL, S3_*, DATABASE_URL, DATA_DIR,
  * MAX_UPLOAD_BYTES).
  */
-import { readConfig, type Config } from './config.ts'
+import { readConfig, serverBodyCap, type Config } from './config.ts'
 import { startApi } from './service.ts'
 
 if (import.meta.main) {
@@ -27,8 +27,8 @@ if (import.meta.main) {
   const server = Bun.serve({
     port: config.port,
     fetch: api.app.fetch,
-    // Bun's default body limit is 128 MiB; uploads are limited by MAX_UPLOAD_BYTES instead (with multipart framing).
-    maxRequestBodySize: config.maxUploadBytes + 1024 * 1024,
+    // Bun's default body limit is 128 MiB; uploads are limited by MAX_UPLOAD_BYTES instead, while they stream.
+    maxRequestBodySize: serverBodyCap(config.maxUploadBytes),
     idleTimeout: 120,
   })
   console.log(`api: listening on http://127.0.0.1:${server.port} (namespace ${config.system}, database ${config.databasePath})`)

@@ -5,6 +5,7 @@ import { connectBroker } from './broker.ts'
 import { createChanges } from './changes.ts'
 import type { Config } from './config.ts'
 import { createHandlers } from './handlers.ts'
+import { seedKeys } from './keys.ts'
 import { createOutbox } from './outbox.ts'
 import { openSqliteStore } from './sqlite-store.ts'
 import { createStorage } from './storage.ts'
@@ -22,6 +23,15 @@ export async function startApi(config: Config) {
   const release = async () => {
     await store.close()
     storage.close()
+  }
+  const seeded = await seedKeys(store, config.apiKeys).catch(async (error) => {
+    await release()
+    throw error
+  })
+  if (seeded) console.log(`api: stored ${seeded} API key(s) from API_KEYS`)
+  if (config.auth === 'none') console.warn('api: AUTH=none: the API is open to anyone who can reach it, as the tenant "default"')
+  else if ((await store.countActiveKeys()) === 0) {
+    console.warn('api: no API keys exist yet: every media request gets 401. Create one with `bun run keys create <tenant>`, POST /v1/admin/keys or API_KEYS')
   }
   const broker = await connectBroker({
     url: config.rabbitmqUrl,
@@ -93,6 +103,9 @@ export async function startApi(config: Config) {
     stallMs: config.stallMs,
     adminToken: config.adminToken,
     sweepUploads,
+    auth: config.auth,
+    limits: config.limits,
+    corsOrigins: config.corsOrigins,
   })
   return {
     app,

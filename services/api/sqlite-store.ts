@@ -11,6 +11,7 @@ import {
   afterResult,
   afterUpdate,
   isFinal,
+  type ApiKey,
   type Applied,
   type DeadLetter,
   type JobCounts,
@@ -20,7 +21,7 @@ import {
   type Store,
 } from './store.ts'
 
-const SCHEMA_VERSION = 2
+const SCHEMA_VERSION = 3
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS media (
   id TEXT PRIMARY KEY,
@@ -82,6 +83,26 @@ CREATE TABLE dead_letters (
 CREATE UNIQUE INDEX dead_letters_message ON dead_letters (queue, message_id, digest) WHERE message_id IS NOT NULL;
 `
 
+/**
+ * Version 3: tenants and API keys. Media made before keys existed belong to the tenant `default` (the tenant of an
+ * API run with AUTH=none). Dead letters take their job's tenant.
+ */
+const MIGRATION_3 = `
+ALTER TABLE media ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE media ADD COLUMN filename TEXT;
+CREATE INDEX media_tenant ON media (tenant, created_at);
+ALTER TABLE dead_letters ADD COLUMN tenant TEXT;
+CREATE TABLE api_keys (
+  id TEXT PRIMARY KEY,
+  tenant TEXT NOT NULL,
+  name TEXT,
+  hash TEXT NOT NULL UNIQUE,
+  prefix TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  revoked_at TEXT
+);
+`
+
 type Row = Record<string, unknown>
 
 export function openSqliteStore(path: string): Store {
@@ -94,6 +115,7 @@ export function openSqliteStore(path: string): Store {
   try {
     db.exec(SCHEMA)
     if (version < 2) db.exec(MIGRATION_2)
+    if (version < 3) db.exec(MIGRATION_3)
     db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`)
     db.exec('COMMIT')
   } catch (error) {
@@ -170,6 +192,7 @@ export function openSqliteStore(path: string): Store {
     change(jobId, (job) => (isFinal(job.status) ? null : { ...job, status: 'failed', stage: 'finished', etaSeconds: null, error }))
   const toDeadLetter = (r: Row): DeadLetter => ({
     id: String(r.id),
+    tenant: r.tenant === null ? null : String(r.tenant),
     type: r.type as DeadLetter['type'],
     queue: String(r.queue),
     reason: String(r.reason),
@@ -182,13 +205,22 @@ export function openSqliteStore(path: string): Store {
     deadAt: String(r.dead_at),
   })
 
+  const toKey = (r: Row): ApiKey => ({
+    id: String(r.id),
+    tenant: String(r.tenant),
+    name: r.name === null ? null : String(r.name),
+    prefix: String(r.prefix),
+    createdAt: String(r.created_at),
+    revokedAt: r.revoked_at === null ? null : String(r.revoked_at),
+  })
+
   return {
     async createMedia(media) {
       const at = now()
       transaction(() => {
         db.prepare(
-          'INSERT INTO media (id, kind, format, size, bucket, source_key, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'
-        ).run(media.id, media.kind, media.format, media.size, media.bucket, media.sourceKey, at, at)
+          'INSERT INTO media (id, tenant, filename, kind, format, size, bucket, source_key, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)'
+        ).run(media.id, media.tenant, media.filename, media.kind, media.format, media.size, media.bucket, media.sourceKey, at, at)
         db.prepare(
           "INSERT INTO jobs (id, media_id, type, status, stage, created_at, updated_at) VALUES (?, ?, ?, 'queued', 'queued', ?, ?)"
         ).run(media.jobId, media.id, media.type, at, at)
@@ -204,6 +236,8 @@ export function openSqliteStore(path: string): Store {
       return {
         ...job,
         id: String(row.id),
+        tenant: String(row.tenant),
+        filename: row.filename === null ? null : String(row.filename),
         kind: row.kind as MediaRecord['kind'],
         format: String(row.format),
         size: Number(row.size),
@@ -266,17 +300,21 @@ export function openSqliteStore(path: string): Store {
     async recordDeadLetter(letter, failure) {
       return transaction(() => {
         db.prepare(
-          `INSERT OR IGNORE INTO dead_letters (id, type, queue, reason, deliveries, job_id, problem, message_id, digest, headers, body, dead_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+          `INSERT OR IGNORE INTO dead_letters (id, tenant, type, queue, reason, deliveries, job_id, problem, message_id, digest, headers, body, dead_at)
+           VALUES (?, (SELECT m.tenant FROM jobs j JOIN media m ON m.id = j.media_id WHERE j.id = ?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
         ).run(
-          letter.id, letter.type, letter.queue, letter.reason, letter.deliveries, letter.jobId, letter.problem,
+          letter.id, letter.jobId, letter.type, letter.queue, letter.reason, letter.deliveries, letter.jobId, letter.problem,
           letter.messageId, createHash('sha256').update(letter.body).digest('hex'), JSON.stringify(letter.headers), letter.body, letter.deadAt
         )
         return failure && letter.jobId ? failJob(letter.jobId, failure) : undefined
       })
     },
-    async listDeadLetters(limit) {
-      const rows = db.prepare('SELECT * FROM dead_letters ORDER BY dead_at DESC LIMIT ?').all(limit) as Row[]
+    async listDeadLetters(limit, tenant) {
+      const rows = (
+        tenant === undefined
+          ? db.prepare('SELECT * FROM dead_letters ORDER BY dead_at DESC LIMIT ?').all(limit)
+          : db.prepare('SELECT * FROM dead_letters WHERE tenant = ? ORDER BY dead_at DESC LIMIT ?').all(tenant, limit)
+      ) as Row[]
       return rows.map((r) => {
         const { body: _body, headers: _headers, ...rest } = toDeadLetter(r)
         return rest
@@ -349,6 +387,34 @@ export function openSqliteStore(path: string): Store {
         counts[row.status as keyof JobCounts] = Number(row.n)
       }
       return counts
+    },
+    async createKey(key, hash) {
+      const inserted = db
+        .prepare('INSERT OR IGNORE INTO api_keys (id, tenant, name, hash, prefix, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?)')
+        .run(key.id, key.tenant, key.name, hash, key.prefix, key.createdAt, key.revokedAt)
+      return Number(inserted.changes) > 0
+    },
+    async findKey(hash) {
+      const row = db.prepare('SELECT * FROM api_keys WHERE hash = ?').get(hash) as Row | undefined
+      return row ? { record: toKey(row), hash: String(row.hash) } : undefined
+    },
+    async listKeys(tenant) {
+      const rows = (
+        tenant === undefined
+          ? db.prepare('SELECT * FROM api_keys ORDER BY created_at DESC').all()
+          : db.prepare('SELECT * FROM api_keys WHERE tenant = ? ORDER BY created_at DESC').all(tenant)
+      ) as Row[]
+      return rows.map(toKey)
+    },
+    async revokeKey(id) {
+      return transaction(() => {
+        db.prepare('UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL').run(now(), id)
+        const row = db.prepare('SELECT * FROM api_keys WHERE id = ?').get(id) as Row | undefined
+        return row ? toKey(row) : undefined
+      })
+    },
+    async countActiveKeys() {
+      return Number((db.prepare('SELECT COUNT(*) AS n FROM api_keys WHERE revoked_at IS NULL').get() as Row).n)
     },
     async ping() {
       db.prepare('SELECT 1').get()

@@ -20,6 +20,10 @@ export interface JobState {
 
 export interface MediaRecord extends JobState {
   id: string
+  /** The tenant whose key created it; no other tenant ever sees it. */
+  tenant: string
+  /** The file name the client gave, sanitised (see filename.ts); metadata only, never part of a key or path. */
+  filename: string | null
   kind: MediaKind
   format: string
   size: number
@@ -34,6 +38,8 @@ export interface MediaRecord extends JobState {
 
 export interface NewMedia {
   id: string
+  tenant: string
+  filename: string | null
   kind: MediaKind
   format: string
   size: number
@@ -69,6 +75,8 @@ export type CancelOutcome =
 /** A message the broker dead-lettered, kept for operators to inspect, re-drive or discard. */
 export interface DeadLetter {
   id: string
+  /** The tenant of the letter's job, when it names one of ours (set by the store). */
+  tenant?: string | null
   type: MediaType
   /** The queue it died in, e.g. `<system>.media.images.request`. */
   queue: string
@@ -83,6 +91,17 @@ export interface DeadLetter {
   headers: Record<string, unknown>
   body: Uint8Array
   deadAt: string
+}
+
+/** An API key as the store keeps it: never the key itself, only its hash (beside this record) and a prefix. */
+export interface ApiKey {
+  id: string
+  tenant: string
+  name: string | null
+  /** The key's first characters, to recognise it by. */
+  prefix: string
+  createdAt: string
+  revokedAt: string | null
 }
 
 /** What the stall sweep did to one job. */
@@ -110,7 +129,8 @@ export interface Store {
    * same transaction (class `crash`) unless it already has a final state.
    */
   recordDeadLetter(letter: DeadLetter, failJob: ErrorInfo | null): Promise<Applied | undefined>
-  listDeadLetters(limit: number): Promise<Omit<DeadLetter, 'body' | 'headers'>[]>
+  /** The newest dead letters, of one tenant's jobs when `tenant` is given. */
+  listDeadLetters(limit: number, tenant?: string): Promise<Omit<DeadLetter, 'body' | 'headers'>[]>
   getDeadLetter(id: string): Promise<DeadLetter | undefined>
   deleteDeadLetter(id: string): Promise<boolean>
   /**
@@ -130,6 +150,14 @@ export interface Store {
   /** Cancels the media's job unless it is already final (undefined: no such media). */
   cancel(mediaId: string): Promise<CancelOutcome | undefined>
   countJobs(): Promise<JobCounts>
+  /** Stores a key by its hash; false when that hash is stored already (the existing record is left as it is). */
+  createKey(key: ApiKey, hash: string): Promise<boolean>
+  findKey(hash: string): Promise<{ record: ApiKey; hash: string } | undefined>
+  /** Keys, newest first, of one tenant when given. */
+  listKeys(tenant?: string): Promise<ApiKey[]>
+  /** Revokes a key (undefined: no such key); revoking twice keeps the first time. */
+  revokeKey(id: string): Promise<ApiKey | undefined>
+  countActiveKeys(): Promise<number>
   ping(): Promise<void>
   close(): Promise<void>
 }

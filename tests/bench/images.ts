@@ -11,6 +11,7 @@ import { startS3Server, LOCAL_S3_CREDENTIALS } from '../../infra/s3-server.ts'
 import { readConfig as readApiConfig } from '../../services/api/config.ts'
 import { startApi } from '../../services/api/service.ts'
 import { readConfig as readImagesConfig, start as startImages } from '../../services/images/main.ts'
+import { TEST_API_KEY, apiKey } from '../helpers/env.ts'
 import { deleteNamespaces, trackNamespace } from '../helpers/infra.ts'
 
 const runs = Number(process.argv[2] ?? 20)
@@ -24,6 +25,9 @@ const env = {
   S3_ACCESS_KEY_ID: LOCAL_S3_CREDENTIALS.accessKeyId,
   S3_SECRET_ACCESS_KEY: LOCAL_S3_CREDENTIALS.secretAccessKey,
   DATA_DIR: mkdtempSync(join(tmpdir(), 'bench-data-')),
+  API_KEYS: `bench:${TEST_API_KEY}`,
+  // The benchmark is one client sending as fast as it can; the per-key limits are not what it measures.
+  RATE_LIMIT_PER_MINUTE: '0',
 }
 const api = await startApi(readApiConfig(env))
 const server = Bun.serve({ port: 0, fetch: api.app.fetch, maxRequestBodySize: 1 << 30 })
@@ -41,10 +45,10 @@ async function photo(width: number, height: number): Promise<Buffer> {
 
 async function pipeline(bytes: Buffer): Promise<number> {
   const started = performance.now()
-  const res = await fetch(`${url}/v1/media`, { method: 'POST', body: new Uint8Array(bytes) })
+  const res = await fetch(`${url}/v1/media`, { method: 'POST', body: new Uint8Array(bytes), headers: apiKey })
   const { id } = (await res.json()) as { id: string }
   for (;;) {
-    const media = (await (await fetch(`${url}/v1/media/${id}`)).json()) as { status: string }
+    const media = (await (await fetch(`${url}/v1/media/${id}`, { headers: apiKey })).json()) as { status: string }
     if (media.status === 'completed') return performance.now() - started
     if (media.status === 'failed') throw new Error(`benchmark job failed: ${JSON.stringify(media)}`)
     await Bun.sleep(1)

@@ -17,6 +17,7 @@ import {
   readConfig as readVideosConfig,
   transcodeCommand,
 } from '../../services/videos/main.ts'
+import { TEST_API_KEY, apiKey } from '../helpers/env.ts'
 import { deleteNamespaces, trackNamespace } from '../helpers/infra.ts'
 
 const runs = Number(process.argv[2] ?? 5)
@@ -30,7 +31,7 @@ const system = `bench${crypto.randomUUID().slice(0, 6)}`
 trackNamespace(system)
 const port = 20000 + Math.floor(Math.random() * 20000)
 const stack = Bun.spawn(['bun', join(import.meta.dir, '../../infra/start.ts')], {
-  env: { ...process.env, SYSTEM: system, PORT: String(port), S3_PORT: String(port + 1), DATA_DIR: join(work, 'data'), VIDEOS_TMP_DIR: join(work, 'tmp') },
+  env: { ...process.env, SYSTEM: system, PORT: String(port), S3_PORT: String(port + 1), DATA_DIR: join(work, 'data'), API_KEYS: `bench:${TEST_API_KEY}`, VIDEOS_TMP_DIR: join(work, 'tmp') },
   stdout: 'pipe',
   stderr: 'inherit',
 })
@@ -59,10 +60,10 @@ async function direct(): Promise<number> {
 
 async function pipeline(): Promise<number> {
   const started = performance.now()
-  const res = await fetch(`${url}/v1/media`, { method: 'POST', body: bytes })
+  const res = await fetch(`${url}/v1/media`, { method: 'POST', body: bytes, headers: apiKey })
   const { id } = (await res.json()) as { id: string }
   for (;;) {
-    const media = (await (await fetch(`${url}/v1/media/${id}`)).json()) as { status: string }
+    const media = (await (await fetch(`${url}/v1/media/${id}`, { headers: apiKey })).json()) as { status: string }
     if (media.status === 'completed') return performance.now() - started
     if (media.status === 'failed') throw new Error(`benchmark job failed: ${JSON.stringify(media)}`)
     await Bun.sleep(5)

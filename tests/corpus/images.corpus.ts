@@ -7,6 +7,7 @@ import { afterAll, beforeAll, expect, test } from 'bun:test'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import sharp from 'sharp'
+import { apiKey } from '../helpers/env.ts'
 import { startStack, type Stack } from '../helpers/stack.ts'
 import { fitInside, loadCorpus, type CorpusEntry } from './corpus.ts'
 import { useInfra } from '../helpers/infra.ts'
@@ -65,7 +66,7 @@ for (const entry of images) {
       const [w, h] = fitInside(width, height, box)
       expect(Math.abs(output.width - w)).toBeLessThanOrEqual(1)
       expect(Math.abs(output.height - h)).toBeLessThanOrEqual(1)
-      const body = new Uint8Array(await (await fetch(output.url)).arrayBuffer())
+      const body = new Uint8Array(await (await fetch(output.url, { headers: apiKey })).arrayBuffer())
       const meta = await sharp(body).metadata()
       expect(meta).toMatchObject({ format: 'webp', width: output.width, height: output.height, space: 'srgb' })
       expect(meta.exif).toBeUndefined()

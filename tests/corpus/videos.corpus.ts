@@ -9,6 +9,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { probe } from '../helpers/video-fixtures.ts'
+import { apiKey } from '../helpers/env.ts'
 import { startStack, type Stack } from '../helpers/stack.ts'
 import { loadCorpus, type CorpusEntry } from './corpus.ts'
 import { useInfra } from '../helpers/infra.ts'
@@ -87,7 +88,7 @@ for (const entry of entries) {
       expect(output.width % 2 + (output.height % 2)).toBe(0)
       expect(output.width >= output.height).toBe(width >= height) // portrait stays portrait
       const file = join(scratch, `${media.id}-${output.name}.mp4`)
-      writeFileSync(file, new Uint8Array(await (await fetch(output.url)).arrayBuffer()))
+      writeFileSync(file, new Uint8Array(await (await fetch(output.url, { headers: apiKey })).arrayBuffer()))
       const probed = await probe(file)
       const video = probed.streams.find((s) => s.codec_type === 'video')!
       expect(video).toMatchObject({ codec_name: 'h264', pix_fmt: 'yuv420p', width: output.width, height: output.height })

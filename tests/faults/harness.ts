@@ -11,7 +11,7 @@ import { existsSync, mkdirSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import sharp from 'sharp'
 import { MEDIA_TYPES, queueNames, type MediaType } from '@app/shared'
-import { RABBITMQ_URL, testEnv } from '../helpers/env.ts'
+import { RABBITMQ_URL, apiKey, testEnv } from '../helpers/env.ts'
 import { startInfra } from '../helpers/infra.ts'
 import { quadrants } from '../helpers/image-fixtures.ts'
 import { testS3 } from '../helpers/s3.ts'
@@ -146,7 +146,7 @@ export async function startSystem(options: SystemOptions = {}) {
     /** GET /v1/media/:id (undefined when the API does not answer); every read is checked for changed final states. */
     async media(id: string): Promise<Media | undefined> {
       try {
-        const res = await fetch(`${url}/v1/media/${id}`, { signal: AbortSignal.timeout(5_000) })
+        const res = await fetch(`${url}/v1/media/${id}`, { headers: apiKey, signal: AbortSignal.timeout(5_000) })
         if (res.status !== 200) return undefined
         const media = (await res.json()) as Media
         observe(media)
@@ -197,7 +197,7 @@ export async function startSystem(options: SystemOptions = {}) {
         const res = await fetch(`${url}/v1/media`, {
           method: 'POST',
           body: bytes,
-          headers: { 'content-type': 'application/octet-stream' },
+          headers: { ...apiKey, 'content-type': 'application/octet-stream' },
           signal: AbortSignal.timeout(timeoutMs),
         })
         const body = (await res.json().catch(() => ({}))) as { id?: string; jobId?: string; error?: { code?: string } }
@@ -389,7 +389,7 @@ export async function startSystem(options: SystemOptions = {}) {
     for (const output of media.outputs) {
       const object = objects.find((o) => stem(o.Key!) === output.name)
       if (object && object.Size !== output.size) problems.push(`media ${media.id}: ${output.name} is ${output.size} bytes but S3 holds ${object.Size}`)
-      const res = await fetch(output.url, { signal: AbortSignal.timeout(10_000) }).catch((error: Error) => error)
+      const res = await fetch(output.url, { headers: apiKey, signal: AbortSignal.timeout(10_000) }).catch((error: Error) => error)
       if (res instanceof Error) {
         problems.push(`media ${media.id}: GET ${output.name} failed: ${res.message}`)
         continue

@@ -14,6 +14,10 @@ export function newSystem(): string {
   return system
 }
 
+/** The API key every test API takes (through API_KEYS, tenant `test`), and the header that sends it. */
+export const TEST_API_KEY = `mk_test_${crypto.randomUUID().replaceAll('-', '')}`
+export const apiKey = { authorization: `Bearer ${TEST_API_KEY}` }
+
 const dataDirs: string[] = []
 /** Removes the data directories `testEnv` made (called once the run ends). */
 export function removeDataDirs(): void {
@@ -37,6 +41,7 @@ export function testEnv(overrides: Record<string, string> = {}): Record<string, 
     S3_ACCESS_KEY_ID: LOCAL_S3_CREDENTIALS.accessKeyId,
     S3_SECRET_ACCESS_KEY: LOCAL_S3_CREDENTIALS.secretAccessKey,
     DATA_DIR: dataDir,
+    API_KEYS: `test:${TEST_API_KEY}`,
     ...overrides,
   }
 }

@@ -1,5 +1,5 @@
-/** Direct S3 access for tests: what objects exist under a prefix. */
-import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3'
+/** Direct S3 access for tests: what objects and unfinished multipart uploads exist under a prefix. */
+import { ListMultipartUploadsCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3'
 
 export function testS3(env: Record<string, string>) {
   const client = new S3Client({
@@ -16,6 +16,11 @@ export function testS3(env: Record<string, string>) {
     async keys(prefix: string): Promise<string[]> {
       const listed = await client.send(new ListObjectsV2Command({ Bucket: env.S3_BUCKET, Prefix: prefix }))
       return (listed.Contents ?? []).map((o) => o.Key!).sort()
+    },
+    /** The keys of multipart uploads under `prefix` that were neither completed nor aborted. */
+    async openUploads(prefix: string): Promise<string[]> {
+      const listed = await client.send(new ListMultipartUploadsCommand({ Bucket: env.S3_BUCKET, Prefix: prefix }))
+      return (listed.Uploads ?? []).map((u) => u.Key!).sort()
     },
     close: () => client.destroy(),
   }

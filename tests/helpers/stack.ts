@@ -2,11 +2,11 @@
  * The whole system in the test process: the API on a real port and, unless told otherwise, the image processor,
  * all on the real broker and S3, in a namespace of their own.
  */
-import { readConfig as readApiConfig } from '../../services/api/config.ts'
+import { readConfig as readApiConfig, serverBodyCap } from '../../services/api/config.ts'
 import { startApi } from '../../services/api/service.ts'
 import { readConfig as readImagesConfig, start as startImages } from '../../services/images/main.ts'
 import { readConfig as readVideosConfig, start as startVideos } from '../../services/videos/main.ts'
-import { testEnv } from './env.ts'
+import { apiKey, testEnv } from './env.ts'
 import { startInfra } from './infra.ts'
 
 export type Stack = Awaited<ReturnType<typeof startStack>>
@@ -16,7 +16,7 @@ export async function startStack(options: { images?: boolean; videos?: boolean; 
   const env = testEnv({ IMAGE_CONCURRENCY: '2', ...options.env })
   const config = readApiConfig(env)
   const api = await startApi(config)
-  const server = Bun.serve({ port: 0, fetch: api.app.fetch, maxRequestBodySize: config.maxUploadBytes + 1024 * 1024 })
+  const server = Bun.serve({ port: 0, fetch: api.app.fetch, maxRequestBodySize: serverBodyCap(config.maxUploadBytes) })
   let images: Awaited<ReturnType<typeof startImages>> | undefined
   const videos = options.videos ? await startVideos(readVideosConfig(env)) : undefined
   const stack = {
@@ -30,15 +30,19 @@ export async function startStack(options: { images?: boolean; videos?: boolean; 
       await images?.stop()
       images = undefined
     },
+    /** A request to the API with the test key (`init.headers` may replace it). */
+    fetch(path: string, init: RequestInit = {}) {
+      return fetch(`${stack.url}${path}`, { ...init, headers: { ...apiKey, ...(init.headers as Record<string, string>) } })
+    },
     /** Uploads bytes as the raw body. */
     upload(body: BodyInit | Uint8Array, headers: Record<string, string> = {}) {
-      return fetch(`${stack.url}/v1/media`, { method: 'POST', body: body as BodyInit, headers: { 'content-type': 'application/octet-stream', ...headers } })
+      return stack.fetch('/v1/media', { method: 'POST', body: body as BodyInit, headers: { 'content-type': 'application/octet-stream', ...headers } })
     },
     /** Polls the media until it reaches a final state; fails after `timeoutMs`. */
     async waitForFinal(id: string, timeoutMs = 30_000): Promise<MediaBody> {
       const deadline = Date.now() + timeoutMs
       for (;;) {
-        const media = (await (await fetch(`${stack.url}/v1/media/${id}`)).json()) as MediaBody
+        const media = (await (await stack.fetch(`/v1/media/${id}`)).json()) as MediaBody
         if (['completed', 'failed', 'cancelled'].includes(media.status)) return media
         if (Date.now() > deadline) throw new Error(`media ${id} is still ${media.status} after ${timeoutMs} ms`)
         await Bun.sleep(20)
@@ -59,6 +63,7 @@ export interface MediaBody {
   id: string
   jobId: string
   kind: string
+  filename: string | null
   status: string
   stage: string
   progress: number

@@ -1,58 +1,13 @@
 /**
  * HTTP behaviour that needs no broker and no S3: `app.request()` on `createApp(deps)` (no server, no port), with a
- * real SQLite store. Storage and broker are objects whose every member throws: these requests are answered before
- * anything is stored or sent, and a test that reaches either fails, which is the point.
+ * real SQLite store (tests/helpers/unit-app.ts).
  */
 import { afterAll, describe, expect, test } from 'bun:test'
 import * as v from 'valibot'
-import { createApp, type AppDeps } from '../../services/api/app.ts'
-import type { Broker } from '../../services/api/broker.ts'
-import { createChanges } from '../../services/api/changes.ts'
-import { createOutbox } from '../../services/api/outbox.ts'
-import { openSqliteStore } from '../../services/api/sqlite-store.ts'
-import type { Storage } from '../../services/api/storage.ts'
 import { json } from '../../services/api/validate.ts'
+import { ADMIN_TOKEN, unitApp } from '../helpers/unit-app.ts'
 
-const ADMIN_TOKEN = 'unit-test-admin-token-0123456789'
-const unused = (): never => {
-  throw new Error('not used by this test')
-}
-const storage: Storage = {
-  get bucket(): string {
-    return unused()
-  },
-  put: unused,
-  get: unused,
-  mark: unused,
-  delete: unused,
-  abortStaleUploads: unused,
-  ping: unused,
-  close: unused,
-}
-const broker: Broker = {
-  publish: unused,
-  broadcastCancel: unused,
-  announce: unused,
-  consume: unused,
-  isConnected: unused,
-  blocked: unused,
-  consumers: unused,
-  close: unused,
-}
-const store = openSqliteStore(':memory:')
-const deps: AppDeps = {
-  system: 'unit',
-  store,
-  storage,
-  broker,
-  changes: createChanges(broker),
-  outbox: createOutbox({ store, broker, graceMs: 15_000 }),
-  maxUploadBytes: 1024 * 1024,
-  stallMs: 120_000,
-  adminToken: ADMIN_TOKEN,
-  sweepUploads: unused,
-}
-const app = createApp(deps)
+const { app, store, request } = await unitApp()
 // No route takes a JSON body yet: this one shows the path later routes will use, through the app's own error handler.
 app.post('/test/json', json(v.object({ name: v.pipe(v.string('must be text'), v.nonEmpty('must not be empty')) })), (c) => c.json(c.req.valid('json')))
 afterAll(() => store.close())
@@ -77,21 +32,21 @@ describe('media ids', () => {
         ['POST', `/v1/media/${id}/cancel`],
         ['DELETE', `/v1/media/${id}`],
       ] as const) {
-        const message = await expectError(await app.request(path, { method }), 404, 'not_found')
+        const message = await expectError(await request(path, { method }), 404, 'not_found')
         expect(message).toContain(id === 'not-an-id' ? 'id must be a UUID' : id)
       }
     }
   })
 
   test('a huge malformed id is not echoed back whole', async () => {
-    const message = await expectError(await app.request(`/v1/media/${'x'.repeat(5000)}`), 404, 'not_found')
+    const message = await expectError(await request(`/v1/media/${'x'.repeat(5000)}`), 404, 'not_found')
     expect(message).toContain('id')
     expect(message.length).toBeLessThan(200)
   })
 
   test('an output name outside the grammar answers 404 naming the name', async () => {
     for (const name of ['Thumb', '_thumb', 'a'.repeat(33), 'thumb.webp']) {
-      const res = await app.request(`/v1/media/${crypto.randomUUID()}/outputs/${name}`)
+      const res = await request(`/v1/media/${crypto.randomUUID()}/outputs/${name}`)
       expect(await expectError(res, 404, 'not_found')).toContain('name must be')
     }
   })
@@ -140,13 +95,19 @@ describe('routes and uploads', () => {
   })
 
   test('an empty upload answers 400, before anything is stored', async () => {
-    await expectError(await app.request('/v1/media', { method: 'POST', body: new Uint8Array(0) }), 400, 'empty_body')
-    await expectError(await app.request('/v1/media', { method: 'POST', headers: { 'content-length': '0' } }), 400, 'empty_body')
+    await expectError(await request('/v1/media', { method: 'POST', body: new Uint8Array(0) }), 400, 'empty_body')
+    await expectError(await request('/v1/media', { method: 'POST', headers: { 'content-length': '0' } }), 400, 'empty_body')
   })
 
   test('a text upload answers 415, before anything is stored', async () => {
-    const res = await app.request('/v1/media', { method: 'POST', body: 'just some words, not a picture', headers: { 'content-type': 'image/png' } })
+    const res = await request('/v1/media', { method: 'POST', body: 'just some words, not a picture', headers: { 'content-type': 'image/png' } })
     expect(await expectError(res, 415, 'unsupported_media_type')).toContain('not an image or video')
+  })
+
+  test('an SVG answers 415 naming SVG as refused, whatever it is declared as', async () => {
+    const svg = '<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><image href="file:///etc/passwd"/></svg>'
+    const res = await request('/v1/media', { method: 'POST', body: svg, headers: { 'content-type': 'image/png', 'x-filename': 'logo.png' } })
+    expect(await expectError(res, 415, 'unsupported_media_type')).toContain('SVG is refused')
   })
 })
 

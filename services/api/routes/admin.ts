@@ -9,17 +9,24 @@ import { bearerAuth } from 'hono/bearer-auth'
 import * as v from 'valibot'
 import type { AppDeps } from '../app.ts'
 import { ApiError } from '../errors.ts'
-import { param, query } from '../validate.ts'
+import { TenantSchema, issueKey } from '../keys.ts'
+import { json, param, query } from '../validate.ts'
 
-/** A malformed id names no dead letter, so it answers as an unknown one does: 404. */
-const LetterParams = v.object({ id: v.pipe(v.string(), v.uuid('must be a UUID')) })
+/** A malformed id names no dead letter or key, so it answers as an unknown one does: 404. */
+const IdParams = v.object({ id: v.pipe(v.string(), v.uuid('must be a UUID')) })
 const LIMIT_RULE = 'must be a whole number from 1 to 1000'
 const ListQuery = v.object({
+  tenant: v.optional(TenantSchema),
   limit: v.optional(
     v.pipe(v.string(LIMIT_RULE), v.regex(/^\d{1,4}$/, LIMIT_RULE), v.transform(Number), v.minValue(1, LIMIT_RULE), v.maxValue(1000, LIMIT_RULE)),
     '100'
   ),
 })
+const NewKey = v.object({
+  tenant: TenantSchema,
+  name: v.optional(v.pipe(v.string('must be a string'), v.maxLength(200, 'must be at most 200 characters'))),
+})
+const KeysQuery = v.object({ tenant: v.optional(TenantSchema) })
 const SECONDS_RULE = 'must be a whole number of seconds'
 const SweepQuery = v.object({
   olderThanSeconds: v.optional(v.pipe(v.string(SECONDS_RULE), v.regex(/^\d{1,10}$/, SECONDS_RULE), v.transform(Number)), '86400'),
@@ -45,10 +52,29 @@ export function adminRoutes(deps: AppDeps) {
   )
 
   app.get('/dead-letters', query(ListQuery), async (c) => {
-    return c.json({ deadLetters: await deps.store.listDeadLetters(c.req.valid('query').limit) })
+    const { limit, tenant } = c.req.valid('query')
+    return c.json({ deadLetters: await deps.store.listDeadLetters(limit, tenant) })
   })
 
-  app.get('/dead-letters/:id', param(LetterParams, 404), async (c) => {
+  /** Creates an API key for a tenant. The key is in this answer only: the API keeps its hash. */
+  app.post('/keys', json(NewKey), async (c) => {
+    const { tenant, name } = c.req.valid('json')
+    const { key, record } = await issueKey(deps.store, tenant, { name })
+    return c.json({ ...record, key }, 201)
+  })
+
+  app.get('/keys', query(KeysQuery), async (c) => {
+    return c.json({ keys: await deps.store.listKeys(c.req.valid('query').tenant) })
+  })
+
+  /** Revokes a key: from the next request on, on every API instance (keys are read from the database each time). */
+  app.delete('/keys/:id', param(IdParams, 404), async (c) => {
+    const key = await deps.store.revokeKey(c.req.valid('param').id)
+    if (!key) throw new ApiError(404, 'not_found', `no API key with id ${c.req.valid('param').id}`)
+    return c.json(key)
+  })
+
+  app.get('/dead-letters/:id', param(IdParams, 404), async (c) => {
     const letter = await findLetter(deps, c.req.valid('param').id)
     const { body, ...rest } = letter
     const text = readableText(body)
@@ -60,7 +86,7 @@ export function adminRoutes(deps: AppDeps) {
    * outbox; anything else well-formed (an update, a result, a request of no job here, so nothing for the outbox to
    * hold) goes straight back to its queue. A malformed message would only die again.
    */
-  app.post('/dead-letters/:id/redrive', param(LetterParams, 404), async (c) => {
+  app.post('/dead-letters/:id/redrive', param(IdParams, 404), async (c) => {
     const letter = await findLetter(deps, c.req.valid('param').id)
     if (letter.problem) {
       throw new ApiError(422, 'unprocessable', `the message is malformed (${letter.problem}); re-driving it would fail again. Discard it instead.`)
@@ -98,7 +124,7 @@ export function adminRoutes(deps: AppDeps) {
     }
   })
 
-  app.delete('/dead-letters/:id', param(LetterParams, 404), async (c) => {
+  app.delete('/dead-letters/:id', param(IdParams, 404), async (c) => {
     const letter = await findLetter(deps, c.req.valid('param').id)
     await deps.store.deleteDeadLetter(letter.id)
     return c.body(null, 204)

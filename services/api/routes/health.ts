@@ -1,7 +1,8 @@
 /**
  * `GET /health`: 200 when the database, RabbitMQ and S3 all answer, 503 naming what is down (RabbitMQ counts as
  * down while an alarm blocks publishing). Also: job counts by status, jobs processing but silent past the stall
- * time (`stalled`, re-driven or failed by the sweep), and dead letters awaiting an operator.
+ * time (`stalled`, re-driven or failed by the sweep), and dead letters awaiting an operator. It needs no key and
+ * tells nothing of any tenant: counts over all of them, and whether keys are required (`auth`).
  */
 import { Hono } from 'hono'
 import type { AppDeps } from '../app.ts'
@@ -28,6 +29,7 @@ export function healthRoutes(deps: AppDeps) {
     const jobs = database.ok ? await deps.store.countJobs() : null
     const stalled = database.ok ? await deps.store.countSilent(deps.stallMs) : null
     const deadLetters = database.ok ? await deps.store.countDeadLetters() : null
-    return c.json({ status: down.length ? 'unavailable' : 'ok', down, checks, jobs, stalled, deadLetters }, down.length ? 503 : 200)
+    // `auth` says whether the API asks for keys: `none` is an operator's explicit choice and should be seen.
+    return c.json({ status: down.length ? 'unavailable' : 'ok', auth: deps.auth, down, checks, jobs, stalled, deadLetters }, down.length ? 503 : 200)
   })
 }

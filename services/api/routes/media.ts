@@ -14,8 +14,10 @@ import {
   type MediaType,
 } from '@app/shared'
 import type { AppDeps } from '../app.ts'
+import { requireKey, type Caller } from '../auth.ts'
 import { ApiError } from '../errors.ts'
 import { receiveUpload } from '../intake.ts'
+import { requestRate, uploadSlots } from '../limits.ts'
 import { CONTENT_TYPES, IMAGE_RECIPE, VIDEO_RECIPE, originalKey, outputPrefix } from '../recipes.ts'
 import { isFinal, type MediaRecord, type OutboxMessage } from '../store.ts'
 import { param } from '../validate.ts'
@@ -28,10 +30,11 @@ const OutputParams = v.object({ id: MediaIdSchema, name: OutputNameSchema })
 type Source = ImageRequest['source']
 
 export function mediaRoutes(deps: AppDeps) {
-  const app = new Hono()
+  const app = new Hono<Caller>()
+  app.use('*', requireKey(deps), requestRate(deps.limits.requestsPerMinute))
 
-  app.post('/', async (c) => {
-    const received = await receiveUpload(c.req.raw, deps.maxUploadBytes, ACCEPTED_KINDS)
+  app.post('/', uploadSlots(deps.limits.concurrentUploads), async (c) => {
+    const received = await receiveUpload(c.req.raw, { maxBytes: deps.maxUploadBytes, kinds: ACCEPTED_KINDS, pace: deps.limits.pace })
     const { sniffed } = received
     const id = crypto.randomUUID()
     const jobId = crypto.randomUUID()
@@ -41,20 +44,22 @@ export function mediaRoutes(deps: AppDeps) {
     } catch (error) {
       // The upload's own fault (over the limit, cut off) is the answer, however the store reported it.
       if (received.failure) throw received.failure
-      throw unavailable('storage_unavailable', `the upload could not be stored (${(error as Error).message}); try again shortly`)
+      console.warn(`api: storing upload ${id} failed: ${(error as Error).message}`)
+      throw unavailable('storage_unavailable', 'the upload could not be stored; try again shortly')
     }
 
     const type: MediaType = sniffed.kind === 'image' ? 'images' : 'videos'
     const source = { bucket: deps.storage.bucket, key: sourceKey, format: sniffed.format, size: received.size }
     const request = jobRequest(deps, type, { jobId, mediaId: id, source })
     // The media, its job and the request in one transaction (the outbox): a request is never lost in between.
-    await deps.store.createMedia({ id, kind: sniffed.kind, format: source.format, size: source.size, bucket: source.bucket, sourceKey, jobId, type, request })
+    await deps.store.createMedia({ id, tenant: c.get('tenant'), filename: received.filename, kind: sniffed.kind, format: source.format, size: source.size, bucket: source.bucket, sourceKey, jobId, type, request })
     try {
       await deps.outbox.send(request)
     } catch (error) {
       // Not accepted: undo, so that nothing half-made remains and the client knows to retry.
       await deps.store.deleteMedia(id)
       await deps.storage.delete(sourceKey).catch(() => {})
+      // The broker layer words these itself (not connected, refusing new messages and why); they hold no secrets.
       throw unavailable('queue_unavailable', `the job could not be queued (${(error as Error).message}); try again shortly`)
     }
     c.header('Location', `/v1/media/${id}`)
@@ -62,7 +67,7 @@ export function mediaRoutes(deps: AppDeps) {
   })
 
   app.get('/:id', param(MediaParams, 404), async (c) => {
-    const media = await findMedia(deps, c.req.valid('param').id)
+    const media = await findMedia(deps, c.req.valid('param').id, c.get('tenant'))
     return c.json(present(media, new URL(c.req.url).origin))
   })
 
@@ -72,14 +77,14 @@ export function mediaRoutes(deps: AppDeps) {
    * outputs); a result recorded first makes the cancel a 409.
    */
   app.post('/:id/cancel', param(MediaParams, 404), async (c) => {
-    const media = await findMedia(deps, c.req.valid('param').id)
+    const media = await findMedia(deps, c.req.valid('param').id, c.get('tenant'))
     await cancelJob(deps, media)
     return c.json(present((await deps.store.getMedia(media.id))!, new URL(c.req.url).origin))
   })
 
   /** Cancels whatever is running and deletes the media's objects and records. */
   app.delete('/:id', param(MediaParams, 404), async (c) => {
-    const media = await findMedia(deps, c.req.valid('param').id)
+    const media = await findMedia(deps, c.req.valid('param').id, c.get('tenant'))
     try {
       if (!isFinal(media.status)) await cancelJob(deps, media)
     } catch (error) {
@@ -100,7 +105,7 @@ export function mediaRoutes(deps: AppDeps) {
    * fanout.
    */
   app.get('/:id/events', param(MediaParams, 404), async (c) => {
-    const id = (await findMedia(deps, c.req.valid('param').id)).id
+    const id = (await findMedia(deps, c.req.valid('param').id, c.get('tenant'))).id
     const origin = new URL(c.req.url).origin
     return streamSSE(c, async (stream) => {
       let last = ''
@@ -156,7 +161,7 @@ export function mediaRoutes(deps: AppDeps) {
 
   app.get('/:id/outputs/:name', param(OutputParams, 404), async (c) => {
     const { id, name } = c.req.valid('param')
-    const media = await findMedia(deps, id)
+    const media = await findMedia(deps, id, c.get('tenant'))
     const output = media.outputs.find((o) => o.name === name)
     if (!output) throw new ApiError(404, 'not_found', `media ${media.id} has no output named ${JSON.stringify(name)}`)
     const object = await deps.storage.get(output.key)
@@ -186,7 +191,8 @@ async function cancelJob(deps: AppDeps, media: MediaRecord): Promise<void> {
   try {
     await deps.storage.mark(marker)
   } catch (error) {
-    throw new ApiError(503, 'storage_unavailable', `the cancel could not be recorded (${(error as Error).message}); try again`)
+    console.warn(`api: writing the cancel marker of job ${media.jobId} failed: ${(error as Error).message}`)
+    throw new ApiError(503, 'storage_unavailable', 'the cancel could not be recorded; try again')
   }
   const outcome = await deps.store.cancel(media.id)
   if (outcome?.outcome !== 'cancelled') {
@@ -209,10 +215,13 @@ function jobRequest(deps: AppDeps, type: MediaType, job: { jobId: string; mediaI
   return { messageId: crypto.randomUUID(), jobId: job.jobId, queue: queueNames(deps.system, type).request, type: 'job.request', body }
 }
 
-/** The media of a validated id, or 404. */
-async function findMedia(deps: AppDeps, id: string): Promise<MediaRecord> {
+/**
+ * The media of a validated id, if the caller's tenant owns it; otherwise 404, the same answer as for an id that
+ * does not exist, so a tenant cannot even learn that another's media exists. Every media route goes through here.
+ */
+async function findMedia(deps: AppDeps, id: string, tenant: string): Promise<MediaRecord> {
   const media = await deps.store.getMedia(id)
-  if (!media) throw new ApiError(404, 'not_found', `no media with id ${id}`)
+  if (!media || media.tenant !== tenant) throw new ApiError(404, 'not_found', `no media with id ${id}`)
   return media
 }
 
@@ -225,6 +234,7 @@ export function present(media: MediaRecord, origin: string) {
     id: media.id,
     jobId: media.jobId,
     kind: media.kind,
+    filename: media.filename,
     format: media.format,
     size: media.size,
     status: media.status,
