@@ -42,7 +42,9 @@ describe('one instance', () => {
   })
 
   test('an SSE client gets the current state, monotonic progress with stages, and the final event, then the end', async () => {
-    const clip = await makeClip(work, 'watch.mp4', '640x360', 12)
+    // Two rungs of 20 s at 720p: seconds of transcoding on a fast machine, so several update intervals (500 ms)
+    // fall inside it (a 12 s 360p clip was done in 1.3 s, between two updates).
+    const clip = await makeClip(work, 'watch.mp4', '1280x720', 20)
     const { id } = (await (await stack.upload(readFileSync(clip))).json()) as { id: string }
     const states = await readStates(`${stack.url}/v1/media/${id}/events`, 60_000)
     expect(states.length).toBeGreaterThan(2)
@@ -52,7 +54,7 @@ describe('one instance', () => {
     expect(states.some((s) => s.stage === 'processing' && s.progress > 10 && s.progress < 100)).toBe(true)
     const last = states.at(-1)!
     expect(last).toMatchObject({ status: 'completed', progress: 100 })
-    expect(last.outputs.map((o) => o.name)).toEqual(['poster', '360p'])
+    expect(last.outputs.map((o) => o.name)).toEqual(['poster', '360p', '720p'])
     // A stream opened on a finished media sends its final state and ends at once.
     expect(await readStates(`${stack.url}/v1/media/${id}/events`, 5_000)).toEqual([last])
   }, 90_000)
