@@ -286,8 +286,7 @@ describe('memory', () => {
       // garbage the collector has not yet reclaimed (measured 70–135 MiB for both 400 and 800 MiB uploads).
       expect(growth).toBeLessThan(size / 2)
     } finally {
-      child.kill()
-      await child.exited
+      await child.kill('SIGTERM')
     }
   }, 120_000)
 })

@@ -8,6 +8,7 @@ import { connectBroker, type Broker, type Handlers } from '../services/api/broke
 import { createChanges } from '../services/api/changes.ts'
 import { readConfig as readImagesConfig, start as startImages } from '../services/images/main.ts'
 import { spawnApi } from './helpers/api-process.ts'
+import type { ServiceProcess } from './helpers/service-process.ts'
 import { RABBITMQ_URL, apiKey, testEnv } from './helpers/env.ts'
 import { quadrants } from './helpers/image-fixtures.ts'
 import { startStack, type MediaBody, type Stack } from './helpers/stack.ts'
@@ -62,7 +63,7 @@ describe('one instance', () => {
 
 describe('two instances', () => {
   const env = testEnv({ IMAGE_CONCURRENCY: '1' })
-  const children: ReturnType<typeof Bun.spawn>[] = []
+  const children: ServiceProcess[] = []
   const ports = [0, 1].map(() => 20000 + Math.floor(Math.random() * 20000))
   let images: Awaited<ReturnType<typeof startImages>>
 
@@ -74,8 +75,7 @@ describe('two instances', () => {
   })
   afterAll(async () => {
     await images.stop()
-    for (const child of children) child.kill()
-    await Promise.all(children.map((c) => c.exited))
+    await Promise.all(children.map((c) => c.kill('SIGTERM')))
   })
 
   test('an upload to instance A is watched to the end on instance B', async () => {

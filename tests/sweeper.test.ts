@@ -3,9 +3,8 @@
  * the sweep (hourly, or `POST /v1/admin/sweep`) aborts it, and no record of the unfinished upload exists.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3'
-import { join } from 'node:path'
 import { spawnApi } from './helpers/api-process.ts'
+import type { ServiceProcess } from './helpers/service-process.ts'
 import { apiKey, testEnv } from './helpers/env.ts'
 import { testS3 } from './helpers/s3.ts'
 import { useInfra } from './helpers/infra.ts'
@@ -13,24 +12,21 @@ import { useInfra } from './helpers/infra.ts'
 // The real broker and S3 server (started once per run); the namespaces this file makes are removed when it ends.
 await useInfra()
 
-const root = join(import.meta.dir, '..')
 const ADMIN_TOKEN = 'sweeper-test-token-0123456789'
-
 
 describe('abandoned multipart uploads', () => {
   let env: Record<string, string>
   let s3: ReturnType<typeof testS3>
-  const children: ReturnType<typeof Bun.spawn>[] = []
+  const children: ServiceProcess[] = []
   beforeAll(() => {
     env = testEnv({ PORT: String(20000 + Math.floor(Math.random() * 20000)), ADMIN_TOKEN })
     s3 = testS3(env)
   })
   afterAll(async () => {
-    for (const child of children) child.kill('SIGKILL')
+    await Promise.all(children.map((c) => c.kill('SIGKILL')))
     s3?.close()
   })
-  const pending = async () =>
-    ((await s3.client.send(new ListMultipartUploadsCommand({ Bucket: env.S3_BUCKET, Prefix: `${env.SYSTEM}/` }))).Uploads ?? []).map((u) => u.Key)
+  const pending = () => s3.openUploads(`${env.SYSTEM}/`)
 
   test('left by an API killed mid-upload are aborted by the sweep', async () => {
     children.push(await spawnApi(env))
@@ -51,8 +47,7 @@ describe('abandoned multipart uploads', () => {
       if (Date.now() > deadline) throw new Error('no multipart upload started within 15 s')
       await Bun.sleep(50)
     }
-    children[0]!.kill('SIGKILL')
-    await children[0]!.exited
+    await children[0]!.kill('SIGKILL')
     expect(await upload).toBeInstanceOf(Error) // the client never got an answer
     const [left] = await pending()
     expect(left).toStartWith(`${env.SYSTEM}/originals/`)

@@ -358,7 +358,6 @@ describe('with default limits', () => {
     for (const [label, fixture, message] of cases) {
       const run = await runJob(processor, fixture)
       expect({ label, error: failed(run) }).toEqual({ label, error: { code: 'limit_exceeded', class: 'input', message } })
-      expect(run.elapsedMs).toBeLessThan(2_000)
       expect(run.updates.filter((u) => u.progress > 5 && u.progress < 100)).toEqual([])
       expect(await keysUnder(run.request.output.prefix)).toEqual([])
     }
@@ -439,7 +438,6 @@ describe('with tight limits', () => {
     const message = `the original is ${Math.round((bytes / 1024) * 10) / 10} KiB (${bytes} bytes), over MAX_VIDEO_BYTES (16 KiB)`
     for (const run of [declared, understated]) {
       expect(failed(run)).toEqual({ code: 'limit_exceeded', class: 'input', message })
-      expect(run.elapsedMs).toBeLessThan(2_000)
       expect(await keysUnder(run.request.output.prefix)).toEqual([])
     }
     // Refused before the download: a source that is not there is not even looked for.

@@ -57,8 +57,11 @@ function failure(error: unknown, what: string, signal: AbortSignal | undefined):
   return new Error(`${what} failed`, { cause: error })
 }
 
-/** Passes bytes through until more than `limit` have come, then fails the pipeline, which aborts the transfer. */
-function capBytes(limit: ByteLimit): Transform {
+/**
+ * Passes bytes through until more than `limit` have come, then fails the pipeline, which aborts the transfer. A
+ * store that states no length, or a wrong one, is held to the limit too.
+ */
+export function capBytes(limit: ByteLimit): Transform {
   let received = 0
   return new Transform({
     transform(chunk: Buffer, _encoding, done) {

@@ -16,7 +16,7 @@ import { startInfra } from '../helpers/infra.ts'
 import { quadrants } from '../helpers/image-fixtures.ts'
 import { testS3 } from '../helpers/s3.ts'
 import { makeClip } from '../helpers/video-fixtures.ts'
-import { ServiceProcess, killAllChildren } from './service-process.ts'
+import { ServiceProcess, killAllChildren } from '../helpers/service-process.ts'
 import type { MediaBody } from '../helpers/stack.ts'
 
 const ROOT = join(import.meta.dir, '../..')

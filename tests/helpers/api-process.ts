@@ -1,18 +1,12 @@
-/** The API as a child process (`bun services/api/main.ts`), for tests that need more than one or kill one. */
+/** The API as a child process (`bun services/api/main.ts`), for tests that need more than one, kill one, or its RSS. */
 import { join } from 'node:path'
+import { ServiceProcess } from './service-process.ts'
 
 const main = join(import.meta.dir, '../../services/api/main.ts')
 
-/** Starts the API with `env` and resolves once it says it listens (its first lines may say other things). */
-export async function spawnApi(env: Record<string, string>) {
-  const child = Bun.spawn(['bun', main], { env: { PATH: process.env.PATH!, ...env }, stdout: 'pipe', stderr: 'inherit' })
-  const reader = child.stdout.getReader()
-  let said = ''
-  while (!said.includes('listening')) {
-    const { value, done } = await reader.read()
-    if (done) throw new Error(`the API exited before listening: ${said}`)
-    said += new TextDecoder().decode(value)
-  }
-  reader.releaseLock()
-  return child
+/** Starts the API with `env` and resolves once it says it listens. */
+export async function spawnApi(env: Record<string, string>): Promise<ServiceProcess> {
+  const api = new ServiceProcess('api', ['bun', main], env, /listening/)
+  await api.start()
+  return api
 }
