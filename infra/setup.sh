@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Prepares a Debian machine (run as root, or with sudo available) to run the system and its tests:
-# Bun from npm; ffmpeg, libheif-examples (and for the tests: procps, iproute2, and Python with pika, jsonschema and
-# boto3 for the other-language backend) from apt; RabbitMQ started if installed but stopped; then `bun install`.
+# Bun and Deno from npm; ffmpeg, libheif-examples (and for the tests: procps, iproute2, and Python with pika,
+# jsonschema and boto3 for the other-language backend) from apt; RabbitMQ started if installed but stopped; then
+# `bun install`.
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BUN_VERSION=1.4.5
+# The API also runs on Deno (tests/deno.test.ts proves it); the processors run on Bun.
+DENO_VERSION=2.9.6
 SUDO=""
 if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
 
@@ -14,6 +17,11 @@ if ! command -v bun >/dev/null || [ "$(bun --version)" != "$BUN_VERSION" ]; then
   echo "setup: installing bun $BUN_VERSION from npm"
   $SUDO npm install -g --allow-scripts=bun "bun@$BUN_VERSION" >/dev/null 2>&1 \
     || $SUDO npm install -g "bun@$BUN_VERSION" >/dev/null
+fi
+if ! command -v deno >/dev/null || [ "$(deno --version | head -1 | cut -d' ' -f2)" != "$DENO_VERSION" ]; then
+  echo "setup: installing deno $DENO_VERSION from npm"
+  $SUDO npm install -g --allow-scripts=deno "deno@$DENO_VERSION" >/dev/null 2>&1 \
+    || $SUDO npm install -g "deno@$DENO_VERSION" >/dev/null
 fi
 
 missing=()
@@ -43,4 +51,4 @@ else
 fi
 
 bun install --frozen-lockfile >/dev/null
-echo "setup: ready (bun $(bun --version), $(ffmpeg -version | head -1 | cut -d' ' -f1-3))"
+echo "setup: ready (bun $(bun --version), deno $(deno --version | head -1 | cut -d' ' -f2), $(ffmpeg -version | head -1 | cut -d' ' -f1-3))"

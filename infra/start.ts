@@ -5,9 +5,10 @@
  */
 import amqp from 'amqplib'
 import { join, resolve } from 'node:path'
+import { describeBrokerUrls, parseBrokerUrls } from '@app/shared'
 import { readDatabaseConfig } from '../services/api/config.ts'
 import { ensureDevKey } from '../services/api/dev-key.ts'
-import { openSqliteStore } from '../services/api/sqlite-store.ts'
+import { openStore } from '../services/api/open-store.ts'
 import { LOCAL_S3_CREDENTIALS, startS3Server, type LocalS3 } from './s3-server.ts'
 
 const SERVICES = ['api', 'images', 'videos'] as const
@@ -15,13 +16,19 @@ const root = resolve(import.meta.dir, '..')
 const env: Record<string, string | undefined> = { ...process.env }
 const dataDir = resolve(env.DATA_DIR ?? './.data')
 env.DATA_DIR = dataDir
-const rabbitmqUrl = env.RABBITMQ_URL ?? 'amqp://guest:guest@127.0.0.1:5672'
+// One URL, or a cluster's nodes (the services connect to them in turn): one node answering is enough to start.
+const rabbitmq = parseBrokerUrls(env.RABBITMQ_URL ?? 'amqp://guest:guest@127.0.0.1:5672')
+if (!rabbitmq.ok) {
+  console.error(`start: RABBITMQ_URL: ${rabbitmq.reason}`)
+  process.exit(2)
+}
 
 try {
-  await (await amqp.connect(rabbitmqUrl)).close()
+  await Promise.any(rabbitmq.urls.map(async (url) => (await amqp.connect(url)).close()))
 } catch (error) {
+  const reasons = (error as AggregateError).errors.map((e: Error) => e.message).join('; ')
   console.error(
-    `start: RabbitMQ is not reachable at ${rabbitmqUrl.replace(/\/\/[^@]*@/, '//')} (${(error as Error).message}).\n` +
+    `start: RabbitMQ is not reachable at ${describeBrokerUrls(rabbitmq.urls)} (${reasons}).\n` +
       '  It is the one service this system needs. Start it with `rabbitmq-server -detached`\n' +
       '  (install: `apt-get install rabbitmq-server`, or run `bash infra/setup.sh`), or set RABBITMQ_URL.'
   )
@@ -74,7 +81,7 @@ if (!stopping) {
 async function showDevKey(): Promise<void> {
   if (env.API_KEYS || env.AUTH === 'none') return
   const file = join(dataDir, 'dev-api-key')
-  const store = openSqliteStore(readDatabaseConfig(env).databasePath)
+  const store = await openStore(readDatabaseConfig(env).database)
   try {
     const dev = await ensureDevKey(store, file)
     if (!dev) return

@@ -3,6 +3,7 @@
  * failed parse into one message naming each bad variable. Each service composes its own schema from these.
  */
 import * as v from 'valibot'
+import { parseBrokerUrls } from './broker-urls.ts'
 import { SystemSchema } from './names.ts'
 
 /** A positive whole number given as a string; the default is an input, so it runs through the same checks. */
@@ -33,10 +34,21 @@ const urlVar = (protocols: string[]) =>
     v.check((s) => protocols.includes(new URL(s).protocol), `must start with ${protocols.map((p) => p + '//').join(' or ')}`)
   )
 
-/** SYSTEM and RABBITMQ_URL. */
+/** One broker URL, or the comma-separated URLs of a cluster's nodes; parsed into the list (see broker-urls.ts). */
+const brokerUrlsVar = v.pipe(
+  v.string(),
+  v.rawTransform(({ dataset, addIssue, NEVER }) => {
+    const parsed = parseBrokerUrls(dataset.value)
+    if (parsed.ok) return parsed.urls
+    addIssue({ message: parsed.reason })
+    return NEVER
+  })
+)
+
+/** SYSTEM and RABBITMQ_URL (a list of URLs: one broker, or the nodes of a cluster to connect to in turn). */
 export const BrokerEnv = {
   SYSTEM: v.optional(SystemSchema, 'media'),
-  RABBITMQ_URL: v.optional(urlVar(['amqp:', 'amqps:']), 'amqp://guest:guest@127.0.0.1:5672'),
+  RABBITMQ_URL: v.optional(brokerUrlsVar, 'amqp://guest:guest@127.0.0.1:5672'),
 }
 /** S3_* for a client: an endpoint is optional (AWS when absent); credentials are required. */
 export const S3Env = {

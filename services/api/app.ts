@@ -1,5 +1,10 @@
-/** The HTTP API: `createApp(deps)` builds it from its parts; nothing here connects to anything by itself. */
+/**
+ * The HTTP API: `createApp(deps)` builds it from its parts; nothing here connects to anything by itself. The routes
+ * are chained, so the app's type carries every route's input and answers: `AppType` is what `hc` clients take
+ * (client.ts), and `GET /openapi.json` documents the same routes (openapi.ts).
+ */
 import { Hono } from 'hono'
+import type { ApplyGlobalResponse } from 'hono/client'
 import { cors } from 'hono/cors'
 import { HTTPException } from 'hono/http-exception'
 import { secureHeaders } from 'hono/secure-headers'
@@ -7,6 +12,7 @@ import type { AuthMode } from './auth.ts'
 import type { Broker } from './broker.ts'
 import type { Changes } from './changes.ts'
 import { ApiError, codeOfStatus } from './errors.ts'
+import { OPEN, documenter, openApiRoute, type ErrorAnswers } from './openapi.ts'
 import type { Outbox } from './outbox.ts'
 import type { PaceRule } from './pace.ts'
 import { adminRoutes } from './routes/admin.ts'
@@ -67,9 +73,11 @@ export function createApp(deps: AppDeps) {
       })
     )
   }
-  app.route('/', healthRoutes(deps))
-  app.route('/v1/media', mediaRoutes(deps))
-  app.route('/v1/admin', adminRoutes(deps))
+  const routes = app
+    .route('/', healthRoutes(deps))
+    .route('/v1/media', mediaRoutes(deps))
+    .route('/v1/admin', adminRoutes(deps))
+    .get('/openapi.json', openApiDoc, openApiRoute(app))
   app.notFound((c) => c.json(new ApiError(404, 'not_found', `no route for ${c.req.method} ${new URL(c.req.url).pathname}`).toJSON(), 404))
   app.onError((error, c) => {
     if (error instanceof ApiError) return c.json(error.toJSON(), error.status, error.headers)
@@ -82,5 +90,17 @@ export function createApp(deps: AppDeps) {
     console.error(`api: ${c.req.method} ${new URL(c.req.url).pathname} failed`, error)
     return c.json(new ApiError(500, 'internal', 'an internal error occurred; it has been logged').toJSON(), 500)
   })
-  return app
+  return routes
 }
+
+/**
+ * The API's type for `hc<AppType>(url)`: each route's input and answers, plus our error body at every error status
+ * (errors are thrown as ApiError, so the handlers' own types do not show them).
+ */
+export type AppType = ApplyGlobalResponse<ReturnType<typeof createApp>, ErrorAnswers>
+
+const openApiDoc = documenter({ tag: 'service', security: OPEN, errors: [] })({
+  operationId: 'openApi',
+  summary: 'This document: OpenAPI 3.1',
+  responses: { 200: { description: 'The OpenAPI document.', content: { 'application/json': { schema: { type: 'object' } } } } },
+})

@@ -4,12 +4,13 @@
  * from the connected broker. Uses amqplib's built-in recovery; channels, topology and (once given) consumers are
  * re-created after every reconnect.
  */
-import amqp, { type ChannelModel, type ConsumeMessage } from 'amqplib'
+import amqp, { type ChannelModel, type ConsumeMessage, type RecoveryOptions } from 'amqplib'
 import {
   CancelSchema,
   ImageResultSchema,
   MediaChangedSchema,
   cancelExchange,
+  connectInTurn,
   encodeMessage,
   eventsExchange,
   JobUpdateSchema,
@@ -20,6 +21,7 @@ import {
   declareTopology,
   queueNames,
   topology,
+  type BrokerAddress,
   type ImageResult,
   type JobUpdate,
   type MediaType,
@@ -65,7 +67,8 @@ export interface Broker {
 }
 
 export interface BrokerOptions {
-  url: string
+  /** One broker, or the nodes of a cluster (RABBITMQ_URL's list): each reconnect moves to the next. */
+  url: string | readonly string[]
   system: string
   publishTimeoutMs: number
   /** This API instance, named in its announcements so that it can ignore them when the fanout brings them back. */
@@ -170,7 +173,9 @@ export async function connectBroker(options: BrokerOptions): Promise<Broker> {
     closeConsuming = () => consuming.close().catch(() => {})
   }
 
-  const connection = await amqp.connect(options.url, {
+  const urls = typeof options.url === 'string' ? [options.url] : options.url
+  const open = (address: BrokerAddress, socketOptions: { recovery: RecoveryOptions }) => amqp.connect(address, socketOptions)
+  const { connection } = await connectInTurn(open, urls, {
     recovery: {
       initialMaxRetries: 2,
       maxDelay: 5_000,

@@ -3,12 +3,16 @@ import { join, resolve } from 'node:path'
 import * as v from 'valibot'
 import { BrokerEnv, S3BucketEnv, S3Env, bytesVar, countVar, readEnv } from '@app/shared'
 import { KeySchema, TenantSchema } from './keys.ts'
+import type { Database } from './open-store.ts'
 
+/** `postgres://…` (or `postgresql://…`) for PostgreSQL; a path, `sqlite:<path>` or `:memory:` for SQLite. */
 const DatabaseUrl = v.optional(
   v.pipe(
     v.string(),
-    v.check((s) => !/^postgres(ql)?:/.test(s), 'PostgreSQL is not supported yet; unset it to use the embedded SQLite file'),
-    v.check((s) => s === ':memory:' || s.startsWith('sqlite:') || s.startsWith('file:') || !s.includes('://'), 'must be a SQLite path or sqlite:<path>')
+    v.check(
+      (s) => (/^postgres(ql)?:\/\//.test(s) ? URL.canParse(s) : s === ':memory:' || s.startsWith('sqlite:') || s.startsWith('file:') || !s.includes('://')),
+      'must be postgres://user@host:port/database, a SQLite path, or sqlite:<path>'
+    )
   )
 )
 
@@ -81,7 +85,7 @@ const ConfigSchema = v.pipe(
       secretAccessKey: env.S3_SECRET_ACCESS_KEY,
       timeoutSeconds: env.S3_TIMEOUT_SECONDS,
     },
-    databasePath: databasePath(env.DATABASE_URL, env.DATA_DIR),
+    database: database(env.DATABASE_URL, env.DATA_DIR),
     dataDir: resolve(env.DATA_DIR),
     maxUploadBytes: env.MAX_UPLOAD_BYTES,
     stallMs: env.STALL_SECONDS * 1000,
@@ -106,7 +110,7 @@ export function readConfig(env: Record<string, string | undefined>): Config {
 
 const DatabaseConfigSchema = v.pipe(
   v.object(DatabaseEnv),
-  v.transform((env) => ({ databasePath: databasePath(env.DATABASE_URL, env.DATA_DIR), dataDir: resolve(env.DATA_DIR) }))
+  v.transform((env) => ({ database: database(env.DATABASE_URL, env.DATA_DIR), dataDir: resolve(env.DATA_DIR) }))
 )
 
 /** The database settings alone (for tools that need no broker or S3, such as `bun run keys`). */
@@ -123,8 +127,9 @@ export function serverBodyCap(maxUploadBytes: number): number {
   return maxUploadBytes * 2 + 64 * 1024 * 1024
 }
 
-function databasePath(url: string | undefined, dataDir: string): string {
-  if (!url) return join(resolve(dataDir), 'media.db')
-  if (url === ':memory:') return url
-  return resolve(url.replace(/^(sqlite|file):(\/\/)?/, ''))
+function database(url: string | undefined, dataDir: string): Database {
+  if (url && /^postgres(ql)?:\/\//.test(url)) return { kind: 'postgres', url }
+  if (!url) return { kind: 'sqlite', path: join(resolve(dataDir), 'media.db') }
+  if (url === ':memory:') return { kind: 'sqlite', path: url }
+  return { kind: 'sqlite', path: resolve(url.replace(/^(sqlite|file):(\/\/)?/, '')) }
 }

@@ -1,5 +1,18 @@
-/** HTTP errors: every one answers `{"error": {"code", "message"}}`. */
+/** HTTP errors: every one answers `{"error": {"code", "message"}}` (ErrorSchema, which the OpenAPI document shows). */
 import type { ContentfulStatusCode } from 'hono/utils/http-status'
+import * as v from 'valibot'
+
+/** The body of every error answer. `ref` makes it one shared component of the OpenAPI document. */
+export const ErrorSchema = v.pipe(
+  v.object({
+    error: v.object({
+      code: v.pipe(v.string(), v.description('Machine-readable, snake_case: not_found, bad_request, unauthorized, payload_too_large, …')),
+      message: v.pipe(v.string(), v.description('What went wrong, for people. It never echoes a secret and quotes input only briefly.')),
+    }),
+  }),
+  v.metadata({ ref: 'Error' })
+)
+export type ErrorBody = v.InferOutput<typeof ErrorSchema>
 
 export class ApiError extends Error {
   constructor(
@@ -11,7 +24,7 @@ export class ApiError extends Error {
   ) {
     super(message)
   }
-  toJSON() {
+  toJSON(): ErrorBody {
     return { error: { code: this.code, message: this.message } }
   }
 }

@@ -9,7 +9,7 @@
 import * as v from 'valibot'
 import { readDatabaseConfig } from './config.ts'
 import { TenantSchema, issueKey } from './keys.ts'
-import { openSqliteStore } from './sqlite-store.ts'
+import { openStore } from './open-store.ts'
 
 const USAGE = 'usage: bun run keys create <tenant> [name] | list [tenant] | revoke <key id>'
 
@@ -21,7 +21,7 @@ async function main(args: string[]): Promise<number> {
     return parsed.output
   }
   if (!['create', 'list', 'revoke'].includes(command ?? '')) throw new Error(USAGE)
-  const store = openSqliteStore(readDatabaseConfig(process.env).databasePath)
+  const store = await openStore(readDatabaseConfig(process.env).database)
   try {
     if (command === 'create') {
       const { key, record } = await issueKey(store, tenant(argument), { name: name ?? null })

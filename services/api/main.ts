@@ -4,6 +4,8 @@
  * MAX_UPLOAD_BYTES).
  */
 import { readConfig, serverBodyCap, type Config } from './config.ts'
+import { describeDatabase } from './open-store.ts'
+import { serve } from './serve.ts'
 import { startApi } from './service.ts'
 
 if (import.meta.main) {
@@ -18,20 +20,13 @@ if (import.meta.main) {
   try {
     api = await startApi(config)
   } catch (error) {
-    console.error(
-      `api: cannot start: cannot reach RabbitMQ at ${config.rabbitmqUrl.replace(/\/\/[^@]*@/, '//')} (${(error as Error).message}).\n` +
-        '  Start it with `rabbitmq-server -detached` (Debian: `apt-get install rabbitmq-server`), or set RABBITMQ_URL.'
-    )
+    // startApi says which part (the database or the broker) could not be reached, and how to fix it.
+    console.error(`api: cannot start: ${(error as Error).message}`)
     process.exit(1)
   }
-  const server = Bun.serve({
-    port: config.port,
-    fetch: api.app.fetch,
-    // Bun's default body limit is 128 MiB; uploads are limited by MAX_UPLOAD_BYTES instead, while they stream.
-    maxRequestBodySize: serverBodyCap(config.maxUploadBytes),
-    idleTimeout: 120,
-  })
-  console.log(`api: listening on http://127.0.0.1:${server.port} (namespace ${config.system}, database ${config.databasePath})`)
+  // On Bun or Deno (serve.ts). Uploads are limited by MAX_UPLOAD_BYTES while they stream, not by the server.
+  const server = serve(api.app.fetch, { port: config.port, maxRequestBodySize: serverBodyCap(config.maxUploadBytes), idleTimeout: 120 })
+  console.log(`api: listening on http://127.0.0.1:${server.port} (namespace ${config.system}, database ${describeDatabase(config.database)})`)
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.once(signal, () => {
       void server.stop().then(() => api.stop()).then(() => process.exit(0))

@@ -17,6 +17,9 @@ export interface Outbox {
   relay(): Promise<void>
 }
 
+/** How long a relay round holds the rows it claimed: other instances send them if it has not after this long. */
+const CLAIM_MS = 60_000
+
 export function createOutbox(deps: { store: Store; broker: Broker; graceMs: number }): Outbox {
   const { store, broker, graceMs } = deps
 
@@ -31,10 +34,17 @@ export function createOutbox(deps: { store: Store; broker: Broker; graceMs: numb
 
   async function round(): Promise<void> {
     if (!broker.isConnected()) return
+    let claimed: OutboxMessage[] = []
     try {
-      for (const message of await store.unpublished(graceMs)) await send(message)
+      claimed = await store.claimUnpublished(graceMs, CLAIM_MS)
+      while (claimed.length) {
+        await send(claimed[0]!)
+        claimed.shift()
+      }
     } catch (error) {
       console.warn(`api: outbox relay: ${(error as Error).message}; will retry`)
+      // What this round could not send is free for the next round of any instance, not held for the whole claim.
+      await store.unclaim(claimed.map((m) => m.messageId)).catch(() => {})
     }
   }
 

@@ -1,5 +1,5 @@
 /** Wires the API's parts together: store, storage, broker, outbox, the consumers' handlers and the HTTP app. */
-import { MEDIA_TYPES, type MediaType } from '@app/shared'
+import { MEDIA_TYPES, describeBrokerUrls, type MediaType } from '@app/shared'
 import { createApp } from './app.ts'
 import { connectBroker } from './broker.ts'
 import { createChanges } from './changes.ts'
@@ -7,7 +7,7 @@ import type { Config } from './config.ts'
 import { createHandlers } from './handlers.ts'
 import { seedKeys } from './keys.ts'
 import { createOutbox } from './outbox.ts'
-import { openSqliteStore } from './sqlite-store.ts'
+import { describeDatabase, openStore } from './open-store.ts'
 import { createStorage } from './storage.ts'
 
 /** A request not confirmed within this long after it was written is re-sent by the relay. */
@@ -15,10 +15,18 @@ const OUTBOX_GRACE_MS = 15_000
 const OUTBOX_INTERVAL_MS = 5_000
 /** The longest an upload waits for the broker's confirm before answering 503. */
 const PUBLISH_TIMEOUT_MS = 5_000
-const UPLOAD_SWEEP_INTERVAL_MS = 3_600_000
+/** How often the abandoned-upload sweep runs, by one instance of all of them. */
+const UPLOAD_SWEEP_EVERY_MS = 3_600_000
+/** How often each instance asks whether a sweep is due (the sweep itself runs at its own pace, once across instances). */
+const UPLOAD_SWEEP_CHECK_MS = 300_000
 
 export async function startApi(config: Config) {
-  const store = openSqliteStore(config.databasePath)
+  // Names this instance: in its broker announcements (so it can tell its own apart when the fanout brings them
+  // back) and in the job history (which instance applied what).
+  const instanceId = crypto.randomUUID()
+  const store = await openStore(config.database, { origin: instanceId }).catch((error: Error) => {
+    throw new Error(`cannot open the database ${describeDatabase(config.database)}: ${error.message}`, { cause: error })
+  })
   const storage = createStorage(config.s3)
   const release = async () => {
     await store.close()
@@ -37,11 +45,14 @@ export async function startApi(config: Config) {
     url: config.rabbitmqUrl,
     system: config.system,
     publishTimeoutMs: PUBLISH_TIMEOUT_MS,
-    // Names this instance in its announcements, so it can tell its own apart when the fanout brings them back.
-    instanceId: crypto.randomUUID(),
-  }).catch(async (error) => {
+    instanceId,
+  }).catch(async (error: Error) => {
     await release()
-    throw error
+    throw new Error(
+      `cannot reach RabbitMQ at ${describeBrokerUrls(config.rabbitmqUrl)} (${error.message}).\n` +
+        '  Start it with `rabbitmq-server -detached` (Debian: `apt-get install rabbitmq-server`), or set RABBITMQ_URL.',
+      { cause: error }
+    )
   })
   const changes = createChanges(broker)
   const outbox = createOutbox({ store, broker, graceMs: OUTBOX_GRACE_MS })
@@ -56,12 +67,15 @@ export async function startApi(config: Config) {
   void outbox.relay()
 
   // Stalled jobs: processing, yet no word (not even a heartbeat) for STALL_SECONDS. Only types with a live processor
-  // count: with none running, jobs wait in their queue, as they may (processors need not be up).
+  // count: with none running, jobs wait in their queue, as they may (processors need not be up). One instance sweeps
+  // each round (claimRound); the store's row locks would keep a second from re-driving a job twice anyway.
+  const sweepEveryMs = Math.min(30_000, Math.max(1_000, config.stallMs / 4))
   let sweeping = false
   const sweep = async () => {
     if (sweeping || !broker.isConnected()) return
     sweeping = true
     try {
+      if (!(await store.claimRound('stall-sweep', sweepEveryMs - 100))) return
       const live: MediaType[] = []
       for (const type of MEDIA_TYPES) if ((await broker.consumers(type)) > 0) live.push(type)
       for (const action of await store.sweepStalled(config.stallMs, config.maxRedrives, live)) {
@@ -75,7 +89,7 @@ export async function startApi(config: Config) {
       sweeping = false
     }
   }
-  const sweepTimer = setInterval(sweep, Math.min(30_000, Math.max(1_000, config.stallMs / 4)))
+  const sweepTimer = setInterval(sweep, sweepEveryMs)
 
   // Abandoned multipart uploads (a process killed mid-upload) under this system's keys, hourly. Stores without
   // ListMultipartUploads (some S3 clones) need a lifecycle rule (AbortIncompleteMultipartUpload) instead.
@@ -84,13 +98,13 @@ export async function startApi(config: Config) {
     if (aborted.length) console.warn(`api: aborted ${aborted.length} abandoned multipart upload(s): ${aborted.join(', ')}`)
     return aborted
   }
-  const uploadsTimer = setInterval(
-    () =>
-      void sweepUploads(config.multipartMaxAgeMs).catch((error) =>
-        console.warn(`api: multipart sweep: ${(error as Error).message}; an S3 lifecycle rule (AbortIncompleteMultipartUpload) does the same`)
-      ),
-    UPLOAD_SWEEP_INTERVAL_MS
-  )
+  const uploadsTimer = setInterval(async () => {
+    try {
+      if (await store.claimRound('multipart-sweep', UPLOAD_SWEEP_EVERY_MS)) await sweepUploads(config.multipartMaxAgeMs)
+    } catch (error) {
+      console.warn(`api: multipart sweep: ${(error as Error).message}; an S3 lifecycle rule (AbortIncompleteMultipartUpload) does the same`)
+    }
+  }, UPLOAD_SWEEP_CHECK_MS)
 
   const app = createApp({
     system: config.system,

@@ -1,7 +1,8 @@
 /**
  * The API's records: media, their processing jobs, and the outbox of requests still to be confirmed by the broker.
- * `Store` is what the rest of the API uses; `sqlite-store.ts` implements it (PostgreSQL can follow behind the same
- * interface). The rules that make applying updates and results idempotent live here, independent of the database.
+ * `Store` is what the rest of the API uses; `sql-store.ts` implements it over SQLite or PostgreSQL (`openStore` in
+ * open-store.ts picks). The rules that make applying updates and results idempotent live here, independent of the
+ * database.
  */
 import { failureClassOf, type ErrorInfo, type ImageMetadata, type ImageResult, type JobStatus, type JobUpdate } from '@app/shared'
 import type { MediaType, OutputInfo, VideoMetadata, VideoResult } from '@app/shared'
@@ -104,6 +105,15 @@ export interface ApiKey {
   revokedAt: string | null
 }
 
+/** One change of a job's status (or a re-drive, which keeps it `processing`). */
+export interface HistoryEntry {
+  status: JobStatus
+  reason: 'created' | 'update' | 'result' | 'cancel' | 'dead_letter' | 'redrive' | 'stall_redrive' | 'stalled'
+  /** The API instance that made the change (null when the store was opened without one). */
+  origin: string | null
+  at: string
+}
+
 /** What the stall sweep did to one job. */
 export interface StallAction {
   jobId: string
@@ -118,8 +128,20 @@ export interface Store {
   /** Removes a media and everything of it (used when its request could not be published). */
   deleteMedia(id: string): Promise<void>
   markPublished(messageId: string): Promise<void>
-  /** Requests written at least `olderThanMs` ago and not yet confirmed by the broker. */
-  unpublished(olderThanMs: number): Promise<OutboxMessage[]>
+  /**
+   * Requests written at least `olderThanMs` ago, not yet confirmed by the broker and not claimed by another
+   * instance; they are claimed for `leaseMs` (if this instance dies sending them, another takes them after that).
+   */
+  claimUnpublished(olderThanMs: number, leaseMs: number): Promise<OutboxMessage[]>
+  /** Gives claimed requests back (they could not be sent), for the next relay round of any instance. */
+  unclaim(messageIds: readonly string[]): Promise<void>
+  /**
+   * Whether this instance does the round of timer work `name` now: true for one caller at a time, and again only
+   * `everyMs` later, across every instance on the database.
+   */
+  claimRound(name: string, everyMs: number): Promise<boolean>
+  /** A job's status changes, oldest first: what happened, why, and which instance did it. */
+  history(jobId: string): Promise<HistoryEntry[]>
   /** Applies an update (undefined: no such job). Never moves a job backwards or out of a final state. */
   applyUpdate(update: JobUpdate): Promise<Applied | undefined>
   /** Applies a result (undefined: no such job); the first final state of a job wins and later ones change nothing. */

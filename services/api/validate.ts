@@ -1,12 +1,13 @@
 /**
- * HTTP input through valibot, as Hono validator middleware: `@hono/standard-validator` (what hono-openapi builds
- * on, so its route docs can later read these same schemas) with a hook that answers our error body instead of the
- * validator's own. Handlers then read typed values with `c.req.valid('param' | 'query' | 'json')`.
+ * HTTP input through valibot, as Hono validator middleware: hono-openapi's `validator` (`@hono/standard-validator`
+ * underneath), so the schema a route validates with is the very one its OpenAPI document shows, with a hook that
+ * answers our error body instead of the validator's own (which echoes the input). Handlers then read typed values
+ * with `c.req.valid('param' | 'query' | 'json')`, and `hc` clients get the same types.
  *
  * @example
  * app.get('/:id', param(v.object({ id: MediaIdSchema }), 404), (c) => c.req.valid('param').id)
  */
-import { sValidator } from '@hono/standard-validator'
+import { validator } from 'hono-openapi'
 import type { ContentfulStatusCode } from 'hono/utils/http-status'
 import type * as v from 'valibot'
 import { ApiError } from './errors.ts'
@@ -27,21 +28,21 @@ const SHOWN_CHARACTERS = 40
  * one that does not, and both answer `not_found`.
  */
 export function param<S extends v.GenericSchema>(schema: S, status: 400 | 404 = 400) {
-  return sValidator('param', schema, (result) => {
+  return validator('param', schema, (result) => {
     if (!result.success) throw invalid('param', result.error, result.data, status)
   })
 }
 
 /** Validates the query string; a value given twice arrives as an array, which a string schema refuses. */
 export function query<S extends v.GenericSchema>(schema: S) {
-  return sValidator('query', schema, (result) => {
+  return validator('query', schema, (result) => {
     if (!result.success) throw invalid('query', result.error, result.data, 400)
   })
 }
 
 /** Validates a JSON body (a body that is not JSON fails as a 400 in hono's validator, before the schema). */
 export function json<S extends v.GenericSchema>(schema: S) {
-  return sValidator('json', schema, (result) => {
+  return validator('json', schema, (result) => {
     if (!result.success) throw invalid('json', result.error, result.data, 400)
   })
 }

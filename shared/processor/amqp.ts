@@ -4,11 +4,13 @@
  * needs none of this; it is how the TypeScript processors speak the protocol.
  */
 import type { Buffer } from 'node:buffer'
+import type { BrokerAddress } from '../broker-urls.ts'
 import type { ConfirmChannelLike } from '../publisher.ts'
 
 export interface AmqpMessage {
   content: Buffer
-  fields: { deliveryTag: number; redelivered: boolean; consumerTag: string }
+  /** `consumerTag` is optional as in amqplib's `Message`; every delivery from `consume` has it. */
+  fields: { deliveryTag: number; redelivered: boolean; consumerTag?: string }
   properties: {
     messageId?: string
     correlationId?: string
@@ -43,15 +45,20 @@ export interface AmqpModel {
 /** The recovering connection `connect` resolves with. */
 export interface AmqpConnection {
   close(): Promise<void>
+  /** Resolves once connected (`connect` resolves at once when `recovery.waitForConnect` is false). */
+  waitForConnect(): Promise<unknown>
   on(event: 'connect' | 'unblocked', listener: () => void): unknown
-  on(event: 'disconnect' | 'reconnect-failed' | 'error', listener: (error: Error) => void): unknown
+  on(event: 'disconnect' | 'connect-failed' | 'reconnect-failed' | 'error', listener: (error: Error) => void): unknown
   on(event: 'blocked', listener: (reason: string) => void): unknown
 }
 
 export interface AmqpConnectOptions {
   clientProperties: Record<string, unknown>
-  recovery: { initialMaxRetries: number; maxDelay: number; setup: (model: AmqpModel) => Promise<void> }
+  recovery: { initialMaxRetries: number; maxDelay: number; waitForConnect?: boolean; setup: (model: AmqpModel) => Promise<void> }
 }
 
-/** amqplib's `connect`, as the processor passes it. */
-export type AmqpConnect = (url: string, options: AmqpConnectOptions) => Promise<AmqpConnection>
+/**
+ * amqplib's `connect`, as the processor passes it. It is given an address object, not a URL string: re-pointed at
+ * the next node of RABBITMQ_URL after each failed attempt or lost connection (`connectInTurn`, broker-urls.ts).
+ */
+export type AmqpConnect = (address: BrokerAddress, options: AmqpConnectOptions) => Promise<AmqpConnection>

@@ -37,7 +37,8 @@ export function configReader<E extends v.ObjectEntries, C>(own: E, build: (env: 
 export interface RuntimeSettings {
   type: MediaType
   system: string
-  rabbitmqUrl: string
+  /** RABBITMQ_URL: one broker, or the nodes of a cluster, tried in turn. */
+  rabbitmqUrl: string[]
   queues: QueueNames
   s3: S3Settings
   /** The buckets and prefixes a request may name; a request outside them is refused like a malformed one. */

@@ -14,6 +14,7 @@
 import { Buffer } from 'node:buffer'
 import { hostname } from 'node:os'
 import * as v from 'valibot'
+import { connectInTurn, describeBrokerUrls } from '../broker-urls.ts'
 import { MAX_MESSAGE_BYTES, decodeMessage, encodeMessage, type Decoded } from '../codec.ts'
 import { JobIdSchema, JobUpdateSchema, MESSAGES, type MetadataOf, type RequestOf } from '../messages.ts'
 import type { MediaType } from '../names.ts'
@@ -344,46 +345,43 @@ export async function startProcessor<T extends MediaType>(definition: ProcessorD
     }
   }
 
-  const url = settings.rabbitmqUrl.replace(/\/\/[^@]*@/, '//')
-  const connection = await definition
-    .connect(settings.rabbitmqUrl, {
-      // Names the connection in `rabbitmqctl list_connections client_properties` (and the management UI).
-      clientProperties: { connection_name: `${name} ${settings.system} ${hostname()}:${process.pid}` },
-      recovery: {
-        initialMaxRetries: 2,
-        maxDelay: 5_000,
-        // Runs after every (re)connect: channels, topology, prefetch and consumer do not survive a reconnect.
-        async setup(model) {
-          const channel = await model.createConfirmChannel()
-          channel.on('error', (error) => console.error(`${name}: channel error: ${error.message}`))
-          // A channel closed under a live connection (an ack timeout, a deleted queue) is not recovered by amqplib:
-          // close the whole connection, so recovery re-runs this setup.
-          channel.on('close', () => {
-            if (link?.channel === channel) link = undefined
-            if (consumer?.channel === channel) consumer = undefined
-            interruptJobsOn(channel, 'its channel closed')
-            if (!stopping.signal.aborted) model.close().catch(() => {})
-          })
-          await declareTopology(channel, topology(settings.system, settings.type))
-          publisher = createPublisher(channel, toBuffer)
-          await listenForCancels(model, settings.system, (jobId) => running.get(jobId)?.stop.abort(new Cancelled('by its backend')), name)
-          link = { model, channel }
-          await fitConsumer()
-        },
+  const { connection, current } = await connectInTurn(definition.connect, settings.rabbitmqUrl, {
+    // Names the connection in `rabbitmqctl list_connections client_properties` (and the management UI).
+    clientProperties: { connection_name: `${name} ${settings.system} ${hostname()}:${process.pid}` },
+    recovery: {
+      initialMaxRetries: 2,
+      maxDelay: 5_000,
+      // Runs after every (re)connect: channels, topology, prefetch and consumer do not survive a reconnect.
+      async setup(model) {
+        const channel = await model.createConfirmChannel()
+        channel.on('error', (error) => console.error(`${name}: channel error: ${error.message}`))
+        // A channel closed under a live connection (an ack timeout, a deleted queue) is not recovered by amqplib:
+        // close the whole connection, so recovery re-runs this setup.
+        channel.on('close', () => {
+          if (link?.channel === channel) link = undefined
+          if (consumer?.channel === channel) consumer = undefined
+          interruptJobsOn(channel, 'its channel closed')
+          if (!stopping.signal.aborted) model.close().catch(() => {})
+        })
+        await declareTopology(channel, topology(settings.system, settings.type))
+        publisher = createPublisher(channel, toBuffer)
+        await listenForCancels(model, settings.system, (jobId) => running.get(jobId)?.stop.abort(new Cancelled('by its backend')), name)
+        link = { model, channel }
+        await fitConsumer()
       },
-    })
-    .catch((error) => {
-      storage.destroy()
-      workDirs.removeAll()
-      throw new Error(`cannot reach RabbitMQ at ${url}: ${describeError(error)}`, { cause: error })
-    })
-  connection.on('disconnect', (error) => console.warn(`${name}: lost the broker (${error.message}); reconnecting`))
-  connection.on('connect', () => console.log(`${name}: connected to the broker`))
+    },
+  }).catch((error) => {
+    storage.destroy()
+    workDirs.removeAll()
+    throw new Error(`cannot reach RabbitMQ at ${describeBrokerUrls(settings.rabbitmqUrl)}: ${describeError(error)}`, { cause: error })
+  })
+  connection.on('disconnect', (error) => console.warn(`${name}: lost the broker (${error.message}); reconnecting to ${current()}`))
+  connection.on('connect', () => console.log(`${name}: connected to the broker at ${current()}`))
   connection.on('reconnect-failed', (error) => console.error(`${name}: gave up reconnecting: ${error.message}`))
   connection.on('error', (error) => console.error(`${name}: broker error: ${error.message}`))
   connection.on('blocked', (reason) => console.warn(`${name}: the broker blocks publishing (${reason})`))
   connection.on('unblocked', () => console.log(`${name}: the broker accepts publishing again`))
-  console.log(`${name}: consuming ${settings.queues.request} with concurrency ${settings.concurrency}`)
+  console.log(`${name}: consuming ${settings.queues.request} with concurrency ${settings.concurrency} (broker at ${current()})`)
 
   return {
     events,

@@ -7,7 +7,7 @@ import { dirname, join } from 'node:path'
 import { asyncApiDocument } from './asyncapi.ts'
 import { MESSAGE_DOCS, toMessageJsonSchema } from './json-schemas.ts'
 
-const SHARED = join(import.meta.dir, '..')
+const SHARED = join(import.meta.dirname, '..')
 
 /** Every generated file: its path under shared/ and its exact content. */
 export function protocolDocuments(): Map<string, string> {

@@ -1,5 +1,5 @@
 /**
- * The fault harness: the whole system as child processes (API, image processors, optionally the video processor)
+ * The fault harness: the whole system as child processes (APIs, image processors, optionally video processors)
  * in a namespace of its own, batches of uploads, and the reconciliation that follows every fault
  * (docs/reliability.md §5.1): every accepted job reaches one final state and keeps it, completed jobs have exactly
  * their outputs in S3 and fetchable, failed and cancelled ones have none, no process died, every consumer is back.
@@ -10,12 +10,13 @@ import amqp from 'amqplib'
 import { existsSync, mkdirSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import sharp from 'sharp'
-import { MEDIA_TYPES, queueNames, type MediaType } from '@app/shared'
-import { RABBITMQ_URL, apiKey, testEnv } from '../helpers/env.ts'
+import { MEDIA_TYPES, parseBrokerUrls, queueNames, type MediaType } from '@app/shared'
+import { apiKey, testEnv } from '../helpers/env.ts'
 import { startInfra } from '../helpers/infra.ts'
 import { quadrants } from '../helpers/image-fixtures.ts'
 import { testS3 } from '../helpers/s3.ts'
 import { makeClip } from '../helpers/video-fixtures.ts'
+import { freePort } from '../helpers/ports.ts'
 import { ServiceProcess, killAllChildren } from '../helpers/service-process.ts'
 import type { MediaBody } from '../helpers/stack.ts'
 
@@ -82,8 +83,10 @@ const tally = (items: string[]) =>
 export interface SystemOptions {
   /** How many image processors (default 1). */
   images?: number
-  /** Whether to start the video processor (default no). */
-  videos?: boolean
+  /** How many video processors (`true`: one; default none). */
+  videos?: boolean | number
+  /** How many API instances (default 1), each on a port of its own, sharing the database given in `env`. */
+  apis?: number
   /** Extra environment for every process. */
   env?: Record<string, string>
   apiEnv?: Record<string, string>
@@ -100,16 +103,27 @@ export async function startSystem(options: SystemOptions = {}) {
   env.IMAGES_TMP_DIR = join(env.DATA_DIR!, 'images-tmp')
   env.VIDEOS_TMP_DIR = join(env.DATA_DIR!, 'videos-tmp')
   const system = env.SYSTEM!
-  const port = freePort()
   const adminToken = crypto.randomUUID()
-  const url = `http://127.0.0.1:${port}`
   const entry = (service: string) => ['bun', join(ROOT, 'services', service, 'main.ts')]
-  const api = new ServiceProcess('api', entry('api'), { ...env, PORT: String(port), ADMIN_TOKEN: adminToken, ...options.apiEnv }, /listening/)
+  const apiCount = options.apis ?? 1
+  const apis = Array.from({ length: apiCount }, (_, i) => {
+    const port = freePort()
+    const name = apiCount === 1 ? 'api' : `api-${i + 1}`
+    return new ServiceProcess(name, entry('api'), { ...env, PORT: String(port), ADMIN_TOKEN: adminToken, ...options.apiEnv }, /listening/)
+  })
+  const api = apis[0]!
+  const urls = apis.map((a) => `http://127.0.0.1:${a.env.PORT}`)
+  const url = urls[0]!
   const images = Array.from(
     { length: options.images ?? 1 },
     (_, i) => new ServiceProcess(`images-${i + 1}`, entry('images'), { ...env, ...options.imagesEnv }, /consuming/)
   )
-  const videos = options.videos ? new ServiceProcess('videos', entry('videos'), { ...env, ...options.videosEnv }, /consuming/) : undefined
+  const videoCount = options.videos === true ? 1 : options.videos || 0
+  const videoProcessors = Array.from(
+    { length: videoCount },
+    (_, i) => new ServiceProcess(videoCount === 1 ? 'videos' : `videos-${i + 1}`, entry('videos'), { ...env, ...options.videosEnv }, /consuming/)
+  )
+  const videos = videoProcessors[0]
   const s3 = testS3(env)
   const clipDir = join(env.DATA_DIR!, 'clips')
   mkdirSync(clipDir, { recursive: true })
@@ -129,7 +143,25 @@ export async function startSystem(options: SystemOptions = {}) {
     else if (first !== signature) changed.set(media.id, `${first} → ${signature}`)
   }
 
-  const all = () => [api, ...images, ...(videos ? [videos] : [])]
+  const all = () => [...apis, ...images, ...videoProcessors]
+
+  /**
+   * A connection of the harness's own to the system's broker, for looking at queues: the first node of RABBITMQ_URL
+   * that answers (on a cluster, a fault may have stopped one).
+   */
+  async function inspector(): Promise<amqp.ChannelModel> {
+    const parsed = parseBrokerUrls(env.RABBITMQ_URL!)
+    if (!parsed.ok) throw new Error(`RABBITMQ_URL: ${parsed.reason}`)
+    let failure: unknown
+    for (const url of parsed.urls) {
+      try {
+        return await amqp.connect(url)
+      } catch (error) {
+        failure = error
+      }
+    }
+    throw failure
+  }
 
   const sys = {
     env,
@@ -137,23 +169,33 @@ export async function startSystem(options: SystemOptions = {}) {
     url,
     adminToken,
     api,
+    /** Every API instance; `api` and `url` are the first. */
+    apis,
+    urls,
     images,
     videos,
+    videoProcessors,
     s3,
     queues: (type: MediaType) => queueNames(system, type),
     processes: all,
 
-    /** GET /v1/media/:id (undefined when the API does not answer); every read is checked for changed final states. */
+    /**
+     * GET /v1/media/:id from the first API instance that answers (undefined when none does); every read is checked
+     * for changed final states.
+     */
     async media(id: string): Promise<Media | undefined> {
-      try {
-        const res = await fetch(`${url}/v1/media/${id}`, { headers: apiKey, signal: AbortSignal.timeout(5_000) })
-        if (res.status !== 200) return undefined
-        const media = (await res.json()) as Media
-        observe(media)
-        return media
-      } catch {
-        return undefined
+      for (const base of urls) {
+        try {
+          const res = await fetch(`${base}/v1/media/${id}`, { headers: apiKey, signal: AbortSignal.timeout(5_000) })
+          if (res.status !== 200) continue
+          const media = (await res.json()) as Media
+          observe(media)
+          return media
+        } catch {
+          continue
+        }
       }
+      return undefined
     },
 
     /** Polls a media until `predicate` holds; throws naming `what` (and the last state seen) after `timeoutMs`. */
@@ -189,12 +231,12 @@ export async function startSystem(options: SystemOptions = {}) {
       changed.delete(id)
     },
 
-    /** POSTs bytes as an upload; never throws (a dead API gives status 0). */
-    async upload(bytes: Uint8Array<ArrayBuffer>, timeoutMs = 30_000): Promise<Upload> {
+    /** POSTs bytes as an upload to one API instance (the first by default); never throws (a dead API gives status 0). */
+    async upload(bytes: Uint8Array<ArrayBuffer>, timeoutMs = 30_000, via = 0): Promise<Upload> {
       const started = performance.now()
       const ms = () => Math.round(performance.now() - started)
       try {
-        const res = await fetch(`${url}/v1/media`, {
+        const res = await fetch(`${urls[via]}/v1/media`, {
           method: 'POST',
           body: bytes,
           headers: { ...apiKey, 'content-type': 'application/octet-stream' },
@@ -249,7 +291,7 @@ export async function startSystem(options: SystemOptions = {}) {
 
     /** Messages ready in a queue, from a connection of its own. */
     async queueDepth(queue: string): Promise<number> {
-      const connection = await amqp.connect(RABBITMQ_URL)
+      const connection = await inspector()
       try {
         return (await (await connection.createChannel()).checkQueue(queue)).messageCount
       } finally {
@@ -259,7 +301,7 @@ export async function startSystem(options: SystemOptions = {}) {
 
     /** Consumers per queue, from a connection of its own (faults close the broker's connections). */
     async consumerCounts(): Promise<Record<string, number>> {
-      const connection = await amqp.connect(RABBITMQ_URL)
+      const connection = await inspector()
       try {
         const counts: Record<string, number> = {}
         for (const type of MEDIA_TYPES) {
@@ -279,7 +321,7 @@ export async function startSystem(options: SystemOptions = {}) {
 
     /** Ready messages on a queue (quorum queue counts lag by seconds: poll them). */
     async messageCount(queue: string): Promise<number> {
-      const connection = await amqp.connect(RABBITMQ_URL)
+      const connection = await inspector()
       try {
         const channel = await connection.createChannel()
         return (await channel.checkQueue(queue)).messageCount
@@ -288,14 +330,14 @@ export async function startSystem(options: SystemOptions = {}) {
       }
     },
 
-    /** Consumers each working queue should have: one per processor of the type, one API on updates and results. */
+    /** Consumers each working queue should have: one per processor of the type, one per API on updates and results. */
     expectedConsumers(): Record<string, number> {
       const expected: Record<string, number> = {}
       for (const type of MEDIA_TYPES) {
         const names = queueNames(system, type)
-        expected[names.request] = type === 'images' ? images.length : videos ? 1 : 0
-        expected[names.updates] = 1
-        expected[names.results] = 1
+        expected[names.request] = type === 'images' ? images.length : videoProcessors.length
+        expected[names.updates] = apis.length
+        expected[names.results] = apis.length
       }
       return expected
     },
@@ -355,10 +397,10 @@ export async function startSystem(options: SystemOptions = {}) {
       return { row, problems, states }
     },
 
-    /** Starts every process; the API first (it declares the topology the processors consume from). */
+    /** Starts every process; an API first (it declares the topology the processors consume from). */
     async start() {
       await api.start()
-      await Promise.all([...images, ...(videos ? [videos] : [])].map((p) => p.start()))
+      await Promise.all([...apis.slice(1), ...images, ...videoProcessors].map((p) => p.start()))
     },
 
     /** Stops everything: SIGCONT first (a paused process cannot exit), then SIGKILL. */
@@ -444,14 +486,6 @@ export async function imageFiles(n: number): Promise<Uint8Array<ArrayBuffer>[]> 
     const encoded = i % 3 === 0 ? image.jpeg() : i % 3 === 1 ? image.png() : image.webp()
     return new Uint8Array(await encoded.toBuffer())
   })
-}
-
-/** A free TCP port on loopback (the API refuses PORT=0). */
-function freePort(): number {
-  const server = Bun.serve({ port: 0, hostname: '127.0.0.1', fetch: () => new Response() })
-  const port = server.port!
-  server.stop(true)
-  return port
 }
 
 /** `Promise.all(items.map(fn))` with at most `limit` running at once. */

@@ -1,12 +1,33 @@
-/** The API as a child process (`bun services/api/main.ts`), for tests that need more than one, kill one, or its RSS. */
+/**
+ * The API as a child process (`bun services/api/main.ts`, or on Deno), for tests that need more than one, kill one,
+ * its RSS, or another runtime.
+ */
 import { join } from 'node:path'
-import { ServiceProcess } from './service-process.ts'
+import { ServiceProcess, runtimePath, type Runtime } from './service-process.ts'
 
 const main = join(import.meta.dir, '../../services/api/main.ts')
 
-/** Starts the API with `env` and resolves once it says it listens. */
-export async function spawnApi(env: Record<string, string>): Promise<ServiceProcess> {
-  const api = new ServiceProcess('api', ['bun', main], env, /listening/)
+/**
+ * The least the API needs from Deno's permissions (README, "On Deno"): the environment (its config, and the AWS SDK
+ * reads AWS_* variables), the network (broker, S3, PostgreSQL, its port), the OS release (the AWS SDK's user agent
+ * asks for it) and its data directory (the SQLite file). npm packages in node_modules need no read permission.
+ */
+export function denoApiPermissions(dataDir: string): string[] {
+  return ['--allow-env', '--allow-net', '--allow-sys=osRelease', `--allow-read=${dataDir}`, `--allow-write=${dataDir}`]
+}
+
+/** The command that runs the API on `runtime` with `env`. */
+export function apiArgv(runtime: Runtime, env: Record<string, string>): string[] {
+  if (runtime === 'bun') return ['bun', main]
+  return [runtimePath('deno'), 'run', ...denoApiPermissions(env.DATA_DIR ?? '.data'), main]
+}
+
+/** Starts the API with `env` (on Bun unless told) and resolves once it says it listens. */
+export async function spawnApi(env: Record<string, string>, options: { runtime?: Runtime } = {}): Promise<ServiceProcess> {
+  const runtime = options.runtime ?? 'bun'
+  // Deno colours its errors even into a pipe; the log is read by people and regexes.
+  const childEnv = runtime === 'deno' ? { NO_COLOR: '1', ...env } : env
+  const api = new ServiceProcess(runtime === 'bun' ? 'api' : `api-${runtime}`, apiArgv(runtime, env), childEnv, /listening/)
   await api.start()
   return api
 }

@@ -5,6 +5,16 @@
  */
 import type { Subprocess } from 'bun'
 
+/** What runs a service's entry file. Every service runs on Bun; the API (and `shared/`) also on Deno. */
+export type Runtime = 'bun' | 'deno'
+
+/** The path of `runtime`'s executable, or an error that says how to install it (a test that needs it fails). */
+export function runtimePath(runtime: Runtime): string {
+  const path = Bun.which(runtime)
+  if (!path) throw new Error(`${runtime} is not installed (not on PATH): run \`bash infra/setup.sh\`, which installs it from npm`)
+  return path
+}
+
 export interface Exit {
   code: number | null
   signal: string | null

@@ -8,7 +8,7 @@ import type { Broker } from '../../services/api/broker.ts'
 import { createChanges } from '../../services/api/changes.ts'
 import { issueKey } from '../../services/api/keys.ts'
 import { createOutbox } from '../../services/api/outbox.ts'
-import { openSqliteStore } from '../../services/api/sqlite-store.ts'
+import { openSqliteStore } from '../../services/api/open-store.ts'
 import type { Storage } from '../../services/api/storage.ts'
 
 export const ADMIN_TOKEN = 'unit-test-admin-token-0123456789'

@@ -79,6 +79,18 @@ describe('admin', () => {
     }
   })
 
+  test('with ADMIN_TOKEN unset, every path under /v1/admin answers 404 saying so, known route or not, token or not', async () => {
+    const disabled = await unitApp({ adminToken: null })
+    try {
+      for (const [method, path] of [['GET', '/v1/admin/dead-letters'], ['POST', '/v1/admin/keys'], ['GET', '/v1/admin/nothing'], ['GET', '/v1/admin']]) {
+        const res = await disabled.app.request(path!, { method, headers: admin })
+        expect(await expectError(res, 404, 'not_found')).toContain('ADMIN_TOKEN')
+      }
+    } finally {
+      await disabled.store.close()
+    }
+  })
+
   test('a malformed dead-letter id and an unknown one both answer 404', async () => {
     for (const id of ['nope', crypto.randomUUID()]) {
       for (const method of ['GET', 'DELETE']) {

@@ -6,132 +6,200 @@
 import { Hono } from 'hono'
 import { Buffer } from 'node:buffer'
 import { bearerAuth } from 'hono/bearer-auth'
+import { createMiddleware } from 'hono/factory'
 import * as v from 'valibot'
 import type { AppDeps } from '../app.ts'
+import {
+  ApiKeySchema,
+  DeadLetterListSchema,
+  DeadLetterSchema,
+  IssuedKeySchema,
+  KeyListSchema,
+  RedrivenSchema,
+  SweepSchema,
+} from '../bodies.ts'
 import { ApiError } from '../errors.ts'
 import { TenantSchema, issueKey } from '../keys.ts'
+import { ADMIN_TOKEN, documenter, jsonAnswer } from '../openapi.ts'
 import { json, param, query } from '../validate.ts'
 
 /** A malformed id names no dead letter or key, so it answers as an unknown one does: 404. */
 const IdParams = v.object({ id: v.pipe(v.string(), v.uuid('must be a UUID')) })
 const LIMIT_RULE = 'must be a whole number from 1 to 1000'
 const ListQuery = v.object({
-  tenant: v.optional(TenantSchema),
+  tenant: v.optional(v.pipe(TenantSchema, v.description('Only the dead letters of this tenant\'s jobs.'))),
   limit: v.optional(
-    v.pipe(v.string(LIMIT_RULE), v.regex(/^\d{1,4}$/, LIMIT_RULE), v.transform(Number), v.minValue(1, LIMIT_RULE), v.maxValue(1000, LIMIT_RULE)),
+    v.pipe(
+      v.string(LIMIT_RULE),
+      v.regex(/^\d{1,4}$/, LIMIT_RULE),
+      v.description('How many, newest first: 1 to 1000.'),
+      v.transform(Number),
+      v.minValue(1, LIMIT_RULE),
+      v.maxValue(1000, LIMIT_RULE)
+    ),
     '100'
   ),
 })
 const NewKey = v.object({
-  tenant: TenantSchema,
-  name: v.optional(v.pipe(v.string('must be a string'), v.maxLength(200, 'must be at most 200 characters'))),
+  tenant: v.pipe(TenantSchema, v.description('The tenant the key acts for: 1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit.')),
+  name: v.optional(v.pipe(v.string('must be a string'), v.maxLength(200, 'must be at most 200 characters'), v.description('A label, such as where the key is used.'))),
 })
-const KeysQuery = v.object({ tenant: v.optional(TenantSchema) })
+const KeysQuery = v.object({ tenant: v.optional(v.pipe(TenantSchema, v.description('Only this tenant\'s keys.'))) })
 const SECONDS_RULE = 'must be a whole number of seconds'
 const SweepQuery = v.object({
-  olderThanSeconds: v.optional(v.pipe(v.string(SECONDS_RULE), v.regex(/^\d{1,10}$/, SECONDS_RULE), v.transform(Number)), '86400'),
+  olderThanSeconds: v.optional(
+    v.pipe(v.string(SECONDS_RULE), v.regex(/^\d{1,10}$/, SECONDS_RULE), v.description('Abort uploads started longer ago than this.'), v.transform(Number)),
+    '86400'
+  ),
 })
 
+/** Every admin route needs the token; a malformed Authorization header is a 400. */
+const doc = documenter({ tag: 'admin', security: ADMIN_TOKEN, errors: [400, 401, 404] })
+
 export function adminRoutes(deps: AppDeps) {
-  const app = new Hono()
-  const token = deps.adminToken
-  if (!token) {
-    app.all('*', () => {
-      throw new ApiError(404, 'not_found', 'the admin API is disabled; set ADMIN_TOKEN (16 characters or more) to enable it')
-    })
-    return app
-  }
-  app.use(
-    '*',
-    bearerAuth({
-      token,
-      noAuthenticationHeader: { message: { error: { code: 'unauthorized', message: 'send Authorization: Bearer <ADMIN_TOKEN>' } } },
-      invalidToken: { message: { error: { code: 'unauthorized', message: 'the admin token is wrong' } } },
-      invalidAuthenticationHeader: { message: { error: { code: 'bad_request', message: 'the Authorization header must be "Bearer <token>"' } } },
-    })
-  )
-
-  app.get('/dead-letters', query(ListQuery), async (c) => {
-    const { limit, tenant } = c.req.valid('query')
-    return c.json({ deadLetters: await deps.store.listDeadLetters(limit, tenant) })
-  })
-
-  /** Creates an API key for a tenant. The key is in this answer only: the API keeps its hash. */
-  app.post('/keys', json(NewKey), async (c) => {
-    const { tenant, name } = c.req.valid('json')
-    const { key, record } = await issueKey(deps.store, tenant, { name })
-    return c.json({ ...record, key }, 201)
-  })
-
-  app.get('/keys', query(KeysQuery), async (c) => {
-    return c.json({ keys: await deps.store.listKeys(c.req.valid('query').tenant) })
-  })
-
-  /** Revokes a key: from the next request on, on every API instance (keys are read from the database each time). */
-  app.delete('/keys/:id', param(IdParams, 404), async (c) => {
-    const key = await deps.store.revokeKey(c.req.valid('param').id)
-    if (!key) throw new ApiError(404, 'not_found', `no API key with id ${c.req.valid('param').id}`)
-    return c.json(key)
-  })
-
-  app.get('/dead-letters/:id', param(IdParams, 404), async (c) => {
-    const letter = await findLetter(deps, c.req.valid('param').id)
-    const { body, ...rest } = letter
-    const text = readableText(body)
-    return c.json({ ...rest, ...(text === null ? { bodyBase64: Buffer.from(body).toString('base64') } : { body: text }) })
-  })
-
-  /**
-   * Sends a dead letter again. A request of one of our jobs puts the job back to `queued` and goes through the
-   * outbox; anything else well-formed (an update, a result, a request of no job here, so nothing for the outbox to
-   * hold) goes straight back to its queue. A malformed message would only die again.
-   */
-  app.post('/dead-letters/:id/redrive', param(IdParams, 404), async (c) => {
-    const letter = await findLetter(deps, c.req.valid('param').id)
-    if (letter.problem) {
-      throw new ApiError(422, 'unprocessable', `the message is malformed (${letter.problem}); re-driving it would fail again. Discard it instead.`)
-    }
-    if (letter.queue.endsWith('.request') && letter.jobId) {
-      const outcome = await deps.store.redriveRequest(letter.id, crypto.randomUUID())
-      if (outcome && 'conflict' in outcome) {
-        throw new ApiError(409, 'conflict', `job ${letter.jobId} is ${outcome.conflict} meanwhile; there is nothing to re-drive`)
-      }
-      if (outcome) {
-        deps.changes.announce(outcome.mediaId)
-        void deps.outbox.relay()
-        return c.json({ redriven: letter.id, jobId: letter.jobId, mediaId: outcome.mediaId }, 202)
-      }
-    }
-    try {
-      await deps.broker.publish(letter.queue, letter.body, {
-        correlationId: letter.jobId ?? letter.id,
-        type: 'redriven',
-        messageId: crypto.randomUUID(),
+  // Disabled, every path under /v1/admin answers this 404, known route or not (routes stay, for one document).
+  const guard = deps.adminToken
+    ? bearerAuth({
+        token: deps.adminToken,
+        noAuthenticationHeader: { message: { error: { code: 'unauthorized', message: 'send Authorization: Bearer <ADMIN_TOKEN>' } } },
+        invalidToken: { message: { error: { code: 'unauthorized', message: 'the admin token is wrong' } } },
+        invalidAuthenticationHeader: { message: { error: { code: 'bad_request', message: 'the Authorization header must be "Bearer <token>"' } } },
       })
-    } catch (error) {
-      throw new ApiError(503, 'queue_unavailable', `the message could not be sent again (${(error as Error).message}); try again shortly`)
-    }
-    await deps.store.deleteDeadLetter(letter.id)
-    return c.json({ redriven: letter.id, jobId: letter.jobId }, 202)
-  })
+    : createMiddleware(() => {
+        throw new ApiError(404, 'not_found', 'the admin API is disabled; set ADMIN_TOKEN (16 characters or more) to enable it')
+      })
+  return new Hono()
+    .use('*', guard)
 
-  /** Runs the multipart-upload sweep now (it also runs hourly), for uploads older than `olderThanSeconds`. */
-  app.post('/sweep', query(SweepQuery), async (c) => {
-    try {
-      return c.json({ abortedUploads: await deps.sweepUploads(c.req.valid('query').olderThanSeconds * 1000) })
-    } catch (error) {
-      throw new ApiError(503, 'storage_unavailable', `the sweep failed: ${(error as Error).message}`)
-    }
-  })
+    .get('/dead-letters', listLettersDoc, query(ListQuery), async (c) => {
+      const { limit, tenant } = c.req.valid('query')
+      return c.json({ deadLetters: await deps.store.listDeadLetters(limit, tenant) } satisfies v.InferOutput<typeof DeadLetterListSchema>, 200)
+    })
 
-  app.delete('/dead-letters/:id', param(IdParams, 404), async (c) => {
-    const letter = await findLetter(deps, c.req.valid('param').id)
-    await deps.store.deleteDeadLetter(letter.id)
-    return c.body(null, 204)
-  })
+    /** Creates an API key for a tenant. The key is in this answer only: the API keeps its hash. */
+    .post('/keys', createKeyDoc, json(NewKey), async (c) => {
+      const { tenant, name } = c.req.valid('json')
+      const { key, record } = await issueKey(deps.store, tenant, { name })
+      return c.json({ ...record, key } satisfies v.InferOutput<typeof IssuedKeySchema>, 201)
+    })
 
-  return app
+    .get('/keys', listKeysDoc, query(KeysQuery), async (c) => {
+      return c.json({ keys: await deps.store.listKeys(c.req.valid('query').tenant) } satisfies v.InferOutput<typeof KeyListSchema>, 200)
+    })
+
+    /** Revokes a key: from the next request on, on every API instance (keys are read from the database each time). */
+    .delete('/keys/:id', revokeKeyDoc, param(IdParams, 404), async (c) => {
+      const key = await deps.store.revokeKey(c.req.valid('param').id)
+      if (!key) throw new ApiError(404, 'not_found', `no API key with id ${c.req.valid('param').id}`)
+      return c.json(key satisfies v.InferOutput<typeof ApiKeySchema>, 200)
+    })
+
+    .get('/dead-letters/:id', getLetterDoc, param(IdParams, 404), async (c) => {
+      const letter = await findLetter(deps, c.req.valid('param').id)
+      const { body, ...rest } = letter
+      const text = readableText(body)
+      const shown = { ...rest, ...(text === null ? { bodyBase64: Buffer.from(body).toString('base64') } : { body: text }) }
+      return c.json(shown satisfies v.InferOutput<typeof DeadLetterSchema>, 200)
+    })
+
+    /**
+     * Sends a dead letter again. A request of one of our jobs puts the job back to `queued` and goes through the
+     * outbox; anything else well-formed (an update, a result, a request of no job here, so nothing for the outbox
+     * to hold) goes straight back to its queue. A malformed message would only die again.
+     */
+    .post('/dead-letters/:id/redrive', redriveDoc, param(IdParams, 404), async (c) => {
+      const letter = await findLetter(deps, c.req.valid('param').id)
+      if (letter.problem) {
+        throw new ApiError(422, 'unprocessable', `the message is malformed (${letter.problem}); re-driving it would fail again. Discard it instead.`)
+      }
+      if (letter.queue.endsWith('.request') && letter.jobId) {
+        const outcome = await deps.store.redriveRequest(letter.id, crypto.randomUUID())
+        if (outcome && 'conflict' in outcome) {
+          throw new ApiError(409, 'conflict', `job ${letter.jobId} is ${outcome.conflict} meanwhile; there is nothing to re-drive`)
+        }
+        if (outcome) {
+          deps.changes.announce(outcome.mediaId)
+          void deps.outbox.relay()
+          return c.json({ redriven: letter.id, jobId: letter.jobId, mediaId: outcome.mediaId } satisfies Redriven, 202)
+        }
+      }
+      try {
+        await deps.broker.publish(letter.queue, letter.body, {
+          correlationId: letter.jobId ?? letter.id,
+          type: 'redriven',
+          messageId: crypto.randomUUID(),
+        })
+      } catch (error) {
+        throw new ApiError(503, 'queue_unavailable', `the message could not be sent again (${(error as Error).message}); try again shortly`)
+      }
+      await deps.store.deleteDeadLetter(letter.id)
+      return c.json({ redriven: letter.id, jobId: letter.jobId } satisfies Redriven, 202)
+    })
+
+    /** Runs the multipart-upload sweep now (it also runs hourly), for uploads older than `olderThanSeconds`. */
+    .post('/sweep', sweepDoc, query(SweepQuery), async (c) => {
+      try {
+        return c.json({ abortedUploads: await deps.sweepUploads(c.req.valid('query').olderThanSeconds * 1000) } satisfies v.InferOutput<typeof SweepSchema>, 200)
+      } catch (error) {
+        throw new ApiError(503, 'storage_unavailable', `the sweep failed: ${(error as Error).message}`)
+      }
+    })
+
+    .delete('/dead-letters/:id', deleteLetterDoc, param(IdParams, 404), async (c) => {
+      const letter = await findLetter(deps, c.req.valid('param').id)
+      await deps.store.deleteDeadLetter(letter.id)
+      return c.body(null, 204)
+    })
 }
+
+type Redriven = v.InferOutput<typeof RedrivenSchema>
+
+const listLettersDoc = doc({
+  operationId: 'listDeadLetters',
+  summary: 'The newest dead letters',
+  responses: { 200: jsonAnswer('Dead letters, newest first, without their bodies.', DeadLetterListSchema) },
+})
+const getLetterDoc = doc({
+  operationId: 'getDeadLetter',
+  summary: 'One dead letter, with its headers and body',
+  responses: { 200: jsonAnswer('The dead letter: its body as text when it reads as such, else in base64.', DeadLetterSchema) },
+})
+const redriveDoc = doc({
+  operationId: 'redriveDeadLetter',
+  summary: 'Send a dead letter again',
+  description:
+    'A request of one of our jobs puts the job back to queued and is sent again through the outbox; any other well-formed message goes straight back to the queue it died in. A malformed one is refused (422): discard it.',
+  responses: { 202: jsonAnswer('Sent again; the dead letter is gone.', RedrivenSchema) },
+  errors: [409, 422, 503],
+})
+const deleteLetterDoc = doc({
+  operationId: 'deleteDeadLetter',
+  summary: 'Discard a dead letter',
+  responses: { 204: { description: 'Discarded.' } },
+})
+const createKeyDoc = doc({
+  operationId: 'createKey',
+  summary: 'Create an API key for a tenant',
+  responses: { 201: jsonAnswer('The key (in this answer only) and its record.', IssuedKeySchema) },
+})
+const listKeysDoc = doc({
+  operationId: 'listKeys',
+  summary: 'API keys, newest first (their records; never the keys)',
+  responses: { 200: jsonAnswer('The keys\' records.', KeyListSchema) },
+})
+const revokeKeyDoc = doc({
+  operationId: 'revokeKey',
+  summary: 'Revoke an API key',
+  description: 'From the next request on, on every API instance. Revoking twice keeps the first time.',
+  responses: { 200: jsonAnswer('The key\'s record, revoked.', ApiKeySchema) },
+})
+const sweepDoc = doc({
+  operationId: 'sweepUploads',
+  summary: 'Abort abandoned multipart uploads now',
+  description: 'The sweep also runs hourly.',
+  responses: { 200: jsonAnswer('What was aborted.', SweepSchema) },
+  errors: [503],
+})
 
 /** The dead letter of a validated id, or 404. */
 async function findLetter(deps: AppDeps, id: string) {

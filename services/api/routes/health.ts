@@ -6,9 +6,20 @@
  */
 import { Hono } from 'hono'
 import type { AppDeps } from '../app.ts'
+import { HealthSchema, type Health } from '../bodies.ts'
+import { OPEN, documenter, jsonAnswer } from '../openapi.ts'
+
+const doc = documenter({ tag: 'service', security: OPEN, errors: [] })({
+  operationId: 'health',
+  summary: 'Whether the API and what it depends on are up',
+  responses: {
+    200: jsonAnswer('The database, RabbitMQ and S3 all answer.', HealthSchema),
+    503: jsonAnswer('Something is down; `down` names it.', HealthSchema),
+  },
+})
 
 export function healthRoutes(deps: AppDeps) {
-  return new Hono().get('/health', async (c) => {
+  return new Hono().get('/health', doc, async (c) => {
     const check = async (probe: () => Promise<void> | void) => {
       try {
         await probe()
@@ -30,6 +41,7 @@ export function healthRoutes(deps: AppDeps) {
     const stalled = database.ok ? await deps.store.countSilent(deps.stallMs) : null
     const deadLetters = database.ok ? await deps.store.countDeadLetters() : null
     // `auth` says whether the API asks for keys: `none` is an operator's explicit choice and should be seen.
-    return c.json({ status: down.length ? 'unavailable' : 'ok', auth: deps.auth, down, checks, jobs, stalled, deadLetters }, down.length ? 503 : 200)
+    const body = { status: down.length ? 'unavailable' : 'ok', auth: deps.auth, down, checks, jobs, stalled, deadLetters } satisfies Health
+    return c.json(body, down.length ? 503 : 200)
   })
 }

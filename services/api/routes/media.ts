@@ -15,9 +15,11 @@ import {
 } from '@app/shared'
 import type { AppDeps } from '../app.ts'
 import { requireKey, type Caller } from '../auth.ts'
+import { AcceptedSchema, MediaSchema, type Accepted, type Media } from '../bodies.ts'
 import { ApiError } from '../errors.ts'
 import { receiveUpload } from '../intake.ts'
 import { requestRate, uploadSlots } from '../limits.ts'
+import { API_KEY, documenter, jsonAnswer } from '../openapi.ts'
 import { CONTENT_TYPES, IMAGE_RECIPE, VIDEO_RECIPE, originalKey, outputPrefix } from '../recipes.ts'
 import { isFinal, type MediaRecord, type OutboxMessage } from '../store.ts'
 import { param } from '../validate.ts'
@@ -29,155 +31,242 @@ const MediaParams = v.object({ id: MediaIdSchema })
 const OutputParams = v.object({ id: MediaIdSchema, name: OutputNameSchema })
 type Source = ImageRequest['source']
 
+// Every media route needs the key and counts against its request rate (429).
+const doc = documenter({ tag: 'media', security: API_KEY, errors: [401, 429] })
+const BINARY = { type: 'string', format: 'binary' } as const
+
 export function mediaRoutes(deps: AppDeps) {
-  const app = new Hono<Caller>()
-  app.use('*', requireKey(deps), requestRate(deps.limits.requestsPerMinute))
+  return new Hono<Caller>()
+    .use('*', requireKey(deps), requestRate(deps.limits.requestsPerMinute))
 
-  app.post('/', uploadSlots(deps.limits.concurrentUploads), async (c) => {
-    const received = await receiveUpload(c.req.raw, { maxBytes: deps.maxUploadBytes, kinds: ACCEPTED_KINDS, pace: deps.limits.pace })
-    const { sniffed } = received
-    const id = crypto.randomUUID()
-    const jobId = crypto.randomUUID()
-    const sourceKey = originalKey(deps.system, id)
-    try {
-      await deps.storage.put(sourceKey, received.body, CONTENT_TYPES[sniffed.format] ?? 'application/octet-stream')
-    } catch (error) {
-      // The upload's own fault (over the limit, cut off) is the answer, however the store reported it.
-      if (received.failure) throw received.failure
-      console.warn(`api: storing upload ${id} failed: ${(error as Error).message}`)
-      throw unavailable('storage_unavailable', 'the upload could not be stored; try again shortly')
-    }
-
-    const type: MediaType = sniffed.kind === 'image' ? 'images' : 'videos'
-    const source = { bucket: deps.storage.bucket, key: sourceKey, format: sniffed.format, size: received.size }
-    const request = jobRequest(deps, type, { jobId, mediaId: id, source })
-    // The media, its job and the request in one transaction (the outbox): a request is never lost in between.
-    await deps.store.createMedia({ id, tenant: c.get('tenant'), filename: received.filename, kind: sniffed.kind, format: source.format, size: source.size, bucket: source.bucket, sourceKey, jobId, type, request })
-    try {
-      await deps.outbox.send(request)
-    } catch (error) {
-      // Not accepted: undo, so that nothing half-made remains and the client knows to retry.
-      await deps.store.deleteMedia(id)
-      await deps.storage.delete(sourceKey).catch(() => {})
-      // The broker layer words these itself (not connected, refusing new messages and why); they hold no secrets.
-      throw unavailable('queue_unavailable', `the job could not be queued (${(error as Error).message}); try again shortly`)
-    }
-    c.header('Location', `/v1/media/${id}`)
-    return c.json({ id, jobId, kind: sniffed.kind, status: 'queued' }, 202)
-  })
-
-  app.get('/:id', param(MediaParams, 404), async (c) => {
-    const media = await findMedia(deps, c.req.valid('param').id, c.get('tenant'))
-    return c.json(present(media, new URL(c.req.url).origin))
-  })
-
-  /**
-   * Cancels the media's job. The rule for a cancel racing completion: whichever final state the store records first
-   * wins. A cancel recorded first makes any later result change nothing (and the API deletes that result's
-   * outputs); a result recorded first makes the cancel a 409.
-   */
-  app.post('/:id/cancel', param(MediaParams, 404), async (c) => {
-    const media = await findMedia(deps, c.req.valid('param').id, c.get('tenant'))
-    await cancelJob(deps, media)
-    return c.json(present((await deps.store.getMedia(media.id))!, new URL(c.req.url).origin))
-  })
-
-  /** Cancels whatever is running and deletes the media's objects and records. */
-  app.delete('/:id', param(MediaParams, 404), async (c) => {
-    const media = await findMedia(deps, c.req.valid('param').id, c.get('tenant'))
-    try {
-      if (!isFinal(media.status)) await cancelJob(deps, media)
-    } catch (error) {
-      // 409: it finished meanwhile, which is fine for a delete; anything else stops it.
-      if (!(error instanceof ApiError && error.status === 409)) throw error
-    }
-    const fresh = (await deps.store.getMedia(media.id)) ?? media
-    const keys = [fresh.sourceKey, ...fresh.outputs.map((o) => o.key), cancelMarkerKey(outputPrefix(deps.system, fresh.jobId))]
-    await Promise.all(keys.map((key) => deps.storage.delete(key)))
-    await deps.store.deleteMedia(media.id)
-    deps.changes.announce(media.id)
-    return c.body(null, 204)
-  })
-
-  /**
-   * Server-Sent Events: the current state first (event `state`), then each change, then the stream ends after the
-   * final state. Changes applied here are heard at once; those applied by another API instance come over the events
-   * fanout.
-   */
-  app.get('/:id/events', param(MediaParams, 404), async (c) => {
-    const id = (await findMedia(deps, c.req.valid('param').id, c.get('tenant'))).id
-    const origin = new URL(c.req.url).origin
-    return streamSSE(c, async (stream) => {
-      let last = ''
-      let sequence = 0
-      /** Sends the state if it changed; resolves true once there is nothing more to send. */
-      const sendState = async (): Promise<boolean> => {
-        const media = await deps.store.getMedia(id)
-        if (!media) {
-          await stream.writeSSE({ event: 'deleted', data: JSON.stringify({ id }) })
-          return true
-        }
-        const data = JSON.stringify(present(media, origin))
-        if (data !== last) {
-          last = data
-          await stream.writeSSE({ event: 'state', data, id: String(++sequence) })
-        }
-        return isFinal(media.status)
+    .post('/', uploadDoc, uploadSlots(deps.limits.concurrentUploads), async (c) => {
+      const received = await receiveUpload(c.req.raw, { maxBytes: deps.maxUploadBytes, kinds: ACCEPTED_KINDS, pace: deps.limits.pace })
+      const { sniffed } = received
+      const id = crypto.randomUUID()
+      const jobId = crypto.randomUUID()
+      const sourceKey = originalKey(deps.system, id)
+      try {
+        await deps.storage.put(sourceKey, received.body, CONTENT_TYPES[sniffed.format] ?? 'application/octet-stream')
+      } catch (error) {
+        // The upload's own fault (over the limit, cut off) is the answer, however the store reported it.
+        if (received.failure) throw received.failure
+        console.warn(`api: storing upload ${id} failed: ${(error as Error).message}`)
+        throw unavailable('storage_unavailable', 'the upload could not be stored; try again shortly')
       }
-      if (await sendState()) return
-      await new Promise<void>((resolve) => {
-        let queue = Promise.resolve(false)
-        const finish = () => {
-          unwatch()
-          clearInterval(heartbeat)
-          resolve()
+
+      const type: MediaType = sniffed.kind === 'image' ? 'images' : 'videos'
+      const source = { bucket: deps.storage.bucket, key: sourceKey, format: sniffed.format, size: received.size }
+      const request = jobRequest(deps, type, { jobId, mediaId: id, source })
+      // The media, its job and the request in one transaction (the outbox): a request is never lost in between.
+      await deps.store.createMedia({ id, tenant: c.get('tenant'), filename: received.filename, kind: sniffed.kind, format: source.format, size: source.size, bucket: source.bucket, sourceKey, jobId, type, request })
+      try {
+        await deps.outbox.send(request)
+      } catch (error) {
+        // Not accepted: undo, so that nothing half-made remains and the client knows to retry.
+        await deps.store.deleteMedia(id)
+        await deps.storage.delete(sourceKey).catch(() => {})
+        // The broker layer words these itself (not connected, refusing new messages and why); they hold no secrets.
+        throw unavailable('queue_unavailable', `the job could not be queued (${(error as Error).message}); try again shortly`)
+      }
+      c.header('Location', `/v1/media/${id}`)
+      return c.json({ id, jobId, kind: sniffed.kind, status: 'queued' } satisfies Accepted, 202)
+    })
+
+    .get('/:id', getDoc, param(MediaParams, 404), async (c) => {
+      const media = await findMedia(deps, c.req.valid('param').id, c.get('tenant'))
+      return c.json(present(media, new URL(c.req.url).origin), 200)
+    })
+
+    /**
+     * Cancels the media's job. The rule for a cancel racing completion: whichever final state the store records first
+     * wins. A cancel recorded first makes any later result change nothing (and the API deletes that result's
+     * outputs); a result recorded first makes the cancel a 409.
+     */
+    .post('/:id/cancel', cancelDoc, param(MediaParams, 404), async (c) => {
+      const media = await findMedia(deps, c.req.valid('param').id, c.get('tenant'))
+      await cancelJob(deps, media)
+      return c.json(present((await deps.store.getMedia(media.id))!, new URL(c.req.url).origin), 200)
+    })
+
+    /** Cancels whatever is running and deletes the media's objects and records. */
+    .delete('/:id', deleteDoc, param(MediaParams, 404), async (c) => {
+      const media = await findMedia(deps, c.req.valid('param').id, c.get('tenant'))
+      try {
+        if (!isFinal(media.status)) await cancelJob(deps, media)
+      } catch (error) {
+        // 409: it finished meanwhile, which is fine for a delete; anything else stops it.
+        if (!(error instanceof ApiError && error.status === 409)) throw error
+      }
+      const fresh = (await deps.store.getMedia(media.id)) ?? media
+      const keys = [fresh.sourceKey, ...fresh.outputs.map((o) => o.key), cancelMarkerKey(outputPrefix(deps.system, fresh.jobId))]
+      await Promise.all(keys.map((key) => deps.storage.delete(key)))
+      await deps.store.deleteMedia(media.id)
+      deps.changes.announce(media.id)
+      return c.body(null, 204)
+    })
+
+    /**
+     * Server-Sent Events: the current state first (event `state`), then each change, then the stream ends after the
+     * final state. Changes applied here are heard at once; those applied by another API instance come over the events
+     * fanout.
+     */
+    .get('/:id/events', eventsDoc, param(MediaParams, 404), async (c) => {
+      const id = (await findMedia(deps, c.req.valid('param').id, c.get('tenant'))).id
+      const origin = new URL(c.req.url).origin
+      return streamSSE(c, async (stream) => {
+        let last = ''
+        let sequence = 0
+        /** Sends the state if it changed; resolves true once there is nothing more to send. */
+        const sendState = async (): Promise<boolean> => {
+          const media = await deps.store.getMedia(id)
+          if (!media) {
+            await stream.writeSSE({ event: 'deleted', data: JSON.stringify({ id }) })
+            return true
+          }
+          const data = JSON.stringify(present(media, origin))
+          if (data !== last) {
+            last = data
+            await stream.writeSSE({ event: 'state', data, id: String(++sequence) })
+          }
+          return isFinal(media.status)
         }
-        // Sends run one after another, so states go out in order.
-        const onChange = () => {
-          queue = queue
-            .then(async (done) => done || (await sendState()))
-            .then(
-              (done) => {
-                if (done) finish()
-                return done
-              },
-              () => {
-                finish() // the client went away mid-write
-                return true
-              }
-            )
-        }
-        const unwatch = deps.changes.watch(id, onChange)
-        // A comment keeps proxies from closing an idle stream; the re-read covers an announcement that was lost.
-        const heartbeat = setInterval(() => {
-          stream.write(': keep-alive\n\n').catch(finish)
-          onChange()
-        }, HEARTBEAT_MS)
-        stream.onAbort(finish)
-        onChange() // a change between the first read and subscribing
+        if (await sendState()) return
+        await new Promise<void>((resolve) => {
+          let queue = Promise.resolve(false)
+          const finish = () => {
+            unwatch()
+            clearInterval(heartbeat)
+            resolve()
+          }
+          // Sends run one after another, so states go out in order.
+          const onChange = () => {
+            queue = queue
+              .then(async (done) => done || (await sendState()))
+              .then(
+                (done) => {
+                  if (done) finish()
+                  return done
+                },
+                () => {
+                  finish() // the client went away mid-write
+                  return true
+                }
+              )
+          }
+          const unwatch = deps.changes.watch(id, onChange)
+          // A comment keeps proxies from closing an idle stream; the re-read covers an announcement that was lost.
+          const heartbeat = setInterval(() => {
+            stream.write(': keep-alive\n\n').catch(finish)
+            onChange()
+          }, HEARTBEAT_MS)
+          stream.onAbort(finish)
+          onChange() // a change between the first read and subscribing
+        })
       })
     })
-  })
 
-  app.get('/:id/outputs/:name', param(OutputParams, 404), async (c) => {
-    const { id, name } = c.req.valid('param')
-    const media = await findMedia(deps, id, c.get('tenant'))
-    const output = media.outputs.find((o) => o.name === name)
-    if (!output) throw new ApiError(404, 'not_found', `media ${media.id} has no output named ${JSON.stringify(name)}`)
-    const object = await deps.storage.get(output.key)
-    if (!object) throw new ApiError(404, 'not_found', `the output ${name} of media ${media.id} is no longer stored`)
-    return new Response(object.body, {
-      headers: {
-        'Content-Type': output.contentType,
-        ...(object.size !== undefined ? { 'Content-Length': String(object.size) } : {}),
-        // Outputs are written once per job: a new job writes new keys, so a cached copy never goes stale.
-        'Cache-Control': 'private, max-age=86400, immutable',
-      },
+    .get('/:id/outputs/:name', outputDoc, param(OutputParams, 404), async (c) => {
+      const { id, name } = c.req.valid('param')
+      const media = await findMedia(deps, id, c.get('tenant'))
+      const output = media.outputs.find((o) => o.name === name)
+      if (!output) throw new ApiError(404, 'not_found', `media ${media.id} has no output named ${JSON.stringify(name)}`)
+      const object = await deps.storage.get(output.key)
+      if (!object) throw new ApiError(404, 'not_found', `the output ${name} of media ${media.id} is no longer stored`)
+      return new Response(object.body, {
+        headers: {
+          'Content-Type': output.contentType,
+          ...(object.size !== undefined ? { 'Content-Length': String(object.size) } : {}),
+          // Outputs are written once per job: a new job writes new keys, so a cached copy never goes stale.
+          'Cache-Control': 'private, max-age=86400, immutable',
+        },
+      })
     })
-  })
-
-  return app
 }
+
+const uploadDoc = doc({
+  operationId: 'uploadMedia',
+  summary: 'Upload an image or a video',
+  description:
+    'The file is the raw body (any Content-Type but multipart; what it is is judged from its first bytes, not its declared type or name) or the field `file` of a multipart/form-data body. It is stored, and a job to process it is queued. Follow it with GET /v1/media/{id}/events or GET /v1/media/{id}.',
+  parameters: [
+    {
+      in: 'header',
+      name: 'Content-Disposition',
+      description: 'A raw body\'s file name (RFC 6266): `attachment; filename*=UTF-8\'\'…` or `attachment; filename="…"`. Kept as metadata only.',
+      schema: { type: 'string' },
+    },
+    {
+      in: 'header',
+      name: 'X-Filename',
+      description: 'A raw body\'s file name when there is no Content-Disposition; percent-encoded UTF-8 when it contains "%". Kept as metadata only.',
+      schema: { type: 'string' },
+    },
+  ],
+  requestBody: {
+    required: true,
+    content: {
+      'application/octet-stream': { schema: { ...BINARY, description: 'The file itself.' } },
+      'multipart/form-data': {
+        schema: { type: 'object', properties: { file: { ...BINARY, description: 'The file; its part\'s filename is kept as metadata.' } }, required: ['file'] },
+      },
+    },
+  },
+  responses: {
+    202: jsonAnswer('Stored, and its job queued.', AcceptedSchema, { Location: { description: 'The media: /v1/media/{id}.', schema: { type: 'string' } } }),
+  },
+  errors: [400, 408, 413, 415, 503],
+})
+
+const getDoc = doc({
+  operationId: 'getMedia',
+  summary: 'A media\'s state, metadata and outputs',
+  responses: { 200: jsonAnswer('The media.', MediaSchema) },
+  errors: [404],
+})
+
+const cancelDoc = doc({
+  operationId: 'cancelMedia',
+  summary: 'Cancel the media\'s job',
+  description: 'Whichever final state is recorded first wins: a job that completed or failed first makes the cancel a 409.',
+  responses: { 200: jsonAnswer('Cancelled; the media as it is now.', MediaSchema) },
+  errors: [404, 409, 503],
+})
+
+const deleteDoc = doc({
+  operationId: 'deleteMedia',
+  summary: 'Delete the media, its original and its outputs',
+  description: 'A job still running is cancelled first.',
+  responses: { 204: { description: 'Deleted.' } },
+  errors: [404, 503],
+})
+
+const eventsDoc = doc({
+  operationId: 'mediaEvents',
+  summary: 'Follow a media\'s processing as Server-Sent Events',
+  description:
+    'Event `state` (with an increasing `id`) carries the media as GET /v1/media/{id} answers it: first the current state, then each change. The stream ends after a final state (completed, failed, cancelled), or after event `deleted` (data `{"id"}`) when the media is deleted. Comments keep an idle stream alive. EventSource cannot send the Authorization header; read the stream with fetch.',
+  responses: {
+    200: {
+      description: 'The event stream.',
+      content: { 'text/event-stream': { schema: { type: 'string', description: 'Events `state` (data: the Media JSON) and `deleted` (data: {"id"}).' } } },
+    },
+  },
+  errors: [404],
+})
+
+const outputDoc = doc({
+  operationId: 'getOutput',
+  summary: 'The bytes of one output',
+  description: 'Outputs are written once per job, so they may be cached for good.',
+  responses: {
+    200: {
+      description: 'The output, with its content type.',
+      headers: { 'Cache-Control': { description: 'private, max-age=86400, immutable', schema: { type: 'string' } } },
+      content: Object.fromEntries(['image/webp', 'image/jpeg', 'image/png', 'image/avif', 'video/mp4'].map((type) => [type, { schema: BINARY }])),
+    },
+  },
+  errors: [404],
+})
 
 const HEARTBEAT_MS = 15_000
 
@@ -229,7 +318,7 @@ async function findMedia(deps: AppDeps, id: string, tenant: string): Promise<Med
 const unavailable = (code: string, message: string) => new ApiError(503, code, message, { 'Retry-After': '5' })
 
 /** The public shape of a media record. */
-export function present(media: MediaRecord, origin: string) {
+export function present(media: MediaRecord, origin: string): Media {
   return {
     id: media.id,
     jobId: media.jobId,

@@ -1,0 +1,120 @@
+/**
+ * The JSON bodies the API answers with, as valibot schemas. The OpenAPI document shows them (`resolver`), and the
+ * handlers build their answers `satisfies` them, so a body and its documentation cannot drift apart without tsc
+ * failing; `hc` clients see the same types. `ref` metadata makes a schema a named component of the document.
+ */
+import * as v from 'valibot'
+import { ErrorInfoSchema, ImageMetadataSchema, JOB_STATUSES, JobIdSchema, MEDIA_TYPES, MediaIdSchema, OutputInfoSchema, STAGES, VideoMetadataSchema } from '@app/shared'
+
+const Count = v.pipe(v.number(), v.integer(), v.minValue(0))
+const Timestamp = v.pipe(v.string(), v.isoTimestamp(), v.description('An RFC 3339 timestamp in UTC, e.g. 2026-11-22T08:00:00.000Z.'))
+const Uuid = v.pipe(v.string(), v.uuid())
+const Kind = v.pipe(v.picklist(['image', 'video']), v.description('What the upload is, judged from its first bytes.'))
+
+// ── Media ────────────────────────────────────────────────────────────────────────────────────────────────────
+
+const { key: _key, ...outputEntries } = OutputInfoSchema.entries
+export const MediaOutputSchema = v.pipe(
+  v.object({
+    ...outputEntries,
+    url: v.pipe(v.string(), v.url(), v.description('Where to fetch it: GET /v1/media/{id}/outputs/{name}, with the same API key.')),
+  }),
+  v.metadata({ ref: 'MediaOutput' })
+)
+
+export const MediaSchema = v.pipe(
+  v.object({
+    id: v.pipe(MediaIdSchema, v.description('The media: a UUID.')),
+    jobId: v.pipe(JobIdSchema, v.description('Its processing job: a UUID.')),
+    kind: Kind,
+    filename: v.pipe(v.nullable(v.string()), v.description('The name the client gave the file, made harmless to display; metadata only.')),
+    format: v.pipe(v.string(), v.description('The format judged from the first bytes: jpeg, png, webp, heic, mp4, mov, …')),
+    size: v.pipe(Count, v.description('The original\'s size in bytes.')),
+    status: v.pipe(v.picklist(JOB_STATUSES), v.description('completed, failed and cancelled are final: the media no longer changes.')),
+    stage: v.picklist(STAGES),
+    progress: v.pipe(v.number(), v.minValue(0), v.maxValue(100), v.description('Percent done.')),
+    etaSeconds: v.pipe(v.nullable(v.number()), v.description('Estimated seconds left; null when unknown.')),
+    error: v.pipe(v.nullable(ErrorInfoSchema), v.description('Why the job failed; null unless it did.')),
+    metadata: v.pipe(
+      v.nullable(v.union([ImageMetadataSchema, VideoMetadataSchema])),
+      v.description('What processing learned of the original (image or video); null until it completes.')
+    ),
+    outputs: v.pipe(v.array(MediaOutputSchema), v.description('What was made, once the job completed: for an image `thumb` and `preview`, for a video `poster` and its renditions.')),
+    createdAt: Timestamp,
+    updatedAt: Timestamp,
+  }),
+  v.metadata({ ref: 'Media' })
+)
+export type Media = v.InferOutput<typeof MediaSchema>
+
+export const AcceptedSchema = v.pipe(
+  v.object({ id: MediaIdSchema, jobId: JobIdSchema, kind: Kind, status: v.literal('queued') }),
+  v.metadata({ ref: 'Accepted' })
+)
+export type Accepted = v.InferOutput<typeof AcceptedSchema>
+
+// ── Health ───────────────────────────────────────────────────────────────────────────────────────────────────
+
+const CheckSchema = v.union([v.object({ ok: v.literal(true) }), v.object({ ok: v.literal(false), error: v.string() })])
+export const HealthSchema = v.pipe(
+  v.object({
+    status: v.picklist(['ok', 'unavailable']),
+    auth: v.pipe(v.picklist(['keys', 'none']), v.description('keys: media routes need an API key; none: they are open (AUTH=none).')),
+    down: v.pipe(v.array(v.string()), v.description('The checks that failed: database, rabbitmq, s3.')),
+    checks: v.object({ database: CheckSchema, rabbitmq: CheckSchema, s3: CheckSchema }),
+    jobs: v.pipe(
+      v.nullable(v.object({ queued: Count, processing: Count, completed: Count, failed: Count, cancelled: Count })),
+      v.description('Jobs by status, over every tenant; null when the database is down.')
+    ),
+    stalled: v.pipe(v.nullable(Count), v.description('Jobs processing with no word for longer than the stall time.')),
+    deadLetters: v.pipe(v.nullable(Count), v.description('Dead letters awaiting an operator.')),
+  }),
+  v.metadata({ ref: 'Health' })
+)
+export type Health = v.InferOutput<typeof HealthSchema>
+
+// ── Admin ────────────────────────────────────────────────────────────────────────────────────────────────────
+
+export const ApiKeySchema = v.pipe(
+  v.object({
+    id: Uuid,
+    tenant: v.string(),
+    name: v.nullable(v.string()),
+    prefix: v.pipe(v.string(), v.description('The key\'s first characters, to recognise it by; the API keeps only its hash.')),
+    createdAt: Timestamp,
+    revokedAt: v.nullable(Timestamp),
+  }),
+  v.metadata({ ref: 'ApiKey' })
+)
+export const IssuedKeySchema = v.object({
+  ...ApiKeySchema.entries,
+  key: v.pipe(v.string(), v.description('The key itself, in this answer only.')),
+})
+export const KeyListSchema = v.object({ keys: v.array(ApiKeySchema) })
+
+const deadLetterEntries = {
+  id: Uuid,
+  tenant: v.optional(v.pipe(v.nullable(v.string()), v.description('The tenant of the letter\'s job, when it names one of ours.'))),
+  type: v.picklist(MEDIA_TYPES),
+  queue: v.pipe(v.string(), v.description('The queue it died in, e.g. <system>.media.images.request.')),
+  reason: v.pipe(v.string(), v.description('The broker\'s reason: delivery_limit or rejected.')),
+  deliveries: v.nullable(Count),
+  jobId: v.nullable(v.string()),
+  problem: v.pipe(v.nullable(v.string()), v.description('What is wrong with the body by the protocol, or null when it reads fine.')),
+  messageId: v.nullable(v.string()),
+  deadAt: Timestamp,
+}
+export const DeadLetterSummarySchema = v.pipe(v.object(deadLetterEntries), v.metadata({ ref: 'DeadLetterSummary' }))
+export const DeadLetterListSchema = v.object({ deadLetters: v.array(DeadLetterSummarySchema) })
+export const DeadLetterSchema = v.object({
+  ...deadLetterEntries,
+  headers: v.record(v.string(), v.unknown()),
+  body: v.optional(v.pipe(v.string(), v.description('The message body as text, when it is readable UTF-8 (JSON usually is).'))),
+  bodyBase64: v.optional(v.pipe(v.string(), v.description('The message body in base64, when it is not readable text.'))),
+})
+export const RedrivenSchema = v.object({
+  redriven: v.pipe(Uuid, v.description('The dead letter sent again.')),
+  jobId: v.nullable(v.string()),
+  mediaId: v.optional(v.pipe(MediaIdSchema, v.description('When it was a request of one of our jobs: the job is queued again.'))),
+})
+export const SweepSchema = v.object({ abortedUploads: v.pipe(v.array(v.string()), v.description('The keys of the multipart uploads aborted.')) })

@@ -1,0 +1,160 @@
+/**
+ * PostgreSQL through `postgres` (porsager), which runs on Bun, Deno and Node: the database for several API
+ * instances. Migrations run at start under an advisory lock, so instances starting together migrate once; row locks
+ * (`FOR UPDATE`, `SKIP LOCKED`) keep two instances from changing the same job or taking the same work.
+ */
+import postgres from 'postgres'
+import type { Db, Param, Queryable, Row } from './db.ts'
+
+/**
+ * The schema at version 4, the version SQLite reaches through its migrations (sqlite-db.ts): PostgreSQL support
+ * began there, so one step makes it. Times the store compares are epoch milliseconds (BIGINT); the ISO strings it
+ * only shows stay TEXT, as in SQLite, so both stores return the same records.
+ */
+const SCHEMA_4 = `
+CREATE TABLE media (
+  id TEXT PRIMARY KEY,
+  tenant TEXT NOT NULL DEFAULT 'default',
+  filename TEXT,
+  kind TEXT NOT NULL,
+  format TEXT NOT NULL,
+  size BIGINT NOT NULL,
+  bucket TEXT NOT NULL,
+  source_key TEXT NOT NULL,
+  metadata TEXT,
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL
+);
+CREATE INDEX media_tenant ON media (tenant, created_at);
+CREATE TABLE jobs (
+  id TEXT PRIMARY KEY,
+  media_id TEXT NOT NULL REFERENCES media(id) ON DELETE CASCADE,
+  type TEXT NOT NULL,
+  status TEXT NOT NULL,
+  stage TEXT NOT NULL,
+  progress DOUBLE PRECISION NOT NULL DEFAULT 0,
+  eta_seconds DOUBLE PRECISION,
+  error TEXT,
+  outputs TEXT NOT NULL DEFAULT '[]',
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL,
+  seen_at BIGINT,
+  redrives INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX jobs_media_id ON jobs (media_id);
+CREATE INDEX jobs_status ON jobs (status);
+CREATE INDEX jobs_silent ON jobs (seen_at) WHERE status = 'processing';
+CREATE TABLE outbox (
+  message_id TEXT PRIMARY KEY,
+  job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+  queue TEXT NOT NULL,
+  type TEXT NOT NULL,
+  body BYTEA NOT NULL,
+  created_at BIGINT NOT NULL,
+  published_at BIGINT,
+  claimed_until BIGINT
+);
+CREATE INDEX outbox_unpublished ON outbox (created_at) WHERE published_at IS NULL;
+CREATE INDEX outbox_job ON outbox (job_id, created_at);
+CREATE TABLE dead_letters (
+  id TEXT PRIMARY KEY,
+  tenant TEXT,
+  type TEXT NOT NULL,
+  queue TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  deliveries INTEGER,
+  job_id TEXT,
+  problem TEXT,
+  message_id TEXT,
+  digest TEXT NOT NULL,
+  headers TEXT NOT NULL,
+  body BYTEA NOT NULL,
+  dead_at TEXT NOT NULL
+);
+CREATE UNIQUE INDEX dead_letters_message ON dead_letters (queue, message_id, digest) WHERE message_id IS NOT NULL;
+CREATE TABLE api_keys (
+  id TEXT PRIMARY KEY,
+  tenant TEXT NOT NULL,
+  name TEXT,
+  hash TEXT NOT NULL UNIQUE,
+  prefix TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  revoked_at TEXT
+);
+CREATE TABLE rounds (
+  name TEXT PRIMARY KEY,
+  next_at BIGINT NOT NULL,
+  holder TEXT
+);
+CREATE TABLE job_history (
+  id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+  status TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  origin TEXT,
+  at BIGINT NOT NULL
+);
+CREATE INDEX job_history_job ON job_history (job_id, id);
+`
+const MIGRATIONS: readonly [version: number, sql: string][] = [[4, SCHEMA_4]]
+export const POSTGRES_SCHEMA_VERSION = MIGRATIONS.at(-1)![0]
+/** The advisory lock migrations hold (any constant; the same in every instance). */
+const MIGRATION_LOCK = 0x6d656469 // "medi"
+
+/** `?` placeholders as PostgreSQL's `$1`, `$2`, …; the store's SQL has no `?` inside strings. */
+const numbered = (sql: string) => {
+  let n = 0
+  return sql.replace(/\?/g, () => `$${++n}`)
+}
+/** Bytes go as a Buffer (bytea); everything else as given. */
+const values = (params: readonly Param[]) => params.map((p) => (p instanceof Uint8Array && !Buffer.isBuffer(p) ? Buffer.from(p) : p))
+
+/**
+ * Connects to `url` (a `postgres://` URL; `?search_path=<schema>` keeps the tables in a schema of their own) and
+ * migrates. Rejects when the database cannot be reached within `connectTimeoutSeconds`.
+ */
+export async function openPostgresDb(url: string, options: { maxConnections?: number; connectTimeoutSeconds?: number } = {}): Promise<Db> {
+  const sql = postgres(url, {
+    max: options.maxConnections ?? 10,
+    connect_timeout: options.connectTimeoutSeconds ?? 10,
+    // Idle connections are closed, so a restarted database or a failover is reconnected to on the next query.
+    idle_timeout: 60,
+    onnotice: () => {},
+    // Every value is parsed by the store (Number(), JSON.parse): bigints come back as strings, bytea as Buffers.
+    prepare: true,
+  })
+  const on = (client: postgres.Sql | postgres.TransactionSql): Queryable => ({
+    all: async (text, params = []) => [...(await client.unsafe(numbered(text), values(params) as postgres.ParameterOrJSON<never>[]))] as Row[],
+    get: async (text, params = []) => (await client.unsafe(numbered(text), values(params) as postgres.ParameterOrJSON<never>[]))[0] as Row | undefined,
+    run: async (text, params = []) => (await client.unsafe(numbered(text), values(params) as postgres.ParameterOrJSON<never>[])).count,
+  })
+  try {
+    await migrate(sql)
+  } catch (error) {
+    await sql.end({ timeout: 1 })
+    throw error
+  }
+  return {
+    kind: 'postgres',
+    lockRows: ' FOR UPDATE',
+    claimRows: ' FOR UPDATE SKIP LOCKED',
+    ...on(sql),
+    transaction: (work) => sql.begin((tx) => work(on(tx))) as Promise<Awaited<ReturnType<typeof work>>>,
+    close: () => sql.end({ timeout: 5 }),
+  }
+}
+
+async function migrate(sql: postgres.Sql): Promise<void> {
+  await sql.begin(async (tx) => {
+    // Held until this transaction ends: a second instance starting now waits here, then finds the schema current.
+    await tx`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK})`
+    await tx`CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`
+    const [row] = await tx<{ version: number }[]>`SELECT version FROM schema_version`
+    const current = row?.version ?? 0
+    if (current > POSTGRES_SCHEMA_VERSION) throw new Error(`the database has schema ${current}, newer than this API (${POSTGRES_SCHEMA_VERSION})`)
+    if (current === POSTGRES_SCHEMA_VERSION) return
+    for (const [to, step] of MIGRATIONS) if (current < to) await tx.unsafe(step)
+    if (row) await tx`UPDATE schema_version SET version = ${POSTGRES_SCHEMA_VERSION}`
+    else await tx`INSERT INTO schema_version (version) VALUES (${POSTGRES_SCHEMA_VERSION})`
+  })
+}

@@ -1,0 +1,304 @@
+/**
+ * The store's contract, run against each database it supports: SQLite (a file in a temp directory) and PostgreSQL
+ * (a schema of its own). Where several instances matter, two stores are opened on the same database, as two API
+ * instances would: they must never take the same outbox row in a round, apply the same result twice, or re-drive or
+ * fail the same stalled job twice.
+ */
+import { describe, expect, test } from 'bun:test'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { DatabaseSync } from 'node:sqlite'
+import { queueNames, type ImageResult, type JobUpdate } from '@app/shared'
+import { openStore, type Database } from '../services/api/open-store.ts'
+import type { NewMedia, Store } from '../services/api/store.ts'
+import { newPostgresSchema, withPostgres } from './helpers/postgres.ts'
+
+interface Backend {
+  name: string
+  /** A new, empty database. */
+  fresh(): Promise<Database>
+  /** Runs one statement on the database directly: the test's stand-in for time passing. */
+  exec(database: Database, statement: string): Promise<void>
+}
+
+const backends: Backend[] = [
+  {
+    name: 'sqlite',
+    fresh: async () => ({ kind: 'sqlite', path: join(mkdtempSync(join(tmpdir(), 'media-store-')), 'media.db') }),
+    async exec(database, statement) {
+      const db = new DatabaseSync((database as { path: string }).path)
+      db.exec('PRAGMA busy_timeout = 5000')
+      db.exec(statement)
+      db.close()
+    },
+  },
+  {
+    name: 'postgresql',
+    fresh: async () => ({ kind: 'postgres', url: await newPostgresSchema() }),
+    exec: (database, statement) => withPostgres((database as { url: string }).url, async (sql) => void (await sql.unsafe(statement))),
+  },
+]
+
+const system = 'contract'
+function newMedia(overrides: Partial<NewMedia> = {}): NewMedia {
+  const id = crypto.randomUUID()
+  const jobId = crypto.randomUUID()
+  return {
+    id,
+    tenant: 'acme',
+    filename: 'cat.jpg',
+    kind: 'image',
+    format: 'jpeg',
+    size: 5_000_000_000, // over 32 bits: sizes are BIGINT
+    bucket: 'media',
+    sourceKey: `${system}/originals/${id}`,
+    jobId,
+    type: 'images',
+    request: { messageId: crypto.randomUUID(), jobId, queue: queueNames(system, 'images').request, type: 'job.request', body: new Uint8Array([0, 1, 2, 255]) },
+    ...overrides,
+  }
+}
+const update = (jobId: string, progress: number, stage: JobUpdate['stage'] = 'processing'): JobUpdate => ({
+  version: 1,
+  jobId,
+  status: 'processing',
+  stage,
+  progress,
+  at: new Date().toISOString(),
+})
+const completed = (jobId: string, name = 'thumb'): ImageResult => ({
+  version: 1,
+  jobId,
+  status: 'completed',
+  at: new Date().toISOString(),
+  outputs: [{ name, key: `${system}/outputs/${jobId}/${name}.webp`, contentType: 'image/webp', size: 1234, width: 320, height: 240 }],
+  metadata: { width: 640, height: 480, format: 'jpeg', hasAlpha: false, orientation: 1, pages: 1 },
+})
+/** Resolves once the clock has moved past now, so that "silent for 0 ms" holds for what was just written. */
+const tick = async () => {
+  const start = Date.now()
+  while (Date.now() <= start) await new Promise((resolve) => setTimeout(resolve, 1))
+}
+
+describe.each(backends)('store on $name', (backend) => {
+  async function twoStores(): Promise<[Store, Store, () => Promise<void>, Database]> {
+    const database = await backend.fresh()
+    const a = await openStore(database, { origin: 'api-a' })
+    const b = await openStore(database, { origin: 'api-b' })
+    return [a, b, async () => void (await Promise.all([a.close(), b.close()])), database]
+  }
+
+  test('instances starting together migrate the database once', async () => {
+    const database = await backend.fresh()
+    const stores = await Promise.all(Array.from({ length: 4 }, (_, i) => openStore(database, { origin: `api-${i}` })))
+    const media = newMedia()
+    await stores[0]!.createMedia(media)
+    for (const store of stores) expect((await store.getMedia(media.id))?.jobId).toBe(media.jobId)
+    await Promise.all(stores.map((s) => s.close()))
+    // Opening again on the migrated database changes nothing and keeps the data.
+    const again = await openStore(database)
+    expect((await again.getMedia(media.id))?.size).toBe(5_000_000_000)
+    await again.close()
+  })
+
+  test('a media round-trips, with its job, its request and its history', async () => {
+    const [store, , close] = await twoStores()
+    const media = newMedia()
+    await store.createMedia(media)
+    const record = (await store.getMedia(media.id))!
+    expect(record).toMatchObject({
+      id: media.id, tenant: 'acme', filename: 'cat.jpg', kind: 'image', format: 'jpeg', size: 5_000_000_000, bucket: 'media',
+      sourceKey: media.sourceKey, jobId: media.jobId, type: 'images', status: 'queued', stage: 'queued', progress: 0,
+      etaSeconds: null, error: null, outputs: [], metadata: null,
+    })
+    const [request] = await store.claimUnpublished(0, 60_000)
+    expect(request?.messageId).toBe(media.request.messageId)
+    expect([...request!.body]).toEqual([0, 1, 2, 255])
+    expect((await store.history(media.jobId)).map((h) => [h.status, h.reason, h.origin])).toEqual([['queued', 'created', 'api-a']])
+    await store.deleteMedia(media.id)
+    expect(await store.getMedia(media.id)).toBeUndefined()
+    expect(await store.history(media.jobId)).toEqual([])
+    await close()
+  })
+
+  test('updates only move forward; the first result wins; each is recorded once', async () => {
+    const [a, b, close] = await twoStores()
+    const media = newMedia()
+    await a.createMedia(media)
+    expect((await a.applyUpdate(update(media.jobId, 40)))?.changed).toBe(true)
+    expect((await b.applyUpdate(update(media.jobId, 20, 'downloading')))?.changed).toBe(false)
+    expect(await a.getMedia(media.id)).toMatchObject({ status: 'processing', stage: 'processing', progress: 40 })
+
+    // The same result reaching both instances at once (a redelivery after a crash): applied by exactly one.
+    const results = await Promise.all([a.applyResult(completed(media.jobId)), b.applyResult(completed(media.jobId, 'other'))])
+    expect(results.filter((r) => r?.changed)).toHaveLength(1)
+    const final = (await b.getMedia(media.id))!
+    expect(final.status).toBe('completed')
+    expect(final.outputs).toHaveLength(1)
+    expect(final.metadata).toMatchObject({ width: 640, height: 480 })
+    expect((await a.applyUpdate(update(media.jobId, 99)))?.changed).toBe(false)
+    expect((await a.history(media.jobId)).map((h) => `${h.status}/${h.reason}`)).toEqual(['queued/created', 'processing/update', 'completed/result'])
+    expect(await a.applyResult(completed(crypto.randomUUID()))).toBeUndefined()
+    await close()
+  })
+
+  test('many results for many jobs from two instances at once: each job completes exactly once', async () => {
+    const [a, b, close] = await twoStores()
+    const jobs = Array.from({ length: 20 }, () => newMedia())
+    for (const media of jobs) await a.createMedia(media)
+    const applied = await Promise.all(jobs.flatMap((m) => [a.applyResult(completed(m.jobId)), b.applyResult(completed(m.jobId)), a.applyResult(completed(m.jobId))]))
+    expect(applied.filter((r) => r?.changed)).toHaveLength(jobs.length)
+    for (const media of jobs) expect((await b.history(media.jobId)).filter((h) => h.status === 'completed')).toHaveLength(1)
+    expect((await a.countJobs()).completed).toBe(jobs.length)
+    await close()
+  })
+
+  test('the outbox relay: each unsent request is claimed by one instance a round, and given back when it cannot be sent', async () => {
+    const [a, b, close] = await twoStores()
+    const jobs = Array.from({ length: 30 }, () => newMedia())
+    for (const media of jobs) await a.createMedia(media)
+    expect(await a.claimUnpublished(60_000, 60_000)).toEqual([]) // younger than the grace period
+    const [mine, theirs] = await Promise.all([a.claimUnpublished(0, 60_000), b.claimUnpublished(0, 60_000)])
+    const ids = [...mine, ...theirs].map((m) => m.messageId)
+    expect(new Set(ids).size).toBe(ids.length)
+    expect(ids.sort()).toEqual(jobs.map((m) => m.request.messageId).sort())
+    expect(await a.claimUnpublished(0, 60_000)).toEqual([]) // all claimed
+
+    await a.markPublished(jobs[0]!.request.messageId)
+    await a.unclaim(jobs.slice(0, 2).map((m) => m.request.messageId))
+    // The published one stays sent; the other given back is free for any instance.
+    expect((await b.claimUnpublished(0, 60_000)).map((m) => m.messageId)).toEqual([jobs[1]!.request.messageId])
+    // An expired claim (an instance that died while sending) is taken over.
+    const database = await backend.fresh()
+    const c = await openStore(database)
+    const d = await openStore(database)
+    const media = newMedia()
+    await c.createMedia(media)
+    expect(await c.claimUnpublished(0, 0)).toHaveLength(1)
+    await tick()
+    expect(await d.claimUnpublished(0, 60_000)).toHaveLength(1)
+    await Promise.all([c.close(), d.close(), close()])
+  })
+
+  test('a round of timer work goes to one instance, and again only when it is due', async () => {
+    const [a, b, close] = await twoStores()
+    const first = await Promise.all([a.claimRound('sweep', 60_000), b.claimRound('sweep', 60_000), a.claimRound('sweep', 60_000)])
+    expect(first.filter(Boolean)).toHaveLength(1)
+    expect(await b.claimRound('other', 60_000)).toBe(true) // rounds are named apart
+    expect(await a.claimRound('sweep', 60_000)).toBe(false)
+    expect(await a.claimRound('soon', 0)).toBe(true)
+    await tick()
+    expect(await b.claimRound('soon', 0)).toBe(true)
+    await close()
+  })
+
+  test('stalled jobs: two instances sweeping at once re-drive each job once, then fail it once', async () => {
+    const [a, b, close, database] = await twoStores()
+    const jobs = Array.from({ length: 12 }, () => newMedia())
+    for (const media of jobs) {
+      await a.createMedia(media)
+      await a.applyUpdate(update(media.jobId, 10))
+    }
+    await a.claimUnpublished(0, 60_000).then((sent) => Promise.all(sent.map((m) => a.markPublished(m.messageId))))
+    const silentMs = 60_000
+    expect(await a.countSilent(silentMs)).toBe(0)
+    /** Two minutes pass with no word from any processor. */
+    const silence = () => backend.exec(database, 'UPDATE jobs SET seen_at = seen_at - 120000')
+    await silence()
+    expect(await b.countSilent(silentMs)).toBe(jobs.length)
+
+    const sweep = async () => (await Promise.all([a.sweepStalled(silentMs, 1, ['images']), b.sweepStalled(silentMs, 1, ['images'])])).flat()
+    const first = await sweep()
+    expect(first.map((s) => s.jobId).sort()).toEqual(jobs.map((m) => m.jobId).sort())
+    expect(first.every((s) => s.action === 'redriven')).toBe(true)
+    // Each re-drive wrote one fresh copy of the request for the relay.
+    const copies = await a.claimUnpublished(0, 60_000)
+    expect(copies.map((m) => m.jobId).sort()).toEqual(jobs.map((m) => m.jobId).sort())
+
+    expect(await sweep()).toEqual([]) // re-driven just now: a full period before they count as silent again
+    await silence()
+    const second = await sweep()
+    expect(second.map((s) => s.jobId).sort()).toEqual(jobs.map((m) => m.jobId).sort())
+    expect(second.every((s) => s.action === 'failed')).toBe(true)
+    await silence()
+    expect(await sweep()).toEqual([])
+    for (const media of jobs) {
+      expect(await a.getMedia(media.id)).toMatchObject({ status: 'failed', error: { code: 'stalled', class: 'crash' } })
+      expect((await a.history(media.jobId)).map((h) => h.reason)).toEqual(['created', 'update', 'stall_redrive', 'stalled'])
+    }
+    // A type with no live processor and no job heard from lately is left alone: its jobs wait in their queue.
+    const waiting = newMedia({ type: 'videos', kind: 'video' })
+    await a.createMedia(waiting)
+    await a.applyUpdate(update(waiting.jobId, 5))
+    await silence()
+    expect(await a.sweepStalled(silentMs, 1, ['images'])).toEqual([])
+    expect(await a.sweepStalled(silentMs, 1, ['videos'])).toEqual([{ jobId: waiting.jobId, mediaId: waiting.id, action: 'redriven' }])
+    await close()
+  })
+
+  test('cancel: once, and never over a final state', async () => {
+    const [a, b, close] = await twoStores()
+    const media = newMedia()
+    await a.createMedia(media)
+    const outcomes = await Promise.all([a.cancel(media.id), b.cancel(media.id)])
+    expect(outcomes.filter((o) => o?.outcome === 'cancelled')).toHaveLength(1)
+    expect(outcomes.filter((o) => o?.outcome === 'final')).toEqual([{ outcome: 'final', status: 'cancelled' }])
+    expect((await a.applyResult(completed(media.jobId)))?.changed).toBe(false)
+    expect(await a.cancel(crypto.randomUUID())).toBeUndefined()
+    await close()
+  })
+
+  test('dead letters: kept once, with their tenant; a re-drive queues the job again', async () => {
+    const [store, , close] = await twoStores()
+    const media = newMedia()
+    await store.createMedia(media)
+    const letter = {
+      id: crypto.randomUUID(), type: 'images' as const, queue: queueNames(system, 'images').request, reason: 'delivery_limit', deliveries: 4,
+      jobId: media.jobId, problem: null, messageId: media.request.messageId, headers: { 'x-death': [{ count: 4 }] }, body: media.request.body,
+      deadAt: new Date().toISOString(),
+    }
+    const failure = { code: 'gave_up', class: 'crash' as const, message: 'the broker gave up' }
+    expect((await store.recordDeadLetter(letter, failure))?.status).toBe('failed')
+    expect(await store.recordDeadLetter({ ...letter, id: crypto.randomUUID() }, failure)).toMatchObject({ changed: false })
+    expect(await store.countDeadLetters()).toBe(1)
+    const [listed] = await store.listDeadLetters(10, 'acme')
+    expect(listed).toMatchObject({ id: letter.id, tenant: 'acme', jobId: media.jobId, deliveries: 4 })
+    expect(await store.listDeadLetters(10, 'someone-else')).toEqual([])
+    expect((await store.getDeadLetter(letter.id))?.headers).toEqual({ 'x-death': [{ count: 4 }] })
+
+    await store.claimUnpublished(0, 60_000).then((sent) => Promise.all(sent.map((m) => store.markPublished(m.messageId))))
+    const messageId = crypto.randomUUID()
+    expect(await store.redriveRequest(letter.id, messageId)).toEqual({ mediaId: media.id })
+    expect(await store.getMedia(media.id)).toMatchObject({ status: 'queued', error: null })
+    expect((await store.claimUnpublished(0, 60_000)).map((m) => m.messageId)).toEqual([messageId])
+    expect(await store.getDeadLetter(letter.id)).toBeUndefined()
+    expect(await store.deleteDeadLetter(letter.id)).toBe(false)
+    await close()
+  })
+
+  test('keys: stored by hash once, listed, revoked once', async () => {
+    const [a, b, close] = await twoStores()
+    const key = { id: crypto.randomUUID(), tenant: 'acme', name: 'ci', prefix: 'mk_abcde', createdAt: new Date().toISOString(), revokedAt: null }
+    expect(await a.createKey(key, 'hash-1')).toBe(true)
+    expect(await b.createKey({ ...key, id: crypto.randomUUID() }, 'hash-1')).toBe(false)
+    expect((await b.findKey('hash-1'))?.record).toEqual(key)
+    expect(await a.countActiveKeys()).toBe(1)
+    expect((await a.listKeys('acme')).map((k) => k.id)).toEqual([key.id])
+    expect(await a.listKeys('other')).toEqual([])
+    const revoked = (await a.revokeKey(key.id))!
+    expect(revoked.revokedAt).not.toBeNull()
+    expect((await b.revokeKey(key.id))?.revokedAt).toBe(revoked.revokedAt)
+    expect(await a.countActiveKeys()).toBe(0)
+    expect(await a.revokeKey(crypto.randomUUID())).toBeUndefined()
+    await close()
+  })
+})
+
+test('a PostgreSQL database newer than the API is refused, naming both versions', async () => {
+  const url = await newPostgresSchema()
+  const store = await openStore({ kind: 'postgres', url })
+  await store.close()
+  await withPostgres(url, (sql) => sql`UPDATE schema_version SET version = 99`)
+  expect(openStore({ kind: 'postgres', url })).rejects.toThrow(/schema 99, newer than this API \(4\)/)
+})
