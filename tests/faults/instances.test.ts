@@ -148,8 +148,10 @@ describe.each(backends)('2 APIs, 2 image and 2 video processors on PostgreSQL an
       problems.push(...appliedTwice.map((h) => `job ${h.job_id}: ${h.results} results applied`))
       problems.push(...notApplied.map((h) => `job ${h.job_id}: no result applied`))
 
-      // SSE on both instances saw each accepted job's final state, the same one GET answers.
+      // SSE on both instances saw each accepted job's final state, the same one GET answers, and never a change
+      // going backwards (across reconnections too: a stream resumes from the current state).
       const streams = await Promise.all(followers)
+      const rank = (m: MediaBody) => (m.status === 'queued' ? 0 : m.status === 'processing' ? 1 : 2)
       let sawFinal = 0
       for (const [onA, onB] of streams) {
         for (const states of [onA, onB]) {
@@ -157,6 +159,8 @@ describe.each(backends)('2 APIs, 2 image and 2 video processors on PostgreSQL an
           const media = last && (await sys.media(last.id))
           if (last && media && FINAL.includes(last.status) && last.status === media.status) sawFinal++
           else problems.push(`an SSE stream ended at ${last ? `${last.id} ${last.status}` : 'nothing'}`)
+          const back = states.findIndex((m, i) => i > 0 && (rank(m) < rank(states[i - 1]!) || m.progress < states[i - 1]!.progress))
+          if (back > 0) problems.push(`media ${last!.id}: an SSE stream went back from ${states[back - 1]!.status} ${states[back - 1]!.progress}% to ${states[back]!.status} ${states[back]!.progress}%`)
         }
       }
 
