@@ -94,7 +94,10 @@ ensure_cookie() {
   local cookie="$HOME/.erlang.cookie"
   [ -f "$cookie" ] && return
   say "creating $cookie (the Erlang cookie the nodes and rabbitmqctl share)"
-  (umask 077 && LC_ALL=C tr -dc 'A-Z' </dev/urandom | head -c 20 >"$cookie")
+  # No pipe into `head`: under pipefail, tr's SIGPIPE when head has its 20 letters would fail the script (exit 141).
+  local letters
+  letters="$(LC_ALL=C tr -dc 'A-Z' < <(head -c 4096 /dev/urandom))"
+  (umask 077 && printf '%s' "${letters:0:20}" >"$cookie")
   chmod 400 "$cookie"
 }
 
@@ -107,7 +110,7 @@ write_config() {
   # Read instead of /etc/rabbitmq/rabbitmq-env.conf, which belongs to the system node (its NODENAME, its flags).
   : >"$dir/rabbitmq-env.conf"
   cat >"$dir/rabbitmq.conf" <<EOF
-# Node $i of the local cluster (written by infra/rabbitmq-cluster.sh; see infra/rabbitmq.conf for why each setting).
+# Node $i of the local cluster (written by infra/rabbitmq-cluster.sh; see infra/rabbitmq/rabbitmq.conf for why each setting).
 listeners.tcp.1 = 127.0.0.1:$(amqp_port "$i")
 consumer_timeout = 1800000
 heartbeat = 60

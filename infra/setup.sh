@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares a Debian machine (run as root, or with sudo available) to run the system and its tests:
 # Bun and Deno from npm; ffmpeg, libheif-examples (and for the tests: procps, iproute2, and Python with pika,
-# jsonschema and boto3 for the other-language backend) from apt; RabbitMQ started if installed but stopped; then
+# jsonschema and boto3 for the other-language backend, and promtool) from apt; RabbitMQ started if installed but stopped; then
 # `bun install`.
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
@@ -38,6 +38,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]} with apt"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# The tests check the metrics, the alert rules and the Prometheus config with promtool, which Debian ships in the
+# prometheus package (the server itself is not started; without recommends it brings no exporters).
+if ! command -v promtool >/dev/null; then
+  echo "setup: installing prometheus (for promtool) with apt"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
 if command -v rabbitmqctl >/dev/null; then

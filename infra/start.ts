@@ -52,9 +52,14 @@ if (!env.S3_ENDPOINT) {
 
 await showDevKey()
 
+/** Each processor's `/metrics`, `/livez` and `/readyz` (the API serves its own on PORT). */
+const METRICS_PORTS: Partial<Record<(typeof SERVICES)[number], string>> = { images: '9101', videos: '9102' }
 const children = SERVICES.map((name) => ({
   name,
-  process: Bun.spawn(['bun', join(root, 'services', name, 'main.ts')], { env, stdio: ['ignore', 'inherit', 'inherit'] }),
+  process: Bun.spawn(['bun', join(root, 'services', name, 'main.ts')], {
+    env: METRICS_PORTS[name] ? { ...env, METRICS_PORT: METRICS_PORTS[name] } : env,
+    stdio: ['ignore', 'inherit', 'inherit'],
+  }),
 }))
 
 let stopping = false
@@ -101,7 +106,7 @@ async function showDevKey(): Promise<void> {
 
 /**
  * The video processor acks a delivery it still holds at its ack deadline; RabbitMQ must not close the channel
- * first. A local broker can be asked (rabbitmqctl); a remote one is the operator's (see infra/rabbitmq.conf).
+ * first. A local broker can be asked (rabbitmqctl); a remote one is the operator's (see infra/rabbitmq/rabbitmq.conf).
  */
 async function checkConsumerTimeout(ackDeadlineSeconds: number): Promise<void> {
   if (!Bun.which('rabbitmqctl')) return
@@ -112,7 +117,7 @@ async function checkConsumerTimeout(ackDeadlineSeconds: number): Promise<void> {
   if (timeout && Number(timeout[1]) / 1000 <= ackDeadlineSeconds) {
     console.warn(
       `start: RabbitMQ's consumer_timeout is ${Number(timeout[1]) / 1000} s, not above the video processor's ACK_DEADLINE_SECONDS ` +
-        `(${ackDeadlineSeconds} s): long transcodes would have their channel closed. Raise consumer_timeout (infra/rabbitmq.conf) ` +
+        `(${ackDeadlineSeconds} s): long transcodes would have their channel closed. Raise consumer_timeout (infra/rabbitmq/rabbitmq.conf) ` +
         'or lower ACK_DEADLINE_SECONDS.'
     )
   }

@@ -7,6 +7,8 @@ import * as v from 'valibot'
 /** The kinds of work a processor owns; each has its own queues. */
 export const MEDIA_TYPES = ['images', 'videos'] as const
 export type MediaType = (typeof MEDIA_TYPES)[number]
+/** The kind of media each type's processors handle: how uploads, job bodies and metric labels name it. */
+export const MEDIA_KINDS = { images: 'image', videos: 'video' } as const satisfies Record<MediaType, string>
 
 /** A namespace is one lowercase word (dots would blur the `<system>.media.<type>` structure). */
 export const SystemSchema = v.pipe(

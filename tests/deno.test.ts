@@ -113,6 +113,17 @@ for (const database of DATABASES) {
       expect(((await res.json()) as { error: { code: string } }).error.code).toBe('payload_too_large')
     })
 
+    test('serves /metrics (prom-client runs on Deno), /livez and /readyz', async () => {
+      const metrics = await fetch(`${url}/metrics`)
+      expect(metrics.status).toBe(200)
+      const text = await metrics.text()
+      expect(text).toContain('media_uploads_total{kind="image",outcome="accepted",service="api"} 1')
+      expect(text).toContain('media_jobs_finished_total{kind="image",status="completed",service="api"} 1')
+      expect(text).toMatch(/process_resident_memory_bytes\{service="api"\} \d+/)
+      expect((await fetch(`${url}/livez`)).status).toBe(200)
+      expect(await (await fetch(`${url}/readyz`)).json()).toMatchObject({ status: 'ready', down: [] })
+    })
+
     test('stops on SIGTERM with exit code 0, having never crashed', async () => {
       await images?.stop()
       images = undefined

@@ -4,6 +4,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import sharp from 'sharp'
+import { silentLogger } from '@app/shared/ops'
 import { connectBroker, type Broker, type Handlers } from '../services/api/broker.ts'
 import { createChanges } from '../services/api/changes.ts'
 import { readConfig as readImagesConfig, start as startImages } from '../services/images/main.ts'
@@ -105,7 +106,7 @@ describe('announcements', () => {
   })
   beforeAll(async () => {
     for (const name of ['a', 'b'] as const) {
-      const broker = await connectBroker({ url: RABBITMQ_URL, system: system!, publishTimeoutMs: 5_000, instanceId: `instance-${name}` })
+      const broker = await connectBroker({ url: RABBITMQ_URL, system: system!, publishTimeoutMs: 5_000, instanceId: `instance-${name}`, log: silentLogger() })
       brokers.push(broker)
       await broker.consume(recording(heard[name]))
     }

@@ -20,6 +20,7 @@ import {
   cancelMarkerKey,
   decodeMessage,
   encodeMessage,
+  parseTraceparent,
   readEnv,
   type ImageMetadata,
   type ImageRequest,
@@ -514,5 +515,46 @@ describe('work directories', () => {
     })
     expect(existsSync(join(stub.tmpDir, '999999999'))).toBe(false)
     expect(existsSync(join(stub.tmpDir, String(process.pid)))).toBe(true)
+  })
+})
+
+describe('operations', () => {
+  test("the request's traceparent is continued on the job's updates and result; a malformed one starts a new trace", async () => {
+    const stub = await startStub()
+    const backend = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'
+    const { jobId } = await stub.submit(undefined, { headers: { traceparent: backend } })
+    const result = await rabbit.nextMessage(stub.queues.results, 15_000)
+    const update = await rabbit.nextMessage(stub.queues.updates, 5_000)
+    for (const message of [result, update]) {
+      expect(message.properties.correlationId).toBe(jobId)
+      const sent = parseTraceparent(message.properties.headers?.traceparent)
+      // The same trace, in a span of the processor's own.
+      expect(sent?.traceId).toBe('4bf92f3577b34da6a3ce929d0e0e4736')
+      expect(sent?.spanId).not.toBe('00f067aa0ba902b7')
+    }
+
+    await stub.submit(undefined, { headers: { traceparent: 'not-a-trace' } })
+    const fresh = parseTraceparent((await rabbit.nextMessage(stub.queues.results, 15_000)).properties.headers?.traceparent)
+    expect(fresh?.traceId).toMatch(/^[0-9a-f]{32}$/)
+    expect(fresh?.traceId).not.toBe('4bf92f3577b34da6a3ce929d0e0e4736')
+  })
+
+  test('readiness: ready with a slot free; not ready, naming the slots, while every slot is busy', async () => {
+    const stub = await startStub({ CONCURRENCY: '1' })
+    expect(await stub.processor.readiness()).toMatchObject({ ready: true, down: [] })
+    const held = holdable()
+    const { jobId } = await stub.submit(held.script)
+    await waitFor('the job to start', () => held.seen.started)
+    const busy = await stub.processor.readiness()
+    expect(busy).toMatchObject({ ready: false, down: ['slots'] })
+    expect(busy.checks.slots).toEqual({ ok: false, error: 'all 1 busy' })
+    const completed = stub.events.next('completed', (d) => d.jobId === jobId)
+    held.release()
+    await completed
+    await waitFor('a free slot to make it ready', async () => (await stub.processor.readiness()).ready)
+    // Its metrics counted the job (the registry is served on METRICS_PORT when set).
+    expect(await stub.processor.registry.getSingleMetricAsString('media_processor_jobs_total')).toContain(
+      'media_processor_jobs_total{kind="image",outcome="completed",service="images"} 1'
+    )
   })
 })

@@ -11,6 +11,7 @@ import { join } from 'node:path'
 import { DatabaseSync } from 'node:sqlite'
 import { queueNames, type ImageResult, type JobUpdate } from '@app/shared'
 import { openStore, type Database } from '../services/api/open-store.ts'
+import { POSTGRES_SCHEMA_VERSION } from '../services/api/postgres-db.ts'
 import type { NewMedia, Store } from '../services/api/store.ts'
 import { newPostgresSchema, withPostgres } from './helpers/postgres.ts'
 
@@ -300,5 +301,5 @@ test('a PostgreSQL database newer than the API is refused, naming both versions'
   const store = await openStore({ kind: 'postgres', url })
   await store.close()
   await withPostgres(url, (sql) => sql`UPDATE schema_version SET version = 99`)
-  expect(openStore({ kind: 'postgres', url })).rejects.toThrow(/schema 99, newer than this API \(4\)/)
+  await expect(openStore({ kind: 'postgres', url })).rejects.toThrow(new RegExp(`schema 99, newer than this API \\(${POSTGRES_SCHEMA_VERSION}\\)`))
 })

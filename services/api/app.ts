@@ -5,6 +5,7 @@
  */
 import { Hono } from 'hono'
 import type { ApplyGlobalResponse } from 'hono/client'
+import type { Logger, Registry } from '@app/shared/ops'
 import { cors } from 'hono/cors'
 import { HTTPException } from 'hono/http-exception'
 import { secureHeaders } from 'hono/secure-headers'
@@ -12,6 +13,8 @@ import type { AuthMode } from './auth.ts'
 import type { Broker } from './broker.ts'
 import type { Changes } from './changes.ts'
 import { ApiError, codeOfStatus } from './errors.ts'
+import type { ApiMetrics } from './metrics.ts'
+import { observe, type Observed } from './observe.ts'
 import { OPEN, documenter, openApiRoute, type ErrorAnswers } from './openapi.ts'
 import type { Outbox } from './outbox.ts'
 import type { PaceRule } from './pace.ts'
@@ -43,14 +46,20 @@ export interface AppDeps {
   limits: { requestsPerMinute: number; concurrentUploads: number; pace: PaceRule }
   /** Origins a browser may call from; empty: CORS closed. */
   corsOrigins: readonly string[]
+  log: Logger
+  metrics: ApiMetrics
+  /** What `/metrics` serves. */
+  registry: Registry
 }
 
 /** Headers a browser may send and read across origins. */
-const CORS_REQUEST_HEADERS = ['Authorization', 'Content-Type', 'Content-Disposition', 'X-Filename', 'Idempotency-Key', 'Last-Event-ID']
-const CORS_RESPONSE_HEADERS = ['Location', 'Retry-After', 'RateLimit-Limit', 'RateLimit-Remaining', 'RateLimit-Reset', 'RateLimit-Policy']
+const CORS_REQUEST_HEADERS = ['Authorization', 'Content-Type', 'Content-Disposition', 'X-Filename', 'Idempotency-Key', 'Last-Event-ID', 'traceparent']
+const CORS_RESPONSE_HEADERS = ['Location', 'Retry-After', 'RateLimit-Limit', 'RateLimit-Remaining', 'RateLimit-Reset', 'RateLimit-Policy', 'traceparent']
 
 export function createApp(deps: AppDeps) {
-  const app = new Hono()
+  const app = new Hono<Observed>()
+  // First: every request gets its trace and its logger, and is counted and logged once answered (errors included).
+  app.use('*', observe(deps))
   // The API answers JSON and media bytes, never pages: nothing it serves may run scripts or be framed.
   app.use(
     '*',
@@ -87,7 +96,7 @@ export function createApp(deps: AppDeps) {
       if (error.res) return error.getResponse()
       return c.json(new ApiError(error.status, codeOfStatus(error.status), error.message).toJSON(), error.status)
     }
-    console.error(`api: ${c.req.method} ${new URL(c.req.url).pathname} failed`, error)
+    c.get('log').error({ err: error }, `${c.req.method} ${new URL(c.req.url).pathname} failed: ${error.message}`)
     return c.json(new ApiError(500, 'internal', 'an internal error occurred; it has been logged').toJSON(), 500)
   })
   return routes

@@ -7,6 +7,7 @@
 import { createMiddleware } from 'hono/factory'
 import { ApiError } from './errors.ts'
 import { authenticate } from './keys.ts'
+import type { Observed } from './observe.ts'
 import type { Store } from './store.ts'
 
 export type AuthMode = 'keys' | 'none'
@@ -14,9 +15,9 @@ export type AuthMode = 'keys' | 'none'
 export const OPEN_TENANT = 'default'
 const REALM = 'media'
 
-/** What a request's handlers may read: `c.get('tenant')`, and the key (for per-key limits). */
+/** What a request's handlers may read: `c.get('tenant')`, the key (for per-key limits), the trace and the logger. */
 export interface Caller {
-  Variables: { tenant: string; keyId: string }
+  Variables: Observed['Variables'] & { tenant: string; keyId: string }
 }
 
 export function requireKey(deps: { store: Store; auth: AuthMode }) {

@@ -40,6 +40,10 @@ export const MediaSchema = v.pipe(
       v.description('What processing learned of the original (image or video); null until it completes.')
     ),
     outputs: v.pipe(v.array(MediaOutputSchema), v.description('What was made, once the job completed: for an image `thumb` and `preview`, for a video `poster` and its renditions.')),
+    traceId: v.pipe(
+      v.nullable(v.pipe(v.string(), v.regex(/^[0-9a-f]{32}$/))),
+      v.description('The W3C trace id of the upload (from its `traceparent`, or made by the API): every log line of the job, in the API and the processors, carries it.')
+    ),
     createdAt: Timestamp,
     updatedAt: Timestamp,
   }),
@@ -72,6 +76,16 @@ export const HealthSchema = v.pipe(
   v.metadata({ ref: 'Health' })
 )
 export type Health = v.InferOutput<typeof HealthSchema>
+
+export const LiveSchema = v.pipe(v.object({ status: v.literal('alive') }), v.metadata({ ref: 'Live' }))
+export const ReadySchema = v.pipe(
+  v.object({
+    status: v.picklist(['ready', 'unavailable']),
+    down: v.pipe(v.array(v.string()), v.description('The checks that failed: database, rabbitmq, s3.')),
+    checks: v.object({ database: CheckSchema, rabbitmq: CheckSchema, s3: CheckSchema }),
+  }),
+  v.metadata({ ref: 'Ready' })
+)
 
 // ── Admin ────────────────────────────────────────────────────────────────────────────────────────────────────
 

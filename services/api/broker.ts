@@ -19,15 +19,19 @@ import {
   createPublisher,
   decodeMessage,
   declareTopology,
+  parseTraceparent,
   queueNames,
   topology,
+  TRACEPARENT,
   type BrokerAddress,
   type ImageResult,
   type JobUpdate,
   type MediaType,
   type Publisher,
+  type TraceContext,
   type VideoResult,
 } from '@app/shared'
+import type { Logger } from '@app/shared/ops'
 
 /** A message as it arrived on a `.dead` queue, still undecoded: it may be anything. */
 export interface RawDeadLetter {
@@ -38,17 +42,26 @@ export interface RawDeadLetter {
 }
 
 export interface Handlers {
-  onUpdate(type: MediaType, update: JobUpdate): Promise<void>
-  onResult(type: MediaType, result: ImageResult | VideoResult): Promise<void>
+  /** `trace`: the processor's span, from the message's `traceparent` header (null when it sent none). */
+  onUpdate(type: MediaType, update: JobUpdate, trace: TraceContext | null): Promise<void>
+  onResult(type: MediaType, result: ImageResult | VideoResult, trace: TraceContext | null): Promise<void>
   /** A message the broker dead-lettered (a request it gave up on, or anything malformed). */
   onDeadLetter(type: MediaType, letter: RawDeadLetter): Promise<void>
   /** A media changed on another API instance (this instance's own announcements are not heard back). */
   onMediaChanged(mediaId: string): void
 }
 
+/** One queue as the broker counts it: messages ready (not those delivered and unacked), and consumers. */
+export interface QueueStats {
+  type: MediaType
+  queue: 'request' | 'updates' | 'results' | 'dead'
+  messages: number
+  consumers: number
+}
+
 export interface Broker {
   /** Resolves when the broker confirmed the message; rejects when it refuses, or stays disconnected for 2 s. */
-  publish(queue: string, body: Uint8Array, ids: { correlationId: string; type: string; messageId: string }): Promise<void>
+  publish(queue: string, body: Uint8Array, ids: { correlationId: string; type: string; messageId: string; headers?: Record<string, string> }): Promise<void>
   /** Tells every processor to stop the job (processors that miss it find the job's cancel marker). */
   broadcastCancel(jobId: string): Promise<void>
   /** Tells the other API instances that a media changed. Best effort: SSE clients also re-read on a heartbeat. */
@@ -63,6 +76,8 @@ export interface Broker {
   blocked(): string | null
   /** How many processors consume the type's request queue (0 while none runs, or when disconnected). */
   consumers(type: MediaType): Promise<number>
+  /** Every queue of every type, as the broker counts it now; rejects when disconnected. */
+  queueStats(): Promise<QueueStats[]>
   close(): Promise<void>
 }
 
@@ -73,6 +88,9 @@ export interface BrokerOptions {
   publishTimeoutMs: number
   /** This API instance, named in its announcements so that it can ignore them when the fanout brings them back. */
   instanceId: string
+  log: Logger
+  /** Told of each failure, by operation (publish, connection, channel, consume, settle): the error metrics. */
+  onError?: (operation: string) => void
 }
 
 /** How long a publish waits for a lost connection to come back before it fails (then the upload gets 503). */
@@ -83,6 +101,8 @@ const toBuffer = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffs
 
 /** Connects (retrying twice), declares the topology and opens the publishing channel; consuming waits for `consume`. */
 export async function connectBroker(options: BrokerOptions): Promise<Broker> {
+  const { log } = options
+  const failed = options.onError ?? (() => {})
   let publisher: Publisher | undefined
   let inspector: amqp.Channel | undefined
   let connected = false
@@ -107,7 +127,10 @@ export async function connectBroker(options: BrokerOptions): Promise<Broker> {
 
   /** A channel closed under a live connection is not recovered by amqplib: reconnect to rebuild them all. */
   const watch = <C extends amqp.Channel>(model: ChannelModel, channel: C, name: string): C => {
-    channel.on('error', (error) => console.error(`api: ${name} channel error: ${error.message}`))
+    channel.on('error', (error) => {
+      failed('channel')
+      log.error({ err: error }, `${name} channel error: ${error.message}`)
+    })
     channel.on('close', () => {
       if (!closing) model.close().catch(() => {})
     })
@@ -140,10 +163,11 @@ export async function connectBroker(options: BrokerOptions): Promise<Broker> {
     const consume = async <T>(queue: string, decode: Decode<T>, apply: (value: T, message: ConsumeMessage) => Promise<void>) => {
       const { consumerTag } = await consuming.consume(queue, (message) => {
         if (message === null) {
-          console.error(`api: the broker cancelled the consumer of ${queue}; reconnecting to consume it again`)
+          failed('consume')
+          log.error({ queue }, `the broker cancelled the consumer of ${queue}; reconnecting to consume it again`)
           return void (closing || model.close().catch(() => {}))
         }
-        const applying = handle(consuming, message, queue, decode, (value) => apply(value, message))
+        const applying = handle(consuming, message, queue, decode, (value) => apply(value, message), { log, failed })
         inFlight.add(applying)
         void applying.finally(() => inFlight.delete(applying))
       })
@@ -152,8 +176,8 @@ export async function connectBroker(options: BrokerOptions): Promise<Broker> {
     for (const type of MEDIA_TYPES) {
       const names = queueNames(options.system, type)
       const resultSchema = type === 'images' ? ImageResultSchema : VideoResultSchema
-      await consume(names.updates, (bytes) => decodeMessage(JobUpdateSchema, bytes), (u) => handlers.onUpdate(type, u))
-      await consume(names.results, (bytes) => decodeMessage(resultSchema, bytes), (r) => handlers.onResult(type, r))
+      await consume(names.updates, (bytes) => decodeMessage(JobUpdateSchema, bytes), (u, m) => handlers.onUpdate(type, u, traceOf(m)))
+      await consume(names.results, (bytes) => decodeMessage(resultSchema, bytes), (r, m) => handlers.onResult(type, r, traceOf(m)))
       // Dead letters are taken off the broker into the store, where operators list, inspect and re-drive them.
       await consume(
         names.dead,
@@ -198,17 +222,18 @@ export async function connectBroker(options: BrokerOptions): Promise<Broker> {
   connection.on('disconnect', (error) => {
     connected = false
     current = undefined
-    console.warn(`api: lost the broker (${error.message}); reconnecting`)
+    failed('connection')
+    log.warn({ err: error }, `lost the broker (${error.message}); reconnecting`)
   })
-  connection.on('reconnect-failed', (error) => console.error(`api: gave up reconnecting to the broker: ${error.message}`))
-  connection.on('error', (error) => console.error(`api: broker error: ${error.message}`))
+  connection.on('reconnect-failed', (error) => log.error({ err: error }, `gave up reconnecting to the broker: ${error.message}`))
+  connection.on('error', (error) => log.error({ err: error }, `broker error: ${error.message}`))
   connection.on('blocked', (reason) => {
     blockedBy = String(reason)
-    console.warn(`api: the broker refuses new messages (${blockedBy}); uploads get 503 until it recovers`)
+    log.warn({ reason: blockedBy }, `the broker refuses new messages (${blockedBy}); uploads get 503 until it recovers`)
   })
   connection.on('unblocked', () => {
     blockedBy = null
-    console.log('api: the broker accepts messages again')
+    log.info('the broker accepts messages again')
   })
 
   return {
@@ -220,7 +245,10 @@ export async function connectBroker(options: BrokerOptions): Promise<Broker> {
       if (!publisher || closing) throw new Error('not connected to RabbitMQ')
       // A blocked connection holds publishes without error until the alarm clears: refuse at once instead.
       if (blockedBy) throw new Error(`RabbitMQ refuses new messages (${blockedBy})`)
-      return publisher.publish(queue, body, ids)
+      return publisher.publish(queue, body, ids).catch((error) => {
+        failed('publish')
+        throw error
+      })
     },
     broadcastCancel(jobId) {
       if (!connected || !publisher) return Promise.reject(new Error('not connected to RabbitMQ'))
@@ -253,6 +281,18 @@ export async function connectBroker(options: BrokerOptions): Promise<Broker> {
       if (!connected || !inspector) return 0
       return (await inspector.checkQueue(queueNames(options.system, type).request)).consumerCount
     },
+    async queueStats() {
+      if (!connected || !inspector) throw new Error('not connected to RabbitMQ')
+      const stats: QueueStats[] = []
+      for (const type of MEDIA_TYPES) {
+        const names = queueNames(options.system, type)
+        for (const queue of ['request', 'updates', 'results', 'dead'] as const) {
+          const { messageCount, consumerCount } = await inspector.checkQueue(names[queue])
+          stats.push({ type, queue, messages: messageCount, consumers: consumerCount })
+        }
+      }
+      return stats
+    },
     /** Stops consuming, lets the messages being applied finish (5 s at most), and disconnects. */
     async close() {
       closing = true
@@ -267,28 +307,41 @@ export async function connectBroker(options: BrokerOptions): Promise<Broker> {
 
 type Decode<T> = (bytes: Uint8Array) => { ok: true; value: T } | { ok: false; reason: string }
 
+/** The sender's trace, from a message's `traceparent` header. */
+const traceOf = (message: ConsumeMessage): TraceContext | null => parseTraceparent(message.properties.headers?.[TRACEPARENT])
+
 /**
  * Applies one message and acks it once applied. A malformed message is dead-lettered at once (requeueing it would
  * loop); a failure to apply (the database) requeues it, and the queue's delivery limit bounds the retries.
  */
-async function handle<T>(channel: amqp.Channel, message: ConsumeMessage, queue: string, decode: Decode<T>, apply: (value: T) => Promise<void>): Promise<void> {
+async function handle<T>(
+  channel: amqp.Channel,
+  message: ConsumeMessage,
+  queue: string,
+  decode: Decode<T>,
+  apply: (value: T) => Promise<void>,
+  context: { log: Logger; failed: (operation: string) => void }
+): Promise<void> {
+  const { log } = context
+  const about = { queue, messageId: message.properties.messageId, jobId: message.properties.correlationId }
   const settle = (action: () => void) => {
     try {
       action()
     } catch (error) {
-      console.warn(`api: could not settle a delivery from ${queue} (channel closed; it will be redelivered)`)
+      context.failed('settle')
+      log.warn(about, `could not settle a delivery from ${queue} (channel closed; it will be redelivered)`)
     }
   }
   const decoded = decode(message.content)
   if (!decoded.ok) {
-    console.error(`api: dead-lettering a malformed message from ${queue} (${message.properties.messageId ?? 'no id'}): ${decoded.reason}`)
+    log.error({ ...about, reason: decoded.reason }, `dead-lettering a malformed message from ${queue}: ${decoded.reason}`)
     return settle(() => channel.nack(message, false, false))
   }
   try {
     await apply(decoded.value)
     settle(() => channel.ack(message))
   } catch (error) {
-    console.error(`api: could not apply a message from ${queue}, requeueing: ${(error as Error).message}`)
+    log.error({ ...about, err: error }, `could not apply a message from ${queue}, requeueing: ${(error as Error).message}`)
     // A second's pause: `.dead` queues have no delivery limit, and the store may need a moment to come back.
     setTimeout(() => settle(() => channel.nack(message, false, true)), 1_000)
   }

@@ -2,6 +2,7 @@
 import { join, resolve } from 'node:path'
 import * as v from 'valibot'
 import { BrokerEnv, S3BucketEnv, S3Env, bytesVar, countVar, readEnv } from '@app/shared'
+import { LogEnv, logSettings } from '@app/shared/ops'
 import { KeySchema, TenantSchema } from './keys.ts'
 import type { Database } from './open-store.ts'
 
@@ -72,6 +73,7 @@ const ConfigSchema = v.pipe(
     UPLOAD_STALL_SECONDS: countVar(30, 3600),
     UPLOAD_MIN_RATE: bytesVar('1k'),
     CORS_ORIGINS: CorsOrigins,
+    ...LogEnv,
   }),
   v.transform((env) => ({
     system: env.SYSTEM,
@@ -100,6 +102,7 @@ const ConfigSchema = v.pipe(
       pace: { windowMs: env.UPLOAD_STALL_SECONDS * 1000, minBytesPerSecond: env.UPLOAD_MIN_RATE },
     },
     corsOrigins: env.CORS_ORIGINS,
+    log: logSettings(env),
   }))
 )
 export type Config = v.InferOutput<typeof ConfigSchema>

@@ -1,25 +1,43 @@
 /**
  * What the API does with what the broker brings: processors' updates and results applied to the store, dead letters
  * kept for operators, and other instances' changes passed to this one's watchers. Every change applied here is
- * announced, so SSE clients of every instance see it.
+ * announced, so SSE clients of every instance see it, counted in the metrics, and logged on the job's trace.
  */
+import { traceFields, type Logger } from '@app/shared/ops'
+import { parseTraceparent, type TraceContext } from '@app/shared'
 import type { Handlers } from './broker.ts'
 import type { Changes } from './changes.ts'
 import { readDeadLetter } from './dead-letters.ts'
+import type { ApiMetrics } from './metrics.ts'
 import { outputPrefix } from './recipes.ts'
 import type { Storage } from './storage.ts'
-import type { Store } from './store.ts'
+import type { Applied, Store } from './store.ts'
 
-export function createHandlers(deps: { system: string; store: Store; storage: Storage; changes: Changes }): Handlers {
-  const { system, store, storage, changes } = deps
+export function createHandlers(deps: { system: string; store: Store; storage: Storage; changes: Changes; log: Logger; metrics: ApiMetrics }): Handlers {
+  const { system, store, storage, changes, log, metrics } = deps
+  /**
+   * The lines of a job applied here carry its ids and the upload's trace (the job's own traceparent; the message's
+   * when the job has none, as for jobs made before traces were kept).
+   */
+  const jobLog = (jobId: string, applied: Applied, sender: TraceContext | null) =>
+    log.child({ jobId, mediaId: applied.mediaId, tenant: applied.tenant, ...traceFields(parseTraceparent(applied.traceparent) ?? sender) })
   return {
-    async onUpdate(_type, update) {
+    async onUpdate(_type, update, trace) {
       const applied = await store.applyUpdate(update)
-      if (applied?.changed) changes.announce(applied.mediaId)
+      if (!applied?.changed) return
+      changes.announce(applied.mediaId)
+      metrics.applied(applied)
+      if (applied.previous === 'queued') jobLog(update.jobId, applied, trace).info({ stage: update.stage }, 'job processing')
     },
-    async onResult(_type, result) {
+    async onResult(_type, result, trace) {
       const applied = await store.applyResult(result)
-      if (applied?.changed) changes.announce(applied.mediaId)
+      if (applied?.changed) {
+        changes.announce(applied.mediaId)
+        metrics.applied(applied)
+        const line = jobLog(result.jobId, applied, trace)
+        if (result.status === 'failed') line.warn({ status: result.status, code: result.error.code }, `job failed: ${result.error.code}: ${result.error.message}`)
+        else line.info({ status: result.status, outputs: result.status === 'completed' ? result.outputs.length : undefined }, `job ${result.status}`)
+      }
       // Outputs of a job that was cancelled (or whose media was deleted) before its result came: remove them,
       // so nothing of a cancelled job remains whichever way the race went. Only keys under the job's own prefix:
       // a message never gets to name what else is deleted.
@@ -30,12 +48,15 @@ export function createHandlers(deps: { system: string; store: Store; storage: St
     },
     async onDeadLetter(type, raw) {
       const { letter, failure } = readDeadLetter(type, raw)
-      console.error(
-        `api: dead letter from ${letter.queue} (${letter.reason}${letter.jobId ? `, job ${letter.jobId}` : ''})` +
-          (letter.problem ? `: ${letter.problem}` : '')
+      log.error(
+        { jobId: letter.jobId ?? undefined, queue: letter.queue, reason: letter.reason, problem: letter.problem ?? undefined },
+        `dead letter from ${letter.queue} (${letter.reason})` + (letter.problem ? `: ${letter.problem}` : '')
       )
       const applied = await store.recordDeadLetter(letter, failure)
-      if (applied?.changed) changes.announce(applied.mediaId)
+      if (applied?.changed) {
+        changes.announce(applied.mediaId)
+        metrics.applied(applied)
+      }
     },
     onMediaChanged: (mediaId) => changes.heard(mediaId),
   }

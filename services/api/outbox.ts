@@ -4,6 +4,8 @@
  * unconfirmed (the API died in between, or the broker was away) is sent again by `relay`. Processors and the store
  * are idempotent, so a request sent twice is harmless; one never sent would leave its job queued forever.
  */
+import { TRACEPARENT } from '@app/shared'
+import type { Logger } from '@app/shared/ops'
 import type { Broker } from './broker.ts'
 import type { OutboxMessage, Store } from './store.ts'
 
@@ -20,15 +22,17 @@ export interface Outbox {
 /** How long a relay round holds the rows it claimed: other instances send them if it has not after this long. */
 const CLAIM_MS = 60_000
 
-export function createOutbox(deps: { store: Store; broker: Broker; graceMs: number }): Outbox {
-  const { store, broker, graceMs } = deps
+export function createOutbox(deps: { store: Store; broker: Broker; graceMs: number; log: Logger }): Outbox {
+  const { store, broker, graceMs, log } = deps
 
   async function send(message: OutboxMessage): Promise<void> {
-    await broker.publish(message.queue, message.body, { correlationId: message.jobId, type: message.type, messageId: message.messageId })
+    // The upload's trace goes with the request, so the processor's log lines carry it too.
+    const headers = message.traceparent ? { [TRACEPARENT]: message.traceparent } : undefined
+    await broker.publish(message.queue, message.body, { correlationId: message.jobId, type: message.type, messageId: message.messageId, headers })
     // The broker has the request, so the job is queued whatever happens next: a confirm that is not recorded only
     // means the relay sends it once more (harmless), whereas failing here would make an upload undo a queued job.
     await store.markPublished(message.messageId).catch((error: Error) => {
-      console.warn(`api: outbox: request ${message.messageId} was sent but not marked sent (${error.message}); the relay will send it again`)
+      log.warn({ jobId: message.jobId, messageId: message.messageId, err: error }, `outbox: request sent but not marked sent (${error.message}); the relay will send it again`)
     })
   }
 
@@ -42,7 +46,7 @@ export function createOutbox(deps: { store: Store; broker: Broker; graceMs: numb
         claimed.shift()
       }
     } catch (error) {
-      console.warn(`api: outbox relay: ${(error as Error).message}; will retry`)
+      log.warn({ err: error }, `outbox relay: ${(error as Error).message}; will retry`)
       // What this round could not send is free for the next round of any instance, not held for the whole claim.
       await store.unclaim(claimed.map((m) => m.messageId)).catch(() => {})
     }

@@ -96,7 +96,13 @@ CREATE TABLE job_history (
 );
 CREATE INDEX job_history_job ON job_history (job_id, id);
 `
-const MIGRATIONS: readonly [version: number, sql: string][] = [[4, SCHEMA_4]]
+/** Version 5: each job keeps its upload's W3C traceparent, sent with every copy of its request. */
+const MIGRATION_5 = `ALTER TABLE jobs ADD COLUMN traceparent TEXT;`
+
+const MIGRATIONS: readonly [version: number, sql: string][] = [
+  [4, SCHEMA_4],
+  [5, MIGRATION_5],
+]
 export const POSTGRES_SCHEMA_VERSION = MIGRATIONS.at(-1)![0]
 /** The advisory lock migrations hold (any constant; the same in every instance). */
 const MIGRATION_LOCK = 0x6d656469 // "medi"

@@ -1,11 +1,13 @@
 /** Wires the API's parts together: store, storage, broker, outbox, the consumers' handlers and the HTTP app. */
 import { MEDIA_TYPES, describeBrokerUrls, type MediaType } from '@app/shared'
+import { createLogger, createRegistry, type Logger } from '@app/shared/ops'
 import { createApp } from './app.ts'
 import { connectBroker } from './broker.ts'
 import { createChanges } from './changes.ts'
 import type { Config } from './config.ts'
 import { createHandlers } from './handlers.ts'
 import { seedKeys } from './keys.ts'
+import { apiMetrics } from './metrics.ts'
 import { createOutbox } from './outbox.ts'
 import { describeDatabase, openStore } from './open-store.ts'
 import { createStorage } from './storage.ts'
@@ -20,7 +22,9 @@ const UPLOAD_SWEEP_EVERY_MS = 3_600_000
 /** How often each instance asks whether a sweep is due (the sweep itself runs at its own pace, once across instances). */
 const UPLOAD_SWEEP_CHECK_MS = 300_000
 
-export async function startApi(config: Config) {
+/** `log`: where the API logs; by default JSON lines on stdout at LOG_LEVEL (readable on a terminal). */
+export async function startApi(config: Config, options: { log?: Logger } = {}) {
+  const log = options.log ?? createLogger('api', config.log)
   // Names this instance: in its broker announcements (so it can tell its own apart when the fanout brings them
   // back) and in the job history (which instance applied what).
   const instanceId = crypto.randomUUID()
@@ -28,6 +32,17 @@ export async function startApi(config: Config) {
     throw new Error(`cannot open the database ${describeDatabase(config.database)}: ${error.message}`, { cause: error })
   })
   const storage = createStorage(config.s3)
+  const registry = createRegistry('api')
+  const metrics = apiMetrics(
+    registry,
+    {
+      jobsByType: () => store.countJobsByType(),
+      stalled: () => store.countSilent(config.stallMs),
+      outbox: () => store.outboxBacklog(),
+      queues: () => broker.queueStats(),
+    },
+    (error) => log.warn({ err: error }, `metrics: could not read the shared gauges: ${error.message}`)
+  )
   const release = async () => {
     await store.close()
     storage.close()
@@ -36,16 +51,18 @@ export async function startApi(config: Config) {
     await release()
     throw error
   })
-  if (seeded) console.log(`api: stored ${seeded} API key(s) from API_KEYS`)
-  if (config.auth === 'none') console.warn('api: AUTH=none: the API is open to anyone who can reach it, as the tenant "default"')
+  if (seeded) log.info(`stored ${seeded} API key(s) from API_KEYS`)
+  if (config.auth === 'none') log.warn('AUTH=none: the API is open to anyone who can reach it, as the tenant "default"')
   else if ((await store.countActiveKeys()) === 0) {
-    console.warn('api: no API keys exist yet: every media request gets 401. Create one with `bun run keys create <tenant>`, POST /v1/admin/keys or API_KEYS')
+    log.warn('no API keys exist yet: every media request gets 401. Create one with `bun run keys create <tenant>`, POST /v1/admin/keys or API_KEYS')
   }
   const broker = await connectBroker({
     url: config.rabbitmqUrl,
     system: config.system,
     publishTimeoutMs: PUBLISH_TIMEOUT_MS,
     instanceId,
+    log,
+    onError: (operation) => metrics.brokerErrors.inc({ operation }),
   }).catch(async (error: Error) => {
     await release()
     throw new Error(
@@ -55,8 +72,8 @@ export async function startApi(config: Config) {
     )
   })
   const changes = createChanges(broker)
-  const outbox = createOutbox({ store, broker, graceMs: OUTBOX_GRACE_MS })
-  await broker.consume(createHandlers({ system: config.system, store, storage, changes })).catch(async (error) => {
+  const outbox = createOutbox({ store, broker, graceMs: OUTBOX_GRACE_MS, log })
+  await broker.consume(createHandlers({ system: config.system, store, storage, changes, log, metrics })).catch(async (error) => {
     await broker.close()
     await release()
     throw error
@@ -79,12 +96,13 @@ export async function startApi(config: Config) {
       const live: MediaType[] = []
       for (const type of MEDIA_TYPES) if ((await broker.consumers(type)) > 0) live.push(type)
       for (const action of await store.sweepStalled(config.stallMs, config.maxRedrives, live)) {
-        console.warn(`api: job ${action.jobId} stalled (silent for ${config.stallMs / 1000} s): ${action.action}`)
+        metrics.stallAction(action.action)
+        log.warn({ jobId: action.jobId, mediaId: action.mediaId, action: action.action }, `job stalled (silent for ${config.stallMs / 1000} s): ${action.action}`)
         changes.announce(action.mediaId)
       }
       void outbox.relay()
     } catch (error) {
-      console.warn(`api: stall sweep: ${(error as Error).message}; will retry`)
+      log.warn({ err: error }, `stall sweep: ${(error as Error).message}; will retry`)
     } finally {
       sweeping = false
     }
@@ -95,14 +113,14 @@ export async function startApi(config: Config) {
   // ListMultipartUploads (some S3 clones) need a lifecycle rule (AbortIncompleteMultipartUpload) instead.
   const sweepUploads = async (olderThanMs: number) => {
     const aborted = await storage.abortStaleUploads(`${config.system}/`, olderThanMs)
-    if (aborted.length) console.warn(`api: aborted ${aborted.length} abandoned multipart upload(s): ${aborted.join(', ')}`)
+    if (aborted.length) log.warn({ keys: aborted }, `aborted ${aborted.length} abandoned multipart upload(s)`)
     return aborted
   }
   const uploadsTimer = setInterval(async () => {
     try {
       if (await store.claimRound('multipart-sweep', UPLOAD_SWEEP_EVERY_MS)) await sweepUploads(config.multipartMaxAgeMs)
     } catch (error) {
-      console.warn(`api: multipart sweep: ${(error as Error).message}; an S3 lifecycle rule (AbortIncompleteMultipartUpload) does the same`)
+      log.warn({ err: error }, `multipart sweep: ${(error as Error).message}; an S3 lifecycle rule (AbortIncompleteMultipartUpload) does the same`)
     }
   }, UPLOAD_SWEEP_CHECK_MS)
 
@@ -120,10 +138,14 @@ export async function startApi(config: Config) {
     auth: config.auth,
     limits: config.limits,
     corsOrigins: config.corsOrigins,
+    log,
+    metrics,
+    registry,
   })
   return {
     app,
     store,
+    log,
     async stop() {
       clearInterval(relayTimer)
       clearInterval(sweepTimer)

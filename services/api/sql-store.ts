@@ -50,6 +50,7 @@ export function createSqlStore(db: Db, options: SqlStoreOptions = {}): Store {
     queue: String(r.queue),
     type: String(r.type),
     body: r.body as Uint8Array,
+    traceparent: text(r.traceparent),
   })
   const toDeadLetter = (r: Row): DeadLetter => ({
     id: String(r.id),
@@ -74,7 +75,9 @@ export function createSqlStore(db: Db, options: SqlStoreOptions = {}): Store {
     revokedAt: text(r.revoked_at),
   })
 
-  const JOB_COLUMNS = 'id, media_id, type, status, stage, progress, eta_seconds, error, outputs, redrives'
+  const JOB_COLUMNS =
+    'id, media_id, type, status, stage, progress, eta_seconds, error, outputs, redrives, created_at, traceparent, ' +
+    '(SELECT tenant FROM media WHERE media.id = jobs.media_id) AS tenant'
   const selectJob = (tx: Queryable, jobId: string) => tx.get(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ?${db.lockRows}`, [jobId])
   const writeJob = (tx: Queryable, jobId: string, next: JobState) =>
     tx.run('UPDATE jobs SET status = ?, stage = ?, progress = ?, eta_seconds = ?, error = ?, outputs = ?, updated_at = ? WHERE id = ?', [
@@ -82,7 +85,7 @@ export function createSqlStore(db: Db, options: SqlStoreOptions = {}): Store {
     ])
   const record = (tx: Queryable, jobId: string, status: JobStatus, reason: Reason) =>
     tx.run('INSERT INTO job_history (job_id, status, reason, origin, at) VALUES (?, ?, ?, ?, ?)', [jobId, status, reason, origin, Date.now()])
-  const insertOutbox = (tx: Queryable, m: OutboxMessage, createdAt: number) =>
+  const insertOutbox = (tx: Queryable, m: Omit<OutboxMessage, 'traceparent'>, createdAt: number) =>
     tx.run('INSERT INTO outbox (message_id, job_id, queue, type, body, created_at) VALUES (?, ?, ?, ?, ?, ?)', [m.messageId, m.jobId, m.queue, m.type, m.body, createdAt])
   /** Queues a fresh copy of a job's request; created "long ago", so the relay sends it on its next round. */
   const requeueRequest = async (tx: Queryable, jobId: string, messageId: string) => {
@@ -104,12 +107,20 @@ export function createSqlStore(db: Db, options: SqlStoreOptions = {}): Store {
     const job = toJobState(row)
     // Any word from a processor, even one that changes nothing, shows the job is alive.
     if (options.seen && !isFinal(job.status)) await tx.run('UPDATE jobs SET seen_at = ? WHERE id = ?', [Date.now(), jobId])
+    const about = {
+      mediaId: String(row.media_id),
+      previous: job.status,
+      type: row.type as Applied['type'],
+      tenant: String(row.tenant),
+      createdAt: String(row.created_at),
+      traceparent: text(row.traceparent),
+    }
     const updated = next(job)
-    if (!updated) return { mediaId: String(row.media_id), status: job.status, changed: false }
+    if (!updated) return { ...about, status: job.status, changed: false }
     await writeJob(tx, jobId, updated)
     if (updated.status !== job.status) await record(tx, jobId, updated.status, reason)
     await options.also?.(tx, updated)
-    return { mediaId: String(row.media_id), status: updated.status, changed: true }
+    return { ...about, status: updated.status, changed: true }
   }
   const failIn = (tx: Queryable, jobId: string, error: ErrorInfo, reason: Reason) =>
     changeIn(tx, jobId, reason, (job) => (isFinal(job.status) ? null : { ...job, status: 'failed', stage: 'finished', etaSeconds: null, error }))
@@ -122,8 +133,8 @@ export function createSqlStore(db: Db, options: SqlStoreOptions = {}): Store {
           'INSERT INTO media (id, tenant, filename, kind, format, size, bucket, source_key, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
           [media.id, media.tenant, media.filename, media.kind, media.format, media.size, media.bucket, media.sourceKey, at, at]
         )
-        await tx.run("INSERT INTO jobs (id, media_id, type, status, stage, created_at, updated_at) VALUES (?, ?, ?, 'queued', 'queued', ?, ?)", [
-          media.jobId, media.id, media.type, at, at,
+        await tx.run("INSERT INTO jobs (id, media_id, type, status, stage, created_at, updated_at, traceparent) VALUES (?, ?, ?, 'queued', 'queued', ?, ?, ?)", [
+          media.jobId, media.id, media.type, at, at, media.traceparent ?? null,
         ])
         await record(tx, media.jobId, 'queued', 'created')
         await insertOutbox(tx, media.request, Date.now())
@@ -131,7 +142,7 @@ export function createSqlStore(db: Db, options: SqlStoreOptions = {}): Store {
     },
     async getMedia(id) {
       const row = await db.get(
-        `SELECT m.*, j.id AS job_id, j.type, j.status, j.stage, j.progress, j.eta_seconds, j.error, j.outputs, j.updated_at AS job_updated_at
+        `SELECT m.*, j.id AS job_id, j.type, j.status, j.stage, j.progress, j.eta_seconds, j.error, j.outputs, j.updated_at AS job_updated_at, j.traceparent
          FROM media m JOIN jobs j ON j.media_id = m.id WHERE m.id = ? ORDER BY j.created_at DESC LIMIT 1`,
         [id]
       )
@@ -150,6 +161,7 @@ export function createSqlStore(db: Db, options: SqlStoreOptions = {}): Store {
         jobId: String(row.job_id),
         type: row.type as MediaRecord['type'],
         metadata: row.metadata ? JSON.parse(String(row.metadata)) : null,
+        traceparent: text(row.traceparent),
         createdAt: String(row.created_at),
         updatedAt,
       }
@@ -164,9 +176,10 @@ export function createSqlStore(db: Db, options: SqlStoreOptions = {}): Store {
       return db.transaction(async (tx) => {
         const at = Date.now()
         // Rows another instance is sending (claimed, or locked right now) are skipped: each goes out once a round.
+        // The trace is the job's: every copy of its request (a relay, a re-drive) carries the upload's traceparent.
         const rows = await tx.all(
-          `SELECT message_id, job_id, queue, type, body FROM outbox
-           WHERE published_at IS NULL AND created_at <= ? AND (claimed_until IS NULL OR claimed_until < ?)
+          `SELECT message_id, job_id, queue, type, body, (SELECT traceparent FROM jobs WHERE jobs.id = outbox.job_id) AS traceparent
+           FROM outbox WHERE published_at IS NULL AND created_at <= ? AND (claimed_until IS NULL OR claimed_until < ?)
            ORDER BY created_at LIMIT 500${db.claimRows}`,
           [at - olderThanMs, at]
         )
@@ -319,6 +332,14 @@ export function createSqlStore(db: Db, options: SqlStoreOptions = {}): Store {
       const counts = Object.fromEntries(JOB_STATUSES.map((s) => [s, 0])) as JobCounts
       for (const row of await db.all('SELECT status, COUNT(*) AS n FROM jobs GROUP BY status')) counts[row.status as keyof JobCounts] = Number(row.n)
       return counts
+    },
+    async countJobsByType() {
+      const rows = await db.all('SELECT type, status, COUNT(*) AS n FROM jobs GROUP BY type, status')
+      return rows.map((r) => ({ type: r.type as MediaRecord['type'], status: r.status as JobStatus, count: Number(r.n) }))
+    },
+    async outboxBacklog() {
+      const row = (await db.get('SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE published_at IS NULL'))!
+      return { count: Number(row.n), oldestAt: num(row.oldest) }
     },
     async createKey(key, hash) {
       const inserted = await db.run(

@@ -113,10 +113,14 @@ CREATE TABLE job_history (
 CREATE INDEX job_history_job ON job_history (job_id, id);
 `
 
+/** Version 5: each job keeps its upload's W3C traceparent, sent with every copy of its request. */
+const MIGRATION_5 = `ALTER TABLE jobs ADD COLUMN traceparent TEXT;`
+
 const MIGRATIONS: readonly [version: number, sql: string][] = [
   [2, MIGRATION_2],
   [3, MIGRATION_3],
   [4, MIGRATION_4],
+  [5, MIGRATION_5],
 ]
 export const SQLITE_SCHEMA_VERSION = MIGRATIONS.at(-1)![0]
 

@@ -33,6 +33,8 @@ export interface MediaRecord extends JobState {
   jobId: string
   type: MediaType
   metadata: ImageMetadata | VideoMetadata | null
+  /** The W3C traceparent of the upload that made it (null for media made before traces were kept). */
+  traceparent: string | null
   createdAt: string
   updatedAt: string
 }
@@ -49,7 +51,9 @@ export interface NewMedia {
   jobId: string
   type: MediaType
   /** The request to publish, written in the same transaction (the outbox). */
-  request: OutboxMessage
+  request: Omit<OutboxMessage, 'traceparent'>
+  /** The W3C `traceparent` of the upload: sent with every copy of the job's request, and returned as `traceId`. */
+  traceparent?: string | null
 }
 
 export interface OutboxMessage {
@@ -58,6 +62,14 @@ export interface OutboxMessage {
   queue: string
   type: string
   body: Uint8Array
+  /** The job's trace, sent as the message's `traceparent` header (read from the job; not stored per message). */
+  traceparent?: string | null
+}
+
+/** Requests accepted but not yet confirmed by the broker, and when the oldest was written (epoch ms), if any. */
+export interface OutboxBacklog {
+  count: number
+  oldestAt: number | null
 }
 
 export type JobCounts = Record<JobStatus, number>
@@ -67,6 +79,13 @@ export interface Applied {
   mediaId: string
   status: JobStatus
   changed: boolean
+  /** The status before: with `status`, what the change was (queued to processing, or to a final state). */
+  previous: JobStatus
+  type: MediaType
+  tenant: string
+  /** When the job was created (ISO 8601): its durations are measured from here. */
+  createdAt: string
+  traceparent: string | null
 }
 
 export type CancelOutcome =
@@ -172,6 +191,9 @@ export interface Store {
   /** Cancels the media's job unless it is already final (undefined: no such media). */
   cancel(mediaId: string): Promise<CancelOutcome | undefined>
   countJobs(): Promise<JobCounts>
+  /** Jobs by type and status (the combinations that have any). */
+  countJobsByType(): Promise<{ type: MediaType; status: JobStatus; count: number }[]>
+  outboxBacklog(): Promise<OutboxBacklog>
   /** Stores a key by its hash; false when that hash is stored already (the existing record is left as it is). */
   createKey(key: ApiKey, hash: string): Promise<boolean>
   findKey(hash: string): Promise<{ record: ApiKey; hash: string } | undefined>

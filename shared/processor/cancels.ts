@@ -5,11 +5,12 @@
 import { decodeMessage } from '../codec.ts'
 import { CancelSchema } from '../messages.ts'
 import { cancelExchange } from '../names.ts'
+import type { Logger } from '../ops/log.ts'
 import type { AmqpModel } from './amqp.ts'
 
-export async function listenForCancels(model: AmqpModel, system: string, onCancel: (jobId: string) => void, name: string): Promise<void> {
+export async function listenForCancels(model: AmqpModel, system: string, onCancel: (jobId: string) => void, log: Logger): Promise<void> {
   const channel = await model.createChannel()
-  channel.on('error', (error) => console.error(`${name}: cancel channel error: ${error.message}`))
+  channel.on('error', (error) => log.error({ err: error }, `cancel channel error: ${error.message}`))
   const { queue } = await channel.assertQueue('', { exclusive: true, autoDelete: true })
   await channel.bindQueue(queue, cancelExchange(system), '')
   await channel.consume(
@@ -17,7 +18,7 @@ export async function listenForCancels(model: AmqpModel, system: string, onCance
     (message) => {
       if (!message) return
       const decoded = decodeMessage(CancelSchema, message.content)
-      if (!decoded.ok) return console.error(`${name}: ignoring a malformed cancel: ${decoded.reason}`)
+      if (!decoded.ok) return log.error({ reason: decoded.reason }, `ignoring a malformed cancel: ${decoded.reason}`)
       onCancel(decoded.value.jobId)
     },
     { noAck: true }

@@ -6,6 +6,7 @@
 import * as v from 'valibot'
 import { BrokerEnv, S3BucketEnv, S3Env, countVar, readEnv } from '../env.ts'
 import { queueNames, type MediaType, type QueueNames } from '../names.ts'
+import { LogEnv, logSettings, type LogSettings } from '../ops/log.ts'
 import { HEARTBEAT_SECONDS } from '../topology.ts'
 import { AllowedBucketsSchema, type BucketScope } from './buckets.ts'
 import type { S3Settings } from './storage.ts'
@@ -22,6 +23,9 @@ export const ProcessorEnv = {
   // consumer_timeout (30 min by default; its check runs about once a minute, so leave a margin of minutes):
   // past that, RabbitMQ closes the channel and redelivers the job while it still runs here.
   ACK_DEADLINE_SECONDS: countVar(1500, 7 * 86400),
+  ...LogEnv,
+  // `/metrics`, `/livez` and `/readyz` on this port; unset: no listener (two processors on one host need two ports).
+  METRICS_PORT: v.optional(v.pipe(v.string(), v.regex(/^\d+$/, 'must be a port number'), v.transform(Number), v.minValue(1), v.maxValue(65535))),
 }
 type ProcessorEnvValues = v.InferOutput<v.ObjectSchema<typeof ProcessorEnv, undefined>>
 
@@ -52,6 +56,9 @@ export interface RuntimeSettings {
   heartbeatMs: number
   shutdownGraceMs: number
   ackDeadlineMs: number
+  log: LogSettings
+  /** Where `/metrics`, `/livez` and `/readyz` listen (0: any free port); null: no listener. */
+  metricsPort: number | null
 }
 
 export function runtimeSettings<T extends MediaType>(
@@ -77,5 +84,7 @@ export function runtimeSettings<T extends MediaType>(
     heartbeatMs: env.HEARTBEAT_SECONDS * 1000,
     shutdownGraceMs: env.SHUTDOWN_GRACE_SECONDS * 1000,
     ackDeadlineMs: env.ACK_DEADLINE_SECONDS * 1000,
+    log: logSettings(env),
+    metricsPort: env.METRICS_PORT ?? null,
   }
 }

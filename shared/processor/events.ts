@@ -3,6 +3,7 @@
  * metrics, and for the log itself (`logEvents`). Every event's detail names the job.
  */
 import type { ErrorInfo } from '../messages.ts'
+import type { Logger } from '../ops/log.ts'
 
 export interface ProcessorEventMap {
   /** A delivery of a job started running here. */
@@ -60,23 +61,28 @@ export class ProcessorEvents extends EventTarget {
   }
 }
 
-/** Writes one log line per event that an operator should see, prefixed with the processor's name. */
-export function logEvents(events: ProcessorEvents, name: string): void {
-  events.on('leased', ({ jobId }) => console.log(`${name}: job ${jobId} is still running at the ack deadline; acked, continuing under a lease`))
+/**
+ * Writes one log line per event that an operator should see, with the job's own logger (`logOf`: its ids and trace
+ * on every line). The message says what happened; the fields say to what.
+ */
+export function logEvents(events: ProcessorEvents, logOf: (jobId: string) => Logger, log: Logger): void {
+  events.on('received', ({ jobId, attempt }) => logOf(jobId).info({ attempt }, 'job started'))
+  events.on('leased', ({ jobId }) => logOf(jobId).info('job still running at the ack deadline; acked, continuing under a lease'))
   events.on('retrying', ({ jobId, attempt, delayMs, reason }) =>
-    console.error(`${name}: job ${jobId} attempt ${attempt} hit a fault, retrying in ${delayMs / 1000} s: ${reason}`)
+    logOf(jobId).error({ attempt, delayMs, reason }, `attempt ${attempt} hit a fault, retrying in ${delayMs / 1000} s`)
   )
-  events.on('handed-back', ({ jobId, why }) => console.log(`${name}: job ${jobId} handed back to the queue (${why})`))
-  events.on('failed', ({ jobId, error }) => console.warn(`${name}: job ${jobId} failed: ${error.code}: ${error.message}`))
-  events.on('cancelled', ({ jobId }) => console.log(`${name}: job ${jobId} was cancelled`))
-  events.on('interrupted', ({ jobId, why }) => console.warn(`${name}: job ${jobId} interrupted (${why}); the broker delivers it again`))
+  events.on('handed-back', ({ jobId, why, attemptsMade }) => logOf(jobId).info({ why, attemptsMade }, `job handed back to the queue (${why})`))
+  events.on('completed', ({ jobId }) => logOf(jobId).info('job completed'))
+  events.on('failed', ({ jobId, error }) => logOf(jobId).warn({ code: error.code, error: error.message }, `job failed: ${error.code}: ${error.message}`))
+  events.on('cancelled', ({ jobId }) => logOf(jobId).info('job cancelled'))
+  events.on('interrupted', ({ jobId, why }) => logOf(jobId).warn({ why }, `job interrupted (${why}); the broker delivers it again`))
   events.on('duplicate', ({ jobId, requeued }) =>
-    console.warn(`${name}: job ${jobId} is already running here; ${requeued ? 'requeued' : 'dropped'} a second delivery`)
+    logOf(jobId).warn({ requeued }, `job already running here; ${requeued ? 'requeued' : 'dropped'} a second delivery`)
   )
   events.on('refused', ({ jobId, messageId, reason }) =>
-    console.error(`${name}: dead-lettering a malformed request (${messageId ?? 'no id'}${jobId ? `, job ${jobId}` : ''}): ${reason}`)
+    log.error({ jobId: jobId ?? undefined, messageId, reason }, `dead-lettering a malformed request: ${reason}`)
   )
   events.on('lost', ({ jobId, what, reason }) =>
-    console.error(`${name}: job ${jobId} (leased) LOST ${what} (${reason}); the backend re-drives the job once its heartbeats stop`)
+    logOf(jobId).error({ what, reason }, `leased job LOST ${what} (${reason}); the backend re-drives the job once its heartbeats stop`)
   )
 }

@@ -5,6 +5,7 @@
  */
 import type { ErrorInfo, OutputInfo } from '../messages.ts'
 import { cancelMarkerKey } from '../names.ts'
+import type { Logger } from '../ops/log.ts'
 import { OUTPUT_FORMATS, outputKey, type OutputFormat } from '../outputs.ts'
 import { Cancelled, Interrupted, JobError } from './errors.ts'
 import type { JobStorage, UploadBody } from './storage.ts'
@@ -22,6 +23,8 @@ export interface JobContext {
   report(stage: Stage, progress: number, etaSeconds?: number | null): void
   /** S3, stopped by `signal`. */
   storage: JobStorage
+  /** The job's logger: its job, media and trace ids are on every line. */
+  log: Logger
   /** Uploads output `name` (one the processor plans for the request) as `<output.prefix>/<name>.<extension>`. */
   putOutput(name: string, format: OutputFormat, body: UploadBody): Promise<{ key: string; contentType: string; size: number }>
 }
@@ -53,7 +56,12 @@ export interface PlannedOutput {
 
 export async function attemptJob<R extends RequestLike, M>(
   request: R,
-  context: Omit<JobContext, 'putOutput'> & { planned: PlannedOutput[]; cleanup: JobStorage },
+  context: Omit<JobContext, 'putOutput'> & {
+    planned: PlannedOutput[]
+    cleanup: JobStorage
+    /** Told of each output stored: its format, size and how long storing it took. */
+    onOutput?: (format: OutputFormat, bytes: number, seconds: number) => void
+  },
   handle: (request: R, job: JobContext) => Promise<JobOutput<M>>
 ): Promise<Settled<M>> {
   const { jobId, output } = request
@@ -65,13 +73,17 @@ export async function attemptJob<R extends RequestLike, M>(
     // Only planned keys: they are what a cancel removes.
     if (!keys.includes(key)) throw new Error(`output ${key} is not among the outputs planned for job ${jobId}`)
     const { contentType } = OUTPUT_FORMATS[format]
-    return { key, contentType, size: await storage.upload(output.bucket, key, body, contentType) }
+    const started = performance.now()
+    const size = await storage.upload(output.bucket, key, body, contentType)
+    context.onOutput?.(format, size, (performance.now() - started) / 1000)
+    return { key, contentType, size }
   }
   const at = () => new Date().toISOString()
   try {
     // A cancel whose broadcast this processor missed (it was away, or started later) left this marker.
     if (await storage.exists(output.bucket, marker)) throw new Cancelled('its cancel marker is set')
-    const done = await handle(request, { ...context, putOutput })
+    const { planned: _planned, cleanup: _cleanup, onOutput: _onOutput, ...job } = context
+    const done = await handle(request, { ...job, putOutput })
     signal.throwIfAborted()
     if (await storage.exists(output.bucket, marker)) throw new Cancelled('its cancel marker is set')
     return { kind: 'result', result: { version: 1, jobId, status: 'completed', outputs: done.outputs, metadata: done.metadata, at: at() } }

@@ -18,8 +18,13 @@ import { connectInTurn, describeBrokerUrls } from '../broker-urls.ts'
 import { MAX_MESSAGE_BYTES, decodeMessage, encodeMessage, type Decoded } from '../codec.ts'
 import { JobIdSchema, JobUpdateSchema, MESSAGES, type MetadataOf, type RequestOf } from '../messages.ts'
 import type { MediaType } from '../names.ts'
+import { createLogger, traceFields, type Logger } from '../ops/log.ts'
+import { createRegistry, type Registry } from '../ops/metrics.ts'
+import { runChecks, type Readiness } from '../ops/health.ts'
+import { startOpsServer, type OpsServer } from '../ops/server.ts'
 import { createPublisher, type Publisher } from '../publisher.ts'
 import { MAX_ATTEMPTS, declareTopology, retryDelayMs, topology } from '../topology.ts'
+import { TRACEPARENT, childSpan, formatTraceparent, parseTraceparent, type TraceContext } from '../trace.ts'
 import type { AmqpChannel, AmqpConfirmChannel, AmqpConnect, AmqpMessage, AmqpModel } from './amqp.ts'
 import { confinementFailure } from './buckets.ts'
 import { listenForCancels } from './cancels.ts'
@@ -27,6 +32,7 @@ import type { RuntimeSettings } from './config.ts'
 import { attemptOf, carriedHeaders } from './delivery.ts'
 import { Cancelled, Interrupted, JobError, describeError, sleep } from './errors.ts'
 import { ProcessorEvents, logEvents } from './events.ts'
+import { processorMetrics } from './metrics.ts'
 import { attemptJob, type JobContext, type JobOutput, type JobResult, type PlannedOutput, type Settled } from './job.ts'
 import { createStorage } from './storage.ts'
 import { createUpdates, type UpdateFields } from './updates.ts'
@@ -40,10 +46,18 @@ export interface ProcessorDefinition<T extends MediaType> {
   outputs(request: RequestOf<T>): PlannedOutput[]
   /** Makes one job's outputs. Throws a JobError for an expected failure; anything else it throws is a fault. */
   handle(request: RequestOf<T>, job: JobContext): Promise<JobOutput<MetadataOf<T>>>
+  /** Where the processor logs; by default JSON lines on stdout at `settings.log`'s level. */
+  log?: Logger
 }
 
 export interface Processor {
   events: ProcessorEvents
+  /** The processor's metrics (also served on `/metrics` when `settings.metricsPort` is set). */
+  registry: Registry
+  /** Where `/metrics`, `/livez` and `/readyz` listen, or null. */
+  opsPort: number | null
+  /** What `/readyz` answers: connected to the broker, consuming, and a slot free for another job. */
+  readiness(): Promise<Readiness>
   /**
    * Stops taking work and lets running jobs finish for up to the grace period. Jobs still running then are
    * stopped and handed back as fresh messages (held deliveries acked), so a shutdown costs no attempt; if a
@@ -77,8 +91,18 @@ export async function startProcessor<T extends MediaType>(definition: ProcessorD
   const name = settings.type
   const schemas = MESSAGES[settings.type]
   const events = new ProcessorEvents()
-  logEvents(events, name)
-  const storage = createStorage(settings.s3)
+  const log = definition.log ?? createLogger(name, settings.log)
+  /** Each job's logger (its ids and trace on every line), from its delivery until its outcome is reported. */
+  const jobLogs = new Map<string, Logger>()
+  const logOf = (jobId: string) => jobLogs.get(jobId) ?? log.child({ jobId })
+  logEvents(events, logOf, log)
+  const registry = createRegistry(name)
+  const metrics = processorMetrics(registry, settings.type, () => {
+    const busy = running.size
+    return { busy, free: Math.max(0, settings.concurrency - busy) }
+  })
+  metrics.watch(events)
+  const storage = createStorage(settings.s3, (operation) => metrics.s3Errors.inc({ operation }))
   const workDirs = createWorkDirs(settings.tmpDir)
 
   const inFlight = new Set<Promise<void>>()
@@ -93,10 +117,27 @@ export async function startProcessor<T extends MediaType>(definition: ProcessorD
   let link: { model: AmqpModel; channel: AmqpConfirmChannel } | undefined
   let consumer: { channel: AmqpChannel; tag: string; prefetch: number } | undefined
 
-  const publish = (queue: string, body: Uint8Array, jobId: string, type: string): Promise<void> =>
-    publisher ? publisher.publish(queue, body, { correlationId: jobId, type }) : Promise.reject(new Error('not connected to the broker'))
+  const publish = (queue: string, body: Uint8Array, jobId: string, type: string, trace?: TraceContext): Promise<void> => {
+    if (!publisher) return Promise.reject(new Error('not connected to the broker'))
+    const headers = trace ? { [TRACEPARENT]: formatTraceparent(trace) } : undefined
+    return publisher.publish(queue, body, { correlationId: jobId, type, headers }).catch((error) => {
+      metrics.brokerErrors.inc({ operation: 'publish' })
+      throw error
+    })
+  }
 
   async function onMessage(channel: AmqpChannel, message: AmqpMessage): Promise<void> {
+    // A job's logger lives from here until its outcome is reported (events logged after `running` forgets the job).
+    try {
+      await takeMessage(channel, message)
+    } finally {
+      // While stopping, `stop` still hands jobs back and logs it: the loggers go with the process instead.
+      const jobId = jobIdOf(message)
+      if (jobId && !running.has(jobId) && !stopping.signal.aborted) jobLogs.delete(jobId)
+    }
+  }
+
+  async function takeMessage(channel: AmqpChannel, message: AmqpMessage): Promise<void> {
     const decoded = decodeMessage(schemas.request, message.content) as Decoded<RequestOf<T>>
     if (!decoded.ok) return refuse(channel, message, decoded.reason)
     const request = decoded.value
@@ -113,14 +154,20 @@ export async function startProcessor<T extends MediaType>(definition: ProcessorD
       events.emit('duplicate', { jobId, requeued })
       return settle(() => (requeued ? channel.nack(message, false, true) : channel.ack(message)))
     }
+    // This attempt's span, sent on the job's updates and result: a child of the backend's trace (a missing or
+    // malformed traceparent starts a new trace).
+    const trace = childSpan(parseTraceparent(message.properties.headers?.[TRACEPARENT]))
     const run: Run = { jobId, message, channel, stop: new AbortController(), leased: false }
     running.set(jobId, run)
+    const jobLog = log.child({ jobId, mediaId: request.mediaId, ...traceFields(trace) })
+    jobLogs.set(jobId, jobLog)
     const attempt = attemptOf(message.properties.headers)
     events.emit('received', { jobId, attempt })
+    const stages = metrics.stageClock()
     const updates = createUpdates({
-      send: (update) => publish(settings.queues.updates, encodeUpdate(jobId, update), jobId, 'job.update'),
+      send: (update) => publish(settings.queues.updates, encodeUpdate(jobId, update), jobId, 'job.update', trace),
       heartbeatMs: settings.heartbeatMs,
-      onError: (error) => console.warn(`${name}: job ${jobId}: an update was not confirmed: ${describeError(error)}`),
+      onError: (error) => jobLog.warn({ err: error }, `an update was not confirmed: ${describeError(error)}`),
     })
     // Past the broker's consumer_timeout the channel would be closed under the job: trade the delivery for a lease first.
     const ackDeadline = setTimeout(() => void lease(run), settings.ackDeadlineMs)
@@ -139,10 +186,15 @@ export async function startProcessor<T extends MediaType>(definition: ProcessorD
             workDir: workDirs.create(jobId),
             signal: run.stop.signal,
             attempt,
-            report: updates.progress,
+            report: (stage, progress, etaSeconds) => {
+              stages.enter(stage)
+              updates.progress(stage, progress, etaSeconds)
+            },
             storage: storage.bind(run.stop.signal),
             cleanup: storage.bind(),
             planned: definition.outputs(request),
+            log: jobLog,
+            onOutput: metrics.output,
           },
           definition.handle
         )
@@ -178,17 +230,18 @@ export async function startProcessor<T extends MediaType>(definition: ProcessorD
       result = failedResult(jobId, new JobError('processing_error', describeError(error)))
       body = encodeMessage(schemas.result, result as v.InferInput<typeof schemas.result>)
     }
+    if (result.status === 'completed') stages.done()
     updates.final(finalUpdate(result))
     if (run.leased) {
-      if (await persist(jobId, 'its result', () => publish(settings.queues.results, body, jobId, 'job.result'))) reportOutcome(result)
+      if (await persist(jobId, 'its result', () => publish(settings.queues.results, body, jobId, 'job.result', trace))) reportOutcome(result)
       return updates.settled()
     }
     try {
-      await publish(settings.queues.results, body, jobId, 'job.result')
+      await publish(settings.queues.results, body, jobId, 'job.result', trace)
       await updates.settled()
     } catch (error) {
       // Unconfirmed result: put the request back so the job is done again rather than lost.
-      console.error(`${name}: job ${jobId}: the result was not confirmed, requeueing: ${describeError(error)}`)
+      jobLog.error({ err: error }, `the result was not confirmed, requeueing: ${describeError(error)}`)
       return settle(() => channel.nack(message, false, true))
     }
     settle(() => channel.ack(message))
@@ -218,8 +271,9 @@ export async function startProcessor<T extends MediaType>(definition: ProcessorD
     if (jobId) {
       const error = new JobError('invalid_request', `the processor refused the request: ${reason}`)
       const body = encodeMessage(schemas.result, failedResult(jobId, error) as v.InferInput<typeof schemas.result>)
-      await publish(settings.queues.results, body, jobId, 'job.result').catch((failure) =>
-        console.warn(`${name}: job ${jobId}: the refusal was not confirmed: ${describeError(failure)}`)
+      const trace = parseTraceparent(message.properties.headers?.[TRACEPARENT]) ?? undefined
+      await publish(settings.queues.results, body, jobId, 'job.result', trace).catch((failure) =>
+        log.warn({ jobId, err: failure }, `the refusal was not confirmed: ${describeError(failure)}`)
       )
     }
     settle(() => channel.nack(message, false, false))
@@ -246,7 +300,7 @@ export async function startProcessor<T extends MediaType>(definition: ProcessorD
           events.emit('lost', { jobId, what, reason: `${tries} tries, last: ${describeError(error)}` })
           return false
         }
-        console.warn(`${name}: job ${jobId} (leased): ${what} failed (${describeError(error)}); trying again in ${LEASED_RETRY.everyMs / 1000} s`)
+        logOf(jobId).warn({ err: error, what }, `leased job: ${what} failed (${describeError(error)}); trying again in ${LEASED_RETRY.everyMs / 1000} s`)
         await sleep(LEASED_RETRY.everyMs, pastGrace.signal)
       }
     }
@@ -277,7 +331,8 @@ export async function startProcessor<T extends MediaType>(definition: ProcessorD
       try {
         run.channel.ack(run.message)
       } catch (error) {
-        return console.warn(`${name}: job ${run.jobId} could not be acked at the ack deadline: ${describeError(error)}`)
+        metrics.brokerErrors.inc({ operation: 'settle' })
+        return logOf(run.jobId).warn({ err: error }, `could not ack at the ack deadline: ${describeError(error)}`)
       }
       run.leased = true
       events.emit('leased', { jobId: run.jobId })
@@ -304,7 +359,10 @@ export async function startProcessor<T extends MediaType>(definition: ProcessorD
         const prefetch = freeSlots()
         if (prefetch > 0 && link) await consume(link.model, link.channel, prefetch)
       })
-      .catch((error) => console.error(`${name}: could not consume (the channel is gone; a reconnect follows): ${describeError(error)}`))
+      .catch((error) => {
+        metrics.brokerErrors.inc({ operation: 'consume' })
+        log.error({ err: error }, `could not consume (the channel is gone; a reconnect follows): ${describeError(error)}`)
+      })
     return fitting
   }
 
@@ -321,10 +379,11 @@ export async function startProcessor<T extends MediaType>(definition: ProcessorD
     await channel.prefetch(prefetch)
     const { consumerTag } = await channel.consume(settings.queues.request, (message) => {
       if (message === null) {
-        console.error(`${name}: the broker cancelled the consumer (queue deleted?); reconnecting to consume again`)
+        metrics.brokerErrors.inc({ operation: 'consume' })
+        log.error('the broker cancelled the consumer (queue deleted?); reconnecting to consume again')
         return void model.close().catch(() => {})
       }
-      const task = onMessage(channel, message).catch((error) => console.error(`${name}: unexpected error`, error))
+      const task = onMessage(channel, message).catch((error) => log.error({ err: error }, `unexpected error: ${describeError(error)}`))
       inFlight.add(task)
       void task.finally(() => inFlight.delete(task))
     })
@@ -336,7 +395,7 @@ export async function startProcessor<T extends MediaType>(definition: ProcessorD
     for (const run of running.values()) {
       if (run.channel !== channel) continue
       if (run.leased) {
-        console.log(`${name}: job ${run.jobId} is leased and carries on (${why})`)
+        logOf(run.jobId).info({ why }, `leased job carries on (${why})`)
         continue
       }
       if (run.stop.signal.aborted) continue
@@ -354,7 +413,10 @@ export async function startProcessor<T extends MediaType>(definition: ProcessorD
       // Runs after every (re)connect: channels, topology, prefetch and consumer do not survive a reconnect.
       async setup(model) {
         const channel = await model.createConfirmChannel()
-        channel.on('error', (error) => console.error(`${name}: channel error: ${error.message}`))
+        channel.on('error', (error) => {
+          metrics.brokerErrors.inc({ operation: 'channel' })
+          log.error({ err: error }, `channel error: ${error.message}`)
+        })
         // A channel closed under a live connection (an ack timeout, a deleted queue) is not recovered by amqplib:
         // close the whole connection, so recovery re-runs this setup.
         channel.on('close', () => {
@@ -365,7 +427,7 @@ export async function startProcessor<T extends MediaType>(definition: ProcessorD
         })
         await declareTopology(channel, topology(settings.system, settings.type))
         publisher = createPublisher(channel, toBuffer)
-        await listenForCancels(model, settings.system, (jobId) => running.get(jobId)?.stop.abort(new Cancelled('by its backend')), name)
+        await listenForCancels(model, settings.system, (jobId) => running.get(jobId)?.stop.abort(new Cancelled('by its backend')), log)
         link = { model, channel }
         await fitConsumer()
       },
@@ -375,16 +437,54 @@ export async function startProcessor<T extends MediaType>(definition: ProcessorD
     workDirs.removeAll()
     throw new Error(`cannot reach RabbitMQ at ${describeBrokerUrls(settings.rabbitmqUrl)}: ${describeError(error)}`, { cause: error })
   })
-  connection.on('disconnect', (error) => console.warn(`${name}: lost the broker (${error.message}); reconnecting to ${current()}`))
-  connection.on('connect', () => console.log(`${name}: connected to the broker at ${current()}`))
-  connection.on('reconnect-failed', (error) => console.error(`${name}: gave up reconnecting: ${error.message}`))
-  connection.on('error', (error) => console.error(`${name}: broker error: ${error.message}`))
-  connection.on('blocked', (reason) => console.warn(`${name}: the broker blocks publishing (${reason})`))
-  connection.on('unblocked', () => console.log(`${name}: the broker accepts publishing again`))
-  console.log(`${name}: consuming ${settings.queues.request} with concurrency ${settings.concurrency} (broker at ${current()})`)
+  connection.on('disconnect', (error) => {
+    metrics.brokerErrors.inc({ operation: 'connection' })
+    log.warn({ err: error }, `lost the broker (${error.message}); reconnecting to ${current()}`)
+  })
+  connection.on('connect', () => log.info(`connected to the broker at ${current()}`))
+  connection.on('reconnect-failed', (error) => log.error({ err: error }, `gave up reconnecting: ${error.message}`))
+  connection.on('error', (error) => log.error({ err: error }, `broker error: ${error.message}`))
+  connection.on('blocked', (reason) => log.warn({ reason: String(reason) }, `the broker blocks publishing (${reason})`))
+  connection.on('unblocked', () => log.info('the broker accepts publishing again'))
+
+  /** What `/readyz` asks: connected, consuming (unless every slot is taken), and a slot free for another job. */
+  const checks = {
+    broker: () => {
+      if (!link) throw new Error('not connected')
+    },
+    consumer: () => {
+      if (stopping.signal.aborted) throw new Error('stopping')
+      if (freeSlots() > 0 && !consumer) throw new Error(`not consuming ${settings.queues.request}`)
+    },
+    slots: () => {
+      if (running.size >= settings.concurrency) throw new Error(`all ${settings.concurrency} busy`)
+    },
+  }
+  const readiness = () => runChecks(checks)
+  let ops: OpsServer | null = null
+  if (settings.metricsPort !== null) {
+    ops = await startOpsServer({
+      port: settings.metricsPort,
+      registry,
+      checks: () => checks,
+      onReady: (ready) => metrics.ready.set(ready ? 1 : 0),
+    }).catch(async (error) => {
+      await connection.close().catch(() => {})
+      storage.destroy()
+      workDirs.removeAll()
+      throw error
+    })
+  }
+  log.info(
+    { queue: settings.queues.request, concurrency: settings.concurrency, metricsPort: ops?.port ?? null },
+    `consuming ${settings.queues.request} with concurrency ${settings.concurrency} (broker at ${current()})`
+  )
 
   return {
     events,
+    registry,
+    opsPort: ops?.port ?? null,
+    readiness,
     async stop() {
       stopping.abort()
       await fitConsumer()
@@ -400,7 +500,7 @@ export async function startProcessor<T extends MediaType>(definition: ProcessorD
           // A shutdown is not the job's fault: the attempts made before this one are carried over unchanged.
           await handBack(run, attemptOf(run.message.properties.headers) - 1, 'shutting down').catch((error) => {
             if (run.leased) return events.emit('lost', { jobId: run.jobId, what: 'its hand-back at shutdown', reason: describeError(error) })
-            console.warn(`${name}: job ${run.jobId} could not be handed back (${describeError(error)}); the broker delivers it again`)
+            logOf(run.jobId).warn({ err: error }, `could not be handed back (${describeError(error)}); the broker delivers it again`)
             settle(() => run.channel.nack(run.message, false, true))
           })
         }
@@ -410,6 +510,7 @@ export async function startProcessor<T extends MediaType>(definition: ProcessorD
       // muxes channels onto the socket), and the broker then requeues deliveries that were acked or handed back.
       await link?.channel.close().catch(() => {})
       await connection.close().catch(() => {})
+      await ops?.close()
       storage.destroy()
       workDirs.removeAll()
     },
@@ -420,7 +521,8 @@ export async function startProcessor<T extends MediaType>(definition: ProcessorD
     try {
       action()
     } catch (error) {
-      console.warn(`${name}: could not settle a delivery (channel closed; it will be delivered again): ${describeError(error)}`)
+      metrics.brokerErrors.inc({ operation: 'settle' })
+      log.warn({ err: error }, `could not settle a delivery (channel closed; it will be delivered again): ${describeError(error)}`)
     }
   }
 }

@@ -72,67 +72,77 @@ export function capBytes(limit: ByteLimit): Transform {
   })
 }
 
-export function createStorage(settings: S3Settings) {
+/** The operations of a JobStorage, as the `operation` of a counted failure. */
+export type StorageOperation = 'download' | 'upload' | 'exists' | 'remove'
+
+/** `onFailure` hears of each request S3 failed (not those a job's signal stopped): for the error metrics. */
+export function createStorage(settings: S3Settings, onFailure: (operation: StorageOperation) => void = () => {}) {
   const client = new S3Client(s3ClientOptions(settings))
   /** The helper for one job; every request it makes is aborted when `signal` aborts. */
-  const bind = (signal?: AbortSignal): JobStorage => ({
-    async download(bucket, key, file, limit) {
-      try {
-        const object = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal })
-        const body = object.Body as Readable
-        const options = signal ? { signal } : {}
-        if (!limit) return await pipeline(body, createWriteStream(file), options)
-        if (object.ContentLength !== undefined && object.ContentLength > limit.maxBytes) {
-          body.destroy()
-          throw byteLimitFailure(object.ContentLength, limit)
+  const bind = (signal?: AbortSignal): JobStorage => {
+    const failed = (operation: StorageOperation, error: unknown, what: string) => {
+      if (!signal?.aborted) onFailure(operation)
+      return failure(error, what, signal)
+    }
+    return {
+      async download(bucket, key, file, limit) {
+        try {
+          const object = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal })
+          const body = object.Body as Readable
+          const options = signal ? { signal } : {}
+          if (!limit) return await pipeline(body, createWriteStream(file), options)
+          if (object.ContentLength !== undefined && object.ContentLength > limit.maxBytes) {
+            body.destroy()
+            throw byteLimitFailure(object.ContentLength, limit)
+          }
+          await pipeline(body, capBytes(limit), createWriteStream(file), options)
+        } catch (error) {
+          if (!signal?.aborted && error instanceof JobError) throw error
+          if (!signal?.aborted && errorName(error) === 'NoSuchKey') {
+            throw new JobError('source_missing', `the original ${bucket}/${key} does not exist`)
+          }
+          throw failed('download', error, `downloading ${bucket}/${key}`)
         }
-        await pipeline(body, capBytes(limit), createWriteStream(file), options)
-      } catch (error) {
-        if (!signal?.aborted && error instanceof JobError) throw error
-        if (!signal?.aborted && errorName(error) === 'NoSuchKey') {
-          throw new JobError('source_missing', `the original ${bucket}/${key} does not exist`)
+      },
+      async upload(bucket, key, body, contentType) {
+        const file = 'file' in body ? body.file : undefined
+        const upload = new Upload({
+          client,
+          params: { Bucket: bucket, Key: key, Body: file ? createReadStream(file) : (body as Uint8Array), ContentType: contentType },
+          // At most queueSize × partSize (16 MiB) in memory per upload, whatever the file's size.
+          queueSize: 2,
+          partSize: 8 * 1024 * 1024,
+          leavePartsOnError: false,
+        })
+        const abort = () => void upload.abort().catch(() => {})
+        signal?.addEventListener('abort', abort, { once: true })
+        try {
+          await upload.done()
+        } catch (error) {
+          throw failed('upload', error, `uploading ${bucket}/${key}`)
+        } finally {
+          signal?.removeEventListener('abort', abort)
         }
-        throw failure(error, `downloading ${bucket}/${key}`, signal)
-      }
-    },
-    async upload(bucket, key, body, contentType) {
-      const file = 'file' in body ? body.file : undefined
-      const upload = new Upload({
-        client,
-        params: { Bucket: bucket, Key: key, Body: file ? createReadStream(file) : (body as Uint8Array), ContentType: contentType },
-        // At most queueSize × partSize (16 MiB) in memory per upload, whatever the file's size.
-        queueSize: 2,
-        partSize: 8 * 1024 * 1024,
-        leavePartsOnError: false,
-      })
-      const abort = () => void upload.abort().catch(() => {})
-      signal?.addEventListener('abort', abort, { once: true })
-      try {
-        await upload.done()
-      } catch (error) {
-        throw failure(error, `uploading ${bucket}/${key}`, signal)
-      } finally {
-        signal?.removeEventListener('abort', abort)
-      }
-      return file ? statSync(file).size : (body as Uint8Array).byteLength
-    },
-    async exists(bucket, key) {
-      try {
-        await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal })
-        return true
-      } catch (error) {
-        if (!signal?.aborted && (errorName(error) === 'NotFound' || errorStatus(error) === 404)) return false
-        throw failure(error, `checking ${bucket}/${key}`, signal)
-      }
-    },
-    async remove(bucket, key) {
-      try {
-        await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal })
-      } catch (error) {
-        throw failure(error, `removing ${bucket}/${key}`, signal)
-      }
-    },
-  })
+        return file ? statSync(file).size : (body as Uint8Array).byteLength
+      },
+      async exists(bucket, key) {
+        try {
+          await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal })
+          return true
+        } catch (error) {
+          if (!signal?.aborted && (errorName(error) === 'NotFound' || errorStatus(error) === 404)) return false
+          throw failed('exists', error, `checking ${bucket}/${key}`)
+        }
+      },
+      async remove(bucket, key) {
+        try {
+          await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal })
+        } catch (error) {
+          throw failed('remove', error, `removing ${bucket}/${key}`)
+        }
+      },
+    }
+  }
   return { bind, destroy: () => client.destroy() }
 }
 export type Storage = ReturnType<typeof createStorage>

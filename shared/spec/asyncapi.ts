@@ -5,8 +5,9 @@
  */
 import type { JsonSchema } from '@valibot/to-json-schema'
 import { MAX_MESSAGE_BYTES, MESSAGE_CONTENT_TYPE } from '../codec.ts'
-import { MEDIA_TYPES, type MediaType } from '../names.ts'
+import { MEDIA_KINDS, MEDIA_TYPES, type MediaType } from '../names.ts'
 import { ATTEMPTS_HEADER, DELIVERY_LIMIT, topology, type QueueSpec } from '../topology.ts'
+import { TRACEPARENT } from '../trace.ts'
 
 /** Addresses use the namespace as a parameter; this placeholder stands for it while the topology is built. */
 const SYSTEM = '{system}'
@@ -57,7 +58,14 @@ export function asyncApiDocument(schemas: Record<string, JsonSchema>): Doc {
     bindings: { amqp: { deliveryMode: 2, mandatory, ack: action === 'receive', bindingVersion: BINDING_VERSION } },
   })
 
-  const update = message('jobUpdate', 'job-update', 'job.update')
+  /** Optional on every job message: the W3C trace the job belongs to (PROTOCOL.md, section 3). */
+  const traceparent = {
+    type: 'string',
+    pattern: '^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$',
+    description: 'W3C Trace Context: on a request, the backend\'s trace; on an update or result, the processor\'s span of the same trace. Optional; a malformed one is ignored.',
+  }
+  const traced = { headers: { type: 'object', properties: { [TRACEPARENT]: traceparent } } }
+  const update = message('jobUpdate', 'job-update', 'job.update', traced)
   for (const type of MEDIA_TYPES) {
     const spec = topology(SYSTEM, type)
     const queue = (suffix: string) => spec.queues.find((q) => q.name.endsWith(`.${suffix}`))!
@@ -71,10 +79,11 @@ export function asyncApiDocument(schemas: Record<string, JsonSchema>): Doc {
             minimum: 0,
             description: 'On a request a processor published again: the attempts of the job that counted before this copy. Absent: 0.',
           },
+          [TRACEPARENT]: traceparent,
         },
       },
     })
-    const result = message(`${type}Result`, `${singular(type)}-result`, 'job.result')
+    const result = message(`${type}Result`, `${singular(type)}-result`, 'job.result', traced)
     channels[`${type}Request`] = queueChannel(queue('request'), `${Type} jobs, one message each, from the backend.`, { [`${type}Request`]: request })
     channels[`${type}Updates`] = queueChannel(queue('updates'), `Progress of ${type} jobs, to the backend.`, { jobUpdate: update })
     channels[`${type}Results`] = queueChannel(queue('results'), `Outcomes of ${type} jobs, to the backend.`, { [`${type}Result`]: result })
@@ -121,4 +130,4 @@ export function asyncApiDocument(schemas: Record<string, JsonSchema>): Doc {
   }
 }
 
-const singular = (type: MediaType) => (type === 'images' ? 'image' : 'video')
+const singular = (type: MediaType) => MEDIA_KINDS[type]

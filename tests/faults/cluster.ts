@@ -22,7 +22,7 @@ import { afterFaults, imageFiles, startSystem, type Batch, type Row, type System
 const SCRIPT = join(import.meta.dir, '../../infra/rabbitmq-cluster.sh')
 const FINAL = new Set(['completed', 'failed', 'cancelled'])
 /** The processors' log line for a job whose delivery went back to the broker with its channel (events.ts). */
-const INTERRUPTED = /: job \S+ interrupted \(/
+const INTERRUPTED = /"msg":"job interrupted \(/
 /** A publish the broker refused (basic.nack), as the processors and the API log it (publisher.ts). */
 const NACKED = /the broker refused a message to .*: message nacked/
 

@@ -138,9 +138,9 @@ describe('a processor that freezes', () => {
       await until(async () => (await sys.queueDepth(sys.queues('images').results)) === 0, 10_000, 'the late result being consumed')
       const after = await sys.media(id)
       expect(after).toMatchObject({ status: 'completed', outputs: done.outputs })
-      const redriven = sys.logCount(new RegExp(`job ${jobId} stalled .*redriven`))
+      const redriven = sys.logCount(new RegExp(`"jobId":"${jobId}".*"msg":"job stalled [^"]*: redriven"`))
       expect(redriven).toBeGreaterThanOrEqual(1)
-      const dropped = sys.logCount(new RegExp(`job ${jobId} is already running here`))
+      const dropped = sys.logCount(new RegExp(`"jobId":"${jobId}".*"msg":"job already running here`))
       const notes = `re-driven ${redriven} time(s) while frozen; ${dropped} duplicate(s) dropped by the frozen one; its late result ignored`
       const { row, problems } = await sys.reconcile('P3. image processor frozen mid-job, then resumed', batch, { started, notes })
       expect(problems).toEqual([])

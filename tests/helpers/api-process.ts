@@ -13,7 +13,7 @@ const main = join(import.meta.dir, '../../services/api/main.ts')
  * asks for it) and its data directory (the SQLite file). npm packages in node_modules need no read permission.
  */
 export function denoApiPermissions(dataDir: string): string[] {
-  return ['--allow-env', '--allow-net', '--allow-sys=osRelease', `--allow-read=${dataDir}`, `--allow-write=${dataDir}`]
+  return ['--allow-env', '--allow-net', '--allow-sys=osRelease,hostname', `--allow-read=${dataDir}`, `--allow-write=${dataDir}`]
 }
 
 /** The command that runs the API on `runtime` with `env`. */

@@ -3,10 +3,12 @@
  * storage and broker objects whose every member throws. Requests these tests make are answered before anything is
  * stored or sent; one that reaches either fails, which is the point.
  */
+import { createRegistry, silentLogger } from '@app/shared/ops'
 import { createApp, type AppDeps } from '../../services/api/app.ts'
 import type { Broker } from '../../services/api/broker.ts'
 import { createChanges } from '../../services/api/changes.ts'
 import { issueKey } from '../../services/api/keys.ts'
+import { apiMetrics } from '../../services/api/metrics.ts'
 import { createOutbox } from '../../services/api/outbox.ts'
 import { openSqliteStore } from '../../services/api/open-store.ts'
 import type { Storage } from '../../services/api/storage.ts'
@@ -35,19 +37,23 @@ const broker: Broker = {
   isConnected: unused,
   blocked: unused,
   consumers: unused,
+  queueStats: unused,
   close: unused,
 }
 
 /** An app, its store, and a key of the tenant `unit` with `request()` sending it. Close `store` when done. */
 export async function unitApp(overrides: Partial<AppDeps> = {}) {
   const store = openSqliteStore(':memory:')
+  const log = silentLogger()
+  const registry = createRegistry('api')
+  const metrics = apiMetrics(registry, { jobsByType: unused, stalled: unused, outbox: unused, queues: unused })
   const deps: AppDeps = {
     system: 'unit',
     store,
     storage,
     broker,
     changes: createChanges(broker),
-    outbox: createOutbox({ store, broker, graceMs: 15_000 }),
+    outbox: createOutbox({ store, broker, graceMs: 15_000, log }),
     maxUploadBytes: 1024 * 1024,
     stallMs: 120_000,
     adminToken: ADMIN_TOKEN,
@@ -55,6 +61,9 @@ export async function unitApp(overrides: Partial<AppDeps> = {}) {
     auth: 'keys',
     limits: { requestsPerMinute: 0, concurrentUploads: 4, pace: { windowMs: 30_000, minBytesPerSecond: 1024 } },
     corsOrigins: [],
+    log,
+    metrics,
+    registry,
     ...overrides,
   }
   const app = createApp(deps)

@@ -1,47 +1,93 @@
 /**
- * `GET /health`: 200 when the database, RabbitMQ and S3 all answer, 503 naming what is down (RabbitMQ counts as
- * down while an alarm blocks publishing). Also: job counts by status, jobs processing but silent past the stall
- * time (`stalled`, re-driven or failed by the sweep), and dead letters awaiting an operator. It needs no key and
- * tells nothing of any tenant: counts over all of them, and whether keys are required (`auth`).
+ * The routes for operators and their machines, none of which needs a key:
+ * - `GET /health`, for people: 200 when the database, RabbitMQ and S3 all answer, 503 naming what is down (RabbitMQ
+ *   counts as down while an alarm blocks publishing); job counts by status, jobs processing but silent past the
+ *   stall time (`stalled`), dead letters awaiting an operator, and whether keys are required (`auth`). Counts over
+ *   every tenant, and nothing of any one.
+ * - `GET /livez`: 200 while the process answers at all (a supervisor restarts it when it does not).
+ * - `GET /readyz`: 200 when the database, RabbitMQ and S3 answer now, else 503 naming what does not (a load
+ *   balancer stops sending uploads meanwhile).
+ * - `GET /metrics`: Prometheus text (see metrics.ts).
  */
 import { Hono } from 'hono'
+import { livez, metricsResponse, readyz, runChecks, type Check } from '@app/shared/ops'
 import type { AppDeps } from '../app.ts'
-import { HealthSchema, type Health } from '../bodies.ts'
+import { HealthSchema, LiveSchema, ReadySchema, type Health } from '../bodies.ts'
 import { OPEN, documenter, jsonAnswer } from '../openapi.ts'
 
-const doc = documenter({ tag: 'service', security: OPEN, errors: [] })({
-  operationId: 'health',
-  summary: 'Whether the API and what it depends on are up',
-  responses: {
-    200: jsonAnswer('The database, RabbitMQ and S3 all answer.', HealthSchema),
-    503: jsonAnswer('Something is down; `down` names it.', HealthSchema),
-  },
-})
+const doc = documenter({ tag: 'service', security: OPEN, errors: [] })
+
+/** What the API needs to take uploads: the database, RabbitMQ accepting messages, and S3. */
+function dependencies(deps: AppDeps): Record<'database' | 'rabbitmq' | 's3', Check> {
+  return {
+    database: () => deps.store.ping(),
+    rabbitmq: () => {
+      if (!deps.broker.isConnected()) throw new Error('not connected')
+      const blocked = deps.broker.blocked()
+      if (blocked) throw new Error(`refusing new messages (${blocked})`)
+    },
+    s3: () => deps.storage.ping(),
+  }
+}
 
 export function healthRoutes(deps: AppDeps) {
-  return new Hono().get('/health', doc, async (c) => {
-    const check = async (probe: () => Promise<void> | void) => {
-      try {
-        await probe()
-        return { ok: true as const }
-      } catch (error) {
-        return { ok: false as const, error: (error as Error).message || (error as Error).name }
+  return new Hono()
+    .get(
+      '/health',
+      doc({
+        operationId: 'health',
+        summary: 'Whether the API and what it depends on are up, with job counts (for people)',
+        responses: {
+          200: jsonAnswer('The database, RabbitMQ and S3 all answer.', HealthSchema),
+          503: jsonAnswer('Something is down; `down` names it.', HealthSchema),
+        },
+      }),
+      async (c) => {
+        const { down, checks } = await runChecks(dependencies(deps))
+        const database = checks.database!.ok
+        const jobs = database ? await deps.store.countJobs() : null
+        const stalled = database ? await deps.store.countSilent(deps.stallMs) : null
+        const deadLetters = database ? await deps.store.countDeadLetters() : null
+        // `auth` says whether the API asks for keys: `none` is an operator's explicit choice and should be seen.
+        const body = {
+          status: down.length ? 'unavailable' : 'ok',
+          auth: deps.auth,
+          down,
+          checks: { database: checks.database!, rabbitmq: checks.rabbitmq!, s3: checks.s3! },
+          jobs,
+          stalled,
+          deadLetters,
+        } satisfies Health
+        return c.json(body, down.length ? 503 : 200)
       }
-    }
-    const [database, s3] = await Promise.all([check(() => deps.store.ping()), check(() => deps.storage.ping())])
-    const blocked = deps.broker.blocked()
-    const rabbitmq = !deps.broker.isConnected()
-      ? { ok: false as const, error: 'not connected' }
-      : blocked
-        ? { ok: false as const, error: `refusing new messages (${blocked})` }
-        : { ok: true as const }
-    const checks = { database, rabbitmq, s3 }
-    const down = Object.entries(checks).filter(([, r]) => !r.ok).map(([name]) => name)
-    const jobs = database.ok ? await deps.store.countJobs() : null
-    const stalled = database.ok ? await deps.store.countSilent(deps.stallMs) : null
-    const deadLetters = database.ok ? await deps.store.countDeadLetters() : null
-    // `auth` says whether the API asks for keys: `none` is an operator's explicit choice and should be seen.
-    const body = { status: down.length ? 'unavailable' : 'ok', auth: deps.auth, down, checks, jobs, stalled, deadLetters } satisfies Health
-    return c.json(body, down.length ? 503 : 200)
-  })
+    )
+    .get(
+      '/livez',
+      doc({ operationId: 'livez', summary: 'Liveness: the process answers', responses: { 200: jsonAnswer('Alive.', LiveSchema) } }),
+      (c) => c.json({ status: 'alive' as const }, livez().status)
+    )
+    .get(
+      '/readyz',
+      doc({
+        operationId: 'readyz',
+        summary: 'Readiness: the database, RabbitMQ and S3 answer now',
+        responses: { 200: jsonAnswer('Ready for uploads.', ReadySchema), 503: jsonAnswer('Not ready; `down` names why.', ReadySchema) },
+      }),
+      async (c) => {
+        const readiness = await runChecks(dependencies(deps))
+        deps.metrics.ready.set(readiness.ready ? 1 : 0)
+        const { status, body } = readyz(readiness)
+        const checks = { database: readiness.checks.database!, rabbitmq: readiness.checks.rabbitmq!, s3: readiness.checks.s3! }
+        return status === 200 ? c.json({ ...body, status: 'ready' as const, checks }, 200) : c.json({ ...body, status: 'unavailable' as const, checks }, 503)
+      }
+    )
+    .get(
+      '/metrics',
+      doc({
+        operationId: 'metrics',
+        summary: 'Prometheus metrics (text exposition format)',
+        responses: { 200: { description: 'The metrics.', content: { 'text/plain': { schema: { type: 'string' } } } } },
+      }),
+      () => metricsResponse(deps.registry)
+    )
 }

@@ -1,5 +1,6 @@
 /** `/v1/media`: upload, read a media's state, and fetch its outputs. */
-import { Hono } from 'hono'
+import { Hono, type Context } from 'hono'
+import { createMiddleware } from 'hono/factory'
 import { streamSSE } from 'hono/streaming'
 import * as v from 'valibot'
 import {
@@ -9,16 +10,20 @@ import {
   VideoRequestSchema,
   cancelMarkerKey,
   encodeMessage,
+  formatTraceparent,
+  parseTraceparent,
   queueNames,
   type ImageRequest,
   type MediaType,
 } from '@app/shared'
+import type { Logger } from '@app/shared/ops'
 import type { AppDeps } from '../app.ts'
 import { requireKey, type Caller } from '../auth.ts'
 import { AcceptedSchema, MediaSchema, type Accepted, type Media } from '../bodies.ts'
 import { ApiError } from '../errors.ts'
 import { receiveUpload } from '../intake.ts'
 import { requestRate, uploadSlots } from '../limits.ts'
+import { uploadOutcome } from '../metrics.ts'
 import { API_KEY, documenter, jsonAnswer } from '../openapi.ts'
 import { CONTENT_TYPES, IMAGE_RECIPE, VIDEO_RECIPE, originalKey, outputPrefix } from '../recipes.ts'
 import { isFinal, type MediaRecord, type OutboxMessage } from '../store.ts'
@@ -39,35 +44,44 @@ export function mediaRoutes(deps: AppDeps) {
   return new Hono<Caller>()
     .use('*', requireKey(deps), requestRate(deps.limits.requestsPerMinute))
 
-    .post('/', uploadDoc, uploadSlots(deps.limits.concurrentUploads), async (c) => {
+    .post('/', uploadDoc, countUpload(deps), uploadSlots(deps.limits.concurrentUploads), async (c) => {
+      const seen = c.get('upload')
       const received = await receiveUpload(c.req.raw, { maxBytes: deps.maxUploadBytes, kinds: ACCEPTED_KINDS, pace: deps.limits.pace })
       const { sniffed } = received
+      seen.kind = sniffed.kind
+      seen.received = () => received.size
       const id = crypto.randomUUID()
       const jobId = crypto.randomUUID()
       const sourceKey = originalKey(deps.system, id)
+      const log = c.get('log').child({ mediaId: id, jobId, tenant: c.get('tenant') })
       try {
         await deps.storage.put(sourceKey, received.body, CONTENT_TYPES[sniffed.format] ?? 'application/octet-stream')
       } catch (error) {
         // The upload's own fault (over the limit, cut off) is the answer, however the store reported it.
         if (received.failure) throw received.failure
-        console.warn(`api: storing upload ${id} failed: ${(error as Error).message}`)
+        deps.metrics.s3Errors.inc({ operation: 'put' })
+        log.warn({ err: error }, `storing the upload failed: ${(error as Error).message}`)
         throw unavailable('storage_unavailable', 'the upload could not be stored; try again shortly')
       }
 
       const type: MediaType = sniffed.kind === 'image' ? 'images' : 'videos'
       const source = { bucket: deps.storage.bucket, key: sourceKey, format: sniffed.format, size: received.size }
       const request = jobRequest(deps, type, { jobId, mediaId: id, source })
+      // The upload's span is the job's trace: it goes with every copy of the request, into the processors' lines.
+      const traceparent = formatTraceparent(c.get('trace'))
       // The media, its job and the request in one transaction (the outbox): a request is never lost in between.
-      await deps.store.createMedia({ id, tenant: c.get('tenant'), filename: received.filename, kind: sniffed.kind, format: source.format, size: source.size, bucket: source.bucket, sourceKey, jobId, type, request })
+      await deps.store.createMedia({ id, tenant: c.get('tenant'), filename: received.filename, kind: sniffed.kind, format: source.format, size: source.size, bucket: source.bucket, sourceKey, jobId, type, request, traceparent })
       try {
-        await deps.outbox.send(request)
+        await deps.outbox.send({ ...request, traceparent })
       } catch (error) {
         // Not accepted: undo, so that nothing half-made remains and the client knows to retry.
         await deps.store.deleteMedia(id)
         await deps.storage.delete(sourceKey).catch(() => {})
+        log.warn({ err: error }, `the job could not be queued: ${(error as Error).message}`)
         // The broker layer words these itself (not connected, refusing new messages and why); they hold no secrets.
         throw unavailable('queue_unavailable', `the job could not be queued (${(error as Error).message}); try again shortly`)
       }
+      log.info({ kind: sniffed.kind, format: sniffed.format, size: received.size }, 'upload accepted; job queued')
       c.header('Location', `/v1/media/${id}`)
       return c.json({ id, jobId, kind: sniffed.kind, status: 'queued' } satisfies Accepted, 202)
     })
@@ -84,7 +98,7 @@ export function mediaRoutes(deps: AppDeps) {
      */
     .post('/:id/cancel', cancelDoc, param(MediaParams, 404), async (c) => {
       const media = await findMedia(deps, c.req.valid('param').id, c.get('tenant'))
-      await cancelJob(deps, media)
+      await cancelJob(deps, media, jobLog(c, media))
       return c.json(present((await deps.store.getMedia(media.id))!, new URL(c.req.url).origin), 200)
     })
 
@@ -92,7 +106,7 @@ export function mediaRoutes(deps: AppDeps) {
     .delete('/:id', deleteDoc, param(MediaParams, 404), async (c) => {
       const media = await findMedia(deps, c.req.valid('param').id, c.get('tenant'))
       try {
-        if (!isFinal(media.status)) await cancelJob(deps, media)
+        if (!isFinal(media.status)) await cancelJob(deps, media, jobLog(c, media))
       } catch (error) {
         // 409: it finished meanwhile, which is fine for a delete; anything else stops it.
         if (!(error instanceof ApiError && error.status === 409)) throw error
@@ -274,13 +288,14 @@ const HEARTBEAT_MS = 15_000
  * Cancels a media's job: first the marker (so a processor that misses the broadcast still finds it), then the
  * record (the API's answer from then on), then the broadcast (so a running job stops within moments).
  */
-async function cancelJob(deps: AppDeps, media: MediaRecord): Promise<void> {
+async function cancelJob(deps: AppDeps, media: MediaRecord, log: Logger): Promise<void> {
   if (isFinal(media.status)) throw new ApiError(409, 'conflict', `media ${media.id} is already ${media.status}; there is nothing to cancel`)
   const marker = cancelMarkerKey(outputPrefix(deps.system, media.jobId))
   try {
     await deps.storage.mark(marker)
   } catch (error) {
-    console.warn(`api: writing the cancel marker of job ${media.jobId} failed: ${(error as Error).message}`)
+    deps.metrics.s3Errors.inc({ operation: 'mark' })
+    log.warn({ err: error }, `writing the cancel marker failed: ${(error as Error).message}`)
     throw new ApiError(503, 'storage_unavailable', 'the cancel could not be recorded; try again')
   }
   const outcome = await deps.store.cancel(media.id)
@@ -289,13 +304,32 @@ async function cancelJob(deps: AppDeps, media: MediaRecord): Promise<void> {
     throw new ApiError(409, 'conflict', `media ${media.id} is already ${outcome?.status ?? 'gone'}; there is nothing to cancel`)
   }
   await deps.broker.broadcastCancel(outcome.jobId).catch((error) => {
-    console.warn(`api: the cancel of job ${outcome.jobId} was not broadcast (${(error as Error).message}); processors will find its marker`)
+    log.warn({ err: error }, `the cancel was not broadcast (${(error as Error).message}); processors will find its marker`)
   })
   deps.changes.announce(media.id)
 }
 
+/** A request's logger, with the media's ids. */
+const jobLog = (c: Context<Caller>, media: MediaRecord) => c.get('log').child({ mediaId: media.id, jobId: media.jobId, tenant: media.tenant })
+
+/** What an upload was, as far as it got: counted (kind, outcome, bytes received) once it is answered. */
+interface UploadSeen {
+  kind: string
+  received: () => number
+}
+
+/** Counts every upload once answered, whatever answered it (the slots' 429, a handler's error, or the 202). */
+function countUpload(deps: AppDeps) {
+  return createMiddleware<{ Variables: { upload: UploadSeen } }>(async (c, next) => {
+    const seen: UploadSeen = { kind: 'unknown', received: () => 0 }
+    c.set('upload', seen)
+    await next()
+    deps.metrics.upload(seen.kind, uploadOutcome(c.res.status), seen.received())
+  })
+}
+
 /** The outbox row of a new job: its request to the type's processors, validated as it is encoded. */
-function jobRequest(deps: AppDeps, type: MediaType, job: { jobId: string; mediaId: string; source: Source }): OutboxMessage {
+function jobRequest(deps: AppDeps, type: MediaType, job: { jobId: string; mediaId: string; source: Source }): Omit<OutboxMessage, 'traceparent'> {
   const common = { version: 1 as const, ...job, output: { bucket: deps.storage.bucket, prefix: outputPrefix(deps.system, job.jobId) } }
   const body =
     type === 'images'
@@ -341,6 +375,7 @@ export function present(media: MediaRecord, origin: string): Media {
       ...(o.durationSeconds !== undefined ? { durationSeconds: o.durationSeconds } : {}),
       url: `${origin}/v1/media/${media.id}/outputs/${encodeURIComponent(o.name)}`,
     })),
+    traceId: parseTraceparent(media.traceparent)?.traceId ?? null,
     createdAt: media.createdAt,
     updatedAt: media.updatedAt,
   }

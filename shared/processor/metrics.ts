@@ -1,0 +1,116 @@
+/**
+ * A processor's metrics: what its jobs end as, how long each attempt and stage takes, what its outputs weigh and how
+ * long they take to store, and how many of its slots are busy. Fed by the runtime's events and its stage clock.
+ */
+import { MEDIA_KINDS, type MediaType } from '../names.ts'
+import type { OutputFormat } from '../outputs.ts'
+import { Counter, DURATION_BUCKETS, Gauge, Histogram, SIZE_BUCKETS, commonMetrics, type Registry } from '../ops/index.ts'
+import type { ProcessorEvents } from './events.ts'
+import type { Stage } from './updates.ts'
+
+/** The stages a job's media code reports, as the `stage` label. */
+const STAGE_LABELS: Partial<Record<Stage, string>> = { downloading: 'download', processing: 'process', uploading: 'upload' }
+
+export function processorMetrics(registry: Registry, type: MediaType, slots: () => { busy: number; free: number }) {
+  const kind = MEDIA_KINDS[type]
+  const registers = [registry]
+  const common = commonMetrics(registry)
+  const jobs = new Counter({
+    name: 'media_processor_jobs_total',
+    help: 'Job attempts that ended here, by outcome (completed, failed, cancelled, retried, interrupted, refused, handed_back, lost)',
+    labelNames: ['kind', 'outcome'] as const,
+    registers,
+  })
+  new Gauge({
+    name: 'media_processor_slots',
+    help: 'Job slots of this processor (its concurrency), busy or free',
+    labelNames: ['kind', 'state'] as const,
+    registers,
+    collect() {
+      const now = slots()
+      this.set({ kind, state: 'busy' }, now.busy)
+      this.set({ kind, state: 'free' }, now.free)
+    },
+  })
+  const stages = new Histogram({
+    name: 'media_job_stage_seconds',
+    help: 'Time a completed job spent in each stage of its last attempt (download, process, upload)',
+    labelNames: ['kind', 'stage'] as const,
+    buckets: DURATION_BUCKETS,
+    registers,
+  })
+  const attempts = new Histogram({
+    name: 'media_job_attempt_seconds',
+    help: 'Duration of one attempt of a job here, by how it ended',
+    labelNames: ['kind', 'outcome'] as const,
+    buckets: DURATION_BUCKETS,
+    registers,
+  })
+  const outputBytes = new Histogram({
+    name: 'media_output_bytes',
+    help: 'Size of each output stored, by format',
+    labelNames: ['kind', 'format'] as const,
+    buckets: SIZE_BUCKETS,
+    registers,
+  })
+  const outputSeconds = new Histogram({
+    name: 'media_output_upload_seconds',
+    help: 'Time to store each output in S3, by format',
+    labelNames: ['kind', 'format'] as const,
+    buckets: DURATION_BUCKETS,
+    registers,
+  })
+
+  return {
+    ...common,
+    /** Counts every outcome the runtime reports, and times attempts from `received` to how they end. */
+    watch(events: ProcessorEvents): void {
+      const started = new Map<string, number>()
+      const end = (jobId: string, outcome: string) => {
+        jobs.inc({ kind, outcome })
+        const at = started.get(jobId)
+        if (at === undefined) return
+        started.delete(jobId)
+        attempts.observe({ kind, outcome }, (performance.now() - at) / 1000)
+      }
+      events.on('received', ({ jobId }) => void started.set(jobId, performance.now()))
+      events.on('completed', ({ jobId }) => end(jobId, 'completed'))
+      events.on('failed', ({ jobId }) => end(jobId, 'failed'))
+      events.on('cancelled', ({ jobId }) => end(jobId, 'cancelled'))
+      events.on('retrying', ({ jobId }) => end(jobId, 'retried'))
+      events.on('interrupted', ({ jobId }) => end(jobId, 'interrupted'))
+      events.on('handed-back', ({ jobId }) => end(jobId, 'handed_back'))
+      events.on('lost', ({ jobId }) => end(jobId, 'lost'))
+      events.on('refused', () => jobs.inc({ kind, outcome: 'refused' }))
+    },
+    /** A clock for one attempt's stages; `done` records them (only for completed jobs, so failures do not skew them). */
+    stageClock() {
+      const spent = new Map<string, number>()
+      let current: string | undefined
+      let since = performance.now()
+      const lap = () => {
+        const now = performance.now()
+        if (current) spent.set(current, (spent.get(current) ?? 0) + (now - since) / 1000)
+        since = now
+      }
+      return {
+        enter(stage: Stage) {
+          const label = STAGE_LABELS[stage]
+          if (label === current) return
+          lap()
+          current = label
+        },
+        done() {
+          lap()
+          current = undefined
+          for (const [stage, seconds] of spent) stages.observe({ kind, stage }, seconds)
+        },
+      }
+    },
+    output(format: OutputFormat, bytes: number, seconds: number): void {
+      outputBytes.observe({ kind, format }, bytes)
+      outputSeconds.observe({ kind, format }, seconds)
+    },
+  }
+}
+export type ProcessorMetrics = ReturnType<typeof processorMetrics>
