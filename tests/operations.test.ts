@@ -158,6 +158,8 @@ describe('one upload, followed across services', () => {
     expect(sample(text, 'media_job_queued_seconds_count', { kind: 'image' })).toBe(1)
     expect(sample(text, 'media_jobs', { kind: 'image', status: 'completed' })).toBe(1)
     expect(sample(text, 'media_jobs_stalled')).toBe(0)
+    expect(sample(text, 'media_dead_letters')).toBe(0)
+    expect(sample(text, 'media_jobs', { kind: 'video', status: 'failed' })).toBe(0)
     expect(sample(text, 'media_outbox_backlog')).toBe(0)
     expect(sample(text, 'media_outbox_oldest_age_seconds')).toBe(0)
     expect(sample(text, 'media_queue_messages', { kind: 'image', queue: 'request' })).toBe(0)
@@ -165,6 +167,8 @@ describe('one upload, followed across services', () => {
     expect(sample(text, 'media_queue_consumers', { kind: 'video', queue: 'request' })).toBe(0)
     expect(sample(text, 'media_http_requests_total', { method: 'POST', route: '/v1/media', status: '202' })).toBe(1)
     expect(sample(text, 'media_http_requests_total', { method: 'GET', route: '/v1/media/:id', status: '200' })).toBeGreaterThan(0)
+    // Readiness is checked at the scrape itself, whether or not anything asked /readyz.
+    expect(sample(text, 'media_ready', { service: 'api' })).toBe(1)
     expect(sample(text, 'process_resident_memory_bytes', { service: 'api' })).toBeGreaterThan(0)
     expect(sample(text, 'nodejs_eventloop_lag_p99_seconds', { service: 'api' })).toBeGreaterThanOrEqual(0)
     // No ids in labels: every label value is one of a few words, never a UUID.
@@ -181,6 +185,7 @@ describe('one upload, followed across services', () => {
     expect(sample(text, 'media_output_upload_seconds_count', { kind: 'image', format: 'webp' })).toBeGreaterThan(0)
     expect(sample(text, 'media_processor_slots', { state: 'busy' })).toBe(0)
     expect(sample(text, 'media_processor_slots', { state: 'free' })).toBeGreaterThan(0)
+    expect(sample(text, 'media_ready', { service: 'images' })).toBe(1)
     expect(text).not.toMatch(/="[0-9a-f]{8}-[0-9a-f]{4}-/)
   })
 
@@ -212,6 +217,9 @@ describe('readiness', () => {
       expect(body.checks.s3!.error).toBeTruthy()
       const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
       expect(sample(metrics, 'media_ready', { service: 'api' })).toBe(0)
+      expect(sample(metrics, 'media_s3_errors_total', { service: 'api', operation: 'ping' })).toBeGreaterThan(0)
+      // The shared gauges still come (the database and the broker answer): a dead S3 does not blank the scrape.
+      expect(sample(metrics, 'media_outbox_backlog', { service: 'api' })).toBe(0)
     } finally {
       await api.kill('SIGTERM')
     }

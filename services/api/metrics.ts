@@ -4,8 +4,8 @@
  * read when Prometheus scrapes. Every API instance reads the same database and broker, so those gauges agree across
  * instances: aggregate them with `max`, not `sum` (the counters do sum).
  */
-import { MEDIA_KINDS, type JobStatus, type MediaType } from '@app/shared'
-import { Counter, DURATION_BUCKETS, Gauge, Histogram, commonMetrics, type Registry } from '@app/shared/ops'
+import { JOB_STATUSES, MEDIA_KINDS, MEDIA_TYPES, type JobStatus, type MediaType } from '@app/shared'
+import { DURATION_BUCKETS, commonMetrics, metricsOn, type Gauge, type Registry } from '@app/shared/ops'
 import type { QueueStats } from './broker.ts'
 import type { Applied, OutboxBacklog } from './store.ts'
 
@@ -13,8 +13,11 @@ import type { Applied, OutboxBacklog } from './store.ts'
 export interface MetricSources {
   jobsByType(): Promise<{ type: MediaType; status: JobStatus; count: number }[]>
   stalled(): Promise<number>
+  deadLetters(): Promise<number>
   outbox(): Promise<OutboxBacklog>
   queues(): Promise<QueueStats[]>
+  /** What `/readyz` would answer now. */
+  ready(): Promise<boolean>
 }
 
 /** What an upload ended as, by its answer's status: the `outcome` label. */
@@ -24,59 +27,29 @@ export function uploadOutcome(status: number): string {
 }
 
 export function apiMetrics(registry: Registry, sources: MetricSources, onError: (error: Error) => void = () => {}) {
-  const registers = [registry]
-  const common = commonMetrics(registry)
-  const uploads = new Counter({
-    name: 'media_uploads_total',
-    help: 'Uploads answered, by kind (unknown until sniffed) and outcome (accepted, invalid, too_slow, too_large, unsupported, limited, unavailable, failed)',
-    labelNames: ['kind', 'outcome'] as const,
-    registers,
-  })
-  const uploadBytes = new Counter({
-    name: 'media_upload_bytes_total',
-    help: 'Bytes received in uploads, by kind and outcome',
-    labelNames: ['kind', 'outcome'] as const,
-    registers,
-  })
-  const finished = new Counter({
-    name: 'media_jobs_finished_total',
-    help: 'Jobs that reached a final state, by kind and status, counted by the instance that applied it',
-    labelNames: ['kind', 'status'] as const,
-    registers,
-  })
-  const duration = new Histogram({
-    name: 'media_job_duration_seconds',
-    help: 'Time from the upload accepted to the final state, by kind and status',
-    labelNames: ['kind', 'status'] as const,
-    buckets: DURATION_BUCKETS,
-    registers,
-  })
-  const queued = new Histogram({
-    name: 'media_job_queued_seconds',
-    help: 'Time from the upload accepted to the first word from a processor, by kind',
-    labelNames: ['kind'] as const,
-    buckets: DURATION_BUCKETS,
-    registers,
-  })
-  const stallActions = new Counter({
-    name: 'media_stall_actions_total',
-    help: 'What the stall sweep did to silent jobs: redriven or failed',
-    labelNames: ['action'] as const,
-    registers,
-  })
-  const requests = new Counter({
-    name: 'media_http_requests_total',
-    help: 'HTTP requests answered, by method, route pattern and status',
-    labelNames: ['method', 'route', 'status'] as const,
-    registers,
-  })
-  const requestSeconds = new Histogram({
-    name: 'media_http_request_duration_seconds',
-    help: 'Time to answer an HTTP request (to its headers; a stream runs on), by method and route pattern',
-    labelNames: ['method', 'route'] as const,
-    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
-    registers,
-  })
+  const common = commonMetrics(registry, () => sources.ready())
+  const { counter, gauge, histogram } = metricsOn(registry)
+  const uploads = counter(
+    'media_uploads_total',
+    'Uploads answered, by kind (unknown until sniffed) and outcome (accepted, invalid, too_slow, too_large, unsupported, limited, unavailable, failed)',
+    ['kind', 'outcome']
+  )
+  const uploadBytes = counter('media_upload_bytes_total', 'Bytes received in uploads, by kind and outcome', ['kind', 'outcome'])
+  const finished = counter(
+    'media_jobs_finished_total',
+    'Jobs that reached a final state, by kind and status, counted by the instance that applied it',
+    ['kind', 'status']
+  )
+  const duration = histogram('media_job_duration_seconds', 'Time from the upload accepted to the final state, by kind and status', ['kind', 'status'], DURATION_BUCKETS)
+  const queued = histogram('media_job_queued_seconds', 'Time from the upload accepted to the first word from a processor, by kind', ['kind'], DURATION_BUCKETS)
+  const stallActions = counter('media_stall_actions_total', 'What the stall sweep did to silent jobs: redriven or failed', ['action'])
+  const requests = counter('media_http_requests_total', 'HTTP requests answered, by method, route pattern and status', ['method', 'route', 'status'])
+  const requestSeconds = histogram(
+    'media_http_request_duration_seconds',
+    'Time to answer an HTTP request (to its headers; a stream runs on), by method and route pattern',
+    ['method', 'route'],
+    [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300]
+  )
 
   // The shared-state gauges, read once per scrape (all of them from one snapshot); a failed read leaves them out
   // of that scrape rather than failing it.
@@ -87,37 +60,41 @@ export function apiMetrics(registry: Registry, sources: MetricSources, onError: 
   }
   const takeSnapshot = async (): Promise<Snapshot | null> => {
     try {
-      const [jobs, stalled, outbox, queues] = await Promise.all([sources.jobsByType(), sources.stalled(), sources.outbox(), sources.queues()])
-      return { jobs, stalled, outbox, queues }
+      const [jobs, stalled, deadLetters, outbox, queues] = await Promise.all([
+        sources.jobsByType(),
+        sources.stalled(),
+        sources.deadLetters(),
+        sources.outbox(),
+        sources.queues(),
+      ])
+      return { jobs, stalled, deadLetters, outbox, queues }
     } catch (error) {
       onError(error as Error)
       return null
     }
   }
-  const gauge = (name: string, help: string, labelNames: string[], fill: (g: Gauge, s: Snapshot) => void) =>
-    new Gauge({
-      name,
-      help,
-      labelNames,
-      registers,
-      async collect() {
-        this.reset()
-        const s = await read()
-        if (s) fill(this, s)
-      },
+  /** A gauge filled from the scrape's snapshot (reset first, so a series that went away does not linger). */
+  const shared = <L extends string>(name: string, help: string, labelNames: readonly L[], fill: (g: Gauge<L>, s: Snapshot) => void) =>
+    gauge(name, help, labelNames, async function () {
+      this.reset()
+      const s = await read()
+      if (s) fill(this, s)
     })
-  gauge('media_jobs', 'Jobs in the database by kind and status (the same on every instance: use max)', ['kind', 'status'], (g, s) => {
+  shared('media_jobs', 'Jobs in the database by kind and status (the same on every instance: use max)', ['kind', 'status'], (g, s) => {
+    // Every combination, 0 where there are none: an alert on "failed > 0" needs the series to exist before.
+    for (const type of MEDIA_TYPES) for (const status of JOB_STATUSES) g.set({ kind: MEDIA_KINDS[type], status }, 0)
     for (const row of s.jobs) g.set({ kind: MEDIA_KINDS[row.type], status: row.status }, row.count)
   })
-  gauge('media_jobs_stalled', 'Jobs processing with no word from a processor past STALL_SECONDS (use max)', [], (g, s) => g.set(s.stalled))
-  gauge('media_outbox_backlog', 'Requests accepted but not yet confirmed by the broker (use max)', [], (g, s) => g.set(s.outbox.count))
-  gauge('media_outbox_oldest_age_seconds', 'Age of the oldest request not yet confirmed by the broker; 0 when none (use max)', [], (g, s) =>
+  shared('media_jobs_stalled', 'Jobs processing with no word from a processor past STALL_SECONDS (use max)', [], (g, s) => g.set(s.stalled))
+  shared('media_dead_letters', 'Dead letters kept for an operator to re-drive or discard (use max)', [], (g, s) => g.set(s.deadLetters))
+  shared('media_outbox_backlog', 'Requests accepted but not yet confirmed by the broker (use max)', [], (g, s) => g.set(s.outbox.count))
+  shared('media_outbox_oldest_age_seconds', 'Age of the oldest request not yet confirmed by the broker; 0 when none (use max)', [], (g, s) =>
     g.set(s.outbox.oldestAt === null ? 0 : Math.max(0, (Date.now() - s.outbox.oldestAt) / 1000))
   )
-  gauge('media_queue_messages', 'Messages ready in each queue, from the broker (queue: request, updates, results, dead)', ['kind', 'queue'], (g, s) => {
+  shared('media_queue_messages', 'Messages ready in each queue, from the broker (queue: request, updates, results, dead)', ['kind', 'queue'], (g, s) => {
     for (const q of s.queues) g.set({ kind: MEDIA_KINDS[q.type], queue: q.queue }, q.messages)
   })
-  gauge('media_queue_consumers', 'Consumers of each queue, from the broker', ['kind', 'queue'], (g, s) => {
+  shared('media_queue_consumers', 'Consumers of each queue, from the broker', ['kind', 'queue'], (g, s) => {
     for (const q of s.queues) g.set({ kind: MEDIA_KINDS[q.type], queue: q.queue }, q.consumers)
   })
 
@@ -152,6 +129,7 @@ export type ApiMetrics = ReturnType<typeof apiMetrics>
 interface Snapshot {
   jobs: Awaited<ReturnType<MetricSources['jobsByType']>>
   stalled: number
+  deadLetters: number
   outbox: OutboxBacklog
   queues: QueueStats[]
 }

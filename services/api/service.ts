@@ -1,6 +1,6 @@
 /** Wires the API's parts together: store, storage, broker, outbox, the consumers' handlers and the HTTP app. */
 import { MEDIA_TYPES, describeBrokerUrls, type MediaType } from '@app/shared'
-import { createLogger, createRegistry, type Logger } from '@app/shared/ops'
+import { createLogger, createRegistry, runChecks, type Logger } from '@app/shared/ops'
 import { createApp } from './app.ts'
 import { connectBroker } from './broker.ts'
 import { createChanges } from './changes.ts'
@@ -10,6 +10,7 @@ import { seedKeys } from './keys.ts'
 import { apiMetrics } from './metrics.ts'
 import { createOutbox } from './outbox.ts'
 import { describeDatabase, openStore } from './open-store.ts'
+import { dependencies } from './routes/health.ts'
 import { createStorage } from './storage.ts'
 
 /** A request not confirmed within this long after it was written is re-sent by the relay. */
@@ -31,15 +32,17 @@ export async function startApi(config: Config, options: { log?: Logger } = {}) {
   const store = await openStore(config.database, { origin: instanceId }).catch((error: Error) => {
     throw new Error(`cannot open the database ${describeDatabase(config.database)}: ${error.message}`, { cause: error })
   })
-  const storage = createStorage(config.s3)
   const registry = createRegistry('api')
+  const storage = createStorage(config.s3, (operation) => metrics.s3Errors.inc({ operation }))
   const metrics = apiMetrics(
     registry,
     {
       jobsByType: () => store.countJobsByType(),
       stalled: () => store.countSilent(config.stallMs),
+      deadLetters: () => store.countDeadLetters(),
       outbox: () => store.outboxBacklog(),
       queues: () => broker.queueStats(),
+      ready: async () => (await runChecks(dependencies({ store, broker, storage }))).ready,
     },
     (error) => log.warn({ err: error }, `metrics: could not read the shared gauges: ${error.message}`)
   )

@@ -35,8 +35,20 @@ export interface Storage {
   close(): void
 }
 
-export function createStorage(config: Config['s3']): Storage {
+/**
+ * `onFailure` hears of each S3 request that failed, by operation (the error metrics). Not of `put`: an upload also
+ * fails when its client's stream breaks, which only the caller can tell apart, so the caller counts those.
+ */
+export function createStorage(config: Config['s3'], onFailure: (operation: string) => void = () => {}): Storage {
   const client = new S3Client(s3ClientOptions(config))
+  const counted = async <T>(operation: string, request: () => Promise<T>): Promise<T> => {
+    try {
+      return await request()
+    } catch (error) {
+      onFailure(operation)
+      throw error
+    }
+  }
   return {
     bucket: config.bucket,
     async put(key, body, contentType) {
@@ -53,6 +65,7 @@ export function createStorage(config: Config['s3']): Storage {
     async get(key) {
       try {
         const object = await client.send(new GetObjectCommand({ Bucket: config.bucket, Key: key }))
+        // A missing key is an answer, not a failure: counted only past here.
         return {
           body: object.Body!.transformToWebStream() as ReadableStream<Uint8Array>,
           contentType: object.ContentType,
@@ -60,37 +73,40 @@ export function createStorage(config: Config['s3']): Storage {
         }
       } catch (error) {
         if ((error as { name?: string }).name === 'NoSuchKey') return undefined
+        onFailure('get')
         throw error
       }
     },
     async mark(key) {
-      await client.send(new PutObjectCommand({ Bucket: config.bucket, Key: key, Body: new Uint8Array(0) }))
+      await counted('mark', () => client.send(new PutObjectCommand({ Bucket: config.bucket, Key: key, Body: new Uint8Array(0) })))
     },
     async delete(key) {
-      await client.send(new DeleteObjectCommand({ Bucket: config.bucket, Key: key }))
+      await counted('delete', () => client.send(new DeleteObjectCommand({ Bucket: config.bucket, Key: key })))
     },
-    async abortStaleUploads(prefix, olderThanMs) {
-      const aborted: string[] = []
-      const cutoff = Date.now() - olderThanMs
-      let keyMarker: string | undefined
-      let uploadIdMarker: string | undefined
-      do {
-        const page = await client.send(
-          new ListMultipartUploadsCommand({ Bucket: config.bucket, Prefix: prefix, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker })
-        )
-        for (const upload of page.Uploads ?? []) {
-          if (!upload.Key || !upload.UploadId || !upload.Initiated || upload.Initiated.getTime() > cutoff) continue
-          await client.send(new AbortMultipartUploadCommand({ Bucket: config.bucket, Key: upload.Key, UploadId: upload.UploadId }))
-          aborted.push(upload.Key)
-        }
-        keyMarker = page.IsTruncated ? page.NextKeyMarker : undefined
-        uploadIdMarker = page.IsTruncated ? page.NextUploadIdMarker : undefined
-      } while (keyMarker)
-      return aborted
-    },
+    abortStaleUploads: (prefix, olderThanMs) => counted('sweep', () => abortStale(prefix, olderThanMs)),
     async ping() {
-      await client.send(new HeadBucketCommand({ Bucket: config.bucket }), { abortSignal: AbortSignal.timeout(3_000) })
+      await counted('ping', () => client.send(new HeadBucketCommand({ Bucket: config.bucket }), { abortSignal: AbortSignal.timeout(3_000) }))
     },
     close: () => client.destroy(),
+  }
+
+  async function abortStale(prefix: string, olderThanMs: number): Promise<string[]> {
+    const aborted: string[] = []
+    const cutoff = Date.now() - olderThanMs
+    let keyMarker: string | undefined
+    let uploadIdMarker: string | undefined
+    do {
+      const page = await client.send(
+        new ListMultipartUploadsCommand({ Bucket: config.bucket, Prefix: prefix, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker })
+      )
+      for (const upload of page.Uploads ?? []) {
+        if (!upload.Key || !upload.UploadId || !upload.Initiated || upload.Initiated.getTime() > cutoff) continue
+        await client.send(new AbortMultipartUploadCommand({ Bucket: config.bucket, Key: upload.Key, UploadId: upload.UploadId }))
+        aborted.push(upload.Key)
+      }
+      keyMarker = page.IsTruncated ? page.NextKeyMarker : undefined
+      uploadIdMarker = page.IsTruncated ? page.NextUploadIdMarker : undefined
+    } while (keyMarker)
+    return aborted
   }
 }

@@ -12,6 +12,7 @@ export {
   SIZE_BUCKETS,
   commonMetrics,
   createRegistry,
+  metricsOn,
   metricsResponse,
   type CommonMetrics,
   type Registry,

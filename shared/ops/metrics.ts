@@ -3,7 +3,7 @@
  * several services in one process (the tests) do not mix their series, and labels every series with its name.
  * Labels stay low-cardinality: kinds, stages, outcomes, operations; never a job, media or tenant id.
  */
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 
 export { Counter, Gauge, Histogram, type Registry } from 'prom-client'
 
@@ -20,23 +20,34 @@ export function createRegistry(service: string): Registry {
   return registry
 }
 
-/** The metrics every service has: its dependencies' errors by operation, and what its readiness answers. */
-export function commonMetrics(registry: Registry) {
+/**
+ * Metric makers bound to one registry, so that a service's list of metrics reads as a list: name, help, labels
+ * (and buckets); each returns prom-client's own Counter, Gauge or Histogram.
+ */
+export function metricsOn(registry: Registry) {
   const registers = [registry]
   return {
-    s3Errors: new Counter({
-      name: 'media_s3_errors_total',
-      help: 'S3 requests that failed (after the client retries), by operation',
-      labelNames: ['operation'] as const,
-      registers,
+    counter: <L extends string>(name: string, help: string, labelNames: readonly L[] = []) => new Counter<L>({ name, help, labelNames, registers }),
+    histogram: <L extends string>(name: string, help: string, labelNames: readonly L[], buckets: number[]) =>
+      new Histogram<L>({ name, help, labelNames, buckets, registers }),
+    /** A gauge whose value is read when Prometheus scrapes (`collect`). */
+    gauge: <L extends string>(name: string, help: string, labelNames: readonly L[], collect: (this: Gauge<L>) => void | Promise<void>) =>
+      new Gauge<L>({ name, help, labelNames, registers, collect }),
+  }
+}
+
+/**
+ * The metrics every service has: its dependencies' errors by operation, and whether it is ready, checked at each
+ * scrape (`ready`: what `/readyz` would answer now).
+ */
+export function commonMetrics(registry: Registry, ready: () => Promise<boolean>) {
+  const { counter, gauge } = metricsOn(registry)
+  return {
+    s3Errors: counter('media_s3_errors_total', 'S3 requests that failed (after the client retries), by operation', ['operation']),
+    brokerErrors: counter('media_broker_errors_total', 'RabbitMQ failures, by operation (publish, connection, channel, consume, settle)', ['operation']),
+    ready: gauge('media_ready', '1 when the service is ready (what /readyz answers at the scrape), else 0', [], async function () {
+      this.set((await ready().catch(() => false)) ? 1 : 0)
     }),
-    brokerErrors: new Counter({
-      name: 'media_broker_errors_total',
-      help: 'RabbitMQ failures, by operation (publish, connection, channel, consume, settle)',
-      labelNames: ['operation'] as const,
-      registers,
-    }),
-    ready: new Gauge({ name: 'media_ready', help: '1 when the last readiness check passed, else 0', registers }),
   }
 }
 export type CommonMetrics = ReturnType<typeof commonMetrics>

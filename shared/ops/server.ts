@@ -18,8 +18,6 @@ export function startOpsServer(options: {
   hostname?: string
   registry: Registry
   checks: () => Record<string, Check>
-  /** Called with each readiness answer (the `media_ready` gauge). */
-  onReady?: (ready: boolean) => void
 }): Promise<OpsServer> {
   const server = createServer((request, response) => {
     const send = (status: number, body: string, type = 'application/json') => {
@@ -31,7 +29,6 @@ export function startOpsServer(options: {
     if (path === '/livez') return send(livez().status, JSON.stringify(livez().body))
     if (path === '/readyz') {
       return void runChecks(options.checks()).then((readiness) => {
-        options.onReady?.(readiness.ready)
         const answer = readyz(readiness)
         send(answer.status, JSON.stringify(answer.body))
       })

@@ -4,62 +4,36 @@
  */
 import { MEDIA_KINDS, type MediaType } from '../names.ts'
 import type { OutputFormat } from '../outputs.ts'
-import { Counter, DURATION_BUCKETS, Gauge, Histogram, SIZE_BUCKETS, commonMetrics, type Registry } from '../ops/index.ts'
+import { DURATION_BUCKETS, SIZE_BUCKETS, commonMetrics, metricsOn, type Registry } from '../ops/metrics.ts'
 import type { ProcessorEvents } from './events.ts'
 import type { Stage } from './updates.ts'
 
 /** The stages a job's media code reports, as the `stage` label. */
 const STAGE_LABELS: Partial<Record<Stage, string>> = { downloading: 'download', processing: 'process', uploading: 'upload' }
 
-export function processorMetrics(registry: Registry, type: MediaType, slots: () => { busy: number; free: number }) {
+export function processorMetrics(registry: Registry, type: MediaType, slots: () => { busy: number; free: number }, ready: () => Promise<boolean>) {
   const kind = MEDIA_KINDS[type]
-  const registers = [registry]
-  const common = commonMetrics(registry)
-  const jobs = new Counter({
-    name: 'media_processor_jobs_total',
-    help: 'Job attempts that ended here, by outcome (completed, failed, cancelled, retried, interrupted, refused, handed_back, lost)',
-    labelNames: ['kind', 'outcome'] as const,
-    registers,
+  const common = commonMetrics(registry, ready)
+  const { counter, gauge, histogram } = metricsOn(registry)
+  const jobs = counter(
+    'media_processor_jobs_total',
+    'Job attempts that ended here, by outcome (completed, failed, cancelled, retried, interrupted, refused, handed_back, lost)',
+    ['kind', 'outcome']
+  )
+  gauge('media_processor_slots', 'Job slots of this processor (its concurrency), busy or free', ['kind', 'state'], function () {
+    const now = slots()
+    this.set({ kind, state: 'busy' }, now.busy)
+    this.set({ kind, state: 'free' }, now.free)
   })
-  new Gauge({
-    name: 'media_processor_slots',
-    help: 'Job slots of this processor (its concurrency), busy or free',
-    labelNames: ['kind', 'state'] as const,
-    registers,
-    collect() {
-      const now = slots()
-      this.set({ kind, state: 'busy' }, now.busy)
-      this.set({ kind, state: 'free' }, now.free)
-    },
-  })
-  const stages = new Histogram({
-    name: 'media_job_stage_seconds',
-    help: 'Time a completed job spent in each stage of its last attempt (download, process, upload)',
-    labelNames: ['kind', 'stage'] as const,
-    buckets: DURATION_BUCKETS,
-    registers,
-  })
-  const attempts = new Histogram({
-    name: 'media_job_attempt_seconds',
-    help: 'Duration of one attempt of a job here, by how it ended',
-    labelNames: ['kind', 'outcome'] as const,
-    buckets: DURATION_BUCKETS,
-    registers,
-  })
-  const outputBytes = new Histogram({
-    name: 'media_output_bytes',
-    help: 'Size of each output stored, by format',
-    labelNames: ['kind', 'format'] as const,
-    buckets: SIZE_BUCKETS,
-    registers,
-  })
-  const outputSeconds = new Histogram({
-    name: 'media_output_upload_seconds',
-    help: 'Time to store each output in S3, by format',
-    labelNames: ['kind', 'format'] as const,
-    buckets: DURATION_BUCKETS,
-    registers,
-  })
+  const stages = histogram(
+    'media_job_stage_seconds',
+    'Time a completed job spent in each stage of its last attempt (download, process, upload)',
+    ['kind', 'stage'],
+    DURATION_BUCKETS
+  )
+  const attempts = histogram('media_job_attempt_seconds', 'Duration of one attempt of a job here, by how it ended', ['kind', 'outcome'], DURATION_BUCKETS)
+  const outputBytes = histogram('media_output_bytes', 'Size of each output stored, by format', ['kind', 'format'], SIZE_BUCKETS)
+  const outputSeconds = histogram('media_output_upload_seconds', 'Time to store each output in S3, by format', ['kind', 'format'], DURATION_BUCKETS)
 
   return {
     ...common,

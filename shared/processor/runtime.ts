@@ -97,10 +97,12 @@ export async function startProcessor<T extends MediaType>(definition: ProcessorD
   const logOf = (jobId: string) => jobLogs.get(jobId) ?? log.child({ jobId })
   logEvents(events, logOf, log)
   const registry = createRegistry(name)
-  const metrics = processorMetrics(registry, settings.type, () => {
-    const busy = running.size
-    return { busy, free: Math.max(0, settings.concurrency - busy) }
-  })
+  const metrics = processorMetrics(
+    registry,
+    settings.type,
+    () => ({ busy: running.size, free: Math.max(0, settings.concurrency - running.size) }),
+    async () => (await readiness()).ready
+  )
   metrics.watch(events)
   const storage = createStorage(settings.s3, (operation) => metrics.s3Errors.inc({ operation }))
   const workDirs = createWorkDirs(settings.tmpDir)
@@ -467,7 +469,6 @@ export async function startProcessor<T extends MediaType>(definition: ProcessorD
       port: settings.metricsPort,
       registry,
       checks: () => checks,
-      onReady: (ready) => metrics.ready.set(ready ? 1 : 0),
     }).catch(async (error) => {
       await connection.close().catch(() => {})
       storage.destroy()

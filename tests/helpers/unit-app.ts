@@ -46,7 +46,7 @@ export async function unitApp(overrides: Partial<AppDeps> = {}) {
   const store = openSqliteStore(':memory:')
   const log = silentLogger()
   const registry = createRegistry('api')
-  const metrics = apiMetrics(registry, { jobsByType: unused, stalled: unused, outbox: unused, queues: unused })
+  const metrics = apiMetrics(registry, { jobsByType: unused, stalled: unused, deadLetters: unused, outbox: unused, queues: unused, ready: unused })
   const deps: AppDeps = {
     system: 'unit',
     store,

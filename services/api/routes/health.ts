@@ -18,7 +18,7 @@ import { OPEN, documenter, jsonAnswer } from '../openapi.ts'
 const doc = documenter({ tag: 'service', security: OPEN, errors: [] })
 
 /** What the API needs to take uploads: the database, RabbitMQ accepting messages, and S3. */
-function dependencies(deps: AppDeps): Record<'database' | 'rabbitmq' | 's3', Check> {
+export function dependencies(deps: Pick<AppDeps, 'store' | 'broker' | 'storage'>): Record<'database' | 'rabbitmq' | 's3', Check> {
   return {
     database: () => deps.store.ping(),
     rabbitmq: () => {
@@ -75,7 +75,6 @@ export function healthRoutes(deps: AppDeps) {
       }),
       async (c) => {
         const readiness = await runChecks(dependencies(deps))
-        deps.metrics.ready.set(readiness.ready ? 1 : 0)
         const { status, body } = readyz(readiness)
         const checks = { database: readiness.checks.database!, rabbitmq: readiness.checks.rabbitmq!, s3: readiness.checks.s3! }
         return status === 200 ? c.json({ ...body, status: 'ready' as const, checks }, 200) : c.json({ ...body, status: 'unavailable' as const, checks }, 503)

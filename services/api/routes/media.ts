@@ -294,7 +294,6 @@ async function cancelJob(deps: AppDeps, media: MediaRecord, log: Logger): Promis
   try {
     await deps.storage.mark(marker)
   } catch (error) {
-    deps.metrics.s3Errors.inc({ operation: 'mark' })
     log.warn({ err: error }, `writing the cancel marker failed: ${(error as Error).message}`)
     throw new ApiError(503, 'storage_unavailable', 'the cancel could not be recorded; try again')
   }
