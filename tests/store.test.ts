@@ -12,7 +12,7 @@ import { DatabaseSync } from 'node:sqlite'
 import { queueNames, type ImageResult, type JobUpdate } from '@app/shared'
 import { openStore, type Database } from '../services/api/open-store.ts'
 import { POSTGRES_SCHEMA_VERSION } from '../services/api/postgres-db.ts'
-import type { NewMedia, Store } from '../services/api/store.ts'
+import type { NewMedia, Store, Webhook } from '../services/api/store.ts'
 import { newPostgresSchema, withPostgres } from './helpers/postgres.ts'
 
 interface Backend {
@@ -194,6 +194,43 @@ describe.each(backends)('store on $name', (backend) => {
     await close()
   })
 
+  test('a lease has one holder at a time: renewed by its holder, free once released or expired', async () => {
+    const [a, b, close] = await twoStores()
+    const first = await Promise.all([a.claimLease('upload-1', 'A', 60_000), b.claimLease('upload-1', 'B', 60_000)])
+    expect(first.filter(Boolean)).toHaveLength(1)
+    const [holder, other] = first[0] ? (['A', 'B'] as const) : (['B', 'A'] as const)
+    expect(await a.claimLease('upload-1', holder, 60_000)).toBe(true) // renewed
+    expect(await b.claimLease('upload-1', other, 60_000)).toBe(false)
+    await a.releaseLease('upload-1', other) // not its to give up: nothing happens
+    expect(await b.claimLease('upload-1', other, 60_000)).toBe(false)
+    await b.releaseLease('upload-1', holder)
+    expect(await b.claimLease('upload-1', other, 0)).toBe(true)
+    await tick()
+    expect(await a.claimLease('upload-1', holder, 60_000)).toBe(true) // the 0 ms lease ran out
+    await close()
+  })
+
+  test('an Idempotency-Key: claimed by one request, answered once, then its answer; expired or abandoned keys are free', async () => {
+    const [a, b, close] = await twoStores()
+    const keep = { keepMs: 60_000, staleMs: 60_000 }
+    const claims = await Promise.all([a.claimIdempotencyKey('t1', 'k', keep), b.claimIdempotencyKey('t1', 'k', keep)])
+    expect(claims.map((c) => c.state).sort()).toEqual(['claimed', 'pending'])
+    expect(await a.claimIdempotencyKey('t2', 'k', keep)).toEqual({ state: 'claimed' }) // per tenant
+    const answer = { status: 202, body: '{"id":"x"}', location: '/v1/media/x' }
+    await a.answerIdempotencyKey('t1', 'k', 'sha-1', answer)
+    expect(await b.claimIdempotencyKey('t1', 'k', keep)).toEqual({ state: 'answered', fingerprint: 'sha-1', answer })
+    await b.releaseIdempotencyKey('t1', 'k') // an answered key is not released
+    expect((await b.claimIdempotencyKey('t1', 'k', keep)).state).toBe('answered')
+    // Past its day, or left pending past the stale time, a key is free again.
+    await tick()
+    expect(await a.claimIdempotencyKey('t1', 'k', { keepMs: 0, staleMs: 60_000 })).toEqual({ state: 'claimed' })
+    await tick()
+    expect(await b.claimIdempotencyKey('t1', 'k', { keepMs: 60_000, staleMs: 0 })).toEqual({ state: 'claimed' })
+    await tick()
+    expect(await a.sweepIdempotencyKeys(0)).toBe(2)
+    await close()
+  })
+
   test('stalled jobs: two instances sweeping at once re-drive each job once, then fail it once', async () => {
     const [a, b, close, database] = await twoStores()
     const jobs = Array.from({ length: 12 }, () => newMedia())
@@ -247,6 +284,42 @@ describe.each(backends)('store on $name', (backend) => {
     expect(outcomes.filter((o) => o?.outcome === 'final')).toEqual([{ outcome: 'final', status: 'cancelled' }])
     expect((await a.applyResult(completed(media.jobId)))?.changed).toBe(false)
     expect(await a.cancel(crypto.randomUUID())).toBeUndefined()
+    await close()
+  })
+
+  test('webhook events: written with the change for the endpoints that want them, each claimed by one instance, recorded', async () => {
+    const [a, b, close] = await twoStores()
+    const hook = (events: Webhook['events'], tenant = 'acme'): Webhook => ({
+      id: crypto.randomUUID(), tenant, url: 'https://hooks.example/x', events, secrets: [{ secret: 'whsec_x', expiresAt: null }],
+      createdAt: new Date().toISOString(), disabledAt: null, disabledReason: null,
+    })
+    const wants = hook(['media.completed', 'media.cancelled'])
+    await a.createWebhook(wants)
+    await a.createWebhook(hook(['media.failed'])) // not this event
+    await a.createWebhook(hook(['media.completed'], 'other')) // another tenant's
+    const media = newMedia()
+    await a.createMedia(media)
+    await a.applyUpdate(update(media.jobId, 10))
+    expect(await a.claimDueDeliveries(10, 60_000)).toEqual([]) // no final state yet
+    await b.applyResult(completed(media.jobId))
+    await b.applyResult(completed(media.jobId)) // applied once: one event
+    const claims = await Promise.all([a.claimDueDeliveries(10, 60_000), b.claimDueDeliveries(10, 60_000)])
+    const due = claims.flat()
+    expect(due).toHaveLength(1)
+    expect(due[0]).toMatchObject({ event: 'media.completed', body: null, attempts: 0, webhook: { id: wants.id } })
+    // The media as the event saw it: completed, with its outputs and metadata.
+    expect(due[0]!.media).toMatchObject({ id: media.id, status: 'completed', metadata: { width: 640 }, outputs: [{ name: 'thumb' }] })
+    await a.recordDeliveryAttempt(due[0]!.id, '{"body":1}', { kind: 'retry', nextAt: Date.now() - 1, status: 500, error: 'the endpoint answered 500' })
+    const [again] = await b.claimDueDeliveries(10, 60_000)
+    expect(again).toMatchObject({ id: due[0]!.id, body: '{"body":1}', attempts: 1 })
+    await b.recordDeliveryAttempt(again!.id, again!.body!, { kind: 'failed', status: 410, error: 'gone', disable: 'answered 410 Gone' })
+    expect((await a.getWebhook(wants.id))?.disabledReason).toBe('answered 410 Gone')
+    expect(await a.listDeliveries(wants.id, 10)).toEqual([expect.objectContaining({ status: 'failed', attempts: 2, lastStatus: 410 })])
+    // Disabled: a later event for it is not written.
+    const second = newMedia()
+    await a.createMedia(second)
+    await a.cancel(second.id)
+    expect(await a.claimDueDeliveries(10, 60_000)).toEqual([])
     await close()
   })
 

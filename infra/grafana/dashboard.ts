@@ -169,6 +169,12 @@ export const ROWS: Row[] = [
         queries: [{ expr: `sum by (service, operation) (${rate('media_broker_errors_total')})`, legend: '{{service}} {{operation}}' }],
       },
       {
+        title: 'Webhook attempts',
+        description: 'Webhook delivery attempts per second: delivered, to be retried, or given up (see GET /v1/webhooks/:id/deliveries).',
+        unit: 'ops',
+        queries: [{ expr: `sum by (outcome) (${rate('media_webhook_attempts_total')})`, legend: '{{outcome}}' }],
+      },
+      {
         title: 'HTTP latency',
         description: 'Time to answer (to the headers), 95th percentile, by route.',
         unit: 's',

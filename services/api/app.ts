@@ -13,12 +13,15 @@ import type { AuthMode } from './auth.ts'
 import type { Broker } from './broker.ts'
 import type { Changes } from './changes.ts'
 import { ApiError, codeOfStatus } from './errors.ts'
+import type { Config } from './config.ts'
 import type { ApiMetrics } from './metrics.ts'
 import { observe, type Observed } from './observe.ts'
 import { OPEN, documenter, openApiRoute, type ErrorAnswers } from './openapi.ts'
 import type { Outbox } from './outbox.ts'
 import type { PaceRule } from './pace.ts'
 import { adminRoutes } from './routes/admin.ts'
+import { webhookRoutes } from './routes/webhooks.ts'
+import type { DestinationRules } from './webhooks/destination.ts'
 import { healthRoutes } from './routes/health.ts'
 import { mediaRoutes } from './routes/media.ts'
 import type { Storage } from './storage.ts'
@@ -48,13 +51,19 @@ export interface AppDeps {
   corsOrigins: readonly string[]
   log: Logger
   metrics: ApiMetrics
+  /** This instance: the holder of the leases it takes. */
+  instanceId: string
+  /** S3 as configured: for the parts that talk to it themselves (tus, presigned URLs). */
+  s3: Config['s3']
+  /** Where webhooks may point, and a way to have due deliveries sent now. */
+  webhooks: DestinationRules & { kick(): void }
   /** What `/metrics` serves. */
   registry: Registry
 }
 
 /** Headers a browser may send and read across origins. */
 const CORS_REQUEST_HEADERS = ['Authorization', 'Content-Type', 'Content-Disposition', 'X-Filename', 'Idempotency-Key', 'Last-Event-ID', 'traceparent']
-const CORS_RESPONSE_HEADERS = ['Location', 'Retry-After', 'RateLimit-Limit', 'RateLimit-Remaining', 'RateLimit-Reset', 'RateLimit-Policy', 'traceparent']
+const CORS_RESPONSE_HEADERS = ['Location', 'Retry-After', 'RateLimit-Limit', 'RateLimit-Remaining', 'RateLimit-Reset', 'RateLimit-Policy', 'traceparent', 'Idempotent-Replayed']
 
 export function createApp(deps: AppDeps) {
   const app = new Hono<Observed>()
@@ -85,6 +94,7 @@ export function createApp(deps: AppDeps) {
   const routes = app
     .route('/', healthRoutes(deps))
     .route('/v1/media', mediaRoutes(deps))
+    .route('/v1/webhooks', webhookRoutes(deps))
     .route('/v1/admin', adminRoutes(deps))
     .get('/openapi.json', openApiDoc, openApiRoute(app))
   app.notFound((c) => c.json(new ApiError(404, 'not_found', `no route for ${c.req.method} ${new URL(c.req.url).pathname}`).toJSON(), 404))

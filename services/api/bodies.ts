@@ -5,6 +5,7 @@
  */
 import * as v from 'valibot'
 import { ErrorInfoSchema, ImageMetadataSchema, JOB_STATUSES, JobIdSchema, MEDIA_TYPES, MediaIdSchema, OutputInfoSchema, STAGES, VideoMetadataSchema } from '@app/shared'
+import { WEBHOOK_EVENTS } from './store.ts'
 
 const Count = v.pipe(v.number(), v.integer(), v.minValue(0))
 const Timestamp = v.pipe(v.string(), v.isoTimestamp(), v.description('An RFC 3339 timestamp in UTC, e.g. 2026-11-22T08:00:00.000Z.'))
@@ -86,6 +87,50 @@ export const ReadySchema = v.pipe(
   }),
   v.metadata({ ref: 'Ready' })
 )
+
+// ── Webhooks ─────────────────────────────────────────────────────────────────────────────────────────────────
+
+const WebhookEvent = v.pipe(v.picklist(WEBHOOK_EVENTS), v.description('media.completed, media.failed, media.cancelled or media.deleted.'))
+export const NewWebhookSchema = v.object({
+  url: v.pipe(v.string(), v.maxLength(2048), v.description('Where deliveries are POSTed: https (unless the operator allows http), not a private address.')),
+  events: v.pipe(v.array(WebhookEvent), v.minLength(1, 'must name at least one event'), v.maxLength(WEBHOOK_EVENTS.length)),
+})
+export const WebhookSchema = v.pipe(
+  v.object({
+    id: Uuid,
+    url: v.string(),
+    events: v.array(WebhookEvent),
+    createdAt: Timestamp,
+    disabledAt: v.pipe(v.nullable(Timestamp), v.description('Set when the endpoint answered 410 Gone: nothing more is sent.')),
+    disabledReason: v.nullable(v.string()),
+  }),
+  v.metadata({ ref: 'Webhook' })
+)
+export const WebhookWithSecretSchema = v.pipe(
+  v.object({
+    ...WebhookSchema.entries,
+    secret: v.pipe(v.string(), v.description('`whsec_…`: verifies the `webhook-signature` of each delivery. In this answer only.')),
+  }),
+  v.metadata({ ref: 'WebhookWithSecret' })
+)
+export const WebhookListSchema = v.object({ webhooks: v.array(WebhookSchema) })
+export const WebhookDeliverySchema = v.pipe(
+  v.object({
+    id: v.pipe(v.string(), v.description('The `webhook-id` header: the same on every attempt, so a receiver can drop repeats.')),
+    webhookId: Uuid,
+    event: WebhookEvent,
+    mediaId: MediaIdSchema,
+    status: v.pipe(v.picklist(['pending', 'delivered', 'failed']), v.description('pending: not yet delivered and still tried; failed: given up.')),
+    attempts: Count,
+    nextAt: v.pipe(v.nullable(Timestamp), v.description('When a pending delivery is tried next.')),
+    lastStatus: v.pipe(v.nullable(v.number()), v.description('The HTTP status of the last attempt; null when it got none.')),
+    lastError: v.nullable(v.string()),
+    createdAt: Timestamp,
+    deliveredAt: v.nullable(Timestamp),
+  }),
+  v.metadata({ ref: 'WebhookDelivery' })
+)
+export const WebhookDeliveryListSchema = v.object({ deliveries: v.array(WebhookDeliverySchema) })
 
 // ── Admin ────────────────────────────────────────────────────────────────────────────────────────────────────
 

@@ -41,6 +41,26 @@ const CorsOrigins = v.optional(
   ),
   ''
 )
+/** `true` or `false`. */
+const flagVar = v.optional(
+  v.pipe(
+    v.picklist(['true', 'false'], 'must be true or false'),
+    v.transform((s) => s === 'true')
+  ),
+  'false'
+)
+/** Standard Webhooks' waits after a failed attempt: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h. */
+const STANDARD_SCHEDULE_SECONDS = [5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400]
+/** Seconds, comma-separated (decimals allowed): the waits between webhook attempts. */
+const ScheduleVar = v.optional(
+  v.pipe(
+    v.string(),
+    v.regex(/^\s*\d+(\.\d+)?(\s*,\s*\d+(\.\d+)?)*\s*$/, 'must be seconds, comma-separated, such as 5,300,1800'),
+    v.transform((s) => s.split(',').map((n) => Math.round(Number(n) * 1000)))
+  ),
+  STANDARD_SCHEDULE_SECONDS.join(',')
+)
+const PublicUrl = v.optional(v.pipe(v.string(), v.url('must be a URL'), v.regex(/^https?:\/\/[^/]+\/?$/, 'must be scheme://host[:port], with no path')))
 const wholeVar = (fallback: number, max: number) =>
   v.optional(v.pipe(v.string(), v.regex(/^\d+$/, 'must be a whole number'), v.transform(Number), v.maxValue(max)), String(fallback))
 
@@ -74,6 +94,13 @@ const ConfigSchema = v.pipe(
     UPLOAD_MIN_RATE: bytesVar('1k'),
     CORS_ORIGINS: CorsOrigins,
     ...LogEnv,
+    // Where clients reach this API: the outputs' URLs in webhook bodies (requests use their own origin).
+    PUBLIC_URL: PublicUrl,
+    WEBHOOK_ALLOW_PRIVATE: flagVar,
+    WEBHOOK_ALLOW_HTTP: flagVar,
+    WEBHOOK_TIMEOUT_SECONDS: countVar(15, 300),
+    WEBHOOK_RETRY_HOURS: countVar(72, 24 * 30),
+    WEBHOOK_RETRY_SCHEDULE: ScheduleVar,
   }),
   v.transform((env) => ({
     system: env.SYSTEM,
@@ -103,6 +130,14 @@ const ConfigSchema = v.pipe(
     },
     corsOrigins: env.CORS_ORIGINS,
     log: logSettings(env),
+    webhooks: {
+      allowPrivate: env.WEBHOOK_ALLOW_PRIVATE,
+      allowHttp: env.WEBHOOK_ALLOW_HTTP,
+      timeoutMs: env.WEBHOOK_TIMEOUT_SECONDS * 1000,
+      giveUpAfterMs: env.WEBHOOK_RETRY_HOURS * 3_600_000,
+      scheduleMs: env.WEBHOOK_RETRY_SCHEDULE,
+      publicUrl: (env.PUBLIC_URL ?? `http://127.0.0.1:${env.PORT}`).replace(/\/$/, ''),
+    },
   }))
 )
 export type Config = v.InferOutput<typeof ConfigSchema>

@@ -4,6 +4,7 @@
  * stream for the caller to store, so the API never holds more than a few S3 parts of a file in memory.
  */
 import busboy from 'busboy'
+import { createHash } from 'node:crypto'
 import { Readable } from 'node:stream'
 import { ApiError } from './errors.ts'
 import { declaredFilename, sanitizeFilename } from './filename.ts'
@@ -30,6 +31,8 @@ export interface Received {
    * own (lib-storage's Upload can), so this is how a reader tells the upload's fault from its own.
    */
   readonly failure: ApiError | null
+  /** The SHA-256 (hex) of the file's bytes, once `body` has been read to its end; null before. */
+  readonly sha256: string | null
 }
 
 /** Multipart framing (boundaries, part headers) on top of the file itself. */
@@ -104,6 +107,9 @@ export async function receiveStream(
 function limited(sniffed: Accepted, filename: string | null, head: Uint8Array, reader: ReadableStreamDefaultReader<Uint8Array>, maxBytes: number): Received {
   let size = head.byteLength
   let failure: ApiError | null = null
+  // Hashed as it passes: what an Idempotency-Key's retry is compared by, at no second read of the first request.
+  const hash = createHash('sha256').update(head)
+  let sha256: string | null = null
   const body = new ReadableStream<Uint8Array>({
     start(controller) {
       controller.enqueue(head)
@@ -116,13 +122,17 @@ function limited(sniffed: Accepted, filename: string | null, head: Uint8Array, r
         failure = interrupted(error)
         return controller.error(failure)
       }
-      if (chunk.done) return controller.close()
+      if (chunk.done) {
+        sha256 = hash.digest('hex')
+        return controller.close()
+      }
       size += chunk.value.byteLength
       if (size > maxBytes) {
         failure = tooLarge(maxBytes)
         controller.error(failure)
         return drain(reader)
       }
+      hash.update(chunk.value)
       controller.enqueue(chunk.value)
     },
     cancel: (reason) => reader.cancel(reason),
@@ -136,6 +146,9 @@ function limited(sniffed: Accepted, filename: string | null, head: Uint8Array, r
     },
     get failure() {
       return failure
+    },
+    get sha256() {
+      return sha256
     },
   }
 }

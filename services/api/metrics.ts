@@ -42,6 +42,7 @@ export function apiMetrics(registry: Registry, sources: MetricSources, onError: 
   )
   const duration = histogram('media_job_duration_seconds', 'Time from the upload accepted to the final state, by kind and status', ['kind', 'status'], DURATION_BUCKETS)
   const queued = histogram('media_job_queued_seconds', 'Time from the upload accepted to the first word from a processor, by kind', ['kind'], DURATION_BUCKETS)
+  const webhookAttempts = counter('media_webhook_attempts_total', 'Webhook delivery attempts, by outcome (delivered, retry, failed)', ['outcome'])
   const stallActions = counter('media_stall_actions_total', 'What the stall sweep did to silent jobs: redriven or failed', ['action'])
   const requests = counter('media_http_requests_total', 'HTTP requests answered, by method, route pattern and status', ['method', 'route', 'status'])
   const requestSeconds = histogram(
@@ -114,6 +115,9 @@ export function apiMetrics(registry: Registry, sources: MetricSources, onError: 
         finished.inc({ kind, status: applied.status })
         duration.observe({ kind, status: applied.status }, seconds)
       }
+    },
+    webhookAttempt(outcome: 'delivered' | 'retry' | 'failed'): void {
+      webhookAttempts.inc({ outcome })
     },
     stallAction(action: 'redriven' | 'failed'): void {
       stallActions.inc({ action })

@@ -6,6 +6,8 @@ import { connectBroker } from './broker.ts'
 import { createChanges } from './changes.ts'
 import type { Config } from './config.ts'
 import { createHandlers } from './handlers.ts'
+import { IDEMPOTENCY_KEEP_MS } from './idempotency.ts'
+import { createDeliverer } from './webhooks/deliver.ts'
 import { seedKeys } from './keys.ts'
 import { apiMetrics } from './metrics.ts'
 import { createOutbox } from './outbox.ts'
@@ -20,6 +22,8 @@ const OUTBOX_INTERVAL_MS = 5_000
 const PUBLISH_TIMEOUT_MS = 5_000
 /** How often the abandoned-upload sweep runs, by one instance of all of them. */
 const UPLOAD_SWEEP_EVERY_MS = 3_600_000
+/** How often each instance looks for webhook deliveries due (each is claimed by one instance). */
+const WEBHOOK_ROUND_MS = 1_000
 /** How often each instance asks whether a sweep is due (the sweep itself runs at its own pace, once across instances). */
 const UPLOAD_SWEEP_CHECK_MS = 300_000
 
@@ -125,7 +129,15 @@ export async function startApi(config: Config, options: { log?: Logger } = {}) {
     } catch (error) {
       log.warn({ err: error }, `multipart sweep: ${(error as Error).message}; an S3 lifecycle rule (AbortIncompleteMultipartUpload) does the same`)
     }
+    // Answers kept for Idempotency-Keys past their day (lookups ignore them already; this only frees the rows).
+    if (await store.claimRound('idempotency-sweep', UPLOAD_SWEEP_EVERY_MS).catch(() => false)) {
+      await store.sweepIdempotencyKeys(IDEMPOTENCY_KEEP_MS).catch((error) => log.warn({ err: error }, `idempotency sweep: ${error.message}`))
+    }
   }, UPLOAD_SWEEP_CHECK_MS)
+
+  // Webhooks: the store writes each event with the change it announces; this sends what is due, here or elsewhere.
+  const deliverer = createDeliverer({ store, log, settings: config.webhooks, onAttempt: (outcome) => metrics.webhookAttempt(outcome) })
+  const webhookTimer = setInterval(() => void deliverer.round(), WEBHOOK_ROUND_MS)
 
   const app = createApp({
     system: config.system,
@@ -144,6 +156,9 @@ export async function startApi(config: Config, options: { log?: Logger } = {}) {
     log,
     metrics,
     registry,
+    instanceId,
+    s3: config.s3,
+    webhooks: { allowHttp: config.webhooks.allowHttp, allowPrivate: config.webhooks.allowPrivate, kick: () => void deliverer.round() },
   })
   return {
     app,
@@ -153,6 +168,8 @@ export async function startApi(config: Config, options: { log?: Logger } = {}) {
       clearInterval(relayTimer)
       clearInterval(sweepTimer)
       clearInterval(uploadsTimer)
+      clearInterval(webhookTimer)
+      await deliverer.settled()
       await broker.close()
       await release()
     },

@@ -20,6 +20,10 @@ import {
   type OutboxMessage,
   type StallAction,
   type Store,
+  type DueDelivery,
+  type Webhook,
+  type WebhookDelivery,
+  type WebhookEvent,
 } from './store.ts'
 
 export interface SqlStoreOptions {
@@ -66,6 +70,16 @@ export function createSqlStore(db: Db, options: SqlStoreOptions = {}): Store {
     body: r.body as Uint8Array,
     deadAt: String(r.dead_at),
   })
+  const toWebhook = (r: Row): Webhook => ({
+    id: String(r.id),
+    tenant: String(r.tenant),
+    url: String(r.url),
+    events: JSON.parse(String(r.events)),
+    secrets: JSON.parse(String(r.secrets)),
+    createdAt: String(r.created_at),
+    disabledAt: text(r.disabled_at),
+    disabledReason: text(r.disabled_reason),
+  })
   const toKey = (r: Row): ApiKey => ({
     id: String(r.id),
     tenant: String(r.tenant),
@@ -94,6 +108,52 @@ export function createSqlStore(db: Db, options: SqlStoreOptions = {}): Store {
     await insertOutbox(tx, { messageId, jobId, queue: String(original.queue), type: String(original.type), body: original.body as Uint8Array }, 0)
   }
 
+  /** A media with its latest job, read on `q` (the store's connection, or a transaction's). */
+  const readMedia = async (q: Queryable, id: string): Promise<MediaRecord | undefined> => {
+    const row = await q.get(
+      `SELECT m.*, j.id AS job_id, j.type, j.status, j.stage, j.progress, j.eta_seconds, j.error, j.outputs, j.updated_at AS job_updated_at, j.traceparent
+       FROM media m JOIN jobs j ON j.media_id = m.id WHERE m.id = ? ORDER BY j.created_at DESC LIMIT 1`,
+      [id]
+    )
+    if (!row) return undefined
+    const updatedAt = [String(row.updated_at), String(row.job_updated_at)].sort().at(-1)!
+    return {
+      ...toJobState(row),
+      id: String(row.id),
+      tenant: String(row.tenant),
+      filename: text(row.filename),
+      kind: row.kind as MediaRecord['kind'],
+      format: String(row.format),
+      size: Number(row.size),
+      bucket: String(row.bucket),
+      sourceKey: String(row.source_key),
+      jobId: String(row.job_id),
+      type: row.type as MediaRecord['type'],
+      metadata: row.metadata ? JSON.parse(String(row.metadata)) : null,
+      traceparent: text(row.traceparent),
+      createdAt: String(row.created_at),
+      updatedAt,
+    }
+  }
+
+  /**
+   * Writes an event for every enabled webhook of the media's tenant that wants it, in the transaction of the change
+   * (the outbox of events): with the media as it is now, so each delivery says what the event saw.
+   */
+  const announce = async (tx: Queryable, mediaId: string, event: WebhookEvent) => {
+    const media = await readMedia(tx, mediaId)
+    if (!media) return
+    const hooks = await tx.all('SELECT id, events FROM webhooks WHERE tenant = ? AND disabled_at IS NULL', [media.tenant])
+    const at = Date.now()
+    for (const hook of hooks) {
+      if (!(JSON.parse(String(hook.events)) as string[]).includes(event)) continue
+      await tx.run(
+        "INSERT INTO webhook_deliveries (id, webhook_id, event, media_id, media, status, next_at, created_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
+        [`msg_${crypto.randomUUID().replaceAll('-', '')}`, String(hook.id), event, mediaId, JSON.stringify(media), at, at]
+      )
+    }
+  }
+
   /** Reads the job (locked), computes its next state and writes it, in the transaction `tx`. */
   const changeIn = async (
     tx: Queryable,
@@ -120,6 +180,8 @@ export function createSqlStore(db: Db, options: SqlStoreOptions = {}): Store {
     await writeJob(tx, jobId, updated)
     if (updated.status !== job.status) await record(tx, jobId, updated.status, reason)
     await options.also?.(tx, updated)
+    // After `also`, so a completed media's event carries its metadata.
+    if (updated.status !== job.status && isFinal(updated.status)) await announce(tx, about.mediaId, `media.${updated.status}` as WebhookEvent)
     return { ...about, status: updated.status, changed: true }
   }
   const failIn = (tx: Queryable, jobId: string, error: ErrorInfo, reason: Reason) =>
@@ -140,34 +202,13 @@ export function createSqlStore(db: Db, options: SqlStoreOptions = {}): Store {
         await insertOutbox(tx, media.request, Date.now())
       })
     },
-    async getMedia(id) {
-      const row = await db.get(
-        `SELECT m.*, j.id AS job_id, j.type, j.status, j.stage, j.progress, j.eta_seconds, j.error, j.outputs, j.updated_at AS job_updated_at, j.traceparent
-         FROM media m JOIN jobs j ON j.media_id = m.id WHERE m.id = ? ORDER BY j.created_at DESC LIMIT 1`,
-        [id]
-      )
-      if (!row) return undefined
-      const updatedAt = [String(row.updated_at), String(row.job_updated_at)].sort().at(-1)!
-      return {
-        ...toJobState(row),
-        id: String(row.id),
-        tenant: String(row.tenant),
-        filename: text(row.filename),
-        kind: row.kind as MediaRecord['kind'],
-        format: String(row.format),
-        size: Number(row.size),
-        bucket: String(row.bucket),
-        sourceKey: String(row.source_key),
-        jobId: String(row.job_id),
-        type: row.type as MediaRecord['type'],
-        metadata: row.metadata ? JSON.parse(String(row.metadata)) : null,
-        traceparent: text(row.traceparent),
-        createdAt: String(row.created_at),
-        updatedAt,
-      }
-    },
-    async deleteMedia(id) {
-      await db.run('DELETE FROM media WHERE id = ?', [id])
+    getMedia: (id) => readMedia(db, id),
+    async deleteMedia(id, options = {}) {
+      if (!options.announce) return void (await db.run('DELETE FROM media WHERE id = ?', [id]))
+      await db.transaction(async (tx) => {
+        await announce(tx, id, 'media.deleted')
+        await tx.run('DELETE FROM media WHERE id = ?', [id])
+      })
     },
     async markPublished(messageId) {
       await db.run('UPDATE outbox SET published_at = ? WHERE message_id = ? AND published_at IS NULL', [Date.now(), messageId])
@@ -225,6 +266,7 @@ export function createSqlStore(db: Db, options: SqlStoreOptions = {}): Store {
         if (isFinal(job.status)) return { outcome: 'final' as const, status: job.status }
         await writeJob(tx, String(row.id), { ...job, status: 'cancelled', stage: 'finished', etaSeconds: null })
         await record(tx, String(row.id), 'cancelled', 'cancel')
+        await announce(tx, mediaId, 'media.cancelled')
         return { outcome: 'cancelled' as const, jobId: String(row.id), type: row.type as MediaRecord['type'] }
       })
     },
@@ -333,6 +375,49 @@ export function createSqlStore(db: Db, options: SqlStoreOptions = {}): Store {
       for (const row of await db.all('SELECT status, COUNT(*) AS n FROM jobs GROUP BY status')) counts[row.status as keyof JobCounts] = Number(row.n)
       return counts
     },
+    async claimLease(name, holder, ttlMs) {
+      const at = Date.now()
+      // Inserted, or taken over when free (expired) or already this holder's; the others' conditions fail.
+      const row = await db.get(
+        `INSERT INTO leases (name, holder, until) VALUES (?, ?, ?)
+         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until WHERE leases.until < ? OR leases.holder = excluded.holder
+         RETURNING name`,
+        [name, holder, at + ttlMs, at]
+      )
+      return row !== undefined
+    },
+    async releaseLease(name, holder) {
+      await db.run('DELETE FROM leases WHERE name = ? AND holder = ?', [name, holder])
+    },
+    async claimIdempotencyKey(tenant, key, { keepMs, staleMs }) {
+      return db.transaction(async (tx) => {
+        const at = Date.now()
+        const row = await tx.get(`SELECT fingerprint, status, body, location, created_at FROM idempotency_keys WHERE tenant = ? AND key = ?${db.lockRows}`, [tenant, key])
+        const answered = row?.status !== null && row?.status !== undefined
+        const age = row ? at - Number(row.created_at) : Infinity
+        if (row && answered && age <= keepMs) {
+          const answer = { status: Number(row.status), body: String(row.body), location: text(row.location) }
+          return { state: 'answered' as const, fingerprint: String(row.fingerprint), answer }
+        }
+        if (row && !answered && age <= staleMs) return { state: 'pending' as const }
+        // Unused, expired, or left by a request that died: this request's now. Two racing inserts: one wins (the
+        // primary key), the other finds it pending on a retry of its own.
+        await tx.run('DELETE FROM idempotency_keys WHERE tenant = ? AND key = ?', [tenant, key])
+        const inserted = await tx.run('INSERT INTO idempotency_keys (tenant, key, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING', [tenant, key, at])
+        return inserted > 0 ? { state: 'claimed' as const } : { state: 'pending' as const }
+      })
+    },
+    async answerIdempotencyKey(tenant, key, fingerprint, answer) {
+      await db.run('UPDATE idempotency_keys SET fingerprint = ?, status = ?, body = ?, location = ? WHERE tenant = ? AND key = ?', [
+        fingerprint, answer.status, answer.body, answer.location, tenant, key,
+      ])
+    },
+    async releaseIdempotencyKey(tenant, key) {
+      await db.run('DELETE FROM idempotency_keys WHERE tenant = ? AND key = ? AND status IS NULL', [tenant, key])
+    },
+    async sweepIdempotencyKeys(olderThanMs) {
+      return db.run('DELETE FROM idempotency_keys WHERE created_at < ?', [Date.now() - olderThanMs])
+    },
     async countJobsByType() {
       const rows = await db.all('SELECT type, status, COUNT(*) AS n FROM jobs GROUP BY type, status')
       return rows.map((r) => ({ type: r.type as MediaRecord['type'], status: r.status as JobStatus, count: Number(r.n) }))
@@ -368,6 +453,105 @@ export function createSqlStore(db: Db, options: SqlStoreOptions = {}): Store {
     },
     async countActiveKeys() {
       return Number((await db.get('SELECT COUNT(*) AS n FROM api_keys WHERE revoked_at IS NULL'))!.n)
+    },
+    async createWebhook(w) {
+      await db.run('INSERT INTO webhooks (id, tenant, url, events, secrets, created_at) VALUES (?, ?, ?, ?, ?, ?)', [
+        w.id, w.tenant, w.url, JSON.stringify(w.events), JSON.stringify(w.secrets), w.createdAt,
+      ])
+    },
+    async listWebhooks(tenant) {
+      return (await db.all('SELECT * FROM webhooks WHERE tenant = ? ORDER BY created_at DESC', [tenant])).map(toWebhook)
+    },
+    async getWebhook(id) {
+      const row = await db.get('SELECT * FROM webhooks WHERE id = ?', [id])
+      return row ? toWebhook(row) : undefined
+    },
+    async deleteWebhook(id) {
+      return (await db.run('DELETE FROM webhooks WHERE id = ?', [id])) > 0
+    },
+    async setWebhookSecrets(id, secrets) {
+      await db.run('UPDATE webhooks SET secrets = ? WHERE id = ?', [JSON.stringify(secrets), id])
+      const row = await db.get('SELECT * FROM webhooks WHERE id = ?', [id])
+      return row ? toWebhook(row) : undefined
+    },
+    async claimDueDeliveries(limit, leaseMs) {
+      // Asked every second by every instance: a plain read first, so an idle system takes no write lock.
+      const any = await db.get("SELECT 1 AS due FROM webhook_deliveries WHERE status = 'pending' AND next_at <= ? LIMIT 1", [Date.now()])
+      if (!any) return []
+      return db.transaction(async (tx) => {
+        const at = Date.now()
+        // Rows another instance is sending (claimed, or locked right now) are skipped: each goes out once.
+        const rows = await tx.all(
+          `SELECT d.id, d.event, d.media, d.body, d.attempts, d.created_at, d.webhook_id FROM webhook_deliveries d
+           WHERE d.status = 'pending' AND d.next_at <= ? AND (d.claimed_until IS NULL OR d.claimed_until < ?)
+           ORDER BY d.next_at LIMIT ?${db.claimRows}`,
+          [at, at, limit]
+        )
+        const due: DueDelivery[] = []
+        for (const row of rows) {
+          const hook = await tx.get('SELECT * FROM webhooks WHERE id = ?', [String(row.webhook_id)])
+          if (!hook) continue
+          if (hook.disabled_at !== null && hook.disabled_at !== undefined) {
+            // Disabled since the event was written (it answered 410): nothing more goes to it.
+            await tx.run("UPDATE webhook_deliveries SET status = 'failed', last_error = 'the endpoint is disabled' WHERE id = ?", [String(row.id)])
+            continue
+          }
+          await tx.run('UPDATE webhook_deliveries SET claimed_until = ? WHERE id = ?', [at + leaseMs, String(row.id)])
+          due.push({
+            id: String(row.id),
+            event: row.event as WebhookEvent,
+            media: JSON.parse(String(row.media)) as MediaRecord,
+            body: text(row.body),
+            attempts: Number(row.attempts),
+            createdAt: Number(row.created_at),
+            webhook: toWebhook(hook),
+          })
+        }
+        return due
+      })
+    },
+    async recordDeliveryAttempt(id, body, outcome) {
+      await db.transaction(async (tx) => {
+        const at = Date.now()
+        const status = outcome.kind === 'delivered' ? 'delivered' : outcome.kind === 'retry' ? 'pending' : 'failed'
+        await tx.run(
+          `UPDATE webhook_deliveries SET body = ?, status = ?, attempts = attempts + 1, next_at = ?, claimed_until = NULL,
+           last_status = ?, last_error = ?, delivered_at = ? WHERE id = ?`,
+          [
+            body, status, outcome.kind === 'retry' ? outcome.nextAt : at, outcome.status, outcome.kind === 'delivered' ? null : outcome.error,
+            outcome.kind === 'delivered' ? at : null, id,
+          ]
+        )
+        if (outcome.kind === 'failed' && outcome.disable) {
+          await tx.run('UPDATE webhooks SET disabled_at = ?, disabled_reason = ? WHERE id = (SELECT webhook_id FROM webhook_deliveries WHERE id = ?)', [
+            now(), outcome.disable, id,
+          ])
+        }
+      })
+    },
+    async listDeliveries(webhookId, limit) {
+      const rows = await db.all('SELECT * FROM webhook_deliveries WHERE webhook_id = ? ORDER BY created_at DESC, id LIMIT ?', [webhookId, limit])
+      const iso = (ms: unknown) => (ms === null || ms === undefined ? null : new Date(Number(ms)).toISOString())
+      return rows.map((r) => ({
+        id: String(r.id),
+        webhookId: String(r.webhook_id),
+        event: r.event as WebhookEvent,
+        mediaId: String(r.media_id),
+        status: r.status as WebhookDelivery['status'],
+        attempts: Number(r.attempts),
+        nextAt: r.status === 'pending' ? iso(r.next_at) : null,
+        lastStatus: num(r.last_status),
+        lastError: text(r.last_error),
+        createdAt: iso(r.created_at)!,
+        deliveredAt: iso(r.delivered_at),
+      }))
+    },
+    async redeliver(webhookId, deliveryId) {
+      const changed = await db.run(
+        "UPDATE webhook_deliveries SET status = 'pending', next_at = ?, claimed_until = NULL WHERE id = ? AND webhook_id = ?",
+        [Date.now(), deliveryId, webhookId]
+      )
+      return changed > 0
     },
     async ping() {
       await db.get('SELECT 1 AS ok')

@@ -116,11 +116,59 @@ CREATE INDEX job_history_job ON job_history (job_id, id);
 /** Version 5: each job keeps its upload's W3C traceparent, sent with every copy of its request. */
 const MIGRATION_5 = `ALTER TABLE jobs ADD COLUMN traceparent TEXT;`
 
+/**
+ * Version 6: leases (one holder at a time, across instances: a tus upload being written), the answers given to
+ * Idempotency-Keys (per tenant, kept a day), and webhooks with their deliveries (an outbox of events).
+ */
+const MIGRATION_6 = `
+CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, until INTEGER NOT NULL);
+CREATE TABLE idempotency_keys (
+  tenant TEXT NOT NULL,
+  key TEXT NOT NULL,
+  fingerprint TEXT,
+  status INTEGER,
+  body TEXT,
+  location TEXT,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (tenant, key)
+);
+CREATE TABLE webhooks (
+  id TEXT PRIMARY KEY,
+  tenant TEXT NOT NULL,
+  url TEXT NOT NULL,
+  events TEXT NOT NULL,
+  secrets TEXT NOT NULL,
+  disabled_at TEXT,
+  disabled_reason TEXT,
+  created_at TEXT NOT NULL
+);
+CREATE INDEX webhooks_tenant ON webhooks (tenant);
+CREATE TABLE webhook_deliveries (
+  id TEXT PRIMARY KEY,
+  webhook_id TEXT NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+  event TEXT NOT NULL,
+  media_id TEXT NOT NULL,
+  media TEXT NOT NULL,
+  body TEXT,
+  status TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_at INTEGER NOT NULL,
+  claimed_until INTEGER,
+  last_status INTEGER,
+  last_error TEXT,
+  created_at INTEGER NOT NULL,
+  delivered_at INTEGER
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_at) WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_webhook ON webhook_deliveries (webhook_id, created_at);
+`
+
 const MIGRATIONS: readonly [version: number, sql: string][] = [
   [2, MIGRATION_2],
   [3, MIGRATION_3],
   [4, MIGRATION_4],
   [5, MIGRATION_5],
+  [6, MIGRATION_6],
 ]
 export const SQLITE_SCHEMA_VERSION = MIGRATIONS.at(-1)![0]
 

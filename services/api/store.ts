@@ -88,6 +88,22 @@ export interface Applied {
   traceparent: string | null
 }
 
+/** The answer a request with an Idempotency-Key got, kept to answer its retries. */
+export interface IdempotentAnswer {
+  status: number
+  body: string
+  location: string | null
+}
+
+/**
+ * What claiming an Idempotency-Key found: nothing (now this request's, pending), a request with it still being
+ * answered, or the answer of one that was, with what its request was (`fingerprint`).
+ */
+export type IdempotencyClaim =
+  | { state: 'claimed' }
+  | { state: 'pending' }
+  | { state: 'answered'; fingerprint: string; answer: IdempotentAnswer }
+
 export type CancelOutcome =
   | { outcome: 'cancelled'; jobId: string; type: MediaType }
   | { outcome: 'final'; status: JobStatus }
@@ -124,6 +140,65 @@ export interface ApiKey {
   revokedAt: string | null
 }
 
+/** What a webhook may subscribe to: a media reaching a final state, or deleted. */
+export const WEBHOOK_EVENTS = ['media.completed', 'media.failed', 'media.cancelled', 'media.deleted'] as const
+export type WebhookEvent = (typeof WEBHOOK_EVENTS)[number]
+
+/** A signing secret (`whsec_…`); during a rotation the old one stays valid until `expiresAt`. */
+export interface WebhookSecret {
+  secret: string
+  expiresAt: string | null
+}
+
+/** An endpoint a tenant registered, and the events it wants. */
+export interface Webhook {
+  id: string
+  tenant: string
+  url: string
+  events: WebhookEvent[]
+  /** Newest first: every unexpired one signs each delivery. */
+  secrets: WebhookSecret[]
+  createdAt: string
+  /** Set when the endpoint answered 410 Gone (or an operator disabled it): nothing more is sent. */
+  disabledAt: string | null
+  disabledReason: string | null
+}
+
+/** One event for one endpoint, and how its sending goes. Its id is the `webhook-id` header, the same on every attempt. */
+export interface WebhookDelivery {
+  id: string
+  webhookId: string
+  event: WebhookEvent
+  mediaId: string
+  status: 'pending' | 'delivered' | 'failed'
+  attempts: number
+  nextAt: string | null
+  lastStatus: number | null
+  lastError: string | null
+  createdAt: string
+  deliveredAt: string | null
+}
+
+/** A delivery due now, with what sending it needs: the media as it was at the event, and its endpoint. */
+export interface DueDelivery {
+  id: string
+  event: WebhookEvent
+  /** The media at the event (the body's `data`), as the store reads it. */
+  media: MediaRecord
+  /** The body as first sent (every retry sends the same bytes), or null before the first attempt. */
+  body: string | null
+  attempts: number
+  /** When the event happened (epoch ms): retries stop a while after it. */
+  createdAt: number
+  webhook: Webhook
+}
+
+/** How an attempt went: delivered; to be tried again at `nextAt`; or given up (the endpoint disabled, on a 410). */
+export type DeliveryOutcome =
+  | { kind: 'delivered'; status: number }
+  | { kind: 'retry'; nextAt: number; status: number | null; error: string }
+  | { kind: 'failed'; status: number | null; error: string; disable?: string }
+
 /** One change of a job's status (or a re-drive, which keeps it `processing`). */
 export interface HistoryEntry {
   status: JobStatus
@@ -144,8 +219,11 @@ export interface Store {
   /** Writes the media, its job and the job's pending request in one transaction. */
   createMedia(media: NewMedia): Promise<void>
   getMedia(id: string): Promise<MediaRecord | undefined>
-  /** Removes a media and everything of it (used when its request could not be published). */
-  deleteMedia(id: string): Promise<void>
+  /**
+   * Removes a media and everything of it: when its request could not be published, or on DELETE (`announce`: the
+   * tenant's webhooks get `media.deleted`, written in the same transaction).
+   */
+  deleteMedia(id: string, options?: { announce?: boolean }): Promise<void>
   markPublished(messageId: string): Promise<void>
   /**
    * Requests written at least `olderThanMs` ago, not yet confirmed by the broker and not claimed by another
@@ -191,6 +269,25 @@ export interface Store {
   /** Cancels the media's job unless it is already final (undefined: no such media). */
   cancel(mediaId: string): Promise<CancelOutcome | undefined>
   countJobs(): Promise<JobCounts>
+  /**
+   * Takes the lease `name` for `holder` until `ttlMs` from now, or renews it when `holder` has it: true then. False
+   * while another holder's lease runs. What a lease guards is the caller's (a tus upload being written, say): one
+   * holder at a time across every instance on the database.
+   */
+  claimLease(name: string, holder: string, ttlMs: number): Promise<boolean>
+  /** Gives the lease up, if `holder` has it. */
+  releaseLease(name: string, holder: string): Promise<void>
+  /**
+   * Claims a tenant's Idempotency-Key for a request. A key answered more than `keepMs` ago, or left pending more
+   * than `staleMs` ago (its request died), counts as unused.
+   */
+  claimIdempotencyKey(tenant: string, key: string, options: { keepMs: number; staleMs: number }): Promise<IdempotencyClaim>
+  /** Keeps the answer of the request that claimed the key. */
+  answerIdempotencyKey(tenant: string, key: string, fingerprint: string, answer: IdempotentAnswer): Promise<void>
+  /** Frees a claimed key whose request made nothing (it failed): a retry runs afresh. */
+  releaseIdempotencyKey(tenant: string, key: string): Promise<void>
+  /** Forgets keys claimed more than `olderThanMs` ago; returns how many. */
+  sweepIdempotencyKeys(olderThanMs: number): Promise<number>
   /** Jobs by type and status (the combinations that have any). */
   countJobsByType(): Promise<{ type: MediaType; status: JobStatus; count: number }[]>
   outboxBacklog(): Promise<OutboxBacklog>
@@ -202,6 +299,23 @@ export interface Store {
   /** Revokes a key (undefined: no such key); revoking twice keeps the first time. */
   revokeKey(id: string): Promise<ApiKey | undefined>
   countActiveKeys(): Promise<number>
+  createWebhook(webhook: Webhook): Promise<void>
+  /** A tenant's webhooks, newest first. */
+  listWebhooks(tenant: string): Promise<Webhook[]>
+  getWebhook(id: string): Promise<Webhook | undefined>
+  deleteWebhook(id: string): Promise<boolean>
+  setWebhookSecrets(id: string, secrets: WebhookSecret[]): Promise<Webhook | undefined>
+  /**
+   * Deliveries due now, claimed for `leaseMs` (another instance sends them if this one has not by then): each is
+   * sent by one instance at a time.
+   */
+  claimDueDeliveries(limit: number, leaseMs: number): Promise<DueDelivery[]>
+  /** Records an attempt: its body (kept for the next ones) and outcome; a `disable` outcome disables the endpoint. */
+  recordDeliveryAttempt(id: string, body: string, outcome: DeliveryOutcome): Promise<void>
+  /** An endpoint's deliveries, newest first. */
+  listDeliveries(webhookId: string, limit: number): Promise<WebhookDelivery[]>
+  /** Sends a delivery again now (delivered or failed alike); false when there is no such delivery. */
+  redeliver(webhookId: string, deliveryId: string): Promise<boolean>
   ping(): Promise<void>
   close(): Promise<void>
 }

@@ -64,6 +64,9 @@ export async function unitApp(overrides: Partial<AppDeps> = {}) {
     log,
     metrics,
     registry,
+    instanceId: 'unit',
+    webhooks: { allowHttp: false, allowPrivate: false, kick: () => {} },
+    s3: { bucket: 'unit', region: 'us-east-1', accessKeyId: 'unit', secretAccessKey: 'unit', timeoutSeconds: 5, endpoint: undefined },
     ...overrides,
   }
   const app = createApp(deps)

@@ -3,30 +3,21 @@ import { Hono, type Context } from 'hono'
 import { createMiddleware } from 'hono/factory'
 import { streamSSE } from 'hono/streaming'
 import * as v from 'valibot'
-import {
-  ImageRequestSchema,
-  MediaIdSchema,
-  OutputNameSchema,
-  VideoRequestSchema,
-  cancelMarkerKey,
-  encodeMessage,
-  formatTraceparent,
-  parseTraceparent,
-  queueNames,
-  type ImageRequest,
-  type MediaType,
-} from '@app/shared'
+import { MediaIdSchema, OutputNameSchema, cancelMarkerKey, formatTraceparent, type TraceContext } from '@app/shared'
 import type { Logger } from '@app/shared/ops'
+import { admitMedia, unavailable } from '../admit.ts'
 import type { AppDeps } from '../app.ts'
 import { requireKey, type Caller } from '../auth.ts'
-import { AcceptedSchema, MediaSchema, type Accepted, type Media } from '../bodies.ts'
+import { AcceptedSchema, MediaSchema, type Accepted } from '../bodies.ts'
 import { ApiError } from '../errors.ts'
-import { receiveUpload } from '../intake.ts'
+import { claimKey, IDEMPOTENCY_KEY, idempotencyKeyOf, replay } from '../idempotency.ts'
+import { receiveUpload, type Received } from '../intake.ts'
 import { requestRate, uploadSlots } from '../limits.ts'
 import { uploadOutcome } from '../metrics.ts'
 import { API_KEY, documenter, jsonAnswer } from '../openapi.ts'
-import { CONTENT_TYPES, IMAGE_RECIPE, VIDEO_RECIPE, originalKey, outputPrefix } from '../recipes.ts'
-import { isFinal, type MediaRecord, type OutboxMessage } from '../store.ts'
+import { CONTENT_TYPES, originalKey, outputPrefix } from '../recipes.ts'
+import { isFinal, type MediaRecord } from '../store.ts'
+import { present } from '../present.ts'
 import { param } from '../validate.ts'
 
 /** What uploads are taken; audio-only files are refused (no processor makes anything of them). */
@@ -34,7 +25,6 @@ const ACCEPTED_KINDS = ['image', 'video'] as const
 /** A malformed id names no media, so it answers as an unknown one does: 404. */
 const MediaParams = v.object({ id: MediaIdSchema })
 const OutputParams = v.object({ id: MediaIdSchema, name: OutputNameSchema })
-type Source = ImageRequest['source']
 
 // Every media route needs the key and counts against its request rate (429).
 const doc = documenter({ tag: 'media', security: API_KEY, errors: [401, 429] })
@@ -46,44 +36,34 @@ export function mediaRoutes(deps: AppDeps) {
 
     .post('/', uploadDoc, countUpload(deps), uploadSlots(deps.limits.concurrentUploads), async (c) => {
       const seen = c.get('upload')
-      const received = await receiveUpload(c.req.raw, { maxBytes: deps.maxUploadBytes, kinds: ACCEPTED_KINDS, pace: deps.limits.pace })
+      const key = idempotencyKeyOf(c.req.header(IDEMPOTENCY_KEY))
+      const claim = key ? await claimKey(deps.store, c.get('tenant'), key) : null
+      const received = await receiveUpload(c.req.raw, { maxBytes: deps.maxUploadBytes, kinds: ACCEPTED_KINDS, pace: deps.limits.pace }).catch(
+        async (error) => {
+          if (claim && 'claimed' in claim) await claim.claimed.release()
+          throw error
+        }
+      )
       const { sniffed } = received
       seen.kind = sniffed.kind
       seen.received = () => received.size
-      const id = crypto.randomUUID()
-      const jobId = crypto.randomUUID()
-      const sourceKey = originalKey(deps.system, id)
-      const log = c.get('log').child({ mediaId: id, jobId, tenant: c.get('tenant') })
-      try {
-        await deps.storage.put(sourceKey, received.body, CONTENT_TYPES[sniffed.format] ?? 'application/octet-stream')
-      } catch (error) {
-        // The upload's own fault (over the limit, cut off) is the answer, however the store reported it.
-        if (received.failure) throw received.failure
-        deps.metrics.s3Errors.inc({ operation: 'put' })
-        log.warn({ err: error }, `storing the upload failed: ${(error as Error).message}`)
-        throw unavailable('storage_unavailable', 'the upload could not be stored; try again shortly')
+      if (claim && 'answered' in claim) {
+        // A retry of an upload that was answered: read it only to compare it with the first, and store nothing.
+        await drain(received.body)
+        const again = replay(claim, received.sha256!)
+        return c.json(again.body as Accepted, 202, again.headers)
       }
-
-      const type: MediaType = sniffed.kind === 'image' ? 'images' : 'videos'
-      const source = { bucket: deps.storage.bucket, key: sourceKey, format: sniffed.format, size: received.size }
-      const request = jobRequest(deps, type, { jobId, mediaId: id, source })
-      // The upload's span is the job's trace: it goes with every copy of the request, into the processors' lines.
-      const traceparent = formatTraceparent(c.get('trace'))
-      // The media, its job and the request in one transaction (the outbox): a request is never lost in between.
-      await deps.store.createMedia({ id, tenant: c.get('tenant'), filename: received.filename, kind: sniffed.kind, format: source.format, size: source.size, bucket: source.bucket, sourceKey, jobId, type, request, traceparent })
       try {
-        await deps.outbox.send({ ...request, traceparent })
+        const accepted = await storeAndAdmit(deps, { tenant: c.get('tenant'), log: c.get('log'), trace: c.get('trace') }, received)
+        const location = `/v1/media/${accepted.id}`
+        await claim?.claimed.answer(received.sha256!, { status: 202, body: JSON.stringify(accepted), location })
+        c.header('Location', location)
+        return c.json(accepted satisfies Accepted, 202)
       } catch (error) {
-        // Not accepted: undo, so that nothing half-made remains and the client knows to retry.
-        await deps.store.deleteMedia(id)
-        await deps.storage.delete(sourceKey).catch(() => {})
-        log.warn({ err: error }, `the job could not be queued: ${(error as Error).message}`)
-        // The broker layer words these itself (not connected, refusing new messages and why); they hold no secrets.
-        throw unavailable('queue_unavailable', `the job could not be queued (${(error as Error).message}); try again shortly`)
+        // Nothing was made: a retry with the key runs afresh.
+        await claim?.claimed.release().catch(() => {})
+        throw error
       }
-      log.info({ kind: sniffed.kind, format: sniffed.format, size: received.size }, 'upload accepted; job queued')
-      c.header('Location', `/v1/media/${id}`)
-      return c.json({ id, jobId, kind: sniffed.kind, status: 'queued' } satisfies Accepted, 202)
     })
 
     .get('/:id', getDoc, param(MediaParams, 404), async (c) => {
@@ -114,7 +94,8 @@ export function mediaRoutes(deps: AppDeps) {
       const fresh = (await deps.store.getMedia(media.id)) ?? media
       const keys = [fresh.sourceKey, ...fresh.outputs.map((o) => o.key), cancelMarkerKey(outputPrefix(deps.system, fresh.jobId))]
       await Promise.all(keys.map((key) => deps.storage.delete(key)))
-      await deps.store.deleteMedia(media.id)
+      // With its `media.deleted` event for the tenant's webhooks, in the same transaction.
+      await deps.store.deleteMedia(media.id, { announce: true })
       deps.changes.announce(media.id)
       return c.body(null, 204)
     })
@@ -215,6 +196,13 @@ const uploadDoc = doc({
       description: 'A raw body\'s file name when there is no Content-Disposition; percent-encoded UTF-8 when it contains "%". Kept as metadata only.',
       schema: { type: 'string' },
     },
+    {
+      in: 'header',
+      name: 'Idempotency-Key',
+      description:
+        'Any unique token (a UUID, say), sent again with a retry: within 24 hours a retry of an accepted upload gets the first answer (with `Idempotent-Replayed: true`) and creates nothing; the same key with a different file gets 422, and while the first request is still being answered, 409.',
+      schema: { type: 'string', minLength: 1, maxLength: 255 },
+    },
   ],
   requestBody: {
     required: true,
@@ -228,7 +216,7 @@ const uploadDoc = doc({
   responses: {
     202: jsonAnswer('Stored, and its job queued.', AcceptedSchema, { Location: { description: 'The media: /v1/media/{id}.', schema: { type: 'string' } } }),
   },
-  errors: [400, 408, 413, 415, 503],
+  errors: [400, 408, 409, 413, 415, 422, 503],
 })
 
 const getDoc = doc({
@@ -308,6 +296,41 @@ async function cancelJob(deps: AppDeps, media: MediaRecord, log: Logger): Promis
   deps.changes.announce(media.id)
 }
 
+/**
+ * Stores a received upload as its media's original, then admits it (the media, its job, the request): 503 when S3
+ * cannot take it. The upload's span is the job's trace: it goes with every copy of the request.
+ */
+async function storeAndAdmit(deps: AppDeps, caller: { tenant: string; log: Logger; trace: TraceContext }, received: Received): Promise<Accepted> {
+  const id = crypto.randomUUID()
+  const sourceKey = originalKey(deps.system, id)
+  try {
+    await deps.storage.put(sourceKey, received.body, CONTENT_TYPES[received.sniffed.format] ?? 'application/octet-stream')
+  } catch (error) {
+    // The upload's own fault (over the limit, cut off) is the answer, however the store reported it.
+    if (received.failure) throw received.failure
+    deps.metrics.s3Errors.inc({ operation: 'put' })
+    caller.log.warn({ mediaId: id, err: error }, `storing the upload failed: ${(error as Error).message}`)
+    throw unavailable('storage_unavailable', 'the upload could not be stored; try again shortly')
+  }
+  const original = {
+    id,
+    tenant: caller.tenant,
+    filename: received.filename,
+    kind: received.sniffed.kind,
+    format: received.sniffed.format,
+    size: received.size,
+    sourceKey,
+    traceparent: formatTraceparent(caller.trace),
+  }
+  return admitMedia(deps, original, caller.log)
+}
+
+/** Reads a stream to its end, keeping nothing (its reader hashes and counts it); its error is the upload's. */
+async function drain(body: ReadableStream<Uint8Array>): Promise<void> {
+  const reader = body.getReader()
+  while (!(await reader.read()).done);
+}
+
 /** A request's logger, with the media's ids. */
 const jobLog = (c: Context<Caller>, media: MediaRecord) => c.get('log').child({ mediaId: media.id, jobId: media.jobId, tenant: media.tenant })
 
@@ -327,16 +350,6 @@ function countUpload(deps: AppDeps) {
   })
 }
 
-/** The outbox row of a new job: its request to the type's processors, validated as it is encoded. */
-function jobRequest(deps: AppDeps, type: MediaType, job: { jobId: string; mediaId: string; source: Source }): Omit<OutboxMessage, 'traceparent'> {
-  const common = { version: 1 as const, ...job, output: { bucket: deps.storage.bucket, prefix: outputPrefix(deps.system, job.jobId) } }
-  const body =
-    type === 'images'
-      ? encodeMessage(ImageRequestSchema, { ...common, recipe: IMAGE_RECIPE })
-      : encodeMessage(VideoRequestSchema, { ...common, recipe: VIDEO_RECIPE })
-  return { messageId: crypto.randomUUID(), jobId: job.jobId, queue: queueNames(deps.system, type).request, type: 'job.request', body }
-}
-
 /**
  * The media of a validated id, if the caller's tenant owns it; otherwise 404, the same answer as for an id that
  * does not exist, so a tenant cannot even learn that another's media exists. Every media route goes through here.
@@ -345,37 +358,4 @@ async function findMedia(deps: AppDeps, id: string, tenant: string): Promise<Med
   const media = await deps.store.getMedia(id)
   if (!media || media.tenant !== tenant) throw new ApiError(404, 'not_found', `no media with id ${id}`)
   return media
-}
-
-/** A 503 that tells the client when to try again. */
-const unavailable = (code: string, message: string) => new ApiError(503, code, message, { 'Retry-After': '5' })
-
-/** The public shape of a media record. */
-export function present(media: MediaRecord, origin: string): Media {
-  return {
-    id: media.id,
-    jobId: media.jobId,
-    kind: media.kind,
-    filename: media.filename,
-    format: media.format,
-    size: media.size,
-    status: media.status,
-    stage: media.stage,
-    progress: media.progress,
-    etaSeconds: media.etaSeconds,
-    error: media.error,
-    metadata: media.metadata,
-    outputs: media.outputs.map((o) => ({
-      name: o.name,
-      contentType: o.contentType,
-      size: o.size,
-      width: o.width,
-      height: o.height,
-      ...(o.durationSeconds !== undefined ? { durationSeconds: o.durationSeconds } : {}),
-      url: `${origin}/v1/media/${media.id}/outputs/${encodeURIComponent(o.name)}`,
-    })),
-    traceId: parseTraceparent(media.traceparent)?.traceId ?? null,
-    createdAt: media.createdAt,
-    updatedAt: media.updatedAt,
-  }
 }
