@@ -15,11 +15,15 @@ import type { Changes } from './changes.ts'
 import { ApiError, codeOfStatus } from './errors.ts'
 import type { Config } from './config.ts'
 import type { ApiMetrics } from './metrics.ts'
+import type { Presigner } from './presign.ts'
+import type { Tus } from './tus.ts'
 import { observe, type Observed } from './observe.ts'
 import { OPEN, documenter, openApiRoute, type ErrorAnswers } from './openapi.ts'
 import type { Outbox } from './outbox.ts'
 import type { PaceRule } from './pace.ts'
 import { adminRoutes } from './routes/admin.ts'
+import { directRoutes } from './routes/direct.ts'
+import { uploadRoutes } from './routes/uploads.ts'
 import { webhookRoutes } from './routes/webhooks.ts'
 import type { DestinationRules } from './webhooks/destination.ts'
 import { healthRoutes } from './routes/health.ts'
@@ -55,6 +59,10 @@ export interface AppDeps {
   instanceId: string
   /** S3 as configured: for the parts that talk to it themselves (tus, presigned URLs). */
   s3: Config['s3']
+  /** Presigned URLs and the multipart calls of direct uploads to S3. */
+  presigner: Presigner
+  /** Resumable uploads (tus). */
+  tus: Tus
   /** Where webhooks may point, and a way to have due deliveries sent now. */
   webhooks: DestinationRules & { kick(): void }
   /** What `/metrics` serves. */
@@ -62,8 +70,11 @@ export interface AppDeps {
 }
 
 /** Headers a browser may send and read across origins. */
-const CORS_REQUEST_HEADERS = ['Authorization', 'Content-Type', 'Content-Disposition', 'X-Filename', 'Idempotency-Key', 'Last-Event-ID', 'traceparent']
-const CORS_RESPONSE_HEADERS = ['Location', 'Retry-After', 'RateLimit-Limit', 'RateLimit-Remaining', 'RateLimit-Reset', 'RateLimit-Policy', 'traceparent', 'Idempotent-Replayed']
+/** tus's request and answer headers (https://tus.io/protocols/resumable-upload), for browser clients. */
+const TUS_REQUEST_HEADERS = ['Tus-Resumable', 'Upload-Length', 'Upload-Offset', 'Upload-Metadata', 'Upload-Defer-Length', 'Upload-Concat', 'X-HTTP-Method-Override', 'X-Requested-With']
+const TUS_RESPONSE_HEADERS = ['Upload-Offset', 'Upload-Length', 'Upload-Expires', 'Upload-Metadata', 'Tus-Resumable', 'Tus-Version', 'Tus-Extension', 'Tus-Max-Size', 'X-Media-Id']
+const CORS_REQUEST_HEADERS = ['Authorization', 'Content-Type', 'Content-Disposition', 'X-Filename', 'Idempotency-Key', 'Last-Event-ID', 'traceparent', ...TUS_REQUEST_HEADERS]
+const CORS_RESPONSE_HEADERS = ['Location', 'Retry-After', 'RateLimit-Limit', 'RateLimit-Remaining', 'RateLimit-Reset', 'RateLimit-Policy', 'traceparent', 'Idempotent-Replayed', ...TUS_RESPONSE_HEADERS]
 
 export function createApp(deps: AppDeps) {
   const app = new Hono<Observed>()
@@ -84,7 +95,7 @@ export function createApp(deps: AppDeps) {
       '*',
       cors({
         origin: deps.corsOrigins.includes('*') ? '*' : [...deps.corsOrigins],
-        allowMethods: ['GET', 'POST', 'DELETE', 'OPTIONS'],
+        allowMethods: ['GET', 'HEAD', 'POST', 'PATCH', 'DELETE', 'OPTIONS'],
         allowHeaders: CORS_REQUEST_HEADERS,
         exposeHeaders: CORS_RESPONSE_HEADERS,
         maxAge: 600,
@@ -95,6 +106,8 @@ export function createApp(deps: AppDeps) {
     .route('/', healthRoutes(deps))
     .route('/v1/media', mediaRoutes(deps))
     .route('/v1/webhooks', webhookRoutes(deps))
+    .route('/v1/direct-uploads', directRoutes(deps))
+    .route('/v1/uploads', uploadRoutes(deps))
     .route('/v1/admin', adminRoutes(deps))
     .get('/openapi.json', openApiDoc, openApiRoute(app))
   app.notFound((c) => c.json(new ApiError(404, 'not_found', `no route for ${c.req.method} ${new URL(c.req.url).pathname}`).toJSON(), 404))

@@ -43,7 +43,7 @@ const MULTIPART_SLACK = 64 * 1024
  */
 const DRAIN_LIMIT = 16 * 1024 * 1024
 
-const tooLarge = (max: number) => new ApiError(413, 'payload_too_large', `the upload is larger than the limit of ${max} bytes`)
+export const tooLarge = (max: number) => new ApiError(413, 'payload_too_large', `the upload is larger than the limit of ${max} bytes`)
 const empty = (why: string) => new ApiError(400, 'empty_body', why)
 /** A read of the upload failed: the client went away (or an ApiError of the multipart parser, kept as it is). */
 const interrupted = (error: unknown) =>
@@ -94,13 +94,27 @@ export async function receiveStream(
     throw tooLarge(maxBytes)
   }
   const head = concat(chunks)
+  let sniffed: Accepted
+  try {
+    sniffed = judgeHead(head, kinds)
+  } catch (error) {
+    await drain(reader)
+    throw error
+  }
+  return limited(sniffed, filename, head, reader, maxBytes)
+}
+
+/**
+ * What an upload is, from its first bytes (SNIFF_BYTES of them, or all of a shorter file): an accepted image or
+ * video, or the 415 that refuses it. Every way of uploading asks this.
+ */
+export function judgeHead(head: Uint8Array, kinds: Kinds = ['image', 'video']): Accepted {
   const sniffed = sniff(head)
   const refusal = refusalOf(sniffed, kinds)
   if (refusal !== null || !sniffed) {
-    await drain(reader)
     throw new ApiError(415, 'unsupported_media_type', `the file is ${refusal} (judged from its content, not its name or declared type)`)
   }
-  return limited(sniffed as Accepted, filename, head, reader, maxBytes)
+  return sniffed as Accepted
 }
 
 /** The head, then the rest of `reader` as it is pulled, failing (413) past `maxBytes`; it counts what it passes on. */

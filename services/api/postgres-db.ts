@@ -146,10 +146,27 @@ CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_at) WHERE status
 CREATE INDEX webhook_deliveries_webhook ON webhook_deliveries (webhook_id, created_at);
 `
 
+/**
+ * Version 7: direct uploads to S3: what the API handed out (a presigned PUT, or a multipart upload) for which tenant,
+ * and the media a completed one became (so completing it again answers the same).
+ */
+const MIGRATION_7 = `
+CREATE TABLE direct_uploads (
+  key TEXT PRIMARY KEY,
+  id TEXT NOT NULL,
+  tenant TEXT NOT NULL,
+  upload_id TEXT,
+  filename TEXT,
+  media_id TEXT,
+  created_at BIGINT NOT NULL
+);
+`
+
 const MIGRATIONS: readonly [version: number, sql: string][] = [
   [4, SCHEMA_4],
   [5, MIGRATION_5],
   [6, MIGRATION_6],
+  [7, MIGRATION_7],
 ]
 export const POSTGRES_SCHEMA_VERSION = MIGRATIONS.at(-1)![0]
 /** The advisory lock migrations hold (any constant; the same in every instance). */

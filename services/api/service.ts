@@ -8,6 +8,8 @@ import type { Config } from './config.ts'
 import { createHandlers } from './handlers.ts'
 import { IDEMPOTENCY_KEEP_MS } from './idempotency.ts'
 import { createDeliverer } from './webhooks/deliver.ts'
+import { createPresigner } from './presign.ts'
+import { createTus } from './tus.ts'
 import { seedKeys } from './keys.ts'
 import { apiMetrics } from './metrics.ts'
 import { createOutbox } from './outbox.ts'
@@ -37,6 +39,7 @@ export async function startApi(config: Config, options: { log?: Logger } = {}) {
     throw new Error(`cannot open the database ${describeDatabase(config.database)}: ${error.message}`, { cause: error })
   })
   const registry = createRegistry('api')
+  const presigner = createPresigner(config.s3)
   const storage = createStorage(config.s3, (operation) => metrics.s3Errors.inc({ operation }))
   const metrics = apiMetrics(
     registry,
@@ -129,11 +132,17 @@ export async function startApi(config: Config, options: { log?: Logger } = {}) {
     } catch (error) {
       log.warn({ err: error }, `multipart sweep: ${(error as Error).message}; an S3 lifecycle rule (AbortIncompleteMultipartUpload) does the same`)
     }
+    // Resumable uploads left unfinished past their day: their S3 multipart uploads are aborted.
+    if (await store.claimRound('tus-sweep', UPLOAD_SWEEP_EVERY_MS).catch(() => false)) {
+      await tus.cleanUp().catch((error: Error) => log.warn({ err: error }, `tus sweep: ${error.message}`))
+    }
     // Answers kept for Idempotency-Keys past their day (lookups ignore them already; this only frees the rows).
     if (await store.claimRound('idempotency-sweep', UPLOAD_SWEEP_EVERY_MS).catch(() => false)) {
       await store.sweepIdempotencyKeys(IDEMPOTENCY_KEEP_MS).catch((error) => log.warn({ err: error }, `idempotency sweep: ${error.message}`))
     }
   }, UPLOAD_SWEEP_CHECK_MS)
+
+  const tus = createTus({ system: config.system, store, storage, outbox, presigner, s3: config.s3, maxUploadBytes: config.maxUploadBytes, instanceId, corsOrigins: config.corsOrigins })
 
   // Webhooks: the store writes each event with the change it announces; this sends what is due, here or elsewhere.
   const deliverer = createDeliverer({ store, log, settings: config.webhooks, onAttempt: (outcome) => metrics.webhookAttempt(outcome) })
@@ -158,6 +167,8 @@ export async function startApi(config: Config, options: { log?: Logger } = {}) {
     registry,
     instanceId,
     s3: config.s3,
+    presigner,
+    tus,
     webhooks: { allowHttp: config.webhooks.allowHttp, allowPrivate: config.webhooks.allowPrivate, kick: () => void deliverer.round() },
   })
   return {
@@ -171,6 +182,7 @@ export async function startApi(config: Config, options: { log?: Logger } = {}) {
       clearInterval(webhookTimer)
       await deliverer.settled()
       await broker.close()
+      presigner.close()
       await release()
     },
   }

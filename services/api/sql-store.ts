@@ -454,6 +454,22 @@ export function createSqlStore(db: Db, options: SqlStoreOptions = {}): Store {
     async countActiveKeys() {
       return Number((await db.get('SELECT COUNT(*) AS n FROM api_keys WHERE revoked_at IS NULL'))!.n)
     },
+    async recordDirectUpload(u) {
+      await db.run('INSERT INTO direct_uploads (key, id, tenant, upload_id, filename, media_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)', [
+        u.key, u.id, u.tenant, u.uploadId, u.filename, u.mediaId, u.createdAt,
+      ])
+    },
+    async getDirectUpload(key) {
+      const r = await db.get('SELECT * FROM direct_uploads WHERE key = ?', [key])
+      if (!r) return undefined
+      return { key: String(r.key), id: String(r.id), tenant: String(r.tenant), uploadId: text(r.upload_id), filename: text(r.filename), mediaId: text(r.media_id), createdAt: Number(r.created_at) }
+    },
+    async completeDirectUpload(key, mediaId) {
+      await db.run('UPDATE direct_uploads SET media_id = ? WHERE key = ?', [mediaId, key])
+    },
+    async deleteDirectUpload(key) {
+      await db.run('DELETE FROM direct_uploads WHERE key = ?', [key])
+    },
     async createWebhook(w) {
       await db.run('INSERT INTO webhooks (id, tenant, url, events, secrets, created_at) VALUES (?, ?, ?, ?, ?, ?)', [
         w.id, w.tenant, w.url, JSON.stringify(w.events), JSON.stringify(w.secrets), w.createdAt,

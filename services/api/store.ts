@@ -140,6 +140,20 @@ export interface ApiKey {
   revokedAt: string | null
 }
 
+/** A direct upload the API handed out: its object key (`<system>/originals/<id>`), tenant and multipart upload. */
+export interface DirectUpload {
+  key: string
+  /** The media id it becomes. */
+  id: string
+  tenant: string
+  /** The S3 multipart upload, or null for a single presigned PUT. */
+  uploadId: string | null
+  filename: string | null
+  /** Set once completed: the media it became. */
+  mediaId: string | null
+  createdAt: number
+}
+
 /** What a webhook may subscribe to: a media reaching a final state, or deleted. */
 export const WEBHOOK_EVENTS = ['media.completed', 'media.failed', 'media.cancelled', 'media.deleted'] as const
 export type WebhookEvent = (typeof WEBHOOK_EVENTS)[number]
@@ -299,6 +313,11 @@ export interface Store {
   /** Revokes a key (undefined: no such key); revoking twice keeps the first time. */
   revokeKey(id: string): Promise<ApiKey | undefined>
   countActiveKeys(): Promise<number>
+  recordDirectUpload(upload: DirectUpload): Promise<void>
+  getDirectUpload(key: string): Promise<DirectUpload | undefined>
+  /** Marks it completed as media `mediaId`. */
+  completeDirectUpload(key: string, mediaId: string): Promise<void>
+  deleteDirectUpload(key: string): Promise<void>
   createWebhook(webhook: Webhook): Promise<void>
   /** A tenant's webhooks, newest first. */
   listWebhooks(tenant: string): Promise<Webhook[]>

@@ -9,6 +9,7 @@ import type { Broker } from '../../services/api/broker.ts'
 import { createChanges } from '../../services/api/changes.ts'
 import { issueKey } from '../../services/api/keys.ts'
 import { apiMetrics } from '../../services/api/metrics.ts'
+import { createPresigner } from '../../services/api/presign.ts'
 import { createOutbox } from '../../services/api/outbox.ts'
 import { openSqliteStore } from '../../services/api/open-store.ts'
 import type { Storage } from '../../services/api/storage.ts'
@@ -66,6 +67,8 @@ export async function unitApp(overrides: Partial<AppDeps> = {}) {
     registry,
     instanceId: 'unit',
     webhooks: { allowHttp: false, allowPrivate: false, kick: () => {} },
+    tus: { handle: unused, cleanUp: unused },
+    presigner: createPresigner({ bucket: 'unit', region: 'us-east-1', accessKeyId: 'unit', secretAccessKey: 'unit', timeoutSeconds: 5, endpoint: 'http://127.0.0.1:1' }),
     s3: { bucket: 'unit', region: 'us-east-1', accessKeyId: 'unit', secretAccessKey: 'unit', timeoutSeconds: 5, endpoint: undefined },
     ...overrides,
   }

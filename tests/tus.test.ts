@@ -1,0 +1,175 @@
+/**
+ * Resumable uploads (tus) against the real API and moto's S3 (s3rver, the embedded store, has no ListParts): the
+ * reference client (`tus-js-client`) uploads, is cut off in the middle of a part and resumes, and the original is
+ * the file byte for byte; a refused kind is answered on its first bytes; uploads are their tenant's; an upload
+ * begun on one API instance finishes on another; and on the embedded store the route says why it cannot serve.
+ */
+import { GetObjectCommand } from '@aws-sdk/client-s3'
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { createHash } from 'node:crypto'
+import sharp from 'sharp'
+import * as tus from 'tus-js-client'
+import { readConfig as readApiConfig, serverBodyCap } from '../services/api/config.ts'
+import { issueKey } from '../services/api/keys.ts'
+import { startApi } from '../services/api/service.ts'
+import { apiKey, TEST_API_KEY } from './helpers/env.ts'
+import { useInfra } from './helpers/infra.ts'
+import { startMoto, type Moto } from './helpers/moto.ts'
+import { testS3 } from './helpers/s3.ts'
+import { startStack, type Stack } from './helpers/stack.ts'
+
+await useInfra()
+
+const MiB = 1024 * 1024
+const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex')
+const TUS = { 'tus-resumable': '1.0.0' }
+
+/** A PNG followed by random bytes up to `size`: sniffs as a PNG. */
+async function pngOf(size: number): Promise<Buffer<ArrayBuffer>> {
+  const png = await sharp({ create: { width: 16, height: 16, channels: 3, background: '#fedcba' } }).png().toBuffer()
+  const bytes = Buffer.alloc(size) as Buffer<ArrayBuffer>
+  png.copy(bytes)
+  crypto.getRandomValues(bytes.subarray(png.length))
+  return bytes
+}
+
+/** Runs a tus-js-client upload to its end (or until `stopAt` bytes are sent, then aborts); resolves with its URL. */
+function clientUpload(file: Buffer, options: { endpoint?: string; uploadUrl?: string; stopAt?: number }): Promise<{ url: string; mediaId: string | null; aborted: boolean }> {
+  return new Promise((resolve, reject) => {
+    const upload: tus.Upload = new tus.Upload(file, {
+      endpoint: options.endpoint,
+      uploadUrl: options.uploadUrl,
+      headers: { authorization: `Bearer ${TEST_API_KEY}` },
+      chunkSize: 5 * MiB,
+      metadata: { filename: 'train.png', filetype: 'image/png' },
+      retryDelays: [],
+      onProgress(sent) {
+        if (options.stopAt !== undefined && sent >= options.stopAt) {
+          void upload.abort().then(() => resolve({ url: upload.url!, mediaId: null, aborted: true }))
+        }
+      },
+      onSuccess(payload) {
+        resolve({ url: upload.url!, mediaId: payload.lastResponse.getHeader('X-Media-Id') ?? null, aborted: false })
+      },
+      onError: reject,
+    })
+    upload.start()
+  })
+}
+
+describe('tus on moto', () => {
+  let moto: Moto
+  let stack: Stack
+  let s3: ReturnType<typeof testS3>
+  beforeAll(async () => {
+    moto = await startMoto()
+    stack = await startStack({ images: false, env: { ...moto.env, MAX_UPLOAD_BYTES: '64M' } })
+    s3 = testS3(stack.env)
+  }, 60_000)
+  afterAll(async () => {
+    s3?.close()
+    await stack?.stop()
+    await moto?.stop()
+  })
+  const stored = async (mediaId: string) =>
+    (await s3.client.send(new GetObjectCommand({ Bucket: stack.env.S3_BUCKET, Key: `${stack.env.SYSTEM}/originals/${mediaId}` }))).Body!.transformToByteArray()
+
+  test('tus-js-client cut off in the middle of a part resumes, and the original is the file, byte for byte', async () => {
+    const file = await pngOf(24 * MiB + 4321)
+    // Cut in the middle of the second 5 MiB chunk (and of the store's first 8 MiB part).
+    const first = await clientUpload(file, { endpoint: `${stack.url}/v1/uploads`, stopAt: 7 * MiB })
+    expect(first.aborted).toBe(true)
+    expect(first.url).toMatch(new RegExp(`^${stack.url}/v1/uploads/[0-9a-f-]{36}$`))
+    const head = await fetch(first.url, { method: 'HEAD', headers: { ...apiKey, ...TUS } })
+    expect(head.status).toBe(200)
+    const offset = Number(head.headers.get('upload-offset'))
+    expect(offset).toBeGreaterThan(0)
+    expect(offset).toBeLessThan(file.length)
+
+    const done = await clientUpload(file, { uploadUrl: first.url })
+    expect(done.aborted).toBe(false)
+    const mediaId = first.url.slice(first.url.lastIndexOf('/') + 1)
+    expect(done.mediaId).toBe(mediaId)
+    expect(sha256(await stored(mediaId))).toBe(sha256(file))
+    const media = await stack.fetch(`/v1/media/${mediaId}`)
+    expect(media.status).toBe(200)
+    expect(await media.json()).toMatchObject({ id: mediaId, kind: 'image', format: 'png', size: file.length, filename: 'train.png', status: 'queued' })
+  }, 60_000)
+
+  test('a refused kind is answered 415 on its first bytes, and the upload is gone', async () => {
+    const text = new TextEncoder().encode('not an image, just words '.repeat(400))
+    const created = await stack.fetch('/v1/uploads', { method: 'POST', headers: { ...TUS, 'upload-length': String(text.length) } })
+    expect(created.status).toBe(201)
+    const url = new URL(created.headers.get('location')!, stack.url).toString()
+    const patch = await fetch(url, {
+      method: 'PATCH',
+      headers: { ...apiKey, ...TUS, 'content-type': 'application/offset+octet-stream', 'upload-offset': '0' },
+      body: text,
+    })
+    expect(patch.status).toBe(415)
+    expect(((await patch.json()) as { error: { code: string } }).error.code).toBe('unsupported_media_type')
+    expect((await fetch(url, { method: 'HEAD', headers: { ...apiKey, ...TUS } })).status).toBe(404)
+    // With creation-with-upload, the creation itself is refused.
+    const withBody = await stack.fetch('/v1/uploads', {
+      method: 'POST',
+      headers: { ...TUS, 'upload-length': String(text.length), 'content-type': 'application/offset+octet-stream' },
+      body: text,
+    })
+    expect(withBody.status).toBe(415)
+  })
+
+  test('limits, keys and tenants: over MAX_UPLOAD_BYTES is 413; another tenant sees 404; no key is 401; OPTIONS needs none', async () => {
+    expect((await stack.fetch('/v1/uploads', { method: 'POST', headers: { ...TUS, 'upload-length': String(65 * MiB) } })).status).toBe(413)
+    const created = await stack.fetch('/v1/uploads', { method: 'POST', headers: { ...TUS, 'upload-length': '100' } })
+    const url = new URL(created.headers.get('location')!, stack.url).toString()
+    const other = await issueKey(stack.api.store, 'tus-other')
+    expect((await fetch(url, { method: 'HEAD', headers: { authorization: `Bearer ${other.key}`, ...TUS } })).status).toBe(404)
+    expect((await fetch(url, { method: 'HEAD', headers: TUS })).status).toBe(401)
+    const options = await fetch(`${stack.url}/v1/uploads`, { method: 'OPTIONS' })
+    expect(options.status).toBe(204)
+    expect(options.headers.get('tus-version')).toContain('1.0.0')
+    expect(options.headers.get('tus-extension')).toContain('creation')
+    expect((await fetch(url, { method: 'DELETE', headers: { ...apiKey, ...TUS } })).status).toBe(204)
+  })
+
+  test('an upload begun on one API instance is finished on another (they share the database and the store)', async () => {
+    const config = readApiConfig(stack.env)
+    const other = await startApi(config)
+    const server = Bun.serve({ port: 0, fetch: other.app.fetch, maxRequestBodySize: serverBodyCap(config.maxUploadBytes) })
+    try {
+      const file = await pngOf(9 * MiB + 17)
+      const created = await stack.fetch('/v1/uploads', { method: 'POST', headers: { ...TUS, 'upload-length': String(file.length) } })
+      const path = created.headers.get('location')!
+      const patch = (base: string, from: number, to: number) =>
+        fetch(new URL(path, base), {
+          method: 'PATCH',
+          headers: { ...apiKey, ...TUS, 'content-type': 'application/offset+octet-stream', 'upload-offset': String(from) },
+          body: new Uint8Array(file.subarray(from, to)),
+        })
+      const firstHalf = await patch(stack.url, 0, 6 * MiB)
+      expect(firstHalf.status).toBe(204)
+      const offset = Number(firstHalf.headers.get('upload-offset'))
+      const rest = await patch(`http://127.0.0.1:${server.port}`, offset, file.length)
+      expect(rest.status).toBe(204)
+      const mediaId = rest.headers.get('x-media-id')!
+      expect(sha256(await stored(mediaId))).toBe(sha256(file))
+      expect((await stack.fetch(`/v1/media/${mediaId}`)).status).toBe(200)
+    } finally {
+      await server.stop(true)
+      await other.stop()
+    }
+  }, 60_000)
+})
+
+describe('tus on the embedded store', () => {
+  test('s3rver has no ListParts: /v1/uploads answers 501 and says what to use instead', async () => {
+    const stack = await startStack({ images: false })
+    try {
+      const res = await stack.fetch('/v1/uploads', { method: 'POST', headers: { ...TUS, 'upload-length': '100' } })
+      expect(res.status).toBe(501)
+      expect(((await res.json()) as { error: { message: string } }).error.message).toContain('ListParts')
+    } finally {
+      await stack.stop()
+    }
+  })
+})
