@@ -6,11 +6,11 @@
 import { HeadObjectCommand, GetObjectCommand } from '@aws-sdk/client-s3'
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { createHash } from 'node:crypto'
-import sharp from 'sharp'
 import { issueKey } from '../services/api/keys.ts'
 import { useInfra } from './helpers/infra.ts'
 import { startMoto, type Moto } from './helpers/moto.ts'
 import { testS3 } from './helpers/s3.ts'
+import { paddedPng } from './helpers/image-fixtures.ts'
 import { startStack, type Stack } from './helpers/stack.ts'
 
 await useInfra()
@@ -19,14 +19,6 @@ const MiB = 1024 * 1024
 const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex')
 const json = { 'content-type': 'application/json' }
 
-/** A PNG followed by random bytes up to `size`: sniffs as a PNG, and is not compressible. */
-async function pngOf(size: number): Promise<Uint8Array<ArrayBuffer>> {
-  const png = await sharp({ create: { width: 16, height: 16, channels: 3, background: '#abcdef' } }).png().toBuffer()
-  const bytes = new Uint8Array(size)
-  bytes.set(png)
-  crypto.getRandomValues(bytes.subarray(png.length, Math.min(size, png.length + 65536)))
-  return bytes
-}
 
 /** Uploads `bytes` in parts of `partSize` through presigned part URLs; returns the parts for the completion. */
 async function uploadParts(stack: Stack, key: string, uploadId: string, bytes: Uint8Array<ArrayBuffer>, partSize: number) {
@@ -66,7 +58,7 @@ describe('direct uploads on the embedded S3 server', () => {
     s3.client.send(new HeadObjectCommand({ Bucket: stack.env.S3_BUCKET, Key: key })).then(() => true, () => false)
 
   test('a single presigned PUT becomes a media, with its file name; completing it again answers the same media', async () => {
-    const photo = await pngOf(300_000)
+    const photo = await paddedPng(300_000)
     const target = await params('holiday.png', 'image/png')
     expect(target).toMatchObject({ method: 'PUT', headers: { 'content-type': 'image/png' }, expires: 3600 })
     expect(target.key).toMatch(new RegExp(`^${stack.env.SYSTEM}/originals/[0-9a-f-]{36}$`))
@@ -85,7 +77,7 @@ describe('direct uploads on the embedded S3 server', () => {
   })
 
   test('a multipart upload through presigned part URLs becomes a media; the object is the file, byte for byte', async () => {
-    const file = await pngOf(6 * MiB + 12345)
+    const file = await paddedPng(6 * MiB + 12345)
     const created = await stack.fetch('/v1/direct-uploads/s3/multipart', { method: 'POST', headers: json, body: JSON.stringify({ filename: 'big.png', type: 'image/png' }) })
     expect(created.status).toBe(200)
     const { key, uploadId, bucket } = (await created.json()) as { key: string; uploadId: string; bucket: string }
@@ -115,7 +107,7 @@ describe('direct uploads on the embedded S3 server', () => {
     expect((await complete(text.key)).status).toBe(404) // forgotten with its object
 
     const big = await params('huge.png')
-    await fetch(big.url, { method: 'PUT', body: await pngOf(9 * MiB) })
+    await fetch(big.url, { method: 'PUT', body: await paddedPng(9 * MiB) })
     const tooLarge = await complete(big.key)
     expect(tooLarge.status).toBe(413)
     expect(await exists(big.key)).toBe(false)
@@ -132,7 +124,7 @@ describe('direct uploads on the embedded S3 server', () => {
 
   test('with an Idempotency-Key, a completion retried gets the first answer; the same key elsewhere gets 422', async () => {
     const first = await params('one.png')
-    await fetch(first.url, { method: 'PUT', body: await pngOf(50_000) })
+    await fetch(first.url, { method: 'PUT', body: await paddedPng(50_000) })
     const idempotencyKey = crypto.randomUUID()
     const done = await complete(first.key, { 'idempotency-key': idempotencyKey })
     expect(done.status).toBe(202)
@@ -140,7 +132,7 @@ describe('direct uploads on the embedded S3 server', () => {
     expect(again.headers.get('idempotent-replayed')).toBe('true')
     expect(await again.json()).toEqual(await done.json())
     const second = await params('two.png')
-    await fetch(second.url, { method: 'PUT', body: await pngOf(50_000) })
+    await fetch(second.url, { method: 'PUT', body: await paddedPng(50_000) })
     expect((await complete(second.key, { 'idempotency-key': idempotencyKey })).status).toBe(422)
   })
 
@@ -170,7 +162,7 @@ describe('direct multipart uploads on moto', () => {
   })
 
   test('parts uploaded so far are listed (as Uppy resumes), and an aborted upload is gone', async () => {
-    const file = await pngOf(5 * MiB + 100)
+    const file = await paddedPng(5 * MiB + 100)
     const { key, uploadId } = (await (await stack.fetch('/v1/direct-uploads/s3/multipart', { method: 'POST', headers: json, body: JSON.stringify({ filename: 'resume.png' }) })).json()) as {
       key: string
       uploadId: string

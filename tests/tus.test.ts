@@ -7,7 +7,6 @@
 import { GetObjectCommand } from '@aws-sdk/client-s3'
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { createHash } from 'node:crypto'
-import sharp from 'sharp'
 import * as tus from 'tus-js-client'
 import { readConfig as readApiConfig, serverBodyCap } from '../services/api/config.ts'
 import { issueKey } from '../services/api/keys.ts'
@@ -16,6 +15,7 @@ import { apiKey, TEST_API_KEY } from './helpers/env.ts'
 import { useInfra } from './helpers/infra.ts'
 import { startMoto, type Moto } from './helpers/moto.ts'
 import { testS3 } from './helpers/s3.ts'
+import { paddedPng } from './helpers/image-fixtures.ts'
 import { startStack, type Stack } from './helpers/stack.ts'
 
 await useInfra()
@@ -24,14 +24,6 @@ const MiB = 1024 * 1024
 const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex')
 const TUS = { 'tus-resumable': '1.0.0' }
 
-/** A PNG followed by random bytes up to `size`: sniffs as a PNG. */
-async function pngOf(size: number): Promise<Buffer<ArrayBuffer>> {
-  const png = await sharp({ create: { width: 16, height: 16, channels: 3, background: '#fedcba' } }).png().toBuffer()
-  const bytes = Buffer.alloc(size) as Buffer<ArrayBuffer>
-  png.copy(bytes)
-  crypto.getRandomValues(bytes.subarray(png.length))
-  return bytes
-}
 
 /** Runs a tus-js-client upload to its end (or until `stopAt` bytes are sent, then aborts); resolves with its URL. */
 function clientUpload(file: Buffer, options: { endpoint?: string; uploadUrl?: string; stopAt?: number }): Promise<{ url: string; mediaId: string | null; aborted: boolean }> {
@@ -75,7 +67,7 @@ describe('tus on moto', () => {
     (await s3.client.send(new GetObjectCommand({ Bucket: stack.env.S3_BUCKET, Key: `${stack.env.SYSTEM}/originals/${mediaId}` }))).Body!.transformToByteArray()
 
   test('tus-js-client cut off in the middle of a part resumes, and the original is the file, byte for byte', async () => {
-    const file = await pngOf(24 * MiB + 4321)
+    const file = await paddedPng(24 * MiB + 4321)
     // Cut in the middle of the second 5 MiB chunk (and of the store's first 8 MiB part).
     const first = await clientUpload(file, { endpoint: `${stack.url}/v1/uploads`, stopAt: 7 * MiB })
     expect(first.aborted).toBe(true)
@@ -137,7 +129,7 @@ describe('tus on moto', () => {
     const other = await startApi(config)
     const server = Bun.serve({ port: 0, fetch: other.app.fetch, maxRequestBodySize: serverBodyCap(config.maxUploadBytes) })
     try {
-      const file = await pngOf(9 * MiB + 17)
+      const file = await paddedPng(9 * MiB + 17)
       const created = await stack.fetch('/v1/uploads', { method: 'POST', headers: { ...TUS, 'upload-length': String(file.length) } })
       const path = created.headers.get('location')!
       const patch = (base: string, from: number, to: number) =>

@@ -134,3 +134,16 @@ export async function hevcHeic(width: number, height: number): Promise<Uint8Arra
     rmSync(dir, { recursive: true, force: true })
   }
 }
+
+/**
+ * A small PNG followed by random bytes up to `size`: it sniffs as a PNG and does not compress, which is what upload
+ * tests of large files need (it is no decodable image past its first bytes).
+ */
+export async function paddedPng(size: number): Promise<Buffer<ArrayBuffer>> {
+  const png = await sharp({ create: { width: 16, height: 16, channels: 3, background: '#abcdef' } }).png().toBuffer()
+  const bytes = Buffer.alloc(size) as Buffer<ArrayBuffer>
+  png.copy(bytes)
+  // getRandomValues fills at most 64 KiB a call.
+  for (let at = png.length; at < size; at += 65536) crypto.getRandomValues(bytes.subarray(at, Math.min(size, at + 65536)))
+  return bytes
+}
