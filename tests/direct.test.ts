@@ -18,6 +18,7 @@ await useInfra()
 const MiB = 1024 * 1024
 const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex')
 const json = { 'content-type': 'application/json' }
+const ADMIN_TOKEN = 'direct-test-admin-token-0123456789'
 
 
 /** Uploads `bytes` in parts of `partSize` through presigned part URLs; returns the parts for the completion. */
@@ -40,7 +41,7 @@ describe('direct uploads on the embedded S3 server', () => {
   let s3: ReturnType<typeof testS3>
   beforeAll(async () => {
     // No processor: these tests are about intake; the jobs wait in their queue.
-    stack = await startStack({ images: false, env: { MAX_UPLOAD_BYTES: '8M' } })
+    stack = await startStack({ images: false, env: { MAX_UPLOAD_BYTES: '8M', ADMIN_TOKEN } })
     s3 = testS3(stack.env)
   })
   afterAll(async () => {
@@ -134,6 +135,20 @@ describe('direct uploads on the embedded S3 server', () => {
     const second = await params('two.png')
     await fetch(second.url, { method: 'PUT', body: await paddedPng(50_000) })
     expect((await complete(second.key, { 'idempotency-key': idempotencyKey })).status).toBe(422)
+  })
+
+  test('uploads handed out and never completed are swept: their object and their record go', async () => {
+    const target = await params('forgotten.png')
+    await fetch(target.url, { method: 'PUT', body: await paddedPng(40_000) })
+    const sweep = (seconds: number) =>
+      stack.fetch(`/v1/admin/sweep?olderThanSeconds=${seconds}`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
+    // Not yet old enough: kept.
+    expect(((await (await sweep(3600)).json()) as { abortedUploads: string[] }).abortedUploads).not.toContain(target.key)
+    expect(await exists(target.key)).toBe(true)
+    await Bun.sleep(5) // older than 0 s by the store's clock
+    expect(((await (await sweep(0)).json()) as { abortedUploads: string[] }).abortedUploads).toContain(target.key)
+    expect(await exists(target.key)).toBe(false)
+    expect((await complete(target.key)).status).toBe(404)
   })
 
   test('listing parts needs ListParts, which s3rver lacks: a clear 501', async () => {

@@ -124,7 +124,19 @@ export async function startApi(config: Config, options: { log?: Logger } = {}) {
   const sweepUploads = async (olderThanMs: number) => {
     const aborted = await storage.abortStaleUploads(`${config.system}/`, olderThanMs)
     if (aborted.length) log.warn({ keys: aborted }, `aborted ${aborted.length} abandoned multipart upload(s)`)
-    return aborted
+    // Direct and tus uploads handed out but never completed: what was stored of them (a PUT object, tus's .info)
+    // goes, then their records. Their multipart uploads were aborted just above.
+    const forgotten: string[] = []
+    for (let batch = await store.staleDirectUploads(olderThanMs, 100); batch.length; batch = await store.staleDirectUploads(olderThanMs, 100)) {
+      for (const upload of batch) {
+        await storage.delete(upload.key)
+        if (upload.uploadId === 'tus') await storage.delete(`${upload.key}.info`)
+        await store.deleteDirectUpload(upload.key)
+        forgotten.push(upload.key)
+      }
+    }
+    if (forgotten.length) log.warn({ keys: forgotten }, `forgot ${forgotten.length} direct upload(s) never completed`)
+    return [...new Set([...aborted, ...forgotten])]
   }
   const uploadsTimer = setInterval(async () => {
     try {

@@ -21,6 +21,7 @@ import {
   type StallAction,
   type Store,
   type DueDelivery,
+  type DirectUpload,
   type Webhook,
   type WebhookDelivery,
   type WebhookEvent,
@@ -69,6 +70,15 @@ export function createSqlStore(db: Db, options: SqlStoreOptions = {}): Store {
     headers: JSON.parse(String(r.headers)),
     body: r.body as Uint8Array,
     deadAt: String(r.dead_at),
+  })
+  const toDirectUpload = (r: Row): DirectUpload => ({
+    key: String(r.key),
+    id: String(r.id),
+    tenant: String(r.tenant),
+    uploadId: text(r.upload_id),
+    filename: text(r.filename),
+    mediaId: text(r.media_id),
+    createdAt: Number(r.created_at),
   })
   const toWebhook = (r: Row): Webhook => ({
     id: String(r.id),
@@ -460,15 +470,18 @@ export function createSqlStore(db: Db, options: SqlStoreOptions = {}): Store {
       ])
     },
     async getDirectUpload(key) {
-      const r = await db.get('SELECT * FROM direct_uploads WHERE key = ?', [key])
-      if (!r) return undefined
-      return { key: String(r.key), id: String(r.id), tenant: String(r.tenant), uploadId: text(r.upload_id), filename: text(r.filename), mediaId: text(r.media_id), createdAt: Number(r.created_at) }
+      const row = await db.get('SELECT * FROM direct_uploads WHERE key = ?', [key])
+      return row ? toDirectUpload(row) : undefined
     },
     async completeDirectUpload(key, mediaId) {
       await db.run('UPDATE direct_uploads SET media_id = ? WHERE key = ?', [mediaId, key])
     },
     async deleteDirectUpload(key) {
       await db.run('DELETE FROM direct_uploads WHERE key = ?', [key])
+    },
+    async staleDirectUploads(olderThanMs, limit) {
+      const rows = await db.all('SELECT * FROM direct_uploads WHERE media_id IS NULL AND created_at < ? ORDER BY created_at LIMIT ?', [Date.now() - olderThanMs, limit])
+      return rows.map(toDirectUpload)
     },
     async createWebhook(w) {
       await db.run('INSERT INTO webhooks (id, tenant, url, events, secrets, created_at) VALUES (?, ?, ?, ?, ?, ?)', [

@@ -318,6 +318,8 @@ export interface Store {
   /** Marks it completed as media `mediaId`. */
   completeDirectUpload(key: string, mediaId: string): Promise<void>
   deleteDirectUpload(key: string): Promise<void>
+  /** Direct and tus uploads handed out more than `olderThanMs` ago and never completed: what the sweep removes. */
+  staleDirectUploads(olderThanMs: number, limit: number): Promise<DirectUpload[]>
   createWebhook(webhook: Webhook): Promise<void>
   /** A tenant's webhooks, newest first. */
   listWebhooks(tenant: string): Promise<Webhook[]>
