@@ -35,7 +35,8 @@ const stack = Bun.spawn(['bun', join(import.meta.dir, '../../infra/start.ts')], 
   stdout: 'pipe',
   stderr: 'inherit',
 })
-await waitForLine(stack.stdout, 'videos: consuming')
+// Its children log JSON lines (their stdout is a pipe): the video processor's start line says it consumes.
+await waitForLine(stack.stdout, /"service":"videos".*"msg":"consuming /)
 const config = readVideosConfig({ S3_ACCESS_KEY_ID: 'unused', S3_SECRET_ACCESS_KEY: 'unused' })
 const url = `http://127.0.0.1:${port}`
 const bytes = readFileSync(clip)
@@ -70,11 +71,11 @@ async function pipeline(): Promise<number> {
   }
 }
 
-async function waitForLine(stream: ReadableStream<Uint8Array>, text: string): Promise<void> {
+async function waitForLine(stream: ReadableStream<Uint8Array>, pattern: RegExp): Promise<void> {
   const reader = stream.getReader()
   let seen = ''
   const deadline = Date.now() + 30_000
-  while (!seen.includes(text)) {
+  while (!pattern.test(seen)) {
     if (Date.now() > deadline) throw new Error(`the system did not start: ${seen}`)
     const { value, done } = await reader.read()
     if (done) throw new Error(`the system exited: ${seen}`)
