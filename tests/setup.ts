@@ -6,13 +6,14 @@
  */
 import { afterAll, setDefaultTimeout } from 'bun:test'
 import { removeDataDirs } from './helpers/env.ts'
-import { deleteNamespaces, stopInfra } from './helpers/infra.ts'
+import { deleteLeftovers, deleteNamespaces, stopInfra } from './helpers/infra.ts'
 import { dropPostgresSchemas } from './helpers/postgres.ts'
 
 setDefaultTimeout(60_000)
 
 afterAll(async () => {
   await deleteNamespaces()
+  await deleteLeftovers()
   await dropPostgresSchemas()
   await stopInfra()
   removeDataDirs()

@@ -48,9 +48,30 @@ export async function stopInfra(): Promise<void> {
 
 const namespaces = new Set<string>()
 
+/** Every namespace made in this run, for the last look at its end (`deleteLeftovers`). */
+const made = new Set<string>()
+
 /** Records a namespace (`SYSTEM`) a test made, to be removed from the broker afterwards. */
 export function trackNamespace(system: string): void {
   namespaces.add(system)
+  made.add(system)
+}
+
+/**
+ * At the end of the run: deletes what is left of any namespace this run made. A service still running when its
+ * file's cleanup ran (hooks run in an order the file does not fully choose) can reconnect and declare its queues
+ * again; this finds those on the broker (`rabbitmqctl`, when the broker is local) and deletes them.
+ */
+export async function deleteLeftovers(): Promise<void> {
+  if (!made.size || !Bun.which('rabbitmqctl')) return
+  const child = Bun.spawn(['rabbitmqctl', '-q', 'list_queues', 'name'], { stdout: 'pipe', stderr: 'ignore' })
+  const listed = await new Response(child.stdout).text()
+  if ((await child.exited) !== 0) return
+  for (const queue of listed.split('\n')) {
+    const system = queue.slice(0, queue.indexOf('.media.'))
+    if (made.has(system)) namespaces.add(system)
+  }
+  await deleteNamespaces()
 }
 
 /** Deletes every queue and exchange of the namespaces made since the last call. */
