@@ -3,7 +3,6 @@
  * 64×64 one, median of N, next to bare sharp doing the same work (thumb + preview WebP) in the same process.
  * Needs RabbitMQ; starts its own S3 server. Run: `bun tests/bench/images.ts [N]`.
  */
-import sharp from 'sharp'
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -13,6 +12,7 @@ import { startApi } from '../../services/api/service.ts'
 import { readConfig as readImagesConfig, start as startImages } from '../../services/images/main.ts'
 import { TEST_API_KEY, apiKey } from '../helpers/env.ts'
 import { deleteNamespaces, trackNamespace } from '../helpers/infra.ts'
+import { bareSharp, photo } from './work.ts'
 
 const runs = Number(process.argv[2] ?? 20)
 const s3 = await startS3Server({ port: 0, directory: mkdtempSync(join(tmpdir(), 'bench-s3-')), bucket: 'bench' })
@@ -34,18 +34,10 @@ const server = Bun.serve({ port: 0, fetch: api.app.fetch, maxRequestBodySize: 1 
 const images = await startImages(readImagesConfig(env))
 const url = `http://127.0.0.1:${server.port}`
 
-/** A photo-like JPEG: smooth colour fields plus noise, so it encodes like a real one. */
-async function photo(width: number, height: number): Promise<Buffer> {
-  const noise = await sharp({ create: { width, height, channels: 3, background: '#808080', noise: { type: 'gaussian', mean: 128, sigma: 40 } } })
-    .blur(2)
-    .png()
-    .toBuffer()
-  return sharp(noise).jpeg({ quality: 90 }).toBuffer()
-}
 
-async function pipeline(bytes: Buffer): Promise<number> {
+async function pipeline(bytes: Uint8Array<ArrayBuffer>): Promise<number> {
   const started = performance.now()
-  const res = await fetch(`${url}/v1/media`, { method: 'POST', body: new Uint8Array(bytes), headers: apiKey })
+  const res = await fetch(`${url}/v1/media`, { method: 'POST', body: bytes, headers: apiKey })
   const { id } = (await res.json()) as { id: string }
   for (;;) {
     const media = (await (await fetch(`${url}/v1/media/${id}`, { headers: apiKey })).json()) as { status: string }
@@ -55,26 +47,17 @@ async function pipeline(bytes: Buffer): Promise<number> {
   }
 }
 
-async function bare(bytes: Buffer): Promise<number> {
-  const started = performance.now()
-  const base = sharp(bytes).autoOrient()
-  await Promise.all([
-    base.clone().resize(1280, 1280, { fit: 'inside', withoutEnlargement: true }).webp({ quality: 80 }).toBuffer(),
-    base.clone().resize(320, 320, { fit: 'inside', withoutEnlargement: true }).webp({ quality: 80 }).toBuffer(),
-  ])
-  return performance.now() - started
-}
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
 for (const [label, width, height] of [['12 MP (4000×3000)', 4000, 3000], ['64×64', 64, 64]] as const) {
   const bytes = await photo(width, height)
   await pipeline(bytes) // warm-up
-  await bare(bytes)
+  await bareSharp(bytes)
   const p: number[] = []
   const b: number[] = []
   for (let i = 0; i < runs; i++) {
     p.push(await pipeline(bytes))
-    b.push(await bare(bytes))
+    b.push(await bareSharp(bytes))
   }
   const mp = median(p)
   const mb = median(b)

@@ -17,6 +17,7 @@ import sharp from 'sharp'
 import { TEST_API_KEY, apiKey } from '../helpers/env.ts'
 import { deleteNamespaces, trackNamespace } from '../helpers/infra.ts'
 import { freePort } from '../helpers/ports.ts'
+import { bareSharp, photo } from './work.ts'
 
 const quick = process.argv.includes('--quick')
 const work = mkdtempSync(join(tmpdir(), 'bench-suite-'))
@@ -61,25 +62,7 @@ async function throughPipeline(bytes: Uint8Array<ArrayBuffer>): Promise<number> 
   return performance.now() - started
 }
 
-/** What the image processor makes of a photo (services/images: auto-orient, thumb and preview as WebP), bare. */
-async function bareSharp(bytes: Uint8Array): Promise<number> {
-  const started = performance.now()
-  const base = sharp(bytes).autoOrient()
-  await Promise.all([
-    base.clone().resize(1280, 1280, { fit: 'inside', withoutEnlargement: true }).webp({ quality: 80 }).toBuffer(),
-    base.clone().resize(320, 320, { fit: 'inside', withoutEnlargement: true }).webp({ quality: 80 }).toBuffer(),
-  ])
-  return performance.now() - started
-}
 
-/** A photo-like JPEG: smooth colour fields plus noise, so it encodes like a real one. */
-async function photo(width: number, height: number): Promise<Uint8Array<ArrayBuffer>> {
-  const noise = await sharp({ create: { width, height, channels: 3, background: '#808080', noise: { type: 'gaussian', mean: 128, sigma: 40 } } })
-    .blur(2)
-    .png()
-    .toBuffer()
-  return new Uint8Array(await sharp(noise).jpeg({ quality: 90 }).toBuffer())
-}
 
 /** Images per second: `count` jobs of `run`, at most `inFlight` at once. */
 async function rate(count: number, inFlight: number, run: () => Promise<unknown>): Promise<number> {
