@@ -52,8 +52,8 @@ if (!env.S3_ENDPOINT) {
 
 await showDevKey()
 
-/** Each processor's `/metrics`, `/livez` and `/readyz` (the API serves its own on PORT). */
-const METRICS_PORTS: Partial<Record<(typeof SERVICES)[number], string>> = { images: '9101', videos: '9102' }
+/** Each processor's `/metrics`, `/livez` and `/readyz` (the API serves its own on PORT); two systems on one machine set them apart. */
+const METRICS_PORTS: Partial<Record<(typeof SERVICES)[number], string>> = { images: env.IMAGES_METRICS_PORT ?? '9101', videos: env.VIDEOS_METRICS_PORT ?? '9102' }
 const children = SERVICES.map((name) => ({
   name,
   process: Bun.spawn(['bun', join(root, 'services', name, 'main.ts')], {
