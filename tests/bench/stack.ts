@@ -1,0 +1,115 @@
+/**
+ * The system as `bun run start` runs it (embedded S3 unless `S3_ENDPOINT` is given, the API and both processors as
+ * separate processes), in a namespace of its own, for the benchmarks; and the one way they push media through it.
+ */
+import { readdirSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { TEST_API_KEY, apiKey } from '../helpers/env.ts'
+import { trackNamespace } from '../helpers/infra.ts'
+import { freePort } from '../helpers/ports.ts'
+
+export interface Stack {
+  /** Its namespace (SYSTEM). */
+  system: string
+  url: string
+  /** Each service's process id, read from /proc (the `start` process itself runs the embedded S3 store). */
+  pids: { start: number; api: number; images: number; videos: number }
+  /** Each processor's `/metrics` address. */
+  metrics: { images: string; videos: string }
+  stop(): Promise<void>
+}
+
+export async function startStack(options: { dataDir: string; env?: Record<string, string> }): Promise<Stack> {
+  const system = `bench${crypto.randomUUID().slice(0, 6)}`
+  trackNamespace(system)
+  const port = freePort()
+  const ports = { images: freePort(), videos: freePort() }
+  const child = Bun.spawn(['bun', join(import.meta.dir, '../../infra/start.ts')], {
+    env: {
+      ...process.env,
+      SYSTEM: system,
+      PORT: String(port),
+      S3_PORT: String(freePort()),
+      IMAGES_METRICS_PORT: String(ports.images),
+      VIDEOS_METRICS_PORT: String(ports.videos),
+      DATA_DIR: options.dataDir,
+      API_KEYS: `bench:${TEST_API_KEY}`,
+      RATE_LIMIT_PER_MINUTE: '0',
+      LOG_LEVEL: 'warn',
+      LOG_FORMAT: 'json',
+      MAX_CONCURRENT_UPLOADS: '64',
+      ...options.env,
+    },
+    stdout: 'ignore',
+    stderr: 'inherit',
+  })
+  const url = `http://127.0.0.1:${port}`
+  const metrics = { images: `http://127.0.0.1:${ports.images}`, videos: `http://127.0.0.1:${ports.videos}` }
+  for (const address of [url, metrics.images, metrics.videos]) {
+    await until(async () => (await fetch(`${address}/readyz`).catch(() => null))?.status === 200, 60_000, `${address} to be ready`)
+  }
+  const service = (name: string) => childPid(child.pid, `services/${name}/main.ts`)
+  return {
+    system,
+    url,
+    pids: { start: child.pid, api: service('api'), images: service('images'), videos: service('videos') },
+    metrics,
+    async stop() {
+      child.kill('SIGTERM')
+      await child.exited
+    },
+  }
+}
+
+/** Uploads `bytes` and resolves with the milliseconds until its media is completed (read from its event stream). */
+export async function throughPipeline(url: string, bytes: Uint8Array<ArrayBuffer>): Promise<number> {
+  const started = performance.now()
+  const id = await upload(url, bytes)
+  const events = await fetch(`${url}/v1/media/${id}/events`, { headers: apiKey })
+  const text = await events.text() // the stream ends after the final state
+  if (!text.includes('"status":"completed"')) throw new Error(`media ${id} did not complete: ${text.slice(-500)}`)
+  return performance.now() - started
+}
+
+/** Uploads `bytes` (POST /v1/media) and resolves with the media id once the API answered 202. */
+export async function upload(url: string, bytes: Uint8Array<ArrayBuffer>): Promise<string> {
+  const res = await fetch(`${url}/v1/media`, { method: 'POST', body: bytes, headers: apiKey })
+  if (res.status !== 202) throw new Error(`upload answered ${res.status}: ${await res.text()}`)
+  return ((await res.json()) as { id: string }).id
+}
+
+/** A process's resident memory in bytes, from /proc. */
+export function rssOf(pid: number): number {
+  const kb = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]
+  return Number(kb ?? 0) * 1024
+}
+
+/** A process's CPU seconds so far (user + system), from /proc. */
+export function cpuSecondsOf(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
+  return (Number(fields[11]) + Number(fields[12])) / 100 // utime, stime in clock ticks (USER_HZ = 100)
+}
+
+/** The child of `parent` whose command line contains `needle`. */
+function childPid(parent: number, needle: string): number {
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8')
+      if (Number(stat.split(') ')[1]!.split(' ')[1]) !== parent) continue
+      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(needle)) return Number(entry)
+    } catch {
+      // gone meanwhile
+    }
+  }
+  throw new Error(`no child of ${parent} runs ${needle}`)
+}
+
+/** Polls `check` until it holds; fails after `timeoutMs`, naming what it waited for. */
+export async function until(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`waited ${timeoutMs} ms for ${what}`)
+    await Bun.sleep(50)
+  }
+}
