@@ -166,7 +166,7 @@ describe.each(backends)('store on $name', (backend) => {
     expect(ids.sort()).toEqual(jobs.map((m) => m.request.messageId).sort())
     expect(await a.claimUnpublished(0, 60_000)).toEqual([]) // all claimed
 
-    await a.markPublished(jobs[0]!.request.messageId)
+    await a.markPublished([jobs[0]!.request.messageId])
     await a.unclaim(jobs.slice(0, 2).map((m) => m.request.messageId))
     // The published one stays sent; the other given back is free for any instance.
     expect((await b.claimUnpublished(0, 60_000)).map((m) => m.messageId)).toEqual([jobs[1]!.request.messageId])
@@ -238,7 +238,7 @@ describe.each(backends)('store on $name', (backend) => {
       await a.createMedia(media)
       await a.applyUpdate(update(media.jobId, 10))
     }
-    await a.claimUnpublished(0, 60_000).then((sent) => Promise.all(sent.map((m) => a.markPublished(m.messageId))))
+    await a.claimUnpublished(0, 60_000).then((sent) => a.markPublished(sent.map((m) => m.messageId)))
     const silentMs = 60_000
     expect(await a.countSilent(silentMs)).toBe(0)
     /** Two minutes pass with no word from any processor. */
@@ -341,7 +341,7 @@ describe.each(backends)('store on $name', (backend) => {
     expect(await store.listDeadLetters(10, 'someone-else')).toEqual([])
     expect((await store.getDeadLetter(letter.id))?.headers).toEqual({ 'x-death': [{ count: 4 }] })
 
-    await store.claimUnpublished(0, 60_000).then((sent) => Promise.all(sent.map((m) => store.markPublished(m.messageId))))
+    await store.claimUnpublished(0, 60_000).then((sent) => store.markPublished(sent.map((m) => m.messageId)))
     const messageId = crypto.randomUUID()
     expect(await store.redriveRequest(letter.id, messageId)).toEqual({ mediaId: media.id })
     expect(await store.getMedia(media.id)).toMatchObject({ status: 'queued', error: null })

@@ -35,6 +35,9 @@ export interface SqlStoreOptions {
 /** Why a job's status changed, as the history keeps it. */
 type Reason = HistoryEntry['reason']
 
+/** `?, ?, ?` for an `IN (…)` of these values (one statement for a batch, not a round trip per row). */
+const placeholders = (values: readonly unknown[]) => values.map(() => '?').join(', ')
+
 export function createSqlStore(db: Db, options: SqlStoreOptions = {}): Store {
   const origin = options.origin ?? null
   const now = () => new Date().toISOString()
@@ -220,8 +223,9 @@ export function createSqlStore(db: Db, options: SqlStoreOptions = {}): Store {
         await tx.run('DELETE FROM media WHERE id = ?', [id])
       })
     },
-    async markPublished(messageId) {
-      await db.run('UPDATE outbox SET published_at = ? WHERE message_id = ? AND published_at IS NULL', [Date.now(), messageId])
+    async markPublished(messageIds) {
+      if (!messageIds.length) return
+      await db.run(`UPDATE outbox SET published_at = ? WHERE message_id IN (${placeholders(messageIds)}) AND published_at IS NULL`, [Date.now(), ...messageIds])
     },
     async claimUnpublished(olderThanMs, leaseMs) {
       return db.transaction(async (tx) => {
@@ -234,12 +238,17 @@ export function createSqlStore(db: Db, options: SqlStoreOptions = {}): Store {
            ORDER BY created_at LIMIT 500${db.claimRows}`,
           [at - olderThanMs, at]
         )
-        for (const row of rows) await tx.run('UPDATE outbox SET claimed_until = ? WHERE message_id = ?', [at + leaseMs, String(row.message_id)])
-        return rows.map(toOutbox)
+        const claimed = rows.map(toOutbox)
+        if (claimed.length) {
+          const ids = claimed.map((m) => m.messageId)
+          await tx.run(`UPDATE outbox SET claimed_until = ? WHERE message_id IN (${placeholders(ids)})`, [at + leaseMs, ...ids])
+        }
+        return claimed
       })
     },
     async unclaim(messageIds) {
-      for (const id of messageIds) await db.run('UPDATE outbox SET claimed_until = NULL WHERE message_id = ?', [id])
+      if (!messageIds.length) return
+      await db.run(`UPDATE outbox SET claimed_until = NULL WHERE message_id IN (${placeholders(messageIds)})`, [...messageIds])
     },
     async claimRound(name, everyMs) {
       const at = Date.now()
@@ -337,7 +346,7 @@ export function createSqlStore(db: Db, options: SqlStoreOptions = {}): Store {
         // so no job is re-driven or failed twice.
         const rows = await tx.all(
           `SELECT id, media_id, redrives FROM jobs WHERE status = 'processing' AND seen_at < ?
-           AND (type IN (${types.map(() => '?').join(', ') || 'NULL'})
+           AND (type IN (${placeholders(types) || 'NULL'})
                 OR EXISTS (SELECT 1 FROM jobs AS other WHERE other.type = jobs.type AND other.status = 'processing' AND other.seen_at >= ?))
            LIMIT 500${db.claimRows}`,
           [at - silentMs, ...types, at - silentMs]

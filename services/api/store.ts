@@ -238,7 +238,8 @@ export interface Store {
    * tenant's webhooks get `media.deleted`, written in the same transaction).
    */
   deleteMedia(id: string, options?: { announce?: boolean }): Promise<void>
-  markPublished(messageId: string): Promise<void>
+  /** Records the broker's confirm of these requests (one statement, however many). */
+  markPublished(messageIds: readonly string[]): Promise<void>
   /**
    * Requests written at least `olderThanMs` ago, not yet confirmed by the broker and not claimed by another
    * instance; they are claimed for `leaseMs` (if this instance dies sending them, another takes them after that).

@@ -35,7 +35,7 @@ try {
   if (wanted(1, 2, 3, 4, 5, 7, 9)) {
     const stack = await startStack({ dataDir: join(work, 'data') })
     try {
-      if (wanted(1, 2, 3, 4, 9)) figures.push(...(await imageFigures(bench, stack)))
+      if (wanted(1, 2, 3, 4, 9)) figures.push(...(await imageFigures(bench, stack, wanted)))
       if (wanted(5)) figures.push(await videoFigure(bench, stack))
       if (wanted(7)) figures.push(await memoryFigure(bench, stack))
     } finally {

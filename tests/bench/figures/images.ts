@@ -9,31 +9,32 @@ import { exec, median, percentile, rate, spread, type Bench, type Figure } from 
 import { bareSharp, photo } from '../work.ts'
 import { apiKey } from '../../helpers/env.ts'
 
-export async function imageFigures(bench: Bench, stack: Stack): Promise<Figure[]> {
+export async function imageFigures(bench: Bench, stack: Stack, wanted: (...ids: number[]) => boolean): Promise<Figure[]> {
   const dir = join(bench.work, 'images')
   mkdirSync(dir, { recursive: true })
   const figures: Figure[] = []
 
   // ── 1 and 2: 12 MP JPEG throughput, 8 in flight ─────────────────────────────────────────────────────────────
-  bench.say('figures 1 and 2: 12 MP JPEG throughput')
-  const big = await photo(4000, 3000)
-  const bigFile = join(dir, 'big.jpg')
-  writeFileSync(bigFile, big)
-  const vipsOut = (i: number, size: number) => join(dir, `vips-${i % 8}-${size}.webp[Q=80]`)
-  const vips = (i: number) =>
-    Promise.all([320, 1280].map((size) => exec('vipsthumbnail', [bigFile, '--size', `${size}x${size}`, '-o', vipsOut(i, size)])))
-  await throughPipeline(stack.url, big) // warm-ups
-  await bareSharp(big)
-  await vips(0)
-  const rounds = bench.quick ? 1 : 3
-  const count = bench.quick ? 8 : 24
-  const ours: number[] = []
-  const bare: number[] = []
-  const floor: number[] = []
-  for (let round = 0; round < rounds; round++) {
-    ours.push(await rate(count, 8, () => throughPipeline(stack.url, big)))
-    bare.push(await rate(count, 8, () => bareSharp(big)))
-    floor.push(await rate(count, 8, vips))
+  if (wanted(1, 2)) {
+    bench.say('figures 1 and 2: 12 MP JPEG throughput')
+    const big = await photo(4000, 3000)
+    const bigFile = join(dir, 'big.jpg')
+    writeFileSync(bigFile, big)
+    const vipsOut = (i: number, size: number) => join(dir, `vips-${i % 8}-${size}.webp[Q=80]`)
+    const vips = (i: number) =>
+      Promise.all([320, 1280].map((size) => exec('vipsthumbnail', [bigFile, '--size', `${size}x${size}`, '-o', vipsOut(i, size)])))
+    await throughPipeline(stack.url, big) // warm-ups
+    await bareSharp(big)
+    await vips(0)
+    const rounds = bench.quick ? 1 : 3
+    const count = bench.quick ? 8 : 24
+    const ours: number[] = []
+    const bare: number[] = []
+    const floor: number[] = []
+    for (let round = 0; round < rounds; round++) {
+      ours.push(await rate(count, 8, () => throughPipeline(stack.url, big)))
+      bare.push(await rate(count, 8, () => bareSharp(big)))
+      floor.push(await rate(count, 8, vips))
   }
   const ratio1 = median(ours) / median(bare)
   figures.push({
@@ -56,50 +57,56 @@ export async function imageFigures(bench: Bench, stack: Stack): Promise<Figure[]
     pass: null,
     data: { vipsthumbnail: floor },
   })
+  }
 
   // ── 3: 64×64 latency, sequential ─────────────────────────────────────────────────────────────────────────────
-  bench.say('figure 3: 64×64 latency')
   const small = await photo(64, 64)
-  for (let i = 0; i < 10; i++) await throughPipeline(stack.url, small) // warm-up
-  const latencies: number[] = []
-  for (let i = 0; i < (bench.quick ? 30 : 200); i++) latencies.push(await throughPipeline(stack.url, small))
-  const bareSmall: number[] = []
-  for (let i = 0; i < 50; i++) bareSmall.push(await bareSharp(small))
-  const p50 = percentile(latencies, 50)
-  const p99 = percentile(latencies, 99)
-  figures.push({
-    id: 3,
-    what: `64×64 JPEG, ${latencies.length} sequential uploads, upload → completed (ms)`,
-    value: `p50 ${p50.toFixed(1)}, p99 ${p99.toFixed(1)}`,
-    baseline: `bare sharp p50 ${percentile(bareSmall, 50).toFixed(1)}`,
-    ratio: null,
-    target: 'p50 ≤ 25, p99 ≤ 60',
-    pass: p50 <= 25 && p99 <= 60,
-    data: { latencies },
-  })
+  if (wanted(3)) {
+    bench.say('figure 3: 64×64 latency')
+    for (let i = 0; i < 10; i++) await throughPipeline(stack.url, small) // warm-up
+    const latencies: number[] = []
+    for (let i = 0; i < (bench.quick ? 30 : 200); i++) latencies.push(await throughPipeline(stack.url, small))
+    const bareSmall: number[] = []
+    for (let i = 0; i < 50; i++) bareSmall.push(await bareSharp(small))
+    const p50 = percentile(latencies, 50)
+    const p99 = percentile(latencies, 99)
+    figures.push({
+      id: 3,
+      what: `64×64 JPEG, ${latencies.length} sequential uploads, upload → completed (ms)`,
+      value: `p50 ${p50.toFixed(1)}, p99 ${p99.toFixed(1)}`,
+      baseline: `bare sharp p50 ${percentile(bareSmall, 50).toFixed(1)}`,
+      ratio: null,
+      target: 'p50 ≤ 25, p99 ≤ 60',
+      pass: p50 <= 25 && p99 <= 60,
+      data: { latencies },
+    })
+  }
 
   // ── 4: small-job throughput ──────────────────────────────────────────────────────────────────────────────────
-  bench.say('figure 4: small-job throughput')
-  const jobs = bench.quick ? 200 : 1000
-  const completedBefore = await completedImages(stack.url)
-  const started = performance.now()
-  const accepted = await rate(jobs, 32, () => upload(stack.url, small))
-  await waitForCompleted(stack.url, completedBefore + jobs, 300_000)
-  const completed = jobs / ((performance.now() - started) / 1000)
-  const bareRate = await rate(jobs, 8, () => bareSharp(small))
-  const ratio4 = completed / bareRate
-  figures.push({
-    id: 4,
-    what: `64×64 JPEG, ${jobs} uploads with 32 in flight: accepted/s; completed/s (first upload → last completed)`,
-    value: `accepted ${accepted.toFixed(0)}/s; completed ${completed.toFixed(0)}/s`,
-    baseline: `bare sharp, 8 in flight: ${bareRate.toFixed(0)}/s`,
-    ratio: ratio4,
-    target: 'accepted ≥ 500/s; completed ≥ 0.5 of bare sharp',
-    pass: accepted >= 500 && ratio4 >= 0.5,
-    data: { accepted, completed, bareSharp: bareRate },
-  })
+  if (wanted(4)) {
+    bench.say('figure 4: small-job throughput')
+    const jobs = bench.quick ? 200 : 1000
+    const completedBefore = await completedImages(stack.url)
+    const started = performance.now()
+    const accepted = await rate(jobs, 32, () => upload(stack.url, small))
+    await waitForCompleted(stack.url, completedBefore + jobs, 300_000)
+    const completed = jobs / ((performance.now() - started) / 1000)
+    const bareRate = await rate(jobs, 8, () => bareSharp(small))
+    const ratio4 = completed / bareRate
+    figures.push({
+      id: 4,
+      what: `64×64 JPEG, ${jobs} uploads with 32 in flight: accepted/s; completed/s (first upload → last completed)`,
+      value: `accepted ${accepted.toFixed(0)}/s; completed ${completed.toFixed(0)}/s`,
+      baseline: `bare sharp, 8 in flight: ${bareRate.toFixed(0)}/s`,
+      ratio: ratio4,
+      target: 'accepted ≥ 500/s; completed ≥ 0.5 of bare sharp',
+      pass: accepted >= 500 && ratio4 >= 0.5,
+      data: { accepted, completed, bareSharp: bareRate },
+    })
+  }
 
   // ── 9: 12 MP HEIC, upload → completed, against the fastest heif-convert decode plus the same sharp work ─────
+  if (!wanted(9)) return figures
   bench.say('figure 9: 12 MP HEIC')
   const heicFile = join(dir, 'photo.heic')
   writeFileSync(join(dir, 'photo.jpg'), await photo(4032, 3024))
