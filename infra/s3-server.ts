@@ -29,19 +29,20 @@ export async function startS3Server(options: { port: number; directory: string; 
     silent: true,
     configureBuckets: [{ name: options.bucket, configs: [] }],
   })
-  addMultipartCleanup(server, options.directory)
+  answerBeforeS3rver(server, options.directory)
   const { port } = (await server.run()) as { port: number }
   return { endpoint: `http://127.0.0.1:${port}`, bucket: options.bucket, close: () => server.close() }
 }
 
 /**
- * s3rver implements neither ListMultipartUploads nor AbortMultipartUpload, so uploads abandoned mid-way would keep
- * their parts on disk forever and no sweeper could see them. This adds both, over s3rver's own layout: each upload
- * is a directory `<dir>/<bucket>/._S3rver_uploads/<uploadId>/` holding a `key` file and the parts. (Like the rest of
- * this store, for one machine: these two calls do not check the request signature.)
+ * Calls answered before s3rver. It implements neither ListMultipartUploads nor AbortMultipartUpload, so uploads
+ * abandoned mid-way would keep their parts on disk forever and no sweeper could see them. This adds both, over
+ * s3rver's own layout: each upload is a directory `<dir>/<bucket>/._S3rver_uploads/<uploadId>/` holding a `key` file
+ * and the parts. And it answers HeadBucket itself (see below). (Like the rest of this store, for one machine: these
+ * calls do not check the request signature.)
  */
-function addMultipartCleanup(server: S3rver, directory: string): void {
-  type Context = { method: string; path: string; query: Record<string, string | undefined>; status: number; body: unknown; type: string }
+function answerBeforeS3rver(server: S3rver, directory: string): void {
+  type Context = { method: string; path: string; headers: Record<string, string | undefined>; query: Record<string, string | undefined>; status: number; body: unknown; type: string }
   const uploadsDir = (bucket: string) => join(directory, bucket, '._S3rver_uploads')
   const xml = (text: string) => text.replace(/[<>&'"]/g, (c) => `&#${c.charCodeAt(0)};`)
   const middleware = async (ctx: Context, next: () => Promise<unknown>) => {
@@ -65,6 +66,15 @@ function addMultipartCleanup(server: S3rver, directory: string): void {
           .map((u) => `<Upload><Key>${xml(u.key)}</Key><UploadId>${u.id}</UploadId><Initiated>${u.initiated}</Initiated><StorageClass>STANDARD</StorageClass></Upload>`)
           .join('') +
         '</ListMultipartUploadsResult>'
+      return
+    }
+    // HeadBucket (the API's readiness check, at every scrape of its metrics): s3rver answers it with its GET
+    // route, a ListObjects that stats every object in the bucket and is then thrown away: its cost grew with the
+    // store (issue 13's figure 4 spent most of this process's CPU there). Whether the bucket exists is the answer.
+    // A request from another key goes on to s3rver, which refuses it as S3 would.
+    const fromOurKey = ctx.headers.authorization?.includes(`Credential=${LOCAL_S3_CREDENTIALS.accessKeyId}/`)
+    if (ctx.method === 'HEAD' && bucket && !key && Object.keys(ctx.query).length === 0 && fromOurKey) {
+      ctx.status = existsSync(join(directory, bucket)) ? 200 : 404
       return
     }
     if (ctx.method === 'DELETE' && bucket && key && ctx.query.uploadId) {

@@ -5,7 +5,7 @@
  * access denied, bad credentials) is `storage_refused` at once; anything else (timeouts, 5xx, throttling, a dropped
  * connection) is a fault, retried after a backoff.
  */
-import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, S3Client } from '@aws-sdk/client-s3'
+import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
 import { Upload } from '@aws-sdk/lib-storage'
 import { createReadStream, createWriteStream, statSync } from 'node:fs'
 import { Transform, type Readable } from 'node:stream'
@@ -36,6 +36,9 @@ export interface JobStorage {
   exists(bucket: string, key: string): Promise<boolean>
   remove(bucket: string, key: string): Promise<void>
 }
+
+/** A multipart upload's part; a body in memory up to this size goes in one PutObject. */
+const PART_SIZE = 8 * 1024 * 1024
 
 /** S3 error names that retrying cannot fix. */
 const REFUSED_NAMES = new Set(['NoSuchBucket', 'AccessDenied', 'Forbidden', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'InvalidBucketName', 'AllAccessDisabled', 'AccountProblem'])
@@ -106,12 +109,21 @@ export function createStorage(settings: S3Settings, onFailure: (operation: Stora
       },
       async upload(bucket, key, body, contentType) {
         const file = 'file' in body ? body.file : undefined
+        if (!file && (body as Uint8Array).byteLength <= PART_SIZE) {
+          // One request: lib-storage's Upload would end in the same PutObject, at half again the CPU on both sides.
+          try {
+            await client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body as Uint8Array, ContentType: contentType }), { abortSignal: signal })
+          } catch (error) {
+            throw failed('upload', error, `uploading ${bucket}/${key}`)
+          }
+          return (body as Uint8Array).byteLength
+        }
         const upload = new Upload({
           client,
           params: { Bucket: bucket, Key: key, Body: file ? createReadStream(file) : (body as Uint8Array), ContentType: contentType },
           // At most queueSize × partSize (16 MiB) in memory per upload, whatever the file's size.
           queueSize: 2,
-          partSize: 8 * 1024 * 1024,
+          partSize: PART_SIZE,
           leavePartsOnError: false,
         })
         const abort = () => void upload.abort().catch(() => {})

@@ -90,6 +90,38 @@ export function cpuSecondsOf(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100 // utime, stime in clock ticks (USER_HZ = 100)
 }
 
+/** CPU time of each of the stack's processes (and the broker's), summed over the spans between start() and stop(). */
+export function cpuOf(stack: Stack) {
+  const pids = { s3: stack.pids.start, api: stack.pids.api, images: stack.pids.images, videos: stack.pids.videos, rabbitmq: brokerPid() }
+  const total: Record<string, number> = Object.fromEntries(Object.keys(pids).map((name) => [name, 0]))
+  let at: Record<string, number> = {}
+  const read = () => Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, pid ? cpuSecondsOf(pid) : 0]))
+  return {
+    start: () => void (at = read()),
+    stop() {
+      const now = read()
+      for (const name of Object.keys(pids)) total[name]! += now[name]! - at[name]!
+    },
+    /** Milliseconds of CPU per job, by process. */
+    perJob: (jobs: number) => Object.fromEntries(Object.entries(total).map(([name, seconds]) => [name, Math.round((seconds * 1000 * 10) / jobs) / 10])),
+    describe: (perJob: Record<string, number>) =>
+      `${Object.entries(perJob).map(([name, ms]) => `${name} ${ms} ms`).join(', ')} (sum ${Object.values(perJob).reduce((a, b) => a + b, 0).toFixed(0)} ms)`,
+  }
+}
+
+/** The broker's Erlang VM (beam.smp), when it runs on this machine; 0 when it does not. */
+function brokerPid(): number {
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      if (readFileSync(`/proc/${entry}/stat`, 'utf8').includes('(beam.smp)')) return Number(entry)
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return 0
+}
+
 /** The child of `parent` whose command line contains `needle`. */
 function childPid(parent: number, needle: string): number {
   for (const entry of readdirSync('/proc')) {

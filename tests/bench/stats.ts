@@ -11,6 +11,8 @@ export interface Figure {
   target: string
   /** null: reported only, no target. */
   pass: boolean | null
+  /** Where the time or the CPU went, printed under the table. */
+  note?: string
   /** Raw numbers, kept in latest.json. */
   data?: Record<string, unknown>
 }

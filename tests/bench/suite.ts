@@ -66,14 +66,15 @@ const table = [
   '| --- | --- | --- | --- | --- | --- | --- |',
   ...figures.map((f) => `| ${f.id} | ${f.what} | ${f.value} | ${f.baseline} | ${f.ratio === null ? '—' : f.ratio.toFixed(2)} | ${f.target} | ${f.pass === null ? '—' : f.pass ? 'yes' : 'no'} |`),
 ].join('\n')
+const notes = figures.filter((f) => f.note).map((f) => `- ${f.id}: ${f.note}`).join('\n')
 if (!only) {
   const dir = join(import.meta.dir, 'results')
   mkdirSync(dir, { recursive: true })
   writeFileSync(join(dir, 'latest.json'), `${JSON.stringify(results, null, 2)}\n`)
   writeFileSync(
     join(dir, 'latest.md'),
-    `# Benchmark results\n\n${results.date}${bench.quick ? ' (quick run)' : ''}, ${seconds} s: ${machine.cpus} × ${machine.model}, ${machine.memoryGiB} GiB; Bun ${versions.bun}, sharp ${versions.sharp} (libvips ${versions.libvips}), ${versions.vipsthumbnail} (vipsthumbnail), ffmpeg ${versions.ffmpeg}.\n\n${table}\n`
+    `# Benchmark results\n\n${results.date}${bench.quick ? ' (quick run)' : ''}, ${seconds} s: ${machine.cpus} × ${machine.model}, ${machine.memoryGiB} GiB; Bun ${versions.bun}, sharp ${versions.sharp} (libvips ${versions.libvips}), ${versions.vipsthumbnail} (vipsthumbnail), ffmpeg ${versions.ffmpeg}.\n\n${table}\n${notes ? `\n${notes}\n` : ''}`
   )
 }
-console.log(table)
+console.log(`${table}\n${notes}`)
 process.exit(0)
