@@ -7,12 +7,11 @@
  */
 import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
 import { Upload } from '@aws-sdk/lib-storage'
-import { createReadStream, createWriteStream, statSync } from 'node:fs'
-import { Transform, type Readable } from 'node:stream'
-import { pipeline } from 'node:stream/promises'
+import { createReadStream, statSync } from 'node:fs'
 import { s3ClientOptions } from '../env.ts'
 import { JobError } from './errors.ts'
-import { byteLimitFailure, type ByteLimit } from './limits.ts'
+import { createFastReads } from './fast-reads.ts'
+import { type ByteLimit } from './limits.ts'
 
 export interface S3Settings {
   endpoint?: string
@@ -60,27 +59,13 @@ function failure(error: unknown, what: string, signal: AbortSignal | undefined):
   return new Error(`${what} failed`, { cause: error })
 }
 
-/**
- * Passes bytes through until more than `limit` have come, then fails the pipeline, which aborts the transfer. A
- * store that states no length, or a wrong one, is held to the limit too.
- */
-export function capBytes(limit: ByteLimit): Transform {
-  let received = 0
-  return new Transform({
-    transform(chunk: Buffer, _encoding, done) {
-      received += chunk.byteLength
-      if (received > limit.maxBytes) done(byteLimitFailure(received, limit, true))
-      else done(null, chunk)
-    },
-  })
-}
-
 /** The operations of a JobStorage, as the `operation` of a counted failure. */
 export type StorageOperation = 'download' | 'upload' | 'exists' | 'remove'
 
 /** `onFailure` hears of each request S3 failed (not those a job's signal stopped): for the error metrics. */
 export function createStorage(settings: S3Settings, onFailure: (operation: StorageOperation) => void = () => {}) {
   const client = new S3Client(s3ClientOptions(settings))
+  const fast = createFastReads(settings, settings.timeoutSeconds * 1000)
   /** The helper for one job; every request it makes is aborted when `signal` aborts. */
   const bind = (signal?: AbortSignal): JobStorage => {
     const failed = (operation: StorageOperation, error: unknown, what: string) => {
@@ -90,15 +75,7 @@ export function createStorage(settings: S3Settings, onFailure: (operation: Stora
     return {
       async download(bucket, key, file, limit) {
         try {
-          const object = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal })
-          const body = object.Body as Readable
-          const options = signal ? { signal } : {}
-          if (!limit) return await pipeline(body, createWriteStream(file), options)
-          if (object.ContentLength !== undefined && object.ContentLength > limit.maxBytes) {
-            body.destroy()
-            throw byteLimitFailure(object.ContentLength, limit)
-          }
-          await pipeline(body, capBytes(limit), createWriteStream(file), options)
+          await fast.download(bucket, key, file, { limit, signal })
         } catch (error) {
           if (!signal?.aborted && error instanceof JobError) throw error
           if (!signal?.aborted && errorName(error) === 'NoSuchKey') {
@@ -138,6 +115,10 @@ export function createStorage(settings: S3Settings, onFailure: (operation: Stora
         return file ? statSync(file).size : (body as Uint8Array).byteLength
       },
       async exists(bucket, key) {
+        const answer = await fast.exists(bucket, key, signal).catch(() => null)
+        if (answer !== null) return answer
+        if (signal?.aborted) throw signal.reason
+        // The fast HEAD failed without saying why (no status): the SDK's HEAD answers, or names the refusal.
         try {
           await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal })
           return true

@@ -1,17 +1,15 @@
 /**
  * The processors' limits before decoding, apart from the broker and S3: the pure checks on an image header and a
- * video probe, GIF frames counted from disk, the cap on a download's stream (on a stream that never ends), and the
- * variables' defaults.
+ * video probe, GIF frames counted from disk, and the variables' defaults. (The cap on a download's stream is tested
+ * against S3 in images.test.ts.)
  */
 import { describe, expect, test } from 'bun:test'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { Readable, Writable } from 'node:stream'
-import { pipeline } from 'node:stream/promises'
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { JobError, byteLimitFailure, formatBytes } from '@app/shared/processor'
-import { capBytes } from '../../shared/processor/storage.ts'
 import { countGifFrames, imageLimitFailure, readConfig as readImagesConfig } from '../../services/images/main.ts'
+import { createFastReads } from '../../shared/processor/fast-reads.ts'
 import { manyFramesGif } from '../helpers/hostile.ts'
 import { readConfig as readVideosConfig, videoLimitFailure } from '../../services/videos/main.ts'
 
@@ -155,25 +153,29 @@ describe('the byte limit', () => {
 
   // The rest of the byte limit (refused by the declared size before any download, or by the length S3 states) is
   // tested against the real S3 server in tests/images.test.ts and tests/videos.test.ts. What no honest store can
-  // show is a body longer than it said: the cap on the stream itself, tested here on a stream that never ends.
+  // show is a body longer than it said: the cap on the stream itself, tested here against a store whose every
+  // object is an endless stream that states no length.
   test('the stream cap fails a download one chunk past the limit and stops reading its source', async () => {
-    let pulled = 0
-    const endless = Readable.from(
-      (function* () {
-        for (;;) {
-          pulled++
-          yield Buffer.alloc(64 * 1024)
-        }
-      })()
-    )
-    const small = { maxBytes: 1024 * 1024, variable: 'MAX_VIDEO_BYTES' }
-    let kept = 0
-    const sink = new Writable({ write: (chunk: Buffer, _encoding, done) => ((kept += chunk.byteLength), done()) })
-    const error = await pipeline(endless, capBytes(small), sink).catch((e: unknown) => e)
-    expect(error).toBeInstanceOf(JobError)
-    expect((error as JobError).message).toBe(`the original's download was stopped after ${small.maxBytes + 64 * 1024} bytes, over MAX_VIDEO_BYTES (1 MiB)`)
-    expect(kept).toBeLessThanOrEqual(small.maxBytes)
-    expect(endless.destroyed).toBe(true)
-    expect(pulled).toBeLessThan(64) // a few chunks of read-ahead past the 17 it took, never the whole stream
+    let sent = 0
+    const store = Bun.serve({
+      port: 0,
+      fetch: (request) =>
+        request.method === 'HEAD'
+          ? new Response(null, { status: 200 })
+          : new Response(new ReadableStream({ pull: (controller) => ((sent += 64 * 1024), controller.enqueue(new Uint8Array(64 * 1024))) })),
+    })
+    const dir = mkdtempSync(join(tmpdir(), 'cap-'))
+    try {
+      const reads = createFastReads({ endpoint: `http://127.0.0.1:${store.port}`, region: 'us-east-1', accessKeyId: 'id', secretAccessKey: 'secret' }, 10_000)
+      const small = { maxBytes: 1024 * 1024, variable: 'MAX_VIDEO_BYTES' }
+      const error = await reads.download('bucket', 'endless', join(dir, 'original'), { limit: small }).catch((e: unknown) => e)
+      expect(error).toBeInstanceOf(JobError)
+      expect((error as JobError).message).toMatch(/^the original's download was stopped after \d+ bytes, over MAX_VIDEO_BYTES \(1 MiB\)$/)
+      expect(statSync(join(dir, 'original')).size).toBeLessThanOrEqual(small.maxBytes)
+      expect(sent).toBeLessThan(64 * 1024 ** 2) // some read-ahead past the limit, never the whole stream
+    } finally {
+      store.stop(true)
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 })
