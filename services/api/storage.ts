@@ -9,7 +9,7 @@ import {
   S3Client,
 } from '@aws-sdk/client-s3'
 import { Upload } from '@aws-sdk/lib-storage'
-import { s3ClientOptions } from '@app/shared'
+import { bunS3Options, s3ClientOptions } from '@app/shared'
 import type { Config } from './config.ts'
 
 export interface StoredObject {
@@ -41,6 +41,8 @@ export interface Storage {
  */
 export function createStorage(config: Config['s3'], onFailure: (operation: string) => void = () => {}): Storage {
   const client = new S3Client(s3ClientOptions(config))
+  // Uploads go through Bun's own client where there is one (see putNative); on Deno, through lib-storage.
+  const native = typeof Bun === 'undefined' ? null : new Bun.S3Client(bunS3Options(config))
   const counted = async <T>(operation: string, request: () => Promise<T>): Promise<T> => {
     try {
       return await request()
@@ -52,7 +54,8 @@ export function createStorage(config: Config['s3'], onFailure: (operation: strin
   return {
     bucket: config.bucket,
     async put(key, body, contentType) {
-      // 5 MiB parts (the S3 minimum), two in flight: memory stays near 10-20 MiB whatever the file's size.
+      if (native) return putNative(native, key, body, contentType)
+      // 5 MiB parts (the S3 minimum), two in flight.
       const upload = new Upload({
         client,
         params: { Bucket: config.bucket, Key: key, Body: body, ContentType: contentType },
@@ -88,6 +91,28 @@ export function createStorage(config: Config['s3'], onFailure: (operation: strin
       await counted('ping', () => client.send(new HeadBucketCommand({ Bucket: config.bucket }), { abortSignal: AbortSignal.timeout(3_000) }))
     },
     close: () => client.destroy(),
+  }
+
+  /**
+   * Streams `body` to `key` with Bun's own S3 writer: issue 13 measured a 1 GiB upload at +60 MB of RSS this way, at
+   * +220 MB through lib-storage (whose part buffers Bun's allocator keeps), and faster. `flush` after each chunk is
+   * the writer's backpressure (without it the whole body was buffered). The writer cannot abort: `end(error)` still
+   * completes the object. So a failed body never reaches `end`, and the multipart upload it may have begun is
+   * aborted here (the hourly sweep aborts it if this fails too).
+   */
+  async function putNative(client: Bun.S3Client, key: string, body: ReadableStream<Uint8Array>, contentType: string): Promise<void> {
+    const writer = client.file(key, { bucket: config.bucket }).writer({ type: contentType, partSize: 5 * 1024 * 1024, queueSize: 2 })
+    try {
+      const reader = body.getReader()
+      for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
+        writer.write(chunk.value)
+        await writer.flush()
+      }
+      await writer.end()
+    } catch (error) {
+      await abortStale(key, 0).catch(() => {})
+      throw error
+    }
   }
 
   async function abortStale(prefix: string, olderThanMs: number): Promise<string[]> {

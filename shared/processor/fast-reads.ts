@@ -6,6 +6,7 @@
  * stopped by cancelling its stream; one that stalls fails after `idleMs`; and storage.ts asks the SDK again
  * whenever a HEAD fails, so that a refusal is still told from a fault. Writes stay on the SDK, which can abort them.
  */
+import { bunS3Options } from '../env.ts'
 import { JobError } from './errors.ts'
 import { byteLimitFailure, type ByteLimit } from './limits.ts'
 
@@ -17,14 +18,7 @@ export interface FastReads {
 }
 
 export function createFastReads(settings: { endpoint?: string; region: string; accessKeyId: string; secretAccessKey: string }, idleMs: number): FastReads {
-  const client = new Bun.S3Client({
-    endpoint: settings.endpoint,
-    region: settings.region,
-    accessKeyId: settings.accessKeyId,
-    secretAccessKey: settings.secretAccessKey,
-    // As the SDK addresses them: path-style on a custom endpoint (s3rver, moto, MinIO), virtual-hosted on AWS.
-    virtualHostedStyle: !settings.endpoint,
-  })
+  const client = new Bun.S3Client(bunS3Options(settings))
   return {
     async download(bucket, key, file, { limit, signal }) {
       signal?.throwIfAborted()
