@@ -64,11 +64,15 @@ export async function startStack(options: { dataDir: string; env?: Record<string
 /** Uploads `bytes` and resolves with the milliseconds until its media is completed (read from its event stream). */
 export async function throughPipeline(url: string, bytes: Uint8Array<ArrayBuffer>): Promise<number> {
   const started = performance.now()
-  const id = await upload(url, bytes)
-  const events = await fetch(`${url}/v1/media/${id}/events`, { headers: apiKey })
-  const text = await events.text() // the stream ends after the final state
-  if (!text.includes('"status":"completed"')) throw new Error(`media ${id} did not complete: ${text.slice(-500)}`)
+  await untilCompleted(url, await upload(url, bytes))
   return performance.now() - started
+}
+
+/** Resolves once media `id` is completed, read from its event stream (which ends after the final state). */
+export async function untilCompleted(url: string, id: string): Promise<void> {
+  const events = await fetch(`${url}/v1/media/${id}/events`, { headers: apiKey })
+  const text = await events.text()
+  if (!text.includes('"status":"completed"')) throw new Error(`media ${id} did not complete: ${text.slice(-500)}`)
 }
 
 /** Uploads `bytes` (POST /v1/media) and resolves with the media id once the API answered 202. */
