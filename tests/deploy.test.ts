@@ -138,6 +138,7 @@ describe('compose.yaml', () => {
     expect(service?.build?.dockerfile).toBe(`infra/docker/${name}.Dockerfile`)
     const env: Record<string, string> = { ...readImage(name).env, ...service!.environment }
     delete env.NODE_ENV // the runtime's, not the service's
+    delete env.MALLOC_ARENA_MAX // glibc's
     const read = new Set<string>()
     // Record what the reader looks at: a variable it never reads is a misspelling it would silently ignore.
     const watched = new Proxy(env, {
