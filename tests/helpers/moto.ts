@@ -9,6 +9,8 @@ export interface Moto {
   endpoint: string
   /** S3_* for services and `testS3`, pointing at this server. */
   env: Record<string, string>
+  /** The server's process id (the benchmarks read its CPU time). */
+  pid: number
   stop(): Promise<void>
 }
 
@@ -44,6 +46,7 @@ export async function startMoto(bucket = 'media-test'): Promise<Moto> {
   return {
     endpoint,
     env: { S3_ENDPOINT: endpoint, S3_BUCKET: bucket, S3_REGION: 'us-east-1', S3_ACCESS_KEY_ID: CREDENTIALS.accessKeyId, S3_SECRET_ACCESS_KEY: CREDENTIALS.secretAccessKey },
+    pid: server.pid,
     stop,
   }
 }
