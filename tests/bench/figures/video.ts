@@ -42,7 +42,7 @@ export async function videoFigure(bench: Bench, stack: Stack): Promise<Figure> {
   await throughPipeline(stack.url, bytes) // warm-up
   const ours: number[] = []
   const bare: number[] = []
-  for (let i = 0; i < (bench.quick ? 1 : 5); i++) {
+  for (let i = 0; i < (bench.quick ? 1 : 7); i++) {
     bare.push(await direct())
     ours.push(await throughPipeline(stack.url, bytes))
   }
