@@ -84,14 +84,6 @@ export function readEnv<S extends v.GenericSchema>(schema: S, env: Record<string
  * endpoint: path-style addressing, and checksums only where required, because S3-compatible stores (s3rver, MinIO,
  * R2) mishandle the SDK's default aws-chunked checksums. Timeouts throw: without them a hung S3 hangs a job forever.
  */
-/**
- * The same store for Bun's own S3 client (`new Bun.S3Client(…)`), addressed as the SDK addresses it: path-style on
- * a custom endpoint (s3rver, moto, MinIO), virtual-hosted on AWS. A plain object, so this file stays runtime-free.
- */
-export function bunS3Options(s3: { endpoint?: string; region: string; accessKeyId: string; secretAccessKey: string }) {
-  return { endpoint: s3.endpoint, region: s3.region, accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey, virtualHostedStyle: !s3.endpoint }
-}
-
 export function s3ClientOptions(s3: { endpoint?: string; region: string; accessKeyId: string; secretAccessKey: string; timeoutSeconds: number }) {
   return {
     endpoint: s3.endpoint,
@@ -102,4 +94,12 @@ export function s3ClientOptions(s3: { endpoint?: string; region: string; accessK
     requestHandler: { requestTimeout: s3.timeoutSeconds * 1000, connectionTimeout: 5_000, throwOnRequestTimeout: true },
     maxAttempts: 3,
   }
+}
+
+/**
+ * The same store for Bun's own S3 client (`new Bun.S3Client(…)`), addressed as the SDK addresses it: path-style on
+ * a custom endpoint (s3rver, moto, MinIO), virtual-hosted on AWS. A plain object, so this file stays runtime-free.
+ */
+export function bunS3Options(s3: { endpoint?: string; region: string; accessKeyId: string; secretAccessKey: string }) {
+  return { endpoint: s3.endpoint, region: s3.region, accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey, virtualHostedStyle: !s3.endpoint }
 }

@@ -98,17 +98,30 @@ export function createStorage(config: Config['s3'], onFailure: (operation: strin
    * +220 MB through lib-storage (whose part buffers Bun's allocator keeps), and faster. `flush` after each chunk is
    * the writer's backpressure (without it the whole body was buffered). The writer cannot abort: `end(error)` still
    * completes the object. So a failed body never reaches `end`, and the multipart upload it may have begun is
-   * aborted here (the hourly sweep aborts it if this fails too).
+   * aborted here (the hourly sweep aborts it if this fails too). Nor does it time out: a store that stops answering
+   * fails the upload after S3_TIMEOUT_SECONDS without progress, as the SDK's requests do.
    */
   async function putNative(client: Bun.S3Client, key: string, body: ReadableStream<Uint8Array>, contentType: string): Promise<void> {
     const writer = client.file(key, { bucket: config.bucket }).writer({ type: contentType, partSize: 5 * 1024 * 1024, queueSize: 2 })
+    const timeoutMs = config.timeoutSeconds * 1000
+    const bounded = async <T>(step: T | Promise<T>): Promise<T> => {
+      let timer: ReturnType<typeof setTimeout> | undefined
+      const stalled = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`S3 made no progress for ${config.timeoutSeconds} s`)), timeoutMs)
+      })
+      try {
+        return await Promise.race([step, stalled])
+      } finally {
+        clearTimeout(timer)
+      }
+    }
     try {
       const reader = body.getReader()
       for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
         writer.write(chunk.value)
-        await writer.flush()
+        await bounded(writer.flush())
       }
-      await writer.end()
+      await bounded(writer.end())
     } catch (error) {
       await abortStale(key, 0).catch(() => {})
       throw error
