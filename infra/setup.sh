@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepares a Debian machine (run as root, or with sudo available) to run the system and its tests:
-# Bun and Deno from npm; ffmpeg, libheif-examples (and for the tests: procps, iproute2, libvips-tools, chromium, Python with pika,
+# Bun and Deno from npm; ffmpeg, libheif-examples (and for the tests: procps, iproute2, libvips-tools for the benchmarks, Python with pika,
 # jsonschema and boto3 for the other-language backend, and promtool) from apt; RabbitMQ started if installed but stopped; then
 # `bun install`.
 # Safe to run again: it only installs what is missing.
@@ -32,8 +32,6 @@ command -v pgrep >/dev/null || missing+=(procps)
 command -v ss >/dev/null || missing+=(iproute2)
 # The benchmark suite's figure 2 compares with libvips' own vipsthumbnail.
 command -v vipsthumbnail >/dev/null || missing+=(libvips-tools)
-# The console's tests drive Debian's headless Chromium.
-command -v chromium >/dev/null || missing+=(chromium)
 # tests/interop runs a backend in Python against the processors, with Debian's interpreter and packages.
 if ! /usr/bin/python3 -c 'import pika, jsonschema, boto3' >/dev/null 2>&1; then
   missing+=(python3 python3-pika python3-jsonschema python3-boto3)

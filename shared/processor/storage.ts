@@ -5,7 +5,7 @@
  * access denied, bad credentials) is `storage_refused` at once; anything else (timeouts, 5xx, throttling, a dropped
  * connection) is a fault, retried after a backoff.
  */
-import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
+import { DeleteObjectCommand, HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
 import { Upload } from '@aws-sdk/lib-storage'
 import { createReadStream, statSync } from 'node:fs'
 import { s3ClientOptions } from '../env.ts'

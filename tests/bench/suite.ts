@@ -5,7 +5,7 @@
  * `results/latest.md` and `results/latest.json` beside this file: the machine, the versions, the date, each
  * figure's median and spread, its ratio to the baseline, and whether it meets its target.
  *
- * Needs RabbitMQ, ffmpeg, libheif-examples, libvips-tools and moto_server (`bash infra/setup.sh` installs them).
+ * Needs RabbitMQ and moto_server (the machine has them), and ffmpeg, libheif-examples and libvips-tools (`bash infra/setup.sh` installs them).
  * Run: `bun run bench [--quick] [--only 1,3,8]` (figures 1–4 and 9 run together; --only does not write results).
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
@@ -76,5 +76,4 @@ if (!only) {
     `# Benchmark results\n\n${results.date}${bench.quick ? ' (quick run)' : ''}, ${seconds} s: ${machine.cpus} × ${machine.model}, ${machine.memoryGiB} GiB; Bun ${versions.bun}, sharp ${versions.sharp} (libvips ${versions.libvips}), ${versions.vipsthumbnail} (vipsthumbnail), ffmpeg ${versions.ffmpeg}.\n\n${table}\n${notes ? `\n${notes}\n` : ''}`
   )
 }
-console.log(`${table}\n${notes}`)
-process.exit(0)
+console.log(notes ? `${table}\n${notes}` : table)
