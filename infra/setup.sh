@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares a Debian machine (run as root, or with sudo available) to run the system and its tests:
-# Bun and Deno from npm; ffmpeg, libheif-examples (and for the tests: procps, iproute2, libvips-tools for the benchmarks, Python with pika,
-# jsonschema and boto3 for the other-language backend, and promtool) from apt; RabbitMQ started if installed but stopped; then
+# Bun and Deno from npm; ffmpeg, libheif-examples (and for the tests: procps, iproute2, chromium for the console's browser tests,
+# libvips-tools for the benchmarks, Python with pika, jsonschema and boto3 for the other-language backend, and promtool) from apt; RabbitMQ started if installed but stopped; then
 # `bun install`.
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
@@ -30,6 +30,8 @@ command -v heif-convert >/dev/null || missing+=(libheif-examples)
 # The fault tests find processes' ffmpeg children and broker connections with these.
 command -v pgrep >/dev/null || missing+=(procps)
 command -v ss >/dev/null || missing+=(iproute2)
+# The console's tests drive Debian's Chromium through playwright-core, which downloads no browser of its own.
+command -v chromium >/dev/null || missing+=(chromium)
 # The benchmark suite's figure 2 compares with libvips' own vipsthumbnail.
 command -v vipsthumbnail >/dev/null || missing+=(libvips-tools)
 # tests/interop runs a backend in Python against the processors, with Debian's interpreter and packages.

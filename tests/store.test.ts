@@ -123,6 +123,44 @@ describe.each(backends)('store on $name', (backend) => {
     await close()
   })
 
+  test('a tenant\'s media list: newest first, filtered by kind and status, paged without skipping or repeating', async () => {
+    const [store, , close] = await twoStores()
+    const made: NewMedia[] = []
+    // Several in the same millisecond: the id orders those.
+    for (let i = 0; i < 7; i++) {
+      const media = newMedia(i % 3 === 2 ? { kind: 'video', type: 'videos' } : {})
+      await store.createMedia(media)
+      made.push(media)
+    }
+    await store.createMedia(newMedia({ tenant: 'other' }))
+    await store.applyResult(completed(made[0]!.jobId))
+    await store.applyUpdate(update(made[1]!.jobId, 40))
+
+    const all = await store.listMedia('acme', { limit: 100 })
+    expect(all.map((m) => m.id).sort()).toEqual(made.map((m) => m.id).sort())
+    const order = all.map((m) => [m.createdAt, m.id].join(' '))
+    expect(order).toEqual([...order].sort().reverse())
+    expect(all.every((m) => m.tenant === 'acme')).toBe(true)
+
+    const pages: string[] = []
+    let after: { createdAt: string; id: string } | undefined
+    for (;;) {
+      const page = await store.listMedia('acme', { limit: 3, after })
+      pages.push(...page.map((m) => m.id))
+      if (page.length < 3) break
+      after = page.at(-1)!
+    }
+    expect(pages).toEqual(all.map((m) => m.id))
+
+    const videos = await store.listMedia('acme', { limit: 100, kinds: ['video'] })
+    expect(videos.map((m) => m.id).sort()).toEqual(made.filter((m) => m.kind === 'video').map((m) => m.id).sort())
+    const done = await store.listMedia('acme', { limit: 100, statuses: ['completed', 'processing'] })
+    expect(done.map((m) => [m.id, m.status]).sort()).toEqual([[made[0]!.id, 'completed'], [made[1]!.id, 'processing']].sort())
+    expect(done.find((m) => m.status === 'completed')?.outputs.map((o) => o.name)).toEqual(['thumb'])
+    expect(await store.listMedia('nobody', { limit: 100 })).toEqual([])
+    await close()
+  })
+
   test('updates only move forward; the first result wins; each is recorded once', async () => {
     const [a, b, close] = await twoStores()
     const media = newMedia()

@@ -52,6 +52,15 @@ export const MediaSchema = v.pipe(
 )
 export type Media = v.InferOutput<typeof MediaSchema>
 
+export const MediaListSchema = v.pipe(
+  v.object({
+    media: v.pipe(v.array(MediaSchema), v.description('Newest first.')),
+    next: v.pipe(v.nullable(v.string()), v.description('The `cursor` of the next page; null on the last one.')),
+  }),
+  v.metadata({ ref: 'MediaList' })
+)
+export type MediaList = v.InferOutput<typeof MediaListSchema>
+
 export const AcceptedSchema = v.pipe(
   v.object({ id: MediaIdSchema, jobId: JobIdSchema, kind: Kind, status: v.literal('queued') }),
   v.metadata({ ref: 'Accepted' })
@@ -175,5 +184,18 @@ export const RedrivenSchema = v.object({
   redriven: v.pipe(Uuid, v.description('The dead letter sent again.')),
   jobId: v.nullable(v.string()),
   mediaId: v.optional(v.pipe(MediaIdSchema, v.description('When it was a request of one of our jobs: the job is queued again.'))),
+})
+export const QueueListSchema = v.object({
+  queues: v.pipe(
+    v.array(
+      v.object({
+        type: v.picklist(MEDIA_TYPES),
+        queue: v.pipe(v.picklist(['request', 'updates', 'results', 'dead']), v.description('Which of the type\'s queues: <system>.media.<type>.<queue>.')),
+        messages: v.pipe(Count, v.description('Messages ready (not those delivered and awaiting an ack).')),
+        consumers: v.pipe(Count, v.description('Consumers attached: processors on a request queue, API instances on updates and results.')),
+      })
+    ),
+    v.description('Every queue of this system, as the broker counts it now.')
+  ),
 })
 export const SweepSchema = v.object({ abortedUploads: v.pipe(v.array(v.string()), v.description('The keys of the multipart uploads aborted.')) })

@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto'
 import { JOB_STATUSES, type ErrorInfo, type JobStatus } from '@app/shared'
-import type { Db, Queryable, Row } from './db.ts'
+import type { Db, Param, Queryable, Row } from './db.ts'
 import {
   afterResult,
   afterUpdate,
@@ -121,32 +121,30 @@ export function createSqlStore(db: Db, options: SqlStoreOptions = {}): Store {
     await insertOutbox(tx, { messageId, jobId, queue: String(original.queue), type: String(original.type), body: original.body as Uint8Array }, 0)
   }
 
+  /** A media with its latest job: the columns `toMedia` reads. */
+  const MEDIA_SELECT = `SELECT m.*, j.id AS job_id, j.type, j.status, j.stage, j.progress, j.eta_seconds, j.error, j.outputs, j.updated_at AS job_updated_at, j.traceparent
+       FROM media m JOIN jobs j ON j.id = (SELECT id FROM jobs WHERE media_id = m.id ORDER BY created_at DESC LIMIT 1)`
+  const toMedia = (row: Row): MediaRecord => ({
+    ...toJobState(row),
+    id: String(row.id),
+    tenant: String(row.tenant),
+    filename: text(row.filename),
+    kind: row.kind as MediaRecord['kind'],
+    format: String(row.format),
+    size: Number(row.size),
+    bucket: String(row.bucket),
+    sourceKey: String(row.source_key),
+    jobId: String(row.job_id),
+    type: row.type as MediaRecord['type'],
+    metadata: row.metadata ? JSON.parse(String(row.metadata)) : null,
+    traceparent: text(row.traceparent),
+    createdAt: String(row.created_at),
+    updatedAt: [String(row.updated_at), String(row.job_updated_at)].sort().at(-1)!,
+  })
   /** A media with its latest job, read on `q` (the store's connection, or a transaction's). */
   const readMedia = async (q: Queryable, id: string): Promise<MediaRecord | undefined> => {
-    const row = await q.get(
-      `SELECT m.*, j.id AS job_id, j.type, j.status, j.stage, j.progress, j.eta_seconds, j.error, j.outputs, j.updated_at AS job_updated_at, j.traceparent
-       FROM media m JOIN jobs j ON j.media_id = m.id WHERE m.id = ? ORDER BY j.created_at DESC LIMIT 1`,
-      [id]
-    )
-    if (!row) return undefined
-    const updatedAt = [String(row.updated_at), String(row.job_updated_at)].sort().at(-1)!
-    return {
-      ...toJobState(row),
-      id: String(row.id),
-      tenant: String(row.tenant),
-      filename: text(row.filename),
-      kind: row.kind as MediaRecord['kind'],
-      format: String(row.format),
-      size: Number(row.size),
-      bucket: String(row.bucket),
-      sourceKey: String(row.source_key),
-      jobId: String(row.job_id),
-      type: row.type as MediaRecord['type'],
-      metadata: row.metadata ? JSON.parse(String(row.metadata)) : null,
-      traceparent: text(row.traceparent),
-      createdAt: String(row.created_at),
-      updatedAt,
-    }
+    const row = await q.get(`${MEDIA_SELECT} WHERE m.id = ?`, [id])
+    return row && toMedia(row)
   }
 
   /**
@@ -216,6 +214,15 @@ export function createSqlStore(db: Db, options: SqlStoreOptions = {}): Store {
       })
     },
     getMedia: (id) => readMedia(db, id),
+    async listMedia(tenant, { kinds, statuses, after, limit }) {
+      const where = ['m.tenant = ?']
+      const params: Param[] = [tenant]
+      if (kinds?.length) where.push(`m.kind IN (${placeholders(kinds)})`), params.push(...kinds)
+      if (statuses?.length) where.push(`j.status IN (${placeholders(statuses)})`), params.push(...statuses)
+      if (after) where.push('(m.created_at < ? OR (m.created_at = ? AND m.id < ?))'), params.push(after.createdAt, after.createdAt, after.id)
+      const rows = await db.all(`${MEDIA_SELECT} WHERE ${where.join(' AND ')} ORDER BY m.created_at DESC, m.id DESC LIMIT ?`, [...params, limit])
+      return rows.map(toMedia)
+    },
     async deleteMedia(id, options = {}) {
       if (!options.announce) return void (await db.run('DELETE FROM media WHERE id = ?', [id]))
       await db.transaction(async (tx) => {

@@ -39,6 +39,15 @@ export interface MediaRecord extends JobState {
   updatedAt: string
 }
 
+/** Which of a tenant's media to list: a page of them, optionally filtered. */
+export interface MediaQuery {
+  kinds?: readonly MediaKind[]
+  statuses?: readonly JobStatus[]
+  /** The last media of the previous page: the page starts after it. */
+  after?: { createdAt: string; id: string }
+  limit: number
+}
+
 export interface NewMedia {
   id: string
   tenant: string
@@ -233,6 +242,11 @@ export interface Store {
   /** Writes the media, its job and the job's pending request in one transaction. */
   createMedia(media: NewMedia): Promise<void>
   getMedia(id: string): Promise<MediaRecord | undefined>
+  /**
+   * A tenant's media, newest first (by creation, then id): at most `limit`, of these kinds and statuses when given,
+   * created before `after` (the last of the previous page) when given.
+   */
+  listMedia(tenant: string, query: MediaQuery): Promise<MediaRecord[]>
   /**
    * Removes a media and everything of it: when its request could not be published, or on DELETE (`announce`: the
    * tenant's webhooks get `media.deleted`, written in the same transaction).

@@ -15,6 +15,7 @@ import {
   DeadLetterSchema,
   IssuedKeySchema,
   KeyListSchema,
+  QueueListSchema,
   RedrivenSchema,
   SweepSchema,
 } from '../bodies.ts'
@@ -74,6 +75,15 @@ export function adminRoutes(deps: AppDeps) {
     .get('/dead-letters', listLettersDoc, query(ListQuery), async (c) => {
       const { limit, tenant } = c.req.valid('query')
       return c.json({ deadLetters: await deps.store.listDeadLetters(limit, tenant) } satisfies v.InferOutput<typeof DeadLetterListSchema>, 200)
+    })
+
+    /** The depth of every queue of this system, asked of the broker now. */
+    .get('/queues', queuesDoc, async (c) => {
+      try {
+        return c.json({ queues: await deps.broker.queueStats() } satisfies v.InferOutput<typeof QueueListSchema>, 200)
+      } catch (error) {
+        throw new ApiError(503, 'queue_unavailable', `the broker could not be asked (${(error as Error).message}); try again shortly`)
+      }
     })
 
     /** Creates an API key for a tenant. The key is in this answer only: the API keeps its hash. */
@@ -158,6 +168,12 @@ const listLettersDoc = doc({
   operationId: 'listDeadLetters',
   summary: 'The newest dead letters',
   responses: { 200: jsonAnswer('Dead letters, newest first, without their bodies.', DeadLetterListSchema) },
+})
+const queuesDoc = doc({
+  operationId: 'listQueues',
+  summary: 'Messages and consumers of every queue, now',
+  responses: { 200: jsonAnswer('Each queue of each media type.', QueueListSchema) },
+  errors: [503],
 })
 const getLetterDoc = doc({
   operationId: 'getDeadLetter',

@@ -8,7 +8,7 @@ import type { Logger } from '@app/shared/ops'
 import { admitMedia, unavailable } from '../admit.ts'
 import type { AppDeps } from '../app.ts'
 import { requireKey, type Caller } from '../auth.ts'
-import { AcceptedSchema, MediaSchema, type Accepted } from '../bodies.ts'
+import { AcceptedSchema, MediaListSchema, MediaSchema, type Accepted, type MediaList } from '../bodies.ts'
 import { ApiError } from '../errors.ts'
 import { claimKey, IDEMPOTENCY_KEY, idempotencyKeyOf, replay } from '../idempotency.ts'
 import { receiveUpload, type Received } from '../intake.ts'
@@ -18,7 +18,8 @@ import { API_KEY, documenter, jsonAnswer } from '../openapi.ts'
 import { CONTENT_TYPES, originalKey, outputPrefix } from '../recipes.ts'
 import { isFinal, type MediaRecord } from '../store.ts'
 import { present } from '../present.ts'
-import { param } from '../validate.ts'
+import { param, query } from '../validate.ts'
+import { ListQuery, encodeCursor, mediaQuery } from '../listing.ts'
 
 /** What uploads are taken; audio-only files are refused (no processor makes anything of them). */
 const ACCEPTED_KINDS = ['image', 'video'] as const
@@ -64,6 +65,16 @@ export function mediaRoutes(deps: AppDeps) {
         await claim?.claimed.release().catch(() => {})
         throw error
       }
+    })
+
+    .get('/', listDoc, query(ListQuery), async (c) => {
+      const wanted = mediaQuery(c.req.valid('query'))
+      const origin = new URL(c.req.url).origin
+      // One more than asked: whether there is a next page, without a count.
+      const found = await deps.store.listMedia(c.get('tenant'), { ...wanted, limit: wanted.limit + 1 })
+      const page = found.slice(0, wanted.limit)
+      const next = found.length > wanted.limit ? encodeCursor(page.at(-1)!) : null
+      return c.json({ media: page.map((media) => present(media, origin)), next } satisfies MediaList, 200)
     })
 
     .get('/:id', getDoc, param(MediaParams, 404), async (c) => {
@@ -217,6 +228,15 @@ const uploadDoc = doc({
     202: jsonAnswer('Stored, and its job queued.', AcceptedSchema, { Location: { description: 'The media: /v1/media/{id}.', schema: { type: 'string' } } }),
   },
   errors: [400, 408, 409, 413, 415, 422, 503],
+})
+
+const listDoc = doc({
+  operationId: 'listMedia',
+  summary: 'The media of this API key\'s tenant, newest first, a page at a time',
+  description:
+    'Filter by `status` and `kind` (each a comma-separated list); follow `next` as `cursor` for the next page. Pages are keyset-paged: media added meanwhile never make a page skip or repeat one.',
+  responses: { 200: jsonAnswer('A page of media.', MediaListSchema) },
+  errors: [400],
 })
 
 const getDoc = doc({
