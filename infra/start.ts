@@ -101,10 +101,12 @@ async function showDevKey(): Promise<void> {
     if (dev.created) {
       console.log(
         `start: created a development API key (tenant dev), shown this once and kept in ${file}:\n\n  ${dev.key}\n\n` +
-          `  curl -H "Authorization: Bearer ${dev.key}" --data-binary @photo.jpg ${api}/v1/media\n`
+          `  curl -H "Authorization: Bearer ${dev.key}" --data-binary @photo.jpg ${api}/v1/media\n` +
+          `  or open the console, ${api}/, and sign in with it\n`
       )
     } else {
       console.log(`start: the development API key is in ${file}: curl -H "Authorization: Bearer $(cat ${file})" ${api}/v1/media/<id>`)
+      console.log(`start: the console is at ${api}/ (sign in with that key)`)
     }
   } finally {
     await store.close()

@@ -27,6 +27,8 @@ import { uploadRoutes } from './routes/uploads.ts'
 import { webhookRoutes } from './routes/webhooks.ts'
 import type { DestinationRules } from './webhooks/destination.ts'
 import { healthRoutes } from './routes/health.ts'
+import { CONSOLE_CSP, consoleRoutes, isConsolePath } from './routes/console.ts'
+import type { ConsoleFiles } from './console-build.ts'
 import { mediaRoutes } from './routes/media.ts'
 import type { Storage } from './storage.ts'
 import type { Store } from './store.ts'
@@ -67,6 +69,8 @@ export interface AppDeps {
   webhooks: DestinationRules & { kick(): void }
   /** What `/metrics` serves. */
   registry: Registry
+  /** The web console's files (console-build.ts), built when first asked for. */
+  console: () => Promise<ConsoleFiles>
 }
 
 /** Headers a browser may send and read across origins. */
@@ -80,15 +84,13 @@ export function createApp(deps: AppDeps) {
   const app = new Hono<Observed>()
   // First: every request gets its trace and its logger, and is counted and logged once answered (errors included).
   app.use('*', observe(deps))
-  // The API answers JSON and media bytes, never pages: nothing it serves may run scripts or be framed.
-  app.use(
-    '*',
-    secureHeaders({
-      contentSecurityPolicy: { defaultSrc: ["'none'"], frameAncestors: ["'none'"], sandbox: [] },
-      // Outputs may be shown on other origins (an <img> on the customer's site) once CORS lets them.
-      crossOriginResourcePolicy: deps.corsOrigins.length ? 'cross-origin' : 'same-origin',
-    })
-  )
+  // The API answers JSON and media bytes, never pages: nothing it serves may run scripts or be framed. The one page,
+  // the console, may run its own script and load from its own origin, and nothing else.
+  // Outputs may be shown on other origins (an <img> on the customer's site) once CORS lets them.
+  const crossOriginResourcePolicy = deps.corsOrigins.length ? 'cross-origin' : 'same-origin'
+  const apiHeaders = secureHeaders({ contentSecurityPolicy: { defaultSrc: ["'none'"], frameAncestors: ["'none'"], sandbox: [] }, crossOriginResourcePolicy })
+  const consoleHeaders = secureHeaders({ contentSecurityPolicy: CONSOLE_CSP, crossOriginResourcePolicy: 'same-origin', xFrameOptions: 'DENY' })
+  app.use('*', (c, next) => (isConsolePath(c.req.path) ? consoleHeaders(c, next) : apiHeaders(c, next)))
   if (deps.corsOrigins.length) {
     // Before authentication: a preflight carries no key.
     app.use(
@@ -103,6 +105,7 @@ export function createApp(deps: AppDeps) {
     )
   }
   const routes = app
+    .route('/', consoleRoutes(deps.console))
     .route('/', healthRoutes(deps))
     .route('/v1/media', mediaRoutes(deps))
     .route('/v1/webhooks', webhookRoutes(deps))

@@ -35,7 +35,9 @@ export function observe(deps: { log: Logger; metrics: ApiMetrics }) {
     // Set by the key check, on the routes that have one.
     const tenant = (c.var as { tenant?: string }).tenant
     const fields = { method: c.req.method, path, route, status, ms: Math.round(seconds * 1000), tenant }
-    const level = status >= 500 ? 'error' : QUIET_PATHS.has(path) ? 'debug' : 'info'
+    // 501 says what this deployment cannot do (tus on a store without ListParts, which the console asks on each
+    // load), not that something broke.
+    const level = status >= 500 && status !== 501 ? 'error' : QUIET_PATHS.has(path) ? 'debug' : 'info'
     log[level](fields, `${c.req.method} ${path} ${status}`)
   })
 }

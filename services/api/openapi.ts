@@ -77,6 +77,7 @@ const OPTIONS: Partial<GenerateSpecOptions> = {
       { name: 'webhooks', description: 'Endpoints a tenant registers to be told when its media completes, fails, is cancelled or deleted; signed as Standard Webhooks.' },
       { name: 'admin', description: 'Operator tools behind ADMIN_TOKEN: dead letters, API keys, the upload sweep. Answers 404 when ADMIN_TOKEN is unset.' },
       { name: 'service', description: 'Health and this document; no credentials needed.' },
+      { name: 'console', description: 'The web console, a page and its files; it signs in with an API key in the browser.' },
     ],
     components: {
       securitySchemes: {

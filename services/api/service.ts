@@ -2,6 +2,7 @@
 import { MEDIA_TYPES, describeBrokerUrls, type MediaType } from '@app/shared'
 import { createLogger, createRegistry, runChecks, type Logger } from '@app/shared/ops'
 import { createApp } from './app.ts'
+import { consoleBuilder } from './console-build.ts'
 import { connectBroker } from './broker.ts'
 import { createChanges } from './changes.ts'
 import type { Config } from './config.ts'
@@ -181,6 +182,7 @@ export async function startApi(config: Config, options: { log?: Logger } = {}) {
     s3: config.s3,
     presigner,
     tus,
+    console: consoleBuilder(),
     webhooks: { allowHttp: config.webhooks.allowHttp, allowPrivate: config.webhooks.allowPrivate, kick: () => void deliverer.round() },
   })
   return {

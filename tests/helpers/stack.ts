@@ -64,6 +64,7 @@ export interface MediaBody {
   jobId: string
   kind: string
   filename: string | null
+  size: number
   status: string
   stage: string
   progress: number

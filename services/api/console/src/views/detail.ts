@@ -1,0 +1,199 @@
+/**
+ * One media: the picture (an image's preview) or a player (a video, with each rendition to choose), its progress
+ * live while it runs, why it failed and what to do, its outputs and metadata, and buttons to cancel and delete.
+ */
+import { api, read, type Media, type Problem } from '../api.ts'
+import { announce, bytes, fill, h, seconds, when } from '../dom.ts'
+import { follow, isFinal } from '../events.ts'
+import { loadOutput, outputUrl, previewOf, renditionsOf, type Output } from '../outputs.ts'
+import { badge, failure, progressBar, progressLine } from '../status.ts'
+
+export function detailView(main: HTMLElement, id: string): () => void {
+  const stop = new AbortController()
+  const videoUrls: string[] = []
+  let unfollow = () => {}
+  let shownStatus = ''
+  const message = h('p', { class: 'message', role: 'status' })
+
+  fill(main, h('p', null, h('a', { href: '#/media' }, '← All media')), h('h1', { tabindex: -1 }, 'Loading…'), message)
+
+  function draw(media: Media) {
+    const name = media.filename ?? `${media.kind} ${media.id.slice(0, 8)}`
+    document.title = `${name} · Media console`
+    const running = !isFinal(media)
+    const focused = document.activeElement?.id
+    fill(
+      main,
+      h('p', null, h('a', { href: '#/media' }, '← All media')),
+      h('h1', { tabindex: -1 }, name),
+      h('p', { class: 'status-line' }, badge(media), ' ', `${media.kind} · ${media.format} · ${bytes(media.size)} · uploaded ${when(media.createdAt)}`),
+      running ? h('div', { class: 'live' }, progressBar(media, `Progress of ${name}`), h('p', { class: 'line', id: 'progress-line' }, progressLine(media))) : null,
+      media.error ? failure(media.error) : null,
+      stage(media),
+      h(
+        'div',
+        { class: 'actions' },
+        running ? h('button', { type: 'button', id: 'cancel', class: 'secondary', onclick: () => void cancel(media) }, 'Cancel processing') : null,
+        h('button', { type: 'button', id: 'delete', class: 'danger', onclick: () => void remove(media, name) }, 'Delete')
+      ),
+      message,
+      outputsTable(media),
+      metadataList(media),
+      h(
+        'section',
+        { 'aria-labelledby': 'ids-title' },
+        h('h2', { id: 'ids-title' }, 'Identifiers'),
+        pairs([
+          ['Media id', media.id],
+          ['Job id', media.jobId],
+          ['Trace id', media.traceId ?? 'none'],
+          ['Created', when(media.createdAt)],
+          ['Updated', when(media.updatedAt)],
+        ])
+      )
+    )
+    if (focused) document.getElementById(focused)?.focus()
+  }
+
+  /** Redraws on a change of status (the picture and player are made once it completes); otherwise only progress. */
+  function onState(media: Media) {
+    if (media.status === shownStatus && !isFinal(media)) {
+      const bar = main.querySelector('.live progress') as HTMLProgressElement | null
+      if (bar) bar.value = media.progress
+      const line = document.getElementById('progress-line')
+      if (line) line.textContent = progressLine(media)
+      return
+    }
+    const first = shownStatus === ''
+    shownStatus = media.status
+    draw(media)
+    if (first) (main.querySelector('h1') as HTMLElement).focus()
+    else announce(`${media.filename ?? 'The media'} is ${media.status}`)
+  }
+
+  /** The picture or the player. */
+  function stage(media: Media) {
+    const renditions = renditionsOf(media)
+    const preview = previewOf(media)
+    if (renditions.length) return player(media, renditions, preview)
+    if (!preview) return null
+    const img = h('img', { class: 'preview', alt: `Preview of ${media.filename ?? 'the image'}`, width: preview.width, height: preview.height })
+    void outputUrl(preview).then((url) => (img.src = url), (error: Problem) => (message.textContent = `The preview could not be loaded: ${error.message}`))
+    return h('figure', { class: 'stage' }, img, h('figcaption', null, `${preview.name}: ${preview.width}×${preview.height}`))
+  }
+
+  function player(media: Media, renditions: Output[], poster: Output | undefined) {
+    const video = h('video', { controls: true, preload: 'metadata', playsinline: true, width: renditions.at(-1)!.width, height: renditions.at(-1)!.height, 'aria-label': `Video: ${media.filename ?? 'the video'}` })
+    const choice = h('select', { id: 'rendition' }, renditions.map((r, i) => h('option', { value: String(i), selected: i === renditions.length - 1 }, `${r.name}: ${r.width}×${r.height}, ${bytes(r.size)}`)))
+    const play = async (rendition: Output) => {
+      const at = video.currentTime
+      try {
+        const url = await loadOutput(rendition, stop.signal)
+        videoUrls.push(url)
+        video.src = url
+        video.currentTime = at
+      } catch (error) {
+        if (!stop.signal.aborted) message.textContent = `The video could not be loaded: ${(error as Problem).message}`
+      }
+    }
+    choice.addEventListener('change', () => void play(renditions[Number(choice.value)]!))
+    if (poster) void outputUrl(poster).then((url) => video.setAttribute('poster', url), () => {})
+    void play(renditions.at(-1)!)
+    return h('figure', { class: 'stage' }, video, h('figcaption', null, h('label', { for: 'rendition' }, 'Rendition '), choice))
+  }
+
+  async function cancel(media: Media) {
+    message.textContent = 'Cancelling…'
+    try {
+      onState(await read<Media>(await api.v1.media[':id'].cancel.$post({ param: { id: media.id } })))
+      message.textContent = 'Cancelled.'
+    } catch (error) {
+      message.textContent = `It could not be cancelled: ${(error as Problem).message}`
+    }
+  }
+
+  async function remove(media: Media, name: string) {
+    if (!confirm(`Delete ${name}, its original and everything made of it? This cannot be undone.`)) return
+    message.textContent = 'Deleting…'
+    try {
+      const res = await api.v1.media[':id'].$delete({ param: { id: media.id } })
+      if (!res.ok) await read(res)
+      announce(`${name} deleted`)
+      location.hash = '#/media'
+    } catch (error) {
+      message.textContent = `It could not be deleted: ${(error as Problem).message}`
+    }
+  }
+
+  api.v1.media[':id']
+    .$get({ param: { id } }, { init: { signal: stop.signal } })
+    .then((res) => read<Media>(res))
+    .then(
+      (media) => {
+        onState(media)
+        if (!isFinal(media)) unfollow = follow(id, { onState, onDeleted: () => (message.textContent = 'This media was deleted.') })
+      },
+      (error: Problem) => {
+        if (stop.signal.aborted) return
+        fill(main, h('p', null, h('a', { href: '#/media' }, '← All media')), h('h1', { tabindex: -1 }, 'Not found'), h('p', { role: 'alert' }, error.status === 404 ? 'There is no media with this id for your API key.' : error.message))
+        ;(main.querySelector('h1') as HTMLElement).focus()
+      }
+    )
+  return () => {
+    stop.abort()
+    unfollow()
+    for (const url of videoUrls) URL.revokeObjectURL(url)
+  }
+}
+
+function outputsTable(media: Media) {
+  if (!media.outputs.length) return null
+  return h(
+    'section',
+    { 'aria-labelledby': 'outputs-title' },
+    h('h2', { id: 'outputs-title' }, 'Outputs'),
+    h(
+      'div',
+      { class: 'scroll' },
+      h(
+        'table',
+        null,
+        h('thead', null, h('tr', null, ['Name', 'Type', 'Size', 'Dimensions', 'Duration', ''].map((t) => h('th', { scope: 'col' }, t)))),
+        h(
+          'tbody',
+          null,
+          media.outputs.map((o) =>
+            h(
+              'tr',
+              null,
+              h('th', { scope: 'row' }, o.name),
+              h('td', null, o.contentType),
+              h('td', null, bytes(o.size)),
+              h('td', null, `${o.width}×${o.height}`),
+              h('td', null, o.durationSeconds !== undefined ? seconds(o.durationSeconds) : '—'),
+              h('td', null, h('button', { type: 'button', class: 'link', onclick: () => void download(o, media), 'aria-label': `Download ${o.name}` }, 'Download'))
+            )
+          )
+        )
+      )
+    )
+  )
+}
+
+/** Saves an output as a file (fetched with the key, so not a plain link). */
+async function download(output: Output, media: Media) {
+  const url = await loadOutput(output)
+  const extension = output.contentType.split('/')[1]?.replace('jpeg', 'jpg') ?? 'bin'
+  const base = (media.filename ?? media.id).replace(/\.[^.]+$/, '')
+  h('a', { href: url, download: `${base}-${output.name}.${extension}` }).click()
+  setTimeout(() => URL.revokeObjectURL(url), 60_000)
+}
+
+/** What processing learned of the original, one line a field (nested values as compact JSON). */
+function metadataList(media: Media) {
+  if (!media.metadata) return null
+  const rows = Object.entries(media.metadata).map(([key, value]) => [key, typeof value === 'object' && value !== null ? JSON.stringify(value) : String(value)] as const)
+  return h('section', { 'aria-labelledby': 'metadata-title' }, h('h2', { id: 'metadata-title' }, 'Metadata'), pairs(rows))
+}
+
+const pairs = (rows: readonly (readonly [string, string])[]) => h('dl', { class: 'pairs' }, rows.map(([key, value]) => [h('dt', null, key), h('dd', null, value)]))

@@ -1,0 +1,420 @@
+/**
+ * The web console in a real browser: Debian's Chromium, driven by playwright-core, against the whole system (the API,
+ * both processors, RabbitMQ, and moto's S3, which resumes tus uploads). One person's afternoon, in order: sign in;
+ * upload an image and a video and watch them complete; see the thumbnail at its real size and the video play; upload
+ * a long video over a connection that breaks (it resumes) and cancel it; see a corrupt file fail with its reason;
+ * operate (health, queues, a dead letter re-driven); and, signed in as another tenant, see none of it. The page must
+ * make no request to anywhere else and break no rule of its Content-Security-Policy. Then, on the embedded store
+ * (s3rver, no tus), an upload in one POST.
+ *
+ * Screenshots of each view are written to tests/artifacts/console/ (ARTIFACTS_DIR to change it).
+ */
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { chromium, type Browser, type BrowserContext, type Page, type Request } from 'playwright-core'
+import sharp from 'sharp'
+import { queueNames } from '@app/shared'
+import { issueKey } from '../services/api/keys.ts'
+import { TEST_API_KEY } from './helpers/env.ts'
+import { quadrants } from './helpers/image-fixtures.ts'
+import { useInfra } from './helpers/infra.ts'
+import { startMoto, type Moto } from './helpers/moto.ts'
+import { startStack, type MediaBody, type Stack } from './helpers/stack.ts'
+import { makeClip } from './helpers/video-fixtures.ts'
+
+await useInfra()
+
+const CHROMIUM = '/usr/bin/chromium'
+const ADMIN_TOKEN = 'console-test-admin-token-0123456789'
+const ARTIFACTS = process.env.ARTIFACTS_DIR ?? join(import.meta.dir, 'artifacts', 'console')
+const MiB = 1024 * 1024
+const dir = mkdtempSync(join(tmpdir(), 'media-console-'))
+mkdirSync(ARTIFACTS, { recursive: true })
+afterAll(() => rmSync(dir, { recursive: true, force: true }))
+
+/** The files the browser uploads, made here: a photo, an 8 s video, a long one over 16 MiB (two tus chunks), a corrupt JPEG. */
+async function makeFiles() {
+  const photo = join(dir, 'harbour.jpg')
+  writeFileSync(photo, await sharp(await quadrants(1600, 1200)).jpeg().toBuffer())
+  const clip = await makeClip(dir, 'waves.mp4', '640x360', 8)
+  const long = join(dir, 'long-take.mp4')
+  // Noise at a fixed bitrate: ~24 MB whatever the encoder makes of the picture.
+  const ffmpeg = Bun.spawn(['ffmpeg', '-v', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc2=size=1280x720:rate=30:duration=32', '-vf', 'noise=alls=20:allf=t', '-c:v', 'libx264', '-preset', 'ultrafast', '-b:v', '6M', '-maxrate', '6M', '-bufsize', '12M', '-pix_fmt', 'yuv420p', long])
+  if ((await ffmpeg.exited) !== 0) throw new Error('ffmpeg could not make the long video')
+  const corrupt = join(dir, 'broken.jpg')
+  writeFileSync(corrupt, new Uint8Array([0xff, 0xd8, 0xff, 0xe0, ...crypto.getRandomValues(new Uint8Array(4096))]))
+  return { photo, clip, long, corrupt }
+}
+
+/** A browser context that may reach the API only: any other request is refused and remembered. */
+async function openContext(browser: Browser, origin: string, viewport = { width: 1280, height: 900 }) {
+  const context = await browser.newContext({ viewport })
+  const elsewhere: string[] = []
+  await context.route(
+    (url) => url.origin !== origin && !['blob:', 'data:'].includes(url.protocol),
+    (route) => {
+      elsewhere.push(route.request().url())
+      return route.abort('blockedbyclient')
+    }
+  )
+  context.setDefaultTimeout(10_000)
+  const page = await context.newPage()
+  const problems: string[] = []
+  page.on('console', (message) => {
+    if (message.type() === 'error' && /Content[- ]Security[- ]Policy|Refused to/i.test(message.text())) problems.push(message.text())
+  })
+  page.on('pageerror', (error) => problems.push(`uncaught: ${error.message}`))
+  page.on('dialog', (dialog) => void dialog.accept())
+  return { context, page, elsewhere, problems }
+}
+
+/** Runs `check` until it passes, or fails with its last error after `timeoutMs`. */
+async function eventually(check: () => Promise<unknown>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    try {
+      return void (await check())
+    } catch (error) {
+      if (Date.now() > deadline) throw error
+      await Bun.sleep(100)
+    }
+  }
+}
+
+const shot = (page: Page, name: string) => page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true })
+
+async function signIn(page: Page, key: string) {
+  await page.getByLabel('API key').fill(key)
+  await page.getByRole('button', { name: 'Sign in' }).click()
+  await page.getByRole('heading', { name: 'Media', level: 1 }).waitFor()
+}
+
+/** The upload item of a file, in the upload list. */
+const uploadItem = (page: Page, name: string) => page.locator('.uploads li', { has: page.locator('.name', { hasText: name }) })
+
+/** The natural size of the image `selector` once loaded. */
+async function naturalSize(page: Page, selector: string) {
+  const image = page.locator(selector)
+  await eventually(async () => expect(await image.evaluate((img: HTMLImageElement) => img.complete && img.naturalWidth > 0)).toBe(true), 15_000)
+  return image.evaluate((img: HTMLImageElement) => [img.naturalWidth, img.naturalHeight])
+}
+
+describe('the console on moto (resumable uploads)', () => {
+  let moto: Moto
+  let stack: Stack
+  let browser: Browser
+  let context: BrowserContext
+  let page: Page
+  let elsewhere: string[]
+  let problems: string[]
+  let files: Awaited<ReturnType<typeof makeFiles>>
+  const media: Record<string, MediaBody> = {}
+  const byName = async (name: string) => {
+    const res = await stack.fetch('/v1/media?limit=100')
+    const list = (await res.json()) as { media: MediaBody[] }
+    return list.media.find((m) => m.filename === name)!
+  }
+
+  beforeAll(async () => {
+    ;[moto, files, browser] = await Promise.all([
+      startMoto(),
+      makeFiles(),
+      chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] }),
+    ])
+    stack = await startStack({ videos: true, env: { ...moto.env, ADMIN_TOKEN, MAX_UPLOAD_BYTES: '64M', VIDEO_CONCURRENCY: '1' } })
+    ;({ context, page, elsewhere, problems } = await openContext(browser, stack.url))
+  }, 90_000)
+  afterAll(async () => {
+    await context?.close()
+    await browser?.close()
+    await stack?.stop()
+    await moto?.stop()
+  })
+
+  test('the page is served with a strict Content-Security-Policy, and asks for a key', async () => {
+    const res = await page.goto(`${stack.url}/`)
+    const csp = res!.headers()['content-security-policy']!
+    expect(csp).toContain("default-src 'none'")
+    expect(csp).toContain("script-src 'self'")
+    expect(csp).toContain("frame-ancestors 'none'")
+    expect(csp).not.toContain('unsafe-inline')
+    expect(csp).not.toContain('unsafe-eval')
+    await page.getByRole('heading', { name: 'Sign in' }).waitFor()
+    await page.getByLabel('API key').fill('mk_not_a_key')
+    await page.getByRole('button', { name: 'Sign in' }).click()
+    await eventually(async () => expect(await page.getByRole('alert').first().textContent()).toContain('not accepted'))
+    await shot(page, '1-sign-in')
+    await signIn(page, TEST_API_KEY)
+    expect(await page.evaluate(() => sessionStorage.length)).toBe(1)
+  })
+
+  test('an image and a video, picked together, upload and complete with their progress moving', async () => {
+    // Every line each upload shows, in order, as the page draws it.
+    await page.evaluate(() => {
+      const seen: Record<string, string[]> = {}
+      ;(window as unknown as { seen: typeof seen }).seen = seen
+      new MutationObserver(() => {
+        for (const item of Array.from(document.querySelectorAll('.uploads li'))) {
+          const name = item.querySelector('.name')!.textContent!
+          const line = item.querySelector('.line')!.textContent!
+          const lines = (seen[name] ??= [])
+          if (lines.at(-1) !== line) lines.push(line)
+        }
+      }).observe(document.querySelector('.uploads')!, { subtree: true, childList: true, characterData: true })
+    })
+    await page.locator('#files').setInputFiles([files.photo, files.clip])
+    for (const name of ['harbour.jpg', 'waves.mp4']) {
+      await eventually(async () => expect(await uploadItem(page, name).locator('.badge').textContent()).toBe('completed'), 60_000)
+    }
+    const seen = await page.evaluate(() => (window as unknown as { seen: Record<string, string[]> }).seen)
+    for (const name of ['harbour.jpg', 'waves.mp4']) {
+      const lines = seen[name]!
+      expect(lines.some((l) => /^Uploading \(resumable\)/.test(l))).toBe(true)
+      expect(lines.at(-1)).toBe('Completed')
+    }
+    // The video's job reports its progress as it goes: several percentages between 0 and 100, growing.
+    const percents = seen['waves.mp4']!.map((l) => /^Processing(?: \(\w+\))? · (\d+) %/.exec(l)?.[1]).filter(Boolean).map(Number)
+    expect(percents.length).toBeGreaterThanOrEqual(2)
+    expect(percents.some((p) => p > 0 && p < 100)).toBe(true)
+    expect(percents).toEqual([...percents].sort((a, b) => a - b))
+    media.photo = await byName('harbour.jpg')
+    media.clip = await byName('waves.mp4')
+    expect([media.photo.status, media.clip.status]).toEqual(['completed', 'completed'])
+    await shot(page, '2-uploads')
+  }, 90_000)
+
+  test('the library shows both with their thumbnails at their real size, filters by kind', async () => {
+    const card = (id: string) => `.grid li[data-id="${id}"]`
+    // The photo is 1600×1200: its thumb fits 320×320.
+    expect(await naturalSize(page, `${card(media.photo!.id)} img`)).toEqual([320, 240])
+    const poster = media.clip!.outputs.find((o) => o.name === 'poster')!
+    expect(await naturalSize(page, `${card(media.clip!.id)} img`)).toEqual([poster.width, poster.height])
+    await shot(page, '3-library')
+    await page.getByLabel('Kind').selectOption('video')
+    await eventually(async () => expect(await page.locator('.grid li[data-id]').count()).toBe(1))
+    expect(await page.locator(card(media.clip!.id)).count()).toBe(1)
+    await page.getByLabel('Kind').selectOption('')
+    await eventually(async () => expect(await page.locator('.grid li[data-id]').count()).toBe(2))
+  })
+
+  test('a photo opens on its preview, with its metadata', async () => {
+    await page.locator(`.grid li[data-id="${media.photo!.id}"] a`).click()
+    await page.getByRole('heading', { name: 'harbour.jpg', level: 1 }).waitFor()
+    expect(await naturalSize(page, '.stage img')).toEqual([1280, 960])
+    const metadata = page.locator('section', { has: page.getByRole('heading', { name: 'Metadata' }) })
+    expect(await metadata.textContent()).toContain('1600')
+    expect(await page.locator('table tbody tr').count()).toBe(media.photo!.outputs.length)
+    await shot(page, '4-image')
+  })
+
+  test('a video opens on a player that plays, with each rendition to choose', async () => {
+    await page.goto(`${stack.url}/#/media/${media.clip!.id}`)
+    await page.getByRole('heading', { name: 'waves.mp4', level: 1 }).waitFor()
+    const video = page.locator('.stage video')
+    await eventually(async () => expect(await video.evaluate((v: HTMLVideoElement) => v.readyState)).toBeGreaterThanOrEqual(2), 15_000)
+    await video.evaluate((v: HTMLVideoElement) => ((v.muted = true), v.play()))
+    await eventually(async () => expect(await video.evaluate((v: HTMLVideoElement) => v.currentTime)).toBeGreaterThan(0.2), 10_000)
+    const renditions = media.clip!.outputs.filter((o) => o.contentType === 'video/mp4')
+    expect(await page.getByLabel('Rendition').locator('option').count()).toBe(renditions.length)
+    const [width, height] = await video.evaluate((v: HTMLVideoElement) => [v.videoWidth, v.videoHeight])
+    expect([width, height]).toEqual([renditions.at(-1)!.width, renditions.at(-1)!.height])
+    await video.evaluate((v: HTMLVideoElement) => v.pause())
+    await shot(page, '5-video')
+  })
+
+  test('a long video resumes after its connection breaks mid-upload, and is cancelled while processing', async () => {
+    await page.goto(`${stack.url}/#/media`)
+    await page.getByRole('heading', { name: 'Media', level: 1 }).waitFor()
+    // The second PATCH (after the first 16 MiB) is cut off; tus asks the server where it stopped and goes on from there.
+    const sent: { method: string; offset: string | null }[] = []
+    let patches = 0
+    await page.route('**/v1/uploads/*', (route) => {
+      const request = route.request()
+      sent.push({ method: request.method(), offset: request.headers()['upload-offset'] ?? null })
+      if (request.method() === 'PATCH' && ++patches === 2) return route.abort('connectionreset')
+      return route.continue()
+    })
+    await page.locator('#files').setInputFiles(files.long)
+    const item = uploadItem(page, 'long-take.mp4')
+    await eventually(async () => expect(await item.locator('.badge').textContent()).toBe('processing'), 60_000)
+    await page.unroute('**/v1/uploads/*')
+    const broken = sent.findIndex((s, i) => s.method === 'PATCH' && sent.slice(0, i + 1).filter((x) => x.method === 'PATCH').length === 2)
+    const after = sent.slice(broken + 1)
+    expect(after[0]?.method).toBe('HEAD')
+    expect(after.find((s) => s.method === 'PATCH')?.offset).toBe(String(16 * MiB))
+    const long = await byName('long-take.mp4')
+    expect(long.size).toBe(Bun.file(files.long).size)
+
+    await item.locator('.name').click()
+    await page.getByRole('heading', { name: 'long-take.mp4', level: 1 }).waitFor()
+    // Cancelled while ffmpeg is at work on it: its progress has moved.
+    await eventually(async () => expect(await page.locator('.live progress').evaluate((bar: HTMLProgressElement) => bar.value)).toBeGreaterThan(0), 30_000)
+    await shot(page, '6-processing')
+    await page.getByRole('button', { name: 'Cancel processing' }).click()
+    await eventually(async () => expect(await page.locator('.status-line .badge').textContent()).toBe('cancelled'), 15_000)
+    expect((await stack.waitForFinal(long.id)).status).toBe('cancelled')
+  }, 120_000)
+
+  test('an upload cut off by a closed tab resumes when the same file is picked again in a new one', async () => {
+    const again = join(dir, 'second-take.mp4')
+    writeFileSync(again, await Bun.file(files.long).bytes())
+    const first = await context.newPage()
+    // A new tab has no key (sessionStorage is the tab's): sign in again.
+    await first.goto(`${stack.url}/#/media`)
+    await signIn(first, TEST_API_KEY)
+    // The tab closes as its second PATCH leaves: the server has the first 16 MiB.
+    let patches = 0
+    await first.route('**/v1/uploads/*', (route) => {
+      if (route.request().method() === 'PATCH' && ++patches === 2) return void first.close()
+      return route.continue()
+    })
+    await first.locator('#files').setInputFiles(again)
+    await eventually(async () => expect(first.isClosed()).toBe(true), 30_000)
+
+    const second = await context.newPage()
+    const sent: string[] = []
+    second.on('request', (request: Request) => {
+      if (request.url().includes('/v1/uploads')) sent.push(`${request.method()} ${request.headers()['upload-offset'] ?? ''}`.trim())
+    })
+    await second.goto(`${stack.url}/#/media`)
+    await signIn(second, TEST_API_KEY)
+    await second.locator('#files').setInputFiles(again)
+    await eventually(async () => expect(await uploadItem(second, 'second-take.mp4').locator('.badge').textContent()).toMatch(/queued|processing/), 30_000)
+    // No new upload: the one begun in the closed tab, asked where it stopped and finished from there.
+    expect(sent.filter((s) => s.startsWith('POST'))).toEqual([])
+    expect(sent.filter((s) => s !== 'OPTIONS').slice(0, 2)).toEqual(['HEAD', `PATCH ${16 * MiB}`])
+    const resumed = await byName('second-take.mp4')
+    expect(resumed.size).toBe(Bun.file(again).size)
+    expect((await stack.fetch(`/v1/media/${resumed.id}`, { method: 'DELETE' })).status).toBe(204)
+    await second.close()
+  }, 60_000)
+
+  test('a corrupt file fails, and its page says why and what to do', async () => {
+    await page.goto(`${stack.url}/#/media`)
+    await page.locator('#files').setInputFiles(files.corrupt)
+    const item = uploadItem(page, 'broken.jpg')
+    await eventually(async () => expect(await item.locator('.badge').textContent()).toBe('failed'), 30_000)
+    expect(await item.locator('.line').textContent()).toMatch(/^Failed: .+/)
+    await item.locator('.name').click()
+    const failure = page.getByRole('alert').filter({ hasText: 'Why it failed' })
+    await failure.waitFor()
+    const text = (await failure.textContent())!
+    const failed = await byName('broken.jpg')
+    expect(failed.error?.code).toBe('invalid_media')
+    expect(text).toContain(failed.error!.message)
+    expect(text).toContain('input')
+    expect(text).toContain('upload a different file')
+    media.broken = failed
+    await shot(page, '7-failed')
+  })
+
+  test('operators see the health, the queues, and re-drive a dead letter', async () => {
+    // A dead letter of the failed job, as the broker would leave it after the processor crashed on every delivery.
+    const letterId = crypto.randomUUID()
+    await stack.api.store.recordDeadLetter(
+      {
+        id: letterId, type: 'images', queue: queueNames(stack.env.SYSTEM!, 'images').request, reason: 'delivery_limit', deliveries: 5,
+        jobId: media.broken!.jobId, problem: null, messageId: crypto.randomUUID(), headers: {}, body: new Uint8Array([123, 125]), deadAt: new Date().toISOString(),
+      },
+      null
+    )
+    await page.getByRole('link', { name: 'Operations' }).click()
+    await page.getByRole('heading', { name: 'Operations', level: 1 }).waitFor()
+    await eventually(async () => expect(await page.locator('.checks').textContent()).toContain('database: up'))
+    expect(await page.locator('.checks').textContent()).toMatch(/rabbitmq: up.*s3: up/)
+    await page.getByLabel('Admin token').fill(ADMIN_TOKEN)
+    await page.getByRole('button', { name: 'Open' }).click()
+    await page.getByRole('heading', { name: 'Queues', level: 2 }).waitFor()
+    // Each type's four queues, and the processors consuming the request queues.
+    expect(await page.locator('section[aria-labelledby="queues-title"] tbody tr').count()).toBe(8)
+    const requestRow = page.locator('section[aria-labelledby="queues-title"] tbody tr', { hasText: 'request' }).first()
+    expect(Number(await requestRow.locator('td').nth(2).textContent())).toBeGreaterThanOrEqual(1)
+    const letter = page.locator('section[aria-labelledby="letters-title"] tbody tr', { hasText: media.broken!.jobId })
+    await letter.waitFor()
+    await shot(page, '8-operations')
+    await letter.getByRole('button', { name: /Re-drive/ }).click()
+    await eventually(async () => expect(await page.getByRole('status').first().textContent()).toContain('Re-driven'))
+    await eventually(async () => expect(await letter.count()).toBe(0))
+    expect((await stack.api.store.history(media.broken!.jobId)).map((h) => h.reason)).toContain('redrive')
+  })
+
+  test('on a phone-sized screen the library fits the width', async () => {
+    await page.setViewportSize({ width: 390, height: 844 })
+    await page.goto(`${stack.url}/#/media`)
+    await page.locator('.grid li[data-id]').first().waitFor()
+    expect(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth)).toBe(true)
+    await shot(page, '9-phone')
+    await page.goto(`${stack.url}/#/media/${media.photo!.id}`)
+    await page.locator('.stage img').waitFor()
+    expect(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth)).toBe(true)
+    await page.setViewportSize({ width: 1280, height: 900 })
+  })
+
+  test('every control has a name: labelled inputs, images with text, named buttons', async () => {
+    for (const path of ['#/media', `#/media/${media.clip!.id}`, '#/operations']) {
+      await page.goto(`${stack.url}/${path}`)
+      await page.locator('h1').waitFor()
+      const unnamed = await page.evaluate(() => {
+        const missing: string[] = []
+        for (const el of Array.from(document.querySelectorAll('input, select'))) {
+          const input = el as HTMLInputElement
+          if (!input.labels?.length && !input.getAttribute('aria-label')) missing.push(`${el.tagName} ${input.id}`)
+        }
+        for (const img of Array.from(document.querySelectorAll('img'))) if (img.getAttribute('alt') === null) missing.push(`img ${img.src}`)
+        for (const button of Array.from(document.querySelectorAll('button'))) if (!button.textContent?.trim() && !button.getAttribute('aria-label')) missing.push('button')
+        return missing
+      })
+      expect(unnamed).toEqual([])
+    }
+  })
+
+  test('another tenant signed in sees none of it, not even by its address', async () => {
+    const other = await issueKey(stack.api.store, 'console-other')
+    await page.getByRole('button', { name: 'Sign out' }).click()
+    await page.getByRole('heading', { name: 'Sign in' }).waitFor()
+    await signIn(page, other.key)
+    await page.locator('.grid li.empty').waitFor()
+    expect(await page.locator('.grid li[data-id]').count()).toBe(0)
+    await shot(page, '10-other-tenant')
+    await page.goto(`${stack.url}/#/media/${media.photo!.id}`)
+    await page.getByRole('heading', { name: 'Not found' }).waitFor()
+  })
+
+  test('the page asked nothing of any other origin and broke no rule of its policy', () => {
+    expect(elsewhere).toEqual([])
+    expect(problems).toEqual([])
+  })
+})
+
+describe('the console on the embedded store (no tus)', () => {
+  let stack: Stack
+  let browser: Browser
+  beforeAll(async () => {
+    ;[stack, browser] = await Promise.all([startStack(), chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] })])
+  }, 60_000)
+  afterAll(async () => {
+    await browser?.close()
+    await stack?.stop()
+  })
+
+  test('an upload goes in one POST, with its progress, and completes; the page says it cannot resume', async () => {
+    const { context, page, elsewhere, problems } = await openContext(browser, stack.url)
+    const methods: string[] = []
+    page.on('request', (request: Request) => methods.push(`${request.method()} ${new URL(request.url()).pathname}`))
+    await page.goto(`${stack.url}/`)
+    await signIn(page, TEST_API_KEY)
+    await eventually(async () => expect(await page.locator('.hint').first().textContent()).toContain('cannot resume'))
+    const photo = join(dir, 'embedded.jpg')
+    writeFileSync(photo, await sharp(await quadrants(800, 600)).jpeg().toBuffer())
+    await page.locator('#files').setInputFiles(photo)
+    await eventually(async () => expect(await uploadItem(page, 'embedded.jpg').locator('.badge').textContent()).toBe('completed'), 30_000)
+    expect(methods).toContain('POST /v1/media')
+    expect(methods.filter((m) => m.startsWith('PATCH'))).toEqual([])
+    expect(await naturalSize(page, '.grid li[data-id] img')).toEqual([320, 240])
+    expect(elsewhere).toEqual([])
+    expect(problems).toEqual([])
+    await context.close()
+  })
+})
