@@ -50,9 +50,13 @@ async function run(id: string, watcher: Watcher, signal: AbortSignal): Promise<v
       }
       if (!done) await pause(RETRY_MS, signal)
     } else {
-      const res = await api.v1.media[':id'].$get({ param: { id } }, { init: { signal } })
-      if (res.status === 404) return watcher.onDeleted?.()
-      onState(await read<Media>(res))
+      try {
+        const res = await api.v1.media[':id'].$get({ param: { id } }, { init: { signal } })
+        if (res.status === 404) return watcher.onDeleted?.()
+        onState(await read<Media>(res))
+      } catch {
+        // no answer this time: asked again below
+      }
       if (!done) await pause(POLL_MS, signal)
     }
   }

@@ -108,7 +108,10 @@ export function libraryView(main: HTMLElement): () => void {
   }
 
   /** Reads the first `pages` pages with the filters, and shows them. */
+  let latest = 0
   async function load() {
+    // Reads may overlap (a filter changed while the timer's read runs): only the latest is shown.
+    const generation = ++latest
     clearTimeout(timer)
     grid.setAttribute('aria-busy', 'true')
     try {
@@ -121,17 +124,17 @@ export function libraryView(main: HTMLElement): () => void {
         cursor = list.next ?? undefined
         if (!cursor) break
       }
-      if (stopped) return
+      if (stopped || generation !== latest) return
       shown = media
       more.hidden = !cursor
       show(media)
       summary.textContent = `${media.length}${cursor ? '+' : ''} media shown`
     } catch (error) {
-      if (stopped) return
+      if (stopped || generation !== latest) return
       fill(grid, h('li', { class: 'empty bad', role: 'alert' }, `The library could not be read: ${(error as Problem).message}`))
     } finally {
       grid.setAttribute('aria-busy', 'false')
-      if (!stopped && shown.some((m) => !isFinal(m))) timer = setTimeout(() => void load(), REFRESH_MS)
+      if (!stopped && generation === latest && shown.some((m) => !isFinal(m))) timer = setTimeout(() => void load(), REFRESH_MS)
     }
   }
 
