@@ -291,6 +291,32 @@ describe('the console on moto (resumable uploads)', () => {
     await second.close()
   }, 60_000)
 
+  test('an upload cancelled midway stops, and the server is told to drop what it has', async () => {
+    const third = join(dir, 'third-take.mp4')
+    writeFileSync(third, await Bun.file(files.long).bytes())
+    await page.goto(`${stack.url}/#/media`)
+    // The second PATCH is held until the upload is cancelled.
+    let held: (() => void) | undefined
+    let patches = 0
+    const terminated: number[] = []
+    page.on('response', (res) => {
+      if (res.request().method() === 'DELETE' && res.url().includes('/v1/uploads/')) terminated.push(res.status())
+    })
+    await page.route('**/v1/uploads/*', (route) => {
+      if (route.request().method() !== 'PATCH' || ++patches !== 2) return route.continue()
+      held = () => void route.abort('aborted').catch(() => {})
+    })
+    await page.locator('#files').setInputFiles(third)
+    const item = uploadItem(page, 'third-take.mp4')
+    await eventually(async () => expect(held).toBeDefined(), 30_000)
+    await item.getByRole('button', { name: 'Cancel third-take.mp4' }).click()
+    held!()
+    await page.unroute('**/v1/uploads/*')
+    await eventually(async () => expect(await item.locator('.line').textContent()).toBe('Upload stopped'))
+    await eventually(async () => expect(terminated).toEqual([204]))
+    expect(await byName('third-take.mp4')).toBeUndefined()
+  })
+
   test('a corrupt file fails, and its page says why and what to do', async () => {
     await page.goto(`${stack.url}/#/media`)
     await page.locator('#files').setInputFiles(files.corrupt)
@@ -414,6 +440,29 @@ describe('the console on the embedded store (no tus)', () => {
     expect(methods.filter((m) => m.startsWith('PATCH'))).toEqual([])
     expect(await naturalSize(page, '.grid li[data-id] img')).toEqual([320, 240])
     expect(elsewhere).toEqual([])
+    expect(problems).toEqual([])
+    await context.close()
+  })
+
+  test('a file dropped on the page uploads; the keyboard reaches the file picker from the heading', async () => {
+    const { context, page, problems } = await openContext(browser, stack.url)
+    await page.goto(`${stack.url}/`)
+    await signIn(page, TEST_API_KEY)
+    // From the focused heading, Tab lands on the file picker first (its drop zone shows the focus).
+    await page.keyboard.press('Tab')
+    expect(await page.evaluate(() => document.activeElement?.id)).toBe('files')
+    expect(await page.locator('.drop').evaluate((zone) => zone.matches(':focus-within'))).toBe(true)
+    const png = await sharp(await quadrants(640, 480)).png().toBuffer()
+    const transfer = await page.evaluateHandle((base64) => {
+      const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0))
+      const data = new DataTransfer()
+      data.items.add(new File([bytes], 'dropped.png', { type: 'image/png' }))
+      return data
+    }, png.toString('base64'))
+    await page.locator('.drop').dispatchEvent('dragover', { dataTransfer: transfer })
+    expect(await page.locator('.drop').evaluate((zone) => zone.classList.contains('over'))).toBe(true)
+    await page.locator('.drop').dispatchEvent('drop', { dataTransfer: transfer })
+    await eventually(async () => expect(await uploadItem(page, 'dropped.png').locator('.badge').textContent()).toBe('completed'), 30_000)
     expect(problems).toEqual([])
     await context.close()
   })

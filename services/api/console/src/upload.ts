@@ -65,11 +65,19 @@ function overTus(file: File, events: UploadEvents): Upload {
       events.onFailed(res ? problemOfTus(res) : new Problem(0, 'network', error.message))
     },
   })
-  void upload.findPreviousUploads().then((previous) => {
-    if (previous[0]) upload.resumeFromPreviousUpload(previous[0])
-    upload.start()
-  })
-  return { resumable: true, abort: () => void upload.abort(true).catch(() => {}) }
+  let aborted = false
+  void upload
+    .findPreviousUploads()
+    .then((previous) => previous[0] && upload.resumeFromPreviousUpload(previous[0]), () => {})
+    .then(() => aborted || upload.start())
+  return {
+    resumable: true,
+    abort() {
+      aborted = true
+      // `true`: the server is told to drop what it has (tus termination).
+      void upload.abort(true).catch(() => {})
+    },
+  }
 }
 
 /** Our error body from a tus answer, or its status. */

@@ -98,6 +98,8 @@ function next() {
       },
     }).then((upload) => {
       item.upload = upload
+      // Cancelled while it was being started.
+      if (item.phase === 'aborted') upload.abort()
       render(item)
     })
   }
