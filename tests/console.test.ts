@@ -209,13 +209,22 @@ describe('the console on moto (resumable uploads)', () => {
     await shot(page, '4-image')
   })
 
-  test('a video opens on a player that plays, with each rendition to choose', async () => {
+  test('a video opens on a player that streams from a signed link, plays and seeks, with each rendition to choose', async () => {
+    const ranges: number[] = []
+    page.on('response', (res) => {
+      if (res.url().includes('/v1/links/')) ranges.push(res.status())
+    })
     await page.goto(`${stack.url}/#/media/${media.clip!.id}`)
     await page.getByRole('heading', { name: 'waves.mp4', level: 1 }).waitFor()
     const video = page.locator('.stage video')
     await eventually(async () => expect(await video.evaluate((v: HTMLVideoElement) => v.readyState)).toBeGreaterThanOrEqual(2), 15_000)
+    expect(await video.evaluate((v: HTMLVideoElement) => v.currentSrc)).toStartWith(`${stack.url}/v1/links/${media.clip!.id}/`)
     await video.evaluate((v: HTMLVideoElement) => ((v.muted = true), v.play()))
     await eventually(async () => expect(await video.evaluate((v: HTMLVideoElement) => v.currentTime)).toBeGreaterThan(0.2), 10_000)
+    // Seeking near the end: the player asks the link for a range, and plays on from there.
+    await video.evaluate((v: HTMLVideoElement) => new Promise((resolve) => ((v.onseeked = resolve), (v.currentTime = 6))))
+    expect(await video.evaluate((v: HTMLVideoElement) => v.currentTime)).toBeGreaterThanOrEqual(5.9)
+    expect(ranges).toContain(206)
     const renditions = media.clip!.outputs.filter((o) => o.contentType === 'video/mp4')
     expect(await page.getByLabel('Rendition').locator('option').count()).toBe(renditions.length)
     const [width, height] = await video.evaluate((v: HTMLVideoElement) => [v.videoWidth, v.videoHeight])

@@ -156,9 +156,17 @@ describe('routes', () => {
 
   test('path and query parameters come from the schemas the routes validate with', () => {
     expect(operation('get', '/v1/media/{id}/outputs/{name}').parameters).toEqual([
+      expect.objectContaining({ in: 'header', name: 'Range' }),
       expect.objectContaining({ in: 'path', name: 'id', required: true, schema: { type: 'string', format: 'uuid' } }),
       expect.objectContaining({ in: 'path', name: 'name', required: true, schema: expect.objectContaining({ pattern: '^[a-z0-9][a-z0-9_-]{0,31}$' }) }),
     ])
+    // A signed link's expiry and signature are required: without them there is no way in.
+    expect(operation('get', '/v1/links/{id}/{name}').parameters).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ in: 'query', name: 'expires', required: true }),
+        expect.objectContaining({ in: 'query', name: 'signature', required: true, schema: expect.objectContaining({ pattern: '^[A-Za-z0-9_-]{43}$' }) }),
+      ])
+    )
     expect(operation('get', '/v1/admin/dead-letters').parameters).toEqual([
       expect.objectContaining({ in: 'query', name: 'tenant' }),
       expect.objectContaining({ in: 'query', name: 'limit', schema: expect.objectContaining({ default: '100' }) }),

@@ -161,6 +161,16 @@ describe.each(backends)('store on $name', (backend) => {
     await close()
   })
 
+  test('a shared secret: the first instance\'s is everyone\'s, however many ask at once', async () => {
+    const [a, b, close] = await twoStores()
+    const answers = await Promise.all([a.sharedSecret('links', 'from-a'), b.sharedSecret('links', 'from-b'), a.sharedSecret('links', 'from-a2')])
+    expect(new Set(answers).size).toBe(1)
+    expect(['from-a', 'from-b', 'from-a2']).toContain(answers[0]!)
+    expect(await b.sharedSecret('links', 'later')).toBe(answers[0]!)
+    expect(await a.sharedSecret('other', 'its-own')).toBe('its-own')
+    await close()
+  })
+
   test('updates only move forward; the first result wins; each is recorded once', async () => {
     const [a, b, close] = await twoStores()
     const media = newMedia()

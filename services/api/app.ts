@@ -29,6 +29,8 @@ import type { DestinationRules } from './webhooks/destination.ts'
 import { healthRoutes } from './routes/health.ts'
 import { CONSOLE_CSP, consoleRoutes, isConsolePath } from './routes/console.ts'
 import type { ConsoleFiles } from './console-build.ts'
+import { LINKS_PATH, type Links } from './links.ts'
+import { linkRoutes } from './routes/links.ts'
 import { mediaRoutes } from './routes/media.ts'
 import type { Storage } from './storage.ts'
 import type { Store } from './store.ts'
@@ -69,6 +71,8 @@ export interface AppDeps {
   webhooks: DestinationRules & { kick(): void }
   /** What `/metrics` serves. */
   registry: Registry
+  /** Signs and checks links to outputs (links.ts). */
+  links: Links
   /** The web console's files (console-build.ts), built when first asked for. */
   console: () => Promise<ConsoleFiles>
 }
@@ -86,11 +90,16 @@ export function createApp(deps: AppDeps) {
   app.use('*', observe(deps))
   // The API answers JSON and media bytes, never pages: nothing it serves may run scripts or be framed. The one page,
   // the console, may run its own script and load from its own origin, and nothing else.
-  // Outputs may be shown on other origins (an <img> on the customer's site) once CORS lets them.
-  const crossOriginResourcePolicy = deps.corsOrigins.length ? 'cross-origin' : 'same-origin'
-  const apiHeaders = secureHeaders({ contentSecurityPolicy: { defaultSrc: ["'none'"], frameAncestors: ["'none'"], sandbox: [] }, crossOriginResourcePolicy })
+  // Outputs may be shown on other origins (an <img> on the customer's site) once CORS lets them; through a signed
+  // link, always (that is what a link is for).
+  const noScripts = { defaultSrc: ["'none'"], frameAncestors: ["'none'"], sandbox: [] }
+  const apiHeaders = secureHeaders({ contentSecurityPolicy: noScripts, crossOriginResourcePolicy: deps.corsOrigins.length ? 'cross-origin' : 'same-origin' })
+  const linkHeaders = secureHeaders({ contentSecurityPolicy: noScripts, crossOriginResourcePolicy: 'cross-origin' })
   const consoleHeaders = secureHeaders({ contentSecurityPolicy: CONSOLE_CSP, crossOriginResourcePolicy: 'same-origin', xFrameOptions: 'DENY' })
-  app.use('*', (c, next) => (isConsolePath(c.req.path) ? consoleHeaders(c, next) : apiHeaders(c, next)))
+  app.use('*', (c, next) => {
+    if (isConsolePath(c.req.path)) return consoleHeaders(c, next)
+    return c.req.path.startsWith(`${LINKS_PATH}/`) ? linkHeaders(c, next) : apiHeaders(c, next)
+  })
   if (deps.corsOrigins.length) {
     // Before authentication: a preflight carries no key.
     app.use(
@@ -108,6 +117,7 @@ export function createApp(deps: AppDeps) {
     .route('/', consoleRoutes(deps.console))
     .route('/', healthRoutes(deps))
     .route('/v1/media', mediaRoutes(deps))
+    .route(LINKS_PATH, linkRoutes(deps))
     .route('/v1/webhooks', webhookRoutes(deps))
     .route('/v1/direct-uploads', directRoutes(deps))
     .route('/v1/uploads', uploadRoutes(deps))

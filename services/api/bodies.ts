@@ -52,6 +52,14 @@ export const MediaSchema = v.pipe(
 )
 export type Media = v.InferOutput<typeof MediaSchema>
 
+export const OutputLinkSchema = v.pipe(
+  v.object({
+    url: v.pipe(v.string(), v.url(), v.description('The output\'s URL with `expires` and `signature`: no API key needed.')),
+    expiresAt: Timestamp,
+  }),
+  v.metadata({ ref: 'OutputLink' })
+)
+
 export const MediaListSchema = v.pipe(
   v.object({
     media: v.pipe(v.array(MediaSchema), v.description('Newest first.')),

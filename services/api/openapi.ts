@@ -21,11 +21,13 @@ export const OPEN: [] = []
 const ERRORS = {
   400: 'The request is malformed: a parameter or body field breaks its rule (the message names it), an empty upload (`empty_body`), a broken multipart body (`bad_multipart`), an upload cut off by the client, or under /v1/admin an Authorization header that is not "Bearer <token>".',
   401: 'No credentials, malformed ones, or ones that are not valid (unknown or revoked). The answer carries `WWW-Authenticate: Bearer` (RFC 6750).',
+  403: 'A signed link that is not valid for this output, or has expired (`forbidden`); the message says which.',
   404: 'Nothing here: an unknown id, a malformed one (which cannot exist), or media of another tenant, all alike. Under /v1/admin, also every request while ADMIN_TOKEN is unset.',
   408: 'The upload was too slow (`upload_timeout`): nothing arrived for a whole window, or less than the minimum rate over one.',
   409: 'The media or job is already in a state that rules this out (`conflict`), or a request with the same Idempotency-Key is still being answered; the message says which.',
   413: 'The upload is larger than MAX_UPLOAD_BYTES (`payload_too_large`).',
   415: 'The file is neither an image nor a video this API takes, judged from its content (`unsupported_media_type`).',
+  416: 'The byte range asked for starts past the output\'s end (`range_not_satisfiable`); `Content-Range` gives its size.',
   422: 'The dead letter is malformed, so re-driving it would fail again (`unprocessable`); or the Idempotency-Key was used with a different request in the last 24 hours (`idempotency_key_reused`).',
   429: 'Too many requests this minute for this API key (`rate_limited`), or too many of its uploads in flight (`too_many_uploads`). Retry after `Retry-After` seconds.',
   500: 'An unexpected error (`internal`); it has been logged.',
@@ -36,6 +38,7 @@ export type ErrorStatus = keyof typeof ERRORS
 /** The headers some error answers carry. */
 const ERROR_HEADERS: Partial<Record<ErrorStatus, HeaderDocs>> = {
   401: { 'WWW-Authenticate': { description: 'The Bearer challenge, with `error="invalid_request"` or `error="invalid_token"` where one applies.', schema: { type: 'string' } } },
+  416: { 'Content-Range': { description: 'bytes */<size>', schema: { type: 'string' } } },
   429: { 'Retry-After': { description: 'Seconds to wait.', schema: { type: 'string' } } },
   503: { 'Retry-After': { description: 'Seconds to wait, where trying again soon can help.', schema: { type: 'string' } } },
 }

@@ -3,6 +3,7 @@ import { MEDIA_TYPES, describeBrokerUrls, type MediaType } from '@app/shared'
 import { createLogger, createRegistry, runChecks, type Logger } from '@app/shared/ops'
 import { createApp } from './app.ts'
 import { consoleBuilder } from './console-build.ts'
+import { createLinks } from './links.ts'
 import { connectBroker } from './broker.ts'
 import { createChanges } from './changes.ts'
 import type { Config } from './config.ts'
@@ -183,6 +184,7 @@ export async function startApi(config: Config, options: { log?: Logger } = {}) {
     presigner,
     tus,
     console: consoleBuilder(),
+    links: createLinks(store),
     webhooks: { allowHttp: config.webhooks.allowHttp, allowPrivate: config.webhooks.allowPrivate, kick: () => void deliverer.round() },
   })
   return {

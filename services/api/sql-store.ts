@@ -598,6 +598,10 @@ export function createSqlStore(db: Db, options: SqlStoreOptions = {}): Store {
       )
       return changed > 0
     },
+    async sharedSecret(name, fresh) {
+      await db.run('INSERT INTO secrets (name, value) VALUES (?, ?) ON CONFLICT DO NOTHING', [name, fresh])
+      return String((await db.get('SELECT value FROM secrets WHERE name = ?', [name]))!.value)
+    },
     async ping() {
       await db.get('SELECT 1 AS ok')
     },

@@ -179,6 +179,9 @@ CREATE TABLE direct_uploads (
 );
 `
 
+/** Version 8: secrets every instance shares, made by the first that needs one (the key that signs output links). */
+const MIGRATION_8 = `CREATE TABLE secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);`
+
 const MIGRATIONS: readonly [version: number, sql: string][] = [
   [2, MIGRATION_2],
   [3, MIGRATION_3],
@@ -186,6 +189,7 @@ const MIGRATIONS: readonly [version: number, sql: string][] = [
   [5, MIGRATION_5],
   [6, MIGRATION_6],
   [7, MIGRATION_7],
+  [8, MIGRATION_8],
 ]
 export const SQLITE_SCHEMA_VERSION = MIGRATIONS.at(-1)![0]
 

@@ -11,6 +11,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage'
 import { bunS3Options, s3ClientOptions } from '@app/shared'
 import type { Config } from './config.ts'
+import type { ByteRange } from './ranges.ts'
 
 export interface StoredObject {
   body: ReadableStream<Uint8Array>
@@ -22,7 +23,8 @@ export interface Storage {
   bucket: string
   /** Streams `body` to `key` in parts; never holds more than a few parts in memory. */
   put(key: string, body: ReadableStream<Uint8Array>, contentType: string): Promise<void>
-  get(key: string): Promise<StoredObject | undefined>
+  /** The object, or the bytes `range` of it; undefined when there is no such object. */
+  get(key: string, range?: ByteRange): Promise<StoredObject | undefined>
   /** Writes an empty object (a marker). */
   mark(key: string): Promise<void>
   delete(key: string): Promise<void>
@@ -65,9 +67,11 @@ export function createStorage(config: Config['s3'], onFailure: (operation: strin
       })
       await upload.done()
     },
-    async get(key) {
+    async get(key, range) {
       try {
-        const object = await client.send(new GetObjectCommand({ Bucket: config.bucket, Key: key }))
+        const object = await client.send(
+          new GetObjectCommand({ Bucket: config.bucket, Key: key, ...(range ? { Range: `bytes=${range.start}-${range.end}` } : {}) })
+        )
         // A missing key is an answer, not a failure: counted only past here.
         return {
           body: object.Body!.transformToWebStream() as ReadableStream<Uint8Array>,

@@ -352,6 +352,11 @@ export interface Store {
   listDeliveries(webhookId: string, limit: number): Promise<WebhookDelivery[]>
   /** Sends a delivery again now (delivered or failed alike); false when there is no such delivery. */
   redeliver(webhookId: string, deliveryId: string): Promise<boolean>
+  /**
+   * The secret `name`: `fresh` is kept the first time any instance asks, and every instance on the database gets
+   * that one from then on.
+   */
+  sharedSecret(name: string, fresh: string): Promise<string>
   ping(): Promise<void>
   close(): Promise<void>
 }

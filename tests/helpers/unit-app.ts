@@ -8,6 +8,7 @@ import { createApp, type AppDeps } from '../../services/api/app.ts'
 import type { Broker } from '../../services/api/broker.ts'
 import { createChanges } from '../../services/api/changes.ts'
 import { consoleBuilder } from '../../services/api/console-build.ts'
+import { createLinks } from '../../services/api/links.ts'
 import { issueKey } from '../../services/api/keys.ts'
 import { apiMetrics } from '../../services/api/metrics.ts'
 import { createPresigner } from '../../services/api/presign.ts'
@@ -70,6 +71,7 @@ export async function unitApp(overrides: Partial<AppDeps> = {}) {
     webhooks: { allowHttp: false, allowPrivate: false, kick: () => {} },
     tus: { handle: unused, cleanUp: unused },
     console: consoleBuilder(),
+    links: createLinks(store),
     presigner: createPresigner({ bucket: 'unit', region: 'us-east-1', accessKeyId: 'unit', secretAccessKey: 'unit', timeoutSeconds: 5, endpoint: 'http://127.0.0.1:1' }),
     s3: { bucket: 'unit', region: 'us-east-1', accessKeyId: 'unit', secretAccessKey: 'unit', timeoutSeconds: 5, endpoint: undefined },
     ...overrides,

@@ -8,7 +8,7 @@ import type { Logger } from '@app/shared/ops'
 import { admitMedia, unavailable } from '../admit.ts'
 import type { AppDeps } from '../app.ts'
 import { requireKey, type Caller } from '../auth.ts'
-import { AcceptedSchema, MediaListSchema, MediaSchema, type Accepted, type MediaList } from '../bodies.ts'
+import { AcceptedSchema, MediaListSchema, MediaSchema, OutputLinkSchema, type Accepted, type MediaList } from '../bodies.ts'
 import { ApiError } from '../errors.ts'
 import { claimKey, IDEMPOTENCY_KEY, idempotencyKeyOf, replay } from '../idempotency.ts'
 import { receiveUpload, type Received } from '../intake.ts'
@@ -20,12 +20,28 @@ import { isFinal, type MediaRecord } from '../store.ts'
 import { present } from '../present.ts'
 import { param, query } from '../validate.ts'
 import { ListQuery, encodeCursor, mediaQuery } from '../listing.ts'
+import { LINK_SECONDS, LINKS_PATH } from '../links.ts'
+import { RANGE_PARAMETER, outputAnswers, outputOf, sendOutput } from '../send-output.ts'
 
 /** What uploads are taken; audio-only files are refused (no processor makes anything of them). */
 const ACCEPTED_KINDS = ['image', 'video'] as const
 /** A malformed id names no media, so it answers as an unknown one does: 404. */
 const MediaParams = v.object({ id: MediaIdSchema })
 const OutputParams = v.object({ id: MediaIdSchema, name: OutputNameSchema })
+const SECONDS_RULE = `must be a whole number of seconds from ${LINK_SECONDS.min} to ${LINK_SECONDS.max}`
+const LinkQuery = v.object({
+  expiresIn: v.optional(
+    v.pipe(
+      v.string(SECONDS_RULE),
+      v.regex(/^\d{1,7}$/, SECONDS_RULE),
+      v.transform(Number),
+      v.minValue(LINK_SECONDS.min, SECONDS_RULE),
+      v.maxValue(LINK_SECONDS.max, SECONDS_RULE),
+      v.description(`How long the link works, in seconds: ${LINK_SECONDS.min} to ${LINK_SECONDS.max} (${LINK_SECONDS.default} when not given).`)
+    ),
+    String(LINK_SECONDS.default)
+  ),
+})
 
 // Every media route needs the key and counts against its request rate (429).
 const doc = documenter({ tag: 'media', security: API_KEY, errors: [401, 429] })
@@ -171,21 +187,20 @@ export function mediaRoutes(deps: AppDeps) {
       })
     })
 
+    /** A link to one output that works without the key until it expires: for an <img> or a <video>. */
+    .get('/:id/outputs/:name/link', linkDoc, param(OutputParams, 404), query(LinkQuery), async (c) => {
+      const { id, name } = c.req.valid('param')
+      const media = await findMedia(deps, id, c.get('tenant'))
+      outputOf(media, name)
+      const expiresAt = Math.floor(Date.now() / 1000) + c.req.valid('query').expiresIn
+      const url = `${new URL(c.req.url).origin}${LINKS_PATH}/${media.id}/${name}?${await deps.links.sign(media.id, name, expiresAt)}`
+      return c.json({ url, expiresAt: new Date(expiresAt * 1000).toISOString() } satisfies v.InferOutput<typeof OutputLinkSchema>, 200)
+    })
+
     .get('/:id/outputs/:name', outputDoc, param(OutputParams, 404), async (c) => {
       const { id, name } = c.req.valid('param')
       const media = await findMedia(deps, id, c.get('tenant'))
-      const output = media.outputs.find((o) => o.name === name)
-      if (!output) throw new ApiError(404, 'not_found', `media ${media.id} has no output named ${JSON.stringify(name)}`)
-      const object = await deps.storage.get(output.key)
-      if (!object) throw new ApiError(404, 'not_found', `the output ${name} of media ${media.id} is no longer stored`)
-      return new Response(object.body, {
-        headers: {
-          'Content-Type': output.contentType,
-          ...(object.size !== undefined ? { 'Content-Length': String(object.size) } : {}),
-          // Outputs are written once per job: a new job writes new keys, so a cached copy never goes stale.
-          'Cache-Control': 'private, max-age=86400, immutable',
-        },
-      })
+      return sendOutput(deps.storage, media, outputOf(media, name), c.req.header('range'), 86_400)
     })
 }
 
@@ -279,15 +294,20 @@ const eventsDoc = doc({
 const outputDoc = doc({
   operationId: 'getOutput',
   summary: 'The bytes of one output',
-  description: 'Outputs are written once per job, so they may be cached for good.',
-  responses: {
-    200: {
-      description: 'The output, with its content type.',
-      headers: { 'Cache-Control': { description: 'private, max-age=86400, immutable', schema: { type: 'string' } } },
-      content: Object.fromEntries(['image/webp', 'image/jpeg', 'image/png', 'image/avif', 'video/mp4'].map((type) => [type, { schema: BINARY }])),
-    },
-  },
-  errors: [404],
+  description:
+    'Outputs are written once per job, so they may be cached for good. One byte range (`Range: bytes=…`) is answered 206, as video players ask to seek. Without the key: a signed link (GET …/link).',
+  parameters: [RANGE_PARAMETER],
+  responses: outputAnswers('private, max-age=86400, immutable'),
+  errors: [404, 416],
+})
+
+const linkDoc = doc({
+  operationId: 'getOutputLink',
+  summary: 'A signed link to one output, which works without the key until it expires',
+  description:
+    'For a browser: an <img> or <video> cannot send the API key, but can load this URL (with ranges, so a video streams and seeks). Any API instance serves it. Anyone holding the link can fetch that one output until `expiresAt`: hand it only to whom may see it.',
+  responses: { 200: jsonAnswer('The link and when it stops working.', OutputLinkSchema) },
+  errors: [400, 404],
 })
 
 const HEARTBEAT_MS = 15_000

@@ -30,7 +30,7 @@ export function outputUrl(output: Output): Promise<string> {
   return loading
 }
 
-/** A blob: URL of the output's bytes, fetched now and not kept: the caller revokes it (videos, which are large). */
+/** A blob: URL of the output's bytes, fetched now and not kept: the caller revokes it (a download). */
 export async function loadOutput(output: Output, signal?: AbortSignal): Promise<string> {
   const res = await send(output.url, { headers: keyHeaders(), signal })
   if (!res.ok) throw await problemOf(res)

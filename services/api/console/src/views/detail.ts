@@ -8,9 +8,11 @@ import { follow, isFinal } from '../events.ts'
 import { loadOutput, outputUrl, previewOf, renditionsOf, type Output } from '../outputs.ts'
 import { badge, failure, progressBar, progressLine } from '../status.ts'
 
+/** How long a video's link works: a long film, paused a while, still plays to its end. */
+const LINK_SECONDS = 12 * 3_600
+
 export function detailView(main: HTMLElement, id: string): () => void {
   const stop = new AbortController()
-  const videoUrls: string[] = []
   let unfollow = () => {}
   let shownStatus = ''
   const message = h('p', { class: 'message', role: 'status' })
@@ -82,15 +84,18 @@ export function detailView(main: HTMLElement, id: string): () => void {
     return h('figure', { class: 'stage' }, img, h('figcaption', null, `${preview.name}: ${preview.width}×${preview.height}`))
   }
 
+  /**
+   * The video streams from a signed link (the player asks for ranges as it plays and seeks), so nothing is held in
+   * the page's memory however long the video is.
+   */
   function player(media: Media, renditions: Output[], poster: Output | undefined) {
     const video = h('video', { controls: true, preload: 'metadata', playsinline: true, width: renditions.at(-1)!.width, height: renditions.at(-1)!.height, 'aria-label': `Video: ${media.filename ?? 'the video'}` })
     const choice = h('select', { id: 'rendition' }, renditions.map((r, i) => h('option', { value: String(i), selected: i === renditions.length - 1 }, `${r.name}: ${r.width}×${r.height}, ${bytes(r.size)}`)))
     const play = async (rendition: Output) => {
       const at = video.currentTime
       try {
-        const url = await loadOutput(rendition, stop.signal)
-        videoUrls.push(url)
-        video.src = url
+        const res = await api.v1.media[':id'].outputs[':name'].link.$get({ param: { id: media.id, name: rendition.name }, query: { expiresIn: String(LINK_SECONDS) } }, { init: { signal: stop.signal } })
+        video.src = (await read<{ url: string }>(res)).url
         video.currentTime = at
       } catch (error) {
         if (!stop.signal.aborted) message.textContent = `The video could not be loaded: ${(error as Problem).message}`
@@ -142,7 +147,6 @@ export function detailView(main: HTMLElement, id: string): () => void {
   return () => {
     stop.abort()
     unfollow()
-    for (const url of videoUrls) URL.revokeObjectURL(url)
   }
 }
 
