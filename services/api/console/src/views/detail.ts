@@ -9,7 +9,7 @@ import { loadOutput, outputUrl, previewOf, renditionsOf, type Output } from '../
 import { badge, failure, progressBar, progressLine } from '../status.ts'
 
 /** How long a video's link works: a long film, paused a while, still plays to its end. */
-const LINK_SECONDS = 12 * 3_600
+const VIDEO_LINK_SECONDS = 12 * 3_600
 
 export function detailView(main: HTMLElement, id: string): () => void {
   const stop = new AbortController()
@@ -94,7 +94,7 @@ export function detailView(main: HTMLElement, id: string): () => void {
     const play = async (rendition: Output) => {
       const at = video.currentTime
       try {
-        const res = await api.v1.media[':id'].outputs[':name'].link.$get({ param: { id: media.id, name: rendition.name }, query: { expiresIn: String(LINK_SECONDS) } }, { init: { signal: stop.signal } })
+        const res = await api.v1.media[':id'].outputs[':name'].link.$get({ param: { id: media.id, name: rendition.name }, query: { expiresIn: String(VIDEO_LINK_SECONDS) } }, { init: { signal: stop.signal } })
         video.src = (await read<{ url: string }>(res)).url
         video.currentTime = at
       } catch (error) {
