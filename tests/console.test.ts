@@ -207,6 +207,11 @@ describe('the console on moto (resumable uploads)', () => {
     expect(await metadata.textContent()).toContain('1600')
     expect(await page.locator('table tbody tr').count()).toBe(media.photo!.outputs.length)
     await shot(page, '4-image')
+    // Download saves the output under the original's name.
+    const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Download thumb' }).click()])
+    expect(download.suggestedFilename()).toBe('harbour-thumb.webp')
+    const thumb = media.photo!.outputs.find((o) => o.name === 'thumb')!
+    expect(Bun.file((await download.path())!).size).toBe(thumb.size)
   })
 
   test('a video opens on a player that streams from a signed link, plays and seeks, with each rendition to choose', async () => {

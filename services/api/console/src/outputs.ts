@@ -1,7 +1,8 @@
 /**
- * Showing outputs: an <img> or <video> cannot send the API key, so each output is fetched with it and shown from a
- * blob: URL. Outputs never change once written (a new job writes new URLs), so each is fetched once and kept, up to
- * `KEEP` of them; the oldest is let go (its URL revoked) when more come.
+ * Showing pictures: an <img> cannot send the API key, so each picture is fetched with it and shown from a blob:
+ * URL (videos, which are large, play from signed links instead). Outputs never change once written (a new job
+ * writes new URLs), so each is fetched once and kept, up to `KEEP` of them; the oldest is let go (its URL revoked)
+ * when more come.
  */
 import { problemOf, send, type Media } from './api.ts'
 import { keyHeaders } from './session.ts'
@@ -30,9 +31,9 @@ export function outputUrl(output: Output): Promise<string> {
   return loading
 }
 
-/** A blob: URL of the output's bytes, fetched now and not kept: the caller revokes it (a download). */
-export async function loadOutput(output: Output, signal?: AbortSignal): Promise<string> {
-  const res = await send(output.url, { headers: keyHeaders(), signal })
+/** A blob: URL of the output's bytes, fetched with the key. */
+async function loadOutput(output: Output): Promise<string> {
+  const res = await send(output.url, { headers: keyHeaders() })
   if (!res.ok) throw await problemOf(res)
   return URL.createObjectURL(await res.blob())
 }

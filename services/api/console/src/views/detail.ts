@@ -5,7 +5,7 @@
 import { api, read, type Media, type Problem } from '../api.ts'
 import { announce, bytes, fill, h, seconds, when } from '../dom.ts'
 import { follow, isFinal } from '../events.ts'
-import { loadOutput, outputUrl, previewOf, renditionsOf, type Output } from '../outputs.ts'
+import { outputUrl, previewOf, renditionsOf, type Output } from '../outputs.ts'
 import { badge, failure, progressBar, progressLine } from '../status.ts'
 
 /** How long a video's link works: a long film, paused a while, still plays to its end. */
@@ -39,7 +39,7 @@ export function detailView(main: HTMLElement, id: string): () => void {
         h('button', { type: 'button', id: 'delete', class: 'danger', onclick: () => void remove(media, name) }, 'Delete')
       ),
       message,
-      outputsTable(media),
+      outputsTable(media, message),
       metadataList(media),
       h(
         'section',
@@ -150,7 +150,7 @@ export function detailView(main: HTMLElement, id: string): () => void {
   }
 }
 
-function outputsTable(media: Media) {
+function outputsTable(media: Media, message: HTMLElement) {
   if (!media.outputs.length) return null
   return h(
     'section',
@@ -175,7 +175,7 @@ function outputsTable(media: Media) {
               h('td', null, bytes(o.size)),
               h('td', null, `${o.width}×${o.height}`),
               h('td', null, o.durationSeconds !== undefined ? seconds(o.durationSeconds) : '—'),
-              h('td', null, h('button', { type: 'button', class: 'link', onclick: () => void download(o, media), 'aria-label': `Download ${o.name}` }, 'Download'))
+              h('td', null, h('button', { type: 'button', class: 'link', onclick: () => void download(o, media, message), 'aria-label': `Download ${o.name}` }, 'Download'))
             )
           )
         )
@@ -184,13 +184,16 @@ function outputsTable(media: Media) {
   )
 }
 
-/** Saves an output as a file (fetched with the key, so not a plain link). */
-async function download(output: Output, media: Media) {
-  const url = await loadOutput(output)
-  const extension = output.contentType.split('/')[1]?.replace('jpeg', 'jpg') ?? 'bin'
-  const base = (media.filename ?? media.id).replace(/\.[^.]+$/, '')
-  h('a', { href: url, download: `${base}-${output.name}.${extension}` }).click()
-  setTimeout(() => URL.revokeObjectURL(url), 60_000)
+/** Saves an output as a file, through a short signed link (the browser downloads it; the page holds none of it). */
+async function download(output: Output, media: Media, message: HTMLElement) {
+  try {
+    const { url } = await read<{ url: string }>(await api.v1.media[':id'].outputs[':name'].link.$get({ param: { id: media.id, name: output.name }, query: {} }))
+    const extension = output.contentType.split('/')[1]?.replace('jpeg', 'jpg') ?? 'bin'
+    const base = (media.filename ?? media.id).replace(/\.[^.]+$/, '')
+    h('a', { href: url, download: `${base}-${output.name}.${extension}` }).click()
+  } catch (error) {
+    message.textContent = `It could not be downloaded: ${(error as Problem).message}`
+  }
 }
 
 /** What processing learned of the original, one line a field (nested values as compact JSON). */
