@@ -86,6 +86,10 @@ describe('tus on moto', () => {
     const media = await stack.fetch(`/v1/media/${mediaId}`)
     expect(media.status).toBe(200)
     expect(await media.json()).toMatchObject({ id: mediaId, kind: 'image', format: 'png', size: file.length, filename: 'train.png', status: 'queued' })
+    // A finished upload is its media's original: terminating it (a client's late abort) is refused, and it stays.
+    const terminate = await fetch(first.url, { method: 'DELETE', headers: { ...apiKey, ...TUS } })
+    expect(terminate.status).toBe(400)
+    expect(sha256(await stored(mediaId))).toBe(sha256(file))
   }, 60_000)
 
   test('a refused kind is answered 415 on its first bytes, and the upload is gone', async () => {

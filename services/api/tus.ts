@@ -64,6 +64,9 @@ export function createTus(deps: TusDeps) {
     }),
     locker: leaseLocker(deps.store, deps.instanceId),
     maxSize: deps.maxUploadBytes,
+    // A finished upload is its media's original: a late termination (a client aborting as it finishes) must not
+    // remove it, whatever the S3 store would answer to aborting a completed multipart upload.
+    disableTerminationForFinishedUploads: true,
     relativeLocation: true,
     allowedOrigins: deps.corsOrigins.includes('*') ? undefined : [...deps.corsOrigins],
     exposedHeaders: ['X-Media-Id'],

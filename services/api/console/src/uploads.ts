@@ -46,10 +46,10 @@ export function clearFinished(): void {
   for (let i = items.length - 1; i >= 0; i--) if (over(items[i]!)) items.splice(i, 1)
 }
 
-/** Stops every upload and stream (signing out). */
+/** Stops every upload and stream (signing out). A finished upload is left alone: it is its media's original now. */
 export function stopAll() {
   for (const item of items) {
-    item.upload?.abort()
+    if (item.phase === 'waiting' || item.phase === 'uploading') item.upload?.abort()
     item.unfollow()
   }
   items.length = 0
