@@ -15,7 +15,7 @@ export function signInView(main: HTMLElement, done: () => void, reason?: string)
     { class: 'panel narrow' },
     h('label', { for: 'api-key' }, 'API key'),
     input,
-    h('p', { class: 'hint', id: 'key-help' }, 'Your key starts with mk_. On a development machine, `bun run start` prints one (it is kept in .data/dev-api-key). The key stays in this tab only.'),
+    h('p', { class: 'hint', id: 'key-help' }, 'Issued keys start with mk_. On a development machine, `bun run start` prints one (it is kept in .data/dev-api-key). The key stays in this tab only.'),
     h('button', { type: 'submit' }, 'Sign in'),
     error,
     open
