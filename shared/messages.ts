@@ -199,6 +199,9 @@ export type VideoMetadata = v.InferOutput<typeof VideoMetadataSchema>
 
 export const JOB_STATUSES = ['queued', 'processing', 'completed', 'failed', 'cancelled'] as const
 export type JobStatus = (typeof JOB_STATUSES)[number]
+/** The statuses a job ends in: once in one, it never changes again. */
+export const FINAL_STATUSES: readonly JobStatus[] = ['completed', 'failed', 'cancelled']
+export const isFinal = (status: JobStatus) => FINAL_STATUSES.includes(status)
 export const STAGES = ['queued', 'downloading', 'processing', 'uploading', 'finished'] as const
 
 /**

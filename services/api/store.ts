@@ -4,7 +4,7 @@
  * open-store.ts picks). The rules that make applying updates and results idempotent live here, independent of the
  * database.
  */
-import { failureClassOf, type ErrorInfo, type ImageMetadata, type ImageResult, type JobStatus, type JobUpdate } from '@app/shared'
+import { failureClassOf, isFinal, type ErrorInfo, type ImageMetadata, type ImageResult, type JobStatus, type JobUpdate } from '@app/shared'
 import type { MediaType, OutputInfo, VideoMetadata, VideoResult } from '@app/shared'
 
 export type MediaKind = 'image' | 'video'
@@ -361,8 +361,7 @@ export interface Store {
   close(): Promise<void>
 }
 
-const FINAL: readonly JobStatus[] = ['completed', 'failed', 'cancelled']
-export const isFinal = (status: JobStatus) => FINAL.includes(status)
+export { isFinal }
 const STAGE_ORDER: readonly Stage[] = ['queued', 'downloading', 'processing', 'uploading', 'finished']
 
 /**

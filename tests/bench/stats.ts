@@ -30,6 +30,19 @@ export const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a 
 export const spread = (xs: number[], digits = 2) => `${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)}`
 export const MiB = 1024 * 1024
 
+/**
+ * Times `ours` and its `baseline` in turns, `rounds` times each, so that drift in the machine (heat, other work) falls
+ * on both alike; resolves with each one's times.
+ */
+export async function alternate(rounds: number, baseline: () => Promise<number>, ours: () => Promise<number>): Promise<{ bare: number[]; ours: number[] }> {
+  const times = { bare: [] as number[], ours: [] as number[] }
+  for (let i = 0; i < rounds; i++) {
+    times.bare.push(await baseline())
+    times.ours.push(await ours())
+  }
+  return times
+}
+
 /** Jobs per second: `count` runs of `run`, at most `inFlight` at once. */
 export async function rate(count: number, inFlight: number, run: (index: number) => Promise<unknown>): Promise<number> {
   const started = performance.now()

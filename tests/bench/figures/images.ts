@@ -6,7 +6,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { cpuOf, throughPipeline, untilCompleted, upload, type Stack } from '../stack.ts'
-import { exec, median, percentile, rate, spread, type Bench, type Figure } from '../stats.ts'
+import { alternate, exec, median, percentile, rate, spread, type Bench, type Figure } from '../stats.ts'
 import { bareSharp, photo } from '../work.ts'
 import { apiKey } from '../../helpers/env.ts'
 
@@ -165,12 +165,7 @@ async function heicLatency(bench: Bench, stack: Stack, dir: string): Promise<Fig
     return performance.now() - at
   }
   await throughPipeline(stack.url, heic) // warm-up
-  const ours: number[] = []
-  const bare: number[] = []
-  for (let i = 0; i < (bench.quick ? 2 : 5); i++) {
-    bare.push(await direct())
-    ours.push(await throughPipeline(stack.url, heic))
-  }
+  const { bare, ours } = await alternate(bench.quick ? 2 : 5, direct, () => throughPipeline(stack.url, heic))
   const ratio = median(ours) / median(bare)
   return {
     id: 9,

@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { VIDEO_RECIPE } from '../../../services/api/recipes.ts'
 import { ffmpegArgv, planRenditions, posterCommand, posterSize, probeVideo, readConfig as readVideosConfig, transcodeCommand } from '../../../services/videos/main.ts'
 import { throughPipeline, type Stack } from '../stack.ts'
-import { exec, median, spread, type Bench, type Figure } from '../stats.ts'
+import { alternate, exec, median, spread, type Bench, type Figure } from '../stats.ts'
 
 export async function videoFigure(bench: Bench, stack: Stack): Promise<Figure> {
   bench.say('figure 5: 10 s 720p video')
@@ -40,12 +40,7 @@ export async function videoFigure(bench: Bench, stack: Stack): Promise<Figure> {
   }
 
   await throughPipeline(stack.url, bytes) // warm-up
-  const ours: number[] = []
-  const bare: number[] = []
-  for (let i = 0; i < (bench.quick ? 1 : 7); i++) {
-    bare.push(await direct())
-    ours.push(await throughPipeline(stack.url, bytes))
-  }
+  const { bare, ours } = await alternate(bench.quick ? 1 : 7, direct, () => throughPipeline(stack.url, bytes))
   const overhead = median(ours) / median(bare) - 1
   return {
     id: 5,

@@ -8,13 +8,14 @@
  */
 import { createParser } from 'eventsource-parser'
 import { api, problemOf, read, send, type Media } from './api.ts'
+import { isFinal as isFinalStatus } from '../../../../shared/messages.ts'
 import { keyHeaders } from './session.ts'
 
 const MAX_STREAMS = 3
 const POLL_MS = 2_000
 const RETRY_MS = 1_000
-const FINAL = ['completed', 'failed', 'cancelled']
-export const isFinal = (media: Pick<Media, 'status'>) => FINAL.includes(media.status)
+/** Whether a media has reached its final state (the protocol's rule, shared/messages.ts). */
+export const isFinal = (media: Pick<Media, 'status'>) => isFinalStatus(media.status)
 
 export interface Watcher {
   /** Each new state, in order; the last one is final. */

@@ -60,9 +60,9 @@ function overTus(file: File, events: UploadEvents): Upload {
       if (id) events.onAccepted(id)
       else events.onFailed(new Problem(0, 'no_media', 'the upload finished but the API did not say which media it became'))
     },
-    onError(error) {
+    async onError(error) {
       const res = (error as tus.DetailedError).originalResponse
-      events.onFailed(res ? problemOfTus(res) : new Problem(0, 'network', error.message))
+      events.onFailed(res ? await problemOfTus(res) : new Problem(0, 'network', error.message))
     },
   })
   let aborted = false
@@ -80,16 +80,8 @@ function overTus(file: File, events: UploadEvents): Upload {
   }
 }
 
-/** Our error body from a tus answer, or its status. */
-function problemOfTus(res: tus.HttpResponse): Problem {
-  try {
-    const body = JSON.parse(res.getBody()) as { error?: { code: string; message: string } }
-    if (body.error) return new Problem(res.getStatus(), body.error.code, body.error.message)
-  } catch {
-    // not our body
-  }
-  return new Problem(res.getStatus(), 'http_error', `the upload was answered ${res.getStatus()}`)
-}
+/** A tus answer as a Problem, read as any other answer of the API (a refused key signs the console out). */
+const problemOfTus = (res: tus.HttpResponse): Promise<Problem> => problemOf({ status: res.getStatus(), json: async () => JSON.parse(res.getBody()) })
 
 /** One POST of the whole file, with upload progress (XMLHttpRequest: fetch reports none). */
 function inOnePost(file: File, events: UploadEvents): Upload {

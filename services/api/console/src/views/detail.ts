@@ -140,7 +140,13 @@ export function detailView(main: HTMLElement, id: string): () => void {
       },
       (error: Problem) => {
         if (stop.signal.aborted) return
-        fill(main, h('p', null, h('a', { href: '#/media' }, '← All media')), h('h1', { tabindex: -1 }, 'Not found'), h('p', { role: 'alert' }, error.status === 404 ? 'There is no media with this id for your API key.' : error.message))
+        const missing = error.status === 404
+        fill(
+          main,
+          h('p', null, h('a', { href: '#/media' }, '← All media')),
+          h('h1', { tabindex: -1 }, missing ? 'Not found' : 'Could not load this media'),
+          h('p', { role: 'alert' }, missing ? 'There is no media with this id for your API key.' : error.message)
+        )
         ;(main.querySelector('h1') as HTMLElement).focus()
       }
     )
