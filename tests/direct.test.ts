@@ -6,6 +6,7 @@
 import { HeadObjectCommand, GetObjectCommand } from '@aws-sdk/client-s3'
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { createHash } from 'node:crypto'
+import sharp from 'sharp'
 import { issueKey } from '../services/api/keys.ts'
 import { useInfra } from './helpers/infra.ts'
 import { startMoto, type Moto } from './helpers/moto.ts'
@@ -142,14 +143,16 @@ describe('direct uploads on the embedded S3 server', () => {
     await fetch(target.url, { method: 'PUT', body: await paddedPng(40_000) })
     const sweep = (seconds: number) =>
       stack.fetch(`/v1/admin/sweep?olderThanSeconds=${seconds}`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
+    // The PUT went to the staging object; the original's key is written only at completion.
+    const staged = `${stack.env.SYSTEM}/uploads/${target.key.slice(target.key.lastIndexOf('/') + 1)}`
     // Not yet old enough: kept.
     expect(((await (await sweep(3600)).json()) as { abortedUploads: string[] }).abortedUploads).not.toContain(target.key)
-    expect(await exists(target.key)).toBe(true)
+    expect(await exists(staged)).toBe(true)
     // Past the millisecond it was recorded in, so it is older than 0 s by the store's clock.
     const recorded = Date.now()
     while (Date.now() <= recorded) await new Promise((resolve) => setTimeout(resolve, 1))
     expect(((await (await sweep(0)).json()) as { abortedUploads: string[] }).abortedUploads).toContain(target.key)
-    expect(await exists(target.key)).toBe(false)
+    expect(await exists(staged)).toBe(false)
     expect((await complete(target.key)).status).toBe(404)
   })
 
@@ -166,16 +169,63 @@ describe('direct uploads on the embedded S3 server', () => {
   })
 })
 
-describe('direct multipart uploads on moto', () => {
+describe('direct uploads on moto', () => {
   let moto: Moto
   let stack: Stack
+  let s3: ReturnType<typeof testS3>
   beforeAll(async () => {
     moto = await startMoto()
-    stack = await startStack({ images: false, env: moto.env })
+    // The image processor starts when a test needs it: until then jobs wait in their queue.
+    stack = await startStack({ images: false, env: { ...moto.env, ADMIN_TOKEN } })
+    s3 = testS3(stack.env)
   })
   afterAll(async () => {
+    s3?.close()
     await stack?.stop()
     await moto?.stop()
+  })
+  const original = async (key: string) =>
+    (await s3.client.send(new GetObjectCommand({ Bucket: stack.env.S3_BUCKET, Key: key })).then((o) => o.Body!.transformToByteArray()))
+
+  test('a second PUT to a completed upload\'s URL changes nothing the job reads; the sweep removes what it wrote', async () => {
+    const jpeg = await sharp({ create: { width: 640, height: 480, channels: 3, background: '#3366aa' } }).jpeg({ quality: 60 }).toBuffer()
+    const png = await sharp({ create: { width: 900, height: 1200, channels: 4, background: '#aa3366' } }).png().toBuffer()
+    const target = (await (await stack.fetch('/v1/direct-uploads/s3/params?filename=a.jpg&type=image%2Fjpeg')).json()) as { url: string; key: string; headers: Record<string, string> }
+    expect((await fetch(target.url, { method: 'PUT', body: jpeg, headers: target.headers })).status).toBe(200)
+    const done = await stack.fetch(`/v1/direct-uploads/complete?key=${encodeURIComponent(target.key)}`, { method: 'POST' })
+    expect(done.status).toBe(202)
+    const { id } = (await done.json()) as { id: string }
+    // The attack: the URL is still valid, and the job has not run yet.
+    expect((await fetch(target.url, { method: 'PUT', body: png, headers: target.headers })).status).toBe(200)
+    expect(sha256(await original(target.key))).toBe(sha256(jpeg))
+    await stack.startImages()
+    try {
+      const media = await stack.waitForFinal(id)
+      expect(media).toMatchObject({ status: 'completed', format: 'jpeg', size: jpeg.length, metadata: { format: 'jpeg', width: 640, height: 480 } })
+    } finally {
+      await stack.stopImages()
+    }
+    // What the URL wrote after completion is read by nobody: the sweep removes it, and the original stays.
+    const swept = await stack.fetch('/v1/admin/sweep?olderThanSeconds=86400', { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
+    expect(((await swept.json()) as { abortedUploads: string[] }).abortedUploads).toEqual([`${stack.env.SYSTEM}/uploads/${id}`])
+    expect(sha256(await original(target.key))).toBe(sha256(jpeg))
+  })
+
+  test('a completed multipart upload cannot be written again through its part URLs', async () => {
+    const file = await paddedPng(5 * MiB + 100)
+    const { key, uploadId } = (await (await stack.fetch('/v1/direct-uploads/s3/multipart', { method: 'POST', headers: json, body: JSON.stringify({ filename: 'parts.png' }) })).json()) as {
+      key: string
+      uploadId: string
+    }
+    const base = `/v1/direct-uploads/s3/multipart/${encodeURIComponent(uploadId)}`
+    const parts = await uploadParts(stack, key, uploadId, file, 5 * MiB)
+    const done = await stack.fetch(`${base}/complete?key=${encodeURIComponent(key)}`, { method: 'POST', headers: json, body: JSON.stringify({ parts }) })
+    expect(done.status).toBe(200)
+    // Every part URL the client holds now meets a completed upload: refused, and the original is unchanged.
+    const { url } = (await (await stack.fetch(`${base}/1?key=${encodeURIComponent(key)}`)).json()) as { url: string }
+    const late = await fetch(url, { method: 'PUT', body: await paddedPng(5 * MiB) })
+    expect({ status: late.status, refused: !late.ok }).toEqual({ status: late.status, refused: true })
+    expect(sha256(await original(key))).toBe(sha256(file))
   })
 
   test('parts uploaded so far are listed (as Uppy resumes), and an aborted upload is gone', async () => {

@@ -114,6 +114,35 @@ describe('tus on moto', () => {
     expect(withBody.status).toBe(415)
   })
 
+  test('a PATCH at the wrong offset is a 409 that changes nothing, whatever its body; the upload then finishes', async () => {
+    const file = await paddedPng(6 * MiB + 99)
+    const created = await stack.fetch('/v1/uploads', { method: 'POST', headers: { ...TUS, 'upload-length': String(file.length) } })
+    const url = new URL(created.headers.get('location')!, stack.url).toString()
+    const patch = (offset: number, body: Uint8Array<ArrayBuffer>) =>
+      fetch(url, { method: 'PATCH', headers: { ...apiKey, ...TUS, 'content-type': 'application/offset+octet-stream', 'upload-offset': String(offset) }, body })
+    const first = await patch(0, new Uint8Array(file.subarray(0, 5 * MiB)))
+    expect(first.status).toBe(204)
+    const offset = Number(first.headers.get('upload-offset'))
+    // Plain text claiming offset 0 (what the first bytes would refuse), then valid bytes at another wrong offset.
+    const words = new TextEncoder().encode('plain text, not an image '.repeat(200))
+    for (const [claimed, body] of [[0, words], [0, new Uint8Array(file.subarray(0, 1000))], [offset + 1, new Uint8Array(file.subarray(offset + 1, offset + 100))]] as const) {
+      const wrong = await patch(claimed, body)
+      expect({ claimed, status: wrong.status }).toEqual({ claimed, status: 409 })
+      const head = await fetch(url, { method: 'HEAD', headers: { ...apiKey, ...TUS } })
+      expect({ claimed, status: head.status, offset: head.headers.get('upload-offset') }).toEqual({ claimed, status: 200, offset: String(offset) })
+    }
+    const rest = await patch(offset, new Uint8Array(file.subarray(offset)))
+    expect(rest.status).toBe(204)
+    const mediaId = rest.headers.get('x-media-id')!
+    expect(sha256(await stored(mediaId))).toBe(sha256(file))
+    // Finished, it is its media's original: no PATCH changes it, at its end or at its start.
+    for (const [claimed, body] of [[file.length, words], [0, words], [0, new Uint8Array(file.subarray(0, 1000))]] as const) {
+      const late = await patch(claimed, body)
+      expect({ claimed, ok: late.ok }).toEqual({ claimed, ok: false })
+    }
+    expect(sha256(await stored(mediaId))).toBe(sha256(file))
+  }, 60_000)
+
   test('limits, keys and tenants: over MAX_UPLOAD_BYTES is 413; another tenant sees 404; no key is 401; OPTIONS needs none', async () => {
     expect((await stack.fetch('/v1/uploads', { method: 'POST', headers: { ...TUS, 'upload-length': String(65 * MiB) } })).status).toBe(413)
     const created = await stack.fetch('/v1/uploads', { method: 'POST', headers: { ...TUS, 'upload-length': '100' } })

@@ -262,16 +262,21 @@ describe('webhooks across a restart', () => {
 })
 
 describe('webhook URLs, with the default rules', () => {
-  test('https is required, and private, loopback and link-local destinations are refused', async () => {
+  test('https is required, and private, loopback and link-local destinations are refused in every form (the unit table has the rest)', async () => {
     const { request, store } = await unitApp()
     try {
       const create = (url: string) => request('/v1/webhooks', { method: 'POST', body: JSON.stringify({ url, events: ['media.completed'] }), headers: { 'content-type': 'application/json' } })
       for (const [url, reason] of [
         ['http://hooks.example.com/x', 'https'],
-        ['https://127.0.0.1/x', 'private'],
-        ['https://localhost:8443/x', 'private'],
-        ['https://169.254.169.254/latest/meta-data', 'private'],
-        ['https://[::1]/x', 'private'],
+        ['https://127.0.0.1/x', 'loopback'],
+        ['https://localhost:8443/x', 'inward'],
+        ['https://localhost.:8443/x', 'inward'],
+        ['https://169.254.169.254/latest/meta-data', 'link-local'],
+        ['https://[::1]/x', 'loopback'],
+        ['https://[::ffff:7f00:1]:8443/hook', 'reaches 127.0.0.1'],
+        ['https://[::ffff:127.0.0.1]:8443/hook', 'reaches 127.0.0.1'],
+        ['https://[::ffff:a9fe:a9fe]/latest/meta-data', 'reaches 169.254.169.254'],
+        ['https://[::ffff:10.0.0.1]/x', 'reaches 10.0.0.1'],
         ['https://user:pass@hooks.example.com/x', 'credentials'],
         ['not a url', 'absolute URL'],
       ] as const) {

@@ -9,7 +9,7 @@ import type { Logger, Registry } from '@app/shared/ops'
 import { cors } from 'hono/cors'
 import { HTTPException } from 'hono/http-exception'
 import { secureHeaders } from 'hono/secure-headers'
-import type { AuthMode } from './auth.ts'
+import { keyedAccess, type AuthMode } from './auth.ts'
 import type { Broker } from './broker.ts'
 import type { Changes } from './changes.ts'
 import { ApiError, codeOfStatus } from './errors.ts'
@@ -113,14 +113,15 @@ export function createApp(deps: AppDeps) {
       })
     )
   }
+  const keyed = keyedAccess({ store: deps.store, auth: deps.auth, requestsPerMinute: deps.limits.requestsPerMinute })
   const routes = app
     .route('/', consoleRoutes(deps.console))
     .route('/', healthRoutes(deps))
-    .route('/v1/media', mediaRoutes(deps))
+    .route('/v1/media', mediaRoutes(deps, keyed))
     .route(LINKS_PATH, linkRoutes(deps))
-    .route('/v1/webhooks', webhookRoutes(deps))
-    .route('/v1/direct-uploads', directRoutes(deps))
-    .route('/v1/uploads', uploadRoutes(deps))
+    .route('/v1/webhooks', webhookRoutes(deps, keyed))
+    .route('/v1/direct-uploads', directRoutes(deps, keyed))
+    .route('/v1/uploads', uploadRoutes(deps, keyed))
     .route('/v1/admin', adminRoutes(deps))
     .get('/openapi.json', openApiDoc, openApiRoute(app))
   app.notFound((c) => c.json(new ApiError(404, 'not_found', `no route for ${c.req.method} ${new URL(c.req.url).pathname}`).toJSON(), 404))

@@ -4,9 +4,12 @@
  * 401 with `WWW-Authenticate: Bearer` (RFC 6750). With AUTH=none (an operator's explicit choice, which /health
  * reports) every request is the tenant `default`.
  */
+import { every } from 'hono/combine'
 import { createMiddleware } from 'hono/factory'
+import type { MiddlewareHandler } from 'hono'
 import { ApiError } from './errors.ts'
 import { authenticate } from './keys.ts'
+import { requestRate } from './limits.ts'
 import type { Observed } from './observe.ts'
 import type { Store } from './store.ts'
 
@@ -38,6 +41,17 @@ export function requireKey(deps: { store: Store; auth: AuthMode }) {
     c.set('keyId', key.id)
     return next()
   })
+}
+
+/** The key check followed by the key's request budget: what every keyed route group runs first. */
+export type Keyed = MiddlewareHandler<Caller>
+
+/**
+ * The key check and the request rate, made once per app and shared by every keyed route group, so that a key has
+ * one budget across all of them (a limiter made per group would give it one budget per group).
+ */
+export function keyedAccess(deps: { store: Store; auth: AuthMode; requestsPerMinute: number }): Keyed {
+  return every(requireKey(deps), requestRate(deps.requestsPerMinute)) as Keyed
 }
 
 const unauthorized = (message: string, challenge: string) => new ApiError(401, 'unauthorized', message, { 'WWW-Authenticate': challenge })

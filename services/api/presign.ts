@@ -6,10 +6,12 @@
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
+  CopyObjectCommand,
   CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
+  ListObjectsV2Command,
   ListPartsCommand,
   PutObjectCommand,
   S3Client,
@@ -72,6 +74,21 @@ export function createPresigner(config: Config['s3']) {
     async head(key: string, bytes: number): Promise<Uint8Array> {
       const object = await client.send(new GetObjectCommand({ Bucket, Key: key, Range: `bytes=0-${bytes - 1}` }))
       return object.Body!.transformToByteArray()
+    },
+    /** Copies `from` to `to` inside the bucket (S3 copies up to 5 GB, the most a single PUT can store). */
+    async copy(from: string, to: string): Promise<void> {
+      await client.send(new CopyObjectCommand({ Bucket, Key: to, CopySource: `${Bucket}/${from.split('/').map(encodeURIComponent).join('/')}` }))
+    },
+    /** The keys under `prefix`. */
+    async list(prefix: string): Promise<string[]> {
+      const keys: string[] = []
+      let token: string | undefined
+      do {
+        const page = await client.send(new ListObjectsV2Command({ Bucket, Prefix: prefix, ContinuationToken: token }))
+        for (const object of page.Contents ?? []) if (object.Key) keys.push(object.Key)
+        token = page.IsTruncated ? page.NextContinuationToken : undefined
+      } while (token)
+      return keys
     },
     async remove(key: string): Promise<void> {
       await client.send(new DeleteObjectCommand({ Bucket, Key: key }))

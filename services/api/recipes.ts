@@ -23,6 +23,11 @@ export const VIDEO_RECIPE: VideoRequest['recipe'] = {
 export const outputPrefix = (system: string, jobId: string) => `${system}/outputs/${jobId}`
 /** Where an upload's original is stored. */
 export const originalKey = (system: string, mediaId: string) => `${system}/originals/${mediaId}`
+/**
+ * Where a direct upload's single presigned PUT goes. Not the original's key: the URL stays valid after the upload
+ * is completed, so whatever it writes must never be what a job reads. Completion copies it to the original.
+ */
+export const stagingKey = (system: string, mediaId: string) => `${system}/uploads/${mediaId}`
 
 export const CONTENT_TYPES: Record<string, string> = {
   jpeg: 'image/jpeg',

@@ -18,6 +18,7 @@ import { createOutbox } from './outbox.ts'
 import { describeDatabase, openStore } from './open-store.ts'
 import { dependencies } from './routes/health.ts'
 import { createStorage } from './storage.ts'
+import { originalKey, stagingKey } from './recipes.ts'
 
 /** A request not confirmed within this long after it was written is re-sent by the relay. */
 const OUTBOX_GRACE_MS = 15_000
@@ -133,12 +134,23 @@ export async function startApi(config: Config, options: { log?: Logger } = {}) {
       for (const upload of batch) {
         await storage.delete(upload.key)
         if (upload.uploadId === 'tus') await storage.delete(`${upload.key}.info`)
+        if (upload.uploadId === null) await storage.delete(stagingKey(config.system, upload.id))
         await store.deleteDirectUpload(upload.key)
         forgotten.push(upload.key)
       }
     }
     if (forgotten.length) log.warn({ keys: forgotten }, `forgot ${forgotten.length} direct upload(s) never completed`)
-    return [...new Set([...aborted, ...forgotten])]
+    // A presigned PUT's URL works until it expires, completed or not: what it wrote after its upload was completed
+    // (or forgotten) is read by nobody, and goes.
+    const late: string[] = []
+    for (const key of await presigner.list(`${config.system}/uploads/`)) {
+      const upload = await store.getDirectUpload(originalKey(config.system, key.slice(key.lastIndexOf('/') + 1)))
+      if (upload && !upload.mediaId) continue
+      await storage.delete(key)
+      late.push(key)
+    }
+    if (late.length) log.warn({ keys: late }, `removed ${late.length} object(s) written through a direct upload's URL after it was completed`)
+    return [...new Set([...aborted, ...forgotten, ...late])]
   }
   const uploadsTimer = setInterval(async () => {
     try {

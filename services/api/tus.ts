@@ -107,8 +107,8 @@ export function createTus(deps: TusDeps) {
   return {
     /**
      * Answers one tus request of `caller`. Requests on an upload must come from its tenant (404 otherwise, as for an
-     * upload that does not exist). The first bytes of an upload (its creation-with-upload, or the PATCH at offset 0)
-     * are judged before anything is stored: a refused kind is answered 415 at once and the upload removed.
+     * upload that does not exist). The first bytes of an upload (its creation-with-upload, or the PATCH at its real
+     * offset 0) are judged before anything is stored: a refused kind is answered 415 at once and the upload removed.
      */
     async handle(request: Request, caller: TusCaller): Promise<Response> {
       if (!(await supportsListParts())) {
@@ -123,9 +123,14 @@ export function createTus(deps: TusDeps) {
         const record = /^[0-9a-f-]{36}$/.test(last) ? await deps.store.getDirectUpload(keyOf(last)) : undefined
         if (!record || record.tenant !== caller.tenant || record.uploadId !== 'tus') throw new ApiError(404, 'not_found', `no upload ${last} of this API key's tenant`)
       }
-      const judged = await judgeFirstBytes(request, last)
+      // A PATCH claiming offset 0 is judged only if the upload really is at 0. At any other offset tus answers 409
+      // and changes nothing (tus 1.0): a wrong offset must never cost the client an upload it has half sent.
+      // (Unknown when the store cannot say: then it is judged, and nothing is removed on a refusal.)
+      const claimsStart = request.method === 'PATCH' && request.headers.get('upload-offset') === '0'
+      const offset = claimsStart ? await server.datastore.getUpload(keyOf(last)).then((upload) => upload.offset, () => null) : null
+      const judged = claimsStart && offset !== null && offset !== 0 ? request : await judgeFirstBytes(request, last)
       if (judged instanceof ApiError) {
-        if (last) {
+        if (last && offset === 0) {
           await server.datastore.remove(keyOf(last)).catch(() => {})
           await deps.store.deleteDirectUpload(keyOf(last))
         }

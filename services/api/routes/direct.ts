@@ -13,16 +13,15 @@ import { formatTraceparent, type TraceContext } from '@app/shared'
 import type { Logger } from '@app/shared/ops'
 import { admitMedia } from '../admit.ts'
 import type { AppDeps } from '../app.ts'
-import { requireKey, type Caller } from '../auth.ts'
+import type { Caller, Keyed } from '../auth.ts'
 import { AcceptedSchema, type Accepted } from '../bodies.ts'
 import { ApiError } from '../errors.ts'
 import { sanitizeFilename } from '../filename.ts'
 import { IDEMPOTENCY_KEY, claimKey, idempotencyKeyOf, replay } from '../idempotency.ts'
 import { judgeHead, tooLarge } from '../intake.ts'
-import { requestRate } from '../limits.ts'
 import { API_KEY, documenter, jsonAnswer } from '../openapi.ts'
 import { PRESIGNED_SECONDS, type UploadedPart } from '../presign.ts'
-import { originalKey } from '../recipes.ts'
+import { originalKey, stagingKey } from '../recipes.ts'
 import { SNIFF_BYTES } from '../sniff.ts'
 import type { DirectUpload } from '../store.ts'
 import { json, param, query } from '../validate.ts'
@@ -49,7 +48,7 @@ const CompleteBody = v.object({
 
 const doc = documenter({ tag: 'media', security: API_KEY, errors: [401, 429] })
 
-export function directRoutes(deps: AppDeps) {
+export function directRoutes(deps: AppDeps, keyed: Keyed) {
   const { presigner, store } = deps
 
   /** Records a new upload for the caller: the media id it becomes, and its object key. */
@@ -78,13 +77,22 @@ export function directRoutes(deps: AppDeps) {
     try {
       const again = await store.getDirectUpload(upload.key)
       if (again?.mediaId) return accepted(again.mediaId)
-      const size = await s3(() => presigner.size(upload.key))
-      if (size === null) throw new ApiError(409, 'conflict', `nothing has been uploaded to ${upload.key} yet`)
+      const staged = upload.uploadId === null ? stagingKey(deps.system, upload.id) : null
       const refuse = async (error: ApiError) => {
-        await s3(() => presigner.remove(upload.key))
+        await s3(() => Promise.all([presigner.remove(upload.key), staged && presigner.remove(staged)]))
         await store.deleteDirectUpload(upload.key)
         return error
       }
+      if (staged) {
+        // The presigned PUT wrote the staging object, and may write it again until its URL expires: the original is
+        // a copy the client cannot write to, judged below, and the job reads that.
+        const stagedSize = await s3(() => presigner.size(staged))
+        if (stagedSize === null) throw new ApiError(409, 'conflict', `nothing has been uploaded to ${upload.key} yet`)
+        if (stagedSize > deps.maxUploadBytes) throw await refuse(tooLarge(deps.maxUploadBytes))
+        await s3(() => presigner.copy(staged, upload.key))
+      }
+      const size = await s3(() => presigner.size(upload.key))
+      if (size === null) throw new ApiError(409, 'conflict', `nothing has been uploaded to ${upload.key} yet`)
       if (size === 0) throw await refuse(new ApiError(400, 'empty_body', 'the upload is empty'))
       if (size > deps.maxUploadBytes) throw await refuse(tooLarge(deps.maxUploadBytes))
       let sniffed
@@ -96,6 +104,8 @@ export function directRoutes(deps: AppDeps) {
       const original = { id: upload.id, tenant: upload.tenant, filename: upload.filename, kind: sniffed.kind, format: sniffed.format, size, sourceKey: upload.key }
       const answer = await admitMedia(deps, { ...original, traceparent: formatTraceparent(caller.trace) }, caller.log)
       await store.completeDirectUpload(upload.key, answer.id)
+      // Not needed any more (the upload sweep removes it if this fails, or if the URL writes it again).
+      if (staged) await presigner.remove(staged).catch(() => {})
       return answer
     } finally {
       await store.releaseLease(`direct:${upload.key}`, holder)
@@ -128,13 +138,13 @@ export function directRoutes(deps: AppDeps) {
 
   return (
     new Hono<Caller>()
-      .use('*', requireKey(deps), requestRate(deps.limits.requestsPerMinute))
+      .use('*', keyed)
 
       /** A single presigned PUT (Companion's `GET /s3/params`, PUT flavour). */
       .get('/s3/params', paramsDoc, query(ParamsQuery), async (c) => {
         const { filename, type } = c.req.valid('query')
         const upload = await handOut(c.get('tenant'), filename, null, crypto.randomUUID())
-        const url = await s3(() => presigner.putUrl(upload.key, type))
+        const url = await s3(() => presigner.putUrl(stagingKey(deps.system, upload.id), type))
         return c.json({ method: 'PUT' as const, url, fields: {}, headers: type ? { 'content-type': type } : {}, expires: PRESIGNED_SECONDS, key: upload.key }, 200)
       })
 
@@ -217,7 +227,8 @@ async function s3<T>(call: () => Promise<T>): Promise<Awaited<T>> {
   }
 }
 
-const KEY_DESCRIPTION = 'Every answer names the object `key` (`<system>/originals/<media id>`); later calls pass it as `?key=`.'
+const KEY_DESCRIPTION =
+  'Every answer names the upload\'s `key` (`<system>/originals/<media id>`, its original\'s key); later calls pass it as `?key=`. A single PUT goes to a staging object, which completion copies to the original: nothing written through the URL afterwards reaches the media.'
 const paramsDoc = doc({
   operationId: 'directUploadParams',
   summary: 'A presigned URL to PUT one file to S3 (Uppy Companion\'s /s3/params)',

@@ -7,12 +7,12 @@ import { MediaIdSchema, OutputNameSchema, cancelMarkerKey, formatTraceparent, ty
 import type { Logger } from '@app/shared/ops'
 import { admitMedia, unavailable } from '../admit.ts'
 import type { AppDeps } from '../app.ts'
-import { requireKey, type Caller } from '../auth.ts'
+import type { Caller, Keyed } from '../auth.ts'
 import { AcceptedSchema, MediaListSchema, MediaSchema, OutputLinkSchema, type Accepted, type MediaList } from '../bodies.ts'
 import { ApiError } from '../errors.ts'
 import { claimKey, IDEMPOTENCY_KEY, idempotencyKeyOf, replay } from '../idempotency.ts'
 import { receiveUpload, type Received } from '../intake.ts'
-import { requestRate, uploadSlots } from '../limits.ts'
+import { uploadSlots } from '../limits.ts'
 import { uploadOutcome } from '../metrics.ts'
 import { API_KEY, documenter, jsonAnswer } from '../openapi.ts'
 import { CONTENT_TYPES, originalKey, outputPrefix } from '../recipes.ts'
@@ -47,9 +47,9 @@ const LinkQuery = v.object({
 const doc = documenter({ tag: 'media', security: API_KEY, errors: [401, 429] })
 const BINARY = { type: 'string', format: 'binary' } as const
 
-export function mediaRoutes(deps: AppDeps) {
+export function mediaRoutes(deps: AppDeps, keyed: Keyed) {
   return new Hono<Caller>()
-    .use('*', requireKey(deps), requestRate(deps.limits.requestsPerMinute))
+    .use('*', keyed)
 
     .post('/', uploadDoc, countUpload(deps), uploadSlots(deps.limits.concurrentUploads), async (c) => {
       const seen = c.get('upload')

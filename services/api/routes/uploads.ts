@@ -6,11 +6,9 @@
 import { Hono } from 'hono'
 import { createMiddleware } from 'hono/factory'
 import type { AppDeps } from '../app.ts'
-import { requireKey, type Caller } from '../auth.ts'
-import { requestRate } from '../limits.ts'
+import type { Caller, Keyed } from '../auth.ts'
 
-export function uploadRoutes(deps: AppDeps) {
-  const keyed = requireKey(deps)
+export function uploadRoutes(deps: AppDeps, keyed: Keyed) {
   // OPTIONS (tus's discovery, and browsers' preflight) carries no key.
   const unlessOptions = createMiddleware<Caller>((c, next) => (c.req.method === 'OPTIONS' ? next() : keyed(c, next)))
   const handle = createMiddleware<Caller>(async (c) => {
@@ -18,7 +16,7 @@ export function uploadRoutes(deps: AppDeps) {
     c.res = await deps.tus.handle(c.req.raw, { tenant, trace: c.get('trace'), log: c.get('log') })
   })
   return new Hono<Caller>()
-    .use('*', unlessOptions, requestRate(deps.limits.requestsPerMinute))
+    .use('*', unlessOptions)
     .all('/', handle)
     .all('/:id', handle)
 }

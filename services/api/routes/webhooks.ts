@@ -7,10 +7,9 @@
 import { Hono } from 'hono'
 import * as v from 'valibot'
 import type { AppDeps } from '../app.ts'
-import { requireKey, type Caller } from '../auth.ts'
+import type { Caller, Keyed } from '../auth.ts'
 import { NewWebhookSchema, WebhookDeliveryListSchema, WebhookListSchema, WebhookSchema, WebhookWithSecretSchema } from '../bodies.ts'
 import { ApiError } from '../errors.ts'
-import { requestRate } from '../limits.ts'
 import { API_KEY, documenter, jsonAnswer } from '../openapi.ts'
 import type { Webhook } from '../store.ts'
 import { json, param } from '../validate.ts'
@@ -36,7 +35,7 @@ const show = (w: Webhook): v.InferOutput<typeof WebhookSchema> => ({
   disabledReason: w.disabledReason,
 })
 
-export function webhookRoutes(deps: AppDeps) {
+export function webhookRoutes(deps: AppDeps, keyed: Keyed) {
   /** The caller's webhook of that id; 404 alike for one that does not exist and one of another tenant. */
   const find = async (id: string, tenant: string): Promise<Webhook> => {
     const webhook = await deps.store.getWebhook(id)
@@ -44,7 +43,7 @@ export function webhookRoutes(deps: AppDeps) {
     return webhook
   }
   return new Hono<Caller>()
-    .use('*', requireKey(deps), requestRate(deps.limits.requestsPerMinute))
+    .use('*', keyed)
 
     .post('/', createDoc, json(NewWebhookSchema), async (c) => {
       const { url, events } = c.req.valid('json')

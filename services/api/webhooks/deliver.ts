@@ -8,7 +8,9 @@
 import type { Logger } from '@app/shared/ops'
 import { present } from '../present.ts'
 import type { DeliveryOutcome, DueDelivery, Store } from '../store.ts'
-import { checkDestination, type DestinationRules } from './destination.ts'
+import { lookup } from 'node:dns/promises'
+import { urlProblem, type DestinationRules, type Resolver } from './destination.ts'
+import { postPinned } from './post.ts'
 import { signedHeaders } from './sign.ts'
 
 export interface DeliverySettings extends DestinationRules {
@@ -43,8 +45,11 @@ export function createDeliverer(deps: {
   settings: DeliverySettings
   /** Told of each attempt's outcome: the metrics. */
   onAttempt?: (outcome: DeliveryOutcome['kind']) => void
+  /** How endpoints' names are resolved: the system's resolver unless given. */
+  resolve?: Resolver
 }): Deliverer {
   const { store, log, settings } = deps
+  const resolve = deps.resolve ?? ((hostname: string) => lookup(hostname, { all: true }))
 
   async function send(delivery: DueDelivery): Promise<void> {
     const body = delivery.body ?? JSON.stringify({ type: delivery.event, timestamp: new Date(delivery.createdAt).toISOString(), data: present(delivery.media, settings.publicUrl) })
@@ -53,19 +58,20 @@ export function createDeliverer(deps: {
     const line = log.child({ deliveryId: delivery.id, webhookId: delivery.webhook.id, tenant: delivery.webhook.tenant, mediaId: delivery.media.id, event: delivery.event })
     let outcome: DeliveryOutcome
     try {
-      await checkDestination(delivery.webhook.url, settings)
+      // The rules may have changed since the endpoint was registered; the resolved addresses are checked in the POST.
+      const problem = urlProblem(delivery.webhook.url, settings)
+      if (problem) throw new Error(problem)
       const headers = await signedHeaders(secrets, delivery.id, Math.floor(at / 1000), body)
-      const response = await fetch(delivery.webhook.url, {
-        method: 'POST',
-        body,
+      const answer = await postPinned(delivery.webhook.url, body, {
         headers: { ...headers, 'content-type': 'application/json', 'user-agent': 'media-pipeline-webhooks/1' },
-        redirect: 'manual',
-        signal: AbortSignal.timeout(settings.timeoutMs),
+        timeoutMs: settings.timeoutMs,
+        rules: settings,
+        resolve,
       })
-      const text = await response.text().catch(() => '')
-      if (response.ok) outcome = { kind: 'delivered', status: response.status }
-      else if (response.status === 410) outcome = { kind: 'failed', status: 410, error: 'the endpoint answered 410 Gone', disable: 'answered 410 Gone' }
-      else outcome = retry(delivery, response.status, `the endpoint answered ${response.status}${text ? `: ${text.slice(0, QUOTED)}` : ''}`, response.headers.get('retry-after'))
+      const { status, text } = answer
+      if (status >= 200 && status < 300) outcome = { kind: 'delivered', status }
+      else if (status === 410) outcome = { kind: 'failed', status: 410, error: 'the endpoint answered 410 Gone', disable: 'answered 410 Gone' }
+      else outcome = retry(delivery, status, `the endpoint answered ${status}${text ? `: ${text.slice(0, QUOTED)}` : ''}`, answer.retryAfter)
     } catch (error) {
       outcome = retry(delivery, null, (error as Error).message || String(error), null)
     }
