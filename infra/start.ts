@@ -7,8 +7,8 @@ import amqp from 'amqplib'
 import { join, resolve } from 'node:path'
 import { describeBrokerUrls, parseBrokerUrls } from '@app/shared'
 import { readDatabaseConfig } from '../services/api/config.ts'
-import { ensureDevKey } from '../services/api/dev-key.ts'
-import { openStore } from '../services/api/open-store.ts'
+import { ensureDevKey } from '../services/api/auth/dev-key.ts'
+import { openStore } from '../services/api/store/open.ts'
 import { LOCAL_S3_CREDENTIALS, startS3Server, type LocalS3 } from './s3-server.ts'
 
 const SERVICES = ['api', 'images', 'videos'] as const

@@ -13,7 +13,7 @@ export const DELIVERY_LIMIT = 5
 
 /**
  * How many attempts a job gets: one per delivery the broker allows. A processor counts attempts as
- * `x-media-attempts + x-delivery-count + 1` (see `attemptOf` in the processor runtime) and reports a transient
+ * `x-media-attempts + x-delivery-count + 1` (see `attemptOf`, processor/attempts.ts) and reports a transient
  * fault on attempt MAX_ATTEMPTS as `gave_up` instead of retrying, so the job ends before the broker's limit.
  */
 export const MAX_ATTEMPTS = DELIVERY_LIMIT + 1

@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { queueNames } from '@app/shared'
 import { spawnApi } from './helpers/api-process.ts'
 import { apiKey, testEnv } from './helpers/env.ts'
+import { appendLog } from './helpers/logs.ts'
 import { connectRabbit } from './helpers/rabbit.ts'
 import { testS3 } from './helpers/s3.ts'
 import { startStack, type Stack } from './helpers/stack.ts'
@@ -113,7 +114,7 @@ describe('an upload that fails after S3 has taken parts of it', () => {
     expect(res.status).toBe(413)
     expect(await res.json()).toEqual({ error: { code: 'payload_too_large', message: expect.stringContaining(String(6 * MiB)) } })
     expect(await leftovers()).toEqual([])
-    expect((await stack.api.store.countJobs()).queued).toBe(0)
+    expect((await stack.api.store.media.countJobs()).queued).toBe(0)
   })
 
   test('a client that breaks off gets 400, raw or multipart, and nothing is left', async () => {
@@ -140,7 +141,7 @@ describe('an upload that fails after S3 has taken parts of it', () => {
       expect(await res.json()).toEqual({ error: { code: 'bad_request', message: expect.stringContaining('interrupted') } })
     }
     expect(await leftovers()).toEqual([])
-    expect((await stack.api.store.countJobs()).queued).toBe(0)
+    expect((await stack.api.store.media.countJobs()).queued).toBe(0)
   })
 })
 
@@ -158,7 +159,7 @@ describe('when S3 refuses the upload', () => {
     expect(res.status).toBe(503)
     expect(res.headers.get('retry-after')).toBe('5')
     expect(await res.json()).toEqual({ error: { code: 'storage_unavailable', message: expect.stringContaining('could not be stored') } })
-    expect((await stack.api.store.countJobs()).queued).toBe(0)
+    expect((await stack.api.store.media.countJobs()).queued).toBe(0)
   })
 })
 
@@ -281,7 +282,7 @@ describe('memory', () => {
       const size = 400 * 1024 * 1024
       await upload(size)
       const growth = peak() - warm
-      console.log(`api: peak RSS ${(warm / 2 ** 20).toFixed(0)} MiB after warm-up, +${(growth / 2 ** 20).toFixed(0)} MiB for a 400 MiB upload`)
+      appendLog(`api: peak RSS ${(warm / 2 ** 20).toFixed(0)} MiB after warm-up, +${(growth / 2 ** 20).toFixed(0)} MiB for a 400 MiB upload`)
       // Holding the file would cost at least its size; streaming costs buffers that do not scale with it, plus
       // garbage the collector has not yet reclaimed (measured 70–135 MiB for both 400 and 800 MiB uploads).
       expect(growth).toBeLessThan(size / 2)

@@ -46,7 +46,7 @@ describe('when the broker refuses work', () => {
       expect(res.status).toBe(503)
       expect(res.headers.get('retry-after')).toBe('5')
       expect(await res.json()).toEqual({ error: { code: 'queue_unavailable', message: expect.stringContaining('RabbitMQ refuses new messages') } })
-      expect((await stack.api.store.countJobs()).queued).toBe(0) // undone: no job without a queued request
+      expect((await stack.api.store.media.countJobs()).queued).toBe(0) // undone: no job without a queued request
     } finally {
       await rabbitmqctl('set_vm_memory_high_watermark', '0.4')
     }

@@ -10,6 +10,7 @@ import { quadrants } from './helpers/image-fixtures.ts'
 import { connectRabbit } from './helpers/rabbit.ts'
 import { testS3 } from './helpers/s3.ts'
 import { testEnv } from './helpers/env.ts'
+import { appendLog } from './helpers/logs.ts'
 import { startStack, type MediaBody, type Stack } from './helpers/stack.ts'
 import { readConfig as readImagesConfig, start as startImages } from '../services/images/main.ts'
 import { makeClip } from './helpers/video-fixtures.ts'
@@ -74,7 +75,7 @@ describe('a running video', () => {
     expect(((await answer.json()) as MediaBody).status).toBe('cancelled')
     await until(() => ffmpegOf(jobId).length === 0, 2_000, 'ffmpeg exiting')
     const elapsed = Date.now() - started
-    console.log(`cancel: ffmpeg gone ${elapsed} ms after the cancel request`)
+    appendLog(`cancel: ffmpeg gone ${elapsed} ms after the cancel request`)
     expect(elapsed).toBeLessThan(2_000)
 
     // The processor is done with the job once its work directory is gone; only the cancel marker may remain.

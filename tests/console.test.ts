@@ -16,7 +16,7 @@ import { join } from 'node:path'
 import { chromium, type Browser, type BrowserContext, type Page, type Request } from 'playwright-core'
 import sharp from 'sharp'
 import { queueNames } from '@app/shared'
-import { issueKey } from '../services/api/keys.ts'
+import { issueKey } from '../services/api/auth/keys.ts'
 import { TEST_API_KEY } from './helpers/env.ts'
 import { quadrants } from './helpers/image-fixtures.ts'
 import { useInfra } from './helpers/infra.ts'
@@ -353,7 +353,7 @@ describe('the console on moto (resumable uploads)', () => {
   test('operators see the health, the queues, and re-drive a dead letter', async () => {
     // A dead letter of the failed job, as the broker would leave it after the processor crashed on every delivery.
     const letterId = crypto.randomUUID()
-    await stack.api.store.recordDeadLetter(
+    await stack.api.store.deadLetters.record(
       {
         id: letterId, type: 'images', queue: queueNames(stack.env.SYSTEM!, 'images').request, reason: 'delivery_limit', deliveries: 5,
         jobId: media.broken!.jobId, problem: null, messageId: crypto.randomUUID(), headers: {}, body: new Uint8Array([123, 125]), deadAt: new Date().toISOString(),
@@ -377,7 +377,7 @@ describe('the console on moto (resumable uploads)', () => {
     await letter.getByRole('button', { name: /Re-drive/ }).click()
     await eventually(async () => expect(await page.getByRole('status').first().textContent()).toContain('Re-driven'))
     await eventually(async () => expect(await letter.count()).toBe(0))
-    expect((await stack.api.store.history(media.broken!.jobId)).map((h) => h.reason)).toContain('redrive')
+    expect((await stack.api.store.media.history(media.broken!.jobId)).map((h) => h.reason)).toContain('redrive')
   })
 
   test('on a phone-sized screen the library fits the width', async () => {

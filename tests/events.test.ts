@@ -5,8 +5,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import sharp from 'sharp'
 import { silentLogger } from '@app/shared/ops'
-import { connectBroker, type Broker, type Handlers } from '../services/api/broker.ts'
-import { createChanges } from '../services/api/changes.ts'
+import { connectBroker, type Broker, type Handlers } from '../services/api/jobs/broker.ts'
+import { createChanges } from '../services/api/jobs/changes.ts'
+import { openSqliteStore } from '../services/api/store/open.ts'
 import { readConfig as readImagesConfig, start as startImages } from '../services/images/main.ts'
 import { spawnApi } from './helpers/api-process.ts'
 import type { ServiceProcess } from './helpers/service-process.ts'
@@ -122,19 +123,25 @@ describe('announcements', () => {
     }
   }
 
-  test('a change reaches the watchers of its instance at once and the other instances over the fanout, never its sender', async () => {
+  test('a change the store commits reaches the watchers of its instance at once and the other instances over the fanout, never its sender', async () => {
     const [a, b] = brokers as [Broker, Broker]
+    const store = openSqliteStore(':memory:')
     const first = crypto.randomUUID()
+    const jobId = crypto.randomUUID()
+    const request = { messageId: crypto.randomUUID(), jobId, queue: 'q', type: 'job.request', body: new Uint8Array([123, 125]) }
+    await store.media.create({ id: first, tenant: 't', filename: null, kind: 'image', format: 'png', size: 1, bucket: 'b', sourceKey: `k/${first}`, jobId, type: 'images', request })
     const watched: string[] = []
-    const changes = createChanges(a)
+    const changes = createChanges(store, (mediaId) => a.broadcastChange(mediaId))
     const unwatch = changes.watch(first, () => void watched.push(first))
-    changes.announce(first)
+    await store.media.cancel(first) // a change, committed: no one announces it but the store
     expect(watched).toEqual([first]) // dispatched here before the broker had a chance to carry it anywhere
     unwatch()
+    changes.close()
+    await store.close()
     await until(() => heard.b.includes(first), 'instance b hearing the change')
     // The fanout put `first` on a's queue too, before `second`: had a not ignored its own, it would hear it first.
     const second = crypto.randomUUID()
-    b.announce(second)
+    b.broadcastChange(second)
     await until(() => heard.a.includes(second), 'instance a hearing the change')
     expect(heard).toEqual({ a: [second], b: [first] })
   })

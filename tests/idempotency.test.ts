@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import sharp from 'sharp'
-import { issueKey } from '../services/api/keys.ts'
+import { issueKey } from '../services/api/auth/keys.ts'
 import { useInfra } from './helpers/infra.ts'
 import { startStack, type Stack } from './helpers/stack.ts'
 
@@ -14,7 +14,7 @@ await useInfra()
 let stack: Stack
 const png = (colour: string) => sharp({ create: { width: 32, height: 24, channels: 3, background: colour } }).png().toBuffer()
 let jobsBefore = 0
-const totalJobs = async () => Object.values(await stack.api.store.countJobs()).reduce((a, b) => a + b, 0)
+const totalJobs = async () => Object.values(await stack.api.store.media.countJobs()).reduce((a, b) => a + b, 0)
 
 beforeAll(async () => {
   // No processor: the jobs stay queued, which is all these tests need.

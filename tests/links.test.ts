@@ -5,8 +5,8 @@
  */
 import { afterAll, beforeAll, expect, test } from 'bun:test'
 import sharp from 'sharp'
-import { issueKey } from '../services/api/keys.ts'
-import { createLinks } from '../services/api/links.ts'
+import { issueKey } from '../services/api/auth/keys.ts'
+import { createLinks } from '../services/api/auth/links.ts'
 import { quadrants } from './helpers/image-fixtures.ts'
 import { useInfra } from './helpers/infra.ts'
 import { startStack, type MediaBody, type Stack } from './helpers/stack.ts'
@@ -47,7 +47,7 @@ test('a link opens its output without the key, on any origin, cached no longer t
   // Made on one instance, checked on another: the key is the database's, not the process's.
   const [, query] = body.url.split('?')
   const params = new URLSearchParams(query)
-  expect(await createLinks(stack.api.store).verify(media.id, 'preview', Number(params.get('expires')), params.get('signature')!)).toBe(true)
+  expect(await createLinks(stack.api.store.coordination).verify(media.id, 'preview', Number(params.get('expires')), params.get('signature')!)).toBe(true)
 })
 
 test('a changed link, another output\'s, or an expired one is refused with 403; bad input with 400', async () => {
@@ -66,7 +66,7 @@ test('a changed link, another output\'s, or an expired one is refused with 403; 
   await refused(body.url.replace('/preview?', '/thumb?'), 'does not match')
   await refused(body.url.replace(/expires=\d+/, `expires=${Number(url.searchParams.get('expires')) + 1}`), 'does not match')
   const past = Math.floor(Date.now() / 1000) - 5
-  await refused(`${stack.url}/v1/links/${media.id}/preview?${await createLinks(stack.api.store).sign(media.id, 'preview', past)}`, 'expired')
+  await refused(`${stack.url}/v1/links/${media.id}/preview?${await createLinks(stack.api.store.coordination).sign(media.id, 'preview', past)}`, 'expired')
   expect((await fetch(`${stack.url}/v1/links/${media.id}/preview`)).status).toBe(400)
   expect((await link('preview', '?expiresIn=59')).body.error?.message).toContain('query parameter expiresIn must be a whole number of seconds from 60 to 604800')
   expect((await link('nothing')).status).toBe(404)

@@ -4,9 +4,9 @@
  */
 import { afterAll, expect, test } from 'bun:test'
 import { queueNames } from '@app/shared'
-import type { MediaList } from '../services/api/bodies.ts'
-import { issueKey } from '../services/api/keys.ts'
-import type { NewMedia } from '../services/api/store.ts'
+import type { MediaList } from '../services/api/http/bodies.ts'
+import { issueKey } from '../services/api/auth/keys.ts'
+import type { NewMedia } from '../services/api/store/media.ts'
 import { unitApp } from './helpers/unit-app.ts'
 
 const { app, store, request } = await unitApp()
@@ -25,11 +25,11 @@ function newMedia(tenant: string, kind: 'image' | 'video'): NewMedia {
 const mine: NewMedia[] = []
 for (let i = 0; i < 5; i++) {
   const media = newMedia('unit', i < 2 ? 'video' : 'image')
-  await store.createMedia(media)
+  await store.media.create(media)
   mine.push(media)
 }
-await store.createMedia(newMedia('someone-else', 'image'))
-await store.cancel(mine[4]!.id)
+await store.media.create(newMedia('someone-else', 'image'))
+await store.media.cancel(mine[4]!.id)
 
 const list = async (query = '', headers?: Record<string, string>) => {
   const res = await request(`/v1/media${query}`, { headers })

@@ -6,9 +6,9 @@
 import { afterAll, describe, expect, test } from 'bun:test'
 import { Validator } from '@seriousme/openapi-schema-validator'
 import * as v from 'valibot'
-import { MediaSchema } from '../services/api/bodies.ts'
-import { ErrorSchema } from '../services/api/errors.ts'
-import type { OutboxMessage } from '../services/api/store.ts'
+import { MediaSchema } from '../services/api/http/bodies.ts'
+import { ErrorSchema } from '../services/api/http/errors.ts'
+import type { OutboxMessage } from '../services/api/store/outbox.ts'
 import { unitApp } from './helpers/unit-app.ts'
 
 const { app, store, request } = await unitApp()
@@ -178,7 +178,7 @@ describe('routes', () => {
     const id = crypto.randomUUID()
     const jobId = crypto.randomUUID()
     const outbox: OutboxMessage = { messageId: crypto.randomUUID(), jobId, queue: 'unit.media.images.request', type: 'job.request', body: new Uint8Array([123, 125]) }
-    await store.createMedia({ id, tenant: 'unit', filename: 'a.jpg', kind: 'image', format: 'jpeg', size: 1, bucket: 'b', sourceKey: `unit/originals/${id}`, jobId, type: 'images', request: outbox })
+    await store.media.create({ id, tenant: 'unit', filename: 'a.jpg', kind: 'image', format: 'jpeg', size: 1, bucket: 'b', sourceKey: `unit/originals/${id}`, jobId, type: 'images', request: outbox })
     const answer = await request(`/v1/media/${id}`)
     expect(answer.status).toBe(200)
     const checked = v.safeParse(MediaSchema, await answer.json())

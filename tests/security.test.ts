@@ -3,7 +3,8 @@
  * (an HTTP refusal, or the job's final state), and after each row a check that every service still serves and that
  * the processor which saw the input kept its memory bounded (its peak RSS, reset before the row through
  * /proc/<pid>/clear_refs). The processors run as child processes so that their RSS is theirs alone. The matrix is
- * printed at the end: input, answer, time to answer, peak RSS.
+ * written at the end to tests/artifacts/security-matrix.md and to this file's log (printed when a test fails):
+ * input, answer, time to answer, peak RSS.
  *
  * Also here: tenants (another tenant's key gets 404 on every route), keys (missing, wrong, revoked), the admin
  * token, and per-key limits (a burst from one key gets 429 while another key is served).
@@ -16,6 +17,7 @@ import { ServiceProcess } from './helpers/service-process.ts'
 import { TEST_API_KEY, apiKey } from './helpers/env.ts'
 import * as hostile from './helpers/hostile.ts'
 import { useInfra } from './helpers/infra.ts'
+import { writeReport } from './helpers/logs.ts'
 import { testS3 } from './helpers/s3.ts'
 import { startStack, type MediaBody, type Stack } from './helpers/stack.ts'
 
@@ -94,8 +96,9 @@ afterAll(async () => {
   rmSync(work, { recursive: true, force: true })
   const widths = [44, 70, 8, 10]
   const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`
-  console.log(
-    ['\nhostile-input matrix', line(['input', 'answer', 'ms', 'peak RSS']), line(widths.map((w) => '-'.repeat(w))), ...ran.map((r) => line([r.input, r.answer, String(r.ms), r.rss]))].join('\n')
+  writeReport(
+    'security-matrix.md',
+    ['hostile-input matrix', '', line(['input', 'answer', 'ms', 'peak RSS']), line(widths.map((w) => '-'.repeat(w))), ...ran.map((r) => line([r.input, r.answer, String(r.ms), r.rss]))].join('\n')
   )
 })
 

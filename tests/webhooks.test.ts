@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import sharp from 'sharp'
 import { Webhook as Verifier } from 'standardwebhooks'
 import { readConfig as readApiConfig, serverBodyCap } from '../services/api/config.ts'
-import { startApi } from '../services/api/service.ts'
+import { startApi } from '../services/api/start.ts'
 import { apiKey, testEnv } from './helpers/env.ts'
 import { useInfra } from './helpers/infra.ts'
 import { startStack, type MediaBody, type Stack } from './helpers/stack.ts'
@@ -199,7 +199,7 @@ describe('webhooks, end to end', () => {
 
   test("another tenant neither reads nor lists a webhook", async () => {
     const hook = await register('http://127.0.0.1:1/never', ['media.completed'])
-    const { issueKey } = await import('../services/api/keys.ts')
+    const { issueKey } = await import('../services/api/auth/keys.ts')
     const other = await issueKey(stack.api.store, 'webhook-other')
     const res = await stack.fetch(`/v1/webhooks/${hook.id}`, { headers: { authorization: `Bearer ${other.key}` } })
     expect(res.status).toBe(404)

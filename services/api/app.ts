@@ -5,77 +5,25 @@
  */
 import { Hono } from 'hono'
 import type { ApplyGlobalResponse } from 'hono/client'
-import type { Logger, Registry } from '@app/shared/ops'
 import { cors } from 'hono/cors'
 import { HTTPException } from 'hono/http-exception'
 import { secureHeaders } from 'hono/secure-headers'
-import { keyedAccess, type AuthMode } from './auth.ts'
-import type { Broker } from './broker.ts'
-import type { Changes } from './changes.ts'
-import { ApiError, codeOfStatus } from './errors.ts'
-import type { Config } from './config.ts'
-import type { ApiMetrics } from './metrics.ts'
-import type { Presigner } from './presign.ts'
-import type { Tus } from './tus.ts'
-import { observe, type Observed } from './observe.ts'
-import { OPEN, documenter, openApiRoute, type ErrorAnswers } from './openapi.ts'
-import type { Outbox } from './outbox.ts'
-import type { PaceRule } from './pace.ts'
+import { LINKS_PATH } from './auth/links.ts'
+import type { AppDeps } from './deps.ts'
+import { ApiError, codeOfStatus } from './http/errors.ts'
+import { keyedAccess } from './http/limits.ts'
+import { observe, type Observed } from './http/observe.ts'
+import { OPEN, documenter, openApiRoute, type ErrorAnswers } from './http/openapi.ts'
 import { adminRoutes } from './routes/admin.ts'
-import { directRoutes } from './routes/direct.ts'
-import { uploadRoutes } from './routes/uploads.ts'
-import { webhookRoutes } from './routes/webhooks.ts'
-import type { DestinationRules } from './webhooks/destination.ts'
-import { healthRoutes } from './routes/health.ts'
 import { CONSOLE_CSP, consoleRoutes, isConsolePath } from './routes/console.ts'
-import type { ConsoleFiles } from './console-build.ts'
-import { LINKS_PATH, type Links } from './links.ts'
+import { directRoutes } from './routes/direct.ts'
+import { healthRoutes } from './routes/health.ts'
 import { linkRoutes } from './routes/links.ts'
 import { mediaRoutes } from './routes/media.ts'
-import type { Storage } from './storage.ts'
-import type { Store } from './store.ts'
+import { uploadRoutes } from './routes/uploads.ts'
+import { webhookRoutes } from './routes/webhooks.ts'
 
-export interface AppDeps {
-  system: string
-  store: Store
-  storage: Storage
-  broker: Broker
-  /** Media changes: announced when this instance makes one, watched by SSE streams. */
-  changes: Changes
-  /** Sends job requests written to the store, now (`send`) or again (`relay`, after a re-drive). */
-  outbox: Outbox
-  maxUploadBytes: number
-  /** A processing job silent this long is stalled. */
-  stallMs: number
-  /** The bearer token of `/v1/admin`; null disables it. */
-  adminToken: string | null
-  /** Aborts this system's multipart uploads older than the given age; returns their keys. */
-  sweepUploads: (olderThanMs: number) => Promise<string[]>
-  /** `keys`: every media route needs an API key; `none`: open, as the tenant `default` (reported by /health). */
-  auth: AuthMode
-  /** Per key: requests a minute (0: none), uploads in flight, and how slow an upload may be. */
-  limits: { requestsPerMinute: number; concurrentUploads: number; pace: PaceRule }
-  /** Origins a browser may call from; empty: CORS closed. */
-  corsOrigins: readonly string[]
-  log: Logger
-  metrics: ApiMetrics
-  /** This instance: the holder of the leases it takes. */
-  instanceId: string
-  /** S3 as configured: for the parts that talk to it themselves (tus, presigned URLs). */
-  s3: Config['s3']
-  /** Presigned URLs and the multipart calls of direct uploads to S3. */
-  presigner: Presigner
-  /** Resumable uploads (tus). */
-  tus: Tus
-  /** Where webhooks may point, and a way to have due deliveries sent now. */
-  webhooks: DestinationRules & { kick(): void }
-  /** What `/metrics` serves. */
-  registry: Registry
-  /** Signs and checks links to outputs (links.ts). */
-  links: Links
-  /** The web console's files (console-build.ts), built when first asked for. */
-  console: () => Promise<ConsoleFiles>
-}
+export type { AppDeps }
 
 /** Headers a browser may send and read across origins. */
 /** tus's request and answer headers (https://tus.io/protocols/resumable-upload), for browser clients. */

@@ -3,8 +3,8 @@ import { join, resolve } from 'node:path'
 import * as v from 'valibot'
 import { BrokerEnv, S3BucketEnv, S3Env, bytesVar, countVar, readEnv } from '@app/shared'
 import { LogEnv, logSettings } from '@app/shared/ops'
-import { KeySchema, TenantSchema } from './keys.ts'
-import type { Database } from './open-store.ts'
+import { KeySchema, TenantSchema } from './auth/keys.ts'
+import type { Database } from './store/open.ts'
 
 /** `postgres://…` (or `postgresql://…`) for PostgreSQL; a path, `sqlite:<path>` or `:memory:` for SQLite. */
 const DatabaseUrl = v.optional(

@@ -5,9 +5,9 @@
  */
 import { createLogger } from '@app/shared/ops'
 import { readConfig, serverBodyCap, type Config } from './config.ts'
-import { describeDatabase } from './open-store.ts'
-import { serve } from './serve.ts'
-import { startApi } from './service.ts'
+import { describeDatabase } from './store/open.ts'
+import { serve } from './adapter/serve.ts'
+import { startApi } from './start.ts'
 
 if (import.meta.main) {
   let config: Config

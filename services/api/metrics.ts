@@ -6,8 +6,9 @@
  */
 import { JOB_STATUSES, MEDIA_KINDS, MEDIA_TYPES, type JobStatus, type MediaType } from '@app/shared'
 import { DURATION_BUCKETS, commonMetrics, metricsOn, type Gauge, type Registry } from '@app/shared/ops'
-import type { QueueStats } from './broker.ts'
-import type { Applied, OutboxBacklog } from './store.ts'
+import type { QueueStats } from './jobs/broker.ts'
+import type { Applied } from './store/jobs.ts'
+import type { OutboxBacklog } from './store/outbox.ts'
 
 /** What the scrape-time gauges read. */
 export interface MetricSources {
@@ -26,8 +27,13 @@ export function uploadOutcome(status: number): string {
   return outcomes[status] ?? 'failed'
 }
 
-export function apiMetrics(registry: Registry, sources: MetricSources, onError: (error: Error) => void = () => {}) {
-  const common = commonMetrics(registry, () => sources.ready())
+/**
+ * The API's metrics. The scrape-time gauges read `sources` once given (`readFrom`: they need the broker, which counts
+ * its errors here first); until then a scrape shows them empty.
+ */
+export function apiMetrics(registry: Registry, onError: (error: Error) => void = () => {}) {
+  let sources: MetricSources | undefined
+  const common = commonMetrics(registry, async () => (sources ? sources.ready() : false))
   const { counter, gauge, histogram } = metricsOn(registry)
   const uploads = counter(
     'media_uploads_total',
@@ -60,13 +66,15 @@ export function apiMetrics(registry: Registry, sources: MetricSources, onError: 
     return cached.snapshot
   }
   const takeSnapshot = async (): Promise<Snapshot | null> => {
+    const from = sources
+    if (!from) return null
     try {
       const [jobs, stalled, deadLetters, outbox, queues] = await Promise.all([
-        sources.jobsByType(),
-        sources.stalled(),
-        sources.deadLetters(),
-        sources.outbox(),
-        sources.queues(),
+        from.jobsByType(),
+        from.stalled(),
+        from.deadLetters(),
+        from.outbox(),
+        from.queues(),
       ])
       return { jobs, stalled, deadLetters, outbox, queues }
     } catch (error) {
@@ -101,6 +109,10 @@ export function apiMetrics(registry: Registry, sources: MetricSources, onError: 
 
   return {
     ...common,
+    /** Where the scrape-time gauges read from, from now on. */
+    readFrom(given: MetricSources): void {
+      sources = given
+    },
     upload(kind: string, outcome: string, bytes: number): void {
       uploads.inc({ kind, outcome })
       if (bytes > 0) uploadBytes.inc({ kind, outcome }, bytes)

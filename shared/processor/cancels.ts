@@ -6,7 +6,7 @@ import { decodeMessage } from '../codec.ts'
 import { CancelSchema } from '../messages.ts'
 import { cancelExchange } from '../names.ts'
 import type { Logger } from '../ops/log.ts'
-import type { AmqpModel } from './amqp.ts'
+import type { AmqpModel } from '../amqp/types.ts'
 
 export async function listenForCancels(model: AmqpModel, system: string, onCancel: (jobId: string) => void, log: Logger): Promise<void> {
   const channel = await model.createChannel()

@@ -1,11 +1,9 @@
 /**
  * How a processor's limits refuse a file (`limit_exceeded`, naming the variable and what the file holds), and the
- * byte limit on an original, which both processors apply the same way: refused before the download when the
- * request declares more, and stopped during it when more arrives (a request's `size` is the backend's word and S3's
- * length the store's: neither is trusted to bound the disk a job fills).
+ * byte limit on an original (applied by original.ts and the download in storage.ts). Imports nothing of the
+ * storage: the storage imports this.
  */
 import { JobError } from './errors.ts'
-import type { JobStorage } from './storage.ts'
 
 /** A byte limit and the variable that sets it: a refusal names both, so an operator knows what to raise. */
 export interface ByteLimit {
@@ -32,13 +30,3 @@ export function byteLimitFailure(bytes: number, limit: ByteLimit, stopped = fals
   return overLimit(found, limit.variable, formatBytes(limit.maxBytes))
 }
 
-/** Downloads a request's original to `file`, held to `limit` by its declared size first, then by what arrives. */
-export async function downloadOriginal(
-  storage: Pick<JobStorage, 'download'>,
-  source: { bucket: string; key: string; size: number },
-  file: string,
-  limit: ByteLimit
-): Promise<void> {
-  if (source.size > limit.maxBytes) throw byteLimitFailure(source.size, limit)
-  await storage.download(source.bucket, source.key, file, limit)
-}

@@ -9,9 +9,10 @@ import { DeleteObjectCommand, HeadObjectCommand, PutObjectCommand, S3Client } fr
 import { Upload } from '@aws-sdk/lib-storage'
 import { createReadStream, statSync } from 'node:fs'
 import { s3ClientOptions } from '../env.ts'
+import { classifyS3Error } from '../s3-errors.ts'
 import { JobError } from './errors.ts'
 import { createFastReads } from './fast-reads.ts'
-import { type ByteLimit } from './limits.ts'
+import type { ByteLimit } from './limits.ts'
 
 export interface S3Settings {
   endpoint?: string
@@ -39,20 +40,14 @@ export interface JobStorage {
 /** A multipart upload's part; a body in memory up to this size goes in one PutObject. */
 const PART_SIZE = 8 * 1024 * 1024
 
-/** S3 error names that retrying cannot fix. */
-const REFUSED_NAMES = new Set(['NoSuchBucket', 'AccessDenied', 'Forbidden', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'InvalidBucketName', 'AllAccessDisabled', 'AccountProblem'])
-/** HTTP statuses that retrying cannot fix; 404 is told apart by name, and 408, 409, 429 and 5xx are retried. */
-const REFUSED_STATUSES = new Set([400, 401, 403, 405, 411, 413])
-
-const errorName = (error: unknown) => (error as { name?: string }).name ?? ''
-const errorStatus = (error: unknown) => (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode
-
-/** Sorts an S3 failure: the signal's reason when it stopped the request, `storage_refused`, or a fault. */
+/**
+ * Sorts an S3 failure (shared/s3-errors.ts): the signal's reason when it stopped the request, `storage_refused` for
+ * what retrying cannot fix (a refusal, an operation the store lacks), or a fault, retried after a backoff.
+ */
 function failure(error: unknown, what: string, signal: AbortSignal | undefined): Error {
   if (signal?.aborted) return signal.reason
-  const name = errorName(error)
-  const status = errorStatus(error)
-  if (REFUSED_NAMES.has(name) || (status !== undefined && REFUSED_STATUSES.has(status))) {
+  const { kind, name, status } = classifyS3Error(error)
+  if (kind === 'refused' || kind === 'unsupported') {
     const detail = [name, status, (error as Error).message].filter(Boolean).join(', ')
     return new JobError('storage_refused', `S3 refused ${what} (${detail}); retrying cannot fix this`, { cause: error })
   }
@@ -78,7 +73,7 @@ export function createStorage(settings: S3Settings, onFailure: (operation: Stora
           await fast.download(bucket, key, file, { limit, signal })
         } catch (error) {
           if (!signal?.aborted && error instanceof JobError) throw error
-          if (!signal?.aborted && errorName(error) === 'NoSuchKey') {
+          if (!signal?.aborted && classifyS3Error(error).name === 'NoSuchKey') {
             throw new JobError('source_missing', `the original ${bucket}/${key} does not exist`)
           }
           throw failed('download', error, `downloading ${bucket}/${key}`)
@@ -123,7 +118,7 @@ export function createStorage(settings: S3Settings, onFailure: (operation: Stora
           await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal })
           return true
         } catch (error) {
-          if (!signal?.aborted && (errorName(error) === 'NotFound' || errorStatus(error) === 404)) return false
+          if (!signal?.aborted && classifyS3Error(error).kind === 'missing') return false
           throw failed('exists', error, `checking ${bucket}/${key}`)
         }
       },

@@ -13,7 +13,7 @@
 import { existsSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { readDatabaseConfig } from '../../services/api/config.ts'
-import { openStore } from '../../services/api/open-store.ts'
+import { openStore } from '../../services/api/store/open.ts'
 import { removeDataDirs } from '../helpers/env.ts'
 import { startInfra, stopInfra } from '../helpers/infra.ts'
 import { until } from './chaos.ts'
@@ -253,7 +253,7 @@ async function countAppliedTwice(sys: System, jobIds: string[]): Promise<number>
   const store = await openStore(readDatabaseConfig(sys.env).database)
   try {
     let twice = 0
-    for (const jobId of jobIds) if ((await store.history(jobId)).filter((h) => FINAL.has(h.status)).length > 1) twice++
+    for (const jobId of jobIds) if ((await store.media.history(jobId)).filter((h) => FINAL.has(h.status)).length > 1) twice++
     return twice
   } finally {
     await store.close()

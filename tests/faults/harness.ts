@@ -3,7 +3,8 @@
  * in a namespace of its own, batches of uploads, and the reconciliation that follows every fault
  * (docs/reliability.md §5.1): every accepted job reaches one final state and keeps it, completed jobs have exactly
  * their outputs in S3 and fetchable, failed and cancelled ones have none, no process died, every consumer is back.
- * Each reconciliation adds a row to the matrix that `printMatrix` writes as a markdown table.
+ * Each reconciliation adds a row to the matrix that `afterFaults` writes as a markdown table to
+ * tests/artifacts/fault-matrix.md. The processes' output goes to the test file's log (tests/helpers/logs.ts).
  */
 import { ListObjectsV2Command } from '@aws-sdk/client-s3'
 import amqp from 'amqplib'
@@ -18,6 +19,7 @@ import { testS3 } from '../helpers/s3.ts'
 import { makeClip } from '../helpers/video-fixtures.ts'
 import { freePort } from '../helpers/ports.ts'
 import { ServiceProcess, killAllChildren } from '../helpers/service-process.ts'
+import { writeReport } from '../helpers/logs.ts'
 import type { MediaBody } from '../helpers/stack.ts'
 
 const ROOT = join(import.meta.dir, '../..')
@@ -60,12 +62,13 @@ export interface Row {
 export const matrix: Row[] = []
 
 /**
- * For each fault file's afterAll: kills any child a failed test left behind, then prints the matrix of the run so
- * far as a markdown table (so the last one printed covers every fault file that ran).
+ * For each fault file's afterAll: kills any child a failed test left behind, then writes the matrix of the run so
+ * far as a markdown table to tests/artifacts/fault-matrix.md (so the last one written covers every fault file that
+ * ran), and into the file's log (printed when one of its tests fails).
  */
 export function afterFaults(): void {
   killAllChildren()
-  if (matrix.length) console.log(`\nFault matrix (the run so far)\n${table(matrix)}\n`)
+  if (matrix.length) writeReport('fault-matrix.md', `Fault matrix (the run so far)\n\n${table(matrix)}`)
 }
 
 function table(rows: Row[]): string {

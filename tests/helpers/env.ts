@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { LOCAL_S3_CREDENTIALS } from '../../infra/s3-server.ts'
 import { RABBITMQ_URL, trackNamespace } from './infra.ts'
+import { testLogFile } from './logs.ts'
 
 export { RABBITMQ_URL }
 
@@ -25,8 +26,9 @@ export function removeDataDirs(): void {
 }
 
 /**
- * Environment variables for a service under test; each call gets its own namespace and data directory. Needs the
- * S3 server: `await useInfra()` at the top of the test file.
+ * Environment variables for a service under test; each call gets its own namespace and data directory, and the log
+ * file of the running test file (tests/helpers/logs.ts). Needs the S3 server: `await useInfra()` at the top of the
+ * test file.
  */
 export function testEnv(overrides: Record<string, string> = {}): Record<string, string> {
   if (!process.env.TEST_S3_ENDPOINT) throw new Error('testEnv() needs the test S3 server: call `await useInfra()` (tests/helpers/infra.ts) at the top of the test file')
@@ -42,6 +44,7 @@ export function testEnv(overrides: Record<string, string> = {}): Record<string, 
     S3_SECRET_ACCESS_KEY: LOCAL_S3_CREDENTIALS.secretAccessKey,
     DATA_DIR: dataDir,
     API_KEYS: `test:${TEST_API_KEY}`,
+    LOG_FILE: testLogFile(),
     ...overrides,
   }
 }

@@ -1,9 +1,10 @@
 /**
  * One service of the system under test as a child process, so a fault test can SIGKILL, SIGSTOP and restart it.
- * Its stdout and stderr are kept as one log (across restarts) and echoed with a `[name]` prefix, so CI output
- * shows what each process said around a fault.
+ * Its stdout and stderr are kept as one log (across restarts) and copied with a `[name]` prefix to the test file's
+ * log (tests/helpers/logs.ts), which shows what each process said around a fault when a test fails.
  */
 import type { Subprocess } from 'bun'
+import { appendLog, testLogFile } from './logs.ts'
 
 /** What runs a service's entry file. Every service runs on Bun; the API (and `shared/`) also on Deno. */
 export type Runtime = 'bun' | 'deno'
@@ -34,6 +35,13 @@ export class ServiceProcess {
   private paused = false
   private expectExit = false
   private exited: Promise<void> = Promise.resolve()
+  /** Where the output is copied: `env.LOG_FILE` (set by `testEnv`), else the running test file's log. */
+  private readonly logFile: string
+  /**
+   * `env` without LOG_FILE: the child logs to stdout, which tests read through `log` and `waitForLog`, and from
+   * which it reaches `logFile` anyway.
+   */
+  private readonly childEnv: Record<string, string>
 
   constructor(
     readonly name: string,
@@ -41,7 +49,11 @@ export class ServiceProcess {
     readonly env: Record<string, string>,
     /** The log line that says the process is ready (the API's "listening", a processor's "consuming"). */
     private readonly ready: RegExp
-  ) {}
+  ) {
+    const { LOG_FILE, ...childEnv } = env
+    this.logFile = LOG_FILE || testLogFile()
+    this.childEnv = childEnv
+  }
 
   get pid(): number | undefined {
     return this.running ? this.child?.pid : undefined
@@ -68,7 +80,7 @@ export class ServiceProcess {
     this.expectExit = false
     this.paused = false
     const child = Bun.spawn(this.argv, {
-      env: { PATH: process.env.PATH!, HOME: process.env.HOME ?? '/root', ...this.env },
+      env: { PATH: process.env.PATH!, HOME: process.env.HOME ?? '/root', ...this.childEnv },
       stdin: 'ignore',
       stdout: 'pipe',
       stderr: 'pipe',
@@ -140,7 +152,7 @@ export class ServiceProcess {
 
   private append(line: string): void {
     this.log += `${line}\n`
-    if (!process.env.FAULTS_QUIET) process.stderr.write(`[${this.name}] ${line}\n`)
+    appendLog(`[${this.name}] ${line}\n`, this.logFile)
   }
 
   private async pump(stream: ReadableStream<Uint8Array>): Promise<void> {

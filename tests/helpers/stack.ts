@@ -3,7 +3,7 @@
  * all on the real broker and S3, in a namespace of their own.
  */
 import { readConfig as readApiConfig, serverBodyCap } from '../../services/api/config.ts'
-import { startApi } from '../../services/api/service.ts'
+import { startApi } from '../../services/api/start.ts'
 import { readConfig as readImagesConfig, start as startImages } from '../../services/images/main.ts'
 import { readConfig as readVideosConfig, start as startVideos } from '../../services/videos/main.ts'
 import { apiKey, testEnv } from './env.ts'

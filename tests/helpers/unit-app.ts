@@ -1,41 +1,46 @@
 /**
  * The API app for tests that need no broker and no S3: `createApp(deps)` with a real in-memory SQLite store, and
- * storage and broker objects whose every member throws. Requests these tests make are answered before anything is
+ * S3 and broker objects whose every member throws. Requests these tests make are answered before anything is
  * stored or sent; one that reaches either fails, which is the point.
  */
 import { createRegistry, silentLogger } from '@app/shared/ops'
+import { consoleBuilder } from '../../services/api/adapter/console-build.ts'
 import { createApp, type AppDeps } from '../../services/api/app.ts'
-import type { Broker } from '../../services/api/broker.ts'
-import { createChanges } from '../../services/api/changes.ts'
-import { consoleBuilder } from '../../services/api/console-build.ts'
-import { createLinks } from '../../services/api/links.ts'
-import { issueKey } from '../../services/api/keys.ts'
+import { issueKey } from '../../services/api/auth/keys.ts'
+import { createLinks } from '../../services/api/auth/links.ts'
+import type { Broker } from '../../services/api/jobs/broker.ts'
+import { createChanges } from '../../services/api/jobs/changes.ts'
+import { createOutbox } from '../../services/api/jobs/outbox.ts'
 import { apiMetrics } from '../../services/api/metrics.ts'
-import { createPresigner } from '../../services/api/presign.ts'
-import { createOutbox } from '../../services/api/outbox.ts'
-import { openSqliteStore } from '../../services/api/open-store.ts'
-import type { Storage } from '../../services/api/storage.ts'
+import type { Objects } from '../../services/api/s3/objects.ts'
+import { createS3Uploads } from '../../services/api/s3/uploads.ts'
+import { openSqliteStore } from '../../services/api/store/open.ts'
+import { createDirectUploads } from '../../services/api/uploads/direct.ts'
+import { S3Client } from '@aws-sdk/client-s3'
 
 export const ADMIN_TOKEN = 'unit-test-admin-token-0123456789'
 const unused = (): never => {
   throw new Error('not used by this test')
 }
-const storage: Storage = {
+const objects: Objects = {
   get bucket(): string {
     return unused()
   },
   put: unused,
   get: unused,
+  size: unused,
+  readHead: unused,
+  copy: unused,
+  list: unused,
   mark: unused,
-  delete: unused,
+  remove: unused,
   abortStaleUploads: unused,
   ping: unused,
-  close: unused,
 }
 const broker: Broker = {
   publish: unused,
   broadcastCancel: unused,
-  announce: unused,
+  broadcastChange: unused,
   consume: unused,
   isConnected: unused,
   blocked: unused,
@@ -49,15 +54,22 @@ export async function unitApp(overrides: Partial<AppDeps> = {}) {
   const store = openSqliteStore(':memory:')
   const log = silentLogger()
   const registry = createRegistry('api')
-  const metrics = apiMetrics(registry, { jobsByType: unused, stalled: unused, deadLetters: unused, outbox: unused, queues: unused, ready: unused })
+  const metrics = apiMetrics(registry)
+  const outbox = createOutbox({ store, broker, graceMs: 15_000, log })
+  // Presigning signs locally: a client pointed nowhere serves (no request is made).
+  const s3Uploads = createS3Uploads(new S3Client({ region: 'us-east-1', endpoint: 'http://127.0.0.1:1', forcePathStyle: true, credentials: { accessKeyId: 'unit', secretAccessKey: 'unit' } }), 'unit')
+  const admit = { system: 'unit', store, objects, outbox, maxUploadBytes: 1024 * 1024, instanceId: 'unit' }
   const deps: AppDeps = {
-    system: 'unit',
-    store,
-    storage,
+    ...admit,
     broker,
-    changes: createChanges(broker),
-    outbox: createOutbox({ store, broker, graceMs: 15_000, log }),
-    maxUploadBytes: 1024 * 1024,
+    changes: createChanges(store, () => {}),
+    media: store.media,
+    deadLetters: store.deadLetters,
+    keys: store.keys,
+    idempotency: store.idempotency,
+    webhooks: store.webhooks,
+    direct: createDirectUploads({ ...admit, s3Uploads }),
+    bucket: 'unit',
     stallMs: 120_000,
     adminToken: ADMIN_TOKEN,
     sweepUploads: unused,
@@ -67,13 +79,10 @@ export async function unitApp(overrides: Partial<AppDeps> = {}) {
     log,
     metrics,
     registry,
-    instanceId: 'unit',
-    webhooks: { allowHttp: false, allowPrivate: false, kick: () => {} },
+    destinations: { allowHttp: false, allowPrivate: false, kick: () => {} },
     tus: { handle: unused, cleanUp: unused },
     console: consoleBuilder(),
-    links: createLinks(store),
-    presigner: createPresigner({ bucket: 'unit', region: 'us-east-1', accessKeyId: 'unit', secretAccessKey: 'unit', timeoutSeconds: 5, endpoint: 'http://127.0.0.1:1' }),
-    s3: { bucket: 'unit', region: 'us-east-1', accessKeyId: 'unit', secretAccessKey: 'unit', timeoutSeconds: 5, endpoint: undefined },
+    links: createLinks(store.coordination),
     ...overrides,
   }
   const app = createApp(deps)

@@ -12,6 +12,7 @@ import sharp from 'sharp'
 import { readConfig as readImagesConfig, start as startImages } from '../../services/images/main.ts'
 import { readConfig as readVideosConfig, start as startVideos } from '../../services/videos/main.ts'
 import { testEnv } from '../helpers/env.ts'
+import { appendLog } from '../helpers/logs.ts'
 import { quadrants } from '../helpers/image-fixtures.ts'
 import { makeClip } from '../helpers/video-fixtures.ts'
 import { useInfra } from '../helpers/infra.ts'
@@ -60,7 +61,7 @@ test('a Python backend that knows only PROTOCOL.md and the JSON Schemas drives b
   clearTimeout(timer)
   if (code !== 0 && !stdout.trim()) throw new Error(`backend.py exited with ${code}:\n${stderr}`)
   const report = JSON.parse(stdout.trim().split('\n').at(-1)!) as { jobs: Record<string, string>; updates: number; cancelSeconds: number; problems: string[] }
-  console.log(`interop: ${JSON.stringify(report)}`)
+  appendLog(`interop: ${JSON.stringify(report)}`)
   expect(report.problems).toEqual([])
   expect(report.jobs).toEqual({
     'cancelled while it runs': 'cancelled',

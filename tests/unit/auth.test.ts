@@ -4,8 +4,8 @@
  */
 import { afterAll, describe, expect, test } from 'bun:test'
 import { readConfig } from '../../services/api/config.ts'
-import { hashKey, issueKey } from '../../services/api/keys.ts'
-import type { OutboxMessage } from '../../services/api/store.ts'
+import { hashKey, issueKey } from '../../services/api/auth/keys.ts'
+import type { OutboxMessage } from '../../services/api/store/outbox.ts'
 import { ADMIN_TOKEN, unitApp } from '../helpers/unit-app.ts'
 
 const { app, store, key, request } = await unitApp()
@@ -17,7 +17,7 @@ async function mediaOf(tenant: string) {
   const id = crypto.randomUUID()
   const jobId = crypto.randomUUID()
   const request: OutboxMessage = { messageId: crypto.randomUUID(), jobId, queue: 'unit.media.images.request', type: 'job.request', body: new Uint8Array([123, 125]) }
-  await store.createMedia({ id, tenant, filename: 'a.jpg', kind: 'image', format: 'jpeg', size: 1, bucket: 'b', sourceKey: `unit/originals/${id}`, jobId, type: 'images', request })
+  await store.media.create({ id, tenant, filename: 'a.jpg', kind: 'image', format: 'jpeg', size: 1, bucket: 'b', sourceKey: `unit/originals/${id}`, jobId, type: 'images', request })
   return id
 }
 
@@ -25,7 +25,7 @@ describe('API keys', () => {
   test('a missing, malformed, unknown or revoked key answers 401 with WWW-Authenticate: Bearer and never echoes the key', async () => {
     const { key: revoked, record } = await issueKey(store, 'unit')
     expect((await request('/v1/media/' + crypto.randomUUID(), { headers: { authorization: `Bearer ${revoked}` } })).status).toBe(404)
-    await store.revokeKey(record.id)
+    await store.keys.revoke(record.id)
     const cases: [Record<string, string>, string][] = [
       [{}, 'Bearer realm="media"'],
       [{ authorization: 'Basic dXNlcjpwYXNz' }, 'error="invalid_request"'],
@@ -44,10 +44,10 @@ describe('API keys', () => {
   })
 
   test('the store keeps a hash and a prefix, never the key', async () => {
-    const found = await store.findKey(await hashKey(key))
+    const found = await store.keys.find(await hashKey(key))
     expect(found?.record.tenant).toBe('unit')
     expect(found?.hash).toMatch(/^[0-9a-f]{64}$/)
-    expect(JSON.stringify(await store.listKeys())).not.toContain(key)
+    expect(JSON.stringify(await store.keys.list())).not.toContain(key)
     expect(key.startsWith(found!.record.prefix)).toBe(true)
   })
 
@@ -96,7 +96,7 @@ describe('tenants', () => {
       expect(res.status).toBe(404)
       expect(((await res.json()) as { error: { message: string } }).error.message).toBe(`no media with id ${theirs}`)
     }
-    expect((await store.getMedia(theirs))?.status).toBe('queued') // the cancel and the delete did nothing
+    expect((await store.media.get(theirs))?.status).toBe('queued') // the cancel and the delete did nothing
   })
 
   test('the media body returns the sanitised file name', async () => {
@@ -110,7 +110,7 @@ describe('tenants', () => {
     expect((await open.app.request(`/v1/media/${mine}`)).status).toBe(404)
     const jobId = crypto.randomUUID()
     const outbox: OutboxMessage = { messageId: crypto.randomUUID(), jobId, queue: 'q', type: 'job.request', body: new Uint8Array(1) }
-    await open.store.createMedia({ id: mine, tenant: 'default', filename: null, kind: 'image', format: 'png', size: 1, bucket: 'b', sourceKey: 'k', jobId, type: 'images', request: outbox })
+    await open.store.media.create({ id: mine, tenant: 'default', filename: null, kind: 'image', format: 'png', size: 1, bucket: 'b', sourceKey: 'k', jobId, type: 'images', request: outbox })
     expect((await open.app.request(`/v1/media/${mine}`)).status).toBe(200)
     open.store.close()
   })

@@ -4,7 +4,7 @@
  */
 import { afterAll, describe, expect, test } from 'bun:test'
 import * as v from 'valibot'
-import { json } from '../../services/api/validate.ts'
+import { json } from '../../services/api/http/validate.ts'
 import { ADMIN_TOKEN, unitApp } from '../helpers/unit-app.ts'
 
 const { app, store, request } = await unitApp()

@@ -1,6 +1,6 @@
 /** Range requests on an object of known size: what is served (206), what is the whole object (200), what is 416. */
 import { expect, test } from 'bun:test'
-import { contentRange, requestedRange } from '../../services/api/ranges.ts'
+import { contentRange, requestedRange } from '../../services/api/http/ranges.ts'
 
 test('one range: first-last, first- (to the end), -n (the last n); the last byte is capped at the end', () => {
   expect(requestedRange('bytes=0-99', 1000)).toEqual({ start: 0, end: 99 })

@@ -1,7 +1,7 @@
 /** Magic-byte sniffing on real encoder output and on headers built byte by byte. */
 import { describe, expect, test } from 'bun:test'
 import sharp from 'sharp'
-import { sniff } from '../../services/api/sniff.ts'
+import { sniff } from '../../services/api/uploads/sniff.ts'
 
 const text = (s: string) => new TextEncoder().encode(s)
 const ftyp = (major: string, ...compatible: string[]) =>

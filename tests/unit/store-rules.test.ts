@@ -1,7 +1,7 @@
-/** The rules that make applying updates and results idempotent (services/api/store.ts), apart from any database. */
+/** The rules that make applying updates and results idempotent (services/api/store/rules.ts), apart from any database. */
 import { describe, expect, test } from 'bun:test'
 import type { ImageResult, JobUpdate } from '@app/shared'
-import { afterResult, afterUpdate, withClass, type JobState } from '../../services/api/store.ts'
+import { afterResult, afterUpdate, withClass, type JobState } from '../../services/api/store/rules.ts'
 
 const queued: JobState = { status: 'queued', stage: 'queued', progress: 0, etaSeconds: null, error: null, outputs: [] }
 const jobId = crypto.randomUUID()

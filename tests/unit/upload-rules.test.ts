@@ -1,7 +1,7 @@
 /** File names kept as metadata, and the pace rule that cuts slow uploads: pure, no server. */
 import { describe, expect, test } from 'bun:test'
-import { declaredFilename, sanitizeFilename } from '../../services/api/filename.ts'
-import { paced } from '../../services/api/pace.ts'
+import { declaredFilename, sanitizeFilename } from '../../services/api/uploads/filename.ts'
+import { paced } from '../../services/api/uploads/pace.ts'
 
 describe('file names', () => {
   test('only the last path segment is kept, without control or bidi characters, NFC, at most 255 characters', () => {

@@ -5,10 +5,8 @@
  */
 import { Hono } from 'hono'
 import { Buffer } from 'node:buffer'
-import { bearerAuth } from 'hono/bearer-auth'
-import { createMiddleware } from 'hono/factory'
 import * as v from 'valibot'
-import type { AppDeps } from '../app.ts'
+import { adminGuard } from '../auth/admin.ts'
 import {
   ApiKeySchema,
   DeadLetterListSchema,
@@ -18,11 +16,15 @@ import {
   QueueListSchema,
   RedrivenSchema,
   SweepSchema,
-} from '../bodies.ts'
-import { ApiError } from '../errors.ts'
-import { TenantSchema, issueKey } from '../keys.ts'
-import { ADMIN_TOKEN, documenter, jsonAnswer } from '../openapi.ts'
-import { json, param, query } from '../validate.ts'
+} from '../http/bodies.ts'
+import { ApiError } from '../http/errors.ts'
+import { TenantSchema, issueKey } from '../auth/keys.ts'
+import { ADMIN_TOKEN, documenter, jsonAnswer } from '../http/openapi.ts'
+import { json, param, query } from '../http/validate.ts'
+import type { Broker } from '../jobs/broker.ts'
+import { redriveLetter, type RedriveDeps } from '../jobs/redrive.ts'
+import type { DeadLetterRepo } from '../store/dead-letters.ts'
+import type { KeyRepo } from '../store/keys.ts'
 
 /** A malformed id names no dead letter or key, so it answers as an unknown one does: 404. */
 const IdParams = v.object({ id: v.pipe(v.string(), v.uuid('must be a UUID')) })
@@ -57,24 +59,24 @@ const SweepQuery = v.object({
 /** Every admin route needs the token; a malformed Authorization header is a 400. */
 const doc = documenter({ tag: 'admin', security: ADMIN_TOKEN, errors: [400, 401, 404] })
 
-export function adminRoutes(deps: AppDeps) {
-  // Disabled, every path under /v1/admin answers this 404, known route or not (routes stay, for one document).
-  const guard = deps.adminToken
-    ? bearerAuth({
-        token: deps.adminToken,
-        noAuthenticationHeader: { message: { error: { code: 'unauthorized', message: 'send Authorization: Bearer <ADMIN_TOKEN>' } } },
-        invalidToken: { message: { error: { code: 'unauthorized', message: 'the admin token is wrong' } } },
-        invalidAuthenticationHeader: { message: { error: { code: 'bad_request', message: 'the Authorization header must be "Bearer <token>"' } } },
-      })
-    : createMiddleware(() => {
-        throw new ApiError(404, 'not_found', 'the admin API is disabled; set ADMIN_TOKEN (16 characters or more) to enable it')
-      })
+export interface AdminRouteDeps extends RedriveDeps {
+  /** The bearer token of `/v1/admin`; null disables it. */
+  adminToken: string | null
+  deadLetters: DeadLetterRepo
+  keys: KeyRepo
+  broker: Pick<Broker, 'queueStats' | 'publish'>
+  /** Aborts this system's abandoned uploads older than the given age; returns their keys. */
+  sweepUploads: (olderThanMs: number) => Promise<string[]>
+}
+
+export function adminRoutes(deps: AdminRouteDeps) {
+  const guard = adminGuard(deps.adminToken)
   return new Hono()
     .use('*', guard)
 
     .get('/dead-letters', listLettersDoc, query(ListQuery), async (c) => {
       const { limit, tenant } = c.req.valid('query')
-      return c.json({ deadLetters: await deps.store.listDeadLetters(limit, tenant) } satisfies v.InferOutput<typeof DeadLetterListSchema>, 200)
+      return c.json({ deadLetters: await deps.deadLetters.list(limit, tenant) } satisfies v.InferOutput<typeof DeadLetterListSchema>, 200)
     })
 
     /** The depth of every queue of this system, asked of the broker now. */
@@ -89,17 +91,17 @@ export function adminRoutes(deps: AppDeps) {
     /** Creates an API key for a tenant. The key is in this answer only: the API keeps its hash. */
     .post('/keys', createKeyDoc, json(NewKey), async (c) => {
       const { tenant, name } = c.req.valid('json')
-      const { key, record } = await issueKey(deps.store, tenant, { name })
+      const { key, record } = await issueKey(deps, tenant, { name })
       return c.json({ ...record, key } satisfies v.InferOutput<typeof IssuedKeySchema>, 201)
     })
 
     .get('/keys', listKeysDoc, query(KeysQuery), async (c) => {
-      return c.json({ keys: await deps.store.listKeys(c.req.valid('query').tenant) } satisfies v.InferOutput<typeof KeyListSchema>, 200)
+      return c.json({ keys: await deps.keys.list(c.req.valid('query').tenant) } satisfies v.InferOutput<typeof KeyListSchema>, 200)
     })
 
     /** Revokes a key: from the next request on, on every API instance (keys are read from the database each time). */
     .delete('/keys/:id', revokeKeyDoc, param(IdParams, 404), async (c) => {
-      const key = await deps.store.revokeKey(c.req.valid('param').id)
+      const key = await deps.keys.revoke(c.req.valid('param').id)
       if (!key) throw new ApiError(404, 'not_found', `no API key with id ${c.req.valid('param').id}`)
       return c.json(key satisfies v.InferOutput<typeof ApiKeySchema>, 200)
     })
@@ -112,38 +114,10 @@ export function adminRoutes(deps: AppDeps) {
       return c.json(shown satisfies v.InferOutput<typeof DeadLetterSchema>, 200)
     })
 
-    /**
-     * Sends a dead letter again. A request of one of our jobs puts the job back to `queued` and goes through the
-     * outbox; anything else well-formed (an update, a result, a request of no job here, so nothing for the outbox
-     * to hold) goes straight back to its queue. A malformed message would only die again.
-     */
+    /** Sends a dead letter again (jobs/redrive.ts). */
     .post('/dead-letters/:id/redrive', redriveDoc, param(IdParams, 404), async (c) => {
       const letter = await findLetter(deps, c.req.valid('param').id)
-      if (letter.problem) {
-        throw new ApiError(422, 'unprocessable', `the message is malformed (${letter.problem}); re-driving it would fail again. Discard it instead.`)
-      }
-      if (letter.queue.endsWith('.request') && letter.jobId) {
-        const outcome = await deps.store.redriveRequest(letter.id, crypto.randomUUID())
-        if (outcome && 'conflict' in outcome) {
-          throw new ApiError(409, 'conflict', `job ${letter.jobId} is ${outcome.conflict} meanwhile; there is nothing to re-drive`)
-        }
-        if (outcome) {
-          deps.changes.announce(outcome.mediaId)
-          void deps.outbox.relay()
-          return c.json({ redriven: letter.id, jobId: letter.jobId, mediaId: outcome.mediaId } satisfies Redriven, 202)
-        }
-      }
-      try {
-        await deps.broker.publish(letter.queue, letter.body, {
-          correlationId: letter.jobId ?? letter.id,
-          type: 'redriven',
-          messageId: crypto.randomUUID(),
-        })
-      } catch (error) {
-        throw new ApiError(503, 'queue_unavailable', `the message could not be sent again (${(error as Error).message}); try again shortly`)
-      }
-      await deps.store.deleteDeadLetter(letter.id)
-      return c.json({ redriven: letter.id, jobId: letter.jobId } satisfies Redriven, 202)
+      return c.json((await redriveLetter(deps, letter)) satisfies v.InferOutput<typeof RedrivenSchema>, 202)
     })
 
     /** Runs the multipart-upload sweep now (it also runs hourly), for uploads older than `olderThanSeconds`. */
@@ -157,12 +131,11 @@ export function adminRoutes(deps: AppDeps) {
 
     .delete('/dead-letters/:id', deleteLetterDoc, param(IdParams, 404), async (c) => {
       const letter = await findLetter(deps, c.req.valid('param').id)
-      await deps.store.deleteDeadLetter(letter.id)
+      await deps.deadLetters.remove(letter.id)
       return c.body(null, 204)
     })
 }
 
-type Redriven = v.InferOutput<typeof RedrivenSchema>
 
 const listLettersDoc = doc({
   operationId: 'listDeadLetters',
@@ -218,8 +191,8 @@ const sweepDoc = doc({
 })
 
 /** The dead letter of a validated id, or 404. */
-async function findLetter(deps: AppDeps, id: string) {
-  const letter = await deps.store.getDeadLetter(id)
+async function findLetter(deps: Pick<AdminRouteDeps, 'deadLetters'>, id: string) {
+  const letter = await deps.deadLetters.get(id)
   if (!letter) throw new ApiError(404, 'not_found', `no dead letter with id ${id}`)
   return letter
 }

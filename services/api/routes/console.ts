@@ -5,10 +5,10 @@
  */
 import { Hono } from 'hono'
 import * as v from 'valibot'
-import type { ConsoleFiles } from '../console-build.ts'
-import { ApiError } from '../errors.ts'
-import { OPEN, documenter } from '../openapi.ts'
-import { param } from '../validate.ts'
+import type { ConsoleFiles } from '../adapter/console-build.ts'
+import { ApiError } from '../http/errors.ts'
+import { OPEN, documenter } from '../http/openapi.ts'
+import { param } from '../http/validate.ts'
 
 const FileParams = v.object({ file: v.picklist(['app.js', 'app.css', 'icon.svg']) })
 const doc = documenter({ tag: 'console', security: OPEN, errors: [] })

@@ -1,30 +1,20 @@
 /**
- * `/v1/direct-uploads`: the client uploads straight to S3 with presigned URLs and tells the API when it is done; the
- * API then reads the object's size and first bytes, refuses (and deletes) what POST /v1/media would refuse, and
- * otherwise makes the media and its job. The routes are shaped as Uppy's Companion serves them (`/s3/params`,
- * `/s3/multipart/…`), so a browser using @uppy/aws-s3 points its `endpoint` here and needs no code of its own; a
- * single PUT is completed with `POST /complete?key=`. Every key handed out is recorded with its tenant: another
- * tenant's key, or one never handed out, answers 404.
+ * `/v1/direct-uploads`: the client uploads straight to S3 with presigned URLs and tells the API when it is done
+ * (uploads/direct.ts). The routes are shaped as Uppy's Companion serves them (`/s3/params`, `/s3/multipart/…`), so a
+ * browser using @uppy/aws-s3 points its `endpoint` here and needs no code of its own; a single PUT is completed with
+ * `POST /complete?key=`. Another tenant's key, or one never handed out, answers 404.
  */
 import { Hono } from 'hono'
 import { createHash } from 'node:crypto'
 import * as v from 'valibot'
-import { formatTraceparent, type TraceContext } from '@app/shared'
-import type { Logger } from '@app/shared/ops'
-import { admitMedia } from '../admit.ts'
-import type { AppDeps } from '../app.ts'
-import type { Caller, Keyed } from '../auth.ts'
-import { AcceptedSchema, type Accepted } from '../bodies.ts'
-import { ApiError } from '../errors.ts'
-import { sanitizeFilename } from '../filename.ts'
-import { IDEMPOTENCY_KEY, claimKey, idempotencyKeyOf, replay } from '../idempotency.ts'
-import { judgeHead, tooLarge } from '../intake.ts'
-import { API_KEY, documenter, jsonAnswer } from '../openapi.ts'
-import { PRESIGNED_SECONDS, type UploadedPart } from '../presign.ts'
-import { originalKey, stagingKey } from '../recipes.ts'
-import { SNIFF_BYTES } from '../sniff.ts'
-import type { DirectUpload } from '../store.ts'
-import { json, param, query } from '../validate.ts'
+import type { Caller, Keyed } from '../auth/access.ts'
+import { AcceptedSchema, type Accepted } from '../http/bodies.ts'
+import { API_KEY, documenter, jsonAnswer } from '../http/openapi.ts'
+import { json, param, query } from '../http/validate.ts'
+import { PRESIGNED_SECONDS, type UploadedPart } from '../s3/uploads.ts'
+import type { DirectUploads } from '../uploads/direct.ts'
+import { IDEMPOTENCY_KEY, idempotently } from '../uploads/idempotency.ts'
+import type { IdempotencyRepo } from '../store/uploads.ts'
 
 const Text = (max: number) => v.pipe(v.string(), v.maxLength(max))
 const KeyQuery = v.object({ key: Text(512) })
@@ -48,91 +38,22 @@ const CompleteBody = v.object({
 
 const doc = documenter({ tag: 'media', security: API_KEY, errors: [401, 429] })
 
-export function directRoutes(deps: AppDeps, keyed: Keyed) {
-  const { presigner, store } = deps
+export interface DirectRouteDeps {
+  direct: DirectUploads
+  idempotency: IdempotencyRepo
+  bucket: string
+}
 
-  /** Records a new upload for the caller: the media id it becomes, and its object key. */
-  const handOut = async (tenant: string, filename: string | undefined, uploadId: string | null, id: string): Promise<DirectUpload> => {
-    const upload = { key: originalKey(deps.system, id), id, tenant, uploadId, filename: filename ? sanitizeFilename(filename) : null, mediaId: null, createdAt: Date.now() }
-    await store.recordDirectUpload(upload)
-    return upload
-  }
-  /** The caller's upload at `key` (of that multipart upload, when given); 404 otherwise. */
-  const owned = async (tenant: string, key: string, uploadId?: string): Promise<DirectUpload> => {
-    const upload = await store.getDirectUpload(key)
-    if (!upload || upload.tenant !== tenant || (uploadId !== undefined && upload.uploadId !== uploadId)) {
-      throw new ApiError(404, 'not_found', `no direct upload ${uploadId ?? key} of this API key's tenant`)
-    }
-    return upload
-  }
-
-  /**
-   * The uploaded object becomes a media: refused (and deleted) when it is missing, empty, too large or not an
-   * accepted kind. Completing one that was completed answers the same media; two at once: one waits its turn (409).
-   */
-  const admit = async (upload: DirectUpload, caller: { trace: TraceContext; log: Logger }): Promise<Accepted> => {
-    if (upload.mediaId) return accepted(upload.mediaId)
-    const holder = `${deps.instanceId}:${crypto.randomUUID()}`
-    if (!(await store.claimLease(`direct:${upload.key}`, holder, 60_000))) throw new ApiError(409, 'conflict', 'this upload is being completed by another request')
-    try {
-      const again = await store.getDirectUpload(upload.key)
-      if (again?.mediaId) return accepted(again.mediaId)
-      const staged = upload.uploadId === null ? stagingKey(deps.system, upload.id) : null
-      const refuse = async (error: ApiError) => {
-        await s3(() => Promise.all([presigner.remove(upload.key), staged && presigner.remove(staged)]))
-        await store.deleteDirectUpload(upload.key)
-        return error
-      }
-      if (staged) {
-        // The presigned PUT wrote the staging object, and may write it again until its URL expires: the original is
-        // a copy the client cannot write to, judged below, and the job reads that.
-        const stagedSize = await s3(() => presigner.size(staged))
-        if (stagedSize === null) throw new ApiError(409, 'conflict', `nothing has been uploaded to ${upload.key} yet`)
-        if (stagedSize > deps.maxUploadBytes) throw await refuse(tooLarge(deps.maxUploadBytes))
-        await s3(() => presigner.copy(staged, upload.key))
-      }
-      const size = await s3(() => presigner.size(upload.key))
-      if (size === null) throw new ApiError(409, 'conflict', `nothing has been uploaded to ${upload.key} yet`)
-      if (size === 0) throw await refuse(new ApiError(400, 'empty_body', 'the upload is empty'))
-      if (size > deps.maxUploadBytes) throw await refuse(tooLarge(deps.maxUploadBytes))
-      let sniffed
-      try {
-        sniffed = judgeHead(await s3(() => presigner.head(upload.key, SNIFF_BYTES)))
-      } catch (error) {
-        throw error instanceof ApiError && error.status === 415 ? await refuse(error) : error
-      }
-      const original = { id: upload.id, tenant: upload.tenant, filename: upload.filename, kind: sniffed.kind, format: sniffed.format, size, sourceKey: upload.key }
-      const answer = await admitMedia(deps, { ...original, traceparent: formatTraceparent(caller.trace) }, caller.log)
-      await store.completeDirectUpload(upload.key, answer.id)
-      // Not needed any more (the upload sweep removes it if this fails, or if the URL writes it again).
-      if (staged) await presigner.remove(staged).catch(() => {})
-      return answer
-    } finally {
-      await store.releaseLease(`direct:${upload.key}`, holder)
-    }
-  }
-  const accepted = async (mediaId: string): Promise<Accepted> => {
-    const media = await store.getMedia(mediaId)
-    if (!media) throw new ApiError(404, 'not_found', `media ${mediaId} of this upload was deleted`)
-    return { id: media.id, jobId: media.jobId, kind: media.kind, status: 'queued' }
-  }
-
-  /**
-   * A completion with an Idempotency-Key: a retry gets the first answer (the same key with other parts: 422).
-   * Completions are idempotent by themselves too (a completed upload answers its media), so this only adds the 422.
-   */
-  const withKey = async (tenant: string, header: string | undefined, fingerprint: string, complete: () => Promise<Accepted>) => {
-    const key = idempotencyKeyOf(header)
-    const claim = key ? await claimKey(store, tenant, key) : null
-    if (claim && 'answered' in claim) return { accepted: replay(claim, fingerprint).body as Accepted, replayed: true }
-    try {
-      const answer = await complete()
-      await claim?.claimed.answer(fingerprint, { status: 202, body: JSON.stringify(answer), location: `/v1/media/${answer.id}` })
-      return { accepted: answer, replayed: false }
-    } catch (error) {
-      await claim?.claimed.release().catch(() => {})
-      throw error
-    }
+export function directRoutes(deps: DirectRouteDeps, keyed: Keyed) {
+  const { direct } = deps
+  /** A completion under its Idempotency-Key: a retry gets the first answer (the same key with other parts: 422). */
+  const completing = async (tenant: string, header: string | undefined, fingerprint: string, complete: () => Promise<Accepted>) => {
+    const outcome = await idempotently<Accepted>(deps.idempotency, tenant, header, async (retry) => {
+      if (retry) return { replayed: retry.replay(fingerprint) }
+      const accepted = await complete()
+      return { created: accepted, fingerprint, location: `/v1/media/${accepted.id}` }
+    })
+    return 'created' in outcome ? { accepted: outcome.created, replayed: false } : { accepted: outcome.replayed.body as Accepted, replayed: true }
   }
   const fingerprintOf = (...parts: unknown[]) => createHash('sha256').update(JSON.stringify(parts)).digest('hex')
 
@@ -143,88 +64,62 @@ export function directRoutes(deps: AppDeps, keyed: Keyed) {
       /** A single presigned PUT (Companion's `GET /s3/params`, PUT flavour). */
       .get('/s3/params', paramsDoc, query(ParamsQuery), async (c) => {
         const { filename, type } = c.req.valid('query')
-        const upload = await handOut(c.get('tenant'), filename, null, crypto.randomUUID())
-        const url = await s3(() => presigner.putUrl(stagingKey(deps.system, upload.id), type))
+        const { upload, url } = await direct.presignPut(c.get('tenant'), filename, type)
         return c.json({ method: 'PUT' as const, url, fields: {}, headers: type ? { 'content-type': type } : {}, expires: PRESIGNED_SECONDS, key: upload.key }, 200)
       })
 
       /** Tells the API a single PUT is done. */
       .post('/complete', completeDoc, query(KeyQuery), async (c) => {
-        const upload = await owned(c.get('tenant'), c.req.valid('query').key)
-        const { accepted: answer, replayed } = await withKey(c.get('tenant'), c.req.header(IDEMPOTENCY_KEY), fingerprintOf(upload.key), () => admit(upload, c.var))
-        c.header('Location', `/v1/media/${answer.id}`)
+        const upload = await direct.owned(c.get('tenant'), c.req.valid('query').key)
+        const { accepted, replayed } = await completing(c.get('tenant'), c.req.header(IDEMPOTENCY_KEY), fingerprintOf(upload.key), () => direct.complete(upload, c.var))
+        c.header('Location', `/v1/media/${accepted.id}`)
         if (replayed) c.header('Idempotent-Replayed', 'true')
-        return c.json(answer, 202)
+        return c.json(accepted, 202)
       })
 
       .post('/s3/multipart', createMultipartDoc, json(MultipartBody), async (c) => {
         const { filename, type } = c.req.valid('json')
-        const id = crypto.randomUUID()
-        const key = originalKey(deps.system, id)
-        const uploadId = await s3(() => presigner.createMultipart(key, type))
-        await handOut(c.get('tenant'), filename, uploadId, id)
-        return c.json({ key, uploadId, bucket: deps.s3.bucket }, 200)
+        const upload = await direct.startMultipart(c.get('tenant'), filename, type)
+        return c.json({ key: upload.key, uploadId: upload.uploadId!, bucket: deps.bucket }, 200)
       })
 
       .get('/s3/multipart/:uploadId', listPartsDoc, param(UploadParams, 404), query(KeyQuery), async (c) => {
-        const upload = await owned(c.get('tenant'), c.req.valid('query').key, c.req.valid('param').uploadId)
-        return c.json(await s3(() => presigner.listParts(upload.key, upload.uploadId!)), 200)
+        const upload = await direct.owned(c.get('tenant'), c.req.valid('query').key, c.req.valid('param').uploadId)
+        return c.json(await direct.listParts(upload), 200)
       })
 
       .get('/s3/multipart/:uploadId/batch', batchDoc, param(UploadParams, 404), query(BatchQuery), async (c) => {
         const { key, partNumbers } = c.req.valid('query')
-        const upload = await owned(c.get('tenant'), key, c.req.valid('param').uploadId)
-        const urls = await s3(() => Promise.all(partNumbers.map((n) => presigner.partUrl(upload.key, upload.uploadId!, n))))
+        const upload = await direct.owned(c.get('tenant'), key, c.req.valid('param').uploadId)
+        const urls = await direct.presignParts(upload, partNumbers)
         return c.json({ presignedUrls: Object.fromEntries(partNumbers.map((n, i) => [String(n), urls[i]!])) }, 200)
       })
 
       .get('/s3/multipart/:uploadId/:partNumber', partDoc, param(PartParams, 404), query(KeyQuery), async (c) => {
         const { uploadId, partNumber } = c.req.valid('param')
-        const upload = await owned(c.get('tenant'), c.req.valid('query').key, uploadId)
-        return c.json({ url: await s3(() => presigner.partUrl(upload.key, uploadId, partNumber)), expires: PRESIGNED_SECONDS }, 200)
+        const upload = await direct.owned(c.get('tenant'), c.req.valid('query').key, uploadId)
+        const [url] = await direct.presignParts(upload, [partNumber])
+        return c.json({ url: url!, expires: PRESIGNED_SECONDS }, 200)
       })
 
       .post('/s3/multipart/:uploadId/complete', completeMultipartDoc, param(UploadParams, 404), query(KeyQuery), json(CompleteBody), async (c) => {
-        const upload = await owned(c.get('tenant'), c.req.valid('query').key, c.req.valid('param').uploadId)
+        const upload = await direct.owned(c.get('tenant'), c.req.valid('query').key, c.req.valid('param').uploadId)
         const parts: UploadedPart[] = c.req.valid('json').parts
-        const fingerprint = fingerprintOf(upload.key, parts)
-        const { accepted: answer, replayed } = await withKey(c.get('tenant'), c.req.header(IDEMPOTENCY_KEY), fingerprint, async () => {
-          if (!upload.mediaId) await s3(() => presigner.completeMultipart(upload.key, upload.uploadId!, parts))
-          return admit(upload, c.var)
-        })
-        const location = `${new URL(c.req.url).origin}/v1/media/${answer.id}`
+        const { accepted, replayed } = await completing(c.get('tenant'), c.req.header(IDEMPOTENCY_KEY), fingerprintOf(upload.key, parts), () =>
+          direct.completeMultipart(upload, parts, c.var)
+        )
+        const location = `${new URL(c.req.url).origin}/v1/media/${accepted.id}`
         c.header('Location', location)
         if (replayed) c.header('Idempotent-Replayed', 'true')
-        return c.json({ location, key: upload.key, bucket: deps.s3.bucket, ...answer }, 200)
+        return c.json({ location, key: upload.key, bucket: deps.bucket, ...accepted }, 200)
       })
 
       .delete('/s3/multipart/:uploadId', abortDoc, param(UploadParams, 404), query(KeyQuery), async (c) => {
-        const upload = await owned(c.get('tenant'), c.req.valid('query').key, c.req.valid('param').uploadId)
-        if (upload.mediaId) throw new ApiError(409, 'conflict', 'this upload was completed; delete its media instead')
-        await s3(() => presigner.abortMultipart(upload.key, upload.uploadId!))
-        await store.deleteDirectUpload(upload.key)
+        const upload = await direct.owned(c.get('tenant'), c.req.valid('query').key, c.req.valid('param').uploadId)
+        await direct.abort(upload)
         return c.json({}, 200)
       })
   )
-}
-
-/**
- * An S3 call on the client's behalf: S3's own refusal of what the client sent (a wrong ETag, an unknown upload) is a
- * 400 or 404 naming it; anything else is S3 being unavailable (503).
- */
-async function s3<T>(call: () => Promise<T>): Promise<Awaited<T>> {
-  try {
-    return await call()
-  } catch (error) {
-    if (error instanceof ApiError) throw error
-    const status = (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode
-    const name = (error as Error).name
-    if (status === 404 || name === 'NoSuchUpload') throw new ApiError(404, 'not_found', `S3 has no such upload (${name})`)
-    if (status === 400) throw new ApiError(400, 'bad_request', `S3 refused the request: ${name}: ${(error as Error).message}`)
-    // s3rver (the embedded store) has no ListParts: say so rather than call S3 unavailable.
-    if (status === 405 || status === 501) throw new ApiError(501, 'not_supported', `this S3 store does not support the operation (${name}); use AWS S3, MinIO or another complete implementation`)
-    throw new ApiError(503, 'storage_unavailable', 'S3 could not be reached; try again shortly', { 'Retry-After': '5' })
-  }
 }
 
 const KEY_DESCRIPTION =

@@ -11,14 +11,29 @@
  */
 import { Hono } from 'hono'
 import { livez, metricsResponse, readyz, runChecks, type Check } from '@app/shared/ops'
-import type { AppDeps } from '../app.ts'
-import { HealthSchema, LiveSchema, ReadySchema, type Health } from '../bodies.ts'
-import { OPEN, documenter, jsonAnswer } from '../openapi.ts'
+import type { Registry } from '@app/shared/ops'
+import type { AuthMode } from '../auth/access.ts'
+import type { Broker } from '../jobs/broker.ts'
+import type { Objects } from '../s3/objects.ts'
+import type { Store } from '../store/open.ts'
+import { HealthSchema, LiveSchema, ReadySchema, type Health } from '../http/bodies.ts'
+import { OPEN, documenter, jsonAnswer } from '../http/openapi.ts'
 
 const doc = documenter({ tag: 'service', security: OPEN, errors: [] })
 
 /** What the API needs to take uploads: the database, RabbitMQ accepting messages, and S3. */
-export function dependencies(deps: Pick<AppDeps, 'store' | 'broker' | 'storage'>): Record<'database' | 'rabbitmq' | 's3', Check> {
+export interface HealthDeps {
+  store: Pick<Store, 'ping' | 'media' | 'deadLetters'>
+  broker: Pick<Broker, 'isConnected' | 'blocked'>
+  objects: Pick<Objects, 'ping'>
+  /** A processing job silent this long is stalled. */
+  stallMs: number
+  auth: AuthMode
+  /** What `/metrics` serves. */
+  registry: Registry
+}
+
+export function dependencies(deps: Pick<HealthDeps, 'store' | 'broker' | 'objects'>): Record<'database' | 'rabbitmq' | 's3', Check> {
   return {
     database: () => deps.store.ping(),
     rabbitmq: () => {
@@ -26,11 +41,11 @@ export function dependencies(deps: Pick<AppDeps, 'store' | 'broker' | 'storage'>
       const blocked = deps.broker.blocked()
       if (blocked) throw new Error(`refusing new messages (${blocked})`)
     },
-    s3: () => deps.storage.ping(),
+    s3: () => deps.objects.ping(),
   }
 }
 
-export function healthRoutes(deps: AppDeps) {
+export function healthRoutes(deps: HealthDeps) {
   return new Hono()
     .get(
       '/health',
@@ -45,9 +60,9 @@ export function healthRoutes(deps: AppDeps) {
       async (c) => {
         const { down, checks } = await runChecks(dependencies(deps))
         const database = checks.database!.ok
-        const jobs = database ? await deps.store.countJobs() : null
-        const stalled = database ? await deps.store.countSilent(deps.stallMs) : null
-        const deadLetters = database ? await deps.store.countDeadLetters() : null
+        const jobs = database ? await deps.store.media.countJobs() : null
+        const stalled = database ? await deps.store.media.countSilent(deps.stallMs) : null
+        const deadLetters = database ? await deps.store.deadLetters.count() : null
         // `auth` says whether the API asks for keys: `none` is an operator's explicit choice and should be seen.
         const body = {
           status: down.length ? 'unavailable' : 'ok',

@@ -5,11 +5,13 @@
 import { Hono } from 'hono'
 import * as v from 'valibot'
 import { MediaIdSchema, OutputNameSchema } from '@app/shared'
-import type { AppDeps } from '../app.ts'
-import { ApiError } from '../errors.ts'
-import { OPEN, documenter } from '../openapi.ts'
-import { RANGE_PARAMETER, outputAnswers, outputOf, sendOutput } from '../send-output.ts'
-import { param, query } from '../validate.ts'
+import type { Links } from '../auth/links.ts'
+import type { Objects } from '../s3/objects.ts'
+import type { MediaRepo } from '../store/media.ts'
+import { ApiError } from '../http/errors.ts'
+import { OPEN, documenter } from '../http/openapi.ts'
+import { RANGE_PARAMETER, outputAnswers, outputOf, sendOutput } from '../http/send-output.ts'
+import { param, query } from '../http/validate.ts'
 
 const LinkParams = v.object({ id: MediaIdSchema, name: OutputNameSchema })
 const RULE = 'must be as the link was given'
@@ -20,7 +22,7 @@ const LinkQuery = v.object({
 
 const doc = documenter({ tag: 'media', security: OPEN, errors: [400, 403, 404] })
 
-export function linkRoutes(deps: AppDeps) {
+export function linkRoutes(deps: { links: Links; media: Pick<MediaRepo, 'get'>; objects: Pick<Objects, 'get'> }) {
   return new Hono().get('/:id/:name', linkDoc, param(LinkParams, 404), query(LinkQuery), async (c) => {
     const { id, name } = c.req.valid('param')
     const { expires, signature } = c.req.valid('query')
@@ -29,10 +31,10 @@ export function linkRoutes(deps: AppDeps) {
     }
     const left = expires - Math.floor(Date.now() / 1000)
     if (left < 0) throw new ApiError(403, 'forbidden', `the link expired at ${new Date(expires * 1000).toISOString()}; ask for a new one`)
-    const media = await deps.store.getMedia(id)
+    const media = await deps.media.get(id)
     if (!media) throw new ApiError(404, 'not_found', `no media with id ${id}`)
     // A shared cache may not keep it (whoever holds the link may fetch it; nobody else), nor anyone past the expiry.
-    return sendOutput(deps.storage, media, outputOf(media, name), c.req.header('range'), left)
+    return sendOutput(deps.objects, media, outputOf(media, name), c.req.header('range'), left)
   })
 }
 

@@ -1,30 +1,35 @@
-/** `/v1/media`: upload, read a media's state, and fetch its outputs. */
+/**
+ * `/v1/media`: upload, list, read a media's state, follow it (Server-Sent Events), cancel or delete it, and fetch its
+ * outputs or a signed link to one. Every route needs the key and counts against its request rate (429); a media of
+ * another tenant answers as one that does not exist (404).
+ */
 import { Hono, type Context } from 'hono'
 import { createMiddleware } from 'hono/factory'
-import { streamSSE } from 'hono/streaming'
 import * as v from 'valibot'
-import { MediaIdSchema, OutputNameSchema, cancelMarkerKey, formatTraceparent, type TraceContext } from '@app/shared'
-import type { Logger } from '@app/shared/ops'
-import { admitMedia, unavailable } from '../admit.ts'
-import type { AppDeps } from '../app.ts'
-import type { Caller, Keyed } from '../auth.ts'
-import { AcceptedSchema, MediaListSchema, MediaSchema, OutputLinkSchema, type Accepted, type MediaList } from '../bodies.ts'
-import { ApiError } from '../errors.ts'
-import { claimKey, IDEMPOTENCY_KEY, idempotencyKeyOf, replay } from '../idempotency.ts'
-import { receiveUpload, type Received } from '../intake.ts'
-import { uploadSlots } from '../limits.ts'
+import { MediaIdSchema, OutputNameSchema } from '@app/shared'
+import type { Caller, Keyed } from '../auth/access.ts'
+import { LINK_SECONDS, LINKS_PATH, type Links } from '../auth/links.ts'
+import { AcceptedSchema, MediaListSchema, MediaSchema, OutputLinkSchema, type Accepted, type MediaList } from '../http/bodies.ts'
+import { ApiError } from '../http/errors.ts'
+import { uploadSlots } from '../http/limits.ts'
+import { ListQuery, encodeCursor, mediaQuery } from '../http/listing.ts'
+import { followMedia } from '../http/media-events.ts'
+import { API_KEY, documenter, jsonAnswer } from '../http/openapi.ts'
+import type { PaceRule } from '../uploads/pace.ts'
+import { present } from '../http/present.ts'
+import { RANGE_PARAMETER, outputAnswers, outputOf, sendOutput } from '../http/send-output.ts'
+import { param, query } from '../http/validate.ts'
+import { cancelJob, deleteMedia, type CancelDeps } from '../jobs/cancel.ts'
+import type { Changes } from '../jobs/changes.ts'
+import type { ApiMetrics } from '../metrics.ts'
 import { uploadOutcome } from '../metrics.ts'
-import { API_KEY, documenter, jsonAnswer } from '../openapi.ts'
-import { CONTENT_TYPES, originalKey, outputPrefix } from '../recipes.ts'
-import { isFinal, type MediaRecord } from '../store.ts'
-import { present } from '../present.ts'
-import { param, query } from '../validate.ts'
-import { ListQuery, encodeCursor, mediaQuery } from '../listing.ts'
-import { LINK_SECONDS, LINKS_PATH } from '../links.ts'
-import { RANGE_PARAMETER, outputAnswers, outputOf, sendOutput } from '../send-output.ts'
+import type { Objects } from '../s3/objects.ts'
+import type { MediaRecord, MediaRepo } from '../store/media.ts'
+import type { IdempotencyRepo } from '../store/uploads.ts'
+import { admitReceived, type AdmitDeps } from '../uploads/admit.ts'
+import { IDEMPOTENCY_KEY, idempotently } from '../uploads/idempotency.ts'
+import { receiveUpload } from '../uploads/intake.ts'
 
-/** What uploads are taken; audio-only files are refused (no processor makes anything of them). */
-const ACCEPTED_KINDS = ['image', 'video'] as const
 /** A malformed id names no media, so it answers as an unknown one does: 404. */
 const MediaParams = v.object({ id: MediaIdSchema })
 const OutputParams = v.object({ id: MediaIdSchema, name: OutputNameSchema })
@@ -43,51 +48,46 @@ const LinkQuery = v.object({
   ),
 })
 
-// Every media route needs the key and counts against its request rate (429).
-const doc = documenter({ tag: 'media', security: API_KEY, errors: [401, 429] })
-const BINARY = { type: 'string', format: 'binary' } as const
+export interface MediaRouteDeps extends AdmitDeps, CancelDeps {
+  media: MediaRepo
+  objects: Objects
+  idempotency: IdempotencyRepo
+  changes: Pick<Changes, 'watch'>
+  links: Links
+  metrics: Pick<ApiMetrics, 'upload' | 's3Errors'>
+  maxUploadBytes: number
+  /** Per key: uploads in flight, and how slow an upload may be. */
+  limits: { concurrentUploads: number; pace: PaceRule }
+}
 
-export function mediaRoutes(deps: AppDeps, keyed: Keyed) {
+export function mediaRoutes(deps: MediaRouteDeps, keyed: Keyed) {
   return new Hono<Caller>()
     .use('*', keyed)
 
-    .post('/', uploadDoc, countUpload(deps), uploadSlots(deps.limits.concurrentUploads), async (c) => {
+    .post('/', uploadDoc, countUpload(deps.metrics), uploadSlots(deps.limits.concurrentUploads), async (c) => {
       const seen = c.get('upload')
-      const key = idempotencyKeyOf(c.req.header(IDEMPOTENCY_KEY))
-      const claim = key ? await claimKey(deps.store, c.get('tenant'), key) : null
-      const received = await receiveUpload(c.req.raw, { maxBytes: deps.maxUploadBytes, kinds: ACCEPTED_KINDS, pace: deps.limits.pace }).catch(
-        async (error) => {
-          if (claim && 'claimed' in claim) await claim.claimed.release()
-          throw error
+      const outcome = await idempotently<Accepted>(deps.idempotency, c.get('tenant'), c.req.header(IDEMPOTENCY_KEY), async (retry) => {
+        const received = await receiveUpload(c.req.raw, { maxBytes: deps.maxUploadBytes, pace: deps.limits.pace })
+        seen.kind = received.sniffed.kind
+        seen.received = () => received.size
+        if (retry) {
+          // A retry of an upload that was answered: read it only to compare it with the first, and store nothing.
+          await drain(received.body)
+          return { replayed: retry.replay(received.sha256!) }
         }
-      )
-      const { sniffed } = received
-      seen.kind = sniffed.kind
-      seen.received = () => received.size
-      if (claim && 'answered' in claim) {
-        // A retry of an upload that was answered: read it only to compare it with the first, and store nothing.
-        await drain(received.body)
-        const again = replay(claim, received.sha256!)
-        return c.json(again.body as Accepted, 202, again.headers)
-      }
-      try {
-        const accepted = await storeAndAdmit(deps, { tenant: c.get('tenant'), log: c.get('log'), trace: c.get('trace') }, received)
-        const location = `/v1/media/${accepted.id}`
-        await claim?.claimed.answer(received.sha256!, { status: 202, body: JSON.stringify(accepted), location })
-        c.header('Location', location)
-        return c.json(accepted satisfies Accepted, 202)
-      } catch (error) {
-        // Nothing was made: a retry with the key runs afresh.
-        await claim?.claimed.release().catch(() => {})
-        throw error
-      }
+        const accepted = await admitReceived(deps, c.var, received)
+        return { created: accepted, fingerprint: received.sha256!, location: `/v1/media/${accepted.id}` }
+      })
+      if ('replayed' in outcome) return c.json(outcome.replayed.body as Accepted, 202, outcome.replayed.headers)
+      c.header('Location', outcome.location)
+      return c.json(outcome.created satisfies Accepted, 202)
     })
 
     .get('/', listDoc, query(ListQuery), async (c) => {
       const wanted = mediaQuery(c.req.valid('query'))
       const origin = new URL(c.req.url).origin
       // One more than asked: whether there is a next page, without a count.
-      const found = await deps.store.listMedia(c.get('tenant'), { ...wanted, limit: wanted.limit + 1 })
+      const found = await deps.media.list(c.get('tenant'), { ...wanted, limit: wanted.limit + 1 })
       const page = found.slice(0, wanted.limit)
       const next = found.length > wanted.limit ? encodeCursor(page.at(-1)!) : null
       return c.json({ media: page.map((media) => present(media, origin)), next } satisfies MediaList, 200)
@@ -98,93 +98,24 @@ export function mediaRoutes(deps: AppDeps, keyed: Keyed) {
       return c.json(present(media, new URL(c.req.url).origin), 200)
     })
 
-    /**
-     * Cancels the media's job. The rule for a cancel racing completion: whichever final state the store records first
-     * wins. A cancel recorded first makes any later result change nothing (and the API deletes that result's
-     * outputs); a result recorded first makes the cancel a 409.
-     */
+    /** Cancels the media's job (jobs/cancel.ts: whichever final state is recorded first wins). */
     .post('/:id/cancel', cancelDoc, param(MediaParams, 404), async (c) => {
       const media = await findMedia(deps, c.req.valid('param').id, c.get('tenant'))
       await cancelJob(deps, media, jobLog(c, media))
-      return c.json(present((await deps.store.getMedia(media.id))!, new URL(c.req.url).origin), 200)
+      return c.json(present((await deps.media.get(media.id))!, new URL(c.req.url).origin), 200)
     })
 
     /** Cancels whatever is running and deletes the media's objects and records. */
     .delete('/:id', deleteDoc, param(MediaParams, 404), async (c) => {
       const media = await findMedia(deps, c.req.valid('param').id, c.get('tenant'))
-      try {
-        if (!isFinal(media.status)) await cancelJob(deps, media, jobLog(c, media))
-      } catch (error) {
-        // 409: it finished meanwhile, which is fine for a delete; anything else stops it.
-        if (!(error instanceof ApiError && error.status === 409)) throw error
-      }
-      const fresh = (await deps.store.getMedia(media.id)) ?? media
-      const keys = [fresh.sourceKey, ...fresh.outputs.map((o) => o.key), cancelMarkerKey(outputPrefix(deps.system, fresh.jobId))]
-      await Promise.all(keys.map((key) => deps.storage.delete(key)))
-      // With its `media.deleted` event for the tenant's webhooks, in the same transaction.
-      await deps.store.deleteMedia(media.id, { announce: true })
-      deps.changes.announce(media.id)
+      await deleteMedia(deps, media, jobLog(c, media))
       return c.body(null, 204)
     })
 
-    /**
-     * Server-Sent Events: the current state first (event `state`), then each change, then the stream ends after the
-     * final state. Changes applied here are heard at once; those applied by another API instance come over the events
-     * fanout.
-     */
+    /** Server-Sent Events: the current state, each change, then the end (http/media-events.ts). */
     .get('/:id/events', eventsDoc, param(MediaParams, 404), async (c) => {
-      const id = (await findMedia(deps, c.req.valid('param').id, c.get('tenant'))).id
-      const origin = new URL(c.req.url).origin
-      return streamSSE(c, async (stream) => {
-        let last = ''
-        let sequence = 0
-        /** Sends the state if it changed; resolves true once there is nothing more to send. */
-        const sendState = async (): Promise<boolean> => {
-          const media = await deps.store.getMedia(id)
-          if (!media) {
-            await stream.writeSSE({ event: 'deleted', data: JSON.stringify({ id }) })
-            return true
-          }
-          const data = JSON.stringify(present(media, origin))
-          if (data !== last) {
-            last = data
-            await stream.writeSSE({ event: 'state', data, id: String(++sequence) })
-          }
-          return isFinal(media.status)
-        }
-        if (await sendState()) return
-        await new Promise<void>((resolve) => {
-          let queue = Promise.resolve(false)
-          const finish = () => {
-            unwatch()
-            clearInterval(heartbeat)
-            resolve()
-          }
-          // Sends run one after another, so states go out in order.
-          const onChange = () => {
-            queue = queue
-              .then(async (done) => done || (await sendState()))
-              .then(
-                (done) => {
-                  if (done) finish()
-                  return done
-                },
-                () => {
-                  finish() // the client went away mid-write
-                  return true
-                }
-              )
-          }
-          const unwatch = deps.changes.watch(id, onChange)
-          // A comment keeps proxies from closing an idle stream; the re-read covers an announcement that was lost.
-          const heartbeat = setInterval(() => {
-            stream.write(': keep-alive\n\n').catch(finish)
-            onChange()
-          }, HEARTBEAT_MS)
-          stream.onAbort(finish)
-          onChange() // a change between the first read and subscribing
-        })
-      })
+      const media = await findMedia(deps, c.req.valid('param').id, c.get('tenant'))
+      return followMedia(c, deps, media.id)
     })
 
     /** A link to one output that works without the key until it expires: for an <img> or a <video>. */
@@ -200,9 +131,13 @@ export function mediaRoutes(deps: AppDeps, keyed: Keyed) {
     .get('/:id/outputs/:name', outputDoc, param(OutputParams, 404), async (c) => {
       const { id, name } = c.req.valid('param')
       const media = await findMedia(deps, id, c.get('tenant'))
-      return sendOutput(deps.storage, media, outputOf(media, name), c.req.header('range'), 86_400)
+      return sendOutput(deps.objects, media, outputOf(media, name), c.req.header('range'), 86_400)
     })
 }
+
+// Every media route needs the key and counts against its request rate (429).
+const doc = documenter({ tag: 'media', security: API_KEY, errors: [401, 429] })
+const BINARY = { type: 'string', format: 'binary' } as const
 
 const uploadDoc = doc({
   operationId: 'uploadMedia',
@@ -310,61 +245,6 @@ const linkDoc = doc({
   errors: [400, 404],
 })
 
-const HEARTBEAT_MS = 15_000
-
-/**
- * Cancels a media's job: first the marker (so a processor that misses the broadcast still finds it), then the
- * record (the API's answer from then on), then the broadcast (so a running job stops within moments).
- */
-async function cancelJob(deps: AppDeps, media: MediaRecord, log: Logger): Promise<void> {
-  if (isFinal(media.status)) throw new ApiError(409, 'conflict', `media ${media.id} is already ${media.status}; there is nothing to cancel`)
-  const marker = cancelMarkerKey(outputPrefix(deps.system, media.jobId))
-  try {
-    await deps.storage.mark(marker)
-  } catch (error) {
-    log.warn({ err: error }, `writing the cancel marker failed: ${(error as Error).message}`)
-    throw new ApiError(503, 'storage_unavailable', 'the cancel could not be recorded; try again')
-  }
-  const outcome = await deps.store.cancel(media.id)
-  if (outcome?.outcome !== 'cancelled') {
-    await deps.storage.delete(marker).catch(() => {})
-    throw new ApiError(409, 'conflict', `media ${media.id} is already ${outcome?.status ?? 'gone'}; there is nothing to cancel`)
-  }
-  await deps.broker.broadcastCancel(outcome.jobId).catch((error) => {
-    log.warn({ err: error }, `the cancel was not broadcast (${(error as Error).message}); processors will find its marker`)
-  })
-  deps.changes.announce(media.id)
-}
-
-/**
- * Stores a received upload as its media's original, then admits it (the media, its job, the request): 503 when S3
- * cannot take it. The upload's span is the job's trace: it goes with every copy of the request.
- */
-async function storeAndAdmit(deps: AppDeps, caller: { tenant: string; log: Logger; trace: TraceContext }, received: Received): Promise<Accepted> {
-  const id = crypto.randomUUID()
-  const sourceKey = originalKey(deps.system, id)
-  try {
-    await deps.storage.put(sourceKey, received.body, CONTENT_TYPES[received.sniffed.format] ?? 'application/octet-stream')
-  } catch (error) {
-    // The upload's own fault (over the limit, cut off) is the answer, however the store reported it.
-    if (received.failure) throw received.failure
-    deps.metrics.s3Errors.inc({ operation: 'put' })
-    caller.log.warn({ mediaId: id, err: error }, `storing the upload failed: ${(error as Error).message}`)
-    throw unavailable('storage_unavailable', 'the upload could not be stored; try again shortly')
-  }
-  const original = {
-    id,
-    tenant: caller.tenant,
-    filename: received.filename,
-    kind: received.sniffed.kind,
-    format: received.sniffed.format,
-    size: received.size,
-    sourceKey,
-    traceparent: formatTraceparent(caller.trace),
-  }
-  return admitMedia(deps, original, caller.log)
-}
-
 /** Reads a stream to its end, keeping nothing (its reader hashes and counts it); its error is the upload's. */
 async function drain(body: ReadableStream<Uint8Array>): Promise<void> {
   const reader = body.getReader()
@@ -381,12 +261,12 @@ interface UploadSeen {
 }
 
 /** Counts every upload once answered, whatever answered it (the slots' 429, a handler's error, or the 202). */
-function countUpload(deps: AppDeps) {
+function countUpload(metrics: Pick<ApiMetrics, 'upload'>) {
   return createMiddleware<{ Variables: { upload: UploadSeen } }>(async (c, next) => {
     const seen: UploadSeen = { kind: 'unknown', received: () => 0 }
     c.set('upload', seen)
     await next()
-    deps.metrics.upload(seen.kind, uploadOutcome(c.res.status), seen.received())
+    metrics.upload(seen.kind, uploadOutcome(c.res.status), seen.received())
   })
 }
 
@@ -394,8 +274,8 @@ function countUpload(deps: AppDeps) {
  * The media of a validated id, if the caller's tenant owns it; otherwise 404, the same answer as for an id that
  * does not exist, so a tenant cannot even learn that another's media exists. Every media route goes through here.
  */
-async function findMedia(deps: AppDeps, id: string, tenant: string): Promise<MediaRecord> {
-  const media = await deps.store.getMedia(id)
+async function findMedia(deps: { media: Pick<MediaRepo, 'get'> }, id: string, tenant: string): Promise<MediaRecord> {
+  const media = await deps.media.get(id)
   if (!media || media.tenant !== tenant) throw new ApiError(404, 'not_found', `no media with id ${id}`)
   return media
 }

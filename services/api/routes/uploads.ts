@@ -5,10 +5,10 @@
  */
 import { Hono } from 'hono'
 import { createMiddleware } from 'hono/factory'
-import type { AppDeps } from '../app.ts'
-import type { Caller, Keyed } from '../auth.ts'
+import type { Tus } from '../uploads/tus.ts'
+import type { Caller, Keyed } from '../auth/access.ts'
 
-export function uploadRoutes(deps: AppDeps, keyed: Keyed) {
+export function uploadRoutes(deps: { tus: Pick<Tus, 'handle'> }, keyed: Keyed) {
   // OPTIONS (tus's discovery, and browsers' preflight) carries no key.
   const unlessOptions = createMiddleware<Caller>((c, next) => (c.req.method === 'OPTIONS' ? next() : keyed(c, next)))
   const handle = createMiddleware<Caller>(async (c) => {

@@ -6,14 +6,13 @@
  */
 import { Hono } from 'hono'
 import * as v from 'valibot'
-import type { AppDeps } from '../app.ts'
-import type { Caller, Keyed } from '../auth.ts'
-import { NewWebhookSchema, WebhookDeliveryListSchema, WebhookListSchema, WebhookSchema, WebhookWithSecretSchema } from '../bodies.ts'
-import { ApiError } from '../errors.ts'
-import { API_KEY, documenter, jsonAnswer } from '../openapi.ts'
-import type { Webhook } from '../store.ts'
-import { json, param } from '../validate.ts'
-import { urlProblem } from '../webhooks/destination.ts'
+import type { Caller, Keyed } from '../auth/access.ts'
+import { NewWebhookSchema, WebhookDeliveryListSchema, WebhookListSchema, WebhookSchema, WebhookWithSecretSchema } from '../http/bodies.ts'
+import { ApiError } from '../http/errors.ts'
+import { API_KEY, documenter, jsonAnswer } from '../http/openapi.ts'
+import type { Webhook, WebhookRepo } from '../store/webhooks.ts'
+import { json, param } from '../http/validate.ts'
+import { urlProblem, type DestinationRules } from '../webhooks/destination.ts'
 import { newSecret } from '../webhooks/sign.ts'
 
 /** How long a rotated-out secret keeps signing deliveries. */
@@ -35,10 +34,16 @@ const show = (w: Webhook): v.InferOutput<typeof WebhookSchema> => ({
   disabledReason: w.disabledReason,
 })
 
-export function webhookRoutes(deps: AppDeps, keyed: Keyed) {
+export interface WebhookRouteDeps {
+  webhooks: WebhookRepo
+  /** Where webhooks may point, and a way to have due deliveries sent now. */
+  destinations: DestinationRules & { kick(): void }
+}
+
+export function webhookRoutes(deps: WebhookRouteDeps, keyed: Keyed) {
   /** The caller's webhook of that id; 404 alike for one that does not exist and one of another tenant. */
   const find = async (id: string, tenant: string): Promise<Webhook> => {
-    const webhook = await deps.store.getWebhook(id)
+    const webhook = await deps.webhooks.get(id)
     if (!webhook || webhook.tenant !== tenant) throw new ApiError(404, 'not_found', `no webhook with id ${id}`)
     return webhook
   }
@@ -47,7 +52,7 @@ export function webhookRoutes(deps: AppDeps, keyed: Keyed) {
 
     .post('/', createDoc, json(NewWebhookSchema), async (c) => {
       const { url, events } = c.req.valid('json')
-      const problem = urlProblem(url, deps.webhooks)
+      const problem = urlProblem(url, deps.destinations)
       if (problem) throw new ApiError(400, 'bad_request', problem)
       const secret = newSecret()
       const webhook: Webhook = {
@@ -60,13 +65,13 @@ export function webhookRoutes(deps: AppDeps, keyed: Keyed) {
         disabledAt: null,
         disabledReason: null,
       }
-      await deps.store.createWebhook(webhook)
+      await deps.webhooks.create(webhook)
       c.header('Location', `/v1/webhooks/${webhook.id}`)
       return c.json({ ...show(webhook), secret }, 201)
     })
 
     .get('/', listDoc, async (c) => {
-      const webhooks = await deps.store.listWebhooks(c.get('tenant'))
+      const webhooks = await deps.webhooks.list(c.get('tenant'))
       return c.json({ webhooks: webhooks.map(show) } satisfies v.InferOutput<typeof WebhookListSchema>, 200)
     })
 
@@ -74,7 +79,7 @@ export function webhookRoutes(deps: AppDeps, keyed: Keyed) {
 
     .delete('/:id', deleteDoc, param(IdParams, 404), async (c) => {
       const webhook = await find(c.req.valid('param').id, c.get('tenant'))
-      await deps.store.deleteWebhook(webhook.id)
+      await deps.webhooks.remove(webhook.id)
       return c.body(null, 204)
     })
 
@@ -85,22 +90,22 @@ export function webhookRoutes(deps: AppDeps, keyed: Keyed) {
       const until = new Date(at + ROTATION_OVERLAP_MS).toISOString()
       const secret = newSecret()
       const kept = webhook.secrets.filter((s) => s.expiresAt === null || Date.parse(s.expiresAt) > at).map((s) => ({ ...s, expiresAt: s.expiresAt ?? until }))
-      const updated = await deps.store.setWebhookSecrets(webhook.id, [{ secret, expiresAt: null }, ...kept])
+      const updated = await deps.webhooks.setSecrets(webhook.id, [{ secret, expiresAt: null }, ...kept])
       if (!updated) throw new ApiError(404, 'not_found', `no webhook with id ${webhook.id}`)
       return c.json({ ...show(updated), secret }, 200)
     })
 
     .get('/:id/deliveries', deliveriesDoc, param(IdParams, 404), async (c) => {
       const webhook = await find(c.req.valid('param').id, c.get('tenant'))
-      const deliveries = await deps.store.listDeliveries(webhook.id, DELIVERIES_SHOWN)
+      const deliveries = await deps.webhooks.deliveries(webhook.id, DELIVERIES_SHOWN)
       return c.json({ deliveries } satisfies v.InferOutput<typeof WebhookDeliveryListSchema>, 200)
     })
 
     .post('/:id/deliveries/:deliveryId/redeliver', redeliverDoc, param(DeliveryParams, 404), async (c) => {
       const { id, deliveryId } = c.req.valid('param')
       const webhook = await find(id, c.get('tenant'))
-      if (!(await deps.store.redeliver(webhook.id, deliveryId))) throw new ApiError(404, 'not_found', `no delivery ${deliveryId} of webhook ${id}`)
-      deps.webhooks.kick()
+      if (!(await deps.webhooks.redeliver(webhook.id, deliveryId))) throw new ApiError(404, 'not_found', `no delivery ${deliveryId} of webhook ${id}`)
+      deps.destinations.kick()
       return c.json({ redelivered: deliveryId }, 202)
     })
 }

@@ -6,8 +6,9 @@
  * jitter, never sooner than a `Retry-After`) until WEBHOOK_RETRY_HOURS after the event. Redirects are not followed.
  */
 import type { Logger } from '@app/shared/ops'
-import { present } from '../present.ts'
-import type { DeliveryOutcome, DueDelivery, Store } from '../store.ts'
+import { present } from '../http/present.ts'
+import type { DeliveryOutcome, DueDelivery } from '../store/webhooks.ts'
+import type { Store } from '../store/open.ts'
 import { lookup } from 'node:dns/promises'
 import { urlProblem, type DestinationRules, type Resolver } from './destination.ts'
 import { postPinned } from './post.ts'
@@ -75,7 +76,7 @@ export function createDeliverer(deps: {
     } catch (error) {
       outcome = retry(delivery, null, (error as Error).message || String(error), null)
     }
-    await store.recordDeliveryAttempt(delivery.id, body, outcome)
+    await store.webhooks.recordAttempt(delivery.id, body, outcome)
     deps.onAttempt?.(outcome.kind)
     if (outcome.kind === 'delivered') line.info({ status: outcome.status, attempt: delivery.attempts + 1 }, `webhook delivered: ${delivery.event}`)
     else line.warn({ status: outcome.status, attempt: delivery.attempts + 1, error: outcome.error }, `webhook not delivered (${outcome.kind === 'retry' ? 'will retry' : 'gave up'}): ${outcome.error}`)
@@ -102,7 +103,7 @@ export function createDeliverer(deps: {
       again = false
       try {
         for (;;) {
-          const due = await store.claimDueDeliveries(BATCH, claimMs(settings.timeoutMs))
+          const due = await store.webhooks.claimDue(BATCH, claimMs(settings.timeoutMs))
           if (!due.length) break
           await Promise.all(due.map((d) => send(d).catch((error) => log.error({ err: error, deliveryId: d.id }, `webhook delivery failed to record: ${error.message}`))))
         }

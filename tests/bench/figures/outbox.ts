@@ -7,10 +7,10 @@ import amqp from 'amqplib'
 import { join } from 'node:path'
 import { ImageRequestSchema, encodeMessage, queueNames } from '@app/shared'
 import { silentLogger } from '@app/shared/ops'
-import { connectBroker } from '../../../services/api/broker.ts'
-import { openSqliteStore } from '../../../services/api/open-store.ts'
-import { createOutbox } from '../../../services/api/outbox.ts'
-import { IMAGE_RECIPE, originalKey, outputPrefix } from '../../../services/api/recipes.ts'
+import { connectBroker } from '../../../services/api/jobs/broker.ts'
+import { openSqliteStore } from '../../../services/api/store/open.ts'
+import { createOutbox } from '../../../services/api/jobs/outbox.ts'
+import { IMAGE_RECIPE, originalKey, outputPrefix } from '../../../services/api/uploads/recipes.ts'
 import { RABBITMQ_URL, trackNamespace } from '../../helpers/infra.ts'
 import { median, spread, type Bench, type Figure } from '../stats.ts'
 
@@ -35,7 +35,7 @@ export async function outboxFigure(bench: Bench): Promise<Figure> {
         const source = { bucket: 'media', key: originalKey(system, id), format: 'jpeg', size: 1000 }
         const body = encodeMessage(ImageRequestSchema, { version: 1, jobId, mediaId: id, source, output: { bucket: 'media', prefix: outputPrefix(system, jobId) }, recipe: IMAGE_RECIPE })
         bodies.push(body)
-        await store.createMedia({ id, tenant: 'bench', filename: null, kind: 'image', format: 'jpeg', size: 1000, bucket: 'media', sourceKey: source.key, jobId, type: 'images',
+        await store.media.create({ id, tenant: 'bench', filename: null, kind: 'image', format: 'jpeg', size: 1000, bucket: 'media', sourceKey: source.key, jobId, type: 'images',
           request: { messageId: crypto.randomUUID(), jobId, queue, type: 'job.request', body } })
       }
       return bodies
@@ -45,7 +45,7 @@ export async function outboxFigure(bench: Bench): Promise<Figure> {
     for (let round = 0; round < (bench.quick ? 1 : 3); round++) {
       const bodies = await backlog()
       let started = performance.now()
-      while ((await store.outboxBacklog()).count > 0) await outbox.relay()
+      while ((await store.outbox.backlog()).count > 0) await outbox.relay()
       relayed.push(count / ((performance.now() - started) / 1000))
       await raw.purgeQueue(queue)
 

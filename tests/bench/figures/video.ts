@@ -4,7 +4,7 @@
  */
 import { mkdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { VIDEO_RECIPE } from '../../../services/api/recipes.ts'
+import { VIDEO_RECIPE } from '../../../services/api/uploads/recipes.ts'
 import { ffmpegArgv, planRenditions, posterCommand, posterSize, probeVideo, readConfig as readVideosConfig, transcodeCommand } from '../../../services/videos/main.ts'
 import { throughPipeline, type Stack } from '../stack.ts'
 import { alternate, exec, median, spread, type Bench, type Figure } from '../stats.ts'

@@ -6,7 +6,7 @@
 import { admin, send, type Problem } from '../api.ts'
 import { announce, fill, h, when } from '../dom.ts'
 import { session } from '../session.ts'
-import type { DeadLetterListSchema, HealthSchema, QueueListSchema } from '../../../bodies.ts'
+import type { DeadLetterListSchema, HealthSchema, QueueListSchema } from '../../../http/bodies.ts'
 import type * as v from 'valibot'
 
 const REFRESH_MS = 5_000

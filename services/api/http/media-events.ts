@@ -1,0 +1,68 @@
+/**
+ * Following one media as Server-Sent Events: the current state first (event `state`), then each change, then the
+ * stream ends after the final state, or after event `deleted`. Changes applied on this instance are heard at once;
+ * those applied by another come over the events fanout (jobs/changes.ts). A heartbeat comment keeps proxies from
+ * closing an idle stream, and re-reads the state, which covers an announcement that was lost.
+ */
+import type { Context } from 'hono'
+import { streamSSE } from 'hono/streaming'
+import type { Changes } from '../jobs/changes.ts'
+import type { MediaRepo } from '../store/media.ts'
+import { isFinal } from '../store/rules.ts'
+import { present } from './present.ts'
+
+const HEARTBEAT_MS = 15_000
+
+export function followMedia(c: Context, deps: { media: Pick<MediaRepo, 'get'>; changes: Pick<Changes, 'watch'> }, id: string): Response {
+  const origin = new URL(c.req.url).origin
+  return streamSSE(c, async (stream) => {
+    let last = ''
+    let sequence = 0
+    /** Sends the state if it changed; resolves true once there is nothing more to send. */
+    const sendState = async (): Promise<boolean> => {
+      const media = await deps.media.get(id)
+      if (!media) {
+        await stream.writeSSE({ event: 'deleted', data: JSON.stringify({ id }) })
+        return true
+      }
+      const data = JSON.stringify(present(media, origin))
+      if (data !== last) {
+        last = data
+        await stream.writeSSE({ event: 'state', data, id: String(++sequence) })
+      }
+      return isFinal(media.status)
+    }
+    if (await sendState()) return
+    await new Promise<void>((resolve) => {
+      let queue = Promise.resolve(false)
+      const finish = () => {
+        unwatch()
+        clearInterval(heartbeat)
+        resolve()
+      }
+      // Sends run one after another, so states go out in order.
+      const onChange = () => {
+        queue = queue
+          .then(async (done) => done || (await sendState()))
+          .then(
+            (done) => {
+              if (done) finish()
+              return done
+            },
+            () => {
+              finish() // the client went away mid-write
+              return true
+            }
+          )
+      }
+      const unwatch = deps.changes.watch(id, onChange)
+      // A comment keeps proxies from closing an idle stream; the re-read covers an announcement that was lost.
+      const heartbeat = setInterval(() => {
+        stream.write(': keep-alive\n\n').catch(finish)
+        onChange()
+      }, HEARTBEAT_MS)
+      stream.onAbort(finish)
+      onChange() // a change between the first read and subscribing
+    })
+  })
+}

@@ -1,0 +1,127 @@
+/**
+ * The one way a job's state changes in the store: read it locked, compute the next state, write it, keep its history,
+ * write its webhook event when it reaches a final state (in the same transaction: the outbox of events), and once the
+ * transaction commits, announce the media as changed. Every repository that changes a job (media.ts, dead-letters.ts)
+ * goes through here, so none can forget the history, the event or the announcement.
+ *
+ * Every read-modify-write runs in one transaction with the job's row locked (on PostgreSQL; a SQLite write
+ * transaction holds the whole file), so two API instances applying the same message, or sweeping the same stalled
+ * job, change it once.
+ */
+import type { ErrorInfo, JobStatus, MediaType } from '@app/shared'
+import { isoNow, text, type Db, type Queryable, type Row } from './db.ts'
+import { toJobState } from './media-rows.ts'
+import { insertOutbox } from './outbox.ts'
+import { isFinal, type JobState } from './rules.ts'
+import type { WebhookEvent } from './webhooks.ts'
+
+/** Why a job's status changed, as the history keeps it. */
+export type Reason = 'created' | 'update' | 'result' | 'cancel' | 'dead_letter' | 'redrive' | 'stall_redrive' | 'stalled'
+
+/** What applying a message did: the job's media and status afterwards, and whether anything changed. */
+export interface Applied {
+  mediaId: string
+  status: JobStatus
+  changed: boolean
+  /** The status before: with `status`, what the change was (queued to processing, or to a final state). */
+  previous: JobStatus
+  type: MediaType
+  tenant: string
+  /** When the job was created (ISO 8601): its durations are measured from here. */
+  createdAt: string
+  traceparent: string | null
+}
+
+/** A transaction in which media change: `changed` marks one to announce once the transaction commits. */
+export interface ChangeTx extends Queryable {
+  changed(mediaId: string): void
+}
+
+export interface JobChangeDeps {
+  /** Names this API instance in the job history (which instance applied what). */
+  origin: string | null
+  /** Writes a media's webhook event in the transaction of its change. */
+  recordEvent(tx: Queryable, mediaId: string, event: WebhookEvent): Promise<void>
+  /** Told of each media a committed transaction changed. */
+  announce(mediaId: string): void
+}
+
+export type JobChanges = ReturnType<typeof createJobChanges>
+
+export function createJobChanges(db: Db, deps: JobChangeDeps) {
+  const JOB_COLUMNS =
+    'id, media_id, type, status, stage, progress, eta_seconds, error, outputs, redrives, created_at, traceparent, ' +
+    '(SELECT tenant FROM media WHERE media.id = jobs.media_id) AS tenant'
+  const selectJob = (tx: Queryable, jobId: string) => tx.get(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ?${db.lockRows}`, [jobId])
+  const writeJob = (tx: Queryable, jobId: string, next: JobState) =>
+    tx.run('UPDATE jobs SET status = ?, stage = ?, progress = ?, eta_seconds = ?, error = ?, outputs = ?, updated_at = ? WHERE id = ?', [
+      next.status, next.stage, next.progress, next.etaSeconds, next.error ? JSON.stringify(next.error) : null, JSON.stringify(next.outputs), isoNow(), jobId,
+    ])
+  const record = (tx: Queryable, jobId: string, status: JobStatus, reason: Reason) =>
+    tx.run('INSERT INTO job_history (job_id, status, reason, origin, at) VALUES (?, ?, ?, ?, ?)', [jobId, status, reason, deps.origin, Date.now()])
+
+  /** Runs `work` in one transaction; each media it marks changed is announced once the transaction has committed. */
+  async function change<T>(work: (tx: ChangeTx) => Promise<T>): Promise<T> {
+    const changed = new Set<string>()
+    const result = await db.transaction((tx) => work({ ...tx, changed: (mediaId) => void changed.add(mediaId) }))
+    for (const mediaId of changed) deps.announce(mediaId)
+    return result
+  }
+
+  /** Reads the job (locked), computes its next state and writes it, in the transaction `tx`. */
+  async function changeIn(
+    tx: ChangeTx,
+    jobId: string,
+    reason: Reason,
+    next: (job: JobState) => JobState | null,
+    options: { also?: (tx: Queryable, job: JobState) => Promise<unknown>; seen?: boolean } = {}
+  ): Promise<Applied | undefined> {
+    const row = await selectJob(tx, jobId)
+    if (!row) return undefined // a media deleted since (or a message that was never ours)
+    const job = toJobState(row)
+    // Any word from a processor, even one that changes nothing, shows the job is alive.
+    if (options.seen && !isFinal(job.status)) await tx.run('UPDATE jobs SET seen_at = ? WHERE id = ?', [Date.now(), jobId])
+    const about = aboutJob(row, job)
+    const updated = next(job)
+    if (!updated) return { ...about, status: job.status, changed: false }
+    await writeJob(tx, jobId, updated)
+    if (updated.status !== job.status) await record(tx, jobId, updated.status, reason)
+    await options.also?.(tx, updated)
+    // After `also`, so a completed media's event carries its metadata.
+    if (updated.status !== job.status && isFinal(updated.status)) await deps.recordEvent(tx, about.mediaId, `media.${updated.status}` as WebhookEvent)
+    tx.changed(about.mediaId)
+    return { ...about, status: updated.status, changed: true }
+  }
+
+  const failIn = (tx: ChangeTx, jobId: string, error: ErrorInfo, reason: Reason) =>
+    changeIn(tx, jobId, reason, (job) => (isFinal(job.status) ? null : { ...job, status: 'failed', stage: 'finished', etaSeconds: null, error }))
+
+  /** Queues a fresh copy of a job's request; created "long ago", so the relay sends it on its next round. */
+  async function requeueRequest(tx: Queryable, jobId: string, messageId: string): Promise<void> {
+    const original = await tx.get('SELECT queue, type, body FROM outbox WHERE job_id = ? ORDER BY created_at DESC LIMIT 1', [jobId])
+    if (!original) throw new Error(`job ${jobId} has no request to send again`)
+    await insertOutbox(tx, { messageId, jobId, queue: String(original.queue), type: String(original.type), body: original.body as Uint8Array }, 0)
+  }
+
+  /** Removes a media and everything of it; with `event`, its tenant's webhooks get `media.deleted` in the same transaction. */
+  const removeMedia = (id: string, options: { event?: boolean } = {}) =>
+    change(async (tx) => {
+      if (options.event) await deps.recordEvent(tx, id, 'media.deleted')
+      await tx.run('DELETE FROM media WHERE id = ?', [id])
+      tx.changed(id)
+    })
+
+  return { change, changeIn, failIn, selectJob, writeJob, record, requeueRequest, removeMedia }
+}
+
+/** The job's media and whereabouts, for an Applied. */
+function aboutJob(row: Row, job: JobState) {
+  return {
+    mediaId: String(row.media_id),
+    previous: job.status,
+    type: row.type as Applied['type'],
+    tenant: String(row.tenant),
+    createdAt: String(row.created_at),
+    traceparent: text(row.traceparent),
+  }
+}
