@@ -31,7 +31,10 @@ export function connect(baseUrl: string, apiKey: string): Client {
 /** Uploads a file as the raw body (its name, percent-encoded, as X-Filename); resolves once it is stored and queued. */
 export async function upload(api: Client, file: Blob, filename?: string): Promise<Accepted> {
   const res = await api.v1.media.$post(undefined, {
-    headers: { 'content-type': file.type || 'application/octet-stream', ...(filename ? { 'x-filename': encodeURIComponent(filename) } : {}) },
+    headers: {
+      'content-type': file.type || 'application/octet-stream',
+      ...(filename ? { 'x-filename': encodeURIComponent(filename) } : {}),
+    },
     init: { body: file },
   })
   if (!res.ok) {
@@ -69,15 +72,23 @@ export async function* follow(api: Client, id: string, signal?: AbortSignal): As
 export async function waitForFinal(api: Client, id: string, signal?: AbortSignal): Promise<Media> {
   let last: Media | undefined
   for await (const media of follow(api, id, signal)) last = media
-  if (!last || !['completed', 'failed', 'cancelled'].includes(last.status)) throw new Error(`the events of media ${id} ended before a final state`)
+  if (!last || !['completed', 'failed', 'cancelled'].includes(last.status))
+    throw new Error(`the events of media ${id} ended before a final state`)
   return last
 }
 
 /** The bytes of one output of a media, with their content type. */
-export async function fetchOutput(api: Client, id: string, name: string): Promise<{ contentType: string; bytes: Uint8Array }> {
+export async function fetchOutput(
+  api: Client,
+  id: string,
+  name: string
+): Promise<{ contentType: string; bytes: Uint8Array }> {
   const res = await api.v1.media[':id'].outputs[':name'].$get({ param: { id, name } })
   if (!res.ok) throw await failure(res)
-  return { contentType: res.headers.get('content-type') ?? 'application/octet-stream', bytes: new Uint8Array(await res.arrayBuffer()) }
+  return {
+    contentType: res.headers.get('content-type') ?? 'application/octet-stream',
+    bytes: new Uint8Array(await res.arrayBuffer()),
+  }
 }
 
 /** One Server-Sent Event (https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation). */
@@ -130,7 +141,13 @@ async function failure(res: { status: number; text(): Promise<string> }): Promis
   }
 }
 
-const EXTENSIONS: Record<string, string> = { 'image/webp': 'webp', 'image/jpeg': 'jpg', 'image/png': 'png', 'image/avif': 'avif', 'video/mp4': 'mp4' }
+const EXTENSIONS: Record<string, string> = {
+  'image/webp': 'webp',
+  'image/jpeg': 'jpg',
+  'image/png': 'png',
+  'image/avif': 'avif',
+  'video/mp4': 'mp4',
+}
 
 if (import.meta.main) {
   const [path, outDir = '.'] = process.argv.slice(2)
@@ -144,11 +161,15 @@ if (import.meta.main) {
   console.log(`uploaded ${path}: media ${accepted.id} (${accepted.kind}), ${accepted.status}`)
   let media: Media | undefined
   for await (const state of follow(api, accepted.id)) {
-    console.log(`  ${state.status} ${state.stage} ${state.progress}%${state.etaSeconds ? `, about ${state.etaSeconds} s left` : ''}`)
+    console.log(
+      `  ${state.status} ${state.stage} ${state.progress}%${state.etaSeconds ? `, about ${state.etaSeconds} s left` : ''}`
+    )
     media = state
   }
   if (media?.status !== 'completed') {
-    console.error(`media ${accepted.id} ended ${media?.status ?? 'without a state'}${media?.error ? `: ${media.error.code}: ${media.error.message}` : ''}`)
+    console.error(
+      `media ${accepted.id} ended ${media?.status ?? 'without a state'}${media?.error ? `: ${media.error.code}: ${media.error.message}` : ''}`
+    )
     process.exit(1)
   }
   mkdirSync(outDir, { recursive: true })

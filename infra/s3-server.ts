@@ -42,7 +42,15 @@ export async function startS3Server(options: { port: number; directory: string; 
  * calls do not check the request signature.)
  */
 function answerBeforeS3rver(server: S3rver, directory: string): void {
-  type Context = { method: string; path: string; headers: Record<string, string | undefined>; query: Record<string, string | undefined>; status: number; body: unknown; type: string }
+  type Context = {
+    method: string
+    path: string
+    headers: Record<string, string | undefined>
+    query: Record<string, string | undefined>
+    status: number
+    body: unknown
+    type: string
+  }
   const uploadsDir = (bucket: string) => join(directory, bucket, '._S3rver_uploads')
   const xml = (text: string) => text.replace(/[<>&'"]/g, (c) => `&#${c.charCodeAt(0)};`)
   const middleware = async (ctx: Context, next: () => Promise<unknown>) => {
@@ -55,7 +63,9 @@ function answerBeforeS3rver(server: S3rver, directory: string): void {
             const file = join(uploadsDir(bucket), id, 'key')
             if (!existsSync(file)) return []
             const uploadKey = readFileSync(file, 'utf8')
-            return uploadKey.startsWith(prefix) ? [{ id, key: uploadKey, initiated: statSync(file).mtime.toISOString() }] : []
+            return uploadKey.startsWith(prefix)
+              ? [{ id, key: uploadKey, initiated: statSync(file).mtime.toISOString() }]
+              : []
           })
         : []
       ctx.type = 'application/xml'
@@ -63,7 +73,10 @@ function answerBeforeS3rver(server: S3rver, directory: string): void {
         '<?xml version="1.0" encoding="UTF-8"?><ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">' +
         `<Bucket>${xml(bucket)}</Bucket><Prefix>${xml(prefix)}</Prefix><MaxUploads>10000</MaxUploads><IsTruncated>false</IsTruncated>` +
         uploads
-          .map((u) => `<Upload><Key>${xml(u.key)}</Key><UploadId>${u.id}</UploadId><Initiated>${u.initiated}</Initiated><StorageClass>STANDARD</StorageClass></Upload>`)
+          .map(
+            (u) =>
+              `<Upload><Key>${xml(u.key)}</Key><UploadId>${u.id}</UploadId><Initiated>${u.initiated}</Initiated><StorageClass>STANDARD</StorageClass></Upload>`
+          )
           .join('') +
         '</ListMultipartUploadsResult>'
       return
@@ -82,7 +95,8 @@ function answerBeforeS3rver(server: S3rver, directory: string): void {
       if (!existsSync(join(dir, 'key')) || readFileSync(join(dir, 'key'), 'utf8') !== key) {
         ctx.status = 404
         ctx.type = 'application/xml'
-        ctx.body = '<?xml version="1.0" encoding="UTF-8"?><Error><Code>NoSuchUpload</Code><Message>The specified upload does not exist.</Message></Error>'
+        ctx.body =
+          '<?xml version="1.0" encoding="UTF-8"?><Error><Code>NoSuchUpload</Code><Message>The specified upload does not exist.</Message></Error>'
         return
       }
       rmSync(dir, { recursive: true, force: true })
@@ -96,9 +110,14 @@ function answerBeforeS3rver(server: S3rver, directory: string): void {
 
 if (import.meta.main) {
   const { values } = parseArgs({
-    options: { port: { type: 'string', default: '0' }, dir: { type: 'string', default: './.data/s3' }, bucket: { type: 'string', default: 'media' } },
+    options: {
+      port: { type: 'string', default: '0' },
+      dir: { type: 'string', default: './.data/s3' },
+      bucket: { type: 'string', default: 'media' },
+    },
   })
   const s3 = await startS3Server({ port: Number(values.port), directory: values.dir!, bucket: values.bucket! })
   console.log(JSON.stringify({ endpoint: s3.endpoint, bucket: s3.bucket }))
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void s3.close().then(() => process.exit(0)))
+  for (const signal of ['SIGINT', 'SIGTERM'] as const)
+    process.once(signal, () => void s3.close().then(() => process.exit(0)))
 }

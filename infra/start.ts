@@ -53,14 +53,19 @@ if (!env.S3_ENDPOINT) {
 await showDevKey()
 
 /** Each processor's `/metrics`, `/livez` and `/readyz` (the API serves its own on PORT); two systems on one machine set them apart. */
-const METRICS_PORTS: Partial<Record<(typeof SERVICES)[number], string>> = { images: env.IMAGES_METRICS_PORT ?? '9101', videos: env.VIDEOS_METRICS_PORT ?? '9102' }
+const METRICS_PORTS: Partial<Record<(typeof SERVICES)[number], string>> = {
+  images: env.IMAGES_METRICS_PORT ?? '9101',
+  videos: env.VIDEOS_METRICS_PORT ?? '9102',
+}
 /**
  * libvips allocates through glibc's malloc, which gives each of its threads an arena of its own and keeps what they
  * free: the image processor's RSS climbed from 260 to 330 MB over 2,000 mixed images and swung by 60 MB between
  * samples; with two arenas it stayed at 210–250 MB (issue 13's figure 7). sharp's documentation gives the same
  * advice. A value in the environment wins.
  */
-const OWN_ENV: Partial<Record<(typeof SERVICES)[number], Record<string, string>>> = { images: { MALLOC_ARENA_MAX: '2' } }
+const OWN_ENV: Partial<Record<(typeof SERVICES)[number], Record<string, string>>> = {
+  images: { MALLOC_ARENA_MAX: '2' },
+}
 const children = SERVICES.map((name) => ({
   name,
   process: Bun.spawn(['bun', join(root, 'services', name, 'main.ts')], {
@@ -105,7 +110,9 @@ async function showDevKey(): Promise<void> {
           `  or open the console, ${api}/, and sign in with it\n`
       )
     } else {
-      console.log(`start: the development API key is in ${file}: curl -H "Authorization: Bearer $(cat ${file})" ${api}/v1/media/<id>`)
+      console.log(
+        `start: the development API key is in ${file}: curl -H "Authorization: Bearer $(cat ${file})" ${api}/v1/media/<id>`
+      )
       console.log(`start: the console is at ${api}/ (sign in with that key)`)
     }
   } finally {
@@ -119,7 +126,10 @@ async function showDevKey(): Promise<void> {
  */
 async function checkConsumerTimeout(ackDeadlineSeconds: number): Promise<void> {
   if (!Bun.which('rabbitmqctl')) return
-  const child = Bun.spawn(['rabbitmqctl', '-q', 'eval', 'application:get_env(rabbit, consumer_timeout).'], { stdout: 'pipe', stderr: 'ignore' })
+  const child = Bun.spawn(['rabbitmqctl', '-q', 'eval', 'application:get_env(rabbit, consumer_timeout).'], {
+    stdout: 'pipe',
+    stderr: 'ignore',
+  })
   const out = await new Response(child.stdout).text()
   if ((await child.exited) !== 0) return
   const timeout = /\{ok,(\d+)\}/.exec(out)

@@ -40,14 +40,23 @@ export function parseBrokerUrls(value: string): BrokerUrls {
   const which = (i: number) => (entries.length === 1 ? 'must be' : `entry ${i + 1} of ${entries.length} must be`)
   const seen = new Map<string, number>()
   for (const [i, entry] of entries.entries()) {
-    if (!entry) return { ok: false, reason: entries.length === 1 ? 'must be a URL such as amqp://user:password@host:5672' : `entry ${i + 1} of ${entries.length} is empty` }
+    if (!entry)
+      return {
+        ok: false,
+        reason:
+          entries.length === 1
+            ? 'must be a URL such as amqp://user:password@host:5672'
+            : `entry ${i + 1} of ${entries.length} is empty`,
+      }
     if (!URL.canParse(entry)) return { ok: false, reason: `${which(i)} a URL such as amqp://user:password@host:5672` }
     const url = new URL(entry)
-    if (url.protocol !== 'amqp:' && url.protocol !== 'amqps:') return { ok: false, reason: `${which(i)} an amqp:// or amqps:// URL` }
+    if (url.protocol !== 'amqp:' && url.protocol !== 'amqps:')
+      return { ok: false, reason: `${which(i)} an amqp:// or amqps:// URL` }
     if (!url.hostname) return { ok: false, reason: `${which(i)} a URL with a host` }
     const node = `${url.protocol}//${url.host}${url.pathname}`
     const earlier = seen.get(node)
-    if (earlier !== undefined) return { ok: false, reason: `entry ${i + 1} of ${entries.length} names the same broker as entry ${earlier + 1}` }
+    if (earlier !== undefined)
+      return { ok: false, reason: `entry ${i + 1} of ${entries.length} names the same broker as entry ${earlier + 1}` }
     seen.set(node, i)
   }
   return { ok: true, urls: entries }
@@ -122,7 +131,7 @@ export async function connectInTurn<O extends InTurnOptions, C extends Recoverin
   urls: readonly string[],
   options: O,
   first = Math.floor(Math.random() * urls.length)
-): Promise<{ connection: C; /** The node connected to, or tried next (without credentials). */ current(): string }> {
+): Promise<{ connection: C /** The node connected to, or tried next (without credentials). */; current(): string }> {
   if (urls.length === 0) throw new Error('no broker URL given')
   const addresses = urls.map(brokerAddress)
   let at = first % urls.length

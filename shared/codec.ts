@@ -16,7 +16,8 @@ export type Decoded<T> = { ok: true; value: T } | { ok: false; reason: string }
 
 /** Decodes and validates a message; never throws, and a failure's `reason` says what is wrong. */
 export function decodeMessage<S extends v.GenericSchema>(schema: S, bytes: Uint8Array): Decoded<v.InferOutput<S>> {
-  if (bytes.byteLength > MAX_MESSAGE_BYTES) return { ok: false, reason: `message is ${bytes.byteLength} bytes, over ${MAX_MESSAGE_BYTES}` }
+  if (bytes.byteLength > MAX_MESSAGE_BYTES)
+    return { ok: false, reason: `message is ${bytes.byteLength} bytes, over ${MAX_MESSAGE_BYTES}` }
   let json: unknown
   try {
     json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes))
@@ -27,6 +28,10 @@ export function decodeMessage<S extends v.GenericSchema>(schema: S, bytes: Uint8
     return { ok: false, reason: `unknown message version ${JSON.stringify(json.version)}; this side speaks version 1` }
   }
   const result = v.safeParse(schema, json)
-  if (!result.success) return { ok: false, reason: `message does not match the schema: ${v.summarize(result.issues).replace(/\n\s*/g, ' ')}` }
+  if (!result.success)
+    return {
+      ok: false,
+      reason: `message does not match the schema: ${v.summarize(result.issues).replace(/\n\s*/g, ' ')}`,
+    }
   return { ok: true, value: result.output }
 }

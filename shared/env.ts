@@ -31,7 +31,10 @@ const urlVar = (protocols: string[]) =>
   v.pipe(
     v.string(),
     v.url('must be a URL'),
-    v.check((s) => protocols.includes(new URL(s).protocol), `must start with ${protocols.map((p) => p + '//').join(' or ')}`)
+    v.check(
+      (s) => protocols.includes(new URL(s).protocol),
+      `must start with ${protocols.map((p) => p + '//').join(' or ')}`
+    )
   )
 
 /** One broker URL, or the comma-separated URLs of a cluster's nodes; parsed into the list (see broker-urls.ts). */
@@ -53,7 +56,10 @@ export const BrokerEnv = {
 /** S3_* for a client: an endpoint is optional (AWS when absent); credentials are required. */
 export const S3Env = {
   S3_ENDPOINT: v.optional(urlVar(['http:', 'https:'])),
-  S3_REGION: v.optional(v.pipe(v.string(), v.regex(/^[a-z0-9-]{2,32}$/, 'must be a region name such as us-east-1')), 'us-east-1'),
+  S3_REGION: v.optional(
+    v.pipe(v.string(), v.regex(/^[a-z0-9-]{2,32}$/, 'must be a region name such as us-east-1')),
+    'us-east-1'
+  ),
   S3_ACCESS_KEY_ID: v.pipe(v.string('is required'), v.nonEmpty('is required')),
   S3_SECRET_ACCESS_KEY: v.pipe(v.string('is required'), v.nonEmpty('is required')),
   // Each S3 request (one attempt of up to 3) fails after this long: a hung store never hangs a job.
@@ -62,11 +68,17 @@ export const S3Env = {
 
 /** S3_BUCKET, for the side that chooses where objects go (processors get buckets in their requests). */
 export const S3BucketEnv = {
-  S3_BUCKET: v.optional(v.pipe(v.string(), v.regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be an S3 bucket name')), 'media'),
+  S3_BUCKET: v.optional(
+    v.pipe(v.string(), v.regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be an S3 bucket name')),
+    'media'
+  ),
 }
 
 /** Parses `env` against `schema`; on failure throws one Error listing every variable that is wrong and why. */
-export function readEnv<S extends v.GenericSchema>(schema: S, env: Record<string, string | undefined>): v.InferOutput<S> {
+export function readEnv<S extends v.GenericSchema>(
+  schema: S,
+  env: Record<string, string | undefined>
+): v.InferOutput<S> {
   const result = v.safeParse(schema, env)
   if (result.success) return result.output
   const lines = result.issues.map((issue) => {
@@ -84,13 +96,21 @@ export function readEnv<S extends v.GenericSchema>(schema: S, env: Record<string
  * endpoint: path-style addressing, and checksums only where required, because S3-compatible stores (s3rver, MinIO,
  * R2) mishandle the SDK's default aws-chunked checksums. Timeouts throw: without them a hung S3 hangs a job forever.
  */
-export function s3ClientOptions(s3: { endpoint?: string; region: string; accessKeyId: string; secretAccessKey: string; timeoutSeconds: number }) {
+export function s3ClientOptions(s3: {
+  endpoint?: string
+  region: string
+  accessKeyId: string
+  secretAccessKey: string
+  timeoutSeconds: number
+}) {
   return {
     endpoint: s3.endpoint,
     region: s3.region,
     forcePathStyle: Boolean(s3.endpoint),
     credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
-    ...(s3.endpoint ? { requestChecksumCalculation: 'WHEN_REQUIRED' as const, responseChecksumValidation: 'WHEN_REQUIRED' as const } : {}),
+    ...(s3.endpoint
+      ? { requestChecksumCalculation: 'WHEN_REQUIRED' as const, responseChecksumValidation: 'WHEN_REQUIRED' as const }
+      : {}),
     requestHandler: { requestTimeout: s3.timeoutSeconds * 1000, connectionTimeout: 5_000, throwOnRequestTimeout: true },
     maxAttempts: 3,
   }
@@ -101,5 +121,11 @@ export function s3ClientOptions(s3: { endpoint?: string; region: string; accessK
  * a custom endpoint (s3rver, moto, MinIO), virtual-hosted on AWS. A plain object, so this file stays runtime-free.
  */
 export function bunS3Options(s3: { endpoint?: string; region: string; accessKeyId: string; secretAccessKey: string }) {
-  return { endpoint: s3.endpoint, region: s3.region, accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey, virtualHostedStyle: !s3.endpoint }
+  return {
+    endpoint: s3.endpoint,
+    region: s3.region,
+    accessKeyId: s3.accessKeyId,
+    secretAccessKey: s3.secretAccessKey,
+    virtualHostedStyle: !s3.endpoint,
+  }
 }

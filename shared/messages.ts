@@ -8,8 +8,16 @@ import type { MediaType } from './names.ts'
 
 const int = (min: number, max: number) => v.pipe(v.number(), v.integer(), v.minValue(min), v.maxValue(max))
 
-export const JobIdSchema = v.pipe(v.string(), v.uuid('must be a UUID'), v.description('The job: a UUID (8-4-4-4-12 hex digits, any version), new for every job.'))
-export const MediaIdSchema = v.pipe(v.string(), v.uuid('must be a UUID'), v.description('The backend\'s media record the job belongs to: a UUID.'))
+export const JobIdSchema = v.pipe(
+  v.string(),
+  v.uuid('must be a UUID'),
+  v.description('The job: a UUID (8-4-4-4-12 hex digits, any version), new for every job.')
+)
+export const MediaIdSchema = v.pipe(
+  v.string(),
+  v.uuid('must be a UUID'),
+  v.description("The backend's media record the job belongs to: a UUID.")
+)
 
 /** An S3 bucket name (the portable subset of the rules). */
 export const BucketSchema = v.pipe(
@@ -21,14 +29,21 @@ export const BucketSchema = v.pipe(
 export const ObjectKeySchema = v.pipe(
   v.string(),
   v.maxLength(1024),
-  v.regex(/^(?!.*(?:^|\/)\.{1,2}(?:\/|$))[A-Za-z0-9._-]+(?:\/[A-Za-z0-9._-]+)*$/, 'must be a relative key of [A-Za-z0-9._-] segments'),
-  v.description('An S3 key: at most 1024 characters, segments of A-Z a-z 0-9 . _ - joined by "/", no empty segment, no segment "." or "..", no leading or trailing "/".')
+  v.regex(
+    /^(?!.*(?:^|\/)\.{1,2}(?:\/|$))[A-Za-z0-9._-]+(?:\/[A-Za-z0-9._-]+)*$/,
+    'must be a relative key of [A-Za-z0-9._-] segments'
+  ),
+  v.description(
+    'An S3 key: at most 1024 characters, segments of A-Z a-z 0-9 . _ - joined by "/", no empty segment, no segment "." or "..", no leading or trailing "/".'
+  )
 )
 /** Output names become file names and URL segments. */
 export const OutputNameSchema = v.pipe(
   v.string(),
   v.regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, 'must be 1-32 of a-z, 0-9, "_", "-"'),
-  v.description('An output name: 1-32 of a-z, 0-9, "_" and "-", starting with a letter or digit. It names the output\'s file: <prefix>/<name>.<extension>.')
+  v.description(
+    'An output name: 1-32 of a-z, 0-9, "_" and "-", starting with a letter or digit. It names the output\'s file: <prefix>/<name>.<extension>.'
+  )
 )
 /** Machine-readable error codes are snake_case; ERROR_CODES lists the ones in use. */
 export const ErrorCodeSchema = v.pipe(
@@ -57,15 +72,32 @@ export type FailureClass = (typeof FAILURE_CLASSES)[number]
 export const ERROR_CODES = {
   invalid_media: { class: 'input', meaning: 'the file is corrupt, truncated or not what it claims to be' },
   unsupported_format: { class: 'input', meaning: 'a real file of a kind this processor cannot decode' },
-  limit_exceeded: { class: 'input', meaning: 'over a limit of the processor (size, pixels, frames, streams, frame rate, duration); the message names it' },
+  limit_exceeded: {
+    class: 'input',
+    meaning:
+      'over a limit of the processor (size, pixels, frames, streams, frame rate, duration); the message names it',
+  },
   source_missing: { class: 'input', meaning: 'the source object does not exist' },
   timeout: { class: 'input', meaning: 'the job ran past its wall-clock limit' },
-  invalid_request: { class: 'internal', meaning: 'the request breaks a rule of the protocol, or names a bucket or key outside the processor\'s ALLOWED_BUCKETS; the message says which' },
-  storage_refused: { class: 'internal', meaning: 'S3 refused the job for a reason retrying cannot fix: no such bucket, access denied' },
+  invalid_request: {
+    class: 'internal',
+    meaning:
+      "the request breaks a rule of the protocol, or names a bucket or key outside the processor's ALLOWED_BUCKETS; the message says which",
+  },
+  storage_refused: {
+    class: 'internal',
+    meaning: 'S3 refused the job for a reason retrying cannot fix: no such bucket, access denied',
+  },
   processing_error: { class: 'internal', meaning: 'anything unexpected; the message says what' },
   gave_up: { class: 'transient', meaning: 'a transient fault (S3, network, broker) outlasted every attempt' },
-  crashed: { class: 'crash', meaning: 'the processor died on every delivery; the broker dead-lettered the request (set by the backend)' },
-  stalled: { class: 'crash', meaning: 'no processor reported on the job for too long, too many times (set by the backend)' },
+  crashed: {
+    class: 'crash',
+    meaning: 'the processor died on every delivery; the broker dead-lettered the request (set by the backend)',
+  },
+  stalled: {
+    class: 'crash',
+    meaning: 'no processor reported on the job for too long, too many times (set by the backend)',
+  },
 } as const satisfies Record<string, { class: FailureClass; meaning: string }>
 export type ErrorCode = keyof typeof ERROR_CODES
 
@@ -76,9 +108,17 @@ export function failureClassOf(code: string): FailureClass {
 
 export const ErrorInfoSchema = v.object({
   code: ErrorCodeSchema,
-  message: v.pipe(v.string(), v.minLength(1), v.maxLength(2000), v.description('What went wrong, for people: 1-2000 characters.')),
+  message: v.pipe(
+    v.string(),
+    v.minLength(1),
+    v.maxLength(2000),
+    v.description('What went wrong, for people: 1-2000 characters.')
+  ),
   class: v.optional(
-    v.pipe(v.picklist(FAILURE_CLASSES), v.description('Whether trying again can help (PROTOCOL.md). Absent: derive it from the code.'))
+    v.pipe(
+      v.picklist(FAILURE_CLASSES),
+      v.description('Whether trying again can help (PROTOCOL.md). Absent: derive it from the code.')
+    )
   ),
 })
 export type ErrorInfo = v.InferOutput<typeof ErrorInfoSchema>
@@ -90,14 +130,21 @@ export const SourceSchema = v.object({
   format: v.pipe(
     v.string(),
     v.regex(/^[a-z0-9]{2,16}$/),
-    v.description('What the backend judged the file to be from its first bytes (2-16 of a-z, 0-9). A video processor reads the file only as this container and refuses one it does not take.')
+    v.description(
+      'What the backend judged the file to be from its first bytes (2-16 of a-z, 0-9). A video processor reads the file only as this container and refuses one it does not take.'
+    )
   ),
-  size: v.pipe(int(1, Number.MAX_SAFE_INTEGER), v.description('The original\'s size in bytes.')),
+  size: v.pipe(int(1, Number.MAX_SAFE_INTEGER), v.description("The original's size in bytes.")),
 })
 /** Outputs are written to `<bucket>/<prefix>/<name>.<ext>`; the same job always writes the same keys. */
 export const OutputTargetSchema = v.object({
   bucket: BucketSchema,
-  prefix: v.pipe(ObjectKeySchema, v.description('Outputs go to <prefix>/<name>.<extension>, and the cancel marker to <prefix>/.cancelled. New for every job.')),
+  prefix: v.pipe(
+    ObjectKeySchema,
+    v.description(
+      'Outputs go to <prefix>/<name>.<extension>, and the cancel marker to <prefix>/.cancelled. New for every job.'
+    )
+  ),
 })
 
 const uniqueNames = <T extends { name: string }>(items: T[]) => new Set(items.map((i) => i.name)).size === items.length
@@ -111,7 +158,10 @@ export const ImageOutputSpecSchema = v.object({
   format: ImageFormatSchema,
   width: v.pipe(int(1, 8192), v.description('The box the output fits inside: width in pixels.')),
   height: v.pipe(int(1, 8192), v.description('The box the output fits inside: height in pixels.')),
-  quality: v.optional(v.pipe(int(1, 100), v.description('Encoder quality for webp, jpeg and avif; png ignores it. Default 80.')), 80),
+  quality: v.optional(
+    v.pipe(int(1, 100), v.description('Encoder quality for webp, jpeg and avif; png ignores it. Default 80.')),
+    80
+  ),
 })
 export const ImageRequestSchema = v.object({
   version: v.literal(1),
@@ -139,8 +189,13 @@ export const ImageMetadataSchema = v.object({
   height: v.pipe(int(1, 1 << 30), v.description('As displayed, after EXIF orientation.')),
   hasAlpha: v.boolean(),
   pages: v.pipe(int(1, 1 << 20), v.description('Pages or animation frames; 1 for a still image.')),
-  orientation: v.pipe(int(1, 8), v.description('EXIF orientation of the original (1-8); 1 when absent or meaningless.')),
-  space: v.optional(v.pipe(v.string(), v.description('Colour space of the original as libvips names it (srgb, cmyk, b-w, rgb16, …).'))),
+  orientation: v.pipe(
+    int(1, 8),
+    v.description('EXIF orientation of the original (1-8); 1 when absent or meaningless.')
+  ),
+  space: v.optional(
+    v.pipe(v.string(), v.description('Colour space of the original as libvips names it (srgb, cmyk, b-w, rgb16, …).'))
+  ),
 })
 export type ImageMetadata = v.InferOutput<typeof ImageMetadataSchema>
 
@@ -152,7 +207,10 @@ export type ImageMetadata = v.InferOutput<typeof ImageMetadataSchema>
  */
 export const VideoRenditionSpecSchema = v.object({
   name: OutputNameSchema,
-  height: v.pipe(int(16, 4320), v.description('The displayed short side in pixels; a rung above the source is skipped, except the smallest.')),
+  height: v.pipe(
+    int(16, 4320),
+    v.description('The displayed short side in pixels; a rung above the source is skipped, except the smallest.')
+  ),
 })
 export const VideoRequestSchema = v.object({
   version: v.literal(1),
@@ -175,7 +233,10 @@ export const VideoRequestSchema = v.object({
       ),
     }),
     // Every output of a job has a name of its own (the result lists them by name).
-    v.check((recipe) => !recipe.renditions.some((r) => r.name === recipe.poster.name), 'the poster and a rendition must not share a name'),
+    v.check(
+      (recipe) => !recipe.renditions.some((r) => r.name === recipe.poster.name),
+      'the poster and a rendition must not share a name'
+    ),
     v.description('The poster and every rendition have names of their own.')
   ),
 })
@@ -191,7 +252,10 @@ export const VideoMetadataSchema = v.object({
   videoCodec: v.pipe(v.string(), v.description('As ffprobe names it: h264, hevc, vp9, …')),
   audioCodec: v.pipe(v.nullable(v.string()), v.description('As ffprobe names it; null when the file has no audio.')),
   bitrate: v.pipe(v.number(), v.minValue(0), v.description('Bits per second of the whole file.')),
-  rotation: v.pipe(v.picklist([0, 90, 180, 270]), v.description('Degrees clockwise the picture is turned for display.')),
+  rotation: v.pipe(
+    v.picklist([0, 90, 180, 270]),
+    v.description('Degrees clockwise the picture is turned for display.')
+  ),
 })
 export type VideoMetadata = v.InferOutput<typeof VideoMetadataSchema>
 
@@ -212,10 +276,21 @@ export const JobUpdateSchema = v.object({
   version: v.literal(1),
   jobId: JobIdSchema,
   status: v.picklist(['processing', 'completed', 'failed', 'cancelled']),
-  stage: v.pipe(v.picklist(STAGES), v.description('Stages go queued, downloading, processing, uploading, finished; a short one may be skipped.')),
-  progress: v.pipe(v.number(), v.minValue(0), v.maxValue(100), v.description('Percent done; 100 only in a final update.')),
+  stage: v.pipe(
+    v.picklist(STAGES),
+    v.description('Stages go queued, downloading, processing, uploading, finished; a short one may be skipped.')
+  ),
+  progress: v.pipe(
+    v.number(),
+    v.minValue(0),
+    v.maxValue(100),
+    v.description('Percent done; 100 only in a final update.')
+  ),
   etaSeconds: v.optional(
-    v.pipe(v.nullable(v.pipe(v.number(), v.minValue(0))), v.description('Estimated seconds left: absent or null when the processor cannot tell.'))
+    v.pipe(
+      v.nullable(v.pipe(v.number(), v.minValue(0))),
+      v.description('Estimated seconds left: absent or null when the processor cannot tell.')
+    )
   ),
   error: v.optional(v.pipe(ErrorInfoSchema, v.description('Only on a failed update: the same error as the result.'))),
   at: TimestampSchema,
@@ -224,12 +299,17 @@ export type JobUpdate = v.InferOutput<typeof JobUpdateSchema>
 
 export const OutputInfoSchema = v.object({
   name: OutputNameSchema,
-  key: v.pipe(ObjectKeySchema, v.description('Where it is, in the request\'s output bucket: <prefix>/<name>.<extension>.')),
+  key: v.pipe(
+    ObjectKeySchema,
+    v.description("Where it is, in the request's output bucket: <prefix>/<name>.<extension>.")
+  ),
   contentType: v.pipe(v.string(), v.description('image/webp, image/jpeg, image/png, image/avif or video/mp4.')),
   size: v.pipe(int(0, Number.MAX_SAFE_INTEGER), v.description('Bytes.')),
   width: int(1, 1 << 20),
   height: int(1, 1 << 20),
-  durationSeconds: v.optional(v.pipe(v.number(), v.minValue(0), v.description('Renditions only: their duration, read back from the file.'))),
+  durationSeconds: v.optional(
+    v.pipe(v.number(), v.minValue(0), v.description('Renditions only: their duration, read back from the file.'))
+  ),
 })
 export type OutputInfo = v.InferOutput<typeof OutputInfoSchema>
 
@@ -247,7 +327,13 @@ function resultSchema<M extends v.GenericSchema>(metadata: M) {
       metadata,
       at: TimestampSchema,
     }),
-    v.object({ version: v.literal(1), jobId: JobIdSchema, status: v.literal('failed'), error: ErrorInfoSchema, at: TimestampSchema }),
+    v.object({
+      version: v.literal(1),
+      jobId: JobIdSchema,
+      status: v.literal('failed'),
+      error: ErrorInfoSchema,
+      at: TimestampSchema,
+    }),
     v.object({ version: v.literal(1), jobId: JobIdSchema, status: v.literal('cancelled'), at: TimestampSchema }),
   ])
 }

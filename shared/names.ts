@@ -13,7 +13,10 @@ export const MEDIA_KINDS = { images: 'image', videos: 'video' } as const satisfi
 /** A namespace is one lowercase word (dots would blur the `<system>.media.<type>` structure). */
 export const SystemSchema = v.pipe(
   v.string(),
-  v.regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'must be 1-63 characters of a-z, 0-9, "_" or "-", starting with a letter or digit')
+  v.regex(
+    /^[a-z0-9][a-z0-9_-]{0,62}$/,
+    'must be 1-63 characters of a-z, 0-9, "_" or "-", starting with a letter or digit'
+  )
 )
 
 export interface QueueNames {

@@ -20,7 +20,13 @@ export interface PublishProperties {
 /** The part of an amqplib ConfirmChannel a publisher needs; `C` is the runtime's byte type (Buffer in Node/Bun). */
 export interface ConfirmChannelLike<C> {
   sendToQueue(queue: string, content: C, options: PublishProperties, callback: (err: unknown) => void): boolean
-  publish(exchange: string, routingKey: string, content: C, options: PublishProperties, callback: (err: unknown) => void): boolean
+  publish(
+    exchange: string,
+    routingKey: string,
+    content: C,
+    options: PublishProperties,
+    callback: (err: unknown) => void
+  ): boolean
   on(event: 'return', listener: (message: { properties: { messageId?: string } }) => void): unknown
 }
 
@@ -92,7 +98,8 @@ export function createPublisher<C>(
       try {
         route(toContent(body), properties, (err) => {
           if (err) settle(new PublishError(`the broker refused a message to ${target}: ${describe(err)}`))
-          else if (returned.has(messageId)) settle(new PublishError(`no queue named ${target}: the message was unroutable`))
+          else if (returned.has(messageId))
+            settle(new PublishError(`no queue named ${target}: the message was unroutable`))
           else settle()
         })
       } catch (err) {
@@ -102,7 +109,8 @@ export function createPublisher<C>(
   }
   return {
     publish: (queue, body, ids) => send(queue, body, ids, (c, p, cb) => channel.sendToQueue(queue, c, p, cb), true),
-    broadcast: (exchange, body, ids) => send(exchange, body, ids, (c, p, cb) => channel.publish(exchange, '', c, p, cb), false),
+    broadcast: (exchange, body, ids) =>
+      send(exchange, body, ids, (c, p, cb) => channel.publish(exchange, '', c, p, cb), false),
   }
 }
 

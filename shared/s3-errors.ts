@@ -16,14 +16,24 @@ export interface S3Failure {
 }
 
 /** S3 error names that retrying cannot fix. */
-const REFUSED_NAMES = new Set(['NoSuchBucket', 'AccessDenied', 'Forbidden', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'InvalidBucketName', 'AllAccessDisabled', 'AccountProblem'])
+const REFUSED_NAMES = new Set([
+  'NoSuchBucket',
+  'AccessDenied',
+  'Forbidden',
+  'InvalidAccessKeyId',
+  'SignatureDoesNotMatch',
+  'InvalidBucketName',
+  'AllAccessDisabled',
+  'AccountProblem',
+])
 /** Names of a missing object or multipart upload. */
 const MISSING_NAMES = new Set(['NoSuchKey', 'NotFound', 'NoSuchUpload'])
 /** HTTP statuses that retrying cannot fix; 404 is told apart by name, and 408, 409, 429 and 5xx are retried. */
 const REFUSED_STATUSES = new Set([400, 401, 403, 411, 413])
 
 /** The HTTP status of an SDK error (`$metadata.httpStatusCode`), if S3 answered. */
-export const s3StatusOf = (error: unknown): number | undefined => (error as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode
+export const s3StatusOf = (error: unknown): number | undefined =>
+  (error as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode
 
 /** Sorts a failure of an S3 request. */
 export function classifyS3Error(error: unknown): S3Failure {
@@ -32,7 +42,8 @@ export function classifyS3Error(error: unknown): S3Failure {
   // By name first: a missing bucket also answers 404, and is no missing object.
   if (REFUSED_NAMES.has(name)) return { kind: 'refused', name, status }
   if (MISSING_NAMES.has(name) || status === 404) return { kind: 'missing', name, status }
-  if (status === 405 || status === 501 || name === 'NotImplemented' || name === 'MethodNotAllowed') return { kind: 'unsupported', name, status }
+  if (status === 405 || status === 501 || name === 'NotImplemented' || name === 'MethodNotAllowed')
+    return { kind: 'unsupported', name, status }
   if (status !== undefined && REFUSED_STATUSES.has(status)) return { kind: 'refused', name, status }
   return { kind: 'unavailable', name, status }
 }

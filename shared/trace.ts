@@ -29,7 +29,14 @@ export function parseTraceparent(value: unknown): TraceContext | null {
   if (typeof value !== 'string') return null
   const match = TRACEPARENT_FORMAT.exec(value.trim())
   if (!match) return null
-  const [, version, traceId, spanId, flags, rest] = match as unknown as [string, string, string, string, string, string | undefined]
+  const [, version, traceId, spanId, flags, rest] = match as unknown as [
+    string,
+    string,
+    string,
+    string,
+    string,
+    string | undefined,
+  ]
   if (version === 'ff' || (version === '00' && rest !== undefined)) return null
   if (/^0+$/.test(traceId) || /^0+$/.test(spanId)) return null
   return { traceId, spanId, flags: Number.parseInt(flags, 16) }
@@ -50,7 +57,9 @@ export function childSpan(parent: TraceContext | null): TraceContext {
 
 function randomHex(bytes: number): string {
   for (;;) {
-    const hex = Array.from(crypto.getRandomValues(new Uint8Array(bytes)), (b) => b.toString(16).padStart(2, '0')).join('')
+    const hex = Array.from(crypto.getRandomValues(new Uint8Array(bytes)), (b) => b.toString(16).padStart(2, '0')).join(
+      ''
+    )
     if (!/^0+$/.test(hex)) return hex // all zero is invalid (one chance in 2^64 or more)
   }
 }

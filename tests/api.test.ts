@@ -51,7 +51,9 @@ describe('HTTP', () => {
     const multipart = await stack.fetch(`/v1/media`, { method: 'POST', body: form })
     for (const res of [declared, streamed, multipart]) {
       expect(res.status).toBe(413)
-      expect(await res.json()).toEqual({ error: { code: 'payload_too_large', message: expect.stringContaining('102400') } })
+      expect(await res.json()).toEqual({
+        error: { code: 'payload_too_large', message: expect.stringContaining('102400') },
+      })
     }
   })
 
@@ -72,7 +74,12 @@ describe('HTTP', () => {
 
   test('unknown media, malformed ids, unknown outputs and unknown routes get 404', async () => {
     const { id } = (await (await stack.upload(readPng())).json()) as { id: string }
-    for (const path of [`/v1/media/${crypto.randomUUID()}`, '/v1/media/not-an-id', `/v1/media/${id}/outputs/thumb`, '/v2/nothing']) {
+    for (const path of [
+      `/v1/media/${crypto.randomUUID()}`,
+      '/v1/media/not-an-id',
+      `/v1/media/${id}/outputs/thumb`,
+      '/v2/nothing',
+    ]) {
       const res = await stack.fetch(path)
       expect(res.status).toBe(404)
       expect(((await res.json()) as { error: { code: string } }).error.code).toBe('not_found')
@@ -82,7 +89,11 @@ describe('HTTP', () => {
   test('health reports the database, RabbitMQ and S3, and job counts', async () => {
     const res = await fetch(`${stack.url}/health`)
     expect(res.status).toBe(200)
-    const body = (await res.json()) as { status: string; checks: Record<string, { ok: boolean }>; jobs: Record<string, number> }
+    const body = (await res.json()) as {
+      status: string
+      checks: Record<string, { ok: boolean }>
+      jobs: Record<string, number>
+    }
     expect(body.status).toBe('ok')
     expect(body.checks).toEqual({ database: { ok: true }, rabbitmq: { ok: true }, s3: { ok: true } })
     expect(Object.keys(body.jobs).sort()).toEqual(['cancelled', 'completed', 'failed', 'processing', 'queued'])
@@ -112,7 +123,9 @@ describe('an upload that fails after S3 has taken parts of it', () => {
     // Past the first 5 MiB part and over the limit, yet within the server's own cap (the limit + 1 MiB).
     const res = await stack.fetch(`/v1/media`, { method: 'POST', body: pngLikeStream(6.5 * MiB) })
     expect(res.status).toBe(413)
-    expect(await res.json()).toEqual({ error: { code: 'payload_too_large', message: expect.stringContaining(String(6 * MiB)) } })
+    expect(await res.json()).toEqual({
+      error: { code: 'payload_too_large', message: expect.stringContaining(String(6 * MiB)) },
+    })
     expect(await leftovers()).toEqual([])
     expect((await stack.api.store.media.countJobs()).queued).toBe(0)
   })
@@ -134,11 +147,20 @@ describe('an upload that fails after S3 has taken parts of it', () => {
       })
     }
     const part = `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n\r\n`
-    for (const [prefix, type] of [['', 'application/octet-stream'], [part, `multipart/form-data; boundary=${boundary}`]] as const) {
+    for (const [prefix, type] of [
+      ['', 'application/octet-stream'],
+      [part, `multipart/form-data; boundary=${boundary}`],
+    ] as const) {
       // Through app.request: a real client that breaks off never reads the answer, but the API still gives one.
-      const res = await stack.api.app.request('/v1/media', { method: 'POST', body: brokenOff(prefix), headers: { ...apiKey, 'content-type': type } })
+      const res = await stack.api.app.request('/v1/media', {
+        method: 'POST',
+        body: brokenOff(prefix),
+        headers: { ...apiKey, 'content-type': type },
+      })
       expect(res.status).toBe(400)
-      expect(await res.json()).toEqual({ error: { code: 'bad_request', message: expect.stringContaining('interrupted') } })
+      expect(await res.json()).toEqual({
+        error: { code: 'bad_request', message: expect.stringContaining('interrupted') },
+      })
     }
     expect(await leftovers()).toEqual([])
     expect((await stack.api.store.media.countJobs()).queued).toBe(0)
@@ -158,7 +180,9 @@ describe('when S3 refuses the upload', () => {
     const res = await stack.upload(readPng())
     expect(res.status).toBe(503)
     expect(res.headers.get('retry-after')).toBe('5')
-    expect(await res.json()).toEqual({ error: { code: 'storage_unavailable', message: expect.stringContaining('could not be stored') } })
+    expect(await res.json()).toEqual({
+      error: { code: 'storage_unavailable', message: expect.stringContaining('could not be stored') },
+    })
     expect((await stack.api.store.media.countJobs()).queued).toBe(0)
   })
 })
@@ -175,8 +199,10 @@ describe('the outbox', () => {
     await rabbit.close()
     await stack.stop()
   })
-  const admin = (path: string, method = 'GET') => fetch(`${stack.url}/v1/admin${path}`, { method, headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
-  const status = async (id: string) => ((await (await stack.fetch(`/v1/media/${id}`)).json()) as { status: string }).status
+  const admin = (path: string, method = 'GET') =>
+    fetch(`${stack.url}/v1/admin${path}`, { method, headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
+  const status = async (id: string) =>
+    ((await (await stack.fetch(`/v1/media/${id}`)).json()) as { status: string }).status
 
   test('a request the broker dead-lettered is sent again through the outbox when an operator re-drives it', async () => {
     const names = queueNames(stack.env.SYSTEM!, 'images')
@@ -192,7 +218,9 @@ describe('the outbox', () => {
       if (Date.now() > deadline) throw new Error('the dead letter did not fail its job within 10 s')
       await Bun.sleep(20)
     }
-    const { deadLetters } = (await (await admin('/dead-letters')).json()) as { deadLetters: { id: string; jobId: string }[] }
+    const { deadLetters } = (await (await admin('/dead-letters')).json()) as {
+      deadLetters: { id: string; jobId: string }[]
+    }
     const letter = deadLetters.find((l) => l.jobId === jobId)!
 
     expect((await admin(`/dead-letters/${letter.id}/redrive`, 'POST')).status).toBe(202)
@@ -211,7 +239,11 @@ function readPng(): Uint8Array {
 
 /** Runs a service entry with `env`; resolves with its exit code and output (it must exit within `timeoutMs`). */
 async function runEntry(service: string, env: Record<string, string>, timeoutMs = 15_000) {
-  const child = Bun.spawn(['bun', join(root, 'services', service, 'main.ts')], { env: { PATH: process.env.PATH!, ...env }, stderr: 'pipe', stdout: 'pipe' })
+  const child = Bun.spawn(['bun', join(root, 'services', service, 'main.ts')], {
+    env: { PATH: process.env.PATH!, ...env },
+    stderr: 'pipe',
+    stdout: 'pipe',
+  })
   const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
   const code = await child.exited
   clearTimeout(timer)
@@ -253,13 +285,15 @@ describe('memory', () => {
       const peak = () => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))![1]) * 1024
       const upload = async (size: number) => {
         const boundary = 'x-boundary-x'
-        const head = new TextEncoder().encode(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n\r\n`)
+        const head = new TextEncoder().encode(
+          `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n\r\n`
+        )
         const tail = new TextEncoder().encode(`\r\n--${boundary}--\r\n`)
         const file = pngLikeStream(size).getReader()
         let stage = 0
         const body = new ReadableStream<Uint8Array>({
           async pull(controller) {
-            if (stage === 0) return stage++, controller.enqueue(head)
+            if (stage === 0) return (stage++, controller.enqueue(head))
             if (stage === 1) {
               const { value, done } = await file.read()
               if (!done) return controller.enqueue(value)
@@ -282,7 +316,9 @@ describe('memory', () => {
       const size = 400 * 1024 * 1024
       await upload(size)
       const growth = peak() - warm
-      appendLog(`api: peak RSS ${(warm / 2 ** 20).toFixed(0)} MiB after warm-up, +${(growth / 2 ** 20).toFixed(0)} MiB for a 400 MiB upload`)
+      appendLog(
+        `api: peak RSS ${(warm / 2 ** 20).toFixed(0)} MiB after warm-up, +${(growth / 2 ** 20).toFixed(0)} MiB for a 400 MiB upload`
+      )
       // Holding the file would cost at least its size; streaming costs buffers that do not scale with it, plus
       // garbage the collector has not yet reclaimed (measured 70–135 MiB for both 400 and 800 MiB uploads).
       expect(growth).toBeLessThan(size / 2)
@@ -291,4 +327,3 @@ describe('memory', () => {
     }
   }, 120_000)
 })
-

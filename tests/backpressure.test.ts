@@ -13,9 +13,13 @@ await useInfra()
 
 const rabbitmqctl = async (...args: string[]) => {
   const child = Bun.spawn(['rabbitmqctl', '-q', ...args], { stdout: 'pipe', stderr: 'pipe' })
-  if ((await child.exited) !== 0) throw new Error(`rabbitmqctl ${args.join(' ')}: ${await new Response(child.stderr).text()}`)
+  if ((await child.exited) !== 0)
+    throw new Error(`rabbitmqctl ${args.join(' ')}: ${await new Response(child.stderr).text()}`)
 }
-const png = () => sharp({ create: { width: 40, height: 30, channels: 3, background: '#3a7' } }).png().toBuffer()
+const png = () =>
+  sharp({ create: { width: 40, height: 30, channels: 3, background: '#3a7' } })
+    .png()
+    .toBuffer()
 
 describe('when the broker refuses work', () => {
   let stack: Stack
@@ -37,7 +41,9 @@ describe('when the broker refuses work', () => {
       const first = await stack.upload(await png())
       expect(first.status).toBe(503)
       expect(Date.now() - started).toBeLessThan(7_000)
-      const health = (await (await fetch(`${stack.url}/health`)).json()) as { checks: { rabbitmq: { ok: boolean; error?: string } } }
+      const health = (await (await fetch(`${stack.url}/health`)).json()) as {
+        checks: { rabbitmq: { ok: boolean; error?: string } }
+      }
       expect(health.checks.rabbitmq).toEqual({ ok: false, error: expect.stringContaining('refusing new messages') })
 
       started = Date.now()
@@ -45,7 +51,9 @@ describe('when the broker refuses work', () => {
       expect(Date.now() - started).toBeLessThan(1_000)
       expect(res.status).toBe(503)
       expect(res.headers.get('retry-after')).toBe('5')
-      expect(await res.json()).toEqual({ error: { code: 'queue_unavailable', message: expect.stringContaining('RabbitMQ refuses new messages') } })
+      expect(await res.json()).toEqual({
+        error: { code: 'queue_unavailable', message: expect.stringContaining('RabbitMQ refuses new messages') },
+      })
       expect((await stack.api.store.media.countJobs()).queued).toBe(0) // undone: no job without a queued request
     } finally {
       await rabbitmqctl('set_vm_memory_high_watermark', '0.4')
@@ -62,14 +70,23 @@ describe('when the broker refuses work', () => {
   test('a request queue at its length limit gets 503 for the uploads past it', async () => {
     const queue = queueNames(stack.env.SYSTEM!, 'images').request
     // An operator's limit, as a policy; quorum queues may overshoot it by one.
-    await rabbitmqctl('set_policy', `${stack.env.SYSTEM}-limit`, `^${queue.replaceAll('.', '\\.')}$`, '{"max-length": 2}', '--apply-to', 'queues')
+    await rabbitmqctl(
+      'set_policy',
+      `${stack.env.SYSTEM}-limit`,
+      `^${queue.replaceAll('.', '\\.')}$`,
+      '{"max-length": 2}',
+      '--apply-to',
+      'queues'
+    )
     try {
       const statuses: number[] = []
       for (let i = 0; i < 6; i++) statuses.push((await stack.upload(await png())).status)
       expect(statuses.filter((s) => s === 202).length).toBeLessThanOrEqual(3)
       expect(statuses.slice(-2)).toEqual([503, 503])
       const refused = await stack.upload(await png())
-      expect(await refused.json()).toEqual({ error: { code: 'queue_unavailable', message: expect.stringContaining('refused') } })
+      expect(await refused.json()).toEqual({
+        error: { code: 'queue_unavailable', message: expect.stringContaining('refused') },
+      })
     } finally {
       await rabbitmqctl('clear_policy', `${stack.env.SYSTEM}-limit`)
     }

@@ -22,7 +22,10 @@ await useInfra()
 const work = mkdtempSync(join(tmpdir(), 'media-test-cancel-'))
 afterAll(() => rmSync(work, { recursive: true, force: true }))
 
-const jpeg = async () => sharp(await quadrants(300, 200)).jpeg().toBuffer()
+const jpeg = async () =>
+  sharp(await quadrants(300, 200))
+    .jpeg()
+    .toBuffer()
 const getMedia = async (stack: Stack, id: string) => (await (await stack.fetch(`/v1/media/${id}`)).json()) as MediaBody
 const cancel = (stack: Stack, id: string) => stack.fetch(`/v1/media/${id}/cancel`, { method: 'POST' })
 const outputsOf = (stack: Stack, jobId: string) => `${stack.env.SYSTEM}/outputs/${jobId}/`
@@ -79,7 +82,11 @@ describe('a running video', () => {
     expect(elapsed).toBeLessThan(2_000)
 
     // The processor is done with the job once its work directory is gone; only the cancel marker may remain.
-    await until(() => !readdirSync(videosTmp).some((pid) => existsSync(join(videosTmp, pid, jobId))), 10_000, 'the job cleaning up')
+    await until(
+      () => !readdirSync(videosTmp).some((pid) => existsSync(join(videosTmp, pid, jobId))),
+      10_000,
+      'the job cleaning up'
+    )
     const s3 = testS3(stack.env)
     expect(await s3.keys(outputsOf(stack, jobId))).toEqual([cancelMarkerKey(outputsOf(stack, jobId).slice(0, -1))])
     s3.close()
@@ -127,7 +134,10 @@ describe('a processor that never heard the broadcast', () => {
       const prefix = `${env.SYSTEM}/outputs/${jobId}`
       const source = `${env.SYSTEM}/originals/${jobId}`
       await s3.client.send(new PutObjectCommand({ Bucket: env.S3_BUCKET, Key: source, Body: await jpeg() }))
-      if (marked) await s3.client.send(new PutObjectCommand({ Bucket: env.S3_BUCKET, Key: cancelMarkerKey(prefix), Body: new Uint8Array(0) }))
+      if (marked)
+        await s3.client.send(
+          new PutObjectCommand({ Bucket: env.S3_BUCKET, Key: cancelMarkerKey(prefix), Body: new Uint8Array(0) })
+        )
       await rabbit.publishRaw(
         names.request,
         JSON.stringify({

@@ -4,7 +4,16 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import sharp from 'sharp'
-import { ApiFailure, connect, fetchOutput, follow, getMedia, readEvents, upload, waitForFinal } from '../examples/typed-client.ts'
+import {
+  ApiFailure,
+  connect,
+  fetchOutput,
+  follow,
+  getMedia,
+  readEvents,
+  upload,
+  waitForFinal,
+} from '../examples/typed-client.ts'
 import type { Client, Media } from '../services/api/client.ts'
 import { TEST_API_KEY } from './helpers/env.ts'
 import { quadrants } from './helpers/image-fixtures.ts'
@@ -33,7 +42,13 @@ describe('the example client', () => {
     const states: Media[] = []
     for await (const media of follow(api, accepted.id, AbortSignal.timeout(30_000))) states.push(media)
     const last = states.at(-1)!
-    expect(last).toMatchObject({ id: accepted.id, jobId: accepted.jobId, status: 'completed', progress: 100, filename: 'quadrants, 640×480.png' })
+    expect(last).toMatchObject({
+      id: accepted.id,
+      jobId: accepted.jobId,
+      status: 'completed',
+      progress: 100,
+      filename: 'quadrants, 640×480.png',
+    })
     const progress = states.map((s) => s.progress)
     expect(progress).toEqual([...progress].sort((a, b) => a - b))
     expect(last.outputs.map((o) => o.name)).toEqual(['thumb', 'preview'])
@@ -53,7 +68,11 @@ describe('the example client', () => {
 
   test('an error answer becomes an ApiFailure with the status and code of our error body', async () => {
     const unknown = crypto.randomUUID()
-    for (const attempt of [() => getMedia(api, unknown), () => fetchOutput(api, unknown, 'thumb'), () => follow(api, unknown).next()]) {
+    for (const attempt of [
+      () => getMedia(api, unknown),
+      () => fetchOutput(api, unknown, 'thumb'),
+      () => follow(api, unknown).next(),
+    ]) {
       const error = await attempt().then(
         () => null,
         (e: unknown) => e
@@ -63,7 +82,10 @@ describe('the example client', () => {
     }
     const refused = await upload(api, new Blob(['just words, not a picture']), 'notes.txt').catch((e: unknown) => e)
     expect(refused).toMatchObject({ status: 415, code: 'unsupported_media_type' })
-    const stranger = await upload(connect(stack.url, 'mk_not-a-key-anyone-was-given-0123'), new Blob([new Uint8Array(8)])).catch((e: unknown) => e)
+    const stranger = await upload(
+      connect(stack.url, 'mk_not-a-key-anyone-was-given-0123'),
+      new Blob([new Uint8Array(8)])
+    ).catch((e: unknown) => e)
     expect(stranger).toMatchObject({ status: 401, code: 'unauthorized' })
   })
 })
@@ -79,7 +101,15 @@ describe('the event stream reader', () => {
   const read = async (body: ReadableStream<Uint8Array>) => Array.fromAsync(readEvents(body))
 
   test('reads events split anywhere across chunks, skips comments, joins data lines', async () => {
-    const events = await read(stream('event: st', 'ate\ndata: {"a":', '1}\nid: 1\n\n: keep-alive\n\n', 'data: one\r\ndata: two\r\n\r\n', 'event: deleted\ndata:x\n\n'))
+    const events = await read(
+      stream(
+        'event: st',
+        'ate\ndata: {"a":',
+        '1}\nid: 1\n\n: keep-alive\n\n',
+        'data: one\r\ndata: two\r\n\r\n',
+        'event: deleted\ndata:x\n\n'
+      )
+    )
     expect(events).toEqual([
       { event: 'state', data: '{"a":1}', id: '1' },
       { event: 'message', data: 'one\ntwo', id: '1' },

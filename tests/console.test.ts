@@ -37,11 +37,40 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }))
 /** The files the browser uploads, made here: a photo, an 8 s video, a long one over 16 MiB (two tus chunks), a corrupt JPEG. */
 async function makeFiles() {
   const photo = join(dir, 'harbour.jpg')
-  writeFileSync(photo, await sharp(await quadrants(1600, 1200)).jpeg().toBuffer())
+  writeFileSync(
+    photo,
+    await sharp(await quadrants(1600, 1200))
+      .jpeg()
+      .toBuffer()
+  )
   const clip = await makeClip(dir, 'waves.mp4', '640x360', 8)
   const long = join(dir, 'long-take.mp4')
   // Noise at a fixed bitrate: ~24 MB whatever the encoder makes of the picture.
-  const ffmpeg = Bun.spawn(['ffmpeg', '-v', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc2=size=1280x720:rate=30:duration=32', '-vf', 'noise=alls=20:allf=t', '-c:v', 'libx264', '-preset', 'ultrafast', '-b:v', '6M', '-maxrate', '6M', '-bufsize', '12M', '-pix_fmt', 'yuv420p', long])
+  const ffmpeg = Bun.spawn([
+    'ffmpeg',
+    '-v',
+    'error',
+    '-y',
+    '-f',
+    'lavfi',
+    '-i',
+    'testsrc2=size=1280x720:rate=30:duration=32',
+    '-vf',
+    'noise=alls=20:allf=t',
+    '-c:v',
+    'libx264',
+    '-preset',
+    'ultrafast',
+    '-b:v',
+    '6M',
+    '-maxrate',
+    '6M',
+    '-bufsize',
+    '12M',
+    '-pix_fmt',
+    'yuv420p',
+    long,
+  ])
   if ((await ffmpeg.exited) !== 0) throw new Error('ffmpeg could not make the long video')
   const corrupt = join(dir, 'broken.jpg')
   writeFileSync(corrupt, new Uint8Array([0xff, 0xd8, 0xff, 0xe0, ...crypto.getRandomValues(new Uint8Array(4096))]))
@@ -63,7 +92,8 @@ async function openContext(browser: Browser, origin: string, viewport = { width:
   const page = await context.newPage()
   const problems: string[] = []
   page.on('console', (message) => {
-    if (message.type() === 'error' && /Content[- ]Security[- ]Policy|Refused to/i.test(message.text())) problems.push(message.text())
+    if (message.type() === 'error' && /Content[- ]Security[- ]Policy|Refused to/i.test(message.text()))
+      problems.push(message.text())
   })
   page.on('pageerror', (error) => problems.push(`uncaught: ${error.message}`))
   page.on('dialog', (dialog) => void dialog.accept())
@@ -92,12 +122,17 @@ async function signIn(page: Page, key: string) {
 }
 
 /** The upload item of a file, in the upload list. */
-const uploadItem = (page: Page, name: string) => page.locator('.uploads li', { has: page.locator('.name', { hasText: name }) })
+const uploadItem = (page: Page, name: string) =>
+  page.locator('.uploads li', { has: page.locator('.name', { hasText: name }) })
 
 /** The natural size of the image `selector` once loaded. */
 async function naturalSize(page: Page, selector: string) {
   const image = page.locator(selector)
-  await eventually(async () => expect(await image.evaluate((img: HTMLImageElement) => img.complete && img.naturalWidth > 0)).toBe(true), 15_000)
+  await eventually(
+    async () =>
+      expect(await image.evaluate((img: HTMLImageElement) => img.complete && img.naturalWidth > 0)).toBe(true),
+    15_000
+  )
   return image.evaluate((img: HTMLImageElement) => [img.naturalWidth, img.naturalHeight])
 }
 
@@ -123,7 +158,10 @@ describe('the console on moto (resumable uploads)', () => {
       makeFiles(),
       chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] }),
     ])
-    stack = await startStack({ videos: true, env: { ...moto.env, ADMIN_TOKEN, MAX_UPLOAD_BYTES: '64M', VIDEO_CONCURRENCY: '1' } })
+    stack = await startStack({
+      videos: true,
+      env: { ...moto.env, ADMIN_TOKEN, MAX_UPLOAD_BYTES: '64M', VIDEO_CONCURRENCY: '1' },
+    })
     ;({ context, page, elsewhere, problems } = await openContext(browser, stack.url))
   }, 90_000)
   afterAll(async () => {
@@ -166,7 +204,10 @@ describe('the console on moto (resumable uploads)', () => {
     })
     await page.locator('#files').setInputFiles([files.photo, files.clip])
     for (const name of ['harbour.jpg', 'waves.mp4']) {
-      await eventually(async () => expect(await uploadItem(page, name).locator('.badge').textContent()).toBe('completed'), 60_000)
+      await eventually(
+        async () => expect(await uploadItem(page, name).locator('.badge').textContent()).toBe('completed'),
+        60_000
+      )
     }
     const seen = await page.evaluate(() => (window as unknown as { seen: Record<string, string[]> }).seen)
     for (const name of ['harbour.jpg', 'waves.mp4']) {
@@ -175,7 +216,9 @@ describe('the console on moto (resumable uploads)', () => {
       expect(lines.at(-1)).toBe('Completed')
     }
     // The video's job reports its progress as it goes: several percentages between 0 and 100, growing.
-    const percents = seen['waves.mp4']!.map((l) => /^Processing(?: \(\w+\))? · (\d+) %/.exec(l)?.[1]).filter(Boolean).map(Number)
+    const percents = seen['waves.mp4']!.map((l) => /^Processing(?: \(\w+\))? · (\d+) %/.exec(l)?.[1])
+      .filter(Boolean)
+      .map(Number)
     expect(percents.length).toBeGreaterThanOrEqual(2)
     expect(percents.some((p) => p > 0 && p < 100)).toBe(true)
     expect(percents).toEqual([...percents].sort((a, b) => a - b))
@@ -208,7 +251,10 @@ describe('the console on moto (resumable uploads)', () => {
     expect(await page.locator('table tbody tr').count()).toBe(media.photo!.outputs.length)
     await shot(page, '4-image')
     // Download saves the output under the original's name.
-    const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Download thumb' }).click()])
+    const [download] = await Promise.all([
+      page.waitForEvent('download'),
+      page.getByRole('button', { name: 'Download thumb' }).click(),
+    ])
     expect(download.suggestedFilename()).toBe('harbour-thumb.webp')
     const thumb = media.photo!.outputs.find((o) => o.name === 'thumb')!
     expect(Bun.file((await download.path())!).size).toBe(thumb.size)
@@ -222,12 +268,22 @@ describe('the console on moto (resumable uploads)', () => {
     await page.goto(`${stack.url}/#/media/${media.clip!.id}`)
     await page.getByRole('heading', { name: 'waves.mp4', level: 1 }).waitFor()
     const video = page.locator('.stage video')
-    await eventually(async () => expect(await video.evaluate((v: HTMLVideoElement) => v.readyState)).toBeGreaterThanOrEqual(2), 15_000)
-    expect(await video.evaluate((v: HTMLVideoElement) => v.currentSrc)).toStartWith(`${stack.url}/v1/links/${media.clip!.id}/`)
+    await eventually(
+      async () => expect(await video.evaluate((v: HTMLVideoElement) => v.readyState)).toBeGreaterThanOrEqual(2),
+      15_000
+    )
+    expect(await video.evaluate((v: HTMLVideoElement) => v.currentSrc)).toStartWith(
+      `${stack.url}/v1/links/${media.clip!.id}/`
+    )
     await video.evaluate((v: HTMLVideoElement) => ((v.muted = true), v.play()))
-    await eventually(async () => expect(await video.evaluate((v: HTMLVideoElement) => v.currentTime)).toBeGreaterThan(0.2), 10_000)
+    await eventually(
+      async () => expect(await video.evaluate((v: HTMLVideoElement) => v.currentTime)).toBeGreaterThan(0.2),
+      10_000
+    )
     // Seeking near the end: the player asks the link for a range, and plays on from there.
-    await video.evaluate((v: HTMLVideoElement) => new Promise((resolve) => ((v.onseeked = resolve), (v.currentTime = 6))))
+    await video.evaluate(
+      (v: HTMLVideoElement) => new Promise((resolve) => ((v.onseeked = resolve), (v.currentTime = 6)))
+    )
     expect(await video.evaluate((v: HTMLVideoElement) => v.currentTime)).toBeGreaterThanOrEqual(5.9)
     expect(ranges).toContain(206)
     const renditions = media.clip!.outputs.filter((o) => o.contentType === 'video/mp4')
@@ -254,7 +310,9 @@ describe('the console on moto (resumable uploads)', () => {
     const item = uploadItem(page, 'long-take.mp4')
     await eventually(async () => expect(await item.locator('.badge').textContent()).toBe('processing'), 60_000)
     await page.unroute('**/v1/uploads/*')
-    const broken = sent.findIndex((s, i) => s.method === 'PATCH' && sent.slice(0, i + 1).filter((x) => x.method === 'PATCH').length === 2)
+    const broken = sent.findIndex(
+      (s, i) => s.method === 'PATCH' && sent.slice(0, i + 1).filter((x) => x.method === 'PATCH').length === 2
+    )
     const after = sent.slice(broken + 1)
     expect(after[0]?.method).toBe('HEAD')
     expect(after.find((s) => s.method === 'PATCH')?.offset).toBe(String(16 * MiB))
@@ -264,10 +322,19 @@ describe('the console on moto (resumable uploads)', () => {
     await item.locator('.name').click()
     await page.getByRole('heading', { name: 'long-take.mp4', level: 1 }).waitFor()
     // Cancelled while ffmpeg is at work on it: its progress has moved.
-    await eventually(async () => expect(await page.locator('.live progress').evaluate((bar: HTMLProgressElement) => bar.value)).toBeGreaterThan(0), 30_000)
+    await eventually(
+      async () =>
+        expect(await page.locator('.live progress').evaluate((bar: HTMLProgressElement) => bar.value)).toBeGreaterThan(
+          0
+        ),
+      30_000
+    )
     await shot(page, '6-processing')
     await page.getByRole('button', { name: 'Cancel processing' }).click()
-    await eventually(async () => expect(await page.locator('.status-line .badge').textContent()).toBe('cancelled'), 15_000)
+    await eventually(
+      async () => expect(await page.locator('.status-line .badge').textContent()).toBe('cancelled'),
+      15_000
+    )
     expect((await stack.waitForFinal(long.id)).status).toBe('cancelled')
   }, 120_000)
 
@@ -290,12 +357,19 @@ describe('the console on moto (resumable uploads)', () => {
     const second = await context.newPage()
     const sent: string[] = []
     second.on('request', (request: Request) => {
-      if (request.url().includes('/v1/uploads')) sent.push(`${request.method()} ${request.headers()['upload-offset'] ?? ''}`.trim())
+      if (request.url().includes('/v1/uploads'))
+        sent.push(`${request.method()} ${request.headers()['upload-offset'] ?? ''}`.trim())
     })
     await second.goto(`${stack.url}/#/media`)
     await signIn(second, TEST_API_KEY)
     await second.locator('#files').setInputFiles(again)
-    await eventually(async () => expect(await uploadItem(second, 'second-take.mp4').locator('.badge').textContent()).toMatch(/queued|processing/), 30_000)
+    await eventually(
+      async () =>
+        expect(await uploadItem(second, 'second-take.mp4').locator('.badge').textContent()).toMatch(
+          /queued|processing/
+        ),
+      30_000
+    )
     // No new upload: the one begun in the closed tab, asked where it stopped and finished from there.
     expect(sent.filter((s) => s.startsWith('POST'))).toEqual([])
     expect(sent.filter((s) => s !== 'OPTIONS').slice(0, 2)).toEqual(['HEAD', `PATCH ${16 * MiB}`])
@@ -355,8 +429,17 @@ describe('the console on moto (resumable uploads)', () => {
     const letterId = crypto.randomUUID()
     await stack.api.store.deadLetters.record(
       {
-        id: letterId, type: 'images', queue: queueNames(stack.env.SYSTEM!, 'images').request, reason: 'delivery_limit', deliveries: 5,
-        jobId: media.broken!.jobId, problem: null, messageId: crypto.randomUUID(), headers: {}, body: new Uint8Array([123, 125]), deadAt: new Date().toISOString(),
+        id: letterId,
+        type: 'images',
+        queue: queueNames(stack.env.SYSTEM!, 'images').request,
+        reason: 'delivery_limit',
+        deliveries: 5,
+        jobId: media.broken!.jobId,
+        problem: null,
+        messageId: crypto.randomUUID(),
+        headers: {},
+        body: new Uint8Array([123, 125]),
+        deadAt: new Date().toISOString(),
       },
       null
     )
@@ -402,8 +485,10 @@ describe('the console on moto (resumable uploads)', () => {
           const input = el as HTMLInputElement
           if (!input.labels?.length && !input.getAttribute('aria-label')) missing.push(`${el.tagName} ${input.id}`)
         }
-        for (const img of Array.from(document.querySelectorAll('img'))) if (img.getAttribute('alt') === null) missing.push(`img ${img.src}`)
-        for (const button of Array.from(document.querySelectorAll('button'))) if (!button.textContent?.trim() && !button.getAttribute('aria-label')) missing.push('button')
+        for (const img of Array.from(document.querySelectorAll('img')))
+          if (img.getAttribute('alt') === null) missing.push(`img ${img.src}`)
+        for (const button of Array.from(document.querySelectorAll('button')))
+          if (!button.textContent?.trim() && !button.getAttribute('aria-label')) missing.push('button')
         return missing
       })
       expect(unnamed).toEqual([])
@@ -432,7 +517,10 @@ describe('the console on the embedded store (no tus)', () => {
   let stack: Stack
   let browser: Browser
   beforeAll(async () => {
-    ;[stack, browser] = await Promise.all([startStack(), chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] })])
+    ;[stack, browser] = await Promise.all([
+      startStack(),
+      chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] }),
+    ])
   }, 60_000)
   afterAll(async () => {
     await browser?.close()
@@ -447,9 +535,17 @@ describe('the console on the embedded store (no tus)', () => {
     await signIn(page, TEST_API_KEY)
     await eventually(async () => expect(await page.locator('.hint').first().textContent()).toContain('cannot resume'))
     const photo = join(dir, 'embedded.jpg')
-    writeFileSync(photo, await sharp(await quadrants(800, 600)).jpeg().toBuffer())
+    writeFileSync(
+      photo,
+      await sharp(await quadrants(800, 600))
+        .jpeg()
+        .toBuffer()
+    )
     await page.locator('#files').setInputFiles(photo)
-    await eventually(async () => expect(await uploadItem(page, 'embedded.jpg').locator('.badge').textContent()).toBe('completed'), 30_000)
+    await eventually(
+      async () => expect(await uploadItem(page, 'embedded.jpg').locator('.badge').textContent()).toBe('completed'),
+      30_000
+    )
     expect(methods).toContain('POST /v1/media')
     expect(methods.filter((m) => m.startsWith('PATCH'))).toEqual([])
     expect(await naturalSize(page, '.grid li[data-id] img')).toEqual([320, 240])
@@ -466,7 +562,9 @@ describe('the console on the embedded store (no tus)', () => {
     await page.keyboard.press('Tab')
     expect(await page.evaluate(() => document.activeElement?.id)).toBe('files')
     expect(await page.locator('.drop').evaluate((zone) => zone.matches(':focus-within'))).toBe(true)
-    const png = await sharp(await quadrants(640, 480)).png().toBuffer()
+    const png = await sharp(await quadrants(640, 480))
+      .png()
+      .toBuffer()
     const transfer = await page.evaluateHandle((base64) => {
       const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0))
       const data = new DataTransfer()
@@ -476,7 +574,10 @@ describe('the console on the embedded store (no tus)', () => {
     await page.locator('.drop').dispatchEvent('dragover', { dataTransfer: transfer })
     expect(await page.locator('.drop').evaluate((zone) => zone.classList.contains('over'))).toBe(true)
     await page.locator('.drop').dispatchEvent('drop', { dataTransfer: transfer })
-    await eventually(async () => expect(await uploadItem(page, 'dropped.png').locator('.badge').textContent()).toBe('completed'), 30_000)
+    await eventually(
+      async () => expect(await uploadItem(page, 'dropped.png').locator('.badge').textContent()).toBe('completed'),
+      30_000
+    )
     expect(problems).toEqual([])
     await context.close()
   })

@@ -37,7 +37,11 @@ test('shared/ on Deno, with no permissions: a message round-trips through the co
     stderr: 'pipe',
     timeout: 30_000,
   })
-  const [stdout, stderr, code] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited])
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(child.stdout).text(),
+    new Response(child.stderr).text(),
+    child.exited,
+  ])
   if (code !== 0) throw new Error(`deno run tests/deno/shared-check.ts exited with ${code}:\n${stderr}`)
   const seen = JSON.parse(stdout)
   expect(seen.runtime).toBe('deno')
@@ -73,7 +77,10 @@ for (const database of DATABASES) {
       // No processor runs yet: the job waits in its queue, and status and the stream's first event say so.
       const queued = (await (await fetch(`${url}/v1/media/${id}`, { headers: apiKey })).json()) as MediaBody
       expect(queued).toMatchObject({ id, kind: 'image', status: 'queued', outputs: [] })
-      const events = await fetch(`${url}/v1/media/${id}/events`, { headers: apiKey, signal: AbortSignal.timeout(30_000) })
+      const events = await fetch(`${url}/v1/media/${id}/events`, {
+        headers: apiKey,
+        signal: AbortSignal.timeout(30_000),
+      })
       expect(events.status).toBe(200)
       expect(events.headers.get('content-type')).toContain('text/event-stream')
       const stream = sseEvents(events.body!)
@@ -91,7 +98,12 @@ for (const database of DATABASES) {
       const progress = states.map((s) => s.progress)
       expect(progress).toEqual([...progress].sort((a, b) => a - b))
       const last = states.at(-1)!
-      expect(last).toMatchObject({ id, status: 'completed', progress: 100, metadata: { format: 'png', width: 1200, height: 800 } })
+      expect(last).toMatchObject({
+        id,
+        status: 'completed',
+        progress: 100,
+        metadata: { format: 'png', width: 1200, height: 800 },
+      })
       expect(last.outputs.map((o) => o.name)).toEqual(['thumb', 'preview'])
       expect(await (await fetch(`${url}/v1/media/${id}`, { headers: apiKey })).json()).toEqual(last)
 
@@ -101,7 +113,11 @@ for (const database of DATABASES) {
         expect(res.headers.get('content-type')).toBe(output.contentType)
         const bytes = new Uint8Array(await res.arrayBuffer())
         expect(bytes.byteLength).toBe(output.size)
-        expect(await sharp(bytes).metadata()).toMatchObject({ format: 'webp', width: output.width, height: output.height })
+        expect(await sharp(bytes).metadata()).toMatchObject({
+          format: 'webp',
+          width: output.width,
+          height: output.height,
+        })
       }
     }, 60_000)
 
@@ -146,7 +162,11 @@ async function* sseEvents(body: ReadableStream<Uint8Array>): AsyncGenerator<{ ev
     while ((end = buffer.indexOf('\n\n')) !== -1) {
       const lines = buffer.slice(0, end).split('\n')
       buffer = buffer.slice(end + 2)
-      const field = (name: string) => lines.find((l) => l.startsWith(`${name}:`))?.slice(name.length + 1).trimStart()
+      const field = (name: string) =>
+        lines
+          .find((l) => l.startsWith(`${name}:`))
+          ?.slice(name.length + 1)
+          .trimStart()
       const data = field('data')
       if (data !== undefined) yield { event: field('event') ?? 'message', data }
     }

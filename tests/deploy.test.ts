@@ -16,7 +16,13 @@ import { dirname, join, resolve } from 'node:path'
 import { parse as parseYaml } from 'yaml'
 import { DELIVERY_LIMIT, MEDIA_TYPES, declareTopology, queueNames, topology } from '@app/shared'
 import { livezUrl, probe } from '../infra/docker/healthcheck.ts'
-import { COMPOSE_SYSTEM, DEFINITIONS_FILE, definitionsFor, definitionsJson, passwordHash } from '../infra/rabbitmq/definitions.ts'
+import {
+  COMPOSE_SYSTEM,
+  DEFINITIONS_FILE,
+  definitionsFor,
+  definitionsJson,
+  passwordHash,
+} from '../infra/rabbitmq/definitions.ts'
 import { readConfig as readApiConfig } from '../services/api/config.ts'
 import { readConfig as readImagesConfig } from '../services/images/main.ts'
 import { readConfig as readVideosConfig } from '../services/videos/main.ts'
@@ -38,7 +44,9 @@ describe('RabbitMQ definitions', () => {
   })
 
   test('password hashes are computed as RabbitMQ documents them (its own example)', () => {
-    expect(passwordHash('test12', Buffer.from('908dc60a', 'hex'))).toBe('kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2POR')
+    expect(passwordHash('test12', Buffer.from('908dc60a', 'hex'))).toBe(
+      'kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2POR'
+    )
   })
 
   describe('on the local broker', () => {
@@ -59,7 +67,10 @@ describe('RabbitMQ definitions', () => {
         const other = await connection.createChannel()
         other.on('error', () => {})
         const request = topology(system, 'images').queues[0]!
-        const refused = other.assertQueue(request.name, { durable: true, arguments: { ...request.options.arguments, 'x-delivery-limit': DELIVERY_LIMIT + 1 } })
+        const refused = other.assertQueue(request.name, {
+          durable: true,
+          arguments: { ...request.options.arguments, 'x-delivery-limit': DELIVERY_LIMIT + 1 },
+        })
         await expect(refused).rejects.toThrow(/PRECONDITION_FAILED/)
       } finally {
         await connection.close()
@@ -76,7 +87,8 @@ describe('RabbitMQ definitions', () => {
       expect([...listed.keys()].sort()).toEqual(expected.sort())
       for (const [name, args] of listed) {
         expect({ name, quorum: args.includes('quorum') }).toEqual({ name, quorum: true })
-        if (!name.endsWith('.dead')) expect({ name, limit: args.includes('x-delivery-limit') }).toEqual({ name, limit: true })
+        if (!name.endsWith('.dead'))
+          expect({ name, limit: args.includes('x-delivery-limit') }).toEqual({ name, limit: true })
       }
     })
 
@@ -111,10 +123,17 @@ describe('compose.yaml', () => {
   test('every Dockerfile, mounted file and named volume it refers to exists', () => {
     const volumes = Object.keys(compose.volumes ?? {})
     for (const [name, service] of Object.entries(compose.services)) {
-      if (service.build) expect({ name, dockerfile: existsSync(resolve(INFRA, service.build.context ?? '.', service.build.dockerfile ?? 'Dockerfile')) }).toEqual({ name, dockerfile: true })
+      if (service.build)
+        expect({
+          name,
+          dockerfile: existsSync(
+            resolve(INFRA, service.build.context ?? '.', service.build.dockerfile ?? 'Dockerfile')
+          ),
+        }).toEqual({ name, dockerfile: true })
       for (const mount of service.volumes ?? []) {
         const source = mount.split(':')[0]!
-        if (source.startsWith('.') || source.startsWith('/')) expect({ name, mount, exists: existsSync(resolve(INFRA, source)) }).toEqual({ name, mount, exists: true })
+        if (source.startsWith('.') || source.startsWith('/'))
+          expect({ name, mount, exists: existsSync(resolve(INFRA, source)) }).toEqual({ name, mount, exists: true })
         else expect({ name, mount, declared: volumes.includes(source) }).toEqual({ name, mount, declared: true })
       }
     }
@@ -126,28 +145,33 @@ describe('compose.yaml', () => {
         const target = compose.services[dependency]
         expect({ name, dependency, exists: target !== undefined }).toEqual({ name, dependency, exists: true })
         if (condition === 'service_healthy') {
-          const healthcheck = Boolean(target?.healthcheck) || (target?.build !== undefined && readImage(dependency as Service).healthcheck !== null)
+          const healthcheck =
+            Boolean(target?.healthcheck) ||
+            (target?.build !== undefined && readImage(dependency as Service).healthcheck !== null)
           expect({ name, dependency, healthcheck }).toEqual({ name, dependency, healthcheck: true })
         }
       }
     }
   })
 
-  test.each(SERVICES)("%s: its environment passes the service's own config reader, which reads every variable", (name) => {
-    const service = compose.services[name]
-    expect(service?.build?.dockerfile).toBe(`infra/docker/${name}.Dockerfile`)
-    const env: Record<string, string> = { ...readImage(name).env, ...service!.environment }
-    delete env.NODE_ENV // the runtime's, not the service's
-    delete env.MALLOC_ARENA_MAX // glibc's
-    const read = new Set<string>()
-    // Record what the reader looks at: a variable it never reads is a misspelling it would silently ignore.
-    const watched = new Proxy(env, {
-      get: (target, key) => (typeof key === 'string' && read.add(key), Reflect.get(target, key)),
-      has: (target, key) => (typeof key === 'string' && read.add(key), Reflect.has(target, key)),
-    })
-    expect(() => READERS[name](watched)).not.toThrow()
-    expect(Object.keys(env).filter((key) => !read.has(key))).toEqual([])
-  })
+  test.each(SERVICES)(
+    "%s: its environment passes the service's own config reader, which reads every variable",
+    (name) => {
+      const service = compose.services[name]
+      expect(service?.build?.dockerfile).toBe(`infra/docker/${name}.Dockerfile`)
+      const env: Record<string, string> = { ...readImage(name).env, ...service!.environment }
+      delete env.NODE_ENV // the runtime's, not the service's
+      delete env.MALLOC_ARENA_MAX // glibc's
+      const read = new Set<string>()
+      // Record what the reader looks at: a variable it never reads is a misspelling it would silently ignore.
+      const watched = new Proxy(env, {
+        get: (target, key) => (typeof key === 'string' && read.add(key), Reflect.get(target, key)),
+        has: (target, key) => (typeof key === 'string' && read.add(key), Reflect.has(target, key)),
+      })
+      expect(() => READERS[name](watched)).not.toThrow()
+      expect(Object.keys(env).filter((key) => !read.has(key))).toEqual([])
+    }
+  )
 })
 
 describe('Dockerfiles', () => {
@@ -156,21 +180,24 @@ describe('Dockerfiles', () => {
     expect(diagnostics.map((d) => `line ${d.range.start.line + 1}: ${d.message}`)).toEqual([])
   })
 
-  test.each(SERVICES)('%s.Dockerfile: a pinned base, a user that is not root, a healthcheck on its port, its entry', (name) => {
-    const image = readImage(name)
-    expect(image.bases).toEqual([{ name: 'oven/bun', tag: '1.4.5-slim' }])
-    expect(image.user).not.toMatch(/^(root|0)(:|$)/)
-    expect(image.user).not.toBeNull()
-    expect(image.stopSignal).toBe('SIGTERM')
-    expect(image.env.NODE_ENV).toBe('production')
-    expect(image.cmd).toEqual(['bun', `services/${name}/main.ts`])
-    // The healthcheck asks /livez on the port named by its argument, which the image sets and exposes.
-    expect(image.healthcheck?.slice(0, 2)).toEqual(['bun', 'infra/docker/healthcheck.ts'])
-    const portVariable = image.healthcheck![2]!
-    expect(portVariable).toBe(name === 'api' ? 'PORT' : 'METRICS_PORT')
-    expect(image.expose).toEqual([image.env[portVariable]!])
-    expect(livezUrl(portVariable, image.env)).toBe(`http://127.0.0.1:${image.env[portVariable]}/livez`)
-  })
+  test.each(SERVICES)(
+    '%s.Dockerfile: a pinned base, a user that is not root, a healthcheck on its port, its entry',
+    (name) => {
+      const image = readImage(name)
+      expect(image.bases).toEqual([{ name: 'oven/bun', tag: '1.4.5-slim' }])
+      expect(image.user).not.toMatch(/^(root|0)(:|$)/)
+      expect(image.user).not.toBeNull()
+      expect(image.stopSignal).toBe('SIGTERM')
+      expect(image.env.NODE_ENV).toBe('production')
+      expect(image.cmd).toEqual(['bun', `services/${name}/main.ts`])
+      // The healthcheck asks /livez on the port named by its argument, which the image sets and exposes.
+      expect(image.healthcheck?.slice(0, 2)).toEqual(['bun', 'infra/docker/healthcheck.ts'])
+      const portVariable = image.healthcheck![2]!
+      expect(portVariable).toBe(name === 'api' ? 'PORT' : 'METRICS_PORT')
+      expect(image.expose).toEqual([image.env[portVariable]!])
+      expect(livezUrl(portVariable, image.env)).toBe(`http://127.0.0.1:${image.env[portVariable]}/livez`)
+    }
+  )
 
   test.each(SERVICES)('%s.Dockerfile copies only what exists and what its .dockerignore lets through', (name) => {
     const image = readImage(name)
@@ -184,7 +211,10 @@ describe('Dockerfiles', () => {
     for (const source of image.copySources) {
       const path = source.replace(/\/$/, '')
       expect({ source, exists: existsSync(join(ROOT, path)) }).toEqual({ source, exists: true })
-      expect({ source, allowed: exceptions.some((e) => path === e || path.startsWith(`${e}/`)) }).toEqual({ source, allowed: true })
+      expect({ source, allowed: exceptions.some((e) => path === e || path.startsWith(`${e}/`)) }).toEqual({
+        source,
+        allowed: true,
+      })
     }
     // Only its own service's code (other services' manifests are there for the frozen lockfile).
     const services = image.copySources.filter((s) => s.startsWith('services/') && !s.endsWith('package.json'))
@@ -206,7 +236,11 @@ describe('Dockerfiles', () => {
 
 describe('the healthcheck script', () => {
   test('exits 0 while /livez answers 2xx, and 1 on a 503, a closed port, or no port', async () => {
-    const server = Bun.serve({ port: 0, hostname: '127.0.0.1', fetch: (r) => new Response(null, { status: new URL(r.url).pathname === '/livez' ? 200 : 503 }) })
+    const server = Bun.serve({
+      port: 0,
+      hostname: '127.0.0.1',
+      fetch: (r) => new Response(null, { status: new URL(r.url).pathname === '/livez' ? 200 : 503 }),
+    })
     try {
       expect(await runHealthcheck('PORT', { PORT: String(server.port) })).toBe(0)
       expect(await probe(`http://127.0.0.1:${server.port}/readyz`, 1000)).toBe(false)
@@ -249,7 +283,8 @@ function loadCompose(): ComposeFile {
   const document = interpolateAll(parsed, {}) as ComposeFile
   // Compose accepts numbers and booleans as environment values and passes them as strings.
   for (const service of Object.values(document.services)) {
-    if (service.environment) service.environment = Object.fromEntries(Object.entries(service.environment).map(([k, v]) => [k, String(v)]))
+    if (service.environment)
+      service.environment = Object.fromEntries(Object.entries(service.environment).map(([k, v]) => [k, String(v)]))
   }
   return document
 }
@@ -257,21 +292,25 @@ function loadCompose(): ComposeFile {
 function interpolateAll(node: unknown, env: Record<string, string | undefined>): unknown {
   if (typeof node === 'string') return interpolate(node, env)
   if (Array.isArray(node)) return node.map((item) => interpolateAll(item, env))
-  if (node && typeof node === 'object') return Object.fromEntries(Object.entries(node).map(([k, v]) => [k, interpolateAll(v, env)]))
+  if (node && typeof node === 'object')
+    return Object.fromEntries(Object.entries(node).map(([k, v]) => [k, interpolateAll(v, env)]))
   return node
 }
 
 /** Compose's `$$`, `$VAR`, `${VAR}`, `${VAR:-default}` and `${VAR-default}`; anything else (`${VAR:?…}`) fails. */
 function interpolate(text: string, env: Record<string, string | undefined>): string {
-  const result = text.replace(/\$(?:(\$)|\{([A-Za-z_]\w*)(?:(:?-)([^}]*))?\}|([A-Za-z_]\w*))/g, (_, dollar, braced, operator, fallback, bare) => {
-    if (dollar) return '\u0000' // a literal $, put back below so it is not read again
-    const name = (braced ?? bare) as string
-    const value = env[name]
-    if (operator === ':-') return value || fallback
-    if (operator === '-') return value ?? fallback
-    if (value === undefined) throw new Error(`compose.yaml: \${${name}} has no default`)
-    return value
-  })
+  const result = text.replace(
+    /\$(?:(\$)|\{([A-Za-z_]\w*)(?:(:?-)([^}]*))?\}|([A-Za-z_]\w*))/g,
+    (_, dollar, braced, operator, fallback, bare) => {
+      if (dollar) return '\u0000' // a literal $, put back below so it is not read again
+      const name = (braced ?? bare) as string
+      const value = env[name]
+      if (operator === ':-') return value || fallback
+      if (operator === '-') return value ?? fallback
+      if (value === undefined) throw new Error(`compose.yaml: \${${name}} has no default`)
+      return value
+    }
+  )
   if (result.includes('${')) throw new Error(`compose.yaml: unsupported interpolation in ${JSON.stringify(text)}`)
   return result.replaceAll('\u0000', '$')
 }
@@ -279,7 +318,11 @@ function interpolate(text: string, env: Record<string, string | undefined>): str
 function withoutDraft4Ids(node: unknown): unknown {
   if (Array.isArray(node)) return node.map(withoutDraft4Ids)
   if (node && typeof node === 'object') {
-    return Object.fromEntries(Object.entries(node).filter(([k, v]) => !(k === 'id' && typeof v === 'string')).map(([k, v]) => [k, withoutDraft4Ids(v)]))
+    return Object.fromEntries(
+      Object.entries(node)
+        .filter(([k, v]) => !(k === 'id' && typeof v === 'string'))
+        .map(([k, v]) => [k, withoutDraft4Ids(v)])
+    )
   }
   return node
 }
@@ -315,13 +358,26 @@ function readImage(name: Service) {
   const healthcheck = dockerfile.getHEALTHCHECKs().at(-1)?.getArgumentsContent() ?? null
   return {
     bases: dockerfile.getFROMs().map((f) => ({ name: f.getImageName(), tag: f.getImageTag() })),
-    env: Object.fromEntries(dockerfile.getENVs().flatMap((e) => e.getProperties().map((p) => [p.getName(), p.getValue() ?? '']))) as Record<string, string>,
+    env: Object.fromEntries(
+      dockerfile.getENVs().flatMap((e) => e.getProperties().map((p) => [p.getName(), p.getValue() ?? '']))
+    ) as Record<string, string>,
     user: last('USER')?.getArgumentsContent() ?? null,
     stopSignal: last('STOPSIGNAL')?.getArgumentsContent() ?? null,
     expose: all.filter((i) => i.getKeyword() === 'EXPOSE').flatMap((i) => i.getArguments().map((a) => a.getValue())),
-    cmd: dockerfile.getCMDs().at(-1)?.getJSONStrings().map((s) => s.getJSONValue()) ?? null,
+    cmd:
+      dockerfile
+        .getCMDs()
+        .at(-1)
+        ?.getJSONStrings()
+        .map((s) => s.getJSONValue()) ?? null,
     healthcheck: healthcheck?.startsWith('CMD ') ? (JSON.parse(healthcheck.slice(4)) as string[]) : null,
-    copySources: dockerfile.getCOPYs().flatMap((c) => c.getArguments().map((a) => a.getValue()).filter((a) => !a.startsWith('--')).slice(0, -1)),
+    copySources: dockerfile.getCOPYs().flatMap((c) =>
+      c
+        .getArguments()
+        .map((a) => a.getValue())
+        .filter((a) => !a.startsWith('--'))
+        .slice(0, -1)
+    ),
     runs: all.filter((i) => i.getKeyword() === 'RUN').map((i) => i.getArgumentsContent() ?? ''),
   }
 }
@@ -345,7 +401,11 @@ async function importDefinitions(definitions: object): Promise<void> {
 
 async function run(argv: string[]): Promise<string> {
   const child = Bun.spawn(argv, { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' })
-  const [out, err, code] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited])
+  const [out, err, code] = await Promise.all([
+    new Response(child.stdout).text(),
+    new Response(child.stderr).text(),
+    child.exited,
+  ])
   if (code !== 0) throw new Error(`${argv.slice(0, 3).join(' ')} exited ${code}: ${(err || out).trim()}`)
   return out
 }

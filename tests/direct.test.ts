@@ -21,16 +21,26 @@ const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest(
 const json = { 'content-type': 'application/json' }
 const ADMIN_TOKEN = 'direct-test-admin-token-0123456789'
 
-
 /** Uploads `bytes` in parts of `partSize` through presigned part URLs; returns the parts for the completion. */
-async function uploadParts(stack: Stack, key: string, uploadId: string, bytes: Uint8Array<ArrayBuffer>, partSize: number) {
+async function uploadParts(
+  stack: Stack,
+  key: string,
+  uploadId: string,
+  bytes: Uint8Array<ArrayBuffer>,
+  partSize: number
+) {
   const numbers = Array.from({ length: Math.ceil(bytes.length / partSize) }, (_, i) => i + 1)
-  const batch = await stack.fetch(`/v1/direct-uploads/s3/multipart/${encodeURIComponent(uploadId)}/batch?key=${encodeURIComponent(key)}&partNumbers=${numbers.join(',')}`)
+  const batch = await stack.fetch(
+    `/v1/direct-uploads/s3/multipart/${encodeURIComponent(uploadId)}/batch?key=${encodeURIComponent(key)}&partNumbers=${numbers.join(',')}`
+  )
   expect(batch.status).toBe(200)
   const { presignedUrls } = (await batch.json()) as { presignedUrls: Record<string, string> }
   const parts = []
   for (const n of numbers) {
-    const put = await fetch(presignedUrls[String(n)]!, { method: 'PUT', body: bytes.slice((n - 1) * partSize, n * partSize) })
+    const put = await fetch(presignedUrls[String(n)]!, {
+      method: 'PUT',
+      body: bytes.slice((n - 1) * partSize, n * partSize),
+    })
     expect(put.status).toBe(200)
     parts.push({ PartNumber: n, ETag: put.headers.get('etag')! })
   }
@@ -51,13 +61,25 @@ describe('direct uploads on the embedded S3 server', () => {
   })
 
   const params = async (filename: string, type?: string) => {
-    const res = await stack.fetch(`/v1/direct-uploads/s3/params?filename=${encodeURIComponent(filename)}${type ? `&type=${encodeURIComponent(type)}` : ''}`)
+    const res = await stack.fetch(
+      `/v1/direct-uploads/s3/params?filename=${encodeURIComponent(filename)}${type ? `&type=${encodeURIComponent(type)}` : ''}`
+    )
     expect(res.status).toBe(200)
-    return (await res.json()) as { method: 'PUT'; url: string; headers: Record<string, string>; key: string; expires: number }
+    return (await res.json()) as {
+      method: 'PUT'
+      url: string
+      headers: Record<string, string>
+      key: string
+      expires: number
+    }
   }
-  const complete = (key: string, headers: Record<string, string> = {}) => stack.fetch(`/v1/direct-uploads/complete?key=${encodeURIComponent(key)}`, { method: 'POST', headers })
+  const complete = (key: string, headers: Record<string, string> = {}) =>
+    stack.fetch(`/v1/direct-uploads/complete?key=${encodeURIComponent(key)}`, { method: 'POST', headers })
   const exists = (key: string) =>
-    s3.client.send(new HeadObjectCommand({ Bucket: stack.env.S3_BUCKET, Key: key })).then(() => true, () => false)
+    s3.client.send(new HeadObjectCommand({ Bucket: stack.env.S3_BUCKET, Key: key })).then(
+      () => true,
+      () => false
+    )
 
   test('a single presigned PUT becomes a media, with its file name; completing it again answers the same media', async () => {
     const photo = await paddedPng(300_000)
@@ -71,7 +93,11 @@ describe('direct uploads on the embedded S3 server', () => {
     expect(accepted).toMatchObject({ kind: 'image', status: 'queued' })
     expect(target.key.endsWith(accepted.id)).toBe(true)
     expect(done.headers.get('location')).toBe(`/v1/media/${accepted.id}`)
-    const media = (await (await stack.fetch(`/v1/media/${accepted.id}`)).json()) as { filename: string; size: number; format: string }
+    const media = (await (await stack.fetch(`/v1/media/${accepted.id}`)).json()) as {
+      filename: string
+      size: number
+      format: string
+    }
     expect(media).toMatchObject({ filename: 'holiday.png', size: photo.length, format: 'png' })
     const again = await complete(target.key)
     expect(again.status).toBe(202)
@@ -80,17 +106,24 @@ describe('direct uploads on the embedded S3 server', () => {
 
   test('a multipart upload through presigned part URLs becomes a media; the object is the file, byte for byte', async () => {
     const file = await paddedPng(6 * MiB + 12345)
-    const created = await stack.fetch('/v1/direct-uploads/s3/multipart', { method: 'POST', headers: json, body: JSON.stringify({ filename: 'big.png', type: 'image/png' }) })
+    const created = await stack.fetch('/v1/direct-uploads/s3/multipart', {
+      method: 'POST',
+      headers: json,
+      body: JSON.stringify({ filename: 'big.png', type: 'image/png' }),
+    })
     expect(created.status).toBe(200)
     const { key, uploadId, bucket } = (await created.json()) as { key: string; uploadId: string; bucket: string }
     expect(bucket).toBe(stack.env.S3_BUCKET!)
     const parts = await uploadParts(stack, key, uploadId, file, 5 * MiB)
     expect(parts).toHaveLength(2)
-    const done = await stack.fetch(`/v1/direct-uploads/s3/multipart/${encodeURIComponent(uploadId)}/complete?key=${encodeURIComponent(key)}`, {
-      method: 'POST',
-      headers: json,
-      body: JSON.stringify({ parts }),
-    })
+    const done = await stack.fetch(
+      `/v1/direct-uploads/s3/multipart/${encodeURIComponent(uploadId)}/complete?key=${encodeURIComponent(key)}`,
+      {
+        method: 'POST',
+        headers: json,
+        body: JSON.stringify({ parts }),
+      }
+    )
     expect(done.status).toBe(200)
     const answer = (await done.json()) as { location: string; key: string; id: string; kind: string }
     expect(answer).toMatchObject({ key, kind: 'image', location: `${stack.url}/v1/media/${answer.id}` })
@@ -115,7 +148,7 @@ describe('direct uploads on the embedded S3 server', () => {
     expect(await exists(big.key)).toBe(false)
   })
 
-  test('completing before uploading is a 409; a key never handed out, or another tenant\'s, is a 404; no key is a 401', async () => {
+  test("completing before uploading is a 409; a key never handed out, or another tenant's, is a 404; no key is a 401", async () => {
     const target = await params('later.png')
     expect((await complete(target.key)).status).toBe(409)
     expect((await complete(`${stack.env.SYSTEM}/originals/${crypto.randomUUID()}`)).status).toBe(404)
@@ -142,11 +175,16 @@ describe('direct uploads on the embedded S3 server', () => {
     const target = await params('forgotten.png')
     await fetch(target.url, { method: 'PUT', body: await paddedPng(40_000) })
     const sweep = (seconds: number) =>
-      stack.fetch(`/v1/admin/sweep?olderThanSeconds=${seconds}`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
+      stack.fetch(`/v1/admin/sweep?olderThanSeconds=${seconds}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+      })
     // The PUT went to the staging object; the original's key is written only at completion.
     const staged = `${stack.env.SYSTEM}/uploads/${target.key.slice(target.key.lastIndexOf('/') + 1)}`
     // Not yet old enough: kept.
-    expect(((await (await sweep(3600)).json()) as { abortedUploads: string[] }).abortedUploads).not.toContain(target.key)
+    expect(((await (await sweep(3600)).json()) as { abortedUploads: string[] }).abortedUploads).not.toContain(
+      target.key
+    )
     expect(await exists(staged)).toBe(true)
     // Past the millisecond it was recorded in, so it is older than 0 s by the store's clock.
     const recorded = Date.now()
@@ -157,14 +195,25 @@ describe('direct uploads on the embedded S3 server', () => {
   })
 
   test('listing parts needs ListParts, which s3rver lacks: a clear 501', async () => {
-    const created = (await (await stack.fetch('/v1/direct-uploads/s3/multipart', { method: 'POST', headers: json, body: JSON.stringify({ filename: 'x.png' }) })).json()) as {
+    const created = (await (
+      await stack.fetch('/v1/direct-uploads/s3/multipart', {
+        method: 'POST',
+        headers: json,
+        body: JSON.stringify({ filename: 'x.png' }),
+      })
+    ).json()) as {
       key: string
       uploadId: string
     }
-    const listed = await stack.fetch(`/v1/direct-uploads/s3/multipart/${encodeURIComponent(created.uploadId)}?key=${encodeURIComponent(created.key)}`)
+    const listed = await stack.fetch(
+      `/v1/direct-uploads/s3/multipart/${encodeURIComponent(created.uploadId)}?key=${encodeURIComponent(created.key)}`
+    )
     expect(listed.status).toBe(501)
     expect(((await listed.json()) as { error: { message: string } }).error.message).toContain('does not support')
-    const aborted = await stack.fetch(`/v1/direct-uploads/s3/multipart/${encodeURIComponent(created.uploadId)}?key=${encodeURIComponent(created.key)}`, { method: 'DELETE' })
+    const aborted = await stack.fetch(
+      `/v1/direct-uploads/s3/multipart/${encodeURIComponent(created.uploadId)}?key=${encodeURIComponent(created.key)}`,
+      { method: 'DELETE' }
+    )
     expect(aborted.status).toBe(200)
   })
 })
@@ -185,14 +234,24 @@ describe('direct uploads on moto', () => {
     await moto?.stop()
   })
   const original = async (key: string) =>
-    (await s3.client.send(new GetObjectCommand({ Bucket: stack.env.S3_BUCKET, Key: key })).then((o) => o.Body!.transformToByteArray()))
+    await s3.client
+      .send(new GetObjectCommand({ Bucket: stack.env.S3_BUCKET, Key: key }))
+      .then((o) => o.Body!.transformToByteArray())
 
-  test('a second PUT to a completed upload\'s URL changes nothing the job reads; the sweep removes what it wrote', async () => {
-    const jpeg = await sharp({ create: { width: 640, height: 480, channels: 3, background: '#3366aa' } }).jpeg({ quality: 60 }).toBuffer()
-    const png = await sharp({ create: { width: 900, height: 1200, channels: 4, background: '#aa3366' } }).png().toBuffer()
-    const target = (await (await stack.fetch('/v1/direct-uploads/s3/params?filename=a.jpg&type=image%2Fjpeg')).json()) as { url: string; key: string; headers: Record<string, string> }
+  test("a second PUT to a completed upload's URL changes nothing the job reads; the sweep removes what it wrote", async () => {
+    const jpeg = await sharp({ create: { width: 640, height: 480, channels: 3, background: '#3366aa' } })
+      .jpeg({ quality: 60 })
+      .toBuffer()
+    const png = await sharp({ create: { width: 900, height: 1200, channels: 4, background: '#aa3366' } })
+      .png()
+      .toBuffer()
+    const target = (await (
+      await stack.fetch('/v1/direct-uploads/s3/params?filename=a.jpg&type=image%2Fjpeg')
+    ).json()) as { url: string; key: string; headers: Record<string, string> }
     expect((await fetch(target.url, { method: 'PUT', body: jpeg, headers: target.headers })).status).toBe(200)
-    const done = await stack.fetch(`/v1/direct-uploads/complete?key=${encodeURIComponent(target.key)}`, { method: 'POST' })
+    const done = await stack.fetch(`/v1/direct-uploads/complete?key=${encodeURIComponent(target.key)}`, {
+      method: 'POST',
+    })
     expect(done.status).toBe(202)
     const { id } = (await done.json()) as { id: string }
     // The attack: the URL is still valid, and the job has not run yet.
@@ -201,25 +260,45 @@ describe('direct uploads on moto', () => {
     await stack.startImages()
     try {
       const media = await stack.waitForFinal(id)
-      expect(media).toMatchObject({ status: 'completed', format: 'jpeg', size: jpeg.length, metadata: { format: 'jpeg', width: 640, height: 480 } })
+      expect(media).toMatchObject({
+        status: 'completed',
+        format: 'jpeg',
+        size: jpeg.length,
+        metadata: { format: 'jpeg', width: 640, height: 480 },
+      })
     } finally {
       await stack.stopImages()
     }
     // What the URL wrote after completion is read by nobody: the sweep removes it, and the original stays.
-    const swept = await stack.fetch('/v1/admin/sweep?olderThanSeconds=86400', { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
-    expect(((await swept.json()) as { abortedUploads: string[] }).abortedUploads).toEqual([`${stack.env.SYSTEM}/uploads/${id}`])
+    const swept = await stack.fetch('/v1/admin/sweep?olderThanSeconds=86400', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+    })
+    expect(((await swept.json()) as { abortedUploads: string[] }).abortedUploads).toEqual([
+      `${stack.env.SYSTEM}/uploads/${id}`,
+    ])
     expect(sha256(await original(target.key))).toBe(sha256(jpeg))
   })
 
   test('a completed multipart upload cannot be written again through its part URLs', async () => {
     const file = await paddedPng(5 * MiB + 100)
-    const { key, uploadId } = (await (await stack.fetch('/v1/direct-uploads/s3/multipart', { method: 'POST', headers: json, body: JSON.stringify({ filename: 'parts.png' }) })).json()) as {
+    const { key, uploadId } = (await (
+      await stack.fetch('/v1/direct-uploads/s3/multipart', {
+        method: 'POST',
+        headers: json,
+        body: JSON.stringify({ filename: 'parts.png' }),
+      })
+    ).json()) as {
       key: string
       uploadId: string
     }
     const base = `/v1/direct-uploads/s3/multipart/${encodeURIComponent(uploadId)}`
     const parts = await uploadParts(stack, key, uploadId, file, 5 * MiB)
-    const done = await stack.fetch(`${base}/complete?key=${encodeURIComponent(key)}`, { method: 'POST', headers: json, body: JSON.stringify({ parts }) })
+    const done = await stack.fetch(`${base}/complete?key=${encodeURIComponent(key)}`, {
+      method: 'POST',
+      headers: json,
+      body: JSON.stringify({ parts }),
+    })
     expect(done.status).toBe(200)
     // Every part URL the client holds now meets a completed upload: refused, and the original is unchanged.
     const { url } = (await (await stack.fetch(`${base}/1?key=${encodeURIComponent(key)}`)).json()) as { url: string }
@@ -230,13 +309,23 @@ describe('direct uploads on moto', () => {
 
   test('parts uploaded so far are listed (as Uppy resumes), and an aborted upload is gone', async () => {
     const file = await paddedPng(5 * MiB + 100)
-    const { key, uploadId } = (await (await stack.fetch('/v1/direct-uploads/s3/multipart', { method: 'POST', headers: json, body: JSON.stringify({ filename: 'resume.png' }) })).json()) as {
+    const { key, uploadId } = (await (
+      await stack.fetch('/v1/direct-uploads/s3/multipart', {
+        method: 'POST',
+        headers: json,
+        body: JSON.stringify({ filename: 'resume.png' }),
+      })
+    ).json()) as {
       key: string
       uploadId: string
     }
     const [first] = await uploadParts(stack, key, uploadId, file.slice(0, 5 * MiB), 5 * MiB)
     const base = `/v1/direct-uploads/s3/multipart/${encodeURIComponent(uploadId)}`
-    const listed = (await (await stack.fetch(`${base}?key=${encodeURIComponent(key)}`)).json()) as { PartNumber: number; ETag: string; Size: number }[]
+    const listed = (await (await stack.fetch(`${base}?key=${encodeURIComponent(key)}`)).json()) as {
+      PartNumber: number
+      ETag: string
+      Size: number
+    }[]
     expect(listed).toEqual([{ PartNumber: 1, ETag: first!.ETag, Size: 5 * MiB }])
     // The rest, through the single-part route, then the completion.
     const { url } = (await (await stack.fetch(`${base}/2?key=${encodeURIComponent(key)}`)).json()) as { url: string }
@@ -248,7 +337,13 @@ describe('direct uploads on moto', () => {
     })
     expect(done.status).toBe(200)
 
-    const other = (await (await stack.fetch('/v1/direct-uploads/s3/multipart', { method: 'POST', headers: json, body: JSON.stringify({ filename: 'gone.png' }) })).json()) as {
+    const other = (await (
+      await stack.fetch('/v1/direct-uploads/s3/multipart', {
+        method: 'POST',
+        headers: json,
+        body: JSON.stringify({ filename: 'gone.png' }),
+      })
+    ).json()) as {
       key: string
       uploadId: string
     }

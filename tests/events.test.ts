@@ -32,7 +32,15 @@ async function readStates(url: string, timeoutMs: number): Promise<MediaBody[]> 
   return text
     .split('\n\n')
     .filter((block) => block.includes('event: state'))
-    .map((block) => JSON.parse(block.split('\n').find((line) => line.startsWith('data: '))!.slice(6)) as MediaBody)
+    .map(
+      (block) =>
+        JSON.parse(
+          block
+            .split('\n')
+            .find((line) => line.startsWith('data: '))!
+            .slice(6)
+        ) as MediaBody
+    )
 }
 
 describe('one instance', () => {
@@ -82,10 +90,14 @@ describe('two instances', () => {
 
   test('an upload to instance A is watched to the end on instance B', async () => {
     const [a, b] = ports.map((p) => `http://127.0.0.1:${p}`)
-    const photo = await sharp(await quadrants(3000, 2000)).jpeg().toBuffer()
+    const photo = await sharp(await quadrants(3000, 2000))
+      .jpeg()
+      .toBuffer()
     // Hold the processor's one slot with a first job, so the watched one is still queued when B subscribes.
     await fetch(`${a}/v1/media`, { method: 'POST', body: new Uint8Array(photo), headers: apiKey })
-    const { id } = (await (await fetch(`${a}/v1/media`, { method: 'POST', body: new Uint8Array(photo), headers: apiKey })).json()) as { id: string }
+    const { id } = (await (
+      await fetch(`${a}/v1/media`, { method: 'POST', body: new Uint8Array(photo), headers: apiKey })
+    ).json()) as { id: string }
     const states = await readStates(`${b}/v1/media/${id}/events`, 30_000)
     expect(states.length).toBeGreaterThan(1)
     expect(states[0]!.status).not.toBe('completed')
@@ -107,7 +119,13 @@ describe('announcements', () => {
   })
   beforeAll(async () => {
     for (const name of ['a', 'b'] as const) {
-      const broker = await connectBroker({ url: RABBITMQ_URL, system: system!, publishTimeoutMs: 5_000, instanceId: `instance-${name}`, log: silentLogger() })
+      const broker = await connectBroker({
+        url: RABBITMQ_URL,
+        system: system!,
+        publishTimeoutMs: 5_000,
+        instanceId: `instance-${name}`,
+        log: silentLogger(),
+      })
       brokers.push(broker)
       await broker.consume(recording(heard[name]))
     }
@@ -128,8 +146,26 @@ describe('announcements', () => {
     const store = openSqliteStore(':memory:')
     const first = crypto.randomUUID()
     const jobId = crypto.randomUUID()
-    const request = { messageId: crypto.randomUUID(), jobId, queue: 'q', type: 'job.request', body: new Uint8Array([123, 125]) }
-    await store.media.create({ id: first, tenant: 't', filename: null, kind: 'image', format: 'png', size: 1, bucket: 'b', sourceKey: `k/${first}`, jobId, type: 'images', request })
+    const request = {
+      messageId: crypto.randomUUID(),
+      jobId,
+      queue: 'q',
+      type: 'job.request',
+      body: new Uint8Array([123, 125]),
+    }
+    await store.media.create({
+      id: first,
+      tenant: 't',
+      filename: null,
+      kind: 'image',
+      format: 'png',
+      size: 1,
+      bucket: 'b',
+      sourceKey: `k/${first}`,
+      jobId,
+      type: 'images',
+      request,
+    })
     const watched: string[] = []
     const changes = createChanges(store, (mediaId) => a.broadcastChange(mediaId))
     const unwatch = changes.watch(first, () => void watched.push(first))

@@ -12,7 +12,10 @@ import { startStack, type Stack } from './helpers/stack.ts'
 await useInfra()
 
 let stack: Stack
-const png = (colour: string) => sharp({ create: { width: 32, height: 24, channels: 3, background: colour } }).png().toBuffer()
+const png = (colour: string) =>
+  sharp({ create: { width: 32, height: 24, channels: 3, background: colour } })
+    .png()
+    .toBuffer()
 let jobsBefore = 0
 const totalJobs = async () => Object.values(await stack.api.store.media.countJobs()).reduce((a, b) => a + b, 0)
 
@@ -26,7 +29,10 @@ afterAll(async () => {
 })
 
 const upload = (body: Uint8Array | ReadableStream<Uint8Array>, key?: string, auth?: string) =>
-  stack.upload(body as BodyInit, { ...(key ? { 'idempotency-key': key } : {}), ...(auth ? { authorization: `Bearer ${auth}` } : {}) })
+  stack.upload(body as BodyInit, {
+    ...(key ? { 'idempotency-key': key } : {}),
+    ...(auth ? { authorization: `Bearer ${auth}` } : {}),
+  })
 
 describe('Idempotency-Key', () => {
   test('a retry of an accepted upload gets the first answer, marked as replayed, and makes no second media', async () => {

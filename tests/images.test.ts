@@ -7,7 +7,15 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ImageResultSchema, decodeMessage, queueNames, type ImageRequest } from '@app/shared'
 import { readConfig as readImagesConfig, start as startImages } from '../services/images/main.ts'
-import { animatedGif, hasGpsTag, hevcHeic, jpegWithExif, quadrantColours, quadrants, storeForOrientation } from './helpers/image-fixtures.ts'
+import {
+  animatedGif,
+  hasGpsTag,
+  hevcHeic,
+  jpegWithExif,
+  quadrantColours,
+  quadrants,
+  storeForOrientation,
+} from './helpers/image-fixtures.ts'
 import { apiKey, testEnv } from './helpers/env.ts'
 import { connectRabbit } from './helpers/rabbit.ts'
 import { testS3 } from './helpers/s3.ts'
@@ -40,10 +48,19 @@ const fetchOutput = async (media: MediaBody, name: string) => {
 
 describe('uploads', () => {
   test('a raw upload completes with a 320 px thumb and a 1280 px preview, both WebP', async () => {
-    const photo = await sharp(await quadrants(2000, 1500)).jpeg().toBuffer()
+    const photo = await sharp(await quadrants(2000, 1500))
+      .jpeg()
+      .toBuffer()
     const media = await uploadAndWait(photo, { 'content-type': 'image/jpeg' })
     expect(media.status).toBe('completed')
-    expect(media.metadata).toMatchObject({ format: 'jpeg', width: 2000, height: 1500, hasAlpha: false, pages: 1, orientation: 1 })
+    expect(media.metadata).toMatchObject({
+      format: 'jpeg',
+      width: 2000,
+      height: 1500,
+      hasAlpha: false,
+      pages: 1,
+      orientation: 1,
+    })
     const thumb = await sharp(await fetchOutput(media, 'thumb')).metadata()
     const preview = await sharp(await fetchOutput(media, 'preview')).metadata()
     expect(thumb).toMatchObject({ format: 'webp', width: 320, height: 240 })
@@ -55,7 +72,9 @@ describe('uploads', () => {
   })
 
   test('a multipart upload (field "file") completes the same way', async () => {
-    const png = await sharp(await quadrants(900, 600)).png().toBuffer()
+    const png = await sharp(await quadrants(900, 600))
+      .png()
+      .toBuffer()
     const form = new FormData()
     form.append('note', 'fields other than "file" are ignored')
     form.append('file', new Blob([png], { type: 'image/png' }), 'photo.png')
@@ -64,19 +83,34 @@ describe('uploads', () => {
     const media = await stack.waitForFinal(((await res.json()) as { id: string }).id)
     expect(media.status).toBe('completed')
     expect(media.metadata).toMatchObject({ format: 'png', width: 900, height: 600 })
-    expect(await sharp(await fetchOutput(media, 'preview')).metadata()).toMatchObject({ format: 'webp', width: 900, height: 600 })
+    expect(await sharp(await fetchOutput(media, 'preview')).metadata()).toMatchObject({
+      format: 'webp',
+      width: 900,
+      height: 600,
+    })
     expect(await sharp(await fetchOutput(media, 'thumb')).metadata()).toMatchObject({ width: 320, height: 213 })
   })
 
   test('a small image is never upscaled', async () => {
-    const media = await uploadAndWait(await sharp(await quadrants(64, 48)).png().toBuffer())
-    expect(media.outputs.map((o) => [o.width, o.height])).toEqual([[64, 48], [64, 48]])
+    const media = await uploadAndWait(
+      await sharp(await quadrants(64, 48))
+        .png()
+        .toBuffer()
+    )
+    expect(media.outputs.map((o) => [o.width, o.height])).toEqual([
+      [64, 48],
+      [64, 48],
+    ])
   })
 
   test('the stored original is identical byte for byte, through a multipart S3 upload', async () => {
     // Noise compresses badly, so this PNG is ~10 MB: more than one 5 MiB S3 part.
     const noise = new Uint8Array(1800 * 1800 * 3).map((_, i) => (i * 2654435761) >>> 24)
-    const png = new Uint8Array(await sharp(noise, { raw: { width: 1800, height: 1800, channels: 3 } }).png({ compressionLevel: 0 }).toBuffer())
+    const png = new Uint8Array(
+      await sharp(noise, { raw: { width: 1800, height: 1800, channels: 3 } })
+        .png({ compressionLevel: 0 })
+        .toBuffer()
+    )
     expect(png.byteLength).toBeGreaterThan(5 * 1024 * 1024)
     const res = await stack.upload(png)
     expect(res.status).toBe(202)
@@ -89,9 +123,12 @@ describe('uploads', () => {
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
     })
-    const stored = await s3.send(new GetObjectCommand({ Bucket: stack.env.S3_BUCKET, Key: `${stack.env.SYSTEM}/originals/${id}` }))
+    const stored = await s3.send(
+      new GetObjectCommand({ Bucket: stack.env.S3_BUCKET, Key: `${stack.env.SYSTEM}/originals/${id}` })
+    )
     const bytes = await stored.Body!.transformToByteArray()
-    const digest = async (b: Uint8Array) => new Uint8Array(await crypto.subtle.digest('SHA-256', new Uint8Array(b))).toString()
+    const digest = async (b: Uint8Array) =>
+      new Uint8Array(await crypto.subtle.digest('SHA-256', new Uint8Array(b))).toString()
     expect(bytes.byteLength).toBe(png.byteLength)
     expect(await digest(bytes)).toBe(await digest(png))
     expect(stored.ContentType).toBe('image/png')
@@ -132,7 +169,10 @@ describe('orientation and privacy', () => {
   })
 
   test('CMYK input comes out as 3-channel sRGB', async () => {
-    const cmyk = await sharp(await quadrants(100, 100)).toColourspace('cmyk').jpeg().toBuffer()
+    const cmyk = await sharp(await quadrants(100, 100))
+      .toColourspace('cmyk')
+      .jpeg()
+      .toBuffer()
     expect((await sharp(cmyk).metadata()).space).toBe('cmyk')
     const media = await uploadAndWait(cmyk)
     expect(media.metadata).toMatchObject({ space: 'cmyk' })
@@ -151,11 +191,15 @@ describe('bad input', () => {
   test('a file that is not an image gets 415, whatever it claims to be', async () => {
     const res = await stack.upload('just some text, not a picture', { 'content-type': 'image/jpeg' })
     expect(res.status).toBe(415)
-    expect(await res.json()).toEqual({ error: { code: 'unsupported_media_type', message: expect.stringContaining('content') } })
+    expect(await res.json()).toEqual({
+      error: { code: 'unsupported_media_type', message: expect.stringContaining('content') },
+    })
   })
 
   test('a corrupt and a truncated image fail with a reason, and the processor keeps serving', async () => {
-    const good = await sharp(await quadrants(400, 300)).jpeg().toBuffer()
+    const good = await sharp(await quadrants(400, 300))
+      .jpeg()
+      .toBuffer()
     const corrupt = new Uint8Array([0xff, 0xd8, 0xff, 0xe0, ...crypto.getRandomValues(new Uint8Array(2000))])
     const truncated = good.subarray(0, Math.floor(good.length / 2))
     for (const bad of [corrupt, truncated]) {
@@ -170,11 +214,17 @@ describe('bad input', () => {
 
   test('an image over the pixel limit fails fast, before decoding', async () => {
     // 12000×12000 (144 MP) of one colour compresses to a few kB; the default limit is 50 MP.
-    const bomb = await sharp({ create: { width: 12000, height: 12000, channels: 3, background: '#000' } }).png().toBuffer()
+    const bomb = await sharp({ create: { width: 12000, height: 12000, channels: 3, background: '#000' } })
+      .png()
+      .toBuffer()
     const started = Date.now()
     const media = await uploadAndWait(bomb)
     expect(media.status).toBe('failed')
-    expect(media.error).toEqual({ code: 'limit_exceeded', class: 'input', message: 'the image is 12000×12000 (144 MP), over MAX_IMAGE_PIXELS (50 MP)' })
+    expect(media.error).toEqual({
+      code: 'limit_exceeded',
+      class: 'input',
+      message: 'the image is 12000×12000 (144 MP), over MAX_IMAGE_PIXELS (50 MP)',
+    })
     expect(Date.now() - started).toBeLessThan(5_000)
   })
 })
@@ -198,7 +248,8 @@ describe('limits before decoding', () => {
       async run(body: Uint8Array, options: { format: string; size?: number; upload?: boolean }) {
         const jobId = crypto.randomUUID()
         const key = `${env.SYSTEM}/originals/${jobId}`
-        if (options.upload !== false) await s3.client.send(new PutObjectCommand({ Bucket: env.S3_BUCKET, Key: key, Body: body }))
+        if (options.upload !== false)
+          await s3.client.send(new PutObjectCommand({ Bucket: env.S3_BUCKET, Key: key, Body: body }))
         const request: ImageRequest = {
           version: 1,
           jobId,
@@ -207,7 +258,11 @@ describe('limits before decoding', () => {
           output: { bucket: env.S3_BUCKET!, prefix: `${env.SYSTEM}/outputs/${jobId}` },
           recipe: { outputs: [{ name: 'thumb', format: 'webp', width: 64, height: 64, quality: 80 }] },
         }
-        await rabbit.publishRaw(queues.request, JSON.stringify(request), { messageId: crypto.randomUUID(), correlationId: jobId, type: 'job.request' })
+        await rabbit.publishRaw(queues.request, JSON.stringify(request), {
+          messageId: crypto.randomUUID(),
+          correlationId: jobId,
+          type: 'job.request',
+        })
         const decoded = decodeMessage(ImageResultSchema, (await rabbit.nextMessage(queues.results, 15_000)).content)
         if (!decoded.ok) throw new Error(decoded.reason)
         expect(decoded.value.jobId).toBe(jobId)
@@ -219,13 +274,17 @@ describe('limits before decoding', () => {
       },
     }
   }
-  const refusal = (run: Awaited<ReturnType<typeof limited.run>>) => (run.result.status === 'failed' ? run.result.error : run.result)
+  const refusal = (run: Awaited<ReturnType<typeof limited.run>>) =>
+    run.result.status === 'failed' ? run.result.error : run.result
 
   beforeAll(async () => {
     spy.dir = mkdtempSync(join(tmpdir(), 'media-test-heif-spy-'))
     spy.log = join(spy.dir, 'runs.log')
     writeFileSync(spy.log, '')
-    writeFileSync(join(spy.dir, 'heif-convert'), `#!/bin/sh\necho "$@" >> '${spy.log}'\nexec '${Bun.which('heif-convert')}' "$@"\n`)
+    writeFileSync(
+      join(spy.dir, 'heif-convert'),
+      `#!/bin/sh\necho "$@" >> '${spy.log}'\nexec '${Bun.which('heif-convert')}' "$@"\n`
+    )
     chmodSync(join(spy.dir, 'heif-convert'), 0o755)
     process.env.PATH = `${spy.dir}:${spy.path}`
     rabbit = await connectRabbit()
@@ -244,7 +303,11 @@ describe('limits before decoding', () => {
 
   test('a GIF of 1500 frames (34 kB) is refused from its header, nothing made: MAX_IMAGE_FRAMES', async () => {
     const run = await limited.run(animatedGif(1500, 100, 100), { format: 'gif' })
-    expect(refusal(run)).toEqual({ code: 'limit_exceeded', class: 'input', message: 'the image has 1500 frames, over MAX_IMAGE_FRAMES (1000)' })
+    expect(refusal(run)).toEqual({
+      code: 'limit_exceeded',
+      class: 'input',
+      message: 'the image has 1500 frames, over MAX_IMAGE_FRAMES (1000)',
+    })
     expect(await run.outputs()).toEqual([])
   })
 
@@ -257,24 +320,36 @@ describe('limits before decoding', () => {
       message: "the image's 200 frames of 100×100 make 2 MP, over MAX_IMAGE_TOTAL_PIXELS (1 MP)",
     })
     const fine = await limited.run(animatedGif(10, 100, 100), { format: 'gif' })
-    expect(fine.result).toMatchObject({ status: 'completed', metadata: { format: 'gif', width: 100, height: 100, pages: 10 } })
+    expect(fine.result).toMatchObject({
+      status: 'completed',
+      metadata: { format: 'gif', width: 100, height: 100, pages: 10 },
+    })
   })
 
   test('over MAX_IMAGE_BYTES by its declared size (not downloaded), or by its real one when the request understates it', async () => {
     const noise = new Uint8Array(200 * 200 * 3).map((_, i) => (i * 2654435761) >>> 24)
-    const png = new Uint8Array(await sharp(noise, { raw: { width: 200, height: 200, channels: 3 } }).png({ compressionLevel: 0 }).toBuffer())
+    const png = new Uint8Array(
+      await sharp(noise, { raw: { width: 200, height: 200, channels: 3 } })
+        .png({ compressionLevel: 0 })
+        .toBuffer()
+    )
     const message = `the original is ${Math.round((png.byteLength / 1024) * 10) / 10} KiB (${png.byteLength} bytes), over MAX_IMAGE_BYTES (64 KiB)`
     // Not even stored: a download would have failed source_missing.
     const declared = await limited.run(png, { format: 'png', upload: false })
     const understated = await limited.run(png, { format: 'png', size: 100 })
-    for (const run of [declared, understated]) expect(refusal(run)).toEqual({ code: 'limit_exceeded', class: 'input', message })
+    for (const run of [declared, understated])
+      expect(refusal(run)).toEqual({ code: 'limit_exceeded', class: 'input', message })
   })
 
   test('an HEIC over the pixel limit is refused from its header before heif-convert runs; one within it is converted', async () => {
     const [large, small] = await Promise.all([hevcHeic(200, 100), hevcHeic(64, 48)])
     writeFileSync(spy.log, '')
     const refused = await tiny.run(large, { format: 'heic' })
-    expect(refusal(refused)).toEqual({ code: 'limit_exceeded', class: 'input', message: 'the image is 200×100 (20000 pixels), over MAX_IMAGE_PIXELS (10000 pixels)' })
+    expect(refusal(refused)).toEqual({
+      code: 'limit_exceeded',
+      class: 'input',
+      message: 'the image is 200×100 (20000 pixels), over MAX_IMAGE_PIXELS (10000 pixels)',
+    })
     expect(readFileSync(spy.log, 'utf8')).toBe('')
     const converted = await tiny.run(small, { format: 'heic' })
     expect(converted.result).toMatchObject({ status: 'completed', metadata: { format: 'heic', width: 64, height: 48 } })

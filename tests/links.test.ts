@@ -18,7 +18,13 @@ let media: MediaBody
 let preview: Uint8Array<ArrayBuffer>
 beforeAll(async () => {
   stack = await startStack()
-  const accepted = (await (await stack.upload(await sharp(await quadrants(1600, 1200)).jpeg().toBuffer())).json()) as { id: string }
+  const accepted = (await (
+    await stack.upload(
+      await sharp(await quadrants(1600, 1200))
+        .jpeg()
+        .toBuffer()
+    )
+  ).json()) as { id: string }
   media = await stack.waitForFinal(accepted.id)
   expect(media.status).toBe('completed')
   preview = new Uint8Array(await (await stack.fetch(`/v1/media/${media.id}/outputs/preview`)).arrayBuffer())
@@ -27,7 +33,10 @@ afterAll(() => stack?.stop())
 
 const link = async (name: string, query = '') => {
   const res = await stack.fetch(`/v1/media/${media.id}/outputs/${name}/link${query}`)
-  return { status: res.status, body: (await res.json()) as { url: string; expiresAt: string; error?: { code: string; message: string } } }
+  return {
+    status: res.status,
+    body: (await res.json()) as { url: string; expiresAt: string; error?: { code: string; message: string } },
+  }
 }
 
 test('a link opens its output without the key, on any origin, cached no longer than it works', async () => {
@@ -47,10 +56,17 @@ test('a link opens its output without the key, on any origin, cached no longer t
   // Made on one instance, checked on another: the key is the database's, not the process's.
   const [, query] = body.url.split('?')
   const params = new URLSearchParams(query)
-  expect(await createLinks(stack.api.store.coordination).verify(media.id, 'preview', Number(params.get('expires')), params.get('signature')!)).toBe(true)
+  expect(
+    await createLinks(stack.api.store.coordination).verify(
+      media.id,
+      'preview',
+      Number(params.get('expires')),
+      params.get('signature')!
+    )
+  ).toBe(true)
 })
 
-test('a changed link, another output\'s, or an expired one is refused with 403; bad input with 400', async () => {
+test("a changed link, another output's, or an expired one is refused with 403; bad input with 400", async () => {
   const { body } = await link('preview')
   const url = new URL(body.url)
   const signature = url.searchParams.get('signature')!
@@ -64,17 +80,27 @@ test('a changed link, another output\'s, or an expired one is refused with 403; 
   const flipped = `${signature[0] === 'A' ? 'B' : 'A'}${signature.slice(1)}`
   await refused(body.url.replace(signature, flipped), 'does not match')
   await refused(body.url.replace('/preview?', '/thumb?'), 'does not match')
-  await refused(body.url.replace(/expires=\d+/, `expires=${Number(url.searchParams.get('expires')) + 1}`), 'does not match')
+  await refused(
+    body.url.replace(/expires=\d+/, `expires=${Number(url.searchParams.get('expires')) + 1}`),
+    'does not match'
+  )
   const past = Math.floor(Date.now() / 1000) - 5
-  await refused(`${stack.url}/v1/links/${media.id}/preview?${await createLinks(stack.api.store.coordination).sign(media.id, 'preview', past)}`, 'expired')
+  await refused(
+    `${stack.url}/v1/links/${media.id}/preview?${await createLinks(stack.api.store.coordination).sign(media.id, 'preview', past)}`,
+    'expired'
+  )
   expect((await fetch(`${stack.url}/v1/links/${media.id}/preview`)).status).toBe(400)
-  expect((await link('preview', '?expiresIn=59')).body.error?.message).toContain('query parameter expiresIn must be a whole number of seconds from 60 to 604800')
+  expect((await link('preview', '?expiresIn=59')).body.error?.message).toContain(
+    'query parameter expiresIn must be a whole number of seconds from 60 to 604800'
+  )
   expect((await link('nothing')).status).toBe(404)
 })
 
 test('another tenant cannot make a link to this media', async () => {
   const other = await issueKey(stack.api.store, 'links-other')
-  const res = await fetch(`${stack.url}/v1/media/${media.id}/outputs/preview/link`, { headers: { authorization: `Bearer ${other.key}` } })
+  const res = await fetch(`${stack.url}/v1/media/${media.id}/outputs/preview/link`, {
+    headers: { authorization: `Bearer ${other.key}` },
+  })
   expect(res.status).toBe(404)
 })
 
@@ -97,7 +123,7 @@ test('ranges: one is answered 206 with exactly its bytes, with the key or a link
   expect(past.headers.get('content-range')).toBe(`bytes */${size}`)
 })
 
-test('a deleted media\'s links are gone', async () => {
+test("a deleted media's links are gone", async () => {
   const { body } = await link('thumb')
   expect((await fetch(body.url)).status).toBe(200)
   expect((await stack.fetch(`/v1/media/${media.id}`, { method: 'DELETE' })).status).toBe(204)

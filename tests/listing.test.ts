@@ -17,9 +17,23 @@ function newMedia(tenant: string, kind: 'image' | 'video'): NewMedia {
   const jobId = crypto.randomUUID()
   const type = kind === 'image' ? 'images' : 'videos'
   return {
-    id, tenant, filename: `${kind}.bin`, kind, format: kind === 'image' ? 'jpeg' : 'mp4', size: 10, bucket: 'unit',
-    sourceKey: `unit/originals/${id}`, jobId, type,
-    request: { messageId: crypto.randomUUID(), jobId, queue: queueNames('unit', type).request, type: 'job.request', body: new Uint8Array([1]) },
+    id,
+    tenant,
+    filename: `${kind}.bin`,
+    kind,
+    format: kind === 'image' ? 'jpeg' : 'mp4',
+    size: 10,
+    bucket: 'unit',
+    sourceKey: `unit/originals/${id}`,
+    jobId,
+    type,
+    request: {
+      messageId: crypto.randomUUID(),
+      jobId,
+      queue: queueNames('unit', type).request,
+      type: 'job.request',
+      body: new Uint8Array([1]),
+    },
   }
 }
 const mine: NewMedia[] = []
@@ -60,13 +74,23 @@ test('pages follow `next` to the end, newest first, each media once, none of ano
 
 test('filters by kind and by status (comma-separated)', async () => {
   const videos = (await list('?kind=video')).body.media
-  expect(videos.map((m) => m.id).sort()).toEqual(mine.slice(0, 2).map((m) => m.id).sort())
+  expect(videos.map((m) => m.id).sort()).toEqual(
+    mine
+      .slice(0, 2)
+      .map((m) => m.id)
+      .sort()
+  )
   const open = (await list('?status=queued,processing&kind=image')).body.media
-  expect(open.map((m) => m.id).sort()).toEqual(mine.slice(2, 4).map((m) => m.id).sort())
+  expect(open.map((m) => m.id).sort()).toEqual(
+    mine
+      .slice(2, 4)
+      .map((m) => m.id)
+      .sort()
+  )
   expect((await list('?status=cancelled')).body.media.map((m) => m.id)).toEqual([mine[4]!.id])
 })
 
-test('another tenant\'s key lists only its own', async () => {
+test("another tenant's key lists only its own", async () => {
   const { key } = await issueKey(store, 'someone-else')
   const { body } = await list('', { authorization: `Bearer ${key}` })
   expect(body.media).toHaveLength(1)

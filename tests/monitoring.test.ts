@@ -16,9 +16,14 @@ import { dashboard } from '../infra/grafana/dashboard.ts'
 const infra = join(import.meta.dir, '..', 'infra')
 
 async function promtool(...args: string[]): Promise<string> {
-  if (!Bun.which('promtool')) throw new Error('promtool is not installed: run `bash infra/setup.sh` (it installs Debian\'s prometheus package)')
+  if (!Bun.which('promtool'))
+    throw new Error("promtool is not installed: run `bash infra/setup.sh` (it installs Debian's prometheus package)")
   const child = Bun.spawn(['promtool', ...args], { stdout: 'pipe', stderr: 'pipe' })
-  const [out, err, code] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited])
+  const [out, err, code] = await Promise.all([
+    new Response(child.stdout).text(),
+    new Response(child.stderr).text(),
+    child.exited,
+  ])
   if (code !== 0) throw new Error(`promtool ${args.join(' ')} exited with ${code}:\n${out}${err}`)
   return out + err
 }
@@ -28,7 +33,12 @@ function exported(): Set<string> {
   const api = createRegistry('api')
   apiMetrics(api)
   const images = createRegistry('images')
-  processorMetrics(images, 'images', () => ({ busy: 0, free: 1 }), async () => true)
+  processorMetrics(
+    images,
+    'images',
+    () => ({ busy: 0, free: 1 }),
+    async () => true
+  )
   const names = new Set<string>(['up'])
   for (const registry of [api, images] as Registry[]) {
     for (const { name, type } of registry.getMetricsAsArray()) {
@@ -41,13 +51,26 @@ function exported(): Set<string> {
 
 /** The metric names a PromQL expression reads: ours, prom-client's and Prometheus's `up`. */
 function namesIn(expr: string): string[] {
-  return [...expr.matchAll(/\b((?:media|process|nodejs)_[a-z0-9_]+|up)\b(?=\s*[{[)]|\s*$|\s*(?:==|>|<|\/|and|or))/g)].map((m) => m[1]!)
+  return [
+    ...expr.matchAll(/\b((?:media|process|nodejs)_[a-z0-9_]+|up)\b(?=\s*[{[)]|\s*$|\s*(?:==|>|<|\/|and|or))/g),
+  ].map((m) => m[1]!)
 }
 
-const rules = parse(readFileSync(join(infra, 'prometheus/alerts.yml'), 'utf8')) as { groups: { rules: { alert: string; expr: string }[] }[] }
+const rules = parse(readFileSync(join(infra, 'prometheus/alerts.yml'), 'utf8')) as {
+  groups: { rules: { alert: string; expr: string }[] }[]
+}
 const alerts = rules.groups.flatMap((g) => g.rules)
-const board = JSON.parse(readFileSync(join(infra, 'grafana/media-pipeline.json'), 'utf8')) as ReturnType<typeof dashboard>
-type PanelJson = { id: number; type: string; title: string; datasource?: unknown; gridPos: { x: number; w: number }; targets?: { expr: string }[] }
+const board = JSON.parse(readFileSync(join(infra, 'grafana/media-pipeline.json'), 'utf8')) as ReturnType<
+  typeof dashboard
+>
+type PanelJson = {
+  id: number
+  type: string
+  title: string
+  datasource?: unknown
+  gridPos: { x: number; w: number }
+  targets?: { expr: string }[]
+}
 const panels = (board.panels as PanelJson[]).filter((p) => p.type !== 'row')
 const queries = panels.flatMap((p) => p.targets ?? []).map((t) => t.expr)
 
@@ -57,11 +80,17 @@ describe('Prometheus', () => {
   })
 
   test('the alert rules pass promtool, and their unit tests pass: each alert fires when it should and not otherwise', async () => {
-    expect(await promtool('check', 'rules', join(infra, 'prometheus/alerts.yml'))).toContain(`SUCCESS: ${alerts.length} rules found`)
+    expect(await promtool('check', 'rules', join(infra, 'prometheus/alerts.yml'))).toContain(
+      `SUCCESS: ${alerts.length} rules found`
+    )
     expect(await promtool('test', 'rules', join(infra, 'prometheus/alerts.test.yml'))).toContain('SUCCESS')
     // Every alert has a test that expects it to fire.
     const tested = readFileSync(join(infra, 'prometheus/alerts.test.yml'), 'utf8')
-    for (const { alert } of alerts) expect({ alert, tested: new RegExp(`alertname: ${alert}\\n\\s+exp_alerts:\\n\\s+- exp_labels`).test(tested) }).toEqual({ alert, tested: true })
+    for (const { alert } of alerts)
+      expect({
+        alert,
+        tested: new RegExp(`alertname: ${alert}\\n\\s+exp_alerts:\\n\\s+- exp_labels`).test(tested),
+      }).toEqual({ alert, tested: true })
   })
 
   test('every metric the alerts read is one the services export', async () => {
@@ -69,7 +98,8 @@ describe('Prometheus', () => {
     for (const { alert, expr } of alerts) {
       const used = namesIn(expr)
       expect({ alert, some: used.length > 0 }).toEqual({ alert, some: true })
-      for (const name of used) expect({ alert, name, exported: names.has(name) }).toEqual({ alert, name, exported: true })
+      for (const name of used)
+        expect({ alert, name, exported: names.has(name) }).toEqual({ alert, name, exported: true })
     }
   })
 })
@@ -83,7 +113,11 @@ describe('Grafana', () => {
     expect(panels.length).toBeGreaterThan(10)
     expect(new Set((board.panels as PanelJson[]).map((p) => p.id)).size).toBe(board.panels.length)
     for (const panel of panels) {
-      expect({ title: panel.title, datasource: Boolean(panel.datasource), targets: (panel.targets ?? []).length > 0 }).toEqual({
+      expect({
+        title: panel.title,
+        datasource: Boolean(panel.datasource),
+        targets: (panel.targets ?? []).length > 0,
+      }).toEqual({
         title: panel.title,
         datasource: true,
         targets: true,
@@ -104,7 +138,9 @@ describe('Grafana', () => {
     const dir = mkdtempSync(join(tmpdir(), 'media-dashboard-'))
     try {
       const file = join(dir, 'queries.yml')
-      const recording = filled.map((expr, i) => `      - record: dashboard:query_${i}\n        expr: ${JSON.stringify(expr)}`).join('\n')
+      const recording = filled
+        .map((expr, i) => `      - record: dashboard:query_${i}\n        expr: ${JSON.stringify(expr)}`)
+        .join('\n')
       writeFileSync(file, `groups:\n  - name: dashboard\n    rules:\n${recording}\n`)
       expect(await promtool('check', 'rules', file)).toContain(`SUCCESS: ${queries.length} rules found`)
     } finally {

@@ -29,11 +29,14 @@ interface Document {
 
 const res = await app.request('/openapi.json')
 const doc = (await res.json()) as Document
-const operations = Object.entries(doc.paths).flatMap(([path, item]) => Object.entries(item).map(([method, op]) => ({ path, method, op })))
+const operations = Object.entries(doc.paths).flatMap(([path, item]) =>
+  Object.entries(item).map(([method, op]) => ({ path, method, op }))
+)
 const fail = (message: string): never => {
   throw new Error(message)
 }
-const operation = (method: string, path: string) => doc.paths[path]?.[method] ?? fail(`${method} ${path} is not documented`)
+const operation = (method: string, path: string) =>
+  doc.paths[path]?.[method] ?? fail(`${method} ${path} is not documented`)
 
 describe('the document', () => {
   test('is served as JSON, open to anyone', () => {
@@ -52,10 +55,19 @@ describe('the document', () => {
 
   test('documents every route the app serves with its method, and nothing else', () => {
     // Middleware (secure headers, CORS, keys, rate limits, the admin guard) registers as ALL on a `*` path.
-    const served = new Set(app.routes.filter((r) => r.method !== 'ALL').map((r) => `${r.method} ${r.path.replace(/:(\w+)/g, '{$1}')}`))
+    const served = new Set(
+      app.routes.filter((r) => r.method !== 'ALL').map((r) => `${r.method} ${r.path.replace(/:(\w+)/g, '{$1}')}`)
+    )
     const documented = new Set(operations.map(({ path, method }) => `${method.toUpperCase()} ${path}`))
     expect([...documented].sort()).toEqual([...served].sort())
-    for (const route of ['POST /v1/media', 'GET /v1/media/{id}/events', 'GET /v1/media/{id}/outputs/{name}', 'POST /v1/admin/keys', 'GET /health', 'GET /openapi.json']) {
+    for (const route of [
+      'POST /v1/media',
+      'GET /v1/media/{id}/events',
+      'GET /v1/media/{id}/outputs/{name}',
+      'POST /v1/admin/keys',
+      'GET /health',
+      'GET /openapi.json',
+    ]) {
       expect(served).toContain(route)
     }
   })
@@ -86,21 +98,29 @@ describe('the document', () => {
 
 describe('authentication', () => {
   test('both schemes are HTTP bearer', () => {
-    expect(doc.components.securitySchemes).toMatchObject({ apiKey: { type: 'http', scheme: 'bearer' }, adminToken: { type: 'http', scheme: 'bearer' } })
+    expect(doc.components.securitySchemes).toMatchObject({
+      apiKey: { type: 'http', scheme: 'bearer' },
+      adminToken: { type: 'http', scheme: 'bearer' },
+    })
   })
 
   test('media and webhook routes take an API key, admin routes the admin token, and the service routes nothing', () => {
     for (const { path, method, op } of operations) {
-      const tenant = ['/v1/media', '/v1/webhooks', '/v1/uploads', '/v1/direct-uploads'].some((prefix) => path.startsWith(prefix))
+      const tenant = ['/v1/media', '/v1/webhooks', '/v1/uploads', '/v1/direct-uploads'].some((prefix) =>
+        path.startsWith(prefix)
+      )
       const expected = tenant ? [{ apiKey: [] }] : path.startsWith('/v1/admin') ? [{ adminToken: [] }] : []
-      expect({ route: `${method} ${path}`, security: op.security }).toEqual({ route: `${method} ${path}`, security: expected })
+      expect({ route: `${method} ${path}`, security: op.security }).toEqual({
+        route: `${method} ${path}`,
+        security: expected,
+      })
       if (expected.length) expect(Object.keys(op.responses)).toContain('401')
     }
   })
 })
 
 describe('errors', () => {
-  test('every error answer is our error body, never a validator\'s own', () => {
+  test("every error answer is our error body, never a validator's own", () => {
     let count = 0
     for (const { path, method, op } of operations) {
       for (const [status, response] of Object.entries(op.responses)) {
@@ -115,16 +135,23 @@ describe('errors', () => {
       expect(Object.keys(op.responses)).toContain('500')
     }
     expect(count).toBeGreaterThan(operations.length)
-    expect(operation('get', '/health').responses['503']?.content?.['application/json']?.schema).toEqual({ $ref: '#/components/schemas/Health' })
+    expect(operation('get', '/health').responses['503']?.content?.['application/json']?.schema).toEqual({
+      $ref: '#/components/schemas/Health',
+    })
     // hono-openapi's default validation error is {success, error[], data}: it echoes the input.
     expect(JSON.stringify(doc)).not.toContain('"success"')
-    expect(doc.components.schemas.Error).toMatchObject({ properties: { error: { required: ['code', 'message'] } }, required: ['error'] })
+    expect(doc.components.schemas.Error).toMatchObject({
+      properties: { error: { required: ['code', 'message'] } },
+      required: ['error'],
+    })
   })
 
   test('the statuses the API answers for bad input are documented on the routes that answer them', async () => {
     expect(Object.keys(operation('get', '/v1/media/{id}').responses)).toContain('404')
     expect(Object.keys(operation('get', '/v1/admin/dead-letters').responses)).toContain('400')
-    expect(Object.keys(operation('post', '/v1/media').responses)).toEqual(expect.arrayContaining(['400', '408', '413', '415', '429', '503']))
+    expect(Object.keys(operation('post', '/v1/media').responses)).toEqual(
+      expect.arrayContaining(['400', '408', '413', '415', '429', '503'])
+    )
     // …and the bodies of those answers are the documented Error.
     const malformed = await request('/v1/media/not-an-id')
     expect(malformed.status).toBe(404)
@@ -135,20 +162,31 @@ describe('errors', () => {
 describe('routes', () => {
   test('an upload is a raw body or a multipart "file", both binary, with its file name headers', () => {
     const upload = operation('post', '/v1/media')
-    expect(upload.requestBody?.content['application/octet-stream']?.schema).toMatchObject({ type: 'string', format: 'binary' })
+    expect(upload.requestBody?.content['application/octet-stream']?.schema).toMatchObject({
+      type: 'string',
+      format: 'binary',
+    })
     expect(upload.requestBody?.content['multipart/form-data']?.schema).toMatchObject({
       type: 'object',
       properties: { file: { type: 'string', format: 'binary' } },
       required: ['file'],
     })
-    expect(upload.parameters?.map((p) => `${p.in} ${p.name}`)).toEqual(['header Content-Disposition', 'header X-Filename', 'header Idempotency-Key'])
-    expect(upload.responses['202']?.content?.['application/json']?.schema).toEqual({ $ref: '#/components/schemas/Accepted' })
+    expect(upload.parameters?.map((p) => `${p.in} ${p.name}`)).toEqual([
+      'header Content-Disposition',
+      'header X-Filename',
+      'header Idempotency-Key',
+    ])
+    expect(upload.responses['202']?.content?.['application/json']?.schema).toEqual({
+      $ref: '#/components/schemas/Accepted',
+    })
     // A retry's answers: another request with its key under way, and the key used with another file.
     expect(Object.keys(upload.responses)).toEqual(expect.arrayContaining(['409', '422']))
   })
 
   test('events are text/event-stream and outputs are binary', () => {
-    expect(Object.keys(operation('get', '/v1/media/{id}/events').responses['200']?.content ?? {})).toEqual(['text/event-stream'])
+    expect(Object.keys(operation('get', '/v1/media/{id}/events').responses['200']?.content ?? {})).toEqual([
+      'text/event-stream',
+    ])
     const output = operation('get', '/v1/media/{id}/outputs/{name}').responses['200']?.content ?? {}
     expect(Object.keys(output)).toContain('image/webp')
     for (const media of Object.values(output)) expect(media.schema).toEqual({ type: 'string', format: 'binary' })
@@ -158,31 +196,63 @@ describe('routes', () => {
     expect(operation('get', '/v1/media/{id}/outputs/{name}').parameters).toEqual([
       expect.objectContaining({ in: 'header', name: 'Range' }),
       expect.objectContaining({ in: 'path', name: 'id', required: true, schema: { type: 'string', format: 'uuid' } }),
-      expect.objectContaining({ in: 'path', name: 'name', required: true, schema: expect.objectContaining({ pattern: '^[a-z0-9][a-z0-9_-]{0,31}$' }) }),
+      expect.objectContaining({
+        in: 'path',
+        name: 'name',
+        required: true,
+        schema: expect.objectContaining({ pattern: '^[a-z0-9][a-z0-9_-]{0,31}$' }),
+      }),
     ])
     // A signed link's expiry and signature are required: without them there is no way in.
     expect(operation('get', '/v1/links/{id}/{name}').parameters).toEqual(
       expect.arrayContaining([
         expect.objectContaining({ in: 'query', name: 'expires', required: true }),
-        expect.objectContaining({ in: 'query', name: 'signature', required: true, schema: expect.objectContaining({ pattern: '^[A-Za-z0-9_-]{43}$' }) }),
+        expect.objectContaining({
+          in: 'query',
+          name: 'signature',
+          required: true,
+          schema: expect.objectContaining({ pattern: '^[A-Za-z0-9_-]{43}$' }),
+        }),
       ])
     )
     expect(operation('get', '/v1/admin/dead-letters').parameters).toEqual([
       expect.objectContaining({ in: 'query', name: 'tenant' }),
       expect.objectContaining({ in: 'query', name: 'limit', schema: expect.objectContaining({ default: '100' }) }),
     ])
-    expect(operation('post', '/v1/admin/keys').requestBody?.content['application/json']?.schema).toMatchObject({ required: ['tenant'] })
+    expect(operation('post', '/v1/admin/keys').requestBody?.content['application/json']?.schema).toMatchObject({
+      required: ['tenant'],
+    })
   })
 
   test('a media as the API answers it is what the document says (the Media schema)', async () => {
     const id = crypto.randomUUID()
     const jobId = crypto.randomUUID()
-    const outbox: OutboxMessage = { messageId: crypto.randomUUID(), jobId, queue: 'unit.media.images.request', type: 'job.request', body: new Uint8Array([123, 125]) }
-    await store.media.create({ id, tenant: 'unit', filename: 'a.jpg', kind: 'image', format: 'jpeg', size: 1, bucket: 'b', sourceKey: `unit/originals/${id}`, jobId, type: 'images', request: outbox })
+    const outbox: OutboxMessage = {
+      messageId: crypto.randomUUID(),
+      jobId,
+      queue: 'unit.media.images.request',
+      type: 'job.request',
+      body: new Uint8Array([123, 125]),
+    }
+    await store.media.create({
+      id,
+      tenant: 'unit',
+      filename: 'a.jpg',
+      kind: 'image',
+      format: 'jpeg',
+      size: 1,
+      bucket: 'b',
+      sourceKey: `unit/originals/${id}`,
+      jobId,
+      type: 'images',
+      request: outbox,
+    })
     const answer = await request(`/v1/media/${id}`)
     expect(answer.status).toBe(200)
     const checked = v.safeParse(MediaSchema, await answer.json())
     expect(checked.issues ? v.summarize(checked.issues) : 'valid').toBe('valid')
-    expect(operation('get', '/v1/media/{id}').responses['200']?.content?.['application/json']?.schema).toEqual({ $ref: '#/components/schemas/Media' })
+    expect(operation('get', '/v1/media/{id}').responses['200']?.content?.['application/json']?.schema).toEqual({
+      $ref: '#/components/schemas/Media',
+    })
   })
 })

@@ -47,19 +47,33 @@ function jsonLines(service: ServiceProcess): LogLine[] {
  * prom-client's own default metrics that promtool's linter flags: gauges named `_total` (upstream names, kept so
  * that dashboards written for prom-client work). Nothing else may be flagged.
  */
-const PROM_CLIENT_LINT = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']
+const PROM_CLIENT_LINT = [
+  'nodejs_active_handles_total',
+  'nodejs_active_requests_total',
+  'nodejs_active_resources_total',
+]
 
 /**
  * `promtool check metrics` on a scrape: the text must parse (exit 1 otherwise), and every lint problem (exit 3) must
  * be one of prom-client's known ones.
  */
 async function promtoolCheck(text: string): Promise<void> {
-  if (!Bun.which('promtool')) throw new Error('promtool is not installed: run `bash infra/setup.sh` (Debian package prometheus)')
-  const child = Bun.spawn(['promtool', 'check', 'metrics'], { stdin: new TextEncoder().encode(text), stdout: 'pipe', stderr: 'pipe' })
-  const [out, err, code] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited])
+  if (!Bun.which('promtool'))
+    throw new Error('promtool is not installed: run `bash infra/setup.sh` (Debian package prometheus)')
+  const child = Bun.spawn(['promtool', 'check', 'metrics'], {
+    stdin: new TextEncoder().encode(text),
+    stdout: 'pipe',
+    stderr: 'pipe',
+  })
+  const [out, err, code] = await Promise.all([
+    new Response(child.stdout).text(),
+    new Response(child.stderr).text(),
+    child.exited,
+  ])
   const problems = (out + err).split('\n').filter((line) => line.trim())
   const ours = problems.filter((line) => !PROM_CLIENT_LINT.some((name) => line.startsWith(`${name} `)))
-  if ((code !== 0 && code !== 3) || ours.length) throw new Error(`promtool check metrics failed (${code}):\n${ours.join('\n') || problems.join('\n')}`)
+  if ((code !== 0 && code !== 3) || ours.length)
+    throw new Error(`promtool check metrics failed (${code}):\n${ours.join('\n') || problems.join('\n')}`)
 }
 
 /** The value of one series in a scrape, or undefined. `labels` must all match (other labels may be present). */
@@ -67,7 +81,9 @@ function sample(text: string, name: string, labels: Record<string, string> = {})
   for (const line of text.split('\n')) {
     const match = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)/.exec(line)
     if (!match || match[1] !== name) continue
-    const have = Object.fromEntries([...(match[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((m) => [m[1], m[2]]))
+    const have = Object.fromEntries(
+      [...(match[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((m) => [m[1], m[2]])
+    )
     if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(match[3])
   }
   return undefined
@@ -89,10 +105,17 @@ describe('one upload, followed across services', () => {
     apiUrl = `http://127.0.0.1:${port}`
     imagesMetrics = `http://127.0.0.1:${metricsPort}`
     api = await spawnApi(env)
-    images = new ServiceProcess('images', ['bun', join(root, 'services/images/main.ts')], { ...env, METRICS_PORT: String(metricsPort) }, /consuming/)
+    images = new ServiceProcess(
+      'images',
+      ['bun', join(root, 'services/images/main.ts')],
+      { ...env, METRICS_PORT: String(metricsPort) },
+      /consuming/
+    )
     await images.start()
 
-    const png = await sharp({ create: { width: 64, height: 48, channels: 3, background: '#3366cc' } }).png().toBuffer()
+    const png = await sharp({ create: { width: 64, height: 48, channels: 3, background: '#3366cc' } })
+      .png()
+      .toBuffer()
     accepted = await fetch(`${apiUrl}/v1/media`, {
       method: 'POST',
       body: png,
@@ -134,7 +157,9 @@ describe('one upload, followed across services', () => {
       expect(['api', 'images']).toContain(line.service)
     }
     // The API: the upload, the first word from the processor, the result; with the tenant.
-    expect(apiLines.map((l) => l.msg)).toEqual(expect.arrayContaining(['upload accepted; job queued', 'job processing', 'job completed']))
+    expect(apiLines.map((l) => l.msg)).toEqual(
+      expect.arrayContaining(['upload accepted; job queued', 'job processing', 'job completed'])
+    )
     for (const line of apiLines) expect(line.tenant).toBe('test')
     expect(apiLines.every((l) => l.service === 'api')).toBe(true)
     // The processor: the job's start and end.
@@ -166,7 +191,9 @@ describe('one upload, followed across services', () => {
     expect(sample(text, 'media_queue_consumers', { kind: 'image', queue: 'request' })).toBe(1)
     expect(sample(text, 'media_queue_consumers', { kind: 'video', queue: 'request' })).toBe(0)
     expect(sample(text, 'media_http_requests_total', { method: 'POST', route: '/v1/media', status: '202' })).toBe(1)
-    expect(sample(text, 'media_http_requests_total', { method: 'GET', route: '/v1/media/:id', status: '200' })).toBeGreaterThan(0)
+    expect(
+      sample(text, 'media_http_requests_total', { method: 'GET', route: '/v1/media/:id', status: '200' })
+    ).toBeGreaterThan(0)
     // Readiness is checked at the scrape itself, whether or not anything asked /readyz.
     expect(sample(text, 'media_ready', { service: 'api' })).toBe(1)
     expect(sample(text, 'process_resident_memory_bytes', { service: 'api' })).toBeGreaterThan(0)
@@ -178,9 +205,12 @@ describe('one upload, followed across services', () => {
   test("the processor's /metrics passes promtool and times the job's stages and outputs", async () => {
     const text = await (await fetch(`${imagesMetrics}/metrics`)).text()
     await promtoolCheck(text)
-    expect(sample(text, 'media_processor_jobs_total', { service: 'images', kind: 'image', outcome: 'completed' })).toBe(1)
+    expect(sample(text, 'media_processor_jobs_total', { service: 'images', kind: 'image', outcome: 'completed' })).toBe(
+      1
+    )
     expect(sample(text, 'media_job_attempt_seconds_count', { kind: 'image', outcome: 'completed' })).toBe(1)
-    for (const stage of ['download', 'process', 'upload']) expect(sample(text, 'media_job_stage_seconds_count', { kind: 'image', stage })).toBe(1)
+    for (const stage of ['download', 'process', 'upload'])
+      expect(sample(text, 'media_job_stage_seconds_count', { kind: 'image', stage })).toBe(1)
     expect(sample(text, 'media_output_bytes_count', { kind: 'image', format: 'webp' })).toBeGreaterThan(0)
     expect(sample(text, 'media_output_upload_seconds_count', { kind: 'image', format: 'webp' })).toBeGreaterThan(0)
     expect(sample(text, 'media_processor_slots', { state: 'busy' })).toBe(0)
@@ -211,7 +241,11 @@ describe('readiness', () => {
       expect((await fetch(`http://127.0.0.1:${port}/livez`)).status).toBe(200)
       const ready = await fetch(`http://127.0.0.1:${port}/readyz`)
       expect(ready.status).toBe(503)
-      const body = (await ready.json()) as { status: string; down: string[]; checks: Record<string, { ok: boolean; error?: string }> }
+      const body = (await ready.json()) as {
+        status: string
+        down: string[]
+        checks: Record<string, { ok: boolean; error?: string }>
+      }
       expect(body).toMatchObject({ status: 'unavailable', down: ['s3'] })
       expect(body.checks.database).toEqual({ ok: true })
       expect(body.checks.s3!.error).toBeTruthy()

@@ -131,12 +131,18 @@ async function startStub(overrides: Record<string, string> = {}, prepare?: (tmpD
     scripts,
     stop: () => (stopped ??= processor.stop()),
     /** Stores a source and publishes a request for it (with `script` as its job's behaviour). */
-    async submit(script?: Script, options: { headers?: Record<string, unknown>; marked?: boolean; outputBucket?: string } = {}) {
+    async submit(
+      script?: Script,
+      options: { headers?: Record<string, unknown>; marked?: boolean; outputBucket?: string } = {}
+    ) {
       const jobId = crypto.randomUUID()
       const prefix = `${env.SYSTEM}/outputs/${jobId}`
       const source = `${env.SYSTEM}/originals/${jobId}`
       await s3.client.send(new PutObjectCommand({ Bucket: env.S3_BUCKET, Key: source, Body: 'source bytes' }))
-      if (options.marked) await s3.client.send(new PutObjectCommand({ Bucket: env.S3_BUCKET, Key: cancelMarkerKey(prefix), Body: new Uint8Array(0) }))
+      if (options.marked)
+        await s3.client.send(
+          new PutObjectCommand({ Bucket: env.S3_BUCKET, Key: cancelMarkerKey(prefix), Body: new Uint8Array(0) })
+        )
       if (script) scripts.set(jobId, script)
       const request: ImageRequest = {
         version: 1,
@@ -156,7 +162,10 @@ async function startStub(overrides: Record<string, string> = {}, prepare?: (tmpD
     },
     /** The next result on the results queue. */
     async result(timeoutMs = 15_000): Promise<ImageResult> {
-      const decoded = decodeMessage(ImageResultSchema, (await rabbit.nextMessage(settings.queues.results, timeoutMs)).content)
+      const decoded = decodeMessage(
+        ImageResultSchema,
+        (await rabbit.nextMessage(settings.queues.results, timeoutMs)).content
+      )
       if (!decoded.ok) throw new Error(decoded.reason)
       return decoded.value
     },
@@ -164,7 +173,10 @@ async function startStub(overrides: Record<string, string> = {}, prepare?: (tmpD
     async updates(jobId: string, timeoutMs = 10_000): Promise<JobUpdate[]> {
       const updates: JobUpdate[] = []
       for (;;) {
-        const decoded = decodeMessage(JobUpdateSchema, (await rabbit.nextMessage(settings.queues.updates, timeoutMs)).content)
+        const decoded = decodeMessage(
+          JobUpdateSchema,
+          (await rabbit.nextMessage(settings.queues.updates, timeoutMs)).content
+        )
         if (!decoded.ok) throw new Error(decoded.reason)
         expect(decoded.value.jobId).toBe(jobId)
         updates.push(decoded.value)
@@ -181,7 +193,11 @@ async function startStub(overrides: Record<string, string> = {}, prepare?: (tmpD
 }
 
 /** Polls `check` until it gives a value (not undefined or false); fails after `timeoutMs`, naming what it waited for. */
-async function waitFor<T>(what: string, check: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 10_000): Promise<T> {
+async function waitFor<T>(
+  what: string,
+  check: () => T | undefined | false | Promise<T | undefined | false>,
+  timeoutMs = 10_000
+): Promise<T> {
   const deadline = Date.now() + timeoutMs
   for (;;) {
     const value = await check()
@@ -202,7 +218,11 @@ describe('one delivery', () => {
     })
     const done = completed(jobId)
     const result = await stub.result()
-    expect(result).toMatchObject({ jobId, status: 'completed', outputs: [{ name: 'out', key: `${prefix}/out.webp`, contentType: 'image/webp', size: 11 }] })
+    expect(result).toMatchObject({
+      jobId,
+      status: 'completed',
+      outputs: [{ name: 'out', key: `${prefix}/out.webp`, contentType: 'image/webp', size: 11 }],
+    })
     await done
     expect(await stub.s3.keys(`${prefix}/`)).toEqual([`${prefix}/out.webp`])
     expect((await stub.updates(jobId)).at(-1)).toMatchObject({ status: 'completed', stage: 'finished', progress: 100 })
@@ -239,7 +259,11 @@ describe('one delivery', () => {
       runs++
       throw new JobError('invalid_media', 'the stub says the file is corrupt')
     })
-    expect(await stub.result()).toMatchObject({ jobId, status: 'failed', error: { code: 'invalid_media', class: 'input', message: 'the stub says the file is corrupt' } })
+    expect(await stub.result()).toMatchObject({
+      jobId,
+      status: 'failed',
+      error: { code: 'invalid_media', class: 'input', message: 'the stub says the file is corrupt' },
+    })
     expect((await stub.updates(jobId)).at(-1)).toMatchObject({ status: 'failed', error: { code: 'invalid_media' } })
     expect(runs).toBe(1)
   })
@@ -261,12 +285,16 @@ describe('one delivery', () => {
   test(`a fault on the last attempt (${MAX_ATTEMPTS}) gives up: failed, gave_up, class transient`, async () => {
     const stub = await startStub()
     // Five attempts counted before this copy was published: this delivery is the last attempt.
-    const { jobId } = await stub.submit(async () => {
-      throw new Error('S3 is still down')
-    }, { headers: { [ATTEMPTS_HEADER]: MAX_ATTEMPTS - 1 } })
+    const { jobId } = await stub.submit(
+      async () => {
+        throw new Error('S3 is still down')
+      },
+      { headers: { [ATTEMPTS_HEADER]: MAX_ATTEMPTS - 1 } }
+    )
     const result = await stub.result()
     expect(result).toMatchObject({ jobId, status: 'failed', error: { code: 'gave_up', class: 'transient' } })
-    if (result.status === 'failed') expect(result.error.message).toBe(`gave up after ${MAX_ATTEMPTS} attempts: S3 is still down`)
+    if (result.status === 'failed')
+      expect(result.error.message).toBe(`gave up after ${MAX_ATTEMPTS} attempts: S3 is still down`)
     expect(await rabbit.messageCount(stub.queues.request)).toBe(0)
   })
 
@@ -277,10 +305,18 @@ describe('one delivery', () => {
       await job.storage.download(request.source.bucket, `${request.source.key}-gone`, join(job.workDir, 'original'))
       return complete(job, request)
     })
-    expect(await stub.result()).toMatchObject({ jobId: missing.jobId, status: 'failed', error: { code: 'source_missing', class: 'input' } })
+    expect(await stub.result()).toMatchObject({
+      jobId: missing.jobId,
+      status: 'failed',
+      error: { code: 'source_missing', class: 'input' },
+    })
     const refused = await stub.submit(undefined, { outputBucket: 'no-such-bucket-anywhere' })
     const result = await stub.result()
-    expect(result).toMatchObject({ jobId: refused.jobId, status: 'failed', error: { code: 'storage_refused', class: 'internal' } })
+    expect(result).toMatchObject({
+      jobId: refused.jobId,
+      status: 'failed',
+      error: { code: 'storage_refused', class: 'internal' },
+    })
     if (result.status === 'failed') expect(result.error.message).toContain('NoSuchBucket')
   })
 
@@ -288,7 +324,11 @@ describe('one delivery', () => {
     const stub = await startStub({ TIMEOUT_SECONDS: '1' })
     const held = holdable()
     const { jobId } = await stub.submit(held.script)
-    expect(await stub.result(5_000)).toMatchObject({ jobId, status: 'failed', error: { code: 'timeout', class: 'input' } })
+    expect(await stub.result(5_000)).toMatchObject({
+      jobId,
+      status: 'failed',
+      error: { code: 'timeout', class: 'input' },
+    })
     expect(held.seen.reason).toBeInstanceOf(JobError)
   })
 
@@ -298,7 +338,11 @@ describe('one delivery', () => {
       const done = await complete(job, request)
       return { ...done, outputs: done.outputs.map((o) => ({ ...o, width: 0 })) }
     })
-    expect(await stub.result()).toMatchObject({ jobId, status: 'failed', error: { code: 'processing_error', class: 'internal' } })
+    expect(await stub.result()).toMatchObject({
+      jobId,
+      status: 'failed',
+      error: { code: 'processing_error', class: 'internal' },
+    })
     expect(await rabbit.messageCount(stub.queues.request)).toBe(0)
   })
 })
@@ -307,10 +351,14 @@ describe('refused messages', () => {
   test('a malformed request naming its job gets a failed result the backend can read, and is dead-lettered', async () => {
     const stub = await startStub()
     const jobId = crypto.randomUUID()
-    await rabbit.publishRaw(stub.queues.request, JSON.stringify({ version: 1, jobId, recipe: { outputs: [{ name: 'out', format: 'jpg' }] } }))
+    await rabbit.publishRaw(
+      stub.queues.request,
+      JSON.stringify({ version: 1, jobId, recipe: { outputs: [{ name: 'out', format: 'jpg' }] } })
+    )
     const result = await stub.result()
     expect(result).toMatchObject({ jobId, status: 'failed', error: { code: 'invalid_request', class: 'internal' } })
-    if (result.status === 'failed') expect(result.error.message).toMatch(/refused the request: message does not match the schema: .*format/)
+    if (result.status === 'failed')
+      expect(result.error.message).toMatch(/refused the request: message does not match the schema: .*format/)
     expect(JSON.parse((await rabbit.nextMessage(stub.queues.dead)).content.toString()).jobId).toBe(jobId)
   })
 
@@ -333,19 +381,33 @@ describe('bucket confinement', () => {
     let runs = 0
     const counted: Script = async (job, request) => (runs++, complete(job, request))
     const refusedWith = async (jobId: string, reason: string) => {
-      expect(await stub.result()).toMatchObject({ jobId, status: 'failed', error: { code: 'invalid_request', class: 'internal', message: `the processor refused the request: ${reason}` } })
+      expect(await stub.result()).toMatchObject({
+        jobId,
+        status: 'failed',
+        error: { code: 'invalid_request', class: 'internal', message: `the processor refused the request: ${reason}` },
+      })
       expect(JSON.parse((await rabbit.nextMessage(stub.queues.dead)).content.toString()).jobId).toBe(jobId)
     }
 
     const output = await stub.submit(counted, { outputBucket: 'elsewhere' })
-    await refusedWith(output.jobId, `its output elsewhere/${output.prefix}/ is outside ALLOWED_BUCKETS (${bucket}/${system}/)`)
+    await refusedWith(
+      output.jobId,
+      `its output elsewhere/${output.prefix}/ is outside ALLOWED_BUCKETS (${bucket}/${system}/)`
+    )
 
     // Another namespace's original, in the same bucket: outside the prefix.
     const jobId = crypto.randomUUID()
     const source = { ...output.request.source, key: `other/originals/${jobId}` }
     const refused = stub.events.next('refused', (d) => d.jobId === jobId)
-    await rabbit.publishRaw(stub.queues.request, JSON.stringify({ ...output.request, jobId, source, output: { bucket, prefix: `${system}/outputs/${jobId}` } }), { correlationId: jobId })
-    await refusedWith(jobId, `its source ${bucket}/other/originals/${jobId} is outside ALLOWED_BUCKETS (${bucket}/${system}/)`)
+    await rabbit.publishRaw(
+      stub.queues.request,
+      JSON.stringify({ ...output.request, jobId, source, output: { bucket, prefix: `${system}/outputs/${jobId}` } }),
+      { correlationId: jobId }
+    )
+    await refusedWith(
+      jobId,
+      `its source ${bucket}/other/originals/${jobId} is outside ALLOWED_BUCKETS (${bucket}/${system}/)`
+    )
     expect(await refused).toMatchObject({ jobId, reason: expect.stringContaining('ALLOWED_BUCKETS') })
     expect(runs).toBe(0)
 
@@ -375,9 +437,14 @@ describe('duplicates and cancels', () => {
     // An earlier attempt (here or on another processor) left an output: a cancel removes every planned one.
     const held = holdable()
     const { jobId, prefix } = await stub.submit(held.script)
-    await stub.s3.client.send(new PutObjectCommand({ Bucket: stub.env.S3_BUCKET, Key: `${prefix}/out.webp`, Body: 'from an earlier attempt' }))
+    await stub.s3.client.send(
+      new PutObjectCommand({ Bucket: stub.env.S3_BUCKET, Key: `${prefix}/out.webp`, Body: 'from an earlier attempt' })
+    )
     await waitFor('the job to start', () => held.seen.started)
-    await rabbit.publishToExchange(cancelExchange(stub.env.SYSTEM!), encodeMessage(CancelSchema, { version: 1, jobId, at: new Date().toISOString() }))
+    await rabbit.publishToExchange(
+      cancelExchange(stub.env.SYSTEM!),
+      encodeMessage(CancelSchema, { version: 1, jobId, at: new Date().toISOString() })
+    )
     expect(await stub.result()).toMatchObject({ jobId, status: 'cancelled' })
     expect(held.seen.reason).toBeInstanceOf(Cancelled)
     expect(await stub.s3.keys(`${prefix}/`)).toEqual([])
@@ -387,10 +454,13 @@ describe('duplicates and cancels', () => {
   test('a job whose cancel marker is set is cancelled without running', async () => {
     const stub = await startStub()
     let ran = false
-    const { jobId, prefix } = await stub.submit(async () => {
-      ran = true
-      throw new Error('must not run')
-    }, { marked: true })
+    const { jobId, prefix } = await stub.submit(
+      async () => {
+        ran = true
+        throw new Error('must not run')
+      },
+      { marked: true }
+    )
     expect(await stub.result()).toMatchObject({ jobId, status: 'cancelled' })
     expect(ran).toBe(false)
     expect(await stub.s3.keys(`${prefix}/`)).toEqual([cancelMarkerKey(prefix)])
@@ -401,7 +471,9 @@ describe('losing the connection', () => {
   test('a held job whose channel closes is interrupted, delivered again, and completes once', async () => {
     const stub = await startStub()
     const first = holdable()
-    const { jobId } = await stub.submit(async (job, request) => (job.attempt === 1 ? first.script(job, request) : complete(job, request)))
+    const { jobId } = await stub.submit(async (job, request) =>
+      job.attempt === 1 ? first.script(job, request) : complete(job, request)
+    )
     await waitFor('the job to start', () => first.seen.started)
     const interrupted = stub.events.next('interrupted', (d) => d.jobId === jobId)
     const [connection] = await connectionsNamed(`images ${stub.env.SYSTEM} `)
@@ -431,14 +503,20 @@ describe('long jobs: the ack deadline and the lease', () => {
       }
       return beats
     })
-    expect(heartbeats.map((u) => [u.jobId, u.status])).toEqual([[first.jobId, 'processing'], [first.jobId, 'processing']])
+    expect(heartbeats.map((u) => [u.jobId, u.status])).toEqual([
+      [first.jobId, 'processing'],
+      [first.jobId, 'processing'],
+    ])
     expect(await inspect.checkQueue(stub.queues.request)).toMatchObject({ messageCount: 1, consumerCount: 0 })
 
     held.release()
     expect(await stub.result()).toMatchObject({ jobId: first.jobId, status: 'completed' })
     expect(await stub.result()).toMatchObject({ jobId: second.jobId, status: 'completed' })
     expect(await rabbit.messageCount(stub.queues.results)).toBe(0)
-    await waitFor('the consumer to come back', async () => (await inspect.checkQueue(stub.queues.request)).consumerCount === 1)
+    await waitFor(
+      'the consumer to come back',
+      async () => (await inspect.checkQueue(stub.queues.request)).consumerCount === 1
+    )
   })
 
   test('a leased job carries on when its connection closes; its result goes through the new one', async () => {
@@ -450,7 +528,9 @@ describe('long jobs: the ack deadline and the lease', () => {
     let interrupted = false
     stub.events.on('interrupted', () => (interrupted = true))
     await rabbitmqctl('close_connection', before!.pid, 'test: closing the connection under a leased job')
-    await waitFor('the processor to reconnect', async () => (await connectionsNamed(`images ${stub.env.SYSTEM} `)).some((c) => c.name !== before!.name))
+    await waitFor('the processor to reconnect', async () =>
+      (await connectionsNamed(`images ${stub.env.SYSTEM} `)).some((c) => c.name !== before!.name)
+    )
     held.release()
     expect(await stub.result()).toMatchObject({ jobId, status: 'completed' })
     expect(interrupted).toBe(false)
@@ -464,10 +544,13 @@ describe('long jobs: the ack deadline and the lease', () => {
       throw new Error('S3 wobbled after the lease')
     })
     const seen: { attempt: number }[] = []
-    const { jobId } = await stub.submit(async (job, request) => {
-      seen.push({ attempt: job.attempt })
-      return job.attempt === 1 ? leased.script(job, request) : complete(job, request)
-    }, { headers: { 'x-trace': 'abc123' } })
+    const { jobId } = await stub.submit(
+      async (job, request) => {
+        seen.push({ attempt: job.attempt })
+        return job.attempt === 1 ? leased.script(job, request) : complete(job, request)
+      },
+      { headers: { 'x-trace': 'abc123' } }
+    )
     await stub.events.next('leased', (d) => d.jobId === jobId, 5_000)
     const handedBack = stub.events.next('handed-back', (d) => d.jobId === jobId)
     leased.release()
@@ -482,7 +565,9 @@ describe('shutdown', () => {
     test(`a ${leased ? 'leased' : 'held'} job still running after the grace period is stopped and handed back as a fresh message, headers kept`, async () => {
       const stub = await startStub({ SHUTDOWN_GRACE_SECONDS: '1', ...(leased ? { ACK_DEADLINE_SECONDS: '1' } : {}) })
       const held = holdable()
-      const { jobId, request } = await stub.submit(held.script, { headers: { 'x-trace': 'abc123', [ATTEMPTS_HEADER]: 2 } })
+      const { jobId, request } = await stub.submit(held.script, {
+        headers: { 'x-trace': 'abc123', [ATTEMPTS_HEADER]: 2 },
+      })
       await waitFor('the job to start', () => held.seen.started)
       if (leased) await stub.events.next('leased', (d) => d.jobId === jobId, 5_000)
       const handedBack = stub.events.next('handed-back', (d) => d.jobId === jobId)
@@ -534,7 +619,9 @@ describe('operations', () => {
     }
 
     await stub.submit(undefined, { headers: { traceparent: 'not-a-trace' } })
-    const fresh = parseTraceparent((await rabbit.nextMessage(stub.queues.results, 15_000)).properties.headers?.traceparent)
+    const fresh = parseTraceparent(
+      (await rabbit.nextMessage(stub.queues.results, 15_000)).properties.headers?.traceparent
+    )
     expect(fresh?.traceId).toMatch(/^[0-9a-f]{32}$/)
     expect(fresh?.traceId).not.toBe('4bf92f3577b34da6a3ce929d0e0e4736')
   })

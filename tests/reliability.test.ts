@@ -19,7 +19,10 @@ afterAll(async () => {
   await rabbit.close()
 })
 
-const jpeg = async () => sharp(await quadrants(300, 200)).jpeg().toBuffer()
+const jpeg = async () =>
+  sharp(await quadrants(300, 200))
+    .jpeg()
+    .toBuffer()
 const accept = async (stack: Stack) => {
   const res = await stack.upload(await jpeg())
   expect(res.status).toBe(202)
@@ -80,11 +83,19 @@ describe('with the processor down', () => {
         jobId,
         status: 'completed',
         at,
-        outputs: [{ name: 'thumb', key: `x/${jobId}/thumb.webp`, contentType: 'image/webp', size: 10, width: 32, height: 24 }],
+        outputs: [
+          { name: 'thumb', key: `x/${jobId}/thumb.webp`, contentType: 'image/webp', size: 10, width: 32, height: 24 },
+        ],
         metadata: { format: 'jpeg', width: 300, height: 200, hasAlpha: false, pages: 1, orientation: 1 },
       })
     const failed = (jobId: string) =>
-      JSON.stringify({ version: 1, jobId, status: 'failed', at, error: { code: 'invalid_media', message: 'a late, conflicting result' } })
+      JSON.stringify({
+        version: 1,
+        jobId,
+        status: 'failed',
+        at,
+        error: { code: 'invalid_media', message: 'a late, conflicting result' },
+      })
 
     // Job A: the tidy order. Job B: the same messages shuffled, duplicated, with a stale result and updates after the end.
     for (const [queue, body] of [
@@ -93,7 +104,8 @@ describe('with the processor down', () => {
       [names.updates, update(a.jobId, 'processing', 'uploading', 80)],
       [names.updates, update(a.jobId, 'completed', 'finished', 100)],
       [names.results, completed(a.jobId)],
-    ] as const) await rabbit.publishRaw(queue, body)
+    ] as const)
+      await rabbit.publishRaw(queue, body)
     for (const [queue, body] of [
       [names.updates, update(b.jobId, 'processing', 'uploading', 80)],
       [names.updates, update(b.jobId, 'processing', 'processing', 40)],
@@ -104,7 +116,8 @@ describe('with the processor down', () => {
       [names.updates, update(b.jobId, 'processing', 'processing', 90)],
       [names.updates, update(b.jobId, 'completed', 'finished', 100)],
       [names.updates, update(b.jobId, 'processing', 'uploading', 80)],
-    ] as const) await rabbit.publishRaw(queue, body)
+    ] as const)
+      await rabbit.publishRaw(queue, body)
 
     // A sentinel on each queue, behind everything above: once both are applied, so is the rest.
     const c = await accept(stack)
@@ -162,7 +175,12 @@ describe('malformed messages', () => {
 
   test('are dead-lettered on every queue, listed for operators with what is wrong, and both sides keep serving', async () => {
     const names = queueNames(stack.env.SYSTEM!, 'images')
-    const junk = ['not json at all', '{"version": 2, "jobId": "x"}', '{"version": 1, "jobId": "not-a-uuid", "status": "completed"}', '\xff\xfe']
+    const junk = [
+      'not json at all',
+      '{"version": 2, "jobId": "x"}',
+      '{"version": 1, "jobId": "not-a-uuid", "status": "completed"}',
+      '\xff\xfe',
+    ]
     for (const queue of [names.request, names.updates, names.results]) {
       for (const body of junk) await rabbit.publishRaw(queue, body, { messageId: `junk-${queue}` })
     }
@@ -170,18 +188,24 @@ describe('malformed messages', () => {
     expect(letters).toHaveLength(junk.length * 3)
     for (const queue of [names.request, names.updates, names.results]) {
       const problems = letters.filter((l) => l.queue === queue).map((l) => l.problem)
-      expect(problems).toEqual(expect.arrayContaining([
-        expect.stringContaining('not UTF-8 JSON'),
-        expect.stringContaining('unknown message version 2'),
-        expect.stringContaining('must be a UUID'),
-      ]))
+      expect(problems).toEqual(
+        expect.arrayContaining([
+          expect.stringContaining('not UTF-8 JSON'),
+          expect.stringContaining('unknown message version 2'),
+          expect.stringContaining('must be a UUID'),
+        ])
+      )
       expect(problems).toHaveLength(junk.length)
     }
     for (const letter of letters) expect(letter.reason).toBe('rejected')
     // One inspected: the body as sent, the broker's headers; a malformed one cannot be re-driven, only discarded.
     const one = letters.find((l) => l.queue === names.updates && l.problem?.includes('version 2'))!
     const detail = await admin(stack, `/dead-letters/${one.id}`)
-    expect(await detail.json()).toMatchObject({ id: one.id, body: '{"version": 2, "jobId": "x"}', messageId: `junk-${names.updates}` })
+    expect(await detail.json()).toMatchObject({
+      id: one.id,
+      body: '{"version": 2, "jobId": "x"}',
+      messageId: `junk-${names.updates}`,
+    })
     expect((await admin(stack, `/dead-letters/${one.id}/redrive`, 'POST')).status).toBe(422)
     expect((await admin(stack, `/dead-letters/${one.id}`, 'DELETE')).status).toBe(204)
     expect((await admin(stack, `/dead-letters/${one.id}`)).status).toBe(404)

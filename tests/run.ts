@@ -15,9 +15,12 @@ const MAX_LINE = 2000
 const reportDir = mkdtempSync(join(tmpdir(), 'bun-test-report-'))
 const report = join(reportDir, 'junit.xml')
 const started = Date.now()
-const runner = Bun.spawn([process.execPath, 'test', ...Bun.argv.slice(2), '--reporter=junit', `--reporter-outfile=${report}`], {
-  stdio: ['inherit', 'inherit', 'inherit'],
-})
+const runner = Bun.spawn(
+  [process.execPath, 'test', ...Bun.argv.slice(2), '--reporter=junit', `--reporter-outfile=${report}`],
+  {
+    stdio: ['inherit', 'inherit', 'inherit'],
+  }
+)
 // Ctrl-C reaches the runner too (one process group): wait for it, it still prints what ran. A SIGTERM is passed on.
 process.on('SIGINT', () => {})
 process.on('SIGTERM', () => runner.kill('SIGTERM'))
@@ -61,7 +64,9 @@ function printLog(testFile: string, failures: number): void {
 
 function logsWrittenSince(time: number): string[] {
   try {
-    return [...new Bun.Glob('**/*.log').scanSync({ cwd: LOGS_DIR, absolute: true })].filter((path) => writtenSince(path, time)).sort()
+    return [...new Bun.Glob('**/*.log').scanSync({ cwd: LOGS_DIR, absolute: true })]
+      .filter((path) => writtenSince(path, time))
+      .sort()
   } catch {
     return [] // no test has written a log yet
   }

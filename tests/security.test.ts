@@ -83,7 +83,12 @@ beforeAll(async () => {
   })
   s3 = testS3(stack.env)
   for (const type of ['images', 'videos'] as const) {
-    processors[type] = new ServiceProcess(type, ['bun', join(root, 'services', type, 'main.ts')], stack.env, /consuming/)
+    processors[type] = new ServiceProcess(
+      type,
+      ['bun', join(root, 'services', type, 'main.ts')],
+      stack.env,
+      /consuming/
+    )
   }
   await Promise.all(Object.values(processors).map((p) => p.start()))
 }, 60_000)
@@ -98,26 +103,46 @@ afterAll(async () => {
   const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`
   writeReport(
     'security-matrix.md',
-    ['hostile-input matrix', '', line(['input', 'answer', 'ms', 'peak RSS']), line(widths.map((w) => '-'.repeat(w))), ...ran.map((r) => line([r.input, r.answer, String(r.ms), r.rss]))].join('\n')
+    [
+      'hostile-input matrix',
+      '',
+      line(['input', 'answer', 'ms', 'peak RSS']),
+      line(widths.map((w) => '-'.repeat(w))),
+      ...ran.map((r) => line([r.input, r.answer, String(r.ms), r.rss])),
+    ].join('\n')
   )
 })
 
 // ── Sending ────────────────────────────────────────────────────────────────────────────────────────────────────
 
-const raw = (body: Uint8Array | ReadableStream<Uint8Array>, headers: Record<string, string> = {}) => () =>
-  stack.fetch('/v1/media', { method: 'POST', body: body as BodyInit, headers: { 'content-type': 'application/octet-stream', ...headers } })
+const raw =
+  (body: Uint8Array | ReadableStream<Uint8Array>, headers: Record<string, string> = {}) =>
+  () =>
+    stack.fetch('/v1/media', {
+      method: 'POST',
+      body: body as BodyInit,
+      headers: { 'content-type': 'application/octet-stream', ...headers },
+    })
 
 /** A multipart upload built byte by byte, so that a file name can hold what FormData would escape (NUL, CR, LF). */
-const multipart = (body: Uint8Array, filename: string, type = 'application/octet-stream') => () => {
-  const boundary = `----matrix${crypto.randomUUID()}`
-  const head = new TextEncoder().encode(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${filename}"\r\nContent-Type: ${type}\r\n\r\n`)
-  const tail = new TextEncoder().encode(`\r\n--${boundary}--\r\n`)
-  const all = new Uint8Array(head.length + body.length + tail.length)
-  all.set(head)
-  all.set(body, head.length)
-  all.set(tail, head.length + body.length)
-  return stack.fetch('/v1/media', { method: 'POST', body: all, headers: { 'content-type': `multipart/form-data; boundary=${boundary}` } })
-}
+const multipart =
+  (body: Uint8Array, filename: string, type = 'application/octet-stream') =>
+  () => {
+    const boundary = `----matrix${crypto.randomUUID()}`
+    const head = new TextEncoder().encode(
+      `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${filename}"\r\nContent-Type: ${type}\r\n\r\n`
+    )
+    const tail = new TextEncoder().encode(`\r\n--${boundary}--\r\n`)
+    const all = new Uint8Array(head.length + body.length + tail.length)
+    all.set(head)
+    all.set(body, head.length)
+    all.set(tail, head.length + body.length)
+    return stack.fetch('/v1/media', {
+      method: 'POST',
+      body: all,
+      headers: { 'content-type': `multipart/form-data; boundary=${boundary}` },
+    })
+  }
 
 const file = (path: string) => new Uint8Array(readFileSync(path))
 
@@ -184,7 +209,12 @@ async function runRow(row: Row): Promise<void> {
   }
   const ms = Math.round(performance.now() - started)
   const rss = processor ? peakRss(processor) : undefined
-  ran.push({ input: row.input, answer: answer.slice(0, 140), ms, rss: rss === undefined ? '—' : `${(rss / MiB).toFixed(0)} MiB (${row.processor})` })
+  ran.push({
+    input: row.input,
+    answer: answer.slice(0, 140),
+    ms,
+    rss: rss === undefined ? '—' : `${(rss / MiB).toFixed(0)} MiB (${row.processor})`,
+  })
   if (rss !== undefined) expect(rss).toBeLessThan(RSS_BOUND)
   await expectServing()
 }
@@ -218,7 +248,12 @@ describe('hostile input matrix', () => {
       answer: { completed: true, check: (media) => expect(media.metadata?.format).toBe('png') },
       processor: 'images',
     },
-    { input: 'truncated JPEG', send: async () => raw(await hostile.truncatedJpeg())(), answer: { failed: 'invalid_media', reason: /corrupt or truncated/ }, processor: 'images' },
+    {
+      input: 'truncated JPEG',
+      send: async () => raw(await hostile.truncatedJpeg())(),
+      answer: { failed: 'invalid_media', reason: /corrupt or truncated/ },
+      processor: 'images',
+    },
     {
       input: 'PNG whose header claims 30000×30000',
       send: raw(hostile.hugeDimensionsPng()),
@@ -240,18 +275,32 @@ describe('hostile input matrix', () => {
     {
       input: '1×65535 PNG',
       send: async () => raw(await hostile.tallPng())(),
-      answer: { completed: true, check: (media) => expect(media.outputs.find((o) => o.name === 'preview')?.height).toBe(1280) },
+      answer: {
+        completed: true,
+        check: (media) => expect(media.outputs.find((o) => o.name === 'preview')?.height).toBe(1280),
+      },
       processor: 'images',
     },
     {
       input: 'JPEG with 1 MB of EXIF and a 3 MB ICC profile',
       send: async () => raw(await hostile.hugeMetadataJpeg())(),
       // The outputs carry none of it: metadata is stripped and the colours converted to sRGB.
-      answer: { completed: true, check: (media) => expect(Math.max(...media.outputs.map((o) => o.size))).toBeLessThan(20_000) },
+      answer: {
+        completed: true,
+        check: (media) => expect(Math.max(...media.outputs.map((o) => o.size))).toBeLessThan(20_000),
+      },
       processor: 'images',
     },
-    { input: 'SVG referencing a local file', send: raw(hostile.svgLocalFile()), answer: refused('unsupported_media_type') },
-    { input: 'SVG referencing a loopback URL', send: raw(hostile.svgLoopback(loopbackOrigin)), answer: refused('unsupported_media_type') },
+    {
+      input: 'SVG referencing a local file',
+      send: raw(hostile.svgLocalFile()),
+      answer: refused('unsupported_media_type'),
+    },
+    {
+      input: 'SVG referencing a loopback URL',
+      send: raw(hostile.svgLoopback(loopbackOrigin)),
+      answer: refused('unsupported_media_type'),
+    },
     {
       input: 'SVG with external XML entities',
       send: raw(hostile.svgExternalEntity(loopbackOrigin)),
@@ -259,12 +308,17 @@ describe('hostile input matrix', () => {
     },
     {
       input: 'HLS playlist posing as MP4',
-      send: raw(hostile.hlsPosingAsMp4('/etc/passwd', `${loopbackOrigin}/segment.ts`), { 'content-type': 'video/mp4', 'x-filename': 'clip.mp4' }),
+      send: raw(hostile.hlsPosingAsMp4('/etc/passwd', `${loopbackOrigin}/segment.ts`), {
+        'content-type': 'video/mp4',
+        'x-filename': 'clip.mp4',
+      }),
       answer: refused('unsupported_media_type'),
     },
     {
       input: 'ffconcat list posing as MP4',
-      send: raw(hostile.ffconcatPosingAsMp4('/etc/passwd', `${loopbackOrigin}/part.mp4`), { 'content-type': 'video/mp4' }),
+      send: raw(hostile.ffconcatPosingAsMp4('/etc/passwd', `${loopbackOrigin}/part.mp4`), {
+        'content-type': 'video/mp4',
+      }),
       answer: refused('unsupported_media_type'),
     },
     {
@@ -324,7 +378,10 @@ describe('hostile input matrix', () => {
             expect(media.filename ?? '').not.toMatch(/[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069/\\]/)
             expect(Array.from(media.filename ?? '').length).toBeLessThanOrEqual(255)
             // Keys derive from ids alone: the original and the outputs, nothing else.
-            const keys = [...(await s3.keys(`${stack.env.SYSTEM}/originals/${media.id}`)), ...(await s3.keys(`${stack.env.SYSTEM}/outputs/${media.jobId}/`))]
+            const keys = [
+              ...(await s3.keys(`${stack.env.SYSTEM}/originals/${media.id}`)),
+              ...(await s3.keys(`${stack.env.SYSTEM}/outputs/${media.jobId}/`)),
+            ]
             expect(keys).toEqual([
               `${stack.env.SYSTEM}/originals/${media.id}`,
               ...['preview', 'thumb'].map((n) => `${stack.env.SYSTEM}/outputs/${media.jobId}/${n}.webp`),
@@ -338,33 +395,53 @@ describe('hostile input matrix', () => {
   // A part header may not hold control bytes (RFC 7578): busboy refuses the body as malformed, which is the answer.
   test('file name with NUL and control bytes in a multipart header: 400', async () => {
     const name = hostile.controlCharName.replace(/[\r\n]/g, '')
-    await runRow({ input: 'file name with NUL and control bytes (multipart)', send: multipart(await hostile.pngAsJpeg(), name), answer: refused('bad_multipart', 400) })
+    await runRow({
+      input: 'file name with NUL and control bytes (multipart)',
+      send: multipart(await hostile.pngAsJpeg(), name),
+      answer: refused('bad_multipart', 400),
+    })
   })
   test('file name with CR/LF (a header injection) in a multipart header: 400', async () => {
-    await runRow({ input: 'file name with CR/LF (multipart header injection)', send: multipart(await hostile.pngAsJpeg(), hostile.controlCharName), answer: refused('bad_multipart', 400) })
+    await runRow({
+      input: 'file name with CR/LF (multipart header injection)',
+      send: multipart(await hostile.pngAsJpeg(), hostile.controlCharName),
+      answer: refused('bad_multipart', 400),
+    })
   })
   test('file name in X-Filename (percent-encoded NUL, controls and RTL override)', async () => {
     await runRow({
       input: 'X-Filename with NUL, controls and RTL override',
-      send: async () => raw(await hostile.pngAsJpeg(), { 'x-filename': encodeURIComponent(`a\u0000b\u001b[2J\u202Egpj.exe`) })(),
+      send: async () =>
+        raw(await hostile.pngAsJpeg(), { 'x-filename': encodeURIComponent(`a\u0000b\u001b[2J\u202Egpj.exe`) })(),
       answer: { completed: true, check: (media) => expect(media.filename).toBe('ab[2Jgpj.exe') },
       processor: 'images',
     })
   }, 60_000)
 
   // ── Bodies: over the limit, or too slow ────────────────────────────────────────────────────────────────────
-  const leftovers = async () => [...(await s3.keys(`${stack.env.SYSTEM}/originals/`)), ...(await s3.openUploads(`${stack.env.SYSTEM}/originals/`))]
+  const leftovers = async () => [
+    ...(await s3.keys(`${stack.env.SYSTEM}/originals/`)),
+    ...(await s3.openUploads(`${stack.env.SYSTEM}/originals/`)),
+  ]
 
   test('a body over the limit is cut while streaming; nothing stays in S3', async () => {
     const before = await s3.keys(`${stack.env.SYSTEM}/originals/`)
-    await runRow({ input: 'body over MAX_UPLOAD_BYTES (24 MiB streamed)', send: raw(pngStream(24 * MiB)), answer: refused('payload_too_large', 413) })
+    await runRow({
+      input: 'body over MAX_UPLOAD_BYTES (24 MiB streamed)',
+      send: raw(pngStream(24 * MiB)),
+      answer: refused('payload_too_large', 413),
+    })
     expect(await leftovers()).toEqual(before)
   }, 60_000)
 
   test('a stalled upload is cut by the timeout; its multipart upload is aborted', async () => {
     const before = await s3.keys(`${stack.env.SYSTEM}/originals/`)
     // 6 MiB first: past lib-storage's first 5 MiB part, so an S3 multipart upload is open when the client stalls.
-    await runRow({ input: 'upload that stalls after 6 MiB (slowloris)', send: raw(pngStream(12 * MiB, 6 * MiB)), answer: refused('upload_timeout', 408) })
+    await runRow({
+      input: 'upload that stalls after 6 MiB (slowloris)',
+      send: raw(pngStream(12 * MiB, 6 * MiB)),
+      answer: refused('upload_timeout', 408),
+    })
     expect(await leftovers()).toEqual(before)
   }, 60_000)
 
@@ -376,7 +453,7 @@ describe('hostile input matrix', () => {
 // ── Tenants and keys ───────────────────────────────────────────────────────────────────────────────────────────
 
 describe('tenants and keys', () => {
-  test("another tenant gets 404 for the media, its outputs, its events, cancel and delete; the owner still has it", async () => {
+  test('another tenant gets 404 for the media, its outputs, its events, cancel and delete; the owner still has it', async () => {
     const res = await stack.upload(await hostile.pngAsJpeg())
     const { id } = (await res.json()) as { id: string }
     const media = await stack.waitForFinal(id)
@@ -389,7 +466,11 @@ describe('tenants and keys', () => {
       ['cross-tenant delete', 'DELETE', `/v1/media/${id}`],
     ]
     for (const [input, method, path] of routes) {
-      await runRow({ input, send: () => stack.fetch(path, { method, headers: otherKey }), answer: refused('not_found', 404) })
+      await runRow({
+        input,
+        send: () => stack.fetch(path, { method, headers: otherKey }),
+        answer: refused('not_found', 404),
+      })
     }
     const thumb = await fetch(media.outputs.find((o) => o.name === 'thumb')!.url, { headers: apiKey })
     expect(thumb.status).toBe(200)
@@ -403,8 +484,17 @@ describe('tenants and keys', () => {
       headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
     })
     const { id, key } = (await created.json()) as { id: string; key: string }
-    expect((await stack.fetch(`/v1/media/${crypto.randomUUID()}`, { headers: { authorization: `Bearer ${key}` } })).status).toBe(404)
-    expect((await fetch(`${stack.url}/v1/admin/keys/${id}`, { method: 'DELETE', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).status).toBe(200)
+    expect(
+      (await stack.fetch(`/v1/media/${crypto.randomUUID()}`, { headers: { authorization: `Bearer ${key}` } })).status
+    ).toBe(404)
+    expect(
+      (
+        await fetch(`${stack.url}/v1/admin/keys/${id}`, {
+          method: 'DELETE',
+          headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+        })
+      ).status
+    ).toBe(200)
 
     const cases: [string, Record<string, string>][] = [
       ['no key', { authorization: '' }],
@@ -422,13 +512,26 @@ describe('tenants and keys', () => {
         answer: refused('unauthorized', 401),
       })
     }
-    await runRow({ input: 'admin route without its token', send: () => fetch(`${stack.url}/v1/admin/dead-letters`, { headers: apiKey }), answer: refused('unauthorized', 401) })
+    await runRow({
+      input: 'admin route without its token',
+      send: () => fetch(`${stack.url}/v1/admin/dead-letters`, { headers: apiKey }),
+      answer: refused('unauthorized', 401),
+    })
   })
 
   test('error bodies never echo a key, a secret or an internal path', () => {
     const all = answers.join('\n')
     // The endpoint with its slash: S3 URLs would hold it so (the API's own URLs share the host, not the port).
-    for (const secret of [TEST_API_KEY, OTHER_KEY, ADMIN_TOKEN, stack.env.S3_SECRET_ACCESS_KEY!, stack.env.DATA_DIR!, `${stack.env.S3_ENDPOINT}/`, work, tmpdir() + '/']) {
+    for (const secret of [
+      TEST_API_KEY,
+      OTHER_KEY,
+      ADMIN_TOKEN,
+      stack.env.S3_SECRET_ACCESS_KEY!,
+      stack.env.DATA_DIR!,
+      `${stack.env.S3_ENDPOINT}/`,
+      work,
+      tmpdir() + '/',
+    ]) {
       expect(all).not.toContain(secret)
     }
   })
@@ -455,7 +558,9 @@ describe('per-key limits', () => {
 
   test('a burst from one key gets 429 with Retry-After while another key is served', async () => {
     const burstKey = { authorization: `Bearer ${BURST_KEY}` }
-    const burst = await Promise.all(Array.from({ length: 30 }, () => limited.fetch(`/v1/media/${crypto.randomUUID()}`, { headers: burstKey })))
+    const burst = await Promise.all(
+      Array.from({ length: 30 }, () => limited.fetch(`/v1/media/${crypto.randomUUID()}`, { headers: burstKey }))
+    )
     const statuses = burst.map((r) => r.status)
     expect(statuses.filter((s) => s === 404)).toHaveLength(20)
     expect(statuses.filter((s) => s === 429)).toHaveLength(10)
@@ -465,11 +570,18 @@ describe('per-key limits', () => {
     const started = performance.now()
     const served = await limited.fetch(`/v1/media/${crypto.randomUUID()}`, { headers: otherKey })
     expect(served.status).toBe(404) // authenticated and answered, not throttled
-    ran.push({ input: 'burst of 30 from one key (limit 20/min)', answer: `20 × 404, 10 × 429 rate_limited; the other key: ${served.status}`, ms: Math.round(performance.now() - started), rss: '—' })
+    ran.push({
+      input: 'burst of 30 from one key (limit 20/min)',
+      answer: `20 × 404, 10 × 429 rate_limited; the other key: ${served.status}`,
+      ms: Math.round(performance.now() - started),
+      rss: '—',
+    })
   })
 
   test('a second upload in flight from one key gets 429 while another key uploads', async () => {
-    const slow = limited.fetch('/v1/media', { method: 'POST', body: pngStream(2 * MiB, MiB), headers: slowKey }).catch(() => null)
+    const slow = limited
+      .fetch('/v1/media', { method: 'POST', body: pngStream(2 * MiB, MiB), headers: slowKey })
+      .catch(() => null)
     // The first upload holds its slot once the API has read its head; the other key's slot is separate.
     let second: Response
     const deadline = Date.now() + 10_000
@@ -481,7 +593,12 @@ describe('per-key limits', () => {
     expect(((await second.json()) as { error: { code: string } }).error.code).toBe('too_many_uploads')
     const mine = await limited.upload(await hostile.pngAsJpeg())
     expect(mine.status).toBe(202)
-    ran.push({ input: 'second upload in flight (limit 1 per key)', answer: '429 too_many_uploads; the other key: 202', ms: 0, rss: '—' })
+    ran.push({
+      input: 'second upload in flight (limit 1 per key)',
+      answer: '429 too_many_uploads; the other key: 202',
+      ms: 0,
+      rss: '—',
+    })
     await slow
   }, 30_000)
 })

@@ -6,7 +6,14 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import amqp from 'amqplib'
 import sharp from 'sharp'
-import { ImageRequestSchema, ImageResultSchema, JobUpdateSchema, decodeMessage, encodeMessage, queueNames } from '@app/shared'
+import {
+  ImageRequestSchema,
+  ImageResultSchema,
+  JobUpdateSchema,
+  decodeMessage,
+  encodeMessage,
+  queueNames,
+} from '@app/shared'
 import { RABBITMQ_URL } from './helpers/env.ts'
 import { connectRabbit } from './helpers/rabbit.ts'
 import { startStack, type MediaBody, type Stack } from './helpers/stack.ts'
@@ -45,7 +52,10 @@ describe('a processor that goes silent', () => {
 
   const nextDelivery = (count: number, timeoutMs: number) =>
     new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`only ${deliveries.length} deliveries after ${timeoutMs} ms`)), timeoutMs)
+      const timer = setTimeout(
+        () => reject(new Error(`only ${deliveries.length} deliveries after ${timeoutMs} ms`)),
+        timeoutMs
+      )
       delivered = () => {
         if (deliveries.length < count) return
         clearTimeout(timer)
@@ -55,13 +65,24 @@ describe('a processor that goes silent', () => {
     })
 
   test('is re-driven once it stays silent past STALL_SECONDS, then failed as stalled; a late result changes nothing', async () => {
-    const res = await stack.upload(await sharp({ create: { width: 64, height: 48, channels: 3, background: '#08f' } }).png().toBuffer())
+    const res = await stack.upload(
+      await sharp({ create: { width: 64, height: 48, channels: 3, background: '#08f' } })
+        .png()
+        .toBuffer()
+    )
     expect(res.status).toBe(202)
     const { id, jobId } = (await res.json()) as { id: string; jobId: string }
     await nextDelivery(1, 10_000)
     const names = queueNames(stack.env.SYSTEM!, 'images')
     const update = (progress: number) =>
-      encodeMessage(JobUpdateSchema, { version: 1, jobId, status: 'processing', stage: 'processing', progress, at: new Date().toISOString() })
+      encodeMessage(JobUpdateSchema, {
+        version: 1,
+        jobId,
+        status: 'processing',
+        stage: 'processing',
+        progress,
+        at: new Date().toISOString(),
+      })
     await rabbit.publishRaw(names.updates, update(10))
 
     // Silent from here: the sweep sends the request again (MAX_REDRIVES=1), then gives up.
@@ -70,7 +91,11 @@ describe('a processor that goes silent', () => {
     await rabbit.publishRaw(names.updates, update(20)) // the re-driven copy starts, then also goes silent
     const media = await stack.waitForFinal(id, 15_000)
     expect(media.status).toBe('failed')
-    expect(media.error).toEqual({ code: 'stalled', class: 'crash', message: expect.stringContaining('no processor reported on the job') })
+    expect(media.error).toEqual({
+      code: 'stalled',
+      class: 'crash',
+      message: expect.stringContaining('no processor reported on the job'),
+    })
 
     // The first processor wakes up and reports success: the job stays failed (the first final state wins).
     const late = encodeMessage(ImageResultSchema, {
@@ -83,11 +108,18 @@ describe('a processor that goes silent', () => {
     })
     await rabbit.publishRaw(names.results, late)
     await rabbit.publishRaw(names.updates, update(90))
-    const health = (await (await fetch(`${stack.url}/health`)).json()) as { jobs: Record<string, number>; stalled: number }
+    const health = (await (await fetch(`${stack.url}/health`)).json()) as {
+      jobs: Record<string, number>
+      stalled: number
+    }
     expect(health.jobs.failed).toBe(1)
     // The late messages are consumed (the queues drain) and the job is as it was.
     const deadline = Date.now() + 5_000
-    while ((await rabbit.messageCount(names.results)) + (await rabbit.messageCount(names.updates)) > 0 && Date.now() < deadline) await Bun.sleep(50)
+    while (
+      (await rabbit.messageCount(names.results)) + (await rabbit.messageCount(names.updates)) > 0 &&
+      Date.now() < deadline
+    )
+      await Bun.sleep(50)
     const after = (await (await stack.fetch(`/v1/media/${id}`)).json()) as MediaBody
     expect(after.status).toBe('failed')
     expect(after.error?.code).toBe('stalled')
@@ -95,7 +127,11 @@ describe('a processor that goes silent', () => {
 
   test('a job whose processor keeps sending heartbeats is never stalled, however long it runs', async () => {
     const before = deliveries.length
-    const res = await stack.upload(await sharp({ create: { width: 32, height: 32, channels: 3, background: '#f80' } }).png().toBuffer())
+    const res = await stack.upload(
+      await sharp({ create: { width: 32, height: 32, channels: 3, background: '#f80' } })
+        .png()
+        .toBuffer()
+    )
     const { id, jobId } = (await res.json()) as { id: string; jobId: string }
     await nextDelivery(before + 1, 10_000)
     const names = queueNames(stack.env.SYSTEM!, 'images')
@@ -103,7 +139,14 @@ describe('a processor that goes silent', () => {
     for (let i = 0; i < 13; i++) {
       await rabbit.publishRaw(
         names.updates,
-        encodeMessage(JobUpdateSchema, { version: 1, jobId, status: 'processing', stage: 'processing', progress: 50, at: new Date().toISOString() })
+        encodeMessage(JobUpdateSchema, {
+          version: 1,
+          jobId,
+          status: 'processing',
+          stage: 'processing',
+          progress: 50,
+          at: new Date().toISOString(),
+        })
       )
       await Bun.sleep(300)
     }
@@ -122,7 +165,14 @@ describe('a processor that goes silent', () => {
     while ((await rabbit.consumerCount(names.request)) > 0 && Date.now() < gone) await Bun.sleep(100)
     expect(await rabbit.consumerCount(names.request)).toBe(0)
     // One last heartbeat, then silence.
-    const heartbeat = { version: 1, jobId: heartbeatJobId, status: 'processing', stage: 'processing', progress: 50, at: new Date().toISOString() } as const
+    const heartbeat = {
+      version: 1,
+      jobId: heartbeatJobId,
+      status: 'processing',
+      stage: 'processing',
+      progress: 50,
+      at: new Date().toISOString(),
+    } as const
     await rabbit.publishRaw(names.updates, encodeMessage(JobUpdateSchema, heartbeat))
     const waiting = await rabbit.messageCount(names.request)
     // Silent for three stall periods (with a sweep every second) while nothing consumes the queue.

@@ -39,7 +39,8 @@ const backends: Backend[] = [
   {
     name: 'postgresql',
     fresh: async () => ({ kind: 'postgres', url: await newPostgresSchema() }),
-    exec: (database, statement) => withPostgres((database as { url: string }).url, async (sql) => void (await sql.unsafe(statement))),
+    exec: (database, statement) =>
+      withPostgres((database as { url: string }).url, async (sql) => void (await sql.unsafe(statement))),
   },
 ]
 
@@ -58,7 +59,13 @@ function newMedia(overrides: Partial<NewMedia> = {}): NewMedia {
     sourceKey: `${system}/originals/${id}`,
     jobId,
     type: 'images',
-    request: { messageId: crypto.randomUUID(), jobId, queue: queueNames(system, 'images').request, type: 'job.request', body: new Uint8Array([0, 1, 2, 255]) },
+    request: {
+      messageId: crypto.randomUUID(),
+      jobId,
+      queue: queueNames(system, 'images').request,
+      type: 'job.request',
+      body: new Uint8Array([0, 1, 2, 255]),
+    },
     ...overrides,
   }
 }
@@ -75,7 +82,16 @@ const completed = (jobId: string, name = 'thumb'): ImageResult => ({
   jobId,
   status: 'completed',
   at: new Date().toISOString(),
-  outputs: [{ name, key: `${system}/outputs/${jobId}/${name}.webp`, contentType: 'image/webp', size: 1234, width: 320, height: 240 }],
+  outputs: [
+    {
+      name,
+      key: `${system}/outputs/${jobId}/${name}.webp`,
+      contentType: 'image/webp',
+      size: 1234,
+      width: 320,
+      height: 240,
+    },
+  ],
   metadata: { width: 640, height: 480, format: 'jpeg', hasAlpha: false, orientation: 1, pages: 1 },
 })
 /** Resolves once the clock has moved past now, so that "silent for 0 ms" holds for what was just written. */
@@ -119,7 +135,19 @@ describe.each(backends)('store on $name', (backend) => {
     await a.media.cancel(two.id)
     await a.media.cancel(two.id) // final already
     await a.deadLetters.record(
-      { id: crypto.randomUUID(), type: 'images', queue: 'q.request', reason: 'delivery_limit', deliveries: 5, jobId: three.jobId, problem: null, messageId: crypto.randomUUID(), headers: {}, body: new Uint8Array([1]), deadAt: new Date().toISOString() },
+      {
+        id: crypto.randomUUID(),
+        type: 'images',
+        queue: 'q.request',
+        reason: 'delivery_limit',
+        deliveries: 5,
+        jobId: three.jobId,
+        problem: null,
+        messageId: crypto.randomUUID(),
+        headers: {},
+        body: new Uint8Array([1]),
+        deadAt: new Date().toISOString(),
+      },
       { code: 'crashed', class: 'crash', message: 'gave up' }
     )
     await a.media.remove(one.id, { event: true })
@@ -140,21 +168,37 @@ describe.each(backends)('store on $name', (backend) => {
     await store.media.create(media)
     const record = (await store.media.get(media.id))!
     expect(record).toMatchObject({
-      id: media.id, tenant: 'acme', filename: 'cat.jpg', kind: 'image', format: 'jpeg', size: 5_000_000_000, bucket: 'media',
-      sourceKey: media.sourceKey, jobId: media.jobId, type: 'images', status: 'queued', stage: 'queued', progress: 0,
-      etaSeconds: null, error: null, outputs: [], metadata: null,
+      id: media.id,
+      tenant: 'acme',
+      filename: 'cat.jpg',
+      kind: 'image',
+      format: 'jpeg',
+      size: 5_000_000_000,
+      bucket: 'media',
+      sourceKey: media.sourceKey,
+      jobId: media.jobId,
+      type: 'images',
+      status: 'queued',
+      stage: 'queued',
+      progress: 0,
+      etaSeconds: null,
+      error: null,
+      outputs: [],
+      metadata: null,
     })
     const [request] = await store.outbox.claimUnpublished(0, 60_000)
     expect(request?.messageId).toBe(media.request.messageId)
     expect([...request!.body]).toEqual([0, 1, 2, 255])
-    expect((await store.media.history(media.jobId)).map((h) => [h.status, h.reason, h.origin])).toEqual([['queued', 'created', 'api-a']])
+    expect((await store.media.history(media.jobId)).map((h) => [h.status, h.reason, h.origin])).toEqual([
+      ['queued', 'created', 'api-a'],
+    ])
     await store.media.remove(media.id)
     expect(await store.media.get(media.id)).toBeUndefined()
     expect(await store.media.history(media.jobId)).toEqual([])
     await close()
   })
 
-  test('a tenant\'s media list: newest first, filtered by kind and status, paged without skipping or repeating', async () => {
+  test("a tenant's media list: newest first, filtered by kind and status, paged without skipping or repeating", async () => {
     const [store, , close] = await twoStores()
     const made: NewMedia[] = []
     // Several in the same millisecond: the id orders those.
@@ -184,17 +228,31 @@ describe.each(backends)('store on $name', (backend) => {
     expect(pages).toEqual(all.map((m) => m.id))
 
     const videos = await store.media.list('acme', { limit: 100, kinds: ['video'] })
-    expect(videos.map((m) => m.id).sort()).toEqual(made.filter((m) => m.kind === 'video').map((m) => m.id).sort())
+    expect(videos.map((m) => m.id).sort()).toEqual(
+      made
+        .filter((m) => m.kind === 'video')
+        .map((m) => m.id)
+        .sort()
+    )
     const done = await store.media.list('acme', { limit: 100, statuses: ['completed', 'processing'] })
-    expect(done.map((m) => [m.id, m.status]).sort()).toEqual([[made[0]!.id, 'completed'], [made[1]!.id, 'processing']].sort())
+    expect(done.map((m) => [m.id, m.status]).sort()).toEqual(
+      [
+        [made[0]!.id, 'completed'],
+        [made[1]!.id, 'processing'],
+      ].sort()
+    )
     expect(done.find((m) => m.status === 'completed')?.outputs.map((o) => o.name)).toEqual(['thumb'])
     expect(await store.media.list('nobody', { limit: 100 })).toEqual([])
     await close()
   })
 
-  test('a shared secret: the first instance\'s is everyone\'s, however many ask at once', async () => {
+  test("a shared secret: the first instance's is everyone's, however many ask at once", async () => {
     const [a, b, close] = await twoStores()
-    const answers = await Promise.all([a.coordination.sharedSecret('links', 'from-a'), b.coordination.sharedSecret('links', 'from-b'), a.coordination.sharedSecret('links', 'from-a2')])
+    const answers = await Promise.all([
+      a.coordination.sharedSecret('links', 'from-a'),
+      b.coordination.sharedSecret('links', 'from-b'),
+      a.coordination.sharedSecret('links', 'from-a2'),
+    ])
     expect(new Set(answers).size).toBe(1)
     expect(['from-a', 'from-b', 'from-a2']).toContain(answers[0]!)
     expect(await b.coordination.sharedSecret('links', 'later')).toBe(answers[0]!)
@@ -211,14 +269,21 @@ describe.each(backends)('store on $name', (backend) => {
     expect(await a.media.get(media.id)).toMatchObject({ status: 'processing', stage: 'processing', progress: 40 })
 
     // The same result reaching both instances at once (a redelivery after a crash): applied by exactly one.
-    const results = await Promise.all([a.media.applyResult(completed(media.jobId)), b.media.applyResult(completed(media.jobId, 'other'))])
+    const results = await Promise.all([
+      a.media.applyResult(completed(media.jobId)),
+      b.media.applyResult(completed(media.jobId, 'other')),
+    ])
     expect(results.filter((r) => r?.changed)).toHaveLength(1)
     const final = (await b.media.get(media.id))!
     expect(final.status).toBe('completed')
     expect(final.outputs).toHaveLength(1)
     expect(final.metadata).toMatchObject({ width: 640, height: 480 })
     expect((await a.media.applyUpdate(update(media.jobId, 99)))?.changed).toBe(false)
-    expect((await a.media.history(media.jobId)).map((h) => `${h.status}/${h.reason}`)).toEqual(['queued/created', 'processing/update', 'completed/result'])
+    expect((await a.media.history(media.jobId)).map((h) => `${h.status}/${h.reason}`)).toEqual([
+      'queued/created',
+      'processing/update',
+      'completed/result',
+    ])
     expect(await a.media.applyResult(completed(crypto.randomUUID()))).toBeUndefined()
     await close()
   })
@@ -227,9 +292,16 @@ describe.each(backends)('store on $name', (backend) => {
     const [a, b, close] = await twoStores()
     const jobs = Array.from({ length: 20 }, () => newMedia())
     for (const media of jobs) await a.media.create(media)
-    const applied = await Promise.all(jobs.flatMap((m) => [a.media.applyResult(completed(m.jobId)), b.media.applyResult(completed(m.jobId)), a.media.applyResult(completed(m.jobId))]))
+    const applied = await Promise.all(
+      jobs.flatMap((m) => [
+        a.media.applyResult(completed(m.jobId)),
+        b.media.applyResult(completed(m.jobId)),
+        a.media.applyResult(completed(m.jobId)),
+      ])
+    )
     expect(applied.filter((r) => r?.changed)).toHaveLength(jobs.length)
-    for (const media of jobs) expect((await b.media.history(media.jobId)).filter((h) => h.status === 'completed')).toHaveLength(1)
+    for (const media of jobs)
+      expect((await b.media.history(media.jobId)).filter((h) => h.status === 'completed')).toHaveLength(1)
     expect((await a.media.countJobs()).completed).toBe(jobs.length)
     await close()
   })
@@ -239,7 +311,10 @@ describe.each(backends)('store on $name', (backend) => {
     const jobs = Array.from({ length: 30 }, () => newMedia())
     for (const media of jobs) await a.media.create(media)
     expect(await a.outbox.claimUnpublished(60_000, 60_000)).toEqual([]) // younger than the grace period
-    const [mine, theirs] = await Promise.all([a.outbox.claimUnpublished(0, 60_000), b.outbox.claimUnpublished(0, 60_000)])
+    const [mine, theirs] = await Promise.all([
+      a.outbox.claimUnpublished(0, 60_000),
+      b.outbox.claimUnpublished(0, 60_000),
+    ])
     const ids = [...mine, ...theirs].map((m) => m.messageId)
     expect(new Set(ids).size).toBe(ids.length)
     expect(ids.sort()).toEqual(jobs.map((m) => m.request.messageId).sort())
@@ -263,7 +338,11 @@ describe.each(backends)('store on $name', (backend) => {
 
   test('a round of timer work goes to one instance, and again only when it is due', async () => {
     const [a, b, close] = await twoStores()
-    const first = await Promise.all([a.coordination.claimRound('sweep', 60_000), b.coordination.claimRound('sweep', 60_000), a.coordination.claimRound('sweep', 60_000)])
+    const first = await Promise.all([
+      a.coordination.claimRound('sweep', 60_000),
+      b.coordination.claimRound('sweep', 60_000),
+      a.coordination.claimRound('sweep', 60_000),
+    ])
     expect(first.filter(Boolean)).toHaveLength(1)
     expect(await b.coordination.claimRound('other', 60_000)).toBe(true) // rounds are named apart
     expect(await a.coordination.claimRound('sweep', 60_000)).toBe(false)
@@ -275,7 +354,10 @@ describe.each(backends)('store on $name', (backend) => {
 
   test('a lease has one holder at a time: renewed by its holder, free once released or expired', async () => {
     const [a, b, close] = await twoStores()
-    const first = await Promise.all([a.coordination.claimLease('upload-1', 'A', 60_000), b.coordination.claimLease('upload-1', 'B', 60_000)])
+    const first = await Promise.all([
+      a.coordination.claimLease('upload-1', 'A', 60_000),
+      b.coordination.claimLease('upload-1', 'B', 60_000),
+    ])
     expect(first.filter(Boolean)).toHaveLength(1)
     const [holder, other] = first[0] ? (['A', 'B'] as const) : (['B', 'A'] as const)
     expect(await a.coordination.claimLease('upload-1', holder, 60_000)).toBe(true) // renewed
@@ -325,7 +407,13 @@ describe.each(backends)('store on $name', (backend) => {
     await silence()
     expect(await b.media.countSilent(silentMs)).toBe(jobs.length)
 
-    const sweep = async () => (await Promise.all([a.media.sweepStalled(silentMs, 1, ['images']), b.media.sweepStalled(silentMs, 1, ['images'])])).flat()
+    const sweep = async () =>
+      (
+        await Promise.all([
+          a.media.sweepStalled(silentMs, 1, ['images']),
+          b.media.sweepStalled(silentMs, 1, ['images']),
+        ])
+      ).flat()
     const first = await sweep()
     expect(first.map((s) => s.jobId).sort()).toEqual(jobs.map((m) => m.jobId).sort())
     expect(first.every((s) => s.action === 'redriven')).toBe(true)
@@ -341,8 +429,16 @@ describe.each(backends)('store on $name', (backend) => {
     await silence()
     expect(await sweep()).toEqual([])
     for (const media of jobs) {
-      expect(await a.media.get(media.id)).toMatchObject({ status: 'failed', error: { code: 'stalled', class: 'crash' } })
-      expect((await a.media.history(media.jobId)).map((h) => h.reason)).toEqual(['created', 'update', 'stall_redrive', 'stalled'])
+      expect(await a.media.get(media.id)).toMatchObject({
+        status: 'failed',
+        error: { code: 'stalled', class: 'crash' },
+      })
+      expect((await a.media.history(media.jobId)).map((h) => h.reason)).toEqual([
+        'created',
+        'update',
+        'stall_redrive',
+        'stalled',
+      ])
     }
     // A type with no live processor and no job heard from lately is left alone: its jobs wait in their queue.
     const waiting = newMedia({ type: 'videos', kind: 'video' })
@@ -350,7 +446,9 @@ describe.each(backends)('store on $name', (backend) => {
     await a.media.applyUpdate(update(waiting.jobId, 5))
     await silence()
     expect(await a.media.sweepStalled(silentMs, 1, ['images'])).toEqual([])
-    expect(await a.media.sweepStalled(silentMs, 1, ['videos'])).toEqual([{ jobId: waiting.jobId, mediaId: waiting.id, action: 'redriven' }])
+    expect(await a.media.sweepStalled(silentMs, 1, ['videos'])).toEqual([
+      { jobId: waiting.jobId, mediaId: waiting.id, action: 'redriven' },
+    ])
     await close()
   })
 
@@ -369,8 +467,14 @@ describe.each(backends)('store on $name', (backend) => {
   test('webhook events: written with the change for the endpoints that want them, each claimed by one instance, recorded', async () => {
     const [a, b, close] = await twoStores()
     const hook = (events: Webhook['events'], tenant = 'acme'): Webhook => ({
-      id: crypto.randomUUID(), tenant, url: 'https://hooks.example/x', events, secrets: [{ secret: 'whsec_x', expiresAt: null }],
-      createdAt: new Date().toISOString(), disabledAt: null, disabledReason: null,
+      id: crypto.randomUUID(),
+      tenant,
+      url: 'https://hooks.example/x',
+      events,
+      secrets: [{ secret: 'whsec_x', expiresAt: null }],
+      createdAt: new Date().toISOString(),
+      disabledAt: null,
+      disabledReason: null,
     })
     const wants = hook(['media.completed', 'media.cancelled'])
     await a.webhooks.create(wants)
@@ -387,13 +491,30 @@ describe.each(backends)('store on $name', (backend) => {
     expect(due).toHaveLength(1)
     expect(due[0]).toMatchObject({ event: 'media.completed', body: null, attempts: 0, webhook: { id: wants.id } })
     // The media as the event saw it: completed, with its outputs and metadata.
-    expect(due[0]!.media).toMatchObject({ id: media.id, status: 'completed', metadata: { width: 640 }, outputs: [{ name: 'thumb' }] })
-    await a.webhooks.recordAttempt(due[0]!.id, '{"body":1}', { kind: 'retry', nextAt: Date.now() - 1, status: 500, error: 'the endpoint answered 500' })
+    expect(due[0]!.media).toMatchObject({
+      id: media.id,
+      status: 'completed',
+      metadata: { width: 640 },
+      outputs: [{ name: 'thumb' }],
+    })
+    await a.webhooks.recordAttempt(due[0]!.id, '{"body":1}', {
+      kind: 'retry',
+      nextAt: Date.now() - 1,
+      status: 500,
+      error: 'the endpoint answered 500',
+    })
     const [again] = await b.webhooks.claimDue(10, 60_000)
     expect(again).toMatchObject({ id: due[0]!.id, body: '{"body":1}', attempts: 1 })
-    await b.webhooks.recordAttempt(again!.id, again!.body!, { kind: 'failed', status: 410, error: 'gone', disable: 'answered 410 Gone' })
+    await b.webhooks.recordAttempt(again!.id, again!.body!, {
+      kind: 'failed',
+      status: 410,
+      error: 'gone',
+      disable: 'answered 410 Gone',
+    })
     expect((await a.webhooks.get(wants.id))?.disabledReason).toBe('answered 410 Gone')
-    expect(await a.webhooks.deliveries(wants.id, 10)).toEqual([expect.objectContaining({ status: 'failed', attempts: 2, lastStatus: 410 })])
+    expect(await a.webhooks.deliveries(wants.id, 10)).toEqual([
+      expect.objectContaining({ status: 'failed', attempts: 2, lastStatus: 410 }),
+    ])
     // Disabled: a later event for it is not written.
     const second = newMedia()
     await a.media.create(second)
@@ -407,20 +528,32 @@ describe.each(backends)('store on $name', (backend) => {
     const media = newMedia()
     await store.media.create(media)
     const letter = {
-      id: crypto.randomUUID(), type: 'images' as const, queue: queueNames(system, 'images').request, reason: 'delivery_limit', deliveries: 4,
-      jobId: media.jobId, problem: null, messageId: media.request.messageId, headers: { 'x-death': [{ count: 4 }] }, body: media.request.body,
+      id: crypto.randomUUID(),
+      type: 'images' as const,
+      queue: queueNames(system, 'images').request,
+      reason: 'delivery_limit',
+      deliveries: 4,
+      jobId: media.jobId,
+      problem: null,
+      messageId: media.request.messageId,
+      headers: { 'x-death': [{ count: 4 }] },
+      body: media.request.body,
       deadAt: new Date().toISOString(),
     }
     const failure = { code: 'gave_up', class: 'crash' as const, message: 'the broker gave up' }
     expect((await store.deadLetters.record(letter, failure))?.status).toBe('failed')
-    expect(await store.deadLetters.record({ ...letter, id: crypto.randomUUID() }, failure)).toMatchObject({ changed: false })
+    expect(await store.deadLetters.record({ ...letter, id: crypto.randomUUID() }, failure)).toMatchObject({
+      changed: false,
+    })
     expect(await store.deadLetters.count()).toBe(1)
     const [listed] = await store.deadLetters.list(10, 'acme')
     expect(listed).toMatchObject({ id: letter.id, tenant: 'acme', jobId: media.jobId, deliveries: 4 })
     expect(await store.deadLetters.list(10, 'someone-else')).toEqual([])
     expect((await store.deadLetters.get(letter.id))?.headers).toEqual({ 'x-death': [{ count: 4 }] })
 
-    await store.outbox.claimUnpublished(0, 60_000).then((sent) => store.outbox.markPublished(sent.map((m) => m.messageId)))
+    await store.outbox
+      .claimUnpublished(0, 60_000)
+      .then((sent) => store.outbox.markPublished(sent.map((m) => m.messageId)))
     const messageId = crypto.randomUUID()
     expect(await store.deadLetters.redrive(letter.id, messageId)).toEqual({ mediaId: media.id })
     expect(await store.media.get(media.id)).toMatchObject({ status: 'queued', error: null })
@@ -432,7 +565,14 @@ describe.each(backends)('store on $name', (backend) => {
 
   test('keys: stored by hash once, listed, revoked once', async () => {
     const [a, b, close] = await twoStores()
-    const key = { id: crypto.randomUUID(), tenant: 'acme', name: 'ci', prefix: 'mk_abcde', createdAt: new Date().toISOString(), revokedAt: null }
+    const key = {
+      id: crypto.randomUUID(),
+      tenant: 'acme',
+      name: 'ci',
+      prefix: 'mk_abcde',
+      createdAt: new Date().toISOString(),
+      revokedAt: null,
+    }
     expect(await a.keys.create(key, 'hash-1')).toBe(true)
     expect(await b.keys.create({ ...key, id: crypto.randomUUID() }, 'hash-1')).toBe(false)
     expect((await b.keys.find('hash-1'))?.record).toEqual(key)
@@ -453,5 +593,7 @@ test('a PostgreSQL database newer than the API is refused, naming both versions'
   const store = await openStore({ kind: 'postgres', url })
   await store.close()
   await withPostgres(url, (sql) => sql`UPDATE schema_version SET version = 99`)
-  await expect(openStore({ kind: 'postgres', url })).rejects.toThrow(new RegExp(`schema 99, newer than this API \\(${SCHEMA_VERSION}\\)`))
+  await expect(openStore({ kind: 'postgres', url })).rejects.toThrow(
+    new RegExp(`schema 99, newer than this API \\(${SCHEMA_VERSION}\\)`)
+  )
 })

@@ -41,7 +41,9 @@ describe('abandoned multipart uploads', () => {
         controller.enqueue(chunk)
       },
     })
-    const upload = fetch(`http://127.0.0.1:${env.PORT}/v1/media`, { method: 'POST', body, headers: apiKey }).catch((error: Error) => error)
+    const upload = fetch(`http://127.0.0.1:${env.PORT}/v1/media`, { method: 'POST', body, headers: apiKey }).catch(
+      (error: Error) => error
+    )
     const deadline = Date.now() + 15_000
     while ((await pending()).length === 0) {
       if (Date.now() > deadline) throw new Error('no multipart upload started within 15 s')
@@ -55,13 +57,21 @@ describe('abandoned multipart uploads', () => {
     children.push(await spawnApi(env))
     const auth = { authorization: `Bearer ${ADMIN_TOKEN}` }
     // Younger than the age limit: kept (it may be an upload in progress on another instance).
-    const young = await fetch(`http://127.0.0.1:${env.PORT}/v1/admin/sweep?olderThanSeconds=3600`, { method: 'POST', headers: auth })
+    const young = await fetch(`http://127.0.0.1:${env.PORT}/v1/admin/sweep?olderThanSeconds=3600`, {
+      method: 'POST',
+      headers: auth,
+    })
     expect(await young.json()).toEqual({ abortedUploads: [] })
-    const res = await fetch(`http://127.0.0.1:${env.PORT}/v1/admin/sweep?olderThanSeconds=0`, { method: 'POST', headers: auth })
+    const res = await fetch(`http://127.0.0.1:${env.PORT}/v1/admin/sweep?olderThanSeconds=0`, {
+      method: 'POST',
+      headers: auth,
+    })
     expect(await res.json()).toEqual({ abortedUploads: [left] })
     expect(await pending()).toEqual([])
     // Nothing of the unfinished upload was recorded.
-    const health = (await (await fetch(`http://127.0.0.1:${env.PORT}/health`)).json()) as { jobs: Record<string, number> }
+    const health = (await (await fetch(`http://127.0.0.1:${env.PORT}/health`)).json()) as {
+      jobs: Record<string, number>
+    }
     expect(Object.values(health.jobs).reduce((a, b) => a + b, 0)).toBe(0)
   }, 60_000)
 })

@@ -24,9 +24,11 @@ const MiB = 1024 * 1024
 const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex')
 const TUS = { 'tus-resumable': '1.0.0' }
 
-
 /** Runs a tus-js-client upload to its end (or until `stopAt` bytes are sent, then aborts); resolves with its URL. */
-function clientUpload(file: Buffer, options: { endpoint?: string; uploadUrl?: string; stopAt?: number }): Promise<{ url: string; mediaId: string | null; aborted: boolean }> {
+function clientUpload(
+  file: Buffer,
+  options: { endpoint?: string; uploadUrl?: string; stopAt?: number }
+): Promise<{ url: string; mediaId: string | null; aborted: boolean }> {
   return new Promise((resolve, reject) => {
     const upload: tus.Upload = new tus.Upload(file, {
       endpoint: options.endpoint,
@@ -64,7 +66,11 @@ describe('tus on moto', () => {
     await moto?.stop()
   })
   const stored = async (mediaId: string) =>
-    (await s3.client.send(new GetObjectCommand({ Bucket: stack.env.S3_BUCKET, Key: `${stack.env.SYSTEM}/originals/${mediaId}` }))).Body!.transformToByteArray()
+    (
+      await s3.client.send(
+        new GetObjectCommand({ Bucket: stack.env.S3_BUCKET, Key: `${stack.env.SYSTEM}/originals/${mediaId}` })
+      )
+    ).Body!.transformToByteArray()
 
   test('tus-js-client cut off in the middle of a part resumes, and the original is the file, byte for byte', async () => {
     const file = await paddedPng(24 * MiB + 4321)
@@ -85,7 +91,14 @@ describe('tus on moto', () => {
     expect(sha256(await stored(mediaId))).toBe(sha256(file))
     const media = await stack.fetch(`/v1/media/${mediaId}`)
     expect(media.status).toBe(200)
-    expect(await media.json()).toMatchObject({ id: mediaId, kind: 'image', format: 'png', size: file.length, filename: 'train.png', status: 'queued' })
+    expect(await media.json()).toMatchObject({
+      id: mediaId,
+      kind: 'image',
+      format: 'png',
+      size: file.length,
+      filename: 'train.png',
+      status: 'queued',
+    })
     // A finished upload is its media's original: terminating it (a client's late abort) is refused, and it stays.
     const terminate = await fetch(first.url, { method: 'DELETE', headers: { ...apiKey, ...TUS } })
     expect(terminate.status).toBe(400)
@@ -94,7 +107,10 @@ describe('tus on moto', () => {
 
   test('a refused kind is answered 415 on its first bytes, and the upload is gone', async () => {
     const text = new TextEncoder().encode('not an image, just words '.repeat(400))
-    const created = await stack.fetch('/v1/uploads', { method: 'POST', headers: { ...TUS, 'upload-length': String(text.length) } })
+    const created = await stack.fetch('/v1/uploads', {
+      method: 'POST',
+      headers: { ...TUS, 'upload-length': String(text.length) },
+    })
     expect(created.status).toBe(201)
     const url = new URL(created.headers.get('location')!, stack.url).toString()
     const patch = await fetch(url, {
@@ -116,27 +132,51 @@ describe('tus on moto', () => {
 
   test('a PATCH at the wrong offset is a 409 that changes nothing, whatever its body; the upload then finishes', async () => {
     const file = await paddedPng(6 * MiB + 99)
-    const created = await stack.fetch('/v1/uploads', { method: 'POST', headers: { ...TUS, 'upload-length': String(file.length) } })
+    const created = await stack.fetch('/v1/uploads', {
+      method: 'POST',
+      headers: { ...TUS, 'upload-length': String(file.length) },
+    })
     const url = new URL(created.headers.get('location')!, stack.url).toString()
     const patch = (offset: number, body: Uint8Array<ArrayBuffer>) =>
-      fetch(url, { method: 'PATCH', headers: { ...apiKey, ...TUS, 'content-type': 'application/offset+octet-stream', 'upload-offset': String(offset) }, body })
+      fetch(url, {
+        method: 'PATCH',
+        headers: {
+          ...apiKey,
+          ...TUS,
+          'content-type': 'application/offset+octet-stream',
+          'upload-offset': String(offset),
+        },
+        body,
+      })
     const first = await patch(0, new Uint8Array(file.subarray(0, 5 * MiB)))
     expect(first.status).toBe(204)
     const offset = Number(first.headers.get('upload-offset'))
     // Plain text claiming offset 0 (what the first bytes would refuse), then valid bytes at another wrong offset.
     const words = new TextEncoder().encode('plain text, not an image '.repeat(200))
-    for (const [claimed, body] of [[0, words], [0, new Uint8Array(file.subarray(0, 1000))], [offset + 1, new Uint8Array(file.subarray(offset + 1, offset + 100))]] as const) {
+    for (const [claimed, body] of [
+      [0, words],
+      [0, new Uint8Array(file.subarray(0, 1000))],
+      [offset + 1, new Uint8Array(file.subarray(offset + 1, offset + 100))],
+    ] as const) {
       const wrong = await patch(claimed, body)
       expect({ claimed, status: wrong.status }).toEqual({ claimed, status: 409 })
       const head = await fetch(url, { method: 'HEAD', headers: { ...apiKey, ...TUS } })
-      expect({ claimed, status: head.status, offset: head.headers.get('upload-offset') }).toEqual({ claimed, status: 200, offset: String(offset) })
+      expect({ claimed, status: head.status, offset: head.headers.get('upload-offset') }).toEqual({
+        claimed,
+        status: 200,
+        offset: String(offset),
+      })
     }
     const rest = await patch(offset, new Uint8Array(file.subarray(offset)))
     expect(rest.status).toBe(204)
     const mediaId = rest.headers.get('x-media-id')!
     expect(sha256(await stored(mediaId))).toBe(sha256(file))
     // Finished, it is its media's original: no PATCH changes it, at its end or at its start.
-    for (const [claimed, body] of [[file.length, words], [0, words], [0, new Uint8Array(file.subarray(0, 1000))]] as const) {
+    for (const [claimed, body] of [
+      [file.length, words],
+      [0, words],
+      [0, new Uint8Array(file.subarray(0, 1000))],
+    ] as const) {
       const late = await patch(claimed, body)
       expect({ claimed, ok: late.ok }).toEqual({ claimed, ok: false })
     }
@@ -144,11 +184,16 @@ describe('tus on moto', () => {
   }, 60_000)
 
   test('limits, keys and tenants: over MAX_UPLOAD_BYTES is 413; another tenant sees 404; no key is 401; OPTIONS needs none', async () => {
-    expect((await stack.fetch('/v1/uploads', { method: 'POST', headers: { ...TUS, 'upload-length': String(65 * MiB) } })).status).toBe(413)
+    expect(
+      (await stack.fetch('/v1/uploads', { method: 'POST', headers: { ...TUS, 'upload-length': String(65 * MiB) } }))
+        .status
+    ).toBe(413)
     const created = await stack.fetch('/v1/uploads', { method: 'POST', headers: { ...TUS, 'upload-length': '100' } })
     const url = new URL(created.headers.get('location')!, stack.url).toString()
     const other = await issueKey(stack.api.store, 'tus-other')
-    expect((await fetch(url, { method: 'HEAD', headers: { authorization: `Bearer ${other.key}`, ...TUS } })).status).toBe(404)
+    expect(
+      (await fetch(url, { method: 'HEAD', headers: { authorization: `Bearer ${other.key}`, ...TUS } })).status
+    ).toBe(404)
     expect((await fetch(url, { method: 'HEAD', headers: TUS })).status).toBe(401)
     const options = await fetch(`${stack.url}/v1/uploads`, { method: 'OPTIONS' })
     expect(options.status).toBe(204)
@@ -160,15 +205,27 @@ describe('tus on moto', () => {
   test('an upload begun on one API instance is finished on another (they share the database and the store)', async () => {
     const config = readApiConfig(stack.env)
     const other = await startApi(config)
-    const server = Bun.serve({ port: 0, fetch: other.app.fetch, maxRequestBodySize: serverBodyCap(config.maxUploadBytes) })
+    const server = Bun.serve({
+      port: 0,
+      fetch: other.app.fetch,
+      maxRequestBodySize: serverBodyCap(config.maxUploadBytes),
+    })
     try {
       const file = await paddedPng(9 * MiB + 17)
-      const created = await stack.fetch('/v1/uploads', { method: 'POST', headers: { ...TUS, 'upload-length': String(file.length) } })
+      const created = await stack.fetch('/v1/uploads', {
+        method: 'POST',
+        headers: { ...TUS, 'upload-length': String(file.length) },
+      })
       const path = created.headers.get('location')!
       const patch = (base: string, from: number, to: number) =>
         fetch(new URL(path, base), {
           method: 'PATCH',
-          headers: { ...apiKey, ...TUS, 'content-type': 'application/offset+octet-stream', 'upload-offset': String(from) },
+          headers: {
+            ...apiKey,
+            ...TUS,
+            'content-type': 'application/offset+octet-stream',
+            'upload-offset': String(from),
+          },
           body: new Uint8Array(file.subarray(from, to)),
         })
       const firstHalf = await patch(stack.url, 0, 6 * MiB)

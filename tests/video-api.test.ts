@@ -30,7 +30,13 @@ test('a portrait phone-style video uploaded as multipart completes with a poster
   const media = await stack.waitForFinal(accepted.id, 60_000)
   expect(media.status).toBe('completed')
   expect(media.progress).toBe(100)
-  expect(media.metadata).toMatchObject({ container: 'mp4', width: 240, height: 320, videoCodec: 'h264', audioCodec: 'aac' })
+  expect(media.metadata).toMatchObject({
+    container: 'mp4',
+    width: 240,
+    height: 320,
+    videoCodec: 'h264',
+    audioCodec: 'aac',
+  })
   expect(media.outputs.map((o) => o.name)).toEqual(['poster', '360p'])
 
   const rendition = media.outputs.find((o) => o.name === '360p')!

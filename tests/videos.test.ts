@@ -127,14 +127,22 @@ interface Submitted {
 async function submit(
   processor: Processor,
   source: Fixture | { body: string | Uint8Array; format: string },
-  options: { recipe?: Recipe; sourceBucket?: string; outputBucket?: string; skipUpload?: boolean; headers?: Record<string, number>; size?: number } = {}
+  options: {
+    recipe?: Recipe
+    sourceBucket?: string
+    outputBucket?: string
+    skipUpload?: boolean
+    headers?: Record<string, number>
+    size?: number
+  } = {}
 ): Promise<Submitted> {
   const jobId = crypto.randomUUID()
   const mediaId = crypto.randomUUID()
   const key = `sources/${mediaId}`
   const body = 'file' in source ? readFileSync(source.file) : source.body
   const size = typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength
-  if (!options.sourceBucket && !options.skipUpload) await s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body }))
+  if (!options.sourceBucket && !options.skipUpload)
+    await s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body }))
   const request: VideoRequest = {
     version: 1,
     jobId,
@@ -144,14 +152,22 @@ async function submit(
     recipe: options.recipe ?? SMALL,
   }
   const started = Date.now()
-  const properties = { messageId: crypto.randomUUID(), correlationId: jobId, type: 'job.request', headers: options.headers }
+  const properties = {
+    messageId: crypto.randomUUID(),
+    correlationId: jobId,
+    type: 'job.request',
+    headers: options.headers,
+  }
   await rabbit.publishRaw(processor.queues.request, JSON.stringify(request), properties)
   return { request, started }
 }
 
 /** Waits for a submitted job's result and all its updates (up to the final one). */
 async function collect(processor: Processor, { request, started }: Submitted, timeoutMs = 30_000): Promise<JobRun> {
-  const decoded = decodeMessage(VideoResultSchema, (await rabbit.nextMessage(processor.queues.results, timeoutMs)).content)
+  const decoded = decodeMessage(
+    VideoResultSchema,
+    (await rabbit.nextMessage(processor.queues.results, timeoutMs)).content
+  )
   const elapsedMs = Date.now() - started
   if (!decoded.ok) throw new Error(decoded.reason)
   expect(decoded.value.jobId).toBe(request.jobId)
@@ -166,7 +182,11 @@ async function collect(processor: Processor, { request, started }: Submitted, ti
   return { request, result: decoded.value, updates, elapsedMs }
 }
 
-async function runJob(processor: Processor, source: Parameters<typeof submit>[1], options: Parameters<typeof submit>[2] = {}): Promise<JobRun> {
+async function runJob(
+  processor: Processor,
+  source: Parameters<typeof submit>[1],
+  options: Parameters<typeof submit>[2] = {}
+): Promise<JobRun> {
   return collect(processor, await submit(processor, source, options))
 }
 
@@ -177,7 +197,12 @@ function completed(run: JobRun) {
 
 function failed(run: JobRun) {
   if (run.result.status !== 'failed') throw new Error(`expected a failure, got ${run.result.status}`)
-  expect(run.updates.at(-1)).toMatchObject({ status: 'failed', stage: 'finished', progress: 100, error: run.result.error })
+  expect(run.updates.at(-1)).toMatchObject({
+    status: 'failed',
+    stage: 'finished',
+    progress: 100,
+    error: run.result.error,
+  })
   return run.result.error
 }
 
@@ -204,7 +229,11 @@ function expectMonotonicProgress(updates: JobUpdate[]) {
 }
 
 /** Checks a rendition: H.264 yuv420p, AAC or no audio, its size, its duration, no rotation, no location. */
-async function expectRendition(output: VideoResult & { status: 'completed' }, name: string, want: { width: number; height: number; seconds: number; audio: boolean }) {
+async function expectRendition(
+  output: VideoResult & { status: 'completed' },
+  name: string,
+  want: { width: number; height: number; seconds: number; audio: boolean }
+) {
   const info = output.outputs.find((o) => o.name === name)!
   expect(info.key.endsWith(`/${name}.mp4`)).toBe(true)
   expect(info).toMatchObject({ contentType: 'video/mp4', width: want.width, height: want.height })
@@ -249,8 +278,20 @@ describe('with default limits', () => {
     const run = await runJob(processor, fixtures.withAudio)
     const result = completed(run)
     const prefix = run.request.output.prefix
-    expect(result.outputs.map((o) => o.key)).toEqual([`${prefix}/poster.webp`, `${prefix}/low.mp4`, `${prefix}/mid.mp4`])
-    expect(result.metadata).toMatchObject({ container: 'mp4', width: 320, height: 240, frameRate: 30, videoCodec: 'h264', audioCodec: 'aac', rotation: 0 })
+    expect(result.outputs.map((o) => o.key)).toEqual([
+      `${prefix}/poster.webp`,
+      `${prefix}/low.mp4`,
+      `${prefix}/mid.mp4`,
+    ])
+    expect(result.metadata).toMatchObject({
+      container: 'mp4',
+      width: 320,
+      height: 240,
+      frameRate: 30,
+      videoCodec: 'h264',
+      audioCodec: 'aac',
+      rotation: 0,
+    })
     expect(Math.abs(result.metadata.durationSeconds - 2)).toBeLessThanOrEqual(0.1)
     expect(result.metadata.bitrate).toBeGreaterThan(0)
     await expectPoster(result, { width: 160, height: 120 })
@@ -296,7 +337,13 @@ describe('with default limits', () => {
 
   test('odd source sides (161×121 AVI) give even output sides, never upscaled', async () => {
     const result = completed(await runJob(processor, fixtures.odd, { recipe: API }))
-    expect(result.metadata).toMatchObject({ container: 'avi', width: 161, height: 121, videoCodec: 'mpeg4', audioCodec: null })
+    expect(result.metadata).toMatchObject({
+      container: 'avi',
+      width: 161,
+      height: 121,
+      videoCodec: 'mpeg4',
+      audioCodec: null,
+    })
     await expectPoster(result, { width: 161, height: 121 })
     await expectRendition(result, '360p', { width: 160, height: 120, seconds: 2, audio: false })
   })
@@ -308,14 +355,23 @@ describe('with default limits', () => {
     expect(probed.streams[0]!.color_transfer).toBe('bt709')
 
     const vp9 = completed(await runJob(processor, fixtures.vp9))
-    expect(vp9.metadata).toMatchObject({ container: 'webm', videoCodec: 'vp9', audioCodec: 'opus', width: 320, height: 180 })
+    expect(vp9.metadata).toMatchObject({
+      container: 'webm',
+      videoCodec: 'vp9',
+      audioCodec: 'opus',
+      width: 320,
+      height: 180,
+    })
     expect(Math.abs(vp9.metadata.durationSeconds - 2)).toBeLessThanOrEqual(0.1)
     await expectRendition(vp9, 'low', { width: 214, height: 120, seconds: 2, audio: true })
   })
 
   test('reports transcoding progress with an ETA, monotonic, at most ~2 per second, ending at 100', async () => {
     // Two rungs of the 10 s 720p clip: a few seconds of transcoding, several update intervals long on any machine.
-    const renditions = [{ name: '360p', height: 360 }, { name: '720p', height: 720 }]
+    const renditions = [
+      { name: '360p', height: 360 },
+      { name: '720p', height: 720 },
+    ]
     const run = await runJob(processor, fixtures.long, { recipe: { ...SMALL, renditions } })
     const result = completed(run)
     await expectRendition(result, '360p', { width: 640, height: 360, seconds: 10, audio: false })
@@ -357,7 +413,10 @@ describe('with default limits', () => {
     ]
     for (const [label, fixture, message] of cases) {
       const run = await runJob(processor, fixture)
-      expect({ label, error: failed(run) }).toEqual({ label, error: { code: 'limit_exceeded', class: 'input', message } })
+      expect({ label, error: failed(run) }).toEqual({
+        label,
+        error: { code: 'limit_exceeded', class: 'input', message },
+      })
       expect(run.updates.filter((u) => u.progress > 5 && u.progress < 100)).toEqual([])
       expect(await keysUnder(run.request.output.prefix)).toEqual([])
     }
@@ -399,7 +458,6 @@ describe('with default limits', () => {
       await server.stop(true)
     }
   })
-
 })
 
 describe('with tight limits', () => {

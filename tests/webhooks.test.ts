@@ -49,7 +49,8 @@ function receiver() {
     async waitFor(count: number, timeoutMs = 15_000): Promise<Receipt[]> {
       const deadline = Date.now() + timeoutMs
       while (receipts.length < count) {
-        if (Date.now() > deadline) throw new Error(`${receipts.length} of ${count} deliveries came within ${timeoutMs} ms`)
+        if (Date.now() > deadline)
+          throw new Error(`${receipts.length} of ${count} deliveries came within ${timeoutMs} ms`)
         await new Promise<void>((resolve) => {
           waiters.push(resolve)
           setTimeout(resolve, 200)
@@ -61,8 +62,16 @@ function receiver() {
   }
 }
 
-const WEBHOOK_ENV = { WEBHOOK_ALLOW_PRIVATE: 'true', WEBHOOK_ALLOW_HTTP: 'true', WEBHOOK_RETRY_SCHEDULE: '0.2', PUBLIC_URL: 'https://media.example' }
-const png = (colour: string) => sharp({ create: { width: 40, height: 30, channels: 3, background: colour } }).png().toBuffer()
+const WEBHOOK_ENV = {
+  WEBHOOK_ALLOW_PRIVATE: 'true',
+  WEBHOOK_ALLOW_HTTP: 'true',
+  WEBHOOK_RETRY_SCHEDULE: '0.2',
+  PUBLIC_URL: 'https://media.example',
+}
+const png = (colour: string) =>
+  sharp({ create: { width: 40, height: 30, channels: 3, background: colour } })
+    .png()
+    .toBuffer()
 
 describe('webhooks, end to end', () => {
   let stack: Stack
@@ -74,17 +83,30 @@ describe('webhooks, end to end', () => {
   })
 
   const register = async (url: string, events: string[]) => {
-    const res = await stack.fetch('/v1/webhooks', { method: 'POST', body: JSON.stringify({ url, events }), headers: { 'content-type': 'application/json' } })
+    const res = await stack.fetch('/v1/webhooks', {
+      method: 'POST',
+      body: JSON.stringify({ url, events }),
+      headers: { 'content-type': 'application/json' },
+    })
     expect(res.status).toBe(201)
     return (await res.json()) as { id: string; secret: string; url: string; events: string[] }
   }
   /** The webhook's deliveries once `done` holds for them (the receiver hears a delivery just before it is recorded). */
-  const deliveries = async (hookId: string, done: (d: { status: string; attempts: number }[]) => boolean, timeoutMs = 10_000) => {
+  const deliveries = async (
+    hookId: string,
+    done: (d: { status: string; attempts: number }[]) => boolean,
+    timeoutMs = 10_000
+  ) => {
     const deadline = Date.now() + timeoutMs
     for (;;) {
-      const list = ((await (await stack.fetch(`/v1/webhooks/${hookId}/deliveries`)).json()) as { deliveries: { id: string; status: string; attempts: number }[] }).deliveries
+      const list = (
+        (await (await stack.fetch(`/v1/webhooks/${hookId}/deliveries`)).json()) as {
+          deliveries: { id: string; status: string; attempts: number }[]
+        }
+      ).deliveries
       if (done(list)) return list
-      if (Date.now() > deadline) throw new Error(`the deliveries of ${hookId} did not settle within ${timeoutMs} ms: ${JSON.stringify(list)}`)
+      if (Date.now() > deadline)
+        throw new Error(`the deliveries of ${hookId} did not settle within ${timeoutMs} ms: ${JSON.stringify(list)}`)
       await Bun.sleep(50)
     }
   }
@@ -108,7 +130,11 @@ describe('webhooks, end to end', () => {
 
       const media = await completeOne('#336699')
       const [receipt] = await endpoint.waitFor(1)
-      const payload = new Verifier(hook.secret).verify(receipt!.body, receipt!.headers) as { type: string; timestamp: string; data: MediaBody }
+      const payload = new Verifier(hook.secret).verify(receipt!.body, receipt!.headers) as {
+        type: string
+        timestamp: string
+        data: MediaBody
+      }
       expect(payload.type).toBe('media.completed')
       expect(receipt!.headers['webhook-id']).toMatch(/^msg_[0-9a-f]{32}$/)
       const { outputs, ...rest } = payload.data
@@ -116,11 +142,21 @@ describe('webhooks, end to end', () => {
       expect({ ...rest, updatedAt: undefined }).toMatchObject({ ...current, updatedAt: undefined })
       expect(outputs.map((o) => o.name)).toEqual(shown.map((o) => o.name))
       // The outputs' URLs are on PUBLIC_URL: the receiver is not the one who asked.
-      for (const output of outputs) expect(output.url).toStartWith(`https://media.example/v1/media/${media.id}/outputs/`)
+      for (const output of outputs)
+        expect(output.url).toStartWith(`https://media.example/v1/media/${media.id}/outputs/`)
       // A tampered body does not verify.
-      expect(() => new Verifier(hook.secret).verify(receipt!.body.replace('completed', 'failed'), receipt!.headers)).toThrow()
+      expect(() =>
+        new Verifier(hook.secret).verify(receipt!.body.replace('completed', 'failed'), receipt!.headers)
+      ).toThrow()
       const settled = await deliveries(hook.id, (list) => list[0]?.status === 'delivered')
-      expect(settled).toEqual([expect.objectContaining({ id: receipt!.headers['webhook-id'], status: 'delivered', attempts: 1, lastStatus: 200 })])
+      expect(settled).toEqual([
+        expect.objectContaining({
+          id: receipt!.headers['webhook-id'],
+          status: 'delivered',
+          attempts: 1,
+          lastStatus: 200,
+        }),
+      ])
       await stack.fetch(`/v1/webhooks/${hook.id}`, { method: 'DELETE' })
     } finally {
       endpoint.stop()
@@ -143,7 +179,9 @@ describe('webhooks, end to end', () => {
       const metrics = await (await fetch(`${stack.url}/metrics`)).text()
       expect(metrics).toMatch(/media_webhook_attempts_total\{outcome="retry",service="api"\} [2-9]/)
 
-      const again = await stack.fetch(`/v1/webhooks/${hook.id}/deliveries/${delivery!.id}/redeliver`, { method: 'POST' })
+      const again = await stack.fetch(`/v1/webhooks/${hook.id}/deliveries/${delivery!.id}/redeliver`, {
+        method: 'POST',
+      })
       expect(again.status).toBe(202)
       const [, , , fourth] = await endpoint.waitFor(4)
       expect(fourth!.headers['webhook-id']).toBe(delivery!.id)
@@ -180,7 +218,9 @@ describe('webhooks, end to end', () => {
     const endpoint = receiver()
     try {
       const hook = await register(endpoint.url, ['media.deleted'])
-      const rotated = (await (await stack.fetch(`/v1/webhooks/${hook.id}/rotate`, { method: 'POST' })).json()) as { secret: string }
+      const rotated = (await (await stack.fetch(`/v1/webhooks/${hook.id}/rotate`, { method: 'POST' })).json()) as {
+        secret: string
+      }
       expect(rotated.secret).not.toBe(hook.secret)
       const { id } = (await (await stack.upload(await png('#123456'))).json()) as { id: string }
       await stack.waitForFinal(id)
@@ -188,7 +228,10 @@ describe('webhooks, end to end', () => {
       const [receipt] = await endpoint.waitFor(1)
       expect(receipt!.headers['webhook-signature']!.split(' ')).toHaveLength(2)
       for (const secret of [hook.secret, rotated.secret]) {
-        const payload = new Verifier(secret).verify(receipt!.body, receipt!.headers) as { type: string; data: { id: string } }
+        const payload = new Verifier(secret).verify(receipt!.body, receipt!.headers) as {
+          type: string
+          data: { id: string }
+        }
         expect(payload).toMatchObject({ type: 'media.deleted', data: { id } })
       }
       await stack.fetch(`/v1/webhooks/${hook.id}`, { method: 'DELETE' })
@@ -197,13 +240,19 @@ describe('webhooks, end to end', () => {
     }
   })
 
-  test("another tenant neither reads nor lists a webhook", async () => {
+  test('another tenant neither reads nor lists a webhook', async () => {
     const hook = await register('http://127.0.0.1:1/never', ['media.completed'])
     const { issueKey } = await import('../services/api/auth/keys.ts')
     const other = await issueKey(stack.api.store, 'webhook-other')
     const res = await stack.fetch(`/v1/webhooks/${hook.id}`, { headers: { authorization: `Bearer ${other.key}` } })
     expect(res.status).toBe(404)
-    expect(((await (await stack.fetch('/v1/webhooks', { headers: { authorization: `Bearer ${other.key}` } })).json()) as { webhooks: unknown[] }).webhooks).toEqual([])
+    expect(
+      (
+        (await (await stack.fetch('/v1/webhooks', { headers: { authorization: `Bearer ${other.key}` } })).json()) as {
+          webhooks: unknown[]
+        }
+      ).webhooks
+    ).toEqual([])
     await stack.fetch(`/v1/webhooks/${hook.id}`, { method: 'DELETE' })
   })
 })
@@ -217,18 +266,36 @@ describe('webhooks across a restart', () => {
     const config = readApiConfig(env)
     const serve = async () => {
       const api = await startApi(config)
-      const server = Bun.serve({ port: 0, fetch: api.app.fetch, maxRequestBodySize: serverBodyCap(config.maxUploadBytes) })
+      const server = Bun.serve({
+        port: 0,
+        fetch: api.app.fetch,
+        maxRequestBodySize: serverBodyCap(config.maxUploadBytes),
+      })
       const call = (path: string, init: RequestInit = {}) =>
-        fetch(`http://127.0.0.1:${server.port}${path}`, { ...init, headers: { ...apiKey, 'content-type': 'application/json', ...(init.headers as object) } })
+        fetch(`http://127.0.0.1:${server.port}${path}`, {
+          ...init,
+          headers: { ...apiKey, 'content-type': 'application/json', ...(init.headers as object) },
+        })
       return { call, stop: async () => (await server.stop(true), await api.stop()) }
     }
     try {
       const first = await serve()
-      const hook = (await (await first.call('/v1/webhooks', { method: 'POST', body: JSON.stringify({ url: endpoint.url, events: ['media.cancelled'] }) })).json()) as {
+      const hook = (await (
+        await first.call('/v1/webhooks', {
+          method: 'POST',
+          body: JSON.stringify({ url: endpoint.url, events: ['media.cancelled'] }),
+        })
+      ).json()) as {
         id: string
         secret: string
       }
-      const { id } = (await (await first.call('/v1/media', { method: 'POST', body: await png('#445566'), headers: { 'content-type': 'application/octet-stream' } })).json()) as {
+      const { id } = (await (
+        await first.call('/v1/media', {
+          method: 'POST',
+          body: await png('#445566'),
+          headers: { 'content-type': 'application/octet-stream' },
+        })
+      ).json()) as {
         id: string
       }
       expect((await first.call(`/v1/media/${id}/cancel`, { method: 'POST' })).status).toBe(200)
@@ -241,7 +308,11 @@ describe('webhooks across a restart', () => {
         const deadline = Date.now() + 15_000
         let delivery: { status: string; attempts: number; id: string } | undefined
         while (Date.now() < deadline) {
-          ;[delivery] = ((await (await second.call(`/v1/webhooks/${hook.id}/deliveries`)).json()) as { deliveries: (typeof delivery)[] }).deliveries
+          ;[delivery] = (
+            (await (await second.call(`/v1/webhooks/${hook.id}/deliveries`)).json()) as {
+              deliveries: (typeof delivery)[]
+            }
+          ).deliveries
           if (delivery?.status === 'delivered') break
           await Bun.sleep(100)
         }
@@ -251,7 +322,9 @@ describe('webhooks across a restart', () => {
         expect(delivered[0]!.headers['webhook-id']).toBe(delivery!.id)
         // Every attempt reached the receiver once: none was sent twice.
         expect(endpoint.receipts).toHaveLength(delivery!.attempts)
-        expect((new Verifier(hook.secret).verify(delivered[0]!.body, delivered[0]!.headers) as { type: string }).type).toBe('media.cancelled')
+        expect(
+          (new Verifier(hook.secret).verify(delivered[0]!.body, delivered[0]!.headers) as { type: string }).type
+        ).toBe('media.cancelled')
       } finally {
         await second.stop()
       }
@@ -265,7 +338,12 @@ describe('webhook URLs, with the default rules', () => {
   test('https is required, and private, loopback and link-local destinations are refused in every form (the unit table has the rest)', async () => {
     const { request, store } = await unitApp()
     try {
-      const create = (url: string) => request('/v1/webhooks', { method: 'POST', body: JSON.stringify({ url, events: ['media.completed'] }), headers: { 'content-type': 'application/json' } })
+      const create = (url: string) =>
+        request('/v1/webhooks', {
+          method: 'POST',
+          body: JSON.stringify({ url, events: ['media.completed'] }),
+          headers: { 'content-type': 'application/json' },
+        })
       for (const [url, reason] of [
         ['http://hooks.example.com/x', 'https'],
         ['https://127.0.0.1/x', 'loopback'],
@@ -284,7 +362,11 @@ describe('webhook URLs, with the default rules', () => {
         expect({ url, status: res.status }).toEqual({ url, status: 400 })
         expect(((await res.json()) as { error: { message: string } }).error.message).toContain(reason)
       }
-      const bad = await request('/v1/webhooks', { method: 'POST', body: JSON.stringify({ url: 'https://hooks.example.com/x', events: ['media.exploded'] }), headers: { 'content-type': 'application/json' } })
+      const bad = await request('/v1/webhooks', {
+        method: 'POST',
+        body: JSON.stringify({ url: 'https://hooks.example.com/x', events: ['media.exploded'] }),
+        headers: { 'content-type': 'application/json' },
+      })
       expect(bad.status).toBe(400)
       expect((await create('https://hooks.example.com/x')).status).toBe(201)
     } finally {

@@ -33,7 +33,8 @@ export const ROWS: Row[] = [
     panels: [
       {
         title: 'Uploads by outcome',
-        description: 'Uploads answered per second. accepted: queued; the rest were refused (4xx) or failed on our side (unavailable, failed).',
+        description:
+          'Uploads answered per second. accepted: queued; the rest were refused (4xx) or failed on our side (unavailable, failed).',
         unit: 'reqps',
         queries: [{ expr: `sum by (outcome) (${rate('media_uploads_total')})`, legend: '{{outcome}}' }],
       },
@@ -41,7 +42,9 @@ export const ROWS: Row[] = [
         title: 'Bytes received',
         description: 'Bytes of accepted uploads per second, by kind.',
         unit: 'Bps',
-        queries: [{ expr: `sum by (kind) (${rate('media_upload_bytes_total{outcome="accepted"}')})`, legend: '{{kind}}' }],
+        queries: [
+          { expr: `sum by (kind) (${rate('media_upload_bytes_total{outcome="accepted"}')})`, legend: '{{kind}}' },
+        ],
       },
     ],
   },
@@ -52,13 +55,17 @@ export const ROWS: Row[] = [
         title: 'Jobs finished',
         description: 'Jobs reaching a final state per second, by kind and status (summed over API instances).',
         unit: 'ops',
-        queries: [{ expr: `sum by (kind, status) (${rate('media_jobs_finished_total')})`, legend: '{{kind}} {{status}}' }],
+        queries: [
+          { expr: `sum by (kind, status) (${rate('media_jobs_finished_total')})`, legend: '{{kind}} {{status}}' },
+        ],
       },
       {
         title: 'Jobs waiting and running',
         description: 'Jobs queued or processing now, from the database (every API instance reports the same: max).',
         unit: 'short',
-        queries: [{ expr: 'max by (kind, status) (media_jobs{status=~"queued|processing"})', legend: '{{kind}} {{status}}' }],
+        queries: [
+          { expr: 'max by (kind, status) (media_jobs{status=~"queued|processing"})', legend: '{{kind}} {{status}}' },
+        ],
       },
       {
         title: 'Upload to completed',
@@ -66,7 +73,10 @@ export const ROWS: Row[] = [
         unit: 's',
         queries: [
           { expr: quantile(0.5, 'media_job_duration_seconds', 'kind', '{status="completed"}'), legend: '{{kind}} p50' },
-          { expr: quantile(0.95, 'media_job_duration_seconds', 'kind', '{status="completed"}'), legend: '{{kind}} p95' },
+          {
+            expr: quantile(0.95, 'media_job_duration_seconds', 'kind', '{status="completed"}'),
+            legend: '{{kind}} p95',
+          },
         ],
       },
       {
@@ -88,15 +98,19 @@ export const ROWS: Row[] = [
     panels: [
       {
         title: 'Slots',
-        description: 'Job slots of all processors, busy and free, by kind. All busy and a queue growing: add processors.',
+        description:
+          'Job slots of all processors, busy and free, by kind. All busy and a queue growing: add processors.',
         unit: 'short',
         queries: [{ expr: 'sum by (kind, state) (media_processor_slots)', legend: '{{kind}} {{state}}' }],
       },
       {
         title: 'Attempts by outcome',
-        description: 'Attempts ended per second: completed, failed, cancelled, retried (a fault), interrupted, refused, handed back, lost.',
+        description:
+          'Attempts ended per second: completed, failed, cancelled, retried (a fault), interrupted, refused, handed back, lost.',
         unit: 'ops',
-        queries: [{ expr: `sum by (kind, outcome) (${rate('media_processor_jobs_total')})`, legend: '{{kind}} {{outcome}}' }],
+        queries: [
+          { expr: `sum by (kind, outcome) (${rate('media_processor_jobs_total')})`, legend: '{{kind}} {{outcome}}' },
+        ],
       },
       {
         title: 'Output size',
@@ -135,7 +149,8 @@ export const ROWS: Row[] = [
     panels: [
       {
         title: 'Outbox',
-        description: 'Requests accepted but not yet confirmed by the broker, and the age of the oldest. Minutes old: the broker refuses.',
+        description:
+          'Requests accepted but not yet confirmed by the broker, and the age of the oldest. Minutes old: the broker refuses.',
         unit: 'short',
         queries: [
           { expr: 'max(media_outbox_backlog)', legend: 'backlog' },
@@ -160,17 +175,28 @@ export const ROWS: Row[] = [
         title: 'S3 errors',
         description: 'Failed S3 requests per second, by service and operation.',
         unit: 'ops',
-        queries: [{ expr: `sum by (service, operation) (${rate('media_s3_errors_total')})`, legend: '{{service}} {{operation}}' }],
+        queries: [
+          {
+            expr: `sum by (service, operation) (${rate('media_s3_errors_total')})`,
+            legend: '{{service}} {{operation}}',
+          },
+        ],
       },
       {
         title: 'Broker errors',
         description: 'RabbitMQ failures per second, by service and operation.',
         unit: 'ops',
-        queries: [{ expr: `sum by (service, operation) (${rate('media_broker_errors_total')})`, legend: '{{service}} {{operation}}' }],
+        queries: [
+          {
+            expr: `sum by (service, operation) (${rate('media_broker_errors_total')})`,
+            legend: '{{service}} {{operation}}',
+          },
+        ],
       },
       {
         title: 'Webhook attempts',
-        description: 'Webhook delivery attempts per second: delivered, to be retried, or given up (see GET /v1/webhooks/:id/deliveries).',
+        description:
+          'Webhook delivery attempts per second: delivered, to be retried, or given up (see GET /v1/webhooks/:id/deliveries).',
         unit: 'ops',
         queries: [{ expr: `sum by (outcome) (${rate('media_webhook_attempts_total')})`, legend: '{{outcome}}' }],
       },
@@ -184,7 +210,12 @@ export const ROWS: Row[] = [
         title: 'HTTP 5xx',
         description: 'Answers with a 5xx status per second, by route.',
         unit: 'reqps',
-        queries: [{ expr: `sum by (route, status) (${rate('media_http_requests_total{status=~"5.."}')})`, legend: '{{route}} {{status}}' }],
+        queries: [
+          {
+            expr: `sum by (route, status) (${rate('media_http_requests_total{status=~"5.."}')})`,
+            legend: '{{route}} {{status}}',
+          },
+        ],
       },
     ],
   },
@@ -195,7 +226,9 @@ export const ROWS: Row[] = [
         title: 'Ready',
         description: 'Whether each service is ready (1), as /readyz answers.',
         unit: 'short',
-        queries: [{ expr: 'min by (service, instance) (media_ready{service=~"$service"})', legend: '{{service}} {{instance}}' }],
+        queries: [
+          { expr: 'min by (service, instance) (media_ready{service=~"$service"})', legend: '{{service}} {{instance}}' },
+        ],
       },
       {
         title: 'Memory (RSS)',
@@ -207,7 +240,9 @@ export const ROWS: Row[] = [
         title: 'Event-loop lag p99',
         description: 'How late timers run: a busy or blocked event loop (not measured on Deno).',
         unit: 's',
-        queries: [{ expr: 'nodejs_eventloop_lag_p99_seconds{service=~"$service"}', legend: '{{service}} {{instance}}' }],
+        queries: [
+          { expr: 'nodejs_eventloop_lag_p99_seconds{service=~"$service"}', legend: '{{service}} {{instance}}' },
+        ],
       },
       {
         title: 'CPU',
@@ -227,7 +262,14 @@ export function dashboard(rows: Row[] = ROWS) {
   let id = 1
   let y = 0
   for (const row of rows) {
-    panels.push({ id: id++, type: 'row', title: row.title, collapsed: false, gridPos: { h: 1, w: 24, x: 0, y }, panels: [] })
+    panels.push({
+      id: id++,
+      type: 'row',
+      title: row.title,
+      collapsed: false,
+      gridPos: { h: 1, w: 24, x: 0, y },
+      panels: [],
+    })
     y += 1
     const width = row.panels.length % 3 === 0 ? 8 : 12
     row.panels.forEach((panel, i) => {
@@ -241,8 +283,15 @@ export function dashboard(rows: Row[] = ROWS) {
         datasource: DATASOURCE,
         gridPos: { h: 8, w: width, x, y },
         fieldConfig: { defaults: { unit: panel.unit }, overrides: [] },
-        options: panel.stat ? { reduceOptions: { calcs: ['lastNotNull'] } } : { legend: { displayMode: 'list', placement: 'bottom' } },
-        targets: panel.queries.map((q, n) => ({ datasource: DATASOURCE, expr: q.expr, legendFormat: q.legend, refId: String.fromCharCode(65 + n) })),
+        options: panel.stat
+          ? { reduceOptions: { calcs: ['lastNotNull'] } }
+          : { legend: { displayMode: 'list', placement: 'bottom' } },
+        targets: panel.queries.map((q, n) => ({
+          datasource: DATASOURCE,
+          expr: q.expr,
+          legendFormat: q.legend,
+          refId: String.fromCharCode(65 + n),
+        })),
       })
     })
     y += 8
@@ -250,7 +299,8 @@ export function dashboard(rows: Row[] = ROWS) {
   return {
     title: 'Media pipeline',
     uid: 'media-pipeline',
-    description: 'Uploads, jobs, processors, queues, the outbox and errors of the media pipeline (see README, Operating it).',
+    description:
+      'Uploads, jobs, processors, queues, the outbox and errors of the media pipeline (see README, Operating it).',
     tags: ['media'],
     schemaVersion: 39,
     version: 1,

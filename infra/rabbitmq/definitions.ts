@@ -45,7 +45,8 @@ export function definitionsFor(system: string, options: DefinitionsOptions = {})
     // The dead-letter and cancel exchanges are the namespace's, so every type lists them: keep one of each.
     for (const e of spec.exchanges) exchanges.set(e.name, e)
     for (const q of spec.queues) queues.set(q.name, q)
-    for (const b of spec.bindings) bindings.push({ source: b.exchange, destination: b.queue, routing_key: b.routingKey })
+    for (const b of spec.bindings)
+      bindings.push({ source: b.exchange, destination: b.queue, routing_key: b.routingKey })
   }
   const users = options.users ?? []
   return {
@@ -99,7 +100,12 @@ export function definitionsJson(definitions: ReturnType<typeof definitionsFor>):
 }
 
 if (import.meta.main) {
-  const { values } = parseArgs({ options: { system: { type: 'string', default: COMPOSE_SYSTEM }, out: { type: 'string', default: DEFINITIONS_FILE } } })
+  const { values } = parseArgs({
+    options: {
+      system: { type: 'string', default: COMPOSE_SYSTEM },
+      out: { type: 'string', default: DEFINITIONS_FILE },
+    },
+  })
   writeFileSync(values.out, definitionsJson(definitionsFor(values.system)))
   console.log(`definitions: wrote ${values.out} for SYSTEM=${values.system}`)
 }

@@ -27,10 +27,48 @@ export type { AppDeps }
 
 /** Headers a browser may send and read across origins. */
 /** tus's request and answer headers (https://tus.io/protocols/resumable-upload), for browser clients. */
-const TUS_REQUEST_HEADERS = ['Tus-Resumable', 'Upload-Length', 'Upload-Offset', 'Upload-Metadata', 'Upload-Defer-Length', 'Upload-Concat', 'X-HTTP-Method-Override', 'X-Requested-With']
-const TUS_RESPONSE_HEADERS = ['Upload-Offset', 'Upload-Length', 'Upload-Expires', 'Upload-Metadata', 'Tus-Resumable', 'Tus-Version', 'Tus-Extension', 'Tus-Max-Size', 'X-Media-Id']
-const CORS_REQUEST_HEADERS = ['Authorization', 'Content-Type', 'Content-Disposition', 'X-Filename', 'Idempotency-Key', 'Last-Event-ID', 'traceparent', ...TUS_REQUEST_HEADERS]
-const CORS_RESPONSE_HEADERS = ['Location', 'Retry-After', 'RateLimit-Limit', 'RateLimit-Remaining', 'RateLimit-Reset', 'RateLimit-Policy', 'traceparent', 'Idempotent-Replayed', ...TUS_RESPONSE_HEADERS]
+const TUS_REQUEST_HEADERS = [
+  'Tus-Resumable',
+  'Upload-Length',
+  'Upload-Offset',
+  'Upload-Metadata',
+  'Upload-Defer-Length',
+  'Upload-Concat',
+  'X-HTTP-Method-Override',
+  'X-Requested-With',
+]
+const TUS_RESPONSE_HEADERS = [
+  'Upload-Offset',
+  'Upload-Length',
+  'Upload-Expires',
+  'Upload-Metadata',
+  'Tus-Resumable',
+  'Tus-Version',
+  'Tus-Extension',
+  'Tus-Max-Size',
+  'X-Media-Id',
+]
+const CORS_REQUEST_HEADERS = [
+  'Authorization',
+  'Content-Type',
+  'Content-Disposition',
+  'X-Filename',
+  'Idempotency-Key',
+  'Last-Event-ID',
+  'traceparent',
+  ...TUS_REQUEST_HEADERS,
+]
+const CORS_RESPONSE_HEADERS = [
+  'Location',
+  'Retry-After',
+  'RateLimit-Limit',
+  'RateLimit-Remaining',
+  'RateLimit-Reset',
+  'RateLimit-Policy',
+  'traceparent',
+  'Idempotent-Replayed',
+  ...TUS_RESPONSE_HEADERS,
+]
 
 export function createApp(deps: AppDeps) {
   const app = new Hono<Observed>()
@@ -41,9 +79,16 @@ export function createApp(deps: AppDeps) {
   // Outputs may be shown on other origins (an <img> on the customer's site) once CORS lets them; through a signed
   // link, always (that is what a link is for).
   const noScripts = { defaultSrc: ["'none'"], frameAncestors: ["'none'"], sandbox: [] }
-  const apiHeaders = secureHeaders({ contentSecurityPolicy: noScripts, crossOriginResourcePolicy: deps.corsOrigins.length ? 'cross-origin' : 'same-origin' })
+  const apiHeaders = secureHeaders({
+    contentSecurityPolicy: noScripts,
+    crossOriginResourcePolicy: deps.corsOrigins.length ? 'cross-origin' : 'same-origin',
+  })
   const linkHeaders = secureHeaders({ contentSecurityPolicy: noScripts, crossOriginResourcePolicy: 'cross-origin' })
-  const consoleHeaders = secureHeaders({ contentSecurityPolicy: CONSOLE_CSP, crossOriginResourcePolicy: 'same-origin', xFrameOptions: 'DENY' })
+  const consoleHeaders = secureHeaders({
+    contentSecurityPolicy: CONSOLE_CSP,
+    crossOriginResourcePolicy: 'same-origin',
+    xFrameOptions: 'DENY',
+  })
   app.use('*', (c, next) => {
     if (isConsolePath(c.req.path)) return consoleHeaders(c, next)
     return c.req.path.startsWith(`${LINKS_PATH}/`) ? linkHeaders(c, next) : apiHeaders(c, next)
@@ -72,7 +117,9 @@ export function createApp(deps: AppDeps) {
     .route('/v1/uploads', uploadRoutes(deps, keyed))
     .route('/v1/admin', adminRoutes(deps))
     .get('/openapi.json', openApiDoc, openApiRoute(app))
-  app.notFound((c) => c.json(new ApiError(404, 'not_found', `no route for ${c.req.method} ${new URL(c.req.url).pathname}`).toJSON(), 404))
+  app.notFound((c) =>
+    c.json(new ApiError(404, 'not_found', `no route for ${c.req.method} ${new URL(c.req.url).pathname}`).toJSON(), 404)
+  )
   app.onError((error, c) => {
     if (error instanceof ApiError) return c.json(error.toJSON(), error.status, error.headers)
     if (error instanceof HTTPException) {
@@ -96,5 +143,7 @@ export type AppType = ApplyGlobalResponse<ReturnType<typeof createApp>, ErrorAns
 const openApiDoc = documenter({ tag: 'service', security: OPEN, errors: [] })({
   operationId: 'openApi',
   summary: 'This document: OpenAPI 3.1',
-  responses: { 200: { description: 'The OpenAPI document.', content: { 'application/json': { schema: { type: 'object' } } } } },
+  responses: {
+    200: { description: 'The OpenAPI document.', content: { 'application/json': { schema: { type: 'object' } } } },
+  },
 })

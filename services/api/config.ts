@@ -11,7 +11,10 @@ const DatabaseUrl = v.optional(
   v.pipe(
     v.string(),
     v.check(
-      (s) => (/^postgres(ql)?:\/\//.test(s) ? URL.canParse(s) : s === ':memory:' || s.startsWith('sqlite:') || s.startsWith('file:') || !s.includes('://')),
+      (s) =>
+        /^postgres(ql)?:\/\//.test(s)
+          ? URL.canParse(s)
+          : s === ':memory:' || s.startsWith('sqlite:') || s.startsWith('file:') || !s.includes('://'),
       'must be postgres://user@host:port/database, a SQLite path, or sqlite:<path>'
     )
   )
@@ -21,11 +24,19 @@ const DatabaseUrl = v.optional(
 const ApiKeys = v.optional(
   v.pipe(
     v.string(),
-    v.transform((s) => s.split(',').map((pair) => pair.trim()).filter(Boolean)),
+    v.transform((s) =>
+      s
+        .split(',')
+        .map((pair) => pair.trim())
+        .filter(Boolean)
+    ),
     v.array(
       v.pipe(
         v.string(),
-        v.transform((pair) => ({ tenant: pair.slice(0, Math.max(0, pair.indexOf(':'))), key: pair.slice(pair.indexOf(':') + 1) })),
+        v.transform((pair) => ({
+          tenant: pair.slice(0, Math.max(0, pair.indexOf(':'))),
+          key: pair.slice(pair.indexOf(':') + 1),
+        })),
         v.object({ tenant: TenantSchema, key: KeySchema })
       )
     )
@@ -36,8 +47,18 @@ const ApiKeys = v.optional(
 const CorsOrigins = v.optional(
   v.pipe(
     v.string(),
-    v.transform((s) => s.split(',').map((o) => o.trim()).filter(Boolean)),
-    v.array(v.pipe(v.string(), v.regex(/^(\*|https?:\/\/[^/\s,]+)$/, 'each origin must be * or scheme://host[:port] with no path')))
+    v.transform((s) =>
+      s
+        .split(',')
+        .map((o) => o.trim())
+        .filter(Boolean)
+    ),
+    v.array(
+      v.pipe(
+        v.string(),
+        v.regex(/^(\*|https?:\/\/[^/\s,]+)$/, 'each origin must be * or scheme://host[:port] with no path')
+      )
+    )
   ),
   ''
 )
@@ -60,9 +81,18 @@ const ScheduleVar = v.optional(
   ),
   STANDARD_SCHEDULE_SECONDS.join(',')
 )
-const PublicUrl = v.optional(v.pipe(v.string(), v.url('must be a URL'), v.regex(/^https?:\/\/[^/]+\/?$/, 'must be scheme://host[:port], with no path')))
+const PublicUrl = v.optional(
+  v.pipe(
+    v.string(),
+    v.url('must be a URL'),
+    v.regex(/^https?:\/\/[^/]+\/?$/, 'must be scheme://host[:port], with no path')
+  )
+)
 const wholeVar = (fallback: number, max: number) =>
-  v.optional(v.pipe(v.string(), v.regex(/^\d+$/, 'must be a whole number'), v.transform(Number), v.maxValue(max)), String(fallback))
+  v.optional(
+    v.pipe(v.string(), v.regex(/^\d+$/, 'must be a whole number'), v.transform(Number), v.maxValue(max)),
+    String(fallback)
+  )
 
 /** Where the records are: all the key CLI needs. */
 const DatabaseEnv = {
@@ -80,7 +110,10 @@ const ConfigSchema = v.pipe(
     MAX_UPLOAD_BYTES: bytesVar('2G'),
     // A processing job silent this long is stalled (processors send a heartbeat every 15 s).
     STALL_SECONDS: countVar(120, 86400),
-    MAX_REDRIVES: v.optional(v.pipe(v.string(), v.regex(/^\d+$/, 'must be a whole number'), v.transform(Number), v.maxValue(100)), '3'),
+    MAX_REDRIVES: v.optional(
+      v.pipe(v.string(), v.regex(/^\d+$/, 'must be a whole number'), v.transform(Number), v.maxValue(100)),
+      '3'
+    ),
     // Multipart uploads left unfinished this long (a process killed mid-upload) are aborted by the sweeper.
     MULTIPART_MAX_AGE_HOURS: countVar(24, 24 * 365),
     ADMIN_TOKEN: v.optional(v.pipe(v.string(), v.minLength(16, 'must be at least 16 characters'))),

@@ -28,14 +28,21 @@ if (import.meta.main) {
     process.exit(1)
   }
   // On Bun or Deno (serve.ts). Uploads are limited by MAX_UPLOAD_BYTES while they stream, not by the server.
-  const server = serve(api.app.fetch, { port: config.port, maxRequestBodySize: serverBodyCap(config.maxUploadBytes), idleTimeout: 120 })
+  const server = serve(api.app.fetch, {
+    port: config.port,
+    maxRequestBodySize: serverBodyCap(config.maxUploadBytes),
+    idleTimeout: 120,
+  })
   api.log.info(
     { port: server.port, system: config.system, database: describeDatabase(config.database) },
     `listening on http://127.0.0.1:${server.port} (namespace ${config.system}, database ${describeDatabase(config.database)})`
   )
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.once(signal, () => {
-      void server.stop().then(() => api.stop()).then(() => process.exit(0))
+      void server
+        .stop()
+        .then(() => api.stop())
+        .then(() => process.exit(0))
     })
   }
 }

@@ -23,7 +23,15 @@ export interface MetricSources {
 
 /** What an upload ended as, by its answer's status: the `outcome` label. */
 export function uploadOutcome(status: number): string {
-  const outcomes: Record<number, string> = { 202: 'accepted', 400: 'invalid', 408: 'too_slow', 413: 'too_large', 415: 'unsupported', 429: 'limited', 503: 'unavailable' }
+  const outcomes: Record<number, string> = {
+    202: 'accepted',
+    400: 'invalid',
+    408: 'too_slow',
+    413: 'too_large',
+    415: 'unsupported',
+    429: 'limited',
+    503: 'unavailable',
+  }
   return outcomes[status] ?? 'failed'
 }
 
@@ -40,17 +48,42 @@ export function apiMetrics(registry: Registry, onError: (error: Error) => void =
     'Uploads answered, by kind (unknown until sniffed) and outcome (accepted, invalid, too_slow, too_large, unsupported, limited, unavailable, failed)',
     ['kind', 'outcome']
   )
-  const uploadBytes = counter('media_upload_bytes_total', 'Bytes received in uploads, by kind and outcome', ['kind', 'outcome'])
+  const uploadBytes = counter('media_upload_bytes_total', 'Bytes received in uploads, by kind and outcome', [
+    'kind',
+    'outcome',
+  ])
   const finished = counter(
     'media_jobs_finished_total',
     'Jobs that reached a final state, by kind and status, counted by the instance that applied it',
     ['kind', 'status']
   )
-  const duration = histogram('media_job_duration_seconds', 'Time from the upload accepted to the final state, by kind and status', ['kind', 'status'], DURATION_BUCKETS)
-  const queued = histogram('media_job_queued_seconds', 'Time from the upload accepted to the first word from a processor, by kind', ['kind'], DURATION_BUCKETS)
-  const webhookAttempts = counter('media_webhook_attempts_total', 'Webhook delivery attempts, by outcome (delivered, retry, failed)', ['outcome'])
-  const stallActions = counter('media_stall_actions_total', 'What the stall sweep did to silent jobs: redriven or failed', ['action'])
-  const requests = counter('media_http_requests_total', 'HTTP requests answered, by method, route pattern and status', ['method', 'route', 'status'])
+  const duration = histogram(
+    'media_job_duration_seconds',
+    'Time from the upload accepted to the final state, by kind and status',
+    ['kind', 'status'],
+    DURATION_BUCKETS
+  )
+  const queued = histogram(
+    'media_job_queued_seconds',
+    'Time from the upload accepted to the first word from a processor, by kind',
+    ['kind'],
+    DURATION_BUCKETS
+  )
+  const webhookAttempts = counter(
+    'media_webhook_attempts_total',
+    'Webhook delivery attempts, by outcome (delivered, retry, failed)',
+    ['outcome']
+  )
+  const stallActions = counter(
+    'media_stall_actions_total',
+    'What the stall sweep did to silent jobs: redriven or failed',
+    ['action']
+  )
+  const requests = counter('media_http_requests_total', 'HTTP requests answered, by method, route pattern and status', [
+    'method',
+    'route',
+    'status',
+  ])
   const requestSeconds = histogram(
     'media_http_request_duration_seconds',
     'Time to answer an HTTP request (to its headers; a stream runs on), by method and route pattern',
@@ -83,26 +116,53 @@ export function apiMetrics(registry: Registry, onError: (error: Error) => void =
     }
   }
   /** A gauge filled from the scrape's snapshot (reset first, so a series that went away does not linger). */
-  const shared = <L extends string>(name: string, help: string, labelNames: readonly L[], fill: (g: Gauge<L>, s: Snapshot) => void) =>
+  const shared = <L extends string>(
+    name: string,
+    help: string,
+    labelNames: readonly L[],
+    fill: (g: Gauge<L>, s: Snapshot) => void
+  ) =>
     gauge(name, help, labelNames, async function () {
       this.reset()
       const s = await read()
       if (s) fill(this, s)
     })
-  shared('media_jobs', 'Jobs in the database by kind and status (the same on every instance: use max)', ['kind', 'status'], (g, s) => {
-    // Every combination, 0 where there are none: an alert on "failed > 0" needs the series to exist before.
-    for (const type of MEDIA_TYPES) for (const status of JOB_STATUSES) g.set({ kind: MEDIA_KINDS[type], status }, 0)
-    for (const row of s.jobs) g.set({ kind: MEDIA_KINDS[row.type], status: row.status }, row.count)
-  })
-  shared('media_jobs_stalled', 'Jobs processing with no word from a processor past STALL_SECONDS (use max)', [], (g, s) => g.set(s.stalled))
-  shared('media_dead_letters', 'Dead letters kept for an operator to re-drive or discard (use max)', [], (g, s) => g.set(s.deadLetters))
-  shared('media_outbox_backlog', 'Requests accepted but not yet confirmed by the broker (use max)', [], (g, s) => g.set(s.outbox.count))
-  shared('media_outbox_oldest_age_seconds', 'Age of the oldest request not yet confirmed by the broker; 0 when none (use max)', [], (g, s) =>
-    g.set(s.outbox.oldestAt === null ? 0 : Math.max(0, (Date.now() - s.outbox.oldestAt) / 1000))
+  shared(
+    'media_jobs',
+    'Jobs in the database by kind and status (the same on every instance: use max)',
+    ['kind', 'status'],
+    (g, s) => {
+      // Every combination, 0 where there are none: an alert on "failed > 0" needs the series to exist before.
+      for (const type of MEDIA_TYPES) for (const status of JOB_STATUSES) g.set({ kind: MEDIA_KINDS[type], status }, 0)
+      for (const row of s.jobs) g.set({ kind: MEDIA_KINDS[row.type], status: row.status }, row.count)
+    }
   )
-  shared('media_queue_messages', 'Messages ready in each queue, from the broker (queue: request, updates, results, dead)', ['kind', 'queue'], (g, s) => {
-    for (const q of s.queues) g.set({ kind: MEDIA_KINDS[q.type], queue: q.queue }, q.messages)
-  })
+  shared(
+    'media_jobs_stalled',
+    'Jobs processing with no word from a processor past STALL_SECONDS (use max)',
+    [],
+    (g, s) => g.set(s.stalled)
+  )
+  shared('media_dead_letters', 'Dead letters kept for an operator to re-drive or discard (use max)', [], (g, s) =>
+    g.set(s.deadLetters)
+  )
+  shared('media_outbox_backlog', 'Requests accepted but not yet confirmed by the broker (use max)', [], (g, s) =>
+    g.set(s.outbox.count)
+  )
+  shared(
+    'media_outbox_oldest_age_seconds',
+    'Age of the oldest request not yet confirmed by the broker; 0 when none (use max)',
+    [],
+    (g, s) => g.set(s.outbox.oldestAt === null ? 0 : Math.max(0, (Date.now() - s.outbox.oldestAt) / 1000))
+  )
+  shared(
+    'media_queue_messages',
+    'Messages ready in each queue, from the broker (queue: request, updates, results, dead)',
+    ['kind', 'queue'],
+    (g, s) => {
+      for (const q of s.queues) g.set({ kind: MEDIA_KINDS[q.type], queue: q.queue }, q.messages)
+    }
+  )
   shared('media_queue_consumers', 'Consumers of each queue, from the broker', ['kind', 'queue'], (g, s) => {
     for (const q of s.queues) g.set({ kind: MEDIA_KINDS[q.type], queue: q.queue }, q.consumers)
   })

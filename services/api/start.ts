@@ -39,7 +39,9 @@ export async function startApi(config: Config, options: { log?: Logger } = {}) {
     throw new Error(`cannot open the database ${describeDatabase(config.database)}: ${error.message}`, { cause: error })
   })
   const registry = createRegistry('api')
-  const metrics = apiMetrics(registry, (error) => log.warn({ err: error }, `metrics: could not read the shared gauges: ${error.message}`))
+  const metrics = apiMetrics(registry, (error) =>
+    log.warn({ err: error }, `metrics: could not read the shared gauges: ${error.message}`)
+  )
   const s3 = openS3(config.s3, (operation) => metrics.s3Errors.inc({ operation }))
   const { objects } = s3
   const release = async () => {
@@ -54,7 +56,9 @@ export async function startApi(config: Config, options: { log?: Logger } = {}) {
   if (seeded) log.info(`stored ${seeded} API key(s) from API_KEYS`)
   if (config.auth === 'none') log.warn('AUTH=none: the API is open to anyone who can reach it, as the tenant "default"')
   else if ((await store.keys.countActive()) === 0) {
-    log.warn('no API keys exist yet: every media request gets 401. Create one with `bun run keys create <tenant>`, POST /v1/admin/keys or API_KEYS')
+    log.warn(
+      'no API keys exist yet: every media request gets 401. Create one with `bun run keys create <tenant>`, POST /v1/admin/keys or API_KEYS'
+    )
   }
 
   const broker = await connectBroker({
@@ -94,7 +98,12 @@ export async function startApi(config: Config, options: { log?: Logger } = {}) {
   const tus = createTus({ ...admit, s3Uploads: s3.uploads, s3: config.s3, corsOrigins: config.corsOrigins })
   const direct = createDirectUploads({ ...admit, s3Uploads: s3.uploads })
   const sweep = (olderThanMs: number) => sweepUploads({ system, objects, uploads: store.uploads, log }, olderThanMs)
-  const deliverer = createDeliverer({ store, log, settings: config.webhooks, onAttempt: (outcome) => metrics.webhookAttempt(outcome) })
+  const deliverer = createDeliverer({
+    store,
+    log,
+    settings: config.webhooks,
+    onAttempt: (outcome) => metrics.webhookAttempt(outcome),
+  })
   const timers = startTimers({
     store,
     broker,
@@ -130,7 +139,11 @@ export async function startApi(config: Config, options: { log?: Logger } = {}) {
     registry,
     console: consoleBuilder(),
     links: createLinks(store.coordination),
-    destinations: { allowHttp: config.webhooks.allowHttp, allowPrivate: config.webhooks.allowPrivate, kick: () => void deliverer.round() },
+    destinations: {
+      allowHttp: config.webhooks.allowHttp,
+      allowPrivate: config.webhooks.allowPrivate,
+      kick: () => void deliverer.round(),
+    },
   })
   return {
     app,

@@ -26,7 +26,14 @@ import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import sharp, { type Metadata } from 'sharp'
 import * as v from 'valibot'
-import { bytesVar, countVar, type ImageMetadata, type ImageOutputSpec, type ImageRequest, type OutputInfo } from '@app/shared'
+import {
+  bytesVar,
+  countVar,
+  type ImageMetadata,
+  type ImageOutputSpec,
+  type ImageRequest,
+  type OutputInfo,
+} from '@app/shared'
 import {
   JobError,
   configReader,
@@ -59,7 +66,12 @@ export const readConfig = configReader(
     IMAGES_TMP_DIR: v.optional(v.pipe(v.string(), v.nonEmpty()), join(tmpdir(), 'media-images')),
   },
   (env) => ({
-    runtime: runtimeSettings(env, { type: 'images', concurrency: env.IMAGE_CONCURRENCY, timeoutSeconds: env.IMAGE_TIMEOUT_SECONDS, tmpDir: env.IMAGES_TMP_DIR }),
+    runtime: runtimeSettings(env, {
+      type: 'images',
+      concurrency: env.IMAGE_CONCURRENCY,
+      timeoutSeconds: env.IMAGE_TIMEOUT_SECONDS,
+      tmpDir: env.IMAGES_TMP_DIR,
+    }),
     // sharp's own timeout bounds work a cancel or the job's time limit abandoned.
     limits: {
       maxBytes: env.MAX_IMAGE_BYTES,
@@ -93,18 +105,30 @@ export interface ImageHeader {
 }
 
 /** The first limit an image's header breaks, as its refusal, or null. Pure: no file, no sharp. */
-export function imageLimitFailure(header: ImageHeader, limits: Pick<Limits, 'maxPixels' | 'maxFrames' | 'maxTotalPixels'>): JobError | null {
+export function imageLimitFailure(
+  header: ImageHeader,
+  limits: Pick<Limits, 'maxPixels' | 'maxFrames' | 'maxTotalPixels'>
+): JobError | null {
   const { width } = header
   const height = header.pageHeight ?? header.height
   const frames = header.pages ?? 1
   const pixels = width * height
   if (pixels > limits.maxPixels) {
-    return overLimit(`the image is ${width}×${height} (${formatPixels(pixels)})`, 'MAX_IMAGE_PIXELS', formatPixels(limits.maxPixels))
+    return overLimit(
+      `the image is ${width}×${height} (${formatPixels(pixels)})`,
+      'MAX_IMAGE_PIXELS',
+      formatPixels(limits.maxPixels)
+    )
   }
-  if (frames > limits.maxFrames) return overLimit(`the image has ${frames} frames`, 'MAX_IMAGE_FRAMES', limits.maxFrames)
+  if (frames > limits.maxFrames)
+    return overLimit(`the image has ${frames} frames`, 'MAX_IMAGE_FRAMES', limits.maxFrames)
   const total = pixels * frames
   if (total > limits.maxTotalPixels) {
-    return overLimit(`the image's ${frames} frames of ${width}×${height} make ${formatPixels(total)}`, 'MAX_IMAGE_TOTAL_PIXELS', formatPixels(limits.maxTotalPixels))
+    return overLimit(
+      `the image's ${frames} frames of ${width}×${height} make ${formatPixels(total)}`,
+      'MAX_IMAGE_TOTAL_PIXELS',
+      formatPixels(limits.maxTotalPixels)
+    )
   }
   return null
 }
@@ -116,7 +140,8 @@ export function imageLimitFailure(header: ImageHeader, limits: Pick<Limits, 'max
 export async function inspectImage(file: string, limits: Limits) {
   // A GIF's header read walks every frame in memory (about 70 bytes each): count them first, in constant memory.
   const gifFrames = countGifFrames(file)
-  if (gifFrames !== null && gifFrames > limits.maxFrames) throw overLimit(`the image has ${gifFrames} frames`, 'MAX_IMAGE_FRAMES', limits.maxFrames)
+  if (gifFrames !== null && gifFrames > limits.maxFrames)
+    throw overLimit(`the image has ${gifFrames} frames`, 'MAX_IMAGE_FRAMES', limits.maxFrames)
   let meta: Metadata
   try {
     meta = await sharp(file, { limitInputPixels: false }).metadata()
@@ -124,7 +149,10 @@ export async function inspectImage(file: string, limits: Limits) {
     throw decodeFailure(error, limits)
   }
   if (!meta.width || !meta.height || !meta.format) throw new JobError('invalid_media', 'the image header has no size')
-  const refusal = imageLimitFailure({ width: meta.width, height: meta.height, pages: meta.pages, pageHeight: meta.pageHeight }, limits)
+  const refusal = imageLimitFailure(
+    { width: meta.width, height: meta.height, pages: meta.pages, pageHeight: meta.pageHeight },
+    limits
+  )
   if (refusal) throw refusal
   const heic = meta.format === 'heif' && meta.compression === 'hevc'
   const format = meta.format === 'heif' ? (meta.compression === 'av1' ? 'avif' : 'heic') : meta.format
@@ -166,7 +194,8 @@ export async function renderImage(file: string, specs: ImageOutputSpec[], option
     return await Promise.all(
       specs.map(async (spec): Promise<Rendered> => {
         let image = sharp(data, raw).resize(spec.width, spec.height, fit)
-        if (spec.format === 'jpeg') image = image.flatten({ background: '#ffffff' }).jpeg({ quality: spec.quality, mozjpeg: true })
+        if (spec.format === 'jpeg')
+          image = image.flatten({ background: '#ffffff' }).jpeg({ quality: spec.quality, mozjpeg: true })
         else if (spec.format === 'png') image = image.png()
         else if (spec.format === 'avif') image = image.avif({ quality: spec.quality })
         else image = image.webp({ quality: spec.quality })
@@ -185,7 +214,9 @@ export async function renderImage(file: string, specs: ImageOutputSpec[], option
  */
 export async function convertHeic(input: string, output: string, signal: AbortSignal): Promise<void> {
   signal.throwIfAborted()
-  const child = spawn('heif-convert', ['--quiet', '--quality', '95', input, output], { stdio: ['ignore', 'ignore', 'pipe'] })
+  const child = spawn('heif-convert', ['--quiet', '--quality', '95', input, output], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  })
   let stderr = ''
   child.stderr.on('data', (chunk) => (stderr += String(chunk).slice(0, 2000)))
   const kill = () => child.kill('SIGKILL')
@@ -201,7 +232,8 @@ export async function convertHeic(input: string, output: string, signal: AbortSi
     child.once('exit', resolve)
   }).finally(() => signal.removeEventListener('abort', kill))
   signal.throwIfAborted()
-  if (code !== 0) throw new JobError('invalid_media', `the HEIC photo could not be decoded: ${stderr.trim() || `exit ${code}`}`)
+  if (code !== 0)
+    throw new JobError('invalid_media', `the HEIC photo could not be decoded: ${stderr.trim() || `exit ${code}`}`)
 }
 
 /**
@@ -264,26 +296,45 @@ function decodeFailure(error: unknown, limits: Pick<Limits, 'maxPixels'>): Error
   }
   if (/exceeds pixel limit/i.test(message)) {
     // Only a header that understated the size gets here: inspectImage checked the size it gave.
-    return overLimit('the image decodes to more pixels than its header said', 'MAX_IMAGE_PIXELS', formatPixels(limits.maxPixels))
+    return overLimit(
+      'the image decodes to more pixels than its header said',
+      'MAX_IMAGE_PIXELS',
+      formatPixels(limits.maxPixels)
+    )
   }
   if (/timeout/i.test(message)) return new JobError('timeout', 'decoding the image took longer than the time limit')
   // libvips repeats lines; keep each once.
-  const detail = [...new Set(message.split('\n').map((line) => line.trim()).filter(Boolean))].join('; ')
+  const detail = [
+    ...new Set(
+      message
+        .split('\n')
+        .map((line) => line.trim())
+        .filter(Boolean)
+    ),
+  ].join('; ')
   return new JobError('invalid_media', `the image is corrupt or truncated: ${detail}`)
 }
 
 /** `900 MP`, `12.3 MP`, or the plain count below 0.1 MP (where megapixels round to nothing). */
-const formatPixels = (pixels: number) => (pixels >= 100_000 ? `${Math.round(pixels / 1e5) / 10} MP` : `${pixels} pixels`)
+const formatPixels = (pixels: number) =>
+  pixels >= 100_000 ? `${Math.round(pixels / 1e5) / 10} MP` : `${pixels} pixels`
 
 // ── Job ────────────────────────────────────────────────────────────────────────────────────────────────────────
 
 /** One request's outputs. A bad image throws a JobError (a `failed` result); S3 trouble is a fault, retried. */
-export async function handleImageJob(request: ImageRequest, job: JobContext, limits: Limits): Promise<JobOutput<ImageMetadata>> {
+export async function handleImageJob(
+  request: ImageRequest,
+  job: JobContext,
+  limits: Limits
+): Promise<JobOutput<ImageMetadata>> {
   // sharp's work cannot be interrupted: a cancel or the time limit abandons it instead.
   const step = <T>(work: Promise<T>) => untilAborted(work, job.signal)
   job.report('downloading', 0)
   const original = join(job.workDir, 'original')
-  await downloadOriginal(job.storage, request.source, original, { maxBytes: limits.maxBytes, variable: 'MAX_IMAGE_BYTES' })
+  await downloadOriginal(job.storage, request.source, original, {
+    maxBytes: limits.maxBytes,
+    variable: 'MAX_IMAGE_BYTES',
+  })
 
   job.report('processing', 20)
   const { metadata, heic } = await step(inspectImage(original, limits))

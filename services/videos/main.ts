@@ -70,7 +70,12 @@ export const readConfig = configReader(
     VIDEOS_TMP_DIR: v.optional(v.pipe(v.string(), v.nonEmpty()), join(tmpdir(), 'media-videos')),
   },
   (env) => ({
-    runtime: runtimeSettings(env, { type: 'videos', concurrency: env.VIDEO_CONCURRENCY, timeoutSeconds: env.VIDEO_TIMEOUT_SECONDS, tmpDir: env.VIDEOS_TMP_DIR }),
+    runtime: runtimeSettings(env, {
+      type: 'videos',
+      concurrency: env.VIDEO_CONCURRENCY,
+      timeoutSeconds: env.VIDEO_TIMEOUT_SECONDS,
+      tmpDir: env.VIDEOS_TMP_DIR,
+    }),
     limits: {
       maxBytes: env.MAX_VIDEO_BYTES,
       maxStreams: env.MAX_VIDEO_STREAMS,
@@ -149,14 +154,23 @@ export interface VideoFacts {
 }
 
 /** The first limit a probed video breaks, as its refusal, or null. Pure: no file, no ffprobe. */
-export function videoLimitFailure(found: VideoFacts, limits: Pick<Limits, 'maxStreams' | 'maxPixels' | 'maxFrameRate' | 'maxSeconds'>): JobError | null {
+export function videoLimitFailure(
+  found: VideoFacts,
+  limits: Pick<Limits, 'maxStreams' | 'maxPixels' | 'maxFrameRate' | 'maxSeconds'>
+): JobError | null {
   const { width, height, frameRate, durationSeconds } = found
-  if (found.streams > limits.maxStreams) return overLimit(`the file has ${found.streams} streams`, 'MAX_VIDEO_STREAMS', limits.maxStreams)
+  if (found.streams > limits.maxStreams)
+    return overLimit(`the file has ${found.streams} streams`, 'MAX_VIDEO_STREAMS', limits.maxStreams)
   const pixels = width * height
   if (pixels > limits.maxPixels) {
-    return overLimit(`the video is ${width}×${height} (${pixels} pixels)`, 'MAX_VIDEO_PIXELS', `${limits.maxPixels} pixels`)
+    return overLimit(
+      `the video is ${width}×${height} (${pixels} pixels)`,
+      'MAX_VIDEO_PIXELS',
+      `${limits.maxPixels} pixels`
+    )
   }
-  if (frameRate > limits.maxFrameRate) return overLimit(`the video runs at ${round3(frameRate)} fps`, 'MAX_VIDEO_FRAME_RATE', `${limits.maxFrameRate} fps`)
+  if (frameRate > limits.maxFrameRate)
+    return overLimit(`the video runs at ${round3(frameRate)} fps`, 'MAX_VIDEO_FRAME_RATE', `${limits.maxFrameRate} fps`)
   if (durationSeconds !== undefined && durationSeconds > limits.maxSeconds) {
     return overLimit(`the video lasts ${Math.round(durationSeconds)} s`, 'MAX_VIDEO_SECONDS', `${limits.maxSeconds} s`)
   }
@@ -164,10 +178,16 @@ export function videoLimitFailure(found: VideoFacts, limits: Pick<Limits, 'maxSt
 }
 
 /** Runs ffprobe on a local file, held to one demuxer. */
-async function ffprobe(file: string, demuxer: string, signal: AbortSignal, container = demuxer): Promise<FfprobeOutput> {
+async function ffprobe(
+  file: string,
+  demuxer: string,
+  signal: AbortSignal,
+  container = demuxer
+): Promise<FfprobeOutput> {
   const args = ['-v', 'error', ...inputGuard(demuxer), '-show_format', '-show_streams', '-of', 'json', file]
   const { code, stdout, stderr } = await spawnCapture('ffprobe', args, signal)
-  if (code !== 0) throw new JobError('invalid_media', `the file is not a readable ${container} file: ${tidyStderr(stderr, file)}`)
+  if (code !== 0)
+    throw new JobError('invalid_media', `the file is not a readable ${container} file: ${tidyStderr(stderr, file)}`)
   try {
     return JSON.parse(stdout) as FfprobeOutput
   } catch {
@@ -191,10 +211,13 @@ export async function probeVideo(file: string, format: string, limits: Limits, s
     const audioOnly = streams.some((s) => s.codec_type === 'audio')
     throw new JobError(
       'unsupported_format',
-      audioOnly ? 'the file has no video stream (it is audio only); upload audio as audio' : 'the file has no video stream'
+      audioOnly
+        ? 'the file has no video stream (it is audio only); upload audio as audio'
+        : 'the file has no video stream'
     )
   }
-  if (!video.codec_name || video.codec_name === 'none') throw new JobError('unsupported_format', 'the video stream is in a codec ffmpeg cannot decode')
+  if (!video.codec_name || video.codec_name === 'none')
+    throw new JobError('unsupported_format', 'the video stream is in a codec ffmpeg cannot decode')
   if (!video.width || !video.height) throw new JobError('invalid_media', 'the video stream has no picture size')
   const audioStream = streams.find((s) => s.codec_type === 'audio' && s.codec_name && (s.channels ?? 0) > 0)
 
@@ -215,7 +238,8 @@ export async function probeVideo(file: string, format: string, limits: Limits, s
   let height = sar < 1 ? Math.round(video.height / sar) : video.height
   if (rotation === 90 || rotation === 270) [width, height] = [height, width]
   const size = Number(probe.format?.size)
-  const bitrate = Number(probe.format?.bit_rate) || (durationSeconds > 0 && size > 0 ? Math.round((size * 8) / durationSeconds) : 0)
+  const bitrate =
+    Number(probe.format?.bit_rate) || (durationSeconds > 0 && size > 0 ? Math.round((size * 8) / durationSeconds) : 0)
 
   return {
     metadata: {
@@ -232,7 +256,12 @@ export async function probeVideo(file: string, format: string, limits: Limits, s
     demuxer,
     videoIndex: video.index,
     audio: audioStream ? { index: audioStream.index, channels: audioStream.channels ?? 2 } : null,
-    color: { transfer: video.color_transfer, primaries: video.color_primaries, matrix: video.color_space, range: video.color_range },
+    color: {
+      transfer: video.color_transfer,
+      primaries: video.color_primaries,
+      matrix: video.color_space,
+      range: video.color_range,
+    },
   }
 }
 
@@ -253,15 +282,32 @@ function pickDuration(probe: FfprobeOutput, video: FfprobeStream, audio: Ffprobe
   const streams = [streamDuration(video), streamDuration(audio)].filter((d) => Number.isFinite(d))
   const container = Number(probe.format?.duration)
   const fromStreams = streams.length ? Math.max(...streams) : NaN
-  if (Number.isFinite(fromStreams) && Number.isFinite(container) && container > 0) return Math.min(fromStreams, container)
+  if (Number.isFinite(fromStreams) && Number.isFinite(container) && container > 0)
+    return Math.min(fromStreams, container)
   if (Number.isFinite(fromStreams)) return fromStreams
   // No stream knows its length: the container's figure came from the same unknown values, so it is not used.
   return NaN
 }
 
 /** The video's length read from its packets' timestamps: for files whose headers do not say (demuxing only, no decoding). */
-async function measureDuration(file: string, demuxer: string, videoIndex: number, signal: AbortSignal): Promise<number> {
-  const args = ['-v', 'error', ...inputGuard(demuxer), '-select_streams', String(videoIndex), '-show_entries', 'packet=pts_time,duration_time', '-of', 'csv=p=0', file]
+async function measureDuration(
+  file: string,
+  demuxer: string,
+  videoIndex: number,
+  signal: AbortSignal
+): Promise<number> {
+  const args = [
+    '-v',
+    'error',
+    ...inputGuard(demuxer),
+    '-select_streams',
+    String(videoIndex),
+    '-show_entries',
+    'packet=pts_time,duration_time',
+    '-of',
+    'csv=p=0',
+    file,
+  ]
   const { code, stdout } = await spawnCapture('ffprobe', args, signal)
   if (code !== 0) return 0
   let end = 0
@@ -301,7 +347,10 @@ export interface PlannedRendition {
  * measured like landscape), rungs above the source are skipped, and the smallest rung is always made, at source
  * size when the source is smaller. Sides are even (yuv420p needs it) and never larger than the source.
  */
-export function planRenditions(specs: VideoRequest['recipe']['renditions'], display: { width: number; height: number }): PlannedRendition[] {
+export function planRenditions(
+  specs: VideoRequest['recipe']['renditions'],
+  display: { width: number; height: number }
+): PlannedRendition[] {
   const short = Math.min(display.width, display.height)
   const long = Math.max(display.width, display.height)
   const smallest = Math.min(...specs.map((s) => s.height))
@@ -317,7 +366,10 @@ export function planRenditions(specs: VideoRequest['recipe']['renditions'], disp
 /** The poster's size: inside its box, aspect kept, never upscaled. */
 export function posterSize(box: { width: number; height: number }, display: { width: number; height: number }) {
   const scale = Math.min(1, box.width / display.width, box.height / display.height)
-  return { width: Math.max(1, Math.round(display.width * scale)), height: Math.max(1, Math.round(display.height * scale)) }
+  return {
+    width: Math.max(1, Math.round(display.width * scale)),
+    height: Math.max(1, Math.round(display.height * scale)),
+  }
 }
 
 /** PQ (HDR10) and HLG are tone-mapped; everything else (8/10/12-bit SDR, any chroma) is just converted to yuv420p. */
@@ -352,7 +404,9 @@ export async function makePoster(
 ) {
   for (const at of new Set([probed.metadata.durationSeconds * 0.1, 0])) {
     rmSync(output, { force: true })
-    await runFfmpeg(await posterCommand(file, probed, size, output, { maxPixels: options.maxPixels, at }), { signal: options.signal })
+    await runFfmpeg(await posterCommand(file, probed, size, output, { maxPixels: options.maxPixels, at }), {
+      signal: options.signal,
+    })
     if (existsSync(output) && statSync(output).size > 0) return
   }
   throw new JobError('invalid_media', 'no frame of the video could be decoded')
@@ -371,10 +425,27 @@ export async function posterCommand(
   return {
     input: file,
     inputOptions: [...commonInput(probed, options.maxPixels), '-ss', options.at.toFixed(3)],
-    outputs: [{
-      file: output,
-      options: ['-map', `0:${probed.videoIndex}`, '-vf', chain, '-frames:v', '1', '-c:v', 'libwebp', '-quality', '80', '-map_metadata', '-1', '-f', 'webp'],
-    }],
+    outputs: [
+      {
+        file: output,
+        options: [
+          '-map',
+          `0:${probed.videoIndex}`,
+          '-vf',
+          chain,
+          '-frames:v',
+          '1',
+          '-c:v',
+          'libwebp',
+          '-quality',
+          '80',
+          '-map_metadata',
+          '-1',
+          '-f',
+          'webp',
+        ],
+      },
+    ],
   }
 }
 
@@ -411,7 +482,15 @@ export async function transcodeCommand(
       : `${head},split=${plan.length}${plan.map((_, i) => `[s${i}]`).join('')};` +
         plan.map((p, i) => `[s${i}]${p === top ? 'null' : `scale=${p.width}:${p.height},setsar=1`}[o${i}]`).join(';')
   const audio = probed.audio
-    ? ['-map', `0:${probed.audio.index}`, '-c:a', 'aac', '-b:a', '128k', ...(probed.audio.channels > 2 ? ['-ac', '2'] : [])]
+    ? [
+        '-map',
+        `0:${probed.audio.index}`,
+        '-c:a',
+        'aac',
+        '-b:a',
+        '128k',
+        ...(probed.audio.channels > 2 ? ['-ac', '2'] : []),
+      ]
     : []
   return {
     input: file,
@@ -421,9 +500,27 @@ export async function transcodeCommand(
     outputs: plan.map((p, i) => ({
       file: p.file,
       options: [
-        '-map', `[o${i}]`, ...audio,
-        '-c:v', 'libx264', '-preset', 'veryfast', '-crf', '23', '-profile:v', 'high', '-pix_fmt', 'yuv420p',
-        '-map_metadata', '-1', '-map_chapters', '-1', '-movflags', '+faststart', '-f', 'mp4',
+        '-map',
+        `[o${i}]`,
+        ...audio,
+        '-c:v',
+        'libx264',
+        '-preset',
+        'veryfast',
+        '-crf',
+        '23',
+        '-profile:v',
+        'high',
+        '-pix_fmt',
+        'yuv420p',
+        '-map_metadata',
+        '-1',
+        '-map_chapters',
+        '-1',
+        '-movflags',
+        '+faststart',
+        '-f',
+        'mp4',
       ],
     })),
   }
@@ -433,7 +530,8 @@ export async function transcodeCommand(
 export function ffmpegArgv(run: FfmpegRun): string[] {
   return [
     ...run.inputOptions,
-    '-i', run.input,
+    '-i',
+    run.input,
     ...(run.filterGraph ? ['-filter_complex', run.filterGraph] : []),
     ...run.outputs.flatMap((o) => [...o.options, '-y', o.file]),
   ]
@@ -441,7 +539,16 @@ export function ffmpegArgv(run: FfmpegRun): string[] {
 
 /** `-max_pixels` makes the decoder hold the limit too: a stream may grow after the part ffprobe read. */
 function commonInput(probed: Probed, maxPixels: number): string[] {
-  return ['-nostdin', '-hide_banner', '-v', 'error', '-stats', '-max_pixels', String(maxPixels), ...inputGuard(probed.demuxer)]
+  return [
+    '-nostdin',
+    '-hide_banner',
+    '-v',
+    'error',
+    '-stats',
+    '-max_pixels',
+    String(maxPixels),
+    ...inputGuard(probed.demuxer),
+  ]
 }
 
 /** Duration and size of a finished MP4, read back rather than assumed. */
@@ -467,7 +574,10 @@ export interface FfmpegRun {
  * Progress is read from ffmpeg's `time=` stats instead. On abort ffmpeg is SIGKILLed and the promise rejects with
  * the signal's reason.
  */
-export function runFfmpeg(run: FfmpegRun, options: { signal: AbortSignal; onTime?: (seconds: number) => void }): Promise<void> {
+export function runFfmpeg(
+  run: FfmpegRun,
+  options: { signal: AbortSignal; onTime?: (seconds: number) => void }
+): Promise<void> {
   const { signal, onTime } = options
   return new Promise<void>((resolve, reject) => {
     if (signal.aborted) return reject(signal.reason)
@@ -506,11 +616,18 @@ export function runFfmpeg(run: FfmpegRun, options: { signal: AbortSignal; onTime
 /** Turns a failed ffmpeg run into an outcome; only our own trouble (missing binary, disk, memory) is a fault. */
 function ffmpegFailure(error: Error, stderr: string, input: string): Error {
   const text = stderr || error.message
-  if (/ENOENT|Cannot find ffmpeg|is not available|No space left|Cannot allocate memory|Permission denied/i.test(`${error.message}\n${text}`)) {
+  if (
+    /ENOENT|Cannot find ffmpeg|is not available|No space left|Cannot allocate memory|Permission denied/i.test(
+      `${error.message}\n${text}`
+    )
+  ) {
     return new Error(`ffmpeg failed: ${tidyStderr(text, input)}`, { cause: error })
   }
   if (/Decoder \(codec [^)]*\) not found|could not find codec parameters|Unsupported codec/i.test(text)) {
-    return new JobError('unsupported_format', `the video uses a codec this processor cannot decode: ${tidyStderr(text, input)}`)
+    return new JobError(
+      'unsupported_format',
+      `the video uses a codec this processor cannot decode: ${tidyStderr(text, input)}`
+    )
   }
   if (/exceeds specified max pixel count|max pixel/i.test(text)) {
     // `-max_pixels` caught a frame larger than the probe saw (a stream that grows mid-file).
@@ -553,7 +670,12 @@ async function hasFilter(name: string): Promise<boolean> {
 function tidyStderr(stderr: string, file: string): string {
   const lines = stderr
     .split(/\r?\n|\r/)
-    .map((l) => l.replaceAll(file, 'the file').replace(/\[[^\]]+ @ 0x[0-9a-f]+\]\s*/g, '').trim())
+    .map((l) =>
+      l
+        .replaceAll(file, 'the file')
+        .replace(/\[[^\]]+ @ 0x[0-9a-f]+\]\s*/g, '')
+        .trim()
+    )
     .filter(Boolean)
   return lines.slice(-3).join('; ').slice(0, 500) || 'no details'
 }
@@ -573,18 +695,32 @@ const round3 = (n: number) => Math.round(n * 1000) / 1000
 // ── Job ────────────────────────────────────────────────────────────────────────────────────────────────────────
 
 /** One request's outputs. A bad video throws a JobError (a `failed` result); S3 or disk trouble is a fault, retried. */
-export async function handleVideoJob(request: VideoRequest, job: JobContext, limits: Limits): Promise<JobOutput<VideoMetadata>> {
+export async function handleVideoJob(
+  request: VideoRequest,
+  job: JobContext,
+  limits: Limits
+): Promise<JobOutput<VideoMetadata>> {
   const { recipe } = request
   const { signal } = job
   job.report('downloading', 0)
   const original = join(job.workDir, 'original')
-  await downloadOriginal(job.storage, request.source, original, { maxBytes: limits.maxBytes, variable: 'MAX_VIDEO_BYTES' })
+  await downloadOriginal(job.storage, request.source, original, {
+    maxBytes: limits.maxBytes,
+    variable: 'MAX_VIDEO_BYTES',
+  })
 
   job.report('processing', 5)
   const probed = await probeVideo(original, request.source.format, limits, signal)
   const display = { width: probed.metadata.width, height: probed.metadata.height }
-  const poster = { name: recipe.poster.name, file: join(job.workDir, 'poster.webp'), ...posterSize(recipe.poster, display) }
-  const plan = planRenditions(recipe.renditions, display).map((p) => ({ ...p, file: join(job.workDir, `rendition-${p.name}.mp4`) }))
+  const poster = {
+    name: recipe.poster.name,
+    file: join(job.workDir, 'poster.webp'),
+    ...posterSize(recipe.poster, display),
+  }
+  const plan = planRenditions(recipe.renditions, display).map((p) => ({
+    ...p,
+    file: join(job.workDir, `rendition-${p.name}.mp4`),
+  }))
   // The poster (a short single-threaded decode and WebP encode) runs beside the transcode, which seldom keeps every
   // core busy; if either fails, the other is stopped.
   const sibling = new AbortController()
@@ -612,7 +748,10 @@ export async function handleVideoJob(request: VideoRequest, job: JobContext, lim
   const shortest = Math.min(...renditions.map((r) => r.durationSeconds))
   // ffmpeg exits 0 on a file whose data stops early; a rendition much shorter than the source gives it away.
   if (expected > 0 && shortest < expected - Math.max(1, expected * 0.05)) {
-    throw new JobError('invalid_media', `the video is truncated or damaged: only ${shortest.toFixed(1)} s of its ${expected.toFixed(1)} s could be decoded`)
+    throw new JobError(
+      'invalid_media',
+      `the video is truncated or damaged: only ${shortest.toFixed(1)} s of its ${expected.toFixed(1)} s could be decoded`
+    )
   }
 
   job.report('uploading', 95)
@@ -639,7 +778,10 @@ export function start(config: Config): Promise<Processor> {
     settings: config.runtime,
     connect: amqp.connect,
     // Rungs above the source are skipped, but a cancel removes every rung the recipe names.
-    outputs: ({ recipe }) => [{ name: recipe.poster.name, format: 'webp' }, ...recipe.renditions.map(({ name }) => ({ name, format: 'mp4' as const }))],
+    outputs: ({ recipe }) => [
+      { name: recipe.poster.name, format: 'webp' },
+      ...recipe.renditions.map(({ name }) => ({ name, format: 'mp4' as const })),
+    ],
     handle: (request, job) => handleVideoJob(request, job, config.limits),
   })
 }

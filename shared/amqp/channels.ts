@@ -41,19 +41,29 @@ export function consumeOrReconnect(
   return channel.consume(queue, (message) => {
     if (message !== null) return onMessage(message)
     context.failed('consume')
-    context.log.error({ queue }, `the broker cancelled the consumer of ${queue} (queue deleted?); reconnecting to consume it again`)
+    context.log.error(
+      { queue },
+      `the broker cancelled the consumer of ${queue} (queue deleted?); reconnecting to consume it again`
+    )
     if (!context.closing()) model.close().catch(() => {})
   })
 }
 
 /** Acks or nacks; on a dead channel, counts and logs it (`about` names the delivery) instead of throwing. */
-export function settle(action: () => void, context: Pick<AmqpContext, 'log' | 'failed'>, about: Record<string, unknown> = {}): void {
+export function settle(
+  action: () => void,
+  context: Pick<AmqpContext, 'log' | 'failed'>,
+  about: Record<string, unknown> = {}
+): void {
   try {
     action()
   } catch (error) {
     context.failed('settle')
     const why = error instanceof Error ? error.message : String(error)
-    context.log.warn({ ...about, err: error }, `could not settle a delivery (channel closed; it will be delivered again): ${why}`)
+    context.log.warn(
+      { ...about, err: error },
+      `could not settle a delivery (channel closed; it will be delivered again): ${why}`
+    )
   }
 }
 

@@ -31,7 +31,10 @@ export interface RecoveringConnection {
  * Connects, retrying twice at startup (yet trying every URL once) before it rejects; once connected, reconnects by
  * itself for as long as it takes, backing off up to 5 s between attempts.
  */
-export async function connectRecovering(options: RecoveringOptions, context: AmqpContext): Promise<RecoveringConnection> {
+export async function connectRecovering(
+  options: RecoveringOptions,
+  context: AmqpContext
+): Promise<RecoveringConnection> {
   const { log, failed } = context
   let blockedBy: string | null = null
   const { connection, current } = await connectInTurn(options.connect, options.urls, {
@@ -51,7 +54,9 @@ export async function connectRecovering(options: RecoveringOptions, context: Amq
     log.warn({ err: error }, `lost the broker (${error.message}); reconnecting to ${current()}`)
   })
   connection.on('connect', () => log.info(`connected to the broker at ${current()}`))
-  connection.on('reconnect-failed', (error) => log.error({ err: error }, `gave up reconnecting to the broker: ${error.message}`))
+  connection.on('reconnect-failed', (error) =>
+    log.error({ err: error }, `gave up reconnecting to the broker: ${error.message}`)
+  )
   connection.on('error', (error) => log.error({ err: error }, `broker error: ${error.message}`))
   connection.on('blocked', (reason) => {
     blockedBy = String(reason)

@@ -30,7 +30,11 @@ export interface AmqpChannel {
   checkQueue(name: string): Promise<{ messageCount: number; consumerCount: number }>
   bindQueue(queue: string, exchange: string, routingKey: string): Promise<unknown>
   prefetch(count: number): Promise<unknown>
-  consume(queue: string, onMessage: (message: AmqpMessage | null) => void, options?: { noAck?: boolean }): Promise<{ consumerTag: string }>
+  consume(
+    queue: string,
+    onMessage: (message: AmqpMessage | null) => void,
+    options?: { noAck?: boolean }
+  ): Promise<{ consumerTag: string }>
   cancel(consumerTag: string): Promise<unknown>
   ack(message: AmqpMessage): void
   nack(message: AmqpMessage, allUpTo?: boolean, requeue?: boolean): void
@@ -59,7 +63,12 @@ export interface AmqpConnection {
 export interface AmqpConnectOptions {
   /** Absent: amqplib's own (a connection without a name). */
   clientProperties?: Record<string, unknown>
-  recovery: { initialMaxRetries: number; maxDelay: number; waitForConnect?: boolean; setup: (model: AmqpModel) => Promise<void> }
+  recovery: {
+    initialMaxRetries: number
+    maxDelay: number
+    waitForConnect?: boolean
+    setup: (model: AmqpModel) => Promise<void>
+  }
 }
 
 /**

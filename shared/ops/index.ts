@@ -3,7 +3,18 @@
  * readiness. Not re-exported by `@app/shared` (the protocol), so a backend that needs only the schemas pulls in
  * valibot alone.
  */
-export { LOG_LEVELS, LogEnv, createLogger, logSettings, silentLogger, traceFields, type LogFormat, type LogLevel, type LogSettings, type Logger } from './log.ts'
+export {
+  LOG_LEVELS,
+  LogEnv,
+  createLogger,
+  logSettings,
+  silentLogger,
+  traceFields,
+  type LogFormat,
+  type LogLevel,
+  type LogSettings,
+  type Logger,
+} from './log.ts'
 export {
   Counter,
   DURATION_BUCKETS,

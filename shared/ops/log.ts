@@ -40,7 +40,9 @@ export function logSettings(env: { LOG_LEVEL: LogLevel; LOG_FORMAT: LogFormat; L
  */
 export function createLogger(service: string, settings: LogSettings, destination?: DestinationStream): Logger {
   const file = destination ? undefined : settings.file
-  const pretty = settings.format === 'pretty' || (settings.format === 'auto' && !destination && !file && process.stdout.isTTY === true)
+  const pretty =
+    settings.format === 'pretty' ||
+    (settings.format === 'auto' && !destination && !file && process.stdout.isTTY === true)
   const options: pino.LoggerOptions = {
     level: settings.level,
     base: { service },
@@ -51,7 +53,17 @@ export function createLogger(service: string, settings: LogSettings, destination
     serializers: { err: pino.stdSerializers.err },
   }
   const out = file === undefined ? undefined : fileDestination(file)
-  if (pretty) return pino(options, pinoPretty({ colorize: !out, sync: true, destination: out, ignore: 'pid,hostname,service', messageFormat: `${service}: {msg}` }))
+  if (pretty)
+    return pino(
+      options,
+      pinoPretty({
+        colorize: !out,
+        sync: true,
+        destination: out,
+        ignore: 'pid,hostname,service',
+        messageFormat: `${service}: {msg}`,
+      })
+    )
   return pino(options, destination ?? out ?? pino.destination({ dest: 1, sync: true }))
 }
 

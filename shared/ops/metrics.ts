@@ -27,12 +27,17 @@ export function createRegistry(service: string): Registry {
 export function metricsOn(registry: Registry) {
   const registers = [registry]
   return {
-    counter: <L extends string>(name: string, help: string, labelNames: readonly L[] = []) => new Counter<L>({ name, help, labelNames, registers }),
+    counter: <L extends string>(name: string, help: string, labelNames: readonly L[] = []) =>
+      new Counter<L>({ name, help, labelNames, registers }),
     histogram: <L extends string>(name: string, help: string, labelNames: readonly L[], buckets: number[]) =>
       new Histogram<L>({ name, help, labelNames, buckets, registers }),
     /** A gauge whose value is read when Prometheus scrapes (`collect`). */
-    gauge: <L extends string>(name: string, help: string, labelNames: readonly L[], collect: (this: Gauge<L>) => void | Promise<void>) =>
-      new Gauge<L>({ name, help, labelNames, registers, collect }),
+    gauge: <L extends string>(
+      name: string,
+      help: string,
+      labelNames: readonly L[],
+      collect: (this: Gauge<L>) => void | Promise<void>
+    ) => new Gauge<L>({ name, help, labelNames, registers, collect }),
   }
 }
 
@@ -43,11 +48,22 @@ export function metricsOn(registry: Registry) {
 export function commonMetrics(registry: Registry, ready: () => Promise<boolean>) {
   const { counter, gauge } = metricsOn(registry)
   return {
-    s3Errors: counter('media_s3_errors_total', 'S3 requests that failed (after the client retries), by operation', ['operation']),
-    brokerErrors: counter('media_broker_errors_total', 'RabbitMQ failures, by operation (publish, connection, channel, consume, settle)', ['operation']),
-    ready: gauge('media_ready', '1 when the service is ready (what /readyz answers at the scrape), else 0', [], async function () {
-      this.set((await ready().catch(() => false)) ? 1 : 0)
-    }),
+    s3Errors: counter('media_s3_errors_total', 'S3 requests that failed (after the client retries), by operation', [
+      'operation',
+    ]),
+    brokerErrors: counter(
+      'media_broker_errors_total',
+      'RabbitMQ failures, by operation (publish, connection, channel, consume, settle)',
+      ['operation']
+    ),
+    ready: gauge(
+      'media_ready',
+      '1 when the service is ready (what /readyz answers at the scrape), else 0',
+      [],
+      async function () {
+        this.set((await ready().catch(() => false)) ? 1 : 0)
+      }
+    ),
   }
 }
 export type CommonMetrics = ReturnType<typeof commonMetrics>

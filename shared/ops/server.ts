@@ -42,7 +42,9 @@ export function startOpsServer(options: {
     send(404, JSON.stringify({ error: `no route for ${path}; try /metrics, /livez or /readyz` }))
   })
   return new Promise((resolve, reject) => {
-    server.once('error', (error) => reject(new Error(`cannot listen on METRICS_PORT ${options.port}: ${error.message}`, { cause: error })))
+    server.once('error', (error) =>
+      reject(new Error(`cannot listen on METRICS_PORT ${options.port}: ${error.message}`, { cause: error }))
+    )
     server.listen(options.port, options.hostname ?? '0.0.0.0', () => {
       resolve({
         port: (server.address() as AddressInfo).port,

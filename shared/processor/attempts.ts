@@ -15,7 +15,10 @@ export function attemptOf(headers: Record<string, unknown> | undefined): number 
  * The headers of a request published again: its own (a backend's trace ids, say) without those the broker put on
  * the old copy's deliveries, and `x-media-attempts` set to the attempts that counted.
  */
-export function carriedHeaders(headers: Record<string, unknown> | undefined, attemptsMade: number): Record<string, string | number> {
+export function carriedHeaders(
+  headers: Record<string, unknown> | undefined,
+  attemptsMade: number
+): Record<string, string | number> {
   const kept: Record<string, string | number> = {}
   for (const [name, value] of Object.entries(headers ?? {})) {
     if (/^x-(delivery-count|acquired-count|death$|first-death-|last-death-)/.test(name)) continue

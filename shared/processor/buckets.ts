@@ -17,18 +17,28 @@ export interface BucketScope {
 /** ALLOWED_BUCKETS: comma-separated entries, blanks around them ignored, at least one. */
 export const AllowedBucketsSchema = v.pipe(
   v.string(),
-  v.transform((text) => text.split(',').map((entry) => entry.trim()).filter(Boolean)),
+  v.transform((text) =>
+    text
+      .split(',')
+      .map((entry) => entry.trim())
+      .filter(Boolean)
+  ),
   v.array(
     v.pipe(
       v.string(),
-      v.regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:\/[A-Za-z0-9._/-]{0,1024})?$/, 'each entry must be a bucket name, or bucket/prefix')
+      v.regex(
+        /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:\/[A-Za-z0-9._/-]{0,1024})?$/,
+        'each entry must be a bucket name, or bucket/prefix'
+      )
     )
   ),
   v.minLength(1, 'must name at least one bucket'),
   v.transform((entries): BucketScope[] =>
     entries.map((entry) => {
       const slash = entry.indexOf('/')
-      return slash < 0 ? { bucket: entry, prefix: '' } : { bucket: entry.slice(0, slash), prefix: entry.slice(slash + 1) }
+      return slash < 0
+        ? { bucket: entry, prefix: '' }
+        : { bucket: entry.slice(0, slash), prefix: entry.slice(slash + 1) }
     })
   )
 )
@@ -48,7 +58,9 @@ export function confinementFailure(
 ): string | null {
   const { source, output } = request
   const allowed = `ALLOWED_BUCKETS (${scopes.map((s) => (s.prefix ? `${s.bucket}/${s.prefix}` : s.bucket)).join(', ')})`
-  if (!allows(scopes, source.bucket, source.key)) return `its source ${source.bucket}/${source.key} is outside ${allowed}`
-  if (!allows(scopes, output.bucket, `${output.prefix}/`)) return `its output ${output.bucket}/${output.prefix}/ is outside ${allowed}`
+  if (!allows(scopes, source.bucket, source.key))
+    return `its source ${source.bucket}/${source.key} is outside ${allowed}`
+  if (!allows(scopes, output.bucket, `${output.prefix}/`))
+    return `its output ${output.bucket}/${output.prefix}/ is outside ${allowed}`
   return null
 }

@@ -8,7 +8,12 @@ import { cancelExchange } from '../names.ts'
 import type { Logger } from '../ops/log.ts'
 import type { AmqpModel } from '../amqp/types.ts'
 
-export async function listenForCancels(model: AmqpModel, system: string, onCancel: (jobId: string) => void, log: Logger): Promise<void> {
+export async function listenForCancels(
+  model: AmqpModel,
+  system: string,
+  onCancel: (jobId: string) => void,
+  log: Logger
+): Promise<void> {
   const channel = await model.createChannel()
   channel.on('error', (error) => log.error({ err: error }, `cancel channel error: ${error.message}`))
   const { queue } = await channel.assertQueue('', { exclusive: true, autoDelete: true })

@@ -25,7 +25,9 @@ export const ProcessorEnv = {
   ACK_DEADLINE_SECONDS: countVar(1500, 7 * 86400),
   ...LogEnv,
   // `/metrics`, `/livez` and `/readyz` on this port; unset: no listener (two processors on one host need two ports).
-  METRICS_PORT: v.optional(v.pipe(v.string(), v.regex(/^\d+$/, 'must be a port number'), v.transform(Number), v.minValue(1), v.maxValue(65535))),
+  METRICS_PORT: v.optional(
+    v.pipe(v.string(), v.regex(/^\d+$/, 'must be a port number'), v.transform(Number), v.minValue(1), v.maxValue(65535))
+  ),
 }
 type ProcessorEnvValues = v.InferOutput<v.ObjectSchema<typeof ProcessorEnv, undefined>>
 
@@ -33,7 +35,10 @@ type ProcessorEnvValues = v.InferOutput<v.ObjectSchema<typeof ProcessorEnv, unde
  * A processor's `readConfig`: the variables every processor reads and its `own`, parsed once (one error names every
  * bad variable), then turned into its configuration by `build`.
  */
-export function configReader<E extends v.ObjectEntries, C>(own: E, build: (env: v.InferOutput<v.ObjectSchema<typeof ProcessorEnv & E, undefined>>) => C) {
+export function configReader<E extends v.ObjectEntries, C>(
+  own: E,
+  build: (env: v.InferOutput<v.ObjectSchema<typeof ProcessorEnv & E, undefined>>) => C
+) {
   const schema = v.pipe(v.object({ ...ProcessorEnv, ...own }), v.transform(build))
   return (env: Record<string, string | undefined>): C => readEnv(schema, env)
 }

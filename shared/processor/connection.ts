@@ -22,7 +22,10 @@ type ConnectionState<T extends MediaType> = Pick<
 >
 
 /** Connects and runs the setup; rejects naming the broker when it cannot be reached. */
-export function connectProcessor<T extends MediaType>(state: ConnectionState<T>, consumer: Pick<Consumer, 'fitConsumer'>): Promise<RecoveringConnection> {
+export function connectProcessor<T extends MediaType>(
+  state: ConnectionState<T>,
+  consumer: Pick<Consumer, 'fitConsumer'>
+): Promise<RecoveringConnection> {
   const { definition, settings, log, amqp, running, broker } = state
   return connectRecovering(
     {
@@ -39,19 +42,30 @@ export function connectProcessor<T extends MediaType>(state: ConnectionState<T>,
         })
         await declareTopology(channel, topology(settings.system, settings.type))
         broker.publisher = publisherOn(channel)
-        await listenForCancels(model, settings.system, (jobId) => running.get(jobId)?.stop.abort(new Cancelled('by its backend')), log)
+        await listenForCancels(
+          model,
+          settings.system,
+          (jobId) => running.get(jobId)?.stop.abort(new Cancelled('by its backend')),
+          log
+        )
         broker.link = { model, channel }
         await consumer.fitConsumer()
       },
     },
     amqp
   ).catch((error) => {
-    throw new Error(`cannot reach RabbitMQ at ${describeBrokerUrls(settings.rabbitmqUrl)}: ${describeError(error)}`, { cause: error })
+    throw new Error(`cannot reach RabbitMQ at ${describeBrokerUrls(settings.rabbitmqUrl)}: ${describeError(error)}`, {
+      cause: error,
+    })
   })
 }
 
 /** Stops the held jobs whose deliveries were on `channel`: the broker has put them back, and they will come again. */
-function interruptJobsOn<T extends MediaType>(state: Pick<ProcessorState<T>, 'events' | 'logOf' | 'running'>, channel: AmqpChannel, why: string): void {
+function interruptJobsOn<T extends MediaType>(
+  state: Pick<ProcessorState<T>, 'events' | 'logOf' | 'running'>,
+  channel: AmqpChannel,
+  why: string
+): void {
   for (const run of state.running.values()) {
     if (run.channel !== channel) continue
     if (run.leased) {

@@ -23,7 +23,10 @@ export interface Consumer {
 }
 
 export function createConsumer<T extends MediaType>(
-  state: Pick<ProcessorState<T>, 'settings' | 'events' | 'log' | 'logOf' | 'metrics' | 'amqp' | 'inFlight' | 'running' | 'stopping' | 'broker'>,
+  state: Pick<
+    ProcessorState<T>,
+    'settings' | 'events' | 'log' | 'logOf' | 'metrics' | 'amqp' | 'inFlight' | 'running' | 'stopping' | 'broker'
+  >,
   onMessage: (channel: AmqpChannel, message: AmqpMessage) => Promise<void>
 ): Consumer {
   const { settings, events, log, logOf, metrics, inFlight, running, stopping, broker } = state
@@ -61,7 +64,10 @@ export function createConsumer<T extends MediaType>(
       })
       .catch((error) => {
         metrics.brokerErrors.inc({ operation: 'consume' })
-        log.error({ err: error }, `could not consume (the channel is gone; a reconnect follows): ${describeError(error)}`)
+        log.error(
+          { err: error },
+          `could not consume (the channel is gone; a reconnect follows): ${describeError(error)}`
+        )
       })
     return fitting
   }
@@ -69,7 +75,8 @@ export function createConsumer<T extends MediaType>(
   function freeSlots(): number {
     if (stopping.aborted) return 0
     let taken = 0
-    for (const run of running.values()) if (run.leased || run.message.fields.consumerTag !== broker.consumer?.tag) taken++
+    for (const run of running.values())
+      if (run.leased || run.message.fields.consumerTag !== broker.consumer?.tag) taken++
     return Math.max(0, settings.concurrency - taken)
   }
 
@@ -77,7 +84,9 @@ export function createConsumer<T extends MediaType>(
     // Per consumer (quorum queues refuse a global prefetch); it applies to consumers created after it.
     await channel.prefetch(prefetch)
     const { consumerTag } = await consumeOrReconnect(model, channel, settings.queues.request, state.amqp, (message) => {
-      const task = onMessage(channel, message).catch((error) => log.error({ err: error }, `unexpected error: ${describeError(error)}`))
+      const task = onMessage(channel, message).catch((error) =>
+        log.error({ err: error }, `unexpected error: ${describeError(error)}`)
+      )
       inFlight.add(task)
       void task.finally(() => inFlight.delete(task))
     })

@@ -40,11 +40,32 @@ export function createDeliveries<T extends MediaType>(
   consumer: Pick<Consumer, 'lease' | 'fitConsumer'>
 ): Deliveries {
   type M = MetadataOf<T>
-  const { definition, settings, events, log, jobLogs, logOf, metrics, amqp, storage, workDirs, running, stopping, pastGrace, broker } = state
+  const {
+    definition,
+    settings,
+    events,
+    log,
+    jobLogs,
+    logOf,
+    metrics,
+    amqp,
+    storage,
+    workDirs,
+    running,
+    stopping,
+    pastGrace,
+    broker,
+  } = state
   const { lease, fitConsumer } = consumer
   const schemas = MESSAGES[settings.type]
 
-  const publish = (queue: string, body: Uint8Array, jobId: string, type: string, trace?: TraceContext): Promise<void> => {
+  const publish = (
+    queue: string,
+    body: Uint8Array,
+    jobId: string,
+    type: string,
+    trace?: TraceContext
+  ): Promise<void> => {
     if (!broker.publisher) return Promise.reject(new Error('not connected to the broker'))
     const headers = trace ? { [TRACEPARENT]: formatTraceparent(trace) } : undefined
     return broker.publisher.publish(queue, body, { correlationId: jobId, type, headers }).catch((error) => {
@@ -99,7 +120,8 @@ export function createDeliveries<T extends MediaType>(
     // Past the broker's consumer_timeout the channel would be closed under the job: trade the delivery for a lease first.
     const ackDeadline = setTimeout(() => void lease(run), settings.ackDeadlineMs)
     const timeLimit = setTimeout(
-      () => run.stop.abort(new JobError('timeout', `the job took longer than the limit of ${settings.timeoutMs / 1000} s`)),
+      () =>
+        run.stop.abort(new JobError('timeout', `the job took longer than the limit of ${settings.timeoutMs / 1000} s`)),
       settings.timeoutMs
     )
     let next: Next<M>
@@ -160,7 +182,8 @@ export function createDeliveries<T extends MediaType>(
     if (result.status === 'completed') stages.done()
     updates.final(finalUpdate(result))
     if (run.leased) {
-      if (await persist(jobId, 'its result', () => publish(settings.queues.results, body, jobId, 'job.result', trace))) reportOutcome(result)
+      if (await persist(jobId, 'its result', () => publish(settings.queues.results, body, jobId, 'job.result', trace)))
+        reportOutcome(result)
       return updates.settled()
     }
     try {
@@ -227,7 +250,10 @@ export function createDeliveries<T extends MediaType>(
           events.emit('lost', { jobId, what, reason: `${tries} tries, last: ${describeError(error)}` })
           return false
         }
-        logOf(jobId).warn({ err: error, what }, `leased job: ${what} failed (${describeError(error)}); trying again in ${LEASED_RETRY.everyMs / 1000} s`)
+        logOf(jobId).warn(
+          { err: error, what },
+          `leased job: ${what} failed (${describeError(error)}); trying again in ${LEASED_RETRY.everyMs / 1000} s`
+        )
         await sleep(LEASED_RETRY.everyMs, pastGrace)
       }
     }
@@ -272,6 +298,7 @@ function jobIdOf(message: AmqpMessage): string | null {
       // not JSON: the correlation id may still say
     }
   }
-  for (const candidate of [fromBody, message.properties.correlationId]) if (v.is(JobIdSchema, candidate)) return candidate
+  for (const candidate of [fromBody, message.properties.correlationId])
+    if (v.is(JobIdSchema, candidate)) return candidate
   return null
 }

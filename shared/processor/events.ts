@@ -67,15 +67,23 @@ export class ProcessorEvents extends EventTarget {
  */
 export function logEvents(events: ProcessorEvents, logOf: (jobId: string) => Logger, log: Logger): void {
   events.on('received', ({ jobId, attempt }) => logOf(jobId).info({ attempt }, 'job started'))
-  events.on('leased', ({ jobId }) => logOf(jobId).info('job still running at the ack deadline; acked, continuing under a lease'))
+  events.on('leased', ({ jobId }) =>
+    logOf(jobId).info('job still running at the ack deadline; acked, continuing under a lease')
+  )
   events.on('retrying', ({ jobId, attempt, delayMs, reason }) =>
     logOf(jobId).error({ attempt, delayMs, reason }, `attempt ${attempt} hit a fault, retrying in ${delayMs / 1000} s`)
   )
-  events.on('handed-back', ({ jobId, why, attemptsMade }) => logOf(jobId).info({ why, attemptsMade }, `job handed back to the queue (${why})`))
+  events.on('handed-back', ({ jobId, why, attemptsMade }) =>
+    logOf(jobId).info({ why, attemptsMade }, `job handed back to the queue (${why})`)
+  )
   events.on('completed', ({ jobId }) => logOf(jobId).info('job completed'))
-  events.on('failed', ({ jobId, error }) => logOf(jobId).warn({ code: error.code, error: error.message }, `job failed: ${error.code}: ${error.message}`))
+  events.on('failed', ({ jobId, error }) =>
+    logOf(jobId).warn({ code: error.code, error: error.message }, `job failed: ${error.code}: ${error.message}`)
+  )
   events.on('cancelled', ({ jobId }) => logOf(jobId).info('job cancelled'))
-  events.on('interrupted', ({ jobId, why }) => logOf(jobId).warn({ why }, `job interrupted (${why}); the broker delivers it again`))
+  events.on('interrupted', ({ jobId, why }) =>
+    logOf(jobId).warn({ why }, `job interrupted (${why}); the broker delivers it again`)
+  )
   events.on('duplicate', ({ jobId, requeued }) =>
     logOf(jobId).warn({ requeued }, `job already running here; ${requeued ? 'requeued' : 'dropped'} a second delivery`)
   )
@@ -83,6 +91,9 @@ export function logEvents(events: ProcessorEvents, logOf: (jobId: string) => Log
     log.error({ jobId: jobId ?? undefined, messageId, reason }, `dead-lettering a malformed request: ${reason}`)
   )
   events.on('lost', ({ jobId, what, reason }) =>
-    logOf(jobId).error({ what, reason }, `leased job LOST ${what} (${reason}); the backend re-drives the job once its heartbeats stop`)
+    logOf(jobId).error(
+      { what, reason },
+      `leased job LOST ${what} (${reason}); the backend re-drives the job once its heartbeats stop`
+    )
   )
 }

@@ -12,12 +12,20 @@ import { byteLimitFailure, type ByteLimit } from './limits.ts'
 
 export interface FastReads {
   /** Streams an object to `file`, failing as soon as it passes `limit`. Errors are named by S3's code (NoSuchKey…). */
-  download(bucket: string, key: string, file: string, options: { limit?: ByteLimit; signal?: AbortSignal }): Promise<void>
+  download(
+    bucket: string,
+    key: string,
+    file: string,
+    options: { limit?: ByteLimit; signal?: AbortSignal }
+  ): Promise<void>
   /** Whether the object exists; rejects on any failure (the caller asks the SDK why). */
   exists(bucket: string, key: string, signal?: AbortSignal): Promise<boolean>
 }
 
-export function createFastReads(settings: { endpoint?: string; region: string; accessKeyId: string; secretAccessKey: string }, idleMs: number): FastReads {
+export function createFastReads(
+  settings: { endpoint?: string; region: string; accessKeyId: string; secretAccessKey: string },
+  idleMs: number
+): FastReads {
   const client = new Bun.S3Client(bunS3Options(settings))
   return {
     async download(bucket, key, file, { limit, signal }) {

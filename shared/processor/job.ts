@@ -26,7 +26,11 @@ export interface JobContext {
   /** The job's logger: its job, media and trace ids are on every line. */
   log: Logger
   /** Uploads output `name` (one the processor plans for the request) as `<output.prefix>/<name>.<extension>`. */
-  putOutput(name: string, format: OutputFormat, body: UploadBody): Promise<{ key: string; contentType: string; size: number }>
+  putOutput(
+    name: string,
+    format: OutputFormat,
+    body: UploadBody
+  ): Promise<{ key: string; contentType: string; size: number }>
 }
 
 /** What the media code returns for a completed job. */
@@ -46,7 +50,10 @@ export type JobResult<M> =
   | { version: 1; jobId: string; status: 'cancelled'; at: string }
 
 /** How an attempt ended: with a result to report, with a fault to retry, or without its delivery. */
-export type Settled<M> = { kind: 'result'; result: JobResult<M> } | { kind: 'fault'; error: unknown } | { kind: 'interrupted' }
+export type Settled<M> =
+  | { kind: 'result'; result: JobResult<M> }
+  | { kind: 'fault'; error: unknown }
+  | { kind: 'interrupted' }
 
 /** An output a processor may write for a request: the keys a cancel removes. */
 export interface PlannedOutput {
@@ -86,7 +93,10 @@ export async function attemptJob<R extends RequestLike, M>(
     const done = await handle(request, { ...job, putOutput })
     signal.throwIfAborted()
     if (await storage.exists(output.bucket, marker)) throw new Cancelled('its cancel marker is set')
-    return { kind: 'result', result: { version: 1, jobId, status: 'completed', outputs: done.outputs, metadata: done.metadata, at: at() } }
+    return {
+      kind: 'result',
+      result: { version: 1, jobId, status: 'completed', outputs: done.outputs, metadata: done.metadata, at: at() },
+    }
   } catch (error) {
     // Once the signal fired, its reason says why the job stopped, whatever the work threw on its way out.
     const reason = signal.aborted ? signal.reason : error
@@ -101,7 +111,8 @@ export async function attemptJob<R extends RequestLike, M>(
       }
       return { kind: 'result', result: { version: 1, jobId, status: 'cancelled', at: at() } }
     }
-    if (reason instanceof JobError) return { kind: 'result', result: { version: 1, jobId, status: 'failed', error: reason.toInfo(), at: at() } }
+    if (reason instanceof JobError)
+      return { kind: 'result', result: { version: 1, jobId, status: 'failed', error: reason.toInfo(), at: at() } }
     return { kind: 'fault', error: reason }
   }
 }

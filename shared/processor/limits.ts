@@ -18,7 +18,11 @@ export function overLimit(found: string, variable: string, limit: string | numbe
 
 /** `1.5 GiB`, `200 MiB`, `12 KiB`, `900 bytes`: the units `bytesVar` reads (powers of 1024). */
 export function formatBytes(bytes: number): string {
-  for (const [unit, size] of [['GiB', 1024 ** 3], ['MiB', 1024 ** 2], ['KiB', 1024]] as const) {
+  for (const [unit, size] of [
+    ['GiB', 1024 ** 3],
+    ['MiB', 1024 ** 2],
+    ['KiB', 1024],
+  ] as const) {
     if (bytes >= size) return `${Math.round((bytes / size) * 10) / 10} ${unit}`
   }
   return `${bytes} bytes`
@@ -26,7 +30,8 @@ export function formatBytes(bytes: number): string {
 
 /** The refusal of an original of `bytes`; `stopped` when its download was cut off there, its real size unknown. */
 export function byteLimitFailure(bytes: number, limit: ByteLimit, stopped = false): JobError {
-  const found = stopped ? `the original's download was stopped after ${bytes} bytes` : `the original is ${formatBytes(bytes)} (${bytes} bytes)`
+  const found = stopped
+    ? `the original's download was stopped after ${bytes} bytes`
+    : `the original is ${formatBytes(bytes)} (${bytes} bytes)`
   return overLimit(found, limit.variable, formatBytes(limit.maxBytes))
 }
-

@@ -4,7 +4,11 @@
  * Exits 2 when the configuration is wrong (`read` throws one error naming every bad variable), 1 when the processor
  * cannot start (RabbitMQ unreachable), and 0 after a clean stop on SIGTERM or SIGINT.
  */
-export async function runProcessor<C>(name: string, read: () => C, start: (config: C) => Promise<{ stop(): Promise<void> }>): Promise<void> {
+export async function runProcessor<C>(
+  name: string,
+  read: () => C,
+  start: (config: C) => Promise<{ stop(): Promise<void> }>
+): Promise<void> {
   let config: C
   try {
     config = read()

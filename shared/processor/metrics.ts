@@ -9,9 +9,18 @@ import type { ProcessorEvents } from './events.ts'
 import type { Stage } from './updates.ts'
 
 /** The stages a job's media code reports, as the `stage` label. */
-const STAGE_LABELS: Partial<Record<Stage, string>> = { downloading: 'download', processing: 'process', uploading: 'upload' }
+const STAGE_LABELS: Partial<Record<Stage, string>> = {
+  downloading: 'download',
+  processing: 'process',
+  uploading: 'upload',
+}
 
-export function processorMetrics(registry: Registry, type: MediaType, slots: () => { busy: number; free: number }, ready: () => Promise<boolean>) {
+export function processorMetrics(
+  registry: Registry,
+  type: MediaType,
+  slots: () => { busy: number; free: number },
+  ready: () => Promise<boolean>
+) {
   const kind = MEDIA_KINDS[type]
   const common = commonMetrics(registry, ready)
   const { counter, gauge, histogram } = metricsOn(registry)
@@ -20,20 +29,40 @@ export function processorMetrics(registry: Registry, type: MediaType, slots: () 
     'Job attempts that ended here, by outcome (completed, failed, cancelled, retried, interrupted, refused, handed_back, lost)',
     ['kind', 'outcome']
   )
-  gauge('media_processor_slots', 'Job slots of this processor (its concurrency), busy or free', ['kind', 'state'], function () {
-    const now = slots()
-    this.set({ kind, state: 'busy' }, now.busy)
-    this.set({ kind, state: 'free' }, now.free)
-  })
+  gauge(
+    'media_processor_slots',
+    'Job slots of this processor (its concurrency), busy or free',
+    ['kind', 'state'],
+    function () {
+      const now = slots()
+      this.set({ kind, state: 'busy' }, now.busy)
+      this.set({ kind, state: 'free' }, now.free)
+    }
+  )
   const stages = histogram(
     'media_job_stage_seconds',
     'Time a completed job spent in each stage of its last attempt (download, process, upload)',
     ['kind', 'stage'],
     DURATION_BUCKETS
   )
-  const attempts = histogram('media_job_attempt_seconds', 'Duration of one attempt of a job here, by how it ended', ['kind', 'outcome'], DURATION_BUCKETS)
-  const outputBytes = histogram('media_output_bytes', 'Size of each output stored, by format', ['kind', 'format'], SIZE_BUCKETS)
-  const outputSeconds = histogram('media_output_upload_seconds', 'Time to store each output in S3, by format', ['kind', 'format'], DURATION_BUCKETS)
+  const attempts = histogram(
+    'media_job_attempt_seconds',
+    'Duration of one attempt of a job here, by how it ended',
+    ['kind', 'outcome'],
+    DURATION_BUCKETS
+  )
+  const outputBytes = histogram(
+    'media_output_bytes',
+    'Size of each output stored, by format',
+    ['kind', 'format'],
+    SIZE_BUCKETS
+  )
+  const outputSeconds = histogram(
+    'media_output_upload_seconds',
+    'Time to store each output in S3, by format',
+    ['kind', 'format'],
+    DURATION_BUCKETS
+  )
 
   return {
     ...common,

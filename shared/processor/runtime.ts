@@ -74,7 +74,11 @@ export async function startProcessor<T extends MediaType>(definition: ProcessorD
   const stopping = new AbortController()
   const pastGrace = new AbortController()
   const broker: BrokerHold = {}
-  const amqp: AmqpContext = { log, failed: (operation) => metrics.brokerErrors.inc({ operation }), closing: () => stopping.signal.aborted }
+  const amqp: AmqpContext = {
+    log,
+    failed: (operation) => metrics.brokerErrors.inc({ operation }),
+    closing: () => stopping.signal.aborted,
+  }
   const state: ProcessorState<T> = {
     definition,
     settings,
@@ -139,11 +143,21 @@ export async function startProcessor<T extends MediaType>(definition: ProcessorD
           if (run.stop.signal.aborted) continue
           run.stop.abort(new Interrupted('shutting down'))
           // A shutdown is not the job's fault: the attempts made before this one are carried over unchanged.
-          await deliveries.handBack(run, attemptOf(run.message.properties.headers) - 1, 'shutting down').catch((error) => {
-            if (run.leased) return events.emit('lost', { jobId: run.jobId, what: 'its hand-back at shutdown', reason: describeError(error) })
-            logOf(run.jobId).warn({ err: error }, `could not be handed back (${describeError(error)}); the broker delivers it again`)
-            settle(() => run.channel.nack(run.message, false, true), amqp)
-          })
+          await deliveries
+            .handBack(run, attemptOf(run.message.properties.headers) - 1, 'shutting down')
+            .catch((error) => {
+              if (run.leased)
+                return events.emit('lost', {
+                  jobId: run.jobId,
+                  what: 'its hand-back at shutdown',
+                  reason: describeError(error),
+                })
+              logOf(run.jobId).warn(
+                { err: error },
+                `could not be handed back (${describeError(error)}); the broker delivers it again`
+              )
+              settle(() => run.channel.nack(run.message, false, true), amqp)
+            })
         }
         await settled
       }

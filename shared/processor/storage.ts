@@ -84,7 +84,10 @@ export function createStorage(settings: S3Settings, onFailure: (operation: Stora
         if (!file && (body as Uint8Array).byteLength <= PART_SIZE) {
           // One request: lib-storage's Upload would end in the same PutObject, at half again the CPU on both sides.
           try {
-            await client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body as Uint8Array, ContentType: contentType }), { abortSignal: signal })
+            await client.send(
+              new PutObjectCommand({ Bucket: bucket, Key: key, Body: body as Uint8Array, ContentType: contentType }),
+              { abortSignal: signal }
+            )
           } catch (error) {
             throw failed('upload', error, `uploading ${bucket}/${key}`)
           }
@@ -92,7 +95,12 @@ export function createStorage(settings: S3Settings, onFailure: (operation: Stora
         }
         const upload = new Upload({
           client,
-          params: { Bucket: bucket, Key: key, Body: file ? createReadStream(file) : (body as Uint8Array), ContentType: contentType },
+          params: {
+            Bucket: bucket,
+            Key: key,
+            Body: file ? createReadStream(file) : (body as Uint8Array),
+            ContentType: contentType,
+          },
           // At most queueSize × partSize (16 MiB) in memory per upload, whatever the file's size.
           queueSize: 2,
           partSize: PART_SIZE,

@@ -60,7 +60,12 @@ export function createUpdates(options: {
       const before = waiting ?? latest
       const progress = Math.max(before.progress, Math.min(99, Math.floor(value)))
       if (stage === before.stage && progress === before.progress && etaSeconds === undefined) return
-      const next: UpdateFields = { status: 'processing', stage, progress, ...(etaSeconds !== undefined ? { etaSeconds } : {}) }
+      const next: UpdateFields = {
+        status: 'processing',
+        stage,
+        progress,
+        ...(etaSeconds !== undefined ? { etaSeconds } : {}),
+      }
       const wait = lastSentAt + intervalMs - Date.now()
       if (wait <= 0 && !timer) return send(next)
       waiting = next

@@ -19,8 +19,13 @@ export function asyncApiDocument(schemas: Record<string, JsonSchema>): Doc {
   const channels: Doc = {}
   const operations: Doc = {}
   const messages: Doc = {}
-  const parameters = { system: { description: 'The deployment namespace: 1-63 of a-z, 0-9, "_", "-", starting with a letter or digit.' } }
-  const payload = (file: string) => ({ schemaFormat: 'application/schema+json;version=draft-07', schema: schemas[file]! })
+  const parameters = {
+    system: { description: 'The deployment namespace: 1-63 of a-z, 0-9, "_", "-", starting with a letter or digit.' },
+  }
+  const payload = (file: string) => ({
+    schemaFormat: 'application/schema+json;version=draft-07',
+    schema: schemas[file]!,
+  })
   const message = (name: string, file: string, messageType: string, extra: Doc = {}) => {
     const schema = schemas[file] as { title?: string; description?: string }
     messages[name] = {
@@ -28,7 +33,10 @@ export function asyncApiDocument(schemas: Record<string, JsonSchema>): Doc {
       title: schema.title,
       summary: schema.description,
       contentType: MESSAGE_CONTENT_TYPE,
-      correlationId: { description: 'The job id, as the AMQP correlation_id property.', location: '$message.header#/correlation_id' },
+      correlationId: {
+        description: 'The job id, as the AMQP correlation_id property.',
+        location: '$message.header#/correlation_id',
+      },
       payload: payload(file),
       bindings: { amqp: { messageType, bindingVersion: BINDING_VERSION } },
       ...extra,
@@ -50,7 +58,13 @@ export function asyncApiDocument(schemas: Record<string, JsonSchema>): Doc {
     // AMQP bindings have no field for queue arguments; RabbitMQ refuses a declaration whose arguments differ.
     'x-queue-arguments': spec.options.arguments,
   })
-  const operation = (action: 'send' | 'receive', channel: string, messageNames: string[], summary: string, mandatory: boolean) => ({
+  const operation = (
+    action: 'send' | 'receive',
+    channel: string,
+    messageNames: string[],
+    summary: string,
+    mandatory: boolean
+  ) => ({
     action,
     summary,
     channel: { $ref: `#/channels/${channel}` },
@@ -62,7 +76,8 @@ export function asyncApiDocument(schemas: Record<string, JsonSchema>): Doc {
   const traceparent = {
     type: 'string',
     pattern: '^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$',
-    description: 'W3C Trace Context: on a request, the backend\'s trace; on an update or result, the processor\'s span of the same trace. Optional; a malformed one is ignored.',
+    description:
+      "W3C Trace Context: on a request, the backend's trace; on an update or result, the processor's span of the same trace. Optional; a malformed one is ignored.",
   }
   const traced = { headers: { type: 'object', properties: { [TRACEPARENT]: traceparent } } }
   const update = message('jobUpdate', 'job-update', 'job.update', traced)
@@ -77,41 +92,89 @@ export function asyncApiDocument(schemas: Record<string, JsonSchema>): Doc {
           [ATTEMPTS_HEADER]: {
             type: 'integer',
             minimum: 0,
-            description: 'On a request a processor published again: the attempts of the job that counted before this copy. Absent: 0.',
+            description:
+              'On a request a processor published again: the attempts of the job that counted before this copy. Absent: 0.',
           },
           [TRACEPARENT]: traceparent,
         },
       },
     })
     const result = message(`${type}Result`, `${singular(type)}-result`, 'job.result', traced)
-    channels[`${type}Request`] = queueChannel(queue('request'), `${Type} jobs, one message each, from the backend.`, { [`${type}Request`]: request })
-    channels[`${type}Updates`] = queueChannel(queue('updates'), `Progress of ${type} jobs, to the backend.`, { jobUpdate: update })
-    channels[`${type}Results`] = queueChannel(queue('results'), `Outcomes of ${type} jobs, to the backend.`, { [`${type}Result`]: result })
+    channels[`${type}Request`] = queueChannel(queue('request'), `${Type} jobs, one message each, from the backend.`, {
+      [`${type}Request`]: request,
+    })
+    channels[`${type}Updates`] = queueChannel(queue('updates'), `Progress of ${type} jobs, to the backend.`, {
+      jobUpdate: update,
+    })
+    channels[`${type}Results`] = queueChannel(queue('results'), `Outcomes of ${type} jobs, to the backend.`, {
+      [`${type}Result`]: result,
+    })
     channels[`${type}Dead`] = {
-      ...queueChannel(queue('dead'), `Messages of the ${type} queues RabbitMQ dead-lettered: refused as malformed, or over the delivery limit (${DELIVERY_LIMIT}). The backend reads them.`, {}),
+      ...queueChannel(
+        queue('dead'),
+        `Messages of the ${type} queues RabbitMQ dead-lettered: refused as malformed, or over the delivery limit (${DELIVERY_LIMIT}). The backend reads them.`,
+        {}
+      ),
     }
-    operations[`receive${Type}Request`] = operation('receive', `${type}Request`, [`${type}Request`], `Take a ${singular(type)} job; acked once its result is confirmed.`, false)
-    operations[`send${Type}Update`] = operation('send', `${type}Updates`, ['jobUpdate'], 'Report progress: at most one update per job every 500 ms, the latest again every heartbeat, then the final one.', true)
-    operations[`send${Type}Result`] = operation('send', `${type}Results`, [`${type}Result`], 'Report the outcome of a job, once per attempt that ends.', true)
+    operations[`receive${Type}Request`] = operation(
+      'receive',
+      `${type}Request`,
+      [`${type}Request`],
+      `Take a ${singular(type)} job; acked once its result is confirmed.`,
+      false
+    )
+    operations[`send${Type}Update`] = operation(
+      'send',
+      `${type}Updates`,
+      ['jobUpdate'],
+      'Report progress: at most one update per job every 500 ms, the latest again every heartbeat, then the final one.',
+      true
+    )
+    operations[`send${Type}Result`] = operation(
+      'send',
+      `${type}Results`,
+      [`${type}Result`],
+      'Report the outcome of a job, once per attempt that ends.',
+      true
+    )
   }
   const exchanges = topology(SYSTEM, 'images').exchanges
   const cancel = exchanges.find((e) => e.type === 'fanout')!
   const deadLetter = exchanges.find((e) => e.type === 'direct')!
   channels.cancel = {
     address: cancel.name,
-    description: 'A fanout: each processor instance binds an exclusive, auto-deleted queue of its own and hears every cancel.',
+    description:
+      'A fanout: each processor instance binds an exclusive, auto-deleted queue of its own and hears every cancel.',
     parameters,
     messages: { cancel: message('cancel', 'cancel', 'job.cancel') },
-    bindings: { amqp: { is: 'routingKey', exchange: { name: cancel.name, type: 'fanout', ...cancel.options, vhost: '/' }, bindingVersion: BINDING_VERSION } },
+    bindings: {
+      amqp: {
+        is: 'routingKey',
+        exchange: { name: cancel.name, type: 'fanout', ...cancel.options, vhost: '/' },
+        bindingVersion: BINDING_VERSION,
+      },
+    },
   }
   channels.deadLetter = {
     address: deadLetter.name,
     description: "Where every working queue dead-letters, routed by the `.dead` queue's name.",
     parameters,
     messages: {},
-    bindings: { amqp: { is: 'routingKey', exchange: { name: deadLetter.name, type: 'direct', ...deadLetter.options, vhost: '/' }, bindingVersion: BINDING_VERSION } },
+    bindings: {
+      amqp: {
+        is: 'routingKey',
+        exchange: { name: deadLetter.name, type: 'direct', ...deadLetter.options, vhost: '/' },
+        bindingVersion: BINDING_VERSION,
+      },
+    },
   }
-  operations.receiveCancel = operation('receive', 'cancel', ['cancel'], 'Stop the job if it runs here; published without `mandatory` (no processor may be listening).', false)
+  operations.receiveCancel = operation(
+    'receive',
+    'cancel',
+    ['cancel'],
+    'Stop the job if it runs here; published without `mandatory` (no processor may be listening).',
+    false
+  )
 
   return {
     asyncapi: '3.0.0',

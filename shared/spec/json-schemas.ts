@@ -5,7 +5,14 @@
  */
 import { toJsonSchema, type JsonSchema } from '@valibot/to-json-schema'
 import type * as v from 'valibot'
-import { CancelSchema, ImageRequestSchema, ImageResultSchema, JobUpdateSchema, VideoRequestSchema, VideoResultSchema } from '../messages.ts'
+import {
+  CancelSchema,
+  ImageRequestSchema,
+  ImageResultSchema,
+  JobUpdateSchema,
+  VideoRequestSchema,
+  VideoResultSchema,
+} from '../messages.ts'
 
 export interface MessageDoc {
   /** File stem under shared/schemas/, and the message's name in the AsyncAPI document. */
@@ -16,12 +23,43 @@ export interface MessageDoc {
 }
 
 export const MESSAGE_DOCS: MessageDoc[] = [
-  { file: 'image-request', title: 'ImageRequest', schema: ImageRequestSchema, description: 'An image job: backend to processor on <system>.media.images.request.' },
-  { file: 'video-request', title: 'VideoRequest', schema: VideoRequestSchema, description: 'A video job: backend to processor on <system>.media.videos.request.' },
-  { file: 'job-update', title: 'JobUpdate', schema: JobUpdateSchema, description: 'Progress of a job: processor to backend on <system>.media.<type>.updates. Advisory; the result decides.' },
-  { file: 'image-result', title: 'ImageResult', schema: ImageResultSchema, description: 'The outcome of an image job: processor to backend on <system>.media.images.results.' },
-  { file: 'video-result', title: 'VideoResult', schema: VideoResultSchema, description: 'The outcome of a video job: processor to backend on <system>.media.videos.results.' },
-  { file: 'cancel', title: 'Cancel', schema: CancelSchema, description: 'Stop a job: backend to every processor on the fanout exchange <system>.media.cancel.' },
+  {
+    file: 'image-request',
+    title: 'ImageRequest',
+    schema: ImageRequestSchema,
+    description: 'An image job: backend to processor on <system>.media.images.request.',
+  },
+  {
+    file: 'video-request',
+    title: 'VideoRequest',
+    schema: VideoRequestSchema,
+    description: 'A video job: backend to processor on <system>.media.videos.request.',
+  },
+  {
+    file: 'job-update',
+    title: 'JobUpdate',
+    schema: JobUpdateSchema,
+    description:
+      'Progress of a job: processor to backend on <system>.media.<type>.updates. Advisory; the result decides.',
+  },
+  {
+    file: 'image-result',
+    title: 'ImageResult',
+    schema: ImageResultSchema,
+    description: 'The outcome of an image job: processor to backend on <system>.media.images.results.',
+  },
+  {
+    file: 'video-result',
+    title: 'VideoResult',
+    schema: VideoResultSchema,
+    description: 'The outcome of a video job: processor to backend on <system>.media.videos.results.',
+  },
+  {
+    file: 'cancel',
+    title: 'Cancel',
+    schema: CancelSchema,
+    description: 'Stop a job: backend to every processor on the fanout exchange <system>.media.cancel.',
+  },
 ]
 
 /** What JSON Schema's `format: uuid` means, written out: valibot takes either case. */

@@ -46,7 +46,11 @@ export async function startStack(options: { dataDir: string; env?: Record<string
   const url = `http://127.0.0.1:${port}`
   const metrics = { images: `http://127.0.0.1:${ports.images}`, videos: `http://127.0.0.1:${ports.videos}` }
   for (const address of [url, metrics.images, metrics.videos]) {
-    await until(async () => (await fetch(`${address}/readyz`).catch(() => null))?.status === 200, 60_000, `${address} to be ready`)
+    await until(
+      async () => (await fetch(`${address}/readyz`).catch(() => null))?.status === 200,
+      60_000,
+      `${address} to be ready`
+    )
   }
   const service = (name: string) => childPid(child.pid, `services/${name}/main.ts`)
   return {
@@ -96,7 +100,13 @@ export function cpuSecondsOf(pid: number): number {
 
 /** CPU time of each of the stack's processes (and the broker's), summed over the spans between start() and stop(). */
 export function cpuOf(stack: Stack) {
-  const pids = { s3: stack.pids.start, api: stack.pids.api, images: stack.pids.images, videos: stack.pids.videos, rabbitmq: brokerPid() }
+  const pids = {
+    s3: stack.pids.start,
+    api: stack.pids.api,
+    images: stack.pids.images,
+    videos: stack.pids.videos,
+    rabbitmq: brokerPid(),
+  }
   const total: Record<string, number> = Object.fromEntries(Object.keys(pids).map((name) => [name, 0]))
   let at: Record<string, number> = {}
   const read = () => Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, pid ? cpuSecondsOf(pid) : 0]))
@@ -107,9 +117,16 @@ export function cpuOf(stack: Stack) {
       for (const name of Object.keys(pids)) total[name]! += now[name]! - at[name]!
     },
     /** Milliseconds of CPU per job, by process. */
-    perJob: (jobs: number) => Object.fromEntries(Object.entries(total).map(([name, seconds]) => [name, Math.round((seconds * 1000 * 10) / jobs) / 10])),
+    perJob: (jobs: number) =>
+      Object.fromEntries(
+        Object.entries(total).map(([name, seconds]) => [name, Math.round((seconds * 1000 * 10) / jobs) / 10])
+      ),
     describe: (perJob: Record<string, number>) =>
-      `${Object.entries(perJob).map(([name, ms]) => `${name} ${ms} ms`).join(', ')} (sum ${Object.values(perJob).reduce((a, b) => a + b, 0).toFixed(0)} ms)`,
+      `${Object.entries(perJob)
+        .map(([name, ms]) => `${name} ${ms} ms`)
+        .join(', ')} (sum ${Object.values(perJob)
+        .reduce((a, b) => a + b, 0)
+        .toFixed(0)} ms)`,
   }
 }
 

@@ -26,15 +26,21 @@ export interface Bench {
 }
 
 export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
-export const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))]!
-export const spread = (xs: number[], digits = 2) => `${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)}`
+export const percentile = (xs: number[], p: number) =>
+  [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))]!
+export const spread = (xs: number[], digits = 2) =>
+  `${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)}`
 export const MiB = 1024 * 1024
 
 /**
  * Times `ours` and its `baseline` in turns, `rounds` times each, so that drift in the machine (heat, other work) falls
  * on both alike; resolves with each one's times.
  */
-export async function alternate(rounds: number, baseline: () => Promise<number>, ours: () => Promise<number>): Promise<{ bare: number[]; ours: number[] }> {
+export async function alternate(
+  rounds: number,
+  baseline: () => Promise<number>,
+  ours: () => Promise<number>
+): Promise<{ bare: number[]; ours: number[] }> {
   const times = { bare: [] as number[], ours: [] as number[] }
   for (let i = 0; i < rounds; i++) {
     times.bare.push(await baseline())
@@ -59,5 +65,6 @@ export async function rate(count: number, inFlight: number, run: (index: number)
 export async function exec(program: string, args: string[]): Promise<void> {
   const child = Bun.spawn([program, ...args], { stdin: 'ignore', stdout: 'ignore', stderr: 'pipe' })
   const code = await child.exited
-  if (code !== 0) throw new Error(`${program} ${args.join(' ')} failed (${code}): ${await new Response(child.stderr).text()}`)
+  if (code !== 0)
+    throw new Error(`${program} ${args.join(' ')} failed (${code}): ${await new Response(child.stderr).text()}`)
 }

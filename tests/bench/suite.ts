@@ -21,14 +21,16 @@ import { videoFigure } from './figures/video.ts'
 import { startStack } from './stack.ts'
 import type { Bench, Figure } from './stats.ts'
 
-
 const onlyArg = process.argv[process.argv.indexOf('--only') + 1]
 const only = process.argv.includes('--only') ? new Set(onlyArg!.split(',').map(Number)) : null
 const wanted = (...ids: number[]) => !only || ids.some((id) => only.has(id))
 const work = mkdtempSync(join(tmpdir(), 'bench-suite-'))
 const startedAt = Date.now()
-const bench: Bench = { quick: process.argv.includes('--quick'), work, say: (line) => console.error(`bench: ${line} (${((Date.now() - startedAt) / 1000).toFixed(0)} s)`) }
-
+const bench: Bench = {
+  quick: process.argv.includes('--quick'),
+  work,
+  say: (line) => console.error(`bench: ${line} (${((Date.now() - startedAt) / 1000).toFixed(0)} s)`),
+}
 
 const figures: Figure[] = []
 try {
@@ -55,18 +57,35 @@ const versions = {
   bun: Bun.version,
   sharp: sharp.versions.sharp ?? '',
   libvips: sharp.versions.vips,
-  vipsthumbnail: (await new Response(Bun.spawn(['vipsthumbnail', '--vips-version'], { stdout: 'pipe' }).stdout).text()).trim(),
-  ffmpeg: /ffmpeg version (\S+)/.exec(await new Response(Bun.spawn(['ffmpeg', '-version'], { stdout: 'pipe' }).stdout).text())?.[1] ?? '',
+  vipsthumbnail: (
+    await new Response(Bun.spawn(['vipsthumbnail', '--vips-version'], { stdout: 'pipe' }).stdout).text()
+  ).trim(),
+  ffmpeg:
+    /ffmpeg version (\S+)/.exec(
+      await new Response(Bun.spawn(['ffmpeg', '-version'], { stdout: 'pipe' }).stdout).text()
+    )?.[1] ?? '',
 }
-const machine = { cpus: cpus().length, model: cpus()[0]?.model ?? '', memoryGiB: Math.round(Number((await Bun.file('/proc/meminfo').text()).match(/MemTotal:\s+(\d+)/)?.[1] ?? 0) / 1024 / 1024) }
+const machine = {
+  cpus: cpus().length,
+  model: cpus()[0]?.model ?? '',
+  memoryGiB: Math.round(
+    Number((await Bun.file('/proc/meminfo').text()).match(/MemTotal:\s+(\d+)/)?.[1] ?? 0) / 1024 / 1024
+  ),
+}
 const seconds = Math.round((Date.now() - startedAt) / 1000)
 const results = { date: new Date().toISOString(), quick: bench.quick, seconds, machine, versions, figures }
 const table = [
   '| # | what | result | baseline | ratio | target | met |',
   '| --- | --- | --- | --- | --- | --- | --- |',
-  ...figures.map((f) => `| ${f.id} | ${f.what} | ${f.value} | ${f.baseline} | ${f.ratio === null ? '—' : f.ratio.toFixed(2)} | ${f.target} | ${f.pass === null ? '—' : f.pass ? 'yes' : 'no'} |`),
+  ...figures.map(
+    (f) =>
+      `| ${f.id} | ${f.what} | ${f.value} | ${f.baseline} | ${f.ratio === null ? '—' : f.ratio.toFixed(2)} | ${f.target} | ${f.pass === null ? '—' : f.pass ? 'yes' : 'no'} |`
+  ),
 ].join('\n')
-const notes = figures.filter((f) => f.note).map((f) => `- ${f.id}: ${f.note}`).join('\n')
+const notes = figures
+  .filter((f) => f.note)
+  .map((f) => `- ${f.id}: ${f.note}`)
+  .join('\n')
 if (!only) {
   const dir = join(import.meta.dir, 'results')
   mkdirSync(dir, { recursive: true })

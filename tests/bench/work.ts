@@ -3,7 +3,9 @@ import sharp from 'sharp'
 
 /** A photo-like JPEG: smooth colour fields plus noise, so it encodes like a real one. */
 export async function photo(width: number, height: number): Promise<Uint8Array<ArrayBuffer>> {
-  const noise = await sharp({ create: { width, height, channels: 3, background: '#808080', noise: { type: 'gaussian', mean: 128, sigma: 40 } } })
+  const noise = await sharp({
+    create: { width, height, channels: 3, background: '#808080', noise: { type: 'gaussian', mean: 128, sigma: 40 } },
+  })
     .blur(2)
     .png()
     .toBuffer()

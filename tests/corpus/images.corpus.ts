@@ -27,7 +27,9 @@ afterAll(async () => {
 })
 
 /** What the system should do with an entry, from the manifest's `valid` flag and notes. */
-function expectedOutcome(entry: CorpusEntry): { status: 'completed' } | { status: 'failed'; code: string } | { status: 'refused' } {
+function expectedOutcome(
+  entry: CorpusEntry
+): { status: 'completed' } | { status: 'failed'; code: string } | { status: 'refused' } {
   // Off the allow-list (README, Security): SVG (a document that can reference files and URLs) and BMP (no libvips
   // loader) are refused at upload, 415.
   if (entry.expected.format === 'svg' || entry.expected.format === 'bmp') return { status: 'refused' }
@@ -36,7 +38,11 @@ function expectedOutcome(entry: CorpusEntry): { status: 'completed' } | { status
   return { status: 'completed' }
 }
 const describeOutcome = (outcome: ReturnType<typeof expectedOutcome>) =>
-  outcome.status === 'completed' ? 'completes' : outcome.status === 'refused' ? 'is refused at upload (415)' : `fails with ${outcome.code}`
+  outcome.status === 'completed'
+    ? 'completes'
+    : outcome.status === 'refused'
+      ? 'is refused at upload (415)'
+      : `fails with ${outcome.code}`
 
 test('the corpus has images', () => {
   expect(images.length).toBeGreaterThan(40)
@@ -70,7 +76,10 @@ for (const entry of images) {
     const width = entry.expected.display_width ?? entry.expected.width!
     const height = entry.expected.display_height ?? entry.expected.height!
     expect(media.metadata).toMatchObject({ width, height })
-    for (const [name, box] of [['thumb', 320], ['preview', 1280]] as const) {
+    for (const [name, box] of [
+      ['thumb', 320],
+      ['preview', 1280],
+    ] as const) {
       const output = media.outputs.find((o) => o.name === name)!
       const [w, h] = fitInside(width, height, box)
       expect(Math.abs(output.width - w)).toBeLessThanOrEqual(1)

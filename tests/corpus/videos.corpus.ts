@@ -33,7 +33,8 @@ afterAll(async () => {
 
 type Outcome = { status: 'completed' } | { status: 'refused'; codes: string[] }
 function expectedOutcome(entry: CorpusEntry): Outcome {
-  if (entry.kind === 'audio' || !entry.expected.video_codec) return { status: 'refused', codes: ['unsupported_format', 'invalid_media'] }
+  if (entry.kind === 'audio' || !entry.expected.video_codec)
+    return { status: 'refused', codes: ['unsupported_format', 'invalid_media'] }
   if (!entry.expected.valid) return { status: 'refused', codes: ['invalid_media'] }
   return { status: 'completed' }
 }
@@ -67,14 +68,26 @@ for (const entry of entries) {
     expect(media.status).toBe('completed')
     const width = entry.expected.display_width!
     const height = entry.expected.display_height!
-    const metadata = media.metadata as { width: number; height: number; durationSeconds: number; videoCodec: string; audioCodec: string | null }
-    expect([metadata.videoCodec, metadata.audioCodec]).toEqual([entry.expected.video_codec!, entry.expected.audio_codec ?? null])
+    const metadata = media.metadata as {
+      width: number
+      height: number
+      durationSeconds: number
+      videoCodec: string
+      audioCodec: string | null
+    }
+    expect([metadata.videoCodec, metadata.audioCodec]).toEqual([
+      entry.expected.video_codec!,
+      entry.expected.audio_codec ?? null,
+    ])
     expect(metadata.height).toBe(height)
     // Anamorphic sources (non-square pixels, e.g. the 3GP's 12:11) are reported at their square-pixel display width.
     expect(Math.abs(metadata.width / width - 1)).toBeLessThan(0.1)
     const short = Math.min(width, height)
     const wanted = RUNGS.filter((r) => r <= short)
-    expect(media.outputs.map((o) => o.name)).toEqual(['poster', ...(wanted.length ? wanted : [360]).map((r) => `${r}p`)])
+    expect(media.outputs.map((o) => o.name)).toEqual([
+      'poster',
+      ...(wanted.length ? wanted : [360]).map((r) => `${r}p`),
+    ])
     const poster = media.outputs.find((o) => o.name === 'poster')!
     expect(poster.contentType).toBe('image/webp')
     expect(poster.width >= poster.height).toBe(width >= height)
@@ -85,15 +98,22 @@ for (const entry of entries) {
     expect(metadata.durationSeconds).toBeLessThanOrEqual(content + 0.05)
     expect(metadata.durationSeconds).toBeGreaterThan(content * 0.75)
     for (const output of media.outputs.filter((o) => o.name !== 'poster')) {
-      expect(output.width % 2 + (output.height % 2)).toBe(0)
+      expect((output.width % 2) + (output.height % 2)).toBe(0)
       expect(output.width >= output.height).toBe(width >= height) // portrait stays portrait
       const file = join(scratch, `${media.id}-${output.name}.mp4`)
       writeFileSync(file, new Uint8Array(await (await fetch(output.url, { headers: apiKey })).arrayBuffer()))
       const probed = await probe(file)
       const video = probed.streams.find((s) => s.codec_type === 'video')!
-      expect(video).toMatchObject({ codec_name: 'h264', pix_fmt: 'yuv420p', width: output.width, height: output.height })
+      expect(video).toMatchObject({
+        codec_name: 'h264',
+        pix_fmt: 'yuv420p',
+        width: output.width,
+        height: output.height,
+      })
       expect(probed.streams.some((s) => s.codec_type === 'audio')).toBe(Boolean(entry.expected.audio_codec))
-      expect(Math.abs(Number(probed.format.duration) - metadata.durationSeconds)).toBeLessThan(Math.max(0.1, metadata.durationSeconds * 0.03))
+      expect(Math.abs(Number(probed.format.duration) - metadata.durationSeconds)).toBeLessThan(
+        Math.max(0.1, metadata.durationSeconds * 0.03)
+      )
     }
   })
 }

@@ -57,7 +57,10 @@ describe('connections and restarts', () => {
       for (const refusal of batch.refused) expect(refusal).toMatchObject({ status: 503, code: 'queue_unavailable' })
 
       const notes = `${sys.logCount(/interrupted/)} job(s) interrupted and redelivered`
-      const { row, problems } = await sys.reconcile('3. close_all_connections during 50 image jobs', batch, { started, notes })
+      const { row, problems } = await sys.reconcile('3. close_all_connections during 50 image jobs', batch, {
+        started,
+        notes,
+      })
       expect(problems).toEqual([])
       expect(row).toMatchObject({ completed: row.accepted, lost: 0, duplicated: 0 })
       expect(row.accepted).toBeGreaterThan(0)
@@ -92,7 +95,10 @@ describe('connections and restarts', () => {
 
       const slowest = Math.max(0, ...outage.refused.map((r) => r.ms))
       const notes = `uploads during the outage: 503 within ${slowest} ms; ${sys.logCount(/interrupted/)} job(s) interrupted`
-      const { row, problems } = await sys.reconcile('4. stop_app 3 s, start_app during 30 image jobs', batch, { started, notes })
+      const { row, problems } = await sys.reconcile('4. stop_app 3 s, start_app during 30 image jobs', batch, {
+        started,
+        notes,
+      })
       expect(problems).toEqual([])
       expect(row).toMatchObject({ completed: row.accepted, lost: 0, duplicated: 0 })
     } finally {
@@ -108,7 +114,9 @@ describe('publishing blocked', () => {
     const db = new DatabaseSync(databasePath, { readOnly: true })
     try {
       return db
-        .prepare('SELECT j.id AS jobId, j.media_id AS mediaId, o.published_at AS publishedAt FROM jobs j JOIN outbox o ON o.job_id = j.id')
+        .prepare(
+          'SELECT j.id AS jobId, j.media_id AS mediaId, o.published_at AS publishedAt FROM jobs j JOIN outbox o ON o.job_id = j.id'
+        )
         .all() as { jobId: string; mediaId: string; publishedAt: number | null }[]
     } finally {
       db.close()
@@ -131,10 +139,19 @@ describe('publishing blocked', () => {
         upload = sys.upload(image!)
         void upload.then((u) => (answered = u))
         // The media, its job and the outbox row are written in one transaction, before the publish.
-        await until(() => (written = outbox(databasePath)).length > 0 || answered !== undefined, 5_000, 'the job row', 10)
-        if (answered) throw new Error(`the API answered ${JSON.stringify(answered)} before its job row was seen; nothing left to kill in between`)
+        await until(
+          () => (written = outbox(databasePath)).length > 0 || answered !== undefined,
+          5_000,
+          'the job row',
+          10
+        )
+        if (answered)
+          throw new Error(
+            `the API answered ${JSON.stringify(answered)} before its job row was seen; nothing left to kill in between`
+          )
         await Bun.sleep(Math.max(0, 1_000 - (Date.now() - sentAt)))
-        if (answered) throw new Error(`the API answered ${JSON.stringify(answered)} within a second; the kill came too late`)
+        if (answered)
+          throw new Error(`the API answered ${JSON.stringify(answered)} within a second; the kill came too late`)
         const connections = await brokerConnectionsOf(sys.api.pid!)
         await sys.api.kill('SIGKILL')
         // The blocked broker has not read the dead API's socket, which may still hold the publish: drop it, so that
@@ -157,7 +174,8 @@ describe('publishing blocked', () => {
       let completedFirst = false
       await until(
         async () => {
-          completedFirst ||= (await sys.media(job!.mediaId))?.status === 'completed' && outbox(databasePath)[0]!.publishedAt === null
+          completedFirst ||=
+            (await sys.media(job!.mediaId))?.status === 'completed' && outbox(databasePath)[0]!.publishedAt === null
           return outbox(databasePath)[0]!.publishedAt !== null
         },
         30_000,
@@ -165,13 +183,23 @@ describe('publishing blocked', () => {
         250
       )
       const relayedAfter = Math.round((Date.now() - restarted) / 1000)
-      const media = await sys.waitFor(job!.mediaId, (m) => m.status === 'completed', 30_000, 'the relayed job completing', 250)
+      const media = await sys.waitFor(
+        job!.mediaId,
+        (m) => m.status === 'completed',
+        30_000,
+        'the relayed job completing',
+        250
+      )
       expect(media.jobId).toBe(job!.jobId)
       expect(completedFirst).toBe(false) // only the relay had it
       const notes = `relay published ${relayedAfter} s after the restart`
 
       const batch: Batch = { sent: 1, accepted: [], refused: answer.accepted ? [] : [answer] }
-      const { row, problems } = await sys.reconcile('7. API killed between job write and publish (outbox)', batch, { started, also: [job!.mediaId], notes })
+      const { row, problems } = await sys.reconcile('7. API killed between job write and publish (outbox)', batch, {
+        started,
+        also: [job!.mediaId],
+        notes,
+      })
       expect(problems).toEqual([])
       expect(row).toMatchObject({ completed: 1, lost: 0, duplicated: 0 })
     } finally {
@@ -194,7 +222,12 @@ describe('consumer_timeout', () => {
       const from = videos.mark()
       const batch = await sys.uploadVideos(1, '640x360', 2)
       expect(batch.accepted).toHaveLength(1)
-      await until(async () => (await childrenNamed(videos.pid!, 'ffmpeg')).length > 0, 30_000, 'an ffmpeg run of the video processor', 10)
+      await until(
+        async () => (await childrenNamed(videos.pid!, 'ffmpeg')).length > 0,
+        30_000,
+        'an ffmpeg run of the video processor',
+        10
+      )
       // The broker checks the timeout about once a minute: hold the transcode (every ffmpeg run, also ones that
       // start meanwhile) for 70 s, frozen rather than busy.
       const holdUntil = Date.now() + 70_000
@@ -207,7 +240,11 @@ describe('consumer_timeout', () => {
       signalAll(stopped, 'SIGCONT')
 
       const notes = `${stopped.size} ffmpeg run(s) frozen 70 s; ${sys.logCount(/lease/)} lease log line(s)`
-      const { row, problems } = await sys.reconcile('10. transcode held 70 s past consumer_timeout 5 s', batch, { started, timeoutMs: 60_000, notes })
+      const { row, problems } = await sys.reconcile('10. transcode held 70 s past consumer_timeout 5 s', batch, {
+        started,
+        timeoutMs: 60_000,
+        notes,
+      })
       // Neither the broker's 406 nor a second run of the job.
       expect(videos.log.slice(from)).not.toMatch(/acknowledgement[^\n]*timed out/i)
       expect(videos.log.slice(from)).not.toMatch(/interrupted|redeliver/i)

@@ -4,10 +4,17 @@
  */
 
 /** Runs a command to completion; throws with its output on a non-zero exit or after `timeoutMs`. */
-export async function run(argv: string[], timeoutMs = 60_000): Promise<{ code: number; stdout: string; stderr: string }> {
+export async function run(
+  argv: string[],
+  timeoutMs = 60_000
+): Promise<{ code: number; stdout: string; stderr: string }> {
   const child = Bun.spawn(argv, { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' })
   const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
-  const [stdout, stderr, code] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited])
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(child.stdout).text(),
+    new Response(child.stderr).text(),
+    child.exited,
+  ])
   clearTimeout(timer)
   return { code, stdout, stderr }
 }
@@ -15,7 +22,8 @@ export async function run(argv: string[], timeoutMs = 60_000): Promise<{ code: n
 /** `rabbitmqctl <args>`; throws when it fails. */
 export async function rabbitmqctl(...args: string[]): Promise<string> {
   const { code, stdout, stderr } = await run(['rabbitmqctl', ...args])
-  if (code !== 0) throw new Error(`rabbitmqctl ${args.join(' ')} exited with ${code}: ${stderr.trim() || stdout.trim()}`)
+  if (code !== 0)
+    throw new Error(`rabbitmqctl ${args.join(' ')} exited with ${code}: ${stderr.trim() || stdout.trim()}`)
   return stdout
 }
 
@@ -73,7 +81,8 @@ export async function startBroker(): Promise<void> {
 export const setMemoryWatermark = (fraction: number) => rabbitmqctl('set_vm_memory_high_watermark', String(fraction))
 
 /** Sets the broker's delivery acknowledgement timeout (default 1800000); applies to channels opened afterwards. */
-export const setConsumerTimeout = (ms: number) => rabbitmqctl('eval', `application:set_env(rabbit, consumer_timeout, ${ms}).`)
+export const setConsumerTimeout = (ms: number) =>
+  rabbitmqctl('eval', `application:set_env(rabbit, consumer_timeout, ${ms}).`)
 
 /** Whether the broker has a resource alarm in effect (memory or disk): publishing connections are blocked. */
 export async function hasAlarm(): Promise<boolean> {
@@ -82,7 +91,12 @@ export async function hasAlarm(): Promise<boolean> {
 }
 
 /** Polls `condition` until it holds; throws `what` after `timeoutMs`. */
-export async function until(condition: () => boolean | Promise<boolean>, timeoutMs: number, what: string, everyMs = 50): Promise<void> {
+export async function until(
+  condition: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  what: string,
+  everyMs = 50
+): Promise<void> {
   const deadline = Date.now() + timeoutMs
   while (!(await condition())) {
     if (Date.now() > deadline) throw new Error(`${what} did not happen within ${timeoutMs} ms`)
@@ -93,7 +107,8 @@ export async function until(condition: () => boolean | Promise<boolean>, timeout
 /** The test S3 server (started by tests/setup.ts) as a process to freeze. */
 function s3Pid(): number {
   const pid = Number(process.env.TEST_S3_PID)
-  if (!Number.isInteger(pid) || pid <= 0) throw new Error('TEST_S3_PID is not set; tests/setup.ts starts the S3 server and sets it')
+  if (!Number.isInteger(pid) || pid <= 0)
+    throw new Error('TEST_S3_PID is not set; tests/setup.ts starts the S3 server and sets it')
   return pid
 }
 

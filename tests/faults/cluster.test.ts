@@ -22,7 +22,12 @@ afterAll(async () => {
 test('the node leading the request queue stopped mid-batch: the clients move to the other nodes and every job completes once', async () => {
   const sys = await startSystemOnCluster(cluster!)
   try {
-    const round = await clusterRound(sys, cluster!, { scenario: 'C1. request queue leader stopped mid-batch (short)', jobs: 16, how: 'stop', timeoutMs: 45_000 })
+    const round = await clusterRound(sys, cluster!, {
+      scenario: 'C1. request queue leader stopped mid-batch (short)',
+      jobs: 16,
+      how: 'stop',
+      timeoutMs: 45_000,
+    })
     expect(round.problems).toEqual([])
     expect(round.row).toMatchObject({ sent: 16, accepted: 16, completed: 16, failed: 0, lost: 0, duplicated: 0 })
     expect(round.appliedTwice).toBe(0)

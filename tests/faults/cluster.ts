@@ -49,18 +49,35 @@ export interface Cluster {
 
 /** Runs infra/rabbitmq-cluster.sh with the cluster's settings; throws with its stderr on failure or past the deadline. */
 async function clusterScript(settings: Record<string, string>, args: string[], timeoutMs: number): Promise<string> {
-  const child = Bun.spawn(['bash', SCRIPT, ...args], { env: { ...process.env, ...settings }, stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' })
+  const child = Bun.spawn(['bash', SCRIPT, ...args], {
+    env: { ...process.env, ...settings },
+    stdin: 'ignore',
+    stdout: 'pipe',
+    stderr: 'pipe',
+  })
   const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
-  const [stdout, stderr, code] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited])
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(child.stdout).text(),
+    new Response(child.stderr).text(),
+    child.exited,
+  ])
   clearTimeout(timer)
-  if (code !== 0) throw new Error(`rabbitmq-cluster.sh ${args.join(' ')} exited with ${child.signalCode ? `${child.signalCode} (past ${timeoutMs} ms)` : code}: ${stderr.trim()}`)
+  if (code !== 0)
+    throw new Error(
+      `rabbitmq-cluster.sh ${args.join(' ')} exited with ${child.signalCode ? `${child.signalCode} (past ${timeoutMs} ms)` : code}: ${stderr.trim()}`
+    )
   return stdout
 }
 
 /** A fresh three-node cluster (whatever an earlier run left of it is removed first). */
 export async function startCluster(name = 'mediafaults', port = 5691): Promise<Cluster> {
   const dir = join(process.env.TMPDIR ?? '/tmp', `rabbitmq-cluster-${name}`)
-  const settings = { RABBITMQ_CLUSTER_NAME: name, RABBITMQ_CLUSTER_PORT: String(port), RABBITMQ_CLUSTER_DIR: dir, RABBITMQ_CLUSTER_TIMEOUT: '60' }
+  const settings = {
+    RABBITMQ_CLUSTER_NAME: name,
+    RABBITMQ_CLUSTER_PORT: String(port),
+    RABBITMQ_CLUSTER_DIR: dir,
+    RABBITMQ_CLUSTER_TIMEOUT: '60',
+  }
   const script = (args: string[], timeoutMs = 150_000) => clusterScript(settings, args, timeoutMs)
   await script(['clean'])
   const urls = (await script(['start'])).trim().split(',')
@@ -71,7 +88,8 @@ export async function startCluster(name = 'mediafaults', port = 5691): Promise<C
     return node
   }
   const ctl = (node: number, ...args: string[]) => script(['ctl', String(node), ...args], 30_000)
-  const json = async <T>(node: number, ...args: string[]) => JSON.parse(await ctl(node, '-q', ...args, '--formatter', 'json')) as T
+  const json = async <T>(node: number, ...args: string[]) =>
+    JSON.parse(await ctl(node, '-q', ...args, '--formatter', 'json')) as T
 
   return {
     urls,
@@ -171,7 +189,12 @@ export async function clusterRound(sys: System, cluster: Cluster, options: Round
   const connectionsBefore = await cluster.connectionsByNode(leader)
   const first = await sys.uploadAll(files)
   const mid = options.finalBeforeFault ?? Math.ceil(options.jobs / 4)
-  await until(async () => (await finalCount(sys, first.accepted)) >= mid, 60_000, `${mid} of the first ${options.jobs} jobs final`, 20)
+  await until(
+    async () => (await finalCount(sys, first.accepted)) >= mid,
+    60_000,
+    `${mid} of the first ${options.jobs} jobs final`,
+    20
+  )
   // Mid-batch: the processors hold jobs when the node goes.
   await until(() => heldJobs(sys) > 0, 30_000, 'the image processors holding a job', 2)
   const held = heldJobs(sys)
@@ -209,7 +232,11 @@ export async function clusterRound(sys: System, cluster: Cluster, options: Round
   if (options.how === 'kill') await cluster.heal()
 
   const batch: Batch = during
-    ? { sent: first.sent + during.sent, accepted: [...first.accepted, ...during.accepted], refused: [...first.refused, ...during.refused] }
+    ? {
+        sent: first.sent + during.sent,
+        accepted: [...first.accepted, ...during.accepted],
+        refused: [...first.refused, ...during.refused],
+      }
     : first
   const stopped = `${cluster.nodeName(leader)} (${options.how === 'stop' ? 'rabbitmqctl stop' : 'SIGKILL'})`
   const connections = `${connectionsBefore[leader - 1]} of ${connectionsBefore.reduce((a, b) => a + b, 0)} connections`
@@ -220,16 +247,40 @@ export async function clusterRound(sys: System, cluster: Cluster, options: Round
     `${interrupted} running job(s) interrupted and redelivered; ${nacked} publish(es) nacked; new leader ${leaderAfter}; ` +
     `consumers back in ${consumersBackSeconds} s`
   const { row, problems, states } = await sys.reconcile(options.scenario, batch, { started, notes, timeoutMs: 10_000 })
-  if (!finalWhileDown) problems.push(`not every job was final within ${(options.timeoutMs ?? 90_000) / 1000} s of ${stopped}, while it was down`)
-  const appliedTwice = await countAppliedTwice(sys, states.flatMap((m) => (m ? [m.jobId] : [])))
+  if (!finalWhileDown)
+    problems.push(
+      `not every job was final within ${(options.timeoutMs ?? 90_000) / 1000} s of ${stopped}, while it was down`
+    )
+  const appliedTwice = await countAppliedTwice(
+    sys,
+    states.flatMap((m) => (m ? [m.jobId] : []))
+  )
   if (appliedTwice) problems.push(`${appliedTwice} job(s) had a final state applied more than once`)
-  return { row, problems, node: leader, stopped, leaderAfter, connectionsBefore, held, interrupted, nacked, appliedTwice, consumersBackSeconds }
+  return {
+    row,
+    problems,
+    node: leader,
+    stopped,
+    leaderAfter,
+    connectionsBefore,
+    held,
+    interrupted,
+    nacked,
+    appliedTwice,
+    consumersBackSeconds,
+  }
 }
 
 /** A node that serves now (the first whose rabbitmqctl answers). */
 async function runningNode(cluster: Cluster): Promise<number> {
   for (const node of [1, 2, 3]) {
-    if (await cluster.ctl(node, '-q', 'await_startup', '--timeout', '1').then(() => true, () => false)) return node
+    if (
+      await cluster.ctl(node, '-q', 'await_startup', '--timeout', '1').then(
+        () => true,
+        () => false
+      )
+    )
+      return node
   }
   throw new Error('no node of the cluster is running')
 }
@@ -253,7 +304,8 @@ async function countAppliedTwice(sys: System, jobIds: string[]): Promise<number>
   const store = await openStore(readDatabaseConfig(sys.env).database)
   try {
     let twice = 0
-    for (const jobId of jobIds) if ((await store.media.history(jobId)).filter((h) => FINAL.has(h.status)).length > 1) twice++
+    for (const jobId of jobIds)
+      if ((await store.media.history(jobId)).filter((h) => FINAL.has(h.status)).length > 1) twice++
     return twice
   } finally {
     await store.close()
@@ -265,12 +317,47 @@ export const startSystemOnCluster = (cluster: Cluster) =>
   startSystem({ images: 2, env: { RABBITMQ_URL: cluster.urls.join(','), IMAGE_CONCURRENCY: '2' } })
 
 function summary(rounds: ClusterRound[]): string {
-  const columns = ['scenario', 'jobs sent', 'accepted', 'completed', 'failed', 'lost', 'final state changed', 'applied twice', 'node stopped', 'connections on it', 'jobs running', 'jobs interrupted', 'publishes nacked', 'new leader', 'consumers back (s)', 'seconds']
+  const columns = [
+    'scenario',
+    'jobs sent',
+    'accepted',
+    'completed',
+    'failed',
+    'lost',
+    'final state changed',
+    'applied twice',
+    'node stopped',
+    'connections on it',
+    'jobs running',
+    'jobs interrupted',
+    'publishes nacked',
+    'new leader',
+    'consumers back (s)',
+    'seconds',
+  ]
   const rows = rounds.map((r) => [
-    r.row.scenario, r.row.sent, r.row.accepted, r.row.completed, r.row.failed, r.row.lost, r.row.duplicated, r.appliedTwice,
-    r.stopped, `${r.connectionsBefore[r.node - 1]} of ${r.connectionsBefore.reduce((a, b) => a + b, 0)}`, r.held, r.interrupted, r.nacked, r.leaderAfter, r.consumersBackSeconds, r.row.seconds,
+    r.row.scenario,
+    r.row.sent,
+    r.row.accepted,
+    r.row.completed,
+    r.row.failed,
+    r.row.lost,
+    r.row.duplicated,
+    r.appliedTwice,
+    r.stopped,
+    `${r.connectionsBefore[r.node - 1]} of ${r.connectionsBefore.reduce((a, b) => a + b, 0)}`,
+    r.held,
+    r.interrupted,
+    r.nacked,
+    r.leaderAfter,
+    r.consumersBackSeconds,
+    r.row.seconds,
   ])
-  return [`| ${columns.join(' | ')} |`, `|${columns.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n')
+  return [
+    `| ${columns.join(' | ')} |`,
+    `|${columns.map(() => '---').join('|')}|`,
+    ...rows.map((r) => `| ${r.join(' | ')} |`),
+  ].join('\n')
 }
 
 if (import.meta.main) {
@@ -294,7 +381,12 @@ if (import.meta.main) {
     )
     await cluster.heal()
     rounds.push(
-      await clusterRound(sys, cluster, { scenario: 'C2. node back; the new leader SIGKILLed mid-batch', jobs, jobsDuringFailover: Math.ceil(jobs / 3), how: 'kill' })
+      await clusterRound(sys, cluster, {
+        scenario: 'C2. node back; the new leader SIGKILLed mid-batch',
+        jobs,
+        jobsDuringFailover: Math.ceil(jobs / 3),
+        how: 'kill',
+      })
     )
   } catch (error) {
     failed = true
@@ -307,7 +399,11 @@ if (import.meta.main) {
     removeDataDirs()
   }
   console.log(`\nCluster scenario (${Math.round((Date.now() - began) / 1000)} s in all)\n${summary(rounds)}\n`)
-  for (const round of rounds) for (const problem of round.problems) console.error(`problem (${round.row.scenario}): ${problem}`)
-  const ok = !failed && rounds.length === 2 && rounds.every((r) => r.problems.length === 0 && r.row.lost === 0 && r.row.completed === r.row.accepted)
+  for (const round of rounds)
+    for (const problem of round.problems) console.error(`problem (${round.row.scenario}): ${problem}`)
+  const ok =
+    !failed &&
+    rounds.length === 2 &&
+    rounds.every((r) => r.problems.length === 0 && r.row.lost === 0 && r.row.completed === r.row.accepted)
   process.exit(ok ? 0 : 1)
 }

@@ -72,16 +72,34 @@ export function afterFaults(): void {
 }
 
 function table(rows: Row[]): string {
-  const columns = ['scenario', 'sent', 'accepted', 'refused', 'completed', 'failed', 'cancelled', 'duplicated', 'lost', 'errors', 'seconds', 'notes'] as const
+  const columns = [
+    'scenario',
+    'sent',
+    'accepted',
+    'refused',
+    'completed',
+    'failed',
+    'cancelled',
+    'duplicated',
+    'lost',
+    'errors',
+    'seconds',
+    'notes',
+  ] as const
   return [
     `| ${columns.join(' | ')} |`,
     `|${columns.map((c) => (typeof rows[0]![c] === 'number' ? '--:' : '---')).join('|')}|`,
-    ...rows.map((r) => `| ${columns.map((c) => String(r[c] || (typeof r[c] === 'number' ? 0 : '')).replaceAll('|', '/')).join(' | ')} |`),
+    ...rows.map(
+      (r) =>
+        `| ${columns.map((c) => String(r[c] || (typeof r[c] === 'number' ? 0 : '')).replaceAll('|', '/')).join(' | ')} |`
+    ),
   ].join('\n')
 }
 
 const tally = (items: string[]) =>
-  [...items.reduce((m, s) => m.set(s, (m.get(s) ?? 0) + 1), new Map<string, number>())].map(([k, n]) => `${k}×${n}`).join(', ')
+  [...items.reduce((m, s) => m.set(s, (m.get(s) ?? 0) + 1), new Map<string, number>())]
+    .map(([k, n]) => `${k}×${n}`)
+    .join(', ')
 
 export interface SystemOptions {
   /** How many image processors (default 1). */
@@ -112,7 +130,12 @@ export async function startSystem(options: SystemOptions = {}) {
   const apis = Array.from({ length: apiCount }, (_, i) => {
     const port = freePort()
     const name = apiCount === 1 ? 'api' : `api-${i + 1}`
-    return new ServiceProcess(name, entry('api'), { ...env, PORT: String(port), ADMIN_TOKEN: adminToken, ...options.apiEnv }, /listening/)
+    return new ServiceProcess(
+      name,
+      entry('api'),
+      { ...env, PORT: String(port), ADMIN_TOKEN: adminToken, ...options.apiEnv },
+      /listening/
+    )
   })
   const api = apis[0]!
   const urls = apis.map((a) => `http://127.0.0.1:${a.env.PORT}`)
@@ -124,7 +147,13 @@ export async function startSystem(options: SystemOptions = {}) {
   const videoCount = options.videos === true ? 1 : options.videos || 0
   const videoProcessors = Array.from(
     { length: videoCount },
-    (_, i) => new ServiceProcess(videoCount === 1 ? 'videos' : `videos-${i + 1}`, entry('videos'), { ...env, ...options.videosEnv }, /consuming/)
+    (_, i) =>
+      new ServiceProcess(
+        videoCount === 1 ? 'videos' : `videos-${i + 1}`,
+        entry('videos'),
+        { ...env, ...options.videosEnv },
+        /consuming/
+      )
   )
   const videos = videoProcessors[0]
   const s3 = testS3(env)
@@ -202,14 +231,22 @@ export async function startSystem(options: SystemOptions = {}) {
     },
 
     /** Polls a media until `predicate` holds; throws naming `what` (and the last state seen) after `timeoutMs`. */
-    async waitFor(id: string, predicate: (media: Media) => boolean, timeoutMs: number, what: string, everyMs = 50): Promise<Media> {
+    async waitFor(
+      id: string,
+      predicate: (media: Media) => boolean,
+      timeoutMs: number,
+      what: string,
+      everyMs = 50
+    ): Promise<Media> {
       const deadline = Date.now() + timeoutMs
       let last: Media | undefined
       for (;;) {
         last = (await sys.media(id)) ?? last
         if (last && predicate(last)) return last
         if (Date.now() > deadline) {
-          throw new Error(`media ${id}: ${what} did not happen within ${timeoutMs} ms (last seen ${last ? `${last.status}/${last.stage}/${last.progress}` : 'nothing'})`)
+          throw new Error(
+            `media ${id}: ${what} did not happen within ${timeoutMs} ms (last seen ${last ? `${last.status}/${last.stage}/${last.progress}` : 'nothing'})`
+          )
         }
         await Bun.sleep(everyMs)
       }
@@ -246,10 +283,16 @@ export async function startSystem(options: SystemOptions = {}) {
           signal: AbortSignal.timeout(timeoutMs),
         })
         const body = (await res.json().catch(() => ({}))) as { id?: string; jobId?: string; error?: { code?: string } }
-        if (res.status === 202 && body.id && body.jobId) return { accepted: true, id: body.id, jobId: body.jobId, ms: ms() }
+        if (res.status === 202 && body.id && body.jobId)
+          return { accepted: true, id: body.id, jobId: body.jobId, ms: ms() }
         return { accepted: false, status: res.status, code: body.error?.code ?? 'no_body', ms: ms() }
       } catch (error) {
-        return { accepted: false, status: 0, code: (error as Error).name === 'TimeoutError' ? 'timeout' : 'no_answer', ms: ms() }
+        return {
+          accepted: false,
+          status: 0,
+          code: (error as Error).name === 'TimeoutError' ? 'timeout' : 'no_answer',
+          ms: ms(),
+        }
       }
     },
 
@@ -276,7 +319,15 @@ export async function startSystem(options: SystemOptions = {}) {
     /** `n` generated clips (`size`, `seconds` long), uploaded one at a time. */
     async uploadVideos(n: number, size = '320x240', seconds = 1): Promise<Batch> {
       const files = await Promise.all(
-        Array.from({ length: n }, async (_, i) => new Uint8Array(await Bun.file(await makeClip(clipDir, `clip-${crypto.randomUUID()}-${i}.mp4`, size, seconds)).arrayBuffer()))
+        Array.from(
+          { length: n },
+          async (_, i) =>
+            new Uint8Array(
+              await Bun.file(
+                await makeClip(clipDir, `clip-${crypto.randomUUID()}-${i}.mp4`, size, seconds)
+              ).arrayBuffer()
+            )
+        )
       )
       return sys.uploadAll(files, 1)
     },
@@ -312,7 +363,10 @@ export async function startSystem(options: SystemOptions = {}) {
             if (kind === 'dead') continue
             const channel = await connection.createChannel()
             channel.on('error', () => {})
-            counts[queue] = await channel.checkQueue(queue).then((q) => q.consumerCount, () => -1)
+            counts[queue] = await channel.checkQueue(queue).then(
+              (q) => q.consumerCount,
+              () => -1
+            )
             await channel.close().catch(() => {})
           }
         }
@@ -349,7 +403,11 @@ export async function startSystem(options: SystemOptions = {}) {
      * Drains (waits until every job is final or `timeoutMs` passes), then checks everything §5.1 asks and records
      * a matrix row. `also`: ids to hold to the same rules that were not answered 202 (a job recovered by the outbox).
      */
-    async reconcile(scenario: string, batch: Batch, options: { timeoutMs?: number; also?: string[]; started?: number; notes?: string } = {}) {
+    async reconcile(
+      scenario: string,
+      batch: Batch,
+      options: { timeoutMs?: number; also?: string[]; started?: number; notes?: string } = {}
+    ) {
       const ids = [...batch.accepted, ...(options.also ?? [])]
       await sys.waitForQuiet(ids, options.timeoutMs ?? 60_000)
       const problems: string[] = []
@@ -373,7 +431,9 @@ export async function startSystem(options: SystemOptions = {}) {
         const id = ids[i]!
         if (!media || !FINAL.includes(media.status)) {
           row.lost++
-          problems.push(`job of media ${id} is not final: ${media ? `${media.status}/${media.stage}/${media.progress}` : 'unreadable'}`)
+          problems.push(
+            `job of media ${id} is not final: ${media ? `${media.status}/${media.stage}/${media.progress}` : 'unreadable'}`
+          )
           return
         }
         if (media.status === 'completed') row.completed++
@@ -393,7 +453,8 @@ export async function startSystem(options: SystemOptions = {}) {
       }
       for (const service of all()) {
         if (!service.alive) problems.push(`${service.name} is not running`)
-        for (const exit of service.crashes) problems.push(`${service.name} exited unexpectedly (code ${exit.code}, signal ${exit.signal})`)
+        for (const exit of service.crashes)
+          problems.push(`${service.name} exited unexpectedly (code ${exit.code}, signal ${exit.signal})`)
       }
       problems.push(...(await consumersBack()))
       matrix.push(row)
@@ -421,7 +482,8 @@ export async function startSystem(options: SystemOptions = {}) {
     const listed = await s3.client.send(new ListObjectsV2Command({ Bucket: env.S3_BUCKET, Prefix: prefix }))
     const objects = (listed.Contents ?? []).filter((o) => !o.Key!.endsWith('/.cancelled'))
     if (media.status !== 'completed') {
-      if (objects.length) problems.push(`${media.status} media ${media.id} has outputs in S3: ${objects.map((o) => o.Key).join(', ')}`)
+      if (objects.length)
+        problems.push(`${media.status} media ${media.id} has outputs in S3: ${objects.map((o) => o.Key).join(', ')}`)
       return problems
     }
     if (media.outputs.length === 0) problems.push(`completed media ${media.id} has no outputs`)
@@ -429,19 +491,26 @@ export async function startSystem(options: SystemOptions = {}) {
     const names = media.outputs.map((o) => o.name).sort()
     const stored = objects.map((o) => stem(o.Key!)).sort()
     if (JSON.stringify(names) !== JSON.stringify(stored)) {
-      problems.push(`media ${media.id}: outputs ${names.join(',')} but S3 holds ${objects.map((o) => o.Key).join(', ') || 'nothing'}`)
+      problems.push(
+        `media ${media.id}: outputs ${names.join(',')} but S3 holds ${objects.map((o) => o.Key).join(', ') || 'nothing'}`
+      )
     }
     for (const output of media.outputs) {
       const object = objects.find((o) => stem(o.Key!) === output.name)
-      if (object && object.Size !== output.size) problems.push(`media ${media.id}: ${output.name} is ${output.size} bytes but S3 holds ${object.Size}`)
-      const res = await fetch(output.url, { headers: apiKey, signal: AbortSignal.timeout(10_000) }).catch((error: Error) => error)
+      if (object && object.Size !== output.size)
+        problems.push(`media ${media.id}: ${output.name} is ${output.size} bytes but S3 holds ${object.Size}`)
+      const res = await fetch(output.url, { headers: apiKey, signal: AbortSignal.timeout(10_000) }).catch(
+        (error: Error) => error
+      )
       if (res instanceof Error) {
         problems.push(`media ${media.id}: GET ${output.name} failed: ${res.message}`)
         continue
       }
       const bytes = (await res.arrayBuffer()).byteLength
       if (res.status !== 200 || bytes === 0 || bytes !== output.size) {
-        problems.push(`media ${media.id}: GET ${output.name} gave ${res.status} with ${bytes} bytes (expected ${output.size})`)
+        problems.push(
+          `media ${media.id}: GET ${output.name} gave ${res.status} with ${bytes} bytes (expected ${output.size})`
+        )
       }
     }
     return problems
@@ -455,7 +524,8 @@ export async function startSystem(options: SystemOptions = {}) {
       const counts = await sys.consumerCounts().catch(() => ({}) as Record<string, number>)
       const wrong = Object.entries(expected).filter(([queue, n]) => counts[queue] !== n)
       if (!wrong.length) return []
-      if (Date.now() > deadline) return wrong.map(([queue, n]) => `${queue} has ${counts[queue] ?? '?'} consumers, expected ${n}`)
+      if (Date.now() > deadline)
+        return wrong.map(([queue, n]) => `${queue} has ${counts[queue] ?? '?'} consumers, expected ${n}`)
       await Bun.sleep(250)
     }
   }
@@ -482,17 +552,25 @@ function toBatch(outcomes: Upload[]): Batch {
  * Small enough that a batch of 50 takes seconds on two cores.
  */
 export async function imageFiles(n: number): Promise<Uint8Array<ArrayBuffer>[]> {
-  return mapLimit(Array.from({ length: n }, (_, i) => i), 4, async (i) => {
-    const width = 64 + ((i * 97) % 737)
-    const height = 64 + ((i * 53 + 200) % 737)
-    const image = sharp(await quadrants(width, height)).modulate({ hue: (i * 37) % 360 })
-    const encoded = i % 3 === 0 ? image.jpeg() : i % 3 === 1 ? image.png() : image.webp()
-    return new Uint8Array(await encoded.toBuffer())
-  })
+  return mapLimit(
+    Array.from({ length: n }, (_, i) => i),
+    4,
+    async (i) => {
+      const width = 64 + ((i * 97) % 737)
+      const height = 64 + ((i * 53 + 200) % 737)
+      const image = sharp(await quadrants(width, height)).modulate({ hue: (i * 37) % 360 })
+      const encoded = i % 3 === 0 ? image.jpeg() : i % 3 === 1 ? image.png() : image.webp()
+      return new Uint8Array(await encoded.toBuffer())
+    }
+  )
 }
 
 /** `Promise.all(items.map(fn))` with at most `limit` running at once. */
-export async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
+export async function mapLimit<T, R>(
+  items: T[],
+  limit: number,
+  fn: (item: T, index: number) => Promise<R>
+): Promise<R[]> {
   const out: R[] = new Array(items.length)
   let next = 0
   await Promise.all(

@@ -33,11 +33,15 @@ afterAll(() => rmSync(work, { recursive: true, force: true }))
 let files: { kind: 'image' | 'video'; bytes: Uint8Array<ArrayBuffer> }[] = []
 beforeAll(async () => {
   const images = await imageFiles(IMAGES)
-  const clips = await mapLimit(Array.from({ length: VIDEOS }, (_, i) => i), 2, async (i) =>
-    new Uint8Array(readFileSync(await makeClip(work, `clip-${i}.mp4`, i % 2 ? '320x240' : '240x320', 1)))
+  const clips = await mapLimit(
+    Array.from({ length: VIDEOS }, (_, i) => i),
+    2,
+    async (i) => new Uint8Array(readFileSync(await makeClip(work, `clip-${i}.mp4`, i % 2 ? '320x240' : '240x320', 1)))
   )
   files = Array.from({ length: IMAGES + VIDEOS }, (_, i) =>
-    i % 5 === 4 ? { kind: 'video' as const, bytes: clips[(i - 4) / 5]! } : { kind: 'image' as const, bytes: images[i - Math.floor(i / 5)]! }
+    i % 5 === 4
+      ? { kind: 'video' as const, bytes: clips[(i - 4) / 5]! }
+      : { kind: 'image' as const, bytes: images[i - Math.floor(i / 5)]! }
   )
 }, 120_000)
 
@@ -49,7 +53,10 @@ async function follow(base: string, id: string, deadline: number): Promise<Media
   const seen: MediaBody[] = []
   while (Date.now() < deadline) {
     try {
-      const res = await fetch(`${base}/v1/media/${id}/events`, { headers: apiKey, signal: AbortSignal.timeout(Math.max(1, deadline - Date.now())) })
+      const res = await fetch(`${base}/v1/media/${id}/events`, {
+        headers: apiKey,
+        signal: AbortSignal.timeout(Math.max(1, deadline - Date.now())),
+      })
       if (res.status !== 200) throw new Error(`status ${res.status}`)
       const text = await res.text() // the server ends the stream after the final state
       for (const block of text.split('\n\n')) {
@@ -107,13 +114,22 @@ describe.each(backends)('2 APIs, 2 image and 2 video processors on PostgreSQL an
         }
         return answer
       }
-      const uploading = mapLimit(files.map((_, i) => i), 4, send)
+      const uploading = mapLimit(
+        files.map((_, i) => i),
+        4,
+        send
+      )
 
       // Mid-batch: an image processor while it holds a job, and an API, killed together, then restarted.
       await until(() => accepted >= 30, 120_000, '30 uploads accepted', 20)
       // A processor's work directory for a job (IMAGES_TMP_DIR/<pid>/<jobId>) exists exactly while it holds the job.
       const victimJobs = join(sys.env.IMAGES_TMP_DIR!, String(imagesVictim!.pid))
-      await until(() => existsSync(victimJobs) && readdirSync(victimJobs).length > 0, 60_000, `${imagesVictim!.name} holding a job`, 2)
+      await until(
+        () => existsSync(victimJobs) && readdirSync(victimJobs).length > 0,
+        60_000,
+        `${imagesVictim!.name} holding a job`,
+        2
+      )
       await Promise.all([imagesVictim!.kill('SIGKILL'), apiVictim.kill('SIGKILL')])
       const killedAt = accepted
       await until(() => accepted >= killedAt + 10, 120_000, '10 more uploads accepted by the surviving API', 20)
@@ -133,18 +149,25 @@ describe.each(backends)('2 APIs, 2 image and 2 video processors on PostgreSQL an
       const orphans = stored.map((r) => r.id).filter((id) => !batch.accepted.includes(id))
 
       const notes: string[] = []
-      const { row, problems } = await sys.reconcile(`many instances on ${backend.name}`, batch, { started, also: orphans, timeoutMs: 180_000 })
+      const { row, problems } = await sys.reconcile(`many instances on ${backend.name}`, batch, {
+        started,
+        also: orphans,
+        timeoutMs: 180_000,
+      })
 
       // Applied once: per job, one result recorded in the history, and which instance applied it.
-      const history = await withPostgres(database, (sql) =>
-        sql<{ job_id: string; results: string; origins: string[] }[]>`
+      const history = await withPostgres(
+        database,
+        (sql) =>
+          sql<{ job_id: string; results: string; origins: string[] }[]>`
           SELECT job_id, COUNT(*) FILTER (WHERE reason = 'result') AS results, ARRAY_AGG(DISTINCT origin) FILTER (WHERE reason = 'result') AS origins
           FROM job_history GROUP BY job_id`
       )
       const appliedTwice = history.filter((h) => Number(h.results) > 1)
       const notApplied = history.filter((h) => Number(h.results) === 0)
       const byInstance = new Map<string, number>()
-      for (const h of history) for (const origin of h.origins ?? []) byInstance.set(origin, (byInstance.get(origin) ?? 0) + 1)
+      for (const h of history)
+        for (const origin of h.origins ?? []) byInstance.set(origin, (byInstance.get(origin) ?? 0) + 1)
       problems.push(...appliedTwice.map((h) => `job ${h.job_id}: ${h.results} results applied`))
       problems.push(...notApplied.map((h) => `job ${h.job_id}: no result applied`))
 
@@ -159,8 +182,13 @@ describe.each(backends)('2 APIs, 2 image and 2 video processors on PostgreSQL an
           const media = last && (await sys.media(last.id))
           if (last && media && FINAL.includes(last.status) && last.status === media.status) sawFinal++
           else problems.push(`an SSE stream ended at ${last ? `${last.id} ${last.status}` : 'nothing'}`)
-          const back = states.findIndex((m, i) => i > 0 && (rank(m) < rank(states[i - 1]!) || m.progress < states[i - 1]!.progress))
-          if (back > 0) problems.push(`media ${last!.id}: an SSE stream went back from ${states[back - 1]!.status} ${states[back - 1]!.progress}% to ${states[back]!.status} ${states[back]!.progress}%`)
+          const back = states.findIndex(
+            (m, i) => i > 0 && (rank(m) < rank(states[i - 1]!) || m.progress < states[i - 1]!.progress)
+          )
+          if (back > 0)
+            problems.push(
+              `media ${last!.id}: an SSE stream went back from ${states[back - 1]!.status} ${states[back - 1]!.progress}% to ${states[back]!.status} ${states[back]!.progress}%`
+            )
         }
       }
 
@@ -172,7 +200,13 @@ describe.each(backends)('2 APIs, 2 image and 2 video processors on PostgreSQL an
       )
       row.notes = notes.join('; ')
       expect(problems).toEqual([])
-      expect(row).toMatchObject({ accepted: files.length, completed: files.length + orphans.length, failed: 0, lost: 0, duplicated: 0 })
+      expect(row).toMatchObject({
+        accepted: files.length,
+        completed: files.length + orphans.length,
+        failed: 0,
+        lost: 0,
+        duplicated: 0,
+      })
       expect(history).toHaveLength(files.length + orphans.length)
       // Both API instances applied results: the work was shared, not done by one while the other idled.
       expect(byInstance.size).toBeGreaterThanOrEqual(2)

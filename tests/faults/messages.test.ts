@@ -25,7 +25,14 @@ afterAll(afterFaults)
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never
 
 /** The parts of a media a late message must not change. */
-const finalState = ({ status, stage, progress, error, metadata, outputs }: Media) => ({ status, stage, progress, error, metadata, outputs })
+const finalState = ({ status, stage, progress, error, metadata, outputs }: Media) => ({
+  status,
+  stage,
+  progress,
+  error,
+  metadata,
+  outputs,
+})
 
 test('duplicated, out-of-order and contradicting updates and results leave every completed job as it was', async () => {
   const started = Date.now()
@@ -48,8 +55,12 @@ test('duplicated, out-of-order and contradicting updates and results leave every
       const { jobId } = media
       const prefix = `${sys.system}/outputs/${jobId}/`
       const keys = await sys.s3.keys(prefix)
-      const outputs = media.outputs.map(({ url, ...o }) => ({ ...o, key: keys.find((k) => k.startsWith(`${prefix}${o.name}.`))! }))
-      const update = (u: Omit<JobUpdate, 'version' | 'jobId' | 'at'>) => encodeMessage(JobUpdateSchema, { version: 1, jobId, at: at(), ...u })
+      const outputs = media.outputs.map(({ url, ...o }) => ({
+        ...o,
+        key: keys.find((k) => k.startsWith(`${prefix}${o.name}.`))!,
+      }))
+      const update = (u: Omit<JobUpdate, 'version' | 'jobId' | 'at'>) =>
+        encodeMessage(JobUpdateSchema, { version: 1, jobId, at: at(), ...u })
       const result = (r: DistributiveOmit<ImageResult, 'version' | 'jobId' | 'at'>) =>
         encodeMessage(ImageResultSchema, { version: 1, jobId, at: at(), ...r })
       const metadata = media.metadata as ImageMetadata
@@ -57,13 +68,25 @@ test('duplicated, out-of-order and contradicting updates and results leave every
         update({ status: 'completed', stage: 'finished', progress: 100 }),
         update({ status: 'processing', stage: 'uploading', progress: 80 }),
         update({ status: 'processing', stage: 'downloading', progress: 0 }),
-        update({ status: 'failed', stage: 'finished', progress: 100, error: { code: 'gave_up', message: 'a stale attempt gave up' } }),
+        update({
+          status: 'failed',
+          stage: 'finished',
+          progress: 100,
+          error: { code: 'gave_up', message: 'a stale attempt gave up' },
+        }),
         update({ status: 'processing', stage: 'processing', progress: 20 })
       )
       results.push(
         result({ status: 'completed', outputs, metadata }),
-        result({ status: 'failed', error: { code: 'invalid_media', message: 'a late result that contradicts the first' } }),
-        result({ status: 'completed', outputs: outputs.map((o) => ({ ...o, size: o.size + 1, width: 1, height: 1 })), metadata }),
+        result({
+          status: 'failed',
+          error: { code: 'invalid_media', message: 'a late result that contradicts the first' },
+        }),
+        result({
+          status: 'completed',
+          outputs: outputs.map((o) => ({ ...o, size: o.size + 1, width: 1, height: 1 })),
+          metadata,
+        }),
         result({ status: 'cancelled' })
       )
     }
@@ -72,17 +95,38 @@ test('duplicated, out-of-order and contradicting updates and results leave every
     for (const p of sys.images) p.pause()
     const sentinel = await sys.upload((await imageFiles(1))[0]!)
     if (!sentinel.accepted) throw new Error(`the sentinel upload was refused: ${JSON.stringify(sentinel)}`)
-    const shuffled = <T>(items: T[]) => items.map((item) => ({ item, key: Math.random() })).sort((a, b) => a.key - b.key).map((x) => x.item)
+    const shuffled = <T>(items: T[]) =>
+      items
+        .map((item) => ({ item, key: Math.random() }))
+        .sort((a, b) => a.key - b.key)
+        .map((x) => x.item)
     for (const body of shuffled([...updates, ...updates])) await rabbit.publishRaw(names.updates, body)
-    await rabbit.publishRaw(names.updates, encodeMessage(JobUpdateSchema, { version: 1, jobId: sentinel.jobId, at: at(), status: 'processing', stage: 'processing', progress: 7 }))
+    await rabbit.publishRaw(
+      names.updates,
+      encodeMessage(JobUpdateSchema, {
+        version: 1,
+        jobId: sentinel.jobId,
+        at: at(),
+        status: 'processing',
+        stage: 'processing',
+        progress: 7,
+      })
+    )
     await sys.waitFor(sentinel.id, (m) => m.progress === 7, 20_000, 'the sentinel update')
     for (const body of shuffled([...results, ...results])) await rabbit.publishRaw(names.results, body)
-    await rabbit.publishRaw(names.results, encodeMessage(ImageResultSchema, { version: 1, jobId: sentinel.jobId, at: at(), status: 'cancelled' }))
+    await rabbit.publishRaw(
+      names.results,
+      encodeMessage(ImageResultSchema, { version: 1, jobId: sentinel.jobId, at: at(), status: 'cancelled' })
+    )
     await sys.waitFor(sentinel.id, (m) => m.status === 'cancelled', 20_000, 'the sentinel result')
     for (const p of sys.images) p.resume()
 
     for (const [id, media] of before) expect(finalState((await sys.media(id))!)).toEqual(finalState(media))
-    const { row, problems } = await sys.reconcile('11. duplicate/out-of-order/contradicting updates and results ×2', batch, { started })
+    const { row, problems } = await sys.reconcile(
+      '11. duplicate/out-of-order/contradicting updates and results ×2',
+      batch,
+      { started }
+    )
     expect(problems).toEqual([])
     expect(row).toMatchObject({ accepted: 10, completed: 10, lost: 0, duplicated: 0 })
   } finally {
@@ -98,9 +142,21 @@ test('malformed messages on every queue are dead-lettered naming the problem, an
   try {
     const kinds = [
       { kind: 'bad JSON', body: '{"version": 1, "jobId": ', problem: /json/i },
-      { kind: 'wrong schema', body: JSON.stringify({ version: 1, jobId: 'not-a-uuid', status: 'sideways' }), problem: /schema/i },
-      { kind: 'unknown version', body: JSON.stringify({ version: 2, jobId: crypto.randomUUID() }), problem: /version/i },
-      { kind: 'over 256 KiB', body: JSON.stringify({ version: 1, jobId: crypto.randomUUID(), pad: 'x'.repeat(300 * 1024) }), problem: /bytes|size|large|262144|256/i },
+      {
+        kind: 'wrong schema',
+        body: JSON.stringify({ version: 1, jobId: 'not-a-uuid', status: 'sideways' }),
+        problem: /schema/i,
+      },
+      {
+        kind: 'unknown version',
+        body: JSON.stringify({ version: 2, jobId: crypto.randomUUID() }),
+        problem: /version/i,
+      },
+      {
+        kind: 'over 256 KiB',
+        body: JSON.stringify({ version: 1, jobId: crypto.randomUUID(), pad: 'x'.repeat(300 * 1024) }),
+        problem: /bytes|size|large|262144|256/i,
+      },
     ]
     const sent: { queue: string; kind: string; problem: RegExp }[] = []
     for (const type of MEDIA_TYPES) {
@@ -115,18 +171,29 @@ test('malformed messages on every queue are dead-lettered naming the problem, an
     // Both processors and the API still serve.
     const images = await sys.uploadImages(1)
     const videos = await sys.uploadVideos(1)
-    const batch: Batch = { sent: 2, accepted: [...images.accepted, ...videos.accepted], refused: [...images.refused, ...videos.refused] }
-    const { row, problems } = await sys.reconcile('9. malformed messages ×24 on all six queues, then one upload of each kind', batch, { started })
+    const batch: Batch = {
+      sent: 2,
+      accepted: [...images.accepted, ...videos.accepted],
+      refused: [...images.refused, ...videos.refused],
+    }
+    const { row, problems } = await sys.reconcile(
+      '9. malformed messages ×24 on all six queues, then one upload of each kind',
+      batch,
+      { started }
+    )
     expect(problems).toEqual([])
     expect(row).toMatchObject({ accepted: 2, completed: 2, lost: 0, duplicated: 0 })
 
     // Each one is listed for an operator, with what is wrong with it.
     type DeadLetter = { id: string; queue: string; reason: string; problem: string | null }
     let letters: DeadLetter[] = []
-    const missing = () => sent.filter((s) => !letters.some((d) => d.queue === s.queue && s.problem.test(d.problem ?? '')))
+    const missing = () =>
+      sent.filter((s) => !letters.some((d) => d.queue === s.queue && s.problem.test(d.problem ?? '')))
     const deadline = Date.now() + 20_000
     for (;;) {
-      const res = await fetch(`${sys.url}/v1/admin/dead-letters`, { headers: { authorization: `Bearer ${sys.adminToken}` } })
+      const res = await fetch(`${sys.url}/v1/admin/dead-letters`, {
+        headers: { authorization: `Bearer ${sys.adminToken}` },
+      })
       expect(res.status).toBe(200)
       letters = ((await res.json()) as { deadLetters: DeadLetter[] }).deadLetters
       if (missing().length === 0 || Date.now() > deadline) break

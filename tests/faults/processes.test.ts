@@ -41,7 +41,10 @@ describe('processors killed mid-job', () => {
       expect(existsSync(jobsDir)).toBe(false)
 
       const notes = `killed holding ${held} job(s)`
-      const { row, problems } = await sys.reconcile('1. SIGKILL image processor mid-job, restart', await uploading, { started, notes })
+      const { row, problems } = await sys.reconcile('1. SIGKILL image processor mid-job, restart', await uploading, {
+        started,
+        notes,
+      })
       expect(problems).toEqual([])
       expect(row).toMatchObject({ accepted: 20, completed: 20, lost: 0, duplicated: 0 })
     } finally {
@@ -58,17 +61,29 @@ describe('processors killed mid-job', () => {
       const batch = await sys.uploadVideos(1, '1280x720', 2)
       expect(batch.accepted).toHaveLength(1)
       let ffmpeg: number[] = []
-      await until(async () => (ffmpeg = await childrenNamed(videos.pid!, 'ffmpeg')).length > 0, 30_000, 'an ffmpeg run of the video processor', 10)
+      await until(
+        async () => (ffmpeg = await childrenNamed(videos.pid!, 'ffmpeg')).length > 0,
+        30_000,
+        'an ffmpeg run of the video processor',
+        10
+      )
       for (const pid of ffmpeg) orphans.add(pid)
       expect((await sys.media(batch.accepted[0]!))?.status).not.toBe('completed')
       await videos.kill('SIGKILL')
       await videos.start()
 
-      const { row, problems } = await sys.reconcile('2a. SIGKILL video processor mid-transcode, restart', batch, { started, timeoutMs: 60_000 })
+      const { row, problems } = await sys.reconcile('2a. SIGKILL video processor mid-transcode, restart', batch, {
+        started,
+        timeoutMs: 60_000,
+      })
       expect(problems).toEqual([])
       expect(row).toMatchObject({ accepted: 1, completed: 1, lost: 0, duplicated: 0 })
       // An ffmpeg whose processor was killed must not run on (and write into a dead job's directory) for long.
-      await until(() => [...orphans].every((pid) => !exists(pid)), 30_000, 'the killed processor’s ffmpeg runs ending').catch((error) => {
+      await until(
+        () => [...orphans].every((pid) => !exists(pid)),
+        30_000,
+        'the killed processor’s ffmpeg runs ending'
+      ).catch((error) => {
         throw new Error(`${(error as Error).message}: still running ${[...orphans].filter(exists).join(', ')}`)
       })
     } finally {
@@ -86,7 +101,12 @@ describe('processors killed mid-job', () => {
       const batch = await sys.uploadVideos(1, '640x360', 2)
       const id = batch.accepted[0]!
       // ffmpeg runs only after the download, so S3 can be frozen then: the transcode goes on, the uploads hang.
-      await until(async () => (await childrenNamed(videos.pid!, 'ffmpeg')).length > 0, 30_000, 'an ffmpeg run of the video processor', 10)
+      await until(
+        async () => (await childrenNamed(videos.pid!, 'ffmpeg')).length > 0,
+        30_000,
+        'an ffmpeg run of the video processor',
+        10
+      )
       for (const pid of await childrenNamed(videos.pid!, 'ffmpeg')) orphans.add(pid)
       freezeS3()
       try {
@@ -97,7 +117,10 @@ describe('processors killed mid-job', () => {
       }
       await videos.start()
 
-      const { row, problems } = await sys.reconcile('2b. SIGKILL video processor while uploading, restart', batch, { started, timeoutMs: 60_000 })
+      const { row, problems } = await sys.reconcile('2b. SIGKILL video processor while uploading, restart', batch, {
+        started,
+        timeoutMs: 60_000,
+      })
       expect(problems).toEqual([])
       expect(row).toMatchObject({ accepted: 1, completed: 1, lost: 0, duplicated: 0 })
     } finally {
@@ -117,8 +140,20 @@ describe('a processor that freezes', () => {
     let frozen = false
     try {
       await other.kill('SIGTERM') // the only processor at first, so the victim takes the job
-      const tile = await sharp({ create: { width: 600, height: 400, channels: 3, background: '#808080', noise: { type: 'gaussian', mean: 128, sigma: 40 } } }).png().toBuffer()
-      const photo = new Uint8Array(await sharp(tile).resize(6000, 4000, { kernel: 'cubic' }).jpeg({ quality: 90 }).toBuffer())
+      const tile = await sharp({
+        create: {
+          width: 600,
+          height: 400,
+          channels: 3,
+          background: '#808080',
+          noise: { type: 'gaussian', mean: 128, sigma: 40 },
+        },
+      })
+        .png()
+        .toBuffer()
+      const photo = new Uint8Array(
+        await sharp(tile).resize(6000, 4000, { kernel: 'cubic' }).jpeg({ quality: 90 }).toBuffer()
+      )
       const batch = await sys.uploadAll([photo])
       const id = batch.accepted[0]!
       const { jobId } = (await sys.media(id))!
@@ -134,15 +169,26 @@ describe('a processor that freezes', () => {
       victim.resume()
       frozen = false
       // The victim wakes, finishes the same job and reports it: the job stays as it was.
-      await until(() => entries(join(sys.env.IMAGES_TMP_DIR!, String(victim.pid))).length === 0, 30_000, `${victim.name} finishing its stale job`)
-      await until(async () => (await sys.queueDepth(sys.queues('images').results)) === 0, 10_000, 'the late result being consumed')
+      await until(
+        () => entries(join(sys.env.IMAGES_TMP_DIR!, String(victim.pid))).length === 0,
+        30_000,
+        `${victim.name} finishing its stale job`
+      )
+      await until(
+        async () => (await sys.queueDepth(sys.queues('images').results)) === 0,
+        10_000,
+        'the late result being consumed'
+      )
       const after = await sys.media(id)
       expect(after).toMatchObject({ status: 'completed', outputs: done.outputs })
       const redriven = sys.logCount(new RegExp(`"jobId":"${jobId}".*"msg":"job stalled [^"]*: redriven"`))
       expect(redriven).toBeGreaterThanOrEqual(1)
       const dropped = sys.logCount(new RegExp(`"jobId":"${jobId}".*"msg":"job already running here`))
       const notes = `re-driven ${redriven} time(s) while frozen; ${dropped} duplicate(s) dropped by the frozen one; its late result ignored`
-      const { row, problems } = await sys.reconcile('P3. image processor frozen mid-job, then resumed', batch, { started, notes })
+      const { row, problems } = await sys.reconcile('P3. image processor frozen mid-job, then resumed', batch, {
+        started,
+        notes,
+      })
       expect(problems).toEqual([])
       expect(row).toMatchObject({ accepted: 1, completed: 1, lost: 0, duplicated: 0 })
     } finally {
@@ -167,7 +213,10 @@ describe('the API killed', () => {
       await sys.api.start()
 
       const notes = `${waiting} result(s) waiting when the API came back`
-      const { row, problems } = await sys.reconcile('6. SIGKILL API while processors finish, restart', batch, { started, notes })
+      const { row, problems } = await sys.reconcile('6. SIGKILL API while processors finish, restart', batch, {
+        started,
+        notes,
+      })
       expect(problems).toEqual([])
       expect(row).toMatchObject({ accepted: 20, completed: 20, lost: 0, duplicated: 0 })
     } finally {
@@ -193,8 +242,20 @@ describe('a job that crashes its processor every time', () => {
     try {
       const processor = sys.images[0]!
       // 6000×4000 (a phone photo's size): long enough at every step that each delivery is killed mid-job.
-      const tile = await sharp({ create: { width: 600, height: 400, channels: 3, background: '#808080', noise: { type: 'gaussian', mean: 128, sigma: 40 } } }).png().toBuffer()
-      const photo = new Uint8Array(await sharp(tile).resize(6000, 4000, { kernel: 'cubic' }).jpeg({ quality: 90 }).toBuffer())
+      const tile = await sharp({
+        create: {
+          width: 600,
+          height: 400,
+          channels: 3,
+          background: '#808080',
+          noise: { type: 'gaussian', mean: 128, sigma: 40 },
+        },
+      })
+        .png()
+        .toBuffer()
+      const photo = new Uint8Array(
+        await sharp(tile).resize(6000, 4000, { kernel: 'cubic' }).jpeg({ quality: 90 }).toBuffer()
+      )
       const batch = await sys.uploadAll([photo])
       const id = batch.accepted[0]!
       const { jobId } = (await sys.media(id))!
@@ -213,7 +274,8 @@ describe('a job that crashes its processor every time', () => {
         if (!delivered) break
         await processor.kill('SIGKILL')
         kills++
-        if (kills > DELIVERY_LIMIT + 2) throw new Error(`the job was delivered ${kills} times; the delivery limit is ${DELIVERY_LIMIT}`)
+        if (kills > DELIVERY_LIMIT + 2)
+          throw new Error(`the job was delivered ${kills} times; the delivery limit is ${DELIVERY_LIMIT}`)
         await processor.start()
       }
       expect(kills).toBe(DELIVERY_LIMIT + 1)
@@ -229,13 +291,19 @@ describe('a job that crashes its processor every time', () => {
       const letter = deadLetters.find((d) => d.jobId === jobId)
       expect(letter).toMatchObject({ queue: sys.queues('images').request, jobId, reason: 'delivery_limit' })
 
-      const redrive = await fetch(`${sys.url}/v1/admin/dead-letters/${letter!.id}/redrive`, { method: 'POST', headers: auth })
+      const redrive = await fetch(`${sys.url}/v1/admin/dead-letters/${letter!.id}/redrive`, {
+        method: 'POST',
+        headers: auth,
+      })
       expect(redrive.status).toBe(202)
       sys.forgetFinal(id) // leaving `failed` is the point of a re-drive
       expect(['queued', 'processing', 'completed']).toContain((await sys.media(id))!.status)
 
       const notes = `killed ${kills} deliveries; dead letter ${letter!.reason}, then re-driven`
-      const { row, problems } = await sys.reconcile('8. crash on every delivery → dead letter → re-drive', batch, { started, notes })
+      const { row, problems } = await sys.reconcile('8. crash on every delivery → dead letter → re-drive', batch, {
+        started,
+        notes,
+      })
       expect(problems).toEqual([])
       expect(row).toMatchObject({ accepted: 1, completed: 1, lost: 0, duplicated: 0 })
     } finally {

@@ -28,11 +28,18 @@ test('S3 frozen for 5 s during a batch: uploads wait it out and every job comple
       thawS3()
     }
     const [a, b] = await Promise.all([uploading, during])
-    const batch: Batch = { sent: a.sent + b.sent, accepted: [...a.accepted, ...b.accepted], refused: [...a.refused, ...b.refused] }
+    const batch: Batch = {
+      sent: a.sent + b.sent,
+      accepted: [...a.accepted, ...b.accepted],
+      refused: [...a.refused, ...b.refused],
+    }
     expect(batch.refused).toEqual([])
 
     const notes = `${sys.logCount(/retrying/)} retried attempt(s)`
-    const { row, problems } = await sys.reconcile('5. S3 frozen (SIGSTOP) 5 s during 23 image jobs', batch, { started, notes })
+    const { row, problems } = await sys.reconcile('5. S3 frozen (SIGSTOP) 5 s during 23 image jobs', batch, {
+      started,
+      notes,
+    })
     expect(problems).toEqual([])
     expect(row.errors).toBe('') // a `gave_up` here means retries did not outlast a 5 s outage
     expect(row).toMatchObject({ accepted: 23, completed: 23, lost: 0, duplicated: 0 })

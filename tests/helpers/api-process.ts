@@ -13,7 +13,13 @@ const main = join(import.meta.dir, '../../services/api/main.ts')
  * asks for it) and its data directory (the SQLite file). npm packages in node_modules need no read permission.
  */
 export function denoApiPermissions(dataDir: string): string[] {
-  return ['--allow-env', '--allow-net', '--allow-sys=osRelease,hostname', `--allow-read=${dataDir}`, `--allow-write=${dataDir}`]
+  return [
+    '--allow-env',
+    '--allow-net',
+    '--allow-sys=osRelease,hostname',
+    `--allow-read=${dataDir}`,
+    `--allow-write=${dataDir}`,
+  ]
 }
 
 /** The command that runs the API on `runtime` with `env`. */
@@ -23,11 +29,19 @@ export function apiArgv(runtime: Runtime, env: Record<string, string>): string[]
 }
 
 /** Starts the API with `env` (on Bun unless told) and resolves once it says it listens. */
-export async function spawnApi(env: Record<string, string>, options: { runtime?: Runtime } = {}): Promise<ServiceProcess> {
+export async function spawnApi(
+  env: Record<string, string>,
+  options: { runtime?: Runtime } = {}
+): Promise<ServiceProcess> {
   const runtime = options.runtime ?? 'bun'
   // Deno colours its errors even into a pipe; the log is read by people and regexes.
   const childEnv = runtime === 'deno' ? { NO_COLOR: '1', ...env } : env
-  const api = new ServiceProcess(runtime === 'bun' ? 'api' : `api-${runtime}`, apiArgv(runtime, env), childEnv, /listening/)
+  const api = new ServiceProcess(
+    runtime === 'bun' ? 'api' : `api-${runtime}`,
+    apiArgv(runtime, env),
+    childEnv,
+    /listening/
+  )
   await api.start()
   return api
 }

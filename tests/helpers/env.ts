@@ -31,7 +31,10 @@ export function removeDataDirs(): void {
  * test file.
  */
 export function testEnv(overrides: Record<string, string> = {}): Record<string, string> {
-  if (!process.env.TEST_S3_ENDPOINT) throw new Error('testEnv() needs the test S3 server: call `await useInfra()` (tests/helpers/infra.ts) at the top of the test file')
+  if (!process.env.TEST_S3_ENDPOINT)
+    throw new Error(
+      'testEnv() needs the test S3 server: call `await useInfra()` (tests/helpers/infra.ts) at the top of the test file'
+    )
   const dataDir = mkdtempSync(join(tmpdir(), 'media-test-data-'))
   dataDirs.push(dataDir)
   return {

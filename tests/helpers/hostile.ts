@@ -71,7 +71,7 @@ export function zipFile(): Bytes {
     local.setUint16(6, 0, true) // flags
     local.setUint16(8, 8, true) // method: deflate
     local.setUint16(10, 0, true) // time 00:00:00
-    local.setUint16(12, (2024 - 1980) << 9 | 1 << 5 | 1, true) // date 2024-01-01
+    local.setUint16(12, ((2024 - 1980) << 9) | (1 << 5) | 1, true) // date 2024-01-01
     local.setUint32(14, crc, true)
     local.setUint32(18, packed.length, true)
     local.setUint32(22, data.length, true)
@@ -84,7 +84,7 @@ export function zipFile(): Bytes {
     central.setUint16(8, 0, true)
     central.setUint16(10, 8, true)
     central.setUint16(12, 0, true)
-    central.setUint16(14, (2024 - 1980) << 9 | 1 << 5 | 1, true)
+    central.setUint16(14, ((2024 - 1980) << 9) | (1 << 5) | 1, true)
     central.setUint32(16, crc, true)
     central.setUint32(20, packed.length, true)
     central.setUint32(24, data.length, true)
@@ -135,7 +135,11 @@ export function pdfFile(): Bytes {
 // No SVG here: a test process that started the image processor has libvips' SVG loader blocked.
 const gradient = (width: number, height: number) =>
   sharp({ create: { width, height, channels: 3, background: '#3a7bd5' } }).composite([
-    { input: { create: { width: width >> 1, height: height >> 1, channels: 3, background: '#f5a623' } }, left: width >> 2, top: height >> 2 },
+    {
+      input: { create: { width: width >> 1, height: height >> 1, channels: 3, background: '#f5a623' } },
+      left: width >> 2,
+      top: height >> 2,
+    },
   ])
 
 /** A real 64×48 JPEG, to be uploaded under a `.png` name: the name (and a declared type) lie about the content. */
@@ -153,7 +157,15 @@ export async function pngAsJpeg(): Promise<Bytes> {
  * nothing (no EOI). libjpeg warns ("premature end of data") and pads with grey unless told to fail on warnings.
  */
 export async function truncatedJpeg(): Promise<Bytes> {
-  const whole = await sharp({ create: { width: 640, height: 480, channels: 3, background: '#808080', noise: { type: 'gaussian', mean: 128, sigma: 40 } } })
+  const whole = await sharp({
+    create: {
+      width: 640,
+      height: 480,
+      channels: 3,
+      background: '#808080',
+      noise: { type: 'gaussian', mean: 128, sigma: 40 },
+    },
+  })
     .jpeg({ quality: 80 })
     .toBuffer()
   return new Uint8Array(whole.subarray(0, Math.floor(whole.length * 0.6)))
@@ -183,7 +195,12 @@ function ihdr(width: number, height: number, bitDepth: number, colourType: numbe
  */
 export function hugeDimensionsPng(width = 30000, height = 30000): Bytes {
   const row = new Uint8Array(1 + width * 3) // filter byte 0 + black pixels
-  return concat([PNG_SIGNATURE, ihdr(width, height, 8, 2), pngChunk('IDAT', deflateSync(row, { level: 9 })), pngChunk('IEND', new Uint8Array(0))])
+  return concat([
+    PNG_SIGNATURE,
+    ihdr(width, height, 8, 2),
+    pngChunk('IDAT', deflateSync(row, { level: 9 })),
+    pngChunk('IEND', new Uint8Array(0)),
+  ])
 }
 
 /**
@@ -208,7 +225,8 @@ export function decompressionBombPng(side = 50000): Bytes {
   new DataView(zlibStream.buffer).setUint32(zlibStream.length - 4, ((total % 65521) * 65536 + 1) >>> 0)
   // IDAT chunks of at most 1 MiB, as encoders write them.
   const idats: Bytes[] = []
-  for (let at = 0; at < zlibStream.length; at += blockSize) idats.push(pngChunk('IDAT', zlibStream.subarray(at, at + blockSize)))
+  for (let at = 0; at < zlibStream.length; at += blockSize)
+    idats.push(pngChunk('IDAT', zlibStream.subarray(at, at + blockSize)))
   return concat([PNG_SIGNATURE, ihdr(side, side, 1, 0), ...idats, pngChunk('IEND', new Uint8Array(0))])
 }
 
@@ -271,7 +289,11 @@ export function manyFramesGif(frames = 3000, side = 16): Bytes {
   screen.setUint16(0, side, true)
   screen.setUint16(2, side, true)
   screen.setUint8(4, 0x80) // global colour table of 2 entries
-  const header = concat([Uint8Array.from(ascii('GIF89a')), new Uint8Array(screen.buffer), Uint8Array.of(0, 0, 0, 0xff, 0xff, 0xff)])
+  const header = concat([
+    Uint8Array.from(ascii('GIF89a')),
+    new Uint8Array(screen.buffer),
+    Uint8Array.of(0, 0, 0, 0xff, 0xff, 0xff),
+  ])
   const loop = Uint8Array.of(0x21, 0xff, 0x0b, ...ascii('NETSCAPE2.0'), 0x03, 0x01, 0x00, 0x00, 0x00)
   const frame = (colour: number) => {
     const control = Uint8Array.of(0x21, 0xf9, 0x04, 0x04, 2, 0, 0, 0x00) // disposal "do not dispose", delay 2/100 s
@@ -283,12 +305,21 @@ export function manyFramesGif(frames = 3000, side = 16): Bytes {
   }
   const black = frame(0)
   const white = frame(1)
-  return concat([header, loop, ...Array.from({ length: frames }, (_, i) => (i % 2 ? white : black)), Uint8Array.of(0x3b)])
+  return concat([
+    header,
+    loop,
+    ...Array.from({ length: frames }, (_, i) => (i % 2 ? white : black)),
+    Uint8Array.of(0x3b),
+  ])
 }
 
 /** A valid 1×65535 PNG: an extreme aspect ratio (and PNG's largest height in 16 bits) that breaks naive resize and thumbnail maths. */
 export async function tallPng(): Promise<Bytes> {
-  return new Uint8Array(await sharp({ create: { width: 1, height: 65535, channels: 3, background: '#808080' } }).png().toBuffer())
+  return new Uint8Array(
+    await sharp({ create: { width: 1, height: 65535, channels: 3, background: '#808080' } })
+      .png()
+      .toBuffer()
+  )
 }
 
 /** An APP1 Exif segment: a little-endian TIFF whose IFD0 holds Orientation and an ImageDescription of `text`. */
@@ -368,7 +399,9 @@ export async function hugeMetadataJpeg(options: { exifSegments?: number; iccByte
   for (let i = 0; i < chunks; i++) {
     const part = icc.subarray(i * chunkSize, (i + 1) * chunkSize)
     const length = 2 + 14 + part.length
-    app2.push(concat([Uint8Array.of(0xff, 0xe2, length >> 8, length & 0xff, ...ascii('ICC_PROFILE\0'), i + 1, chunks), part]))
+    app2.push(
+      concat([Uint8Array.of(0xff, 0xe2, length >> 8, length & 0xff, ...ascii('ICC_PROFILE\0'), i + 1, chunks), part])
+    )
   }
   const exif = exifSegment('hostile EXIF '.repeat(5000)) // 65,001 bytes of text: the segment is just under 64 KB
   const jpeg = new Uint8Array(await base.jpeg({ quality: 85 }).toBuffer())
@@ -443,8 +476,20 @@ export function svgLoopback(origin: string): Bytes {
  */
 export function hlsPosingAsMp4(localFile: string, url: string): Bytes {
   return utf8(
-    ['#EXTM3U', '#EXT-X-VERSION:3', '#EXT-X-TARGETDURATION:2', '#EXT-X-MEDIA-SEQUENCE:0',
-      '#EXTINF:2.0,', url, '#EXTINF:2.0,', localFile, '#EXTINF:2.0,', `file://${localFile}`, '#EXT-X-ENDLIST', ''].join('\n'),
+    [
+      '#EXTM3U',
+      '#EXT-X-VERSION:3',
+      '#EXT-X-TARGETDURATION:2',
+      '#EXT-X-MEDIA-SEQUENCE:0',
+      '#EXTINF:2.0,',
+      url,
+      '#EXTINF:2.0,',
+      localFile,
+      '#EXTINF:2.0,',
+      `file://${localFile}`,
+      '#EXT-X-ENDLIST',
+      '',
+    ].join('\n')
   )
 }
 
@@ -494,9 +539,14 @@ function* boxes(view: DataView, start: number, end: number): Generator<Box> {
   let at = start
   while (at + 8 <= end) {
     let size = view.getUint32(at)
-    const type = String.fromCharCode(view.getUint8(at + 4), view.getUint8(at + 5), view.getUint8(at + 6), view.getUint8(at + 7))
+    const type = String.fromCharCode(
+      view.getUint8(at + 4),
+      view.getUint8(at + 5),
+      view.getUint8(at + 6),
+      view.getUint8(at + 7)
+    )
     let content = at + 8
-    if (size === 1) size = Number(view.getBigUint64(at + 8)), (content += 8)
+    if (size === 1) (size = Number(view.getBigUint64(at + 8))), (content += 8)
     else if (size === 0) size = end - at
     if (size < 8) return
     yield { type, at, end: at + size, content }
@@ -534,7 +584,8 @@ function patchDurations(bytes: Uint8Array, seconds: number): void {
         const version = view.getUint8(box.content)
         setDuration(box.content + (version === 1 ? 28 : 20), version, seconds * movieScale)
       }
-      if (box.type === 'mdia') for (const inner of boxes(view, box.content, box.end)) if (inner.type === 'mdhd') header(inner)
+      if (box.type === 'mdia')
+        for (const inner of boxes(view, box.content, box.end)) if (inner.type === 'mdhd') header(inner)
     }
   }
 }
@@ -546,7 +597,10 @@ function patchDurations(bytes: Uint8Array, seconds: number): void {
  * not only in the headers: the last frame's timestamp is moved to `hours` hours (the first 9 frames stay 0.1 s
  * apart), so the samples span the hours too and a constant-frame-rate transcode would emit hours of frames.
  */
-export async function longDurationMp4(dir: string, options: { hours?: number; lastFrame?: boolean } = {}): Promise<string> {
+export async function longDurationMp4(
+  dir: string,
+  options: { hours?: number; lastFrame?: boolean } = {}
+): Promise<string> {
   const { hours = 10, lastFrame = false } = options
   const seconds = hours * 3600
   return cached(dir, `long-duration-${hours}h${lastFrame ? '-last-frame' : ''}.mp4`, async (file) => {
@@ -571,7 +625,7 @@ export async function hugeFrameVideo(dir: string): Promise<string> {
     ffmpeg([
       ...['-f', 'lavfi', '-i', 'color=c=gray:size=8192x8192:rate=2:duration=1'],
       ...['-frames:v', '2', '-c:v', 'libx264', '-preset', 'ultrafast', '-pix_fmt', 'yuv420p', '-f', 'mp4', file],
-    ]),
+    ])
   )
 }
 
@@ -580,14 +634,17 @@ export async function hugeFrameVideo(dir: string): Promise<string> {
  * again: a processor that opens a decoder (or an output) per stream, or picks "the" video stream carelessly, pays
  * for every one.
  */
-export async function manyStreamsVideo(dir: string, options: { streams?: number; container?: 'mp4' | 'mkv' } = {}): Promise<string> {
+export async function manyStreamsVideo(
+  dir: string,
+  options: { streams?: number; container?: 'mp4' | 'mkv' } = {}
+): Promise<string> {
   const { streams = 50, container = 'mp4' } = options
   return cached(dir, `many-streams-${streams}.${container}`, (file) =>
     ffmpeg([
       ...['-f', 'lavfi', '-i', 'color=c=green:size=16x16:rate=1:duration=1'],
       ...Array.from({ length: streams }, () => ['-map', '0:v']).flat(),
       ...['-frames:v', '1', '-c:v', 'mpeg4', '-f', container === 'mkv' ? 'matroska' : 'mp4', file],
-    ]),
+    ])
   )
 }
 
@@ -605,13 +662,35 @@ export const windowsTraversalName = '..\\..\\windows\\win.ini'
  * Content-Disposition), other C0 controls, ANSI escapes that rewrite a terminal (clear screen, set title), DEL and
  * C1 controls (NEL, CSI).
  */
-export const controlCharName = 'photo.png\u0000.exe\u0000\r\nX-Injected: 1\r\n\t\u0001\u0007\u0008\u001b[2J\u001b]0;owned\u0007\u007f\u0085\u009b31m.jpg'
+export const controlCharName =
+  'photo.png\u0000.exe\u0000\r\nX-Injected: 1\r\n\t\u0001\u0007\u0008\u001b[2J\u001b]0;owned\u0007\u007f\u0085\u009b31m.jpg'
 
 const unicodePieces = [
-  'Ünïcödé façade naïve ', 'Ελληνικά ', 'Кириллица ', 'العربية ', 'עברית ', '中文文件名 ', '日本語のファイル ', '한국어 ',
-  'हिन्दी ', 'ภาษาไทย ', 'ግዕዝ ', '𝕳𝖔𝖘𝖙𝖎𝖑𝖊 ', '😀🎉👩‍👩‍👧‍👦🏳️‍🌈🇺🇳 ', 'Z̸̢̛̖͓a̵̧̛̪l̶̨̛g̷̡̛o̴̢̧ ', 'e\u0301\u0302\u0303\u0304\u0305\u0306 ',
-  '\u200b\u200c\u200d\u2060\ufeff', '\u202e', 'gpj.exe', '\u202c', '\u2066\u2067\u2068\u2069', '．．／．．／etc／passwd ',
-  '∕etc∕shadow ', 'ﷺ ', '\u00a0\u3000', 'Å'.normalize('NFD') + 'Å'.normalize('NFC') + ' ',
+  'Ünïcödé façade naïve ',
+  'Ελληνικά ',
+  'Кириллица ',
+  'العربية ',
+  'עברית ',
+  '中文文件名 ',
+  '日本語のファイル ',
+  '한국어 ',
+  'हिन्दी ',
+  'ภาษาไทย ',
+  'ግዕዝ ',
+  '𝕳𝖔𝖘𝖙𝖎𝖑𝖊 ',
+  '😀🎉👩‍👩‍👧‍👦🏳️‍🌈🇺🇳 ',
+  'Z̸̢̛̖͓a̵̧̛̪l̶̨̛g̷̡̛o̴̢̧ ',
+  'e\u0301\u0302\u0303\u0304\u0305\u0306 ',
+  '\u200b\u200c\u200d\u2060\ufeff',
+  '\u202e',
+  'gpj.exe',
+  '\u202c',
+  '\u2066\u2067\u2068\u2069',
+  '．．／．．／etc／passwd ',
+  '∕etc∕shadow ',
+  'ﷺ ',
+  '\u00a0\u3000',
+  'Å'.normalize('NFD') + 'Å'.normalize('NFC') + ' ',
 ]
 
 /**

@@ -12,7 +12,9 @@ export async function quadrants(width: number, height: number): Promise<Buffer> 
   const w = Math.floor(width / 2)
   const h = Math.floor(height / 2)
   const block = (colour: string, bw: number, bh: number) =>
-    sharp({ create: { width: bw, height: bh, channels: 3, background: colour } }).png().toBuffer()
+    sharp({ create: { width: bw, height: bh, channels: 3, background: colour } })
+      .png()
+      .toBuffer()
   return sharp({ create: { width, height, channels: 3, background: '#ffffff' } })
     .composite([
       { input: await block('#ff0000', w, h), left: 0, top: 0 },
@@ -41,20 +43,32 @@ export async function quadrantColours(image: Uint8Array): Promise<number[][]> {
 export async function storeForOrientation(upright: Buffer, orientation: number): Promise<Buffer> {
   const step = async (input: Buffer, op: (s: Sharp) => Sharp) => op(sharp(input)).png().toBuffer()
   switch (orientation) {
-    case 1: return upright
-    case 2: return step(upright, (s) => s.flop())
-    case 3: return step(upright, (s) => s.rotate(180))
-    case 4: return step(upright, (s) => s.flip())
-    case 5: return step(await step(upright, (s) => s.rotate(90)), (s) => s.flop()) // transpose
-    case 6: return step(upright, (s) => s.rotate(270))
-    case 7: return step(await step(upright, (s) => s.rotate(90)), (s) => s.flip()) // transverse
-    case 8: return step(upright, (s) => s.rotate(90))
-    default: throw new Error(`no EXIF orientation ${orientation}`)
+    case 1:
+      return upright
+    case 2:
+      return step(upright, (s) => s.flop())
+    case 3:
+      return step(upright, (s) => s.rotate(180))
+    case 4:
+      return step(upright, (s) => s.flip())
+    case 5:
+      return step(await step(upright, (s) => s.rotate(90)), (s) => s.flop()) // transpose
+    case 6:
+      return step(upright, (s) => s.rotate(270))
+    case 7:
+      return step(await step(upright, (s) => s.rotate(90)), (s) => s.flip()) // transverse
+    case 8:
+      return step(upright, (s) => s.rotate(90))
+    default:
+      throw new Error(`no EXIF orientation ${orientation}`)
   }
 }
 
 /** A JPEG of `pixels` with an EXIF block holding `orientation` and, if asked, a GPS position. */
-export async function jpegWithExif(pixels: Buffer, exif: { orientation?: number; gps?: boolean }): Promise<Uint8Array<ArrayBuffer>> {
+export async function jpegWithExif(
+  pixels: Buffer,
+  exif: { orientation?: number; gps?: boolean }
+): Promise<Uint8Array<ArrayBuffer>> {
   const jpeg = new Uint8Array(await sharp(pixels).jpeg({ quality: 95 }).toBuffer())
   const segment = exifSegment(exif.orientation ?? 1, exif.gps ?? false)
   // Insert APP1 right after the SOI marker.
@@ -71,7 +85,9 @@ function exifSegment(orientation: number, gps: boolean): Uint8Array {
   let at = 0
   const u16 = (v: number) => (tiff.setUint16(at, v, true), (at += 2))
   const u32 = (v: number) => (tiff.setUint32(at, v, true), (at += 4))
-  const entry = (tag: number, type: number, count: number, value: number) => (u16(tag), u16(type), u32(count), u32(value))
+  const entry = (tag: number, type: number, count: number, value: number) => (
+    u16(tag), u16(type), u32(count), u32(value)
+  )
   u16(0x4949), u16(42), u32(8) // "II", magic, IFD0 at 8
   u16(gps ? 2 : 1)
   entry(0x0112, 3, 1, orientation) // Orientation, SHORT (left-justified in the 4-byte value)
@@ -85,7 +101,15 @@ function exifSegment(orientation: number, gps: boolean): Uint8Array {
     entry(0x0003, 2, 2, 'W'.charCodeAt(0)) // GPSLongitudeRef "W\0"
     entry(0x0004, 5, 3, 116) // GPSLongitude at 116
     u32(0)
-    for (const [n, d] of [[51, 1], [30, 1], [0, 1], [0, 1], [7, 1], [0, 1]] as const) u32(n), u32(d)
+    for (const [n, d] of [
+      [51, 1],
+      [30, 1],
+      [0, 1],
+      [0, 1],
+      [7, 1],
+      [0, 1],
+    ] as const)
+      u32(n), u32(d)
   }
   const body = new Uint8Array(tiff.buffer, 0, gps ? 140 : 30)
   const header = new TextEncoder().encode('Exif\0\0')
@@ -109,7 +133,20 @@ export function hasGpsTag(exif: Uint8Array | undefined): boolean {
 export function animatedGif(frames: number, width: number, height: number): Uint8Array {
   const le16 = (n: number) => [n & 0xff, n >> 8]
   // Header, logical screen (global colour table of 2), the table (black, white), NETSCAPE2.0 looping.
-  const head = [...new TextEncoder().encode('GIF89a'), ...le16(width), ...le16(height), 0x80, 0, 0, 0, 0, 0, 255, 255, 255]
+  const head = [
+    ...new TextEncoder().encode('GIF89a'),
+    ...le16(width),
+    ...le16(height),
+    0x80,
+    0,
+    0,
+    0,
+    0,
+    0,
+    255,
+    255,
+    255,
+  ]
   const loop = [0x21, 0xff, 0x0b, ...new TextEncoder().encode('NETSCAPE2.0'), 3, 1, 0, 0, 0]
   // Graphic control (10 ms), image descriptor (1×1 at 0,0), LZW data: clear, index 0, end (min code size 2).
   const frame = [0x21, 0xf9, 4, 0, 1, 0, 0, 0, 0x2c, 0, 0, 0, 0, 1, 0, 1, 0, 0, 2, 2, 0x44, 0x01, 0]
@@ -126,7 +163,10 @@ export async function hevcHeic(width: number, height: number): Promise<Uint8Arra
   const dir = mkdtempSync(join(tmpdir(), 'media-test-heic-'))
   try {
     await sharp(await quadrants(width, height)).toFile(join(dir, 'in.png'))
-    const child = Bun.spawn(['heif-enc', '--quality', '50', '--output', join(dir, 'out.heic'), join(dir, 'in.png')], { stdout: 'ignore', stderr: 'pipe' })
+    const child = Bun.spawn(['heif-enc', '--quality', '50', '--output', join(dir, 'out.heic'), join(dir, 'in.png')], {
+      stdout: 'ignore',
+      stderr: 'pipe',
+    })
     const [stderr, code] = await Promise.all([new Response(child.stderr).text(), child.exited])
     if (code !== 0) throw new Error(`heif-enc exited with ${code}: ${stderr.trim()}`)
     return new Uint8Array(readFileSync(join(dir, 'out.heic')))
@@ -140,10 +180,13 @@ export async function hevcHeic(width: number, height: number): Promise<Uint8Arra
  * tests of large files need (it is no decodable image past its first bytes).
  */
 export async function paddedPng(size: number): Promise<Buffer<ArrayBuffer>> {
-  const png = await sharp({ create: { width: 16, height: 16, channels: 3, background: '#abcdef' } }).png().toBuffer()
+  const png = await sharp({ create: { width: 16, height: 16, channels: 3, background: '#abcdef' } })
+    .png()
+    .toBuffer()
   const bytes = Buffer.alloc(size) as Buffer<ArrayBuffer>
   png.copy(bytes)
   // getRandomValues fills at most 64 KiB a call.
-  for (let at = png.length; at < size; at += 65536) crypto.getRandomValues(bytes.subarray(at, Math.min(size, at + 65536)))
+  for (let at = png.length; at < size; at += 65536)
+    crypto.getRandomValues(bytes.subarray(at, Math.min(size, at + 65536)))
   return bytes
 }

@@ -84,7 +84,10 @@ export async function deleteNamespaces(): Promise<void> {
     for (const system of systems) {
       const queues = MEDIA_TYPES.flatMap((type) => Object.values(queueNames(system, type)))
       const exchanges = [deadLetterExchange(system), cancelExchange(system), eventsExchange(system)]
-      for (const [kind, name] of [...queues.map((q) => ['queue', q] as const), ...exchanges.map((x) => ['exchange', x] as const)]) {
+      for (const [kind, name] of [
+        ...queues.map((q) => ['queue', q] as const),
+        ...exchanges.map((x) => ['exchange', x] as const),
+      ]) {
         // Deleting what is missing is fine; a fresh channel per call keeps one error from poisoning the rest.
         const channel = await connection.createChannel()
         channel.on('error', () => {})
@@ -107,10 +110,13 @@ async function start() {
     )
   }
   const dir = mkdtempSync(join(tmpdir(), 'media-test-s3-'))
-  const server = Bun.spawn(['bun', join(import.meta.dir, '../../infra/s3-server.ts'), '--dir', dir, '--bucket', TEST_BUCKET], {
-    stdout: 'pipe',
-    stderr: 'inherit',
-  })
+  const server = Bun.spawn(
+    ['bun', join(import.meta.dir, '../../infra/s3-server.ts'), '--dir', dir, '--bucket', TEST_BUCKET],
+    {
+      stdout: 'pipe',
+      stderr: 'inherit',
+    }
+  )
   const { endpoint } = JSON.parse(await readFirstLine(server.stdout, 15_000)) as { endpoint: string }
   process.env.TEST_S3_ENDPOINT = endpoint
   process.env.TEST_S3_BUCKET = TEST_BUCKET

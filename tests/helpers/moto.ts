@@ -17,14 +17,16 @@ export interface Moto {
 const CREDENTIALS = { accessKeyId: 'moto', secretAccessKey: 'moto-secret' }
 
 export async function startMoto(bucket = 'media-test'): Promise<Moto> {
-  if (!Bun.which('moto_server')) throw new Error('moto_server is not installed: `pip install "moto[server]"` (the machine image has it)')
+  if (!Bun.which('moto_server'))
+    throw new Error('moto_server is not installed: `pip install "moto[server]"` (the machine image has it)')
   const port = freePort()
   const endpoint = `http://127.0.0.1:${port}`
   const server = Bun.spawn(['moto_server', '-H', '127.0.0.1', '-p', String(port)], { stdout: 'ignore', stderr: 'pipe' })
   let log = ''
   void (async () => {
     const reader = server.stderr.getReader()
-    for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) log = (log + new TextDecoder().decode(chunk.value)).slice(-4000)
+    for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read())
+      log = (log + new TextDecoder().decode(chunk.value)).slice(-4000)
   })()
   const stop = async () => {
     server.kill()
@@ -32,7 +34,10 @@ export async function startMoto(bucket = 'media-test'): Promise<Moto> {
   }
   const deadline = Date.now() + 20_000
   for (;;) {
-    const up = await fetch(endpoint, { signal: AbortSignal.timeout(1_000) }).then((r) => r.ok, () => false)
+    const up = await fetch(endpoint, { signal: AbortSignal.timeout(1_000) }).then(
+      (r) => r.ok,
+      () => false
+    )
     if (up) break
     if (server.exitCode !== null || Date.now() > deadline) {
       await stop()
@@ -45,7 +50,13 @@ export async function startMoto(bucket = 'media-test'): Promise<Moto> {
   client.destroy()
   return {
     endpoint,
-    env: { S3_ENDPOINT: endpoint, S3_BUCKET: bucket, S3_REGION: 'us-east-1', S3_ACCESS_KEY_ID: CREDENTIALS.accessKeyId, S3_SECRET_ACCESS_KEY: CREDENTIALS.secretAccessKey },
+    env: {
+      S3_ENDPOINT: endpoint,
+      S3_BUCKET: bucket,
+      S3_REGION: 'us-east-1',
+      S3_ACCESS_KEY_ID: CREDENTIALS.accessKeyId,
+      S3_SECRET_ACCESS_KEY: CREDENTIALS.secretAccessKey,
+    },
     pid: server.pid,
     stop,
   }

@@ -12,7 +12,10 @@ export type Runtime = 'bun' | 'deno'
 /** The path of `runtime`'s executable, or an error that says how to install it (a test that needs it fails). */
 export function runtimePath(runtime: Runtime): string {
   const path = Bun.which(runtime)
-  if (!path) throw new Error(`${runtime} is not installed (not on PATH): run \`bash infra/setup.sh\`, which installs it from npm`)
+  if (!path)
+    throw new Error(
+      `${runtime} is not installed (not on PATH): run \`bash infra/setup.sh\`, which installs it from npm`
+    )
   return path
 }
 
@@ -92,7 +95,11 @@ export class ServiceProcess {
     void this.pump(child.stderr)
     this.exited = child.exited.then(() => {
       this.running = false
-      const exit = { code: child.exitCode, signal: child.signalCode === null ? null : String(child.signalCode), expected: this.expectExit }
+      const exit = {
+        code: child.exitCode,
+        signal: child.signalCode === null ? null : String(child.signalCode),
+        expected: this.expectExit,
+      }
       this.exits.push(exit)
       if (!exit.expected) this.append(`!! exited unexpectedly (code ${exit.code}, signal ${exit.signal})`)
     })
@@ -144,7 +151,9 @@ export class ServiceProcess {
       const match = this.log.slice(from).match(pattern)
       if (match) return match
       if (Date.now() > deadline) {
-        throw new Error(`${this.name} did not log ${pattern} within ${timeoutMs} ms; its log since then:\n${this.log.slice(from).slice(-4000)}`)
+        throw new Error(
+          `${this.name} did not log ${pattern} within ${timeoutMs} ms; its log since then:\n${this.log.slice(from).slice(-4000)}`
+        )
       }
       await Bun.sleep(20)
     }

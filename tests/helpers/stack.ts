@@ -32,11 +32,18 @@ export async function startStack(options: { images?: boolean; videos?: boolean; 
     },
     /** A request to the API with the test key (`init.headers` may replace it). */
     fetch(path: string, init: RequestInit = {}) {
-      return fetch(`${stack.url}${path}`, { ...init, headers: { ...apiKey, ...(init.headers as Record<string, string>) } })
+      return fetch(`${stack.url}${path}`, {
+        ...init,
+        headers: { ...apiKey, ...(init.headers as Record<string, string>) },
+      })
     },
     /** Uploads bytes as the raw body. */
     upload(body: BodyInit | Uint8Array, headers: Record<string, string> = {}) {
-      return stack.fetch('/v1/media', { method: 'POST', body: body as BodyInit, headers: { 'content-type': 'application/octet-stream', ...headers } })
+      return stack.fetch('/v1/media', {
+        method: 'POST',
+        body: body as BodyInit,
+        headers: { 'content-type': 'application/octet-stream', ...headers },
+      })
     },
     /** Polls the media until it reaches a final state; fails after `timeoutMs`. */
     async waitForFinal(id: string, timeoutMs = 30_000): Promise<MediaBody> {

@@ -57,7 +57,15 @@ export async function unitApp(overrides: Partial<AppDeps> = {}) {
   const metrics = apiMetrics(registry)
   const outbox = createOutbox({ store, broker, graceMs: 15_000, log })
   // Presigning signs locally: a client pointed nowhere serves (no request is made).
-  const s3Uploads = createS3Uploads(new S3Client({ region: 'us-east-1', endpoint: 'http://127.0.0.1:1', forcePathStyle: true, credentials: { accessKeyId: 'unit', secretAccessKey: 'unit' } }), 'unit')
+  const s3Uploads = createS3Uploads(
+    new S3Client({
+      region: 'us-east-1',
+      endpoint: 'http://127.0.0.1:1',
+      forcePathStyle: true,
+      credentials: { accessKeyId: 'unit', secretAccessKey: 'unit' },
+    }),
+    'unit'
+  )
   const admit = { system: 'unit', store, objects, outbox, maxUploadBytes: 1024 * 1024, instanceId: 'unit' }
   const deps: AppDeps = {
     ...admit,
@@ -89,6 +97,9 @@ export async function unitApp(overrides: Partial<AppDeps> = {}) {
   const { key } = await issueKey(store, 'unit')
   /** A request with the unit tenant's key (or the `authorization` header given). */
   const request = (path: string, init: RequestInit = {}) =>
-    app.request(path, { ...init, headers: { authorization: `Bearer ${key}`, ...(init.headers as Record<string, string>) } })
+    app.request(path, {
+      ...init,
+      headers: { authorization: `Bearer ${key}`, ...(init.headers as Record<string, string>) },
+    })
   return { app, store, deps, key, request }
 }

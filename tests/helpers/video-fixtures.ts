@@ -13,13 +13,22 @@ export interface Fixture {
 
 async function run(program: string, args: string[]): Promise<string> {
   const child = Bun.spawn([program, ...args], { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' })
-  const [stdout, stderr, code] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited])
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(child.stdout).text(),
+    new Response(child.stderr).text(),
+    child.exited,
+  ])
   if (code !== 0) throw new Error(`${program} ${args.join(' ')} exited with ${code}: ${stderr.trim()}`)
   return stdout
 }
 
 const ffmpeg = (args: string[]) => run('ffmpeg', ['-nostdin', '-hide_banner', '-v', 'error', '-y', ...args])
-const testsrc = (size: string, seconds = 2, pattern = 'testsrc') => ['-f', 'lavfi', '-i', `${pattern}=size=${size}:rate=30:duration=${seconds}`]
+const testsrc = (size: string, seconds = 2, pattern = 'testsrc') => [
+  '-f',
+  'lavfi',
+  '-i',
+  `${pattern}=size=${size}:rate=30:duration=${seconds}`,
+]
 const sine = (seconds = 2) => ['-f', 'lavfi', '-i', `sine=frequency=440:sample_rate=48000:duration=${seconds}`]
 const x264 = ['-c:v', 'libx264', '-preset', 'ultrafast', '-pix_fmt', 'yuv420p']
 
@@ -61,27 +70,77 @@ export async function makeVideoFixtures(): Promise<VideoFixtures> {
   const fixture = (name: string, format: string): Fixture => ({ file: path(name), format })
 
   await Promise.all([
-    ffmpeg([...testsrc('320x240'), ...sine(), ...x264, '-c:a', 'aac', '-shortest', '-metadata', 'location=+48.8584+002.2945/', path('with-audio.mp4')]),
+    ffmpeg([
+      ...testsrc('320x240'),
+      ...sine(),
+      ...x264,
+      '-c:a',
+      'aac',
+      '-shortest',
+      '-metadata',
+      'location=+48.8584+002.2945/',
+      path('with-audio.mp4'),
+    ]),
     ffmpeg([...testsrc('426x240', 2, 'testsrc2'), ...x264, path('silent.mp4')]),
     ffmpeg([...testsrc('320x240', 2, 'testsrc2'), '-vf', 'fade=t=in:st=0:d=1', ...x264, path('fade-in.mp4')]),
     ffmpeg([...testsrc('161x121'), '-c:v', 'mpeg4', '-q:v', '5', path('odd.avi')]),
     ffmpeg([
       ...testsrc('320x180', 2, 'testsrc2'),
-      ...['-c:v', 'libx265', '-preset', 'ultrafast', '-x265-params', 'log-level=error', '-pix_fmt', 'yuv420p10le', '-tag:v', 'hvc1'],
+      ...[
+        '-c:v',
+        'libx265',
+        '-preset',
+        'ultrafast',
+        '-x265-params',
+        'log-level=error',
+        '-pix_fmt',
+        'yuv420p10le',
+        '-tag:v',
+        'hvc1',
+      ],
       ...['-color_primaries', 'bt2020', '-color_trc', 'arib-std-b67', '-colorspace', 'bt2020nc'],
       path('hdr.mp4'),
     ]),
     ffmpeg([
       ...testsrc('320x180', 2, 'testsrc2'),
       ...sine(),
-      ...['-c:v', 'libvpx-vp9', '-deadline', 'realtime', '-cpu-used', '8', '-profile:v', '2', '-pix_fmt', 'yuv420p10le', '-c:a', 'libopus', '-shortest'],
+      ...[
+        '-c:v',
+        'libvpx-vp9',
+        '-deadline',
+        'realtime',
+        '-cpu-used',
+        '8',
+        '-profile:v',
+        '2',
+        '-pix_fmt',
+        'yuv420p10le',
+        '-c:a',
+        'libopus',
+        '-shortest',
+      ],
       path('vp9.webm'),
     ]),
     ffmpeg([...testsrc('1280x720', 10, 'testsrc2'), '-c:v', 'mpeg4', '-q:v', '20', path('long.mp4')]),
     ffmpeg(['-f', 'lavfi', '-i', 'color=c=red:size=64x64', '-frames:v', '1', path('cover.png')]),
   ])
   await Promise.all([
-    ffmpeg([...sine(), '-i', path('cover.png'), '-map', '0', '-map', '1', '-c:a', 'aac', '-c:v', 'png', '-disposition:v:0', 'attached_pic', path('cover.m4a')]),
+    ffmpeg([
+      ...sine(),
+      '-i',
+      path('cover.png'),
+      '-map',
+      '0',
+      '-map',
+      '1',
+      '-c:a',
+      'aac',
+      '-c:v',
+      'png',
+      '-disposition:v:0',
+      'attached_pic',
+      path('cover.m4a'),
+    ]),
     ffmpeg(['-i', path('with-audio.mp4'), '-c', 'copy', '-metadata:s:v', 'rotate=90', path('rotated.mp4')]),
     ffmpeg(['-i', path('with-audio.mp4'), '-c', 'copy', '-movflags', '+faststart', path('faststart.mp4')]),
     ffmpeg(['-i', path('silent.mp4'), '-c', 'copy', '-f', 'mpegts', path('segment.ts')]),
@@ -113,7 +172,9 @@ export async function makeVideoFixtures(): Promise<VideoFixtures> {
 
 /** An HLS playlist whose one segment is `url`: ffmpeg would fetch it if it let the file be probed as HLS. */
 export function hlsPlaylist(url: string): string {
-  return ['#EXTM3U', '#EXT-X-VERSION:3', '#EXT-X-TARGETDURATION:2', '#EXTINF:2.0,', url, '#EXT-X-ENDLIST', ''].join('\n')
+  return ['#EXTM3U', '#EXT-X-VERSION:3', '#EXT-X-TARGETDURATION:2', '#EXTINF:2.0,', url, '#EXT-X-ENDLIST', ''].join(
+    '\n'
+  )
 }
 
 /** An ffconcat script that would make ffmpeg open `target` (a URL or a path). */
@@ -138,12 +199,24 @@ export interface ProbedFile {
 
 /** ffprobe of a local file (fixtures and downloaded outputs are ours, so no whitelists needed). */
 export async function probe(file: string): Promise<ProbedFile> {
-  return JSON.parse(await run('ffprobe', ['-v', 'error', '-show_format', '-show_streams', '-of', 'json', file])) as ProbedFile
+  return JSON.parse(
+    await run('ffprobe', ['-v', 'error', '-show_format', '-show_streams', '-of', 'json', file])
+  ) as ProbedFile
 }
 
 /** Mean luma (0-255) of a picture's first frame, from ffmpeg's signalstats; black is ~16. */
 export async function meanLuma(file: string): Promise<number> {
-  const out = await run('ffprobe', ['-v', 'error', '-f', 'lavfi', `movie=${file},signalstats`, '-show_entries', 'frame_tags=lavfi.signalstats.YAVG', '-of', 'csv=p=0'])
+  const out = await run('ffprobe', [
+    '-v',
+    'error',
+    '-f',
+    'lavfi',
+    `movie=${file},signalstats`,
+    '-show_entries',
+    'frame_tags=lavfi.signalstats.YAVG',
+    '-of',
+    'csv=p=0',
+  ])
   return Number(out.trim().split('\n')[0])
 }
 
@@ -169,9 +242,29 @@ export async function makeLimitFixtures(dir: string): Promise<LimitFixtures> {
   await Promise.all([
     ffmpeg([...testsrc('64x48', 1, 'testsrc2'), ...x264, path('limits-base.mp4')]),
     ffmpeg(['-f', 'lavfi', '-i', 'testsrc2=size=64x48:rate=1000:duration=0.5', ...x264, path('limits-1000fps.mp4')]),
-    ffmpeg(['-f', 'lavfi', '-i', 'testsrc2=size=64x48:rate=30', '-frames:v', '2', '-vf', 'setpts=N*36000/TB', '-fps_mode', 'passthrough', ...x264, path('limits-10h.mp4')]),
+    ffmpeg([
+      '-f',
+      'lavfi',
+      '-i',
+      'testsrc2=size=64x48:rate=30',
+      '-frames:v',
+      '2',
+      '-vf',
+      'setpts=N*36000/TB',
+      '-fps_mode',
+      'passthrough',
+      ...x264,
+      path('limits-10h.mp4'),
+    ]),
   ])
-  await ffmpeg(['-i', path('limits-base.mp4'), ...Array.from({ length: 20 }, () => ['-map', '0:v']).flat(), '-c', 'copy', path('limits-20-streams.mp4')])
+  await ffmpeg([
+    '-i',
+    path('limits-base.mp4'),
+    ...Array.from({ length: 20 }, () => ['-map', '0:v']).flat(),
+    '-c',
+    'copy',
+    path('limits-20-streams.mp4'),
+  ])
   return {
     manyStreams: { file: path('limits-20-streams.mp4'), format: 'mp4' },
     highFrameRate: { file: path('limits-1000fps.mp4'), format: 'mp4' },

@@ -37,8 +37,16 @@ afterAll(async () => {
 
 test('a Python backend that knows only PROTOCOL.md and the JSON Schemas drives both processors', async () => {
   const image = join(work, 'photo.jpg')
-  writeFileSync(image, await sharp(await quadrants(400, 300)).jpeg().toBuffer())
-  const [video, long] = await Promise.all([makeClip(work, 'clip.mp4', '320x240', 2), makeClip(work, 'long.mp4', '640x360', 30)])
+  writeFileSync(
+    image,
+    await sharp(await quadrants(400, 300))
+      .jpeg()
+      .toBuffer()
+  )
+  const [video, long] = await Promise.all([
+    makeClip(work, 'clip.mp4', '320x240', 2),
+    makeClip(work, 'long.mp4', '640x360', 30),
+  ])
   const child = Bun.spawn([PYTHON, join(import.meta.dir, 'backend.py')], {
     env: {
       PATH: process.env.PATH!,
@@ -57,10 +65,19 @@ test('a Python backend that knows only PROTOCOL.md and the JSON Schemas drives b
     stderr: 'pipe',
   })
   const timer = setTimeout(() => child.kill('SIGKILL'), 170_000)
-  const [stdout, stderr, code] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited])
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(child.stdout).text(),
+    new Response(child.stderr).text(),
+    child.exited,
+  ])
   clearTimeout(timer)
   if (code !== 0 && !stdout.trim()) throw new Error(`backend.py exited with ${code}:\n${stderr}`)
-  const report = JSON.parse(stdout.trim().split('\n').at(-1)!) as { jobs: Record<string, string>; updates: number; cancelSeconds: number; problems: string[] }
+  const report = JSON.parse(stdout.trim().split('\n').at(-1)!) as {
+    jobs: Record<string, string>
+    updates: number
+    cancelSeconds: number
+    problems: string[]
+  }
   appendLog(`interop: ${JSON.stringify(report)}`)
   expect(report.problems).toEqual([])
   expect(report.jobs).toEqual({

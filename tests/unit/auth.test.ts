@@ -16,15 +16,35 @@ const admin = { authorization: `Bearer ${ADMIN_TOKEN}` }
 async function mediaOf(tenant: string) {
   const id = crypto.randomUUID()
   const jobId = crypto.randomUUID()
-  const request: OutboxMessage = { messageId: crypto.randomUUID(), jobId, queue: 'unit.media.images.request', type: 'job.request', body: new Uint8Array([123, 125]) }
-  await store.media.create({ id, tenant, filename: 'a.jpg', kind: 'image', format: 'jpeg', size: 1, bucket: 'b', sourceKey: `unit/originals/${id}`, jobId, type: 'images', request })
+  const request: OutboxMessage = {
+    messageId: crypto.randomUUID(),
+    jobId,
+    queue: 'unit.media.images.request',
+    type: 'job.request',
+    body: new Uint8Array([123, 125]),
+  }
+  await store.media.create({
+    id,
+    tenant,
+    filename: 'a.jpg',
+    kind: 'image',
+    format: 'jpeg',
+    size: 1,
+    bucket: 'b',
+    sourceKey: `unit/originals/${id}`,
+    jobId,
+    type: 'images',
+    request,
+  })
   return id
 }
 
 describe('API keys', () => {
   test('a missing, malformed, unknown or revoked key answers 401 with WWW-Authenticate: Bearer and never echoes the key', async () => {
     const { key: revoked, record } = await issueKey(store, 'unit')
-    expect((await request('/v1/media/' + crypto.randomUUID(), { headers: { authorization: `Bearer ${revoked}` } })).status).toBe(404)
+    expect(
+      (await request('/v1/media/' + crypto.randomUUID(), { headers: { authorization: `Bearer ${revoked}` } })).status
+    ).toBe(404)
     await store.keys.revoke(record.id)
     const cases: [Record<string, string>, string][] = [
       [{}, 'Bearer realm="media"'],
@@ -52,28 +72,49 @@ describe('API keys', () => {
   })
 
   test('operators create, list and revoke keys behind ADMIN_TOKEN; a revoked key fails on its next request', async () => {
-    expect((await app.request('/v1/admin/keys', { method: 'POST', body: '{"tenant":"acme"}', headers: { 'content-type': 'application/json' } })).status).toBe(401)
-    const created = await app.request('/v1/admin/keys', { method: 'POST', body: '{"tenant":"acme","name":"ci"}', headers: { ...admin, 'content-type': 'application/json' } })
+    expect(
+      (
+        await app.request('/v1/admin/keys', {
+          method: 'POST',
+          body: '{"tenant":"acme"}',
+          headers: { 'content-type': 'application/json' },
+        })
+      ).status
+    ).toBe(401)
+    const created = await app.request('/v1/admin/keys', {
+      method: 'POST',
+      body: '{"tenant":"acme","name":"ci"}',
+      headers: { ...admin, 'content-type': 'application/json' },
+    })
     expect(created.status).toBe(201)
     const made = (await created.json()) as { id: string; tenant: string; key: string; prefix: string }
     expect(made).toMatchObject({ tenant: 'acme', name: 'ci', revokedAt: null })
     expect(made.key).toMatch(/^mk_[A-Za-z0-9_-]{43}$/)
-    const use = () => app.request(`/v1/media/${crypto.randomUUID()}`, { headers: { authorization: `Bearer ${made.key}` } })
+    const use = () =>
+      app.request(`/v1/media/${crypto.randomUUID()}`, { headers: { authorization: `Bearer ${made.key}` } })
     expect((await use()).status).toBe(404) // authenticated; the media just does not exist
 
-    const listed = (await (await app.request('/v1/admin/keys?tenant=acme', { headers: admin })).json()) as { keys: { id: string }[] }
+    const listed = (await (await app.request('/v1/admin/keys?tenant=acme', { headers: admin })).json()) as {
+      keys: { id: string }[]
+    }
     expect(listed.keys.map((k) => k.id)).toEqual([made.id])
     expect(JSON.stringify(listed)).not.toContain(made.key)
 
     const revoked = await app.request(`/v1/admin/keys/${made.id}`, { method: 'DELETE', headers: admin })
     expect(((await revoked.json()) as { revokedAt: string | null }).revokedAt).toBeString()
     expect((await use()).status).toBe(401)
-    expect((await app.request(`/v1/admin/keys/${crypto.randomUUID()}`, { method: 'DELETE', headers: admin })).status).toBe(404)
+    expect(
+      (await app.request(`/v1/admin/keys/${crypto.randomUUID()}`, { method: 'DELETE', headers: admin })).status
+    ).toBe(404)
   })
 
   test('a tenant name outside the rule answers 400 naming tenant', async () => {
     for (const tenant of ['', '../x', 'a b', 'x'.repeat(65)]) {
-      const res = await app.request('/v1/admin/keys', { method: 'POST', body: JSON.stringify({ tenant }), headers: { ...admin, 'content-type': 'application/json' } })
+      const res = await app.request('/v1/admin/keys', {
+        method: 'POST',
+        body: JSON.stringify({ tenant }),
+        headers: { ...admin, 'content-type': 'application/json' },
+      })
       expect(res.status).toBe(400)
       expect(((await res.json()) as { error: { message: string } }).error.message).toContain('tenant')
     }
@@ -109,8 +150,26 @@ describe('tenants', () => {
     const mine = crypto.randomUUID()
     expect((await open.app.request(`/v1/media/${mine}`)).status).toBe(404)
     const jobId = crypto.randomUUID()
-    const outbox: OutboxMessage = { messageId: crypto.randomUUID(), jobId, queue: 'q', type: 'job.request', body: new Uint8Array(1) }
-    await open.store.media.create({ id: mine, tenant: 'default', filename: null, kind: 'image', format: 'png', size: 1, bucket: 'b', sourceKey: 'k', jobId, type: 'images', request: outbox })
+    const outbox: OutboxMessage = {
+      messageId: crypto.randomUUID(),
+      jobId,
+      queue: 'q',
+      type: 'job.request',
+      body: new Uint8Array(1),
+    }
+    await open.store.media.create({
+      id: mine,
+      tenant: 'default',
+      filename: null,
+      kind: 'image',
+      format: 'png',
+      size: 1,
+      bucket: 'b',
+      sourceKey: 'k',
+      jobId,
+      type: 'images',
+      request: outbox,
+    })
     expect((await open.app.request(`/v1/media/${mine}`)).status).toBe(200)
     open.store.close()
   })
@@ -118,7 +177,10 @@ describe('tenants', () => {
 
 describe('HTTP headers', () => {
   test('secure headers on every answer, errors included; no CORS unless CORS_ORIGINS is set', async () => {
-    const res = await app.request('/v1/media', { method: 'OPTIONS', headers: { origin: 'https://evil.example', 'access-control-request-method': 'POST' } })
+    const res = await app.request('/v1/media', {
+      method: 'OPTIONS',
+      headers: { origin: 'https://evil.example', 'access-control-request-method': 'POST' },
+    })
     expect(res.headers.get('access-control-allow-origin')).toBeNull()
     const answer = await app.request('/v2/nothing')
     expect(answer.headers.get('x-content-type-options')).toBe('nosniff')
@@ -129,7 +191,10 @@ describe('HTTP headers', () => {
   test('CORS_ORIGINS lets the listed origins preflight (with Authorization), and no others', async () => {
     const open = await unitApp({ corsOrigins: ['https://app.example'] })
     const preflight = (origin: string) =>
-      open.app.request('/v1/media', { method: 'OPTIONS', headers: { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization' } })
+      open.app.request('/v1/media', {
+        method: 'OPTIONS',
+        headers: { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization' },
+      })
     const allowed = await preflight('https://app.example')
     expect(allowed.status).toBe(204)
     expect(allowed.headers.get('access-control-allow-origin')).toBe('https://app.example')
@@ -162,7 +227,10 @@ describe('configuration', () => {
     expect(readConfig(base).auth).toBe('keys')
     expect(readConfig({ ...base, AUTH: 'none' }).auth).toBe('none')
     expect(() => readConfig({ ...base, AUTH: 'off' })).toThrow('AUTH')
-    expect(readConfig({ ...base, CORS_ORIGINS: 'https://a.example, http://localhost:5173' }).corsOrigins).toEqual(['https://a.example', 'http://localhost:5173'])
+    expect(readConfig({ ...base, CORS_ORIGINS: 'https://a.example, http://localhost:5173' }).corsOrigins).toEqual([
+      'https://a.example',
+      'http://localhost:5173',
+    ])
     expect(() => readConfig({ ...base, CORS_ORIGINS: 'https://a.example/path' })).toThrow('CORS_ORIGINS')
   })
 })

@@ -8,7 +8,15 @@ import amqp from 'amqplib'
 import type { Socket, TCPSocketListener } from 'bun'
 import { EventEmitter } from 'node:events'
 import * as v from 'valibot'
-import { BrokerEnv, brokerAddress, connectInTurn, describeBrokerUrls, parseBrokerUrls, readEnv, type BrokerAddress } from '@app/shared'
+import {
+  BrokerEnv,
+  brokerAddress,
+  connectInTurn,
+  describeBrokerUrls,
+  parseBrokerUrls,
+  readEnv,
+  type BrokerAddress,
+} from '@app/shared'
 import { readConfig as readImagesConfig } from '../../services/images/main.ts'
 
 const readBrokerEnv = (env: Record<string, string | undefined>) => readEnv(v.object(BrokerEnv), env)
@@ -29,17 +37,30 @@ describe('parsing RABBITMQ_URL', () => {
 
   test('several URLs are split at commas, with the spaces around them dropped, in their order', () => {
     const value = 'amqp://u:p@a:5672, amqps://u:p@b:5671/prod ,amqp://c'
-    expect(readBrokerEnv({ RABBITMQ_URL: value }).RABBITMQ_URL).toEqual(['amqp://u:p@a:5672', 'amqps://u:p@b:5671/prod', 'amqp://c'])
+    expect(readBrokerEnv({ RABBITMQ_URL: value }).RABBITMQ_URL).toEqual([
+      'amqp://u:p@a:5672',
+      'amqps://u:p@b:5671/prod',
+      'amqp://c',
+    ])
   })
 
   test('a bad entry is named by its position, with the variable, and no URL is shown', () => {
     const secret = 'hunter2'
     const cases: [string, string][] = [
-      [`amqp://u:${secret}@a:5672,http://u:${secret}@b:80`, 'RABBITMQ_URL: entry 2 of 2 must be an amqp:// or amqps:// URL'],
+      [
+        `amqp://u:${secret}@a:5672,http://u:${secret}@b:80`,
+        'RABBITMQ_URL: entry 2 of 2 must be an amqp:// or amqps:// URL',
+      ],
       [`amqp://u:${secret}@a:5672,,amqp://c`, 'RABBITMQ_URL: entry 2 of 3 is empty'],
       [`amqp://u:${secret}@a:5672,`, 'RABBITMQ_URL: entry 2 of 2 is empty'],
-      [`not a url ${secret},amqp://a`, 'RABBITMQ_URL: entry 1 of 2 must be a URL such as amqp://user:password@host:5672'],
-      [`amqp://u:${secret}@a:5672,amqp://v:${secret}@a:5672`, 'RABBITMQ_URL: entry 2 of 2 names the same broker as entry 1'],
+      [
+        `not a url ${secret},amqp://a`,
+        'RABBITMQ_URL: entry 1 of 2 must be a URL such as amqp://user:password@host:5672',
+      ],
+      [
+        `amqp://u:${secret}@a:5672,amqp://v:${secret}@a:5672`,
+        'RABBITMQ_URL: entry 2 of 2 names the same broker as entry 1',
+      ],
       [`ftp://u:${secret}@a`, 'RABBITMQ_URL: must be an amqp:// or amqps:// URL'],
       ['', 'RABBITMQ_URL: must be a URL such as amqp://user:password@host:5672'],
     ]
@@ -55,18 +76,28 @@ describe('parsing RABBITMQ_URL', () => {
   })
 
   test('a processor reads the list into its settings', () => {
-    const config = readImagesConfig({ S3_ACCESS_KEY_ID: 'id', S3_SECRET_ACCESS_KEY: 'secret', RABBITMQ_URL: 'amqp://a:5681,amqp://a:5682' })
+    const config = readImagesConfig({
+      S3_ACCESS_KEY_ID: 'id',
+      S3_SECRET_ACCESS_KEY: 'secret',
+      RABBITMQ_URL: 'amqp://a:5681,amqp://a:5682',
+    })
     expect(config.runtime.rabbitmqUrl).toEqual(['amqp://a:5681', 'amqp://a:5682'])
   })
 
   test('logs see every URL without its credentials', () => {
-    expect(describeBrokerUrls(['amqp://u:p%40ss@a:5681/%2F?heartbeat=5', 'amqps://b'])).toBe('amqp://a:5681/%2F?heartbeat=5, amqps://b')
+    expect(describeBrokerUrls(['amqp://u:p%40ss@a:5681/%2F?heartbeat=5', 'amqps://b'])).toBe(
+      'amqp://a:5681/%2F?heartbeat=5, amqps://b'
+    )
   })
 })
 
 describe('the address amqplib is given', () => {
   test('carries host, port, decoded credentials, the still-encoded vhost and the query settings', () => {
-    expect(brokerAddress('amqps://us%20er:p%40ss%2Cword@rabbit.internal:5671/my%2Fvhost?heartbeat=10&frameMax=8192&locale=en_GB')).toEqual({
+    expect(
+      brokerAddress(
+        'amqps://us%20er:p%40ss%2Cword@rabbit.internal:5671/my%2Fvhost?heartbeat=10&frameMax=8192&locale=en_GB'
+      )
+    ).toEqual({
       protocol: 'amqps',
       hostname: 'rabbit.internal',
       port: 5671,
@@ -82,7 +113,15 @@ describe('the address amqplib is given', () => {
   })
 
   test('leaves out what the URL leaves out, so amqplib picks its defaults (port 5672, guest/guest, vhost /)', () => {
-    expect(brokerAddress('amqp://[::1]')).toMatchObject({ protocol: 'amqp', hostname: '::1', port: undefined, username: undefined, password: undefined, vhost: undefined, heartbeat: undefined })
+    expect(brokerAddress('amqp://[::1]')).toMatchObject({
+      protocol: 'amqp',
+      hostname: '::1',
+      port: undefined,
+      username: undefined,
+      password: undefined,
+      vhost: undefined,
+      heartbeat: undefined,
+    })
   })
 })
 
@@ -110,9 +149,15 @@ describe('connecting in turn', () => {
     const brokers = refusingBrokers(3)
     try {
       const urls = brokers.ports.map((port) => `amqp://guest:guest@127.0.0.1:${port}`)
-      const open = (address: BrokerAddress, options: { recovery: amqp.RecoveryOptions }) => amqp.connect(address, options)
+      const open = (address: BrokerAddress, options: { recovery: amqp.RecoveryOptions }) =>
+        amqp.connect(address, options)
       // initialMaxRetries 1 would stop after two URLs: every URL gets its attempt.
-      const connecting = connectInTurn(open, urls, { recovery: { initialMaxRetries: 1, initialDelay: 10, jitter: 0 } }, 1)
+      const connecting = connectInTurn(
+        open,
+        urls,
+        { recovery: { initialMaxRetries: 1, initialDelay: 10, jitter: 0 } },
+        1
+      )
       await expect(connecting).rejects.toThrow()
       const [a, b, c] = brokers.ports
       expect(brokers.attempts).toEqual([b!, c!, a!])
@@ -130,7 +175,12 @@ describe('connecting in turn', () => {
       return connection
     }
     const snapshot = () => seen.push(`${address!.hostname}:${address!.port} ${address!.username}`)
-    const { current } = await connectInTurn(connect, ['amqp://a:b@one:1', 'amqp://c:d@two:2', 'amqp://three:3'], { recovery: {} }, 0)
+    const { current } = await connectInTurn(
+      connect,
+      ['amqp://a:b@one:1', 'amqp://c:d@two:2', 'amqp://three:3'],
+      { recovery: {} },
+      0
+    )
     snapshot()
     expect(current()).toBe('amqp://one:1')
     connection.emit('disconnect', new Error('gone'))
@@ -148,7 +198,10 @@ describe('connecting in turn', () => {
     let given: unknown
     const connection = Object.assign(new EventEmitter(), { waitForConnect: async () => undefined })
     await connectInTurn(
-      async (_address: BrokerAddress, options: { recovery: { initialMaxRetries?: number; waitForConnect?: boolean } }) => {
+      async (
+        _address: BrokerAddress,
+        options: { recovery: { initialMaxRetries?: number; waitForConnect?: boolean } }
+      ) => {
         given = options.recovery
         return connection
       },

@@ -10,7 +10,7 @@ import { unitApp } from '../helpers/unit-app.ts'
 const { app, store } = await unitApp()
 afterAll(() => store.close())
 
-test('the page and its script carry the console\'s policy; the API\'s answers keep theirs', async () => {
+test("the page and its script carry the console's policy; the API's answers keep theirs", async () => {
   const page = await app.request('/')
   expect(page.status).toBe(200)
   expect(page.headers.get('content-type')).toBe('text/html; charset=utf-8')
@@ -19,7 +19,15 @@ test('the page and its script carry the console\'s policy; the API\'s answers ke
   // Nothing inline for the policy to have to allow.
   expect(html).not.toMatch(/<script>|<style|\sstyle=|\son[a-z]+=/)
   const policy = page.headers.get('content-security-policy')!
-  for (const rule of ["default-src 'none'", "script-src 'self'", "style-src 'self'", "connect-src 'self'", "img-src 'self' blob:", "frame-ancestors 'none'", "base-uri 'none'"]) {
+  for (const rule of [
+    "default-src 'none'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "connect-src 'self'",
+    "img-src 'self' blob:",
+    "frame-ancestors 'none'",
+    "base-uri 'none'",
+  ]) {
     expect(policy).toContain(rule)
   }
   expect(policy).not.toContain('unsafe')
@@ -45,7 +53,7 @@ test('the script is gzipped when the browser takes gzip, and answered 304 while 
   expect(await again.text()).toBe('')
 })
 
-test('only the console\'s own files are served', async () => {
+test("only the console's own files are served", async () => {
   for (const path of ['/console/main.ts', '/console/../package.json', '/console/index.html', '/console/']) {
     const res = await app.request(path)
     expect(res.status).toBe(404)

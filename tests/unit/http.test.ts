@@ -9,7 +9,11 @@ import { ADMIN_TOKEN, unitApp } from '../helpers/unit-app.ts'
 
 const { app, store, request } = await unitApp()
 // No route takes a JSON body yet: this one shows the path later routes will use, through the app's own error handler.
-app.post('/test/json', json(v.object({ name: v.pipe(v.string('must be text'), v.nonEmpty('must not be empty')) })), (c) => c.json(c.req.valid('json')))
+app.post(
+  '/test/json',
+  json(v.object({ name: v.pipe(v.string('must be text'), v.nonEmpty('must not be empty')) })),
+  (c) => c.json(c.req.valid('json'))
+)
 afterAll(() => store.close())
 
 const admin = { authorization: `Bearer ${ADMIN_TOKEN}` }
@@ -82,7 +86,12 @@ describe('admin', () => {
   test('with ADMIN_TOKEN unset, every path under /v1/admin answers 404 saying so, known route or not, token or not', async () => {
     const disabled = await unitApp({ adminToken: null })
     try {
-      for (const [method, path] of [['GET', '/v1/admin/dead-letters'], ['POST', '/v1/admin/keys'], ['GET', '/v1/admin/nothing'], ['GET', '/v1/admin']]) {
+      for (const [method, path] of [
+        ['GET', '/v1/admin/dead-letters'],
+        ['POST', '/v1/admin/keys'],
+        ['GET', '/v1/admin/nothing'],
+        ['GET', '/v1/admin'],
+      ]) {
         const res = await disabled.app.request(path!, { method, headers: admin })
         expect(await expectError(res, 404, 'not_found')).toContain('ADMIN_TOKEN')
       }
@@ -94,9 +103,17 @@ describe('admin', () => {
   test('a malformed dead-letter id and an unknown one both answer 404', async () => {
     for (const id of ['nope', crypto.randomUUID()]) {
       for (const method of ['GET', 'DELETE']) {
-        await expectError(await app.request(`/v1/admin/dead-letters/${id}`, { method, headers: admin }), 404, 'not_found')
+        await expectError(
+          await app.request(`/v1/admin/dead-letters/${id}`, { method, headers: admin }),
+          404,
+          'not_found'
+        )
       }
-      await expectError(await app.request(`/v1/admin/dead-letters/${id}/redrive`, { method: 'POST', headers: admin }), 404, 'not_found')
+      await expectError(
+        await app.request(`/v1/admin/dead-letters/${id}/redrive`, { method: 'POST', headers: admin }),
+        404,
+        'not_found'
+      )
     }
   })
 })
@@ -108,23 +125,37 @@ describe('routes and uploads', () => {
 
   test('an empty upload answers 400, before anything is stored', async () => {
     await expectError(await request('/v1/media', { method: 'POST', body: new Uint8Array(0) }), 400, 'empty_body')
-    await expectError(await request('/v1/media', { method: 'POST', headers: { 'content-length': '0' } }), 400, 'empty_body')
+    await expectError(
+      await request('/v1/media', { method: 'POST', headers: { 'content-length': '0' } }),
+      400,
+      'empty_body'
+    )
   })
 
   test('a text upload answers 415, before anything is stored', async () => {
-    const res = await request('/v1/media', { method: 'POST', body: 'just some words, not a picture', headers: { 'content-type': 'image/png' } })
+    const res = await request('/v1/media', {
+      method: 'POST',
+      body: 'just some words, not a picture',
+      headers: { 'content-type': 'image/png' },
+    })
     expect(await expectError(res, 415, 'unsupported_media_type')).toContain('not an image or video')
   })
 
   test('an SVG answers 415 naming SVG as refused, whatever it is declared as', async () => {
-    const svg = '<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><image href="file:///etc/passwd"/></svg>'
-    const res = await request('/v1/media', { method: 'POST', body: svg, headers: { 'content-type': 'image/png', 'x-filename': 'logo.png' } })
+    const svg =
+      '<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><image href="file:///etc/passwd"/></svg>'
+    const res = await request('/v1/media', {
+      method: 'POST',
+      body: svg,
+      headers: { 'content-type': 'image/png', 'x-filename': 'logo.png' },
+    })
     expect(await expectError(res, 415, 'unsupported_media_type')).toContain('SVG is refused')
   })
 })
 
 describe('json bodies', () => {
-  const post = (body: string, type = 'application/json') => app.request('/test/json', { method: 'POST', body, headers: { 'content-type': type } })
+  const post = (body: string, type = 'application/json') =>
+    app.request('/test/json', { method: 'POST', body, headers: { 'content-type': type } })
 
   test('a valid body reaches the handler as validated data', async () => {
     const res = await post('{"name":"x","extra":1}')
@@ -133,7 +164,9 @@ describe('json bodies', () => {
   })
 
   test('an invalid, missing or malformed body answers 400 with the error body naming the problem', async () => {
-    expect(await expectError(await post('{"name":""}'), 400, 'bad_request')).toBe('body field name must not be empty (got "")')
+    expect(await expectError(await post('{"name":""}'), 400, 'bad_request')).toBe(
+      'body field name must not be empty (got "")'
+    )
     expect(await expectError(await post('{}'), 400, 'bad_request')).toBe('body field name is missing')
     expect(await expectError(await post('name=x', 'text/plain'), 400, 'bad_request')).toBe('body field name is missing')
     expect(await expectError(await post('{oops'), 400, 'bad_request')).toContain('Malformed JSON')

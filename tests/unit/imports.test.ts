@@ -8,7 +8,10 @@ import { existsSync, readFileSync } from 'node:fs'
 import { dirname, join, relative, resolve } from 'node:path'
 
 const ROOT = resolve(import.meta.dir, '../..')
-const SHARED_EXPORTS = JSON.parse(readFileSync(join(ROOT, 'shared/package.json'), 'utf8')).exports as Record<string, string>
+const SHARED_EXPORTS = JSON.parse(readFileSync(join(ROOT, 'shared/package.json'), 'utf8')).exports as Record<
+  string,
+  string
+>
 
 /** Every TypeScript file git knows of (tracked, or new and not ignored). */
 function sourceFiles(): string[] {
@@ -22,7 +25,9 @@ function sourceFiles(): string[] {
 /** The repository files a file imports (static, `import type`, re-exports, dynamic), as repository paths. */
 function importsOf(file: string): string[] {
   const text = readFileSync(join(ROOT, file), 'utf8')
-  const specifiers = [...text.matchAll(/(?:^|\n)\s*(?:import|export)\s[^'"]*?from\s+['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)/g)].map((m) => m[1] ?? m[2]!)
+  const specifiers = [
+    ...text.matchAll(/(?:^|\n)\s*(?:import|export)\s[^'"]*?from\s+['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)/g),
+  ].map((m) => m[1] ?? m[2]!)
   const targets: string[] = []
   for (const specifier of specifiers) {
     let target: string | undefined

@@ -14,7 +14,8 @@ import { manyFramesGif } from '../helpers/hostile.ts'
 import { readConfig as readVideosConfig, videoLimitFailure } from '../../services/videos/main.ts'
 
 const CREDENTIALS = { S3_ACCESS_KEY_ID: 'id', S3_SECRET_ACCESS_KEY: 'secret' }
-const refusal = (error: JobError | null) => (error ? { code: error.code, class: error.class, message: error.message } : null)
+const refusal = (error: JobError | null) =>
+  error ? { code: error.code, class: error.class, message: error.message } : null
 
 describe('defaults', () => {
   test('images: 200 MiB, 50 MP a frame, 1000 frames, 500 MP over all frames', () => {
@@ -37,8 +38,12 @@ describe('defaults', () => {
   })
 
   test('a wrong value names its variable', () => {
-    expect(() => readImagesConfig({ ...CREDENTIALS, MAX_IMAGE_BYTES: 'lots', MAX_IMAGE_FRAMES: '0' })).toThrow(/MAX_IMAGE_FRAMES[^\n]*\n[^\n]*MAX_IMAGE_BYTES|MAX_IMAGE_BYTES[^\n]*\n[^\n]*MAX_IMAGE_FRAMES/)
-    expect(() => readVideosConfig({ ...CREDENTIALS, MAX_VIDEO_FRAME_RATE: '24.5' })).toThrow(/MAX_VIDEO_FRAME_RATE: must be a whole number/)
+    expect(() => readImagesConfig({ ...CREDENTIALS, MAX_IMAGE_BYTES: 'lots', MAX_IMAGE_FRAMES: '0' })).toThrow(
+      /MAX_IMAGE_FRAMES[^\n]*\n[^\n]*MAX_IMAGE_BYTES|MAX_IMAGE_BYTES[^\n]*\n[^\n]*MAX_IMAGE_FRAMES/
+    )
+    expect(() => readVideosConfig({ ...CREDENTIALS, MAX_VIDEO_FRAME_RATE: '24.5' })).toThrow(
+      /MAX_VIDEO_FRAME_RATE: must be a whole number/
+    )
   })
 })
 
@@ -57,11 +62,15 @@ describe('imageLimitFailure', () => {
       message: 'the image is 30000×30000 (900 MP), over MAX_IMAGE_PIXELS (50 MP)',
     })
     // Below 0.1 MP the count is given as is, not as "0 MP".
-    expect(imageLimitFailure({ width: 64, height: 48 }, { ...limits, maxPixels: 1000 })?.message).toBe('the image is 64×48 (3072 pixels), over MAX_IMAGE_PIXELS (1000 pixels)')
+    expect(imageLimitFailure({ width: 64, height: 48 }, { ...limits, maxPixels: 1000 })?.message).toBe(
+      'the image is 64×48 (3072 pixels), over MAX_IMAGE_PIXELS (1000 pixels)'
+    )
   })
 
   test('too many frames, however small: MAX_IMAGE_FRAMES', () => {
-    expect(imageLimitFailure({ width: 1, height: 1, pages: 1500 }, limits)?.message).toBe('the image has 1500 frames, over MAX_IMAGE_FRAMES (1000)')
+    expect(imageLimitFailure({ width: 1, height: 1, pages: 1500 }, limits)?.message).toBe(
+      'the image has 1500 frames, over MAX_IMAGE_FRAMES (1000)'
+    )
     expect(imageLimitFailure({ width: 1, height: 1, pages: 1000 }, limits)).toBeNull()
   })
 
@@ -74,12 +83,14 @@ describe('imageLimitFailure', () => {
 
   test('frames stacked into one tall image are counted by their page height', () => {
     const stacked = { width: 1000, height: 1000 * 900, pageHeight: 1000, pages: 900 }
-    expect(imageLimitFailure(stacked, limits)?.message).toMatch(/900 frames of 1000×1000 make 900 MP, over MAX_IMAGE_TOTAL_PIXELS/)
+    expect(imageLimitFailure(stacked, limits)?.message).toMatch(
+      /900 frames of 1000×1000 make 900 MP, over MAX_IMAGE_TOTAL_PIXELS/
+    )
   })
 })
 
 describe('countGifFrames', () => {
-  test('counts a GIF\'s frames from disk, stops at a truncation, and says null for anything else', () => {
+  test("counts a GIF's frames from disk, stops at a truncation, and says null for anything else", () => {
     const dir = mkdtempSync(join(tmpdir(), 'gif-frames-'))
     try {
       const write = (name: string, bytes: Uint8Array) => (writeFileSync(join(dir, name), bytes), join(dir, name))
@@ -99,7 +110,10 @@ describe('decodable formats', () => {
     // In a process of its own: blocking libvips loaders is process-wide.
     const dir = mkdtempSync(join(tmpdir(), 'decodable-'))
     try {
-      writeFileSync(join(dir, 'logo.svg'), '<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"><image href="file:///etc/passwd"/></svg>')
+      writeFileSync(
+        join(dir, 'logo.svg'),
+        '<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"><image href="file:///etc/passwd"/></svg>'
+      )
       const script = `
         import sharp from 'sharp'
         import { blockUndecodable, inspectImage, readConfig } from './services/images/main.ts'
@@ -110,7 +124,11 @@ describe('decodable formats', () => {
           const outcome = await inspectImage(${JSON.stringify(dir)} + '/' + name, limits).then((r) => r.metadata.format, (e) => e.code)
           console.log(name, outcome)
         }`
-      const child = Bun.spawn(['bun', '-e', script], { cwd: join(import.meta.dir, '../..'), stdout: 'pipe', stderr: 'inherit' })
+      const child = Bun.spawn(['bun', '-e', script], {
+        cwd: join(import.meta.dir, '../..'),
+        stdout: 'pipe',
+        stderr: 'inherit',
+      })
       expect(await new Response(child.stdout).text()).toBe('logo.svg unsupported_format\ndot.png png\n')
     } finally {
       rmSync(dir, { recursive: true, force: true })
@@ -130,12 +148,20 @@ describe('videoLimitFailure', () => {
   test('each limit, named with the value found', () => {
     const cases: [Partial<typeof clip>, string][] = [
       [{ streams: 20 }, 'the file has 20 streams, over MAX_VIDEO_STREAMS (16)'],
-      [{ width: 7680, height: 4320 }, 'the video is 7680×4320 (33177600 pixels), over MAX_VIDEO_PIXELS (8847360 pixels)'],
+      [
+        { width: 7680, height: 4320 },
+        'the video is 7680×4320 (33177600 pixels), over MAX_VIDEO_PIXELS (8847360 pixels)',
+      ],
       [{ frameRate: 1000 }, 'the video runs at 1000 fps, over MAX_VIDEO_FRAME_RATE (240 fps)'],
       [{ frameRate: 2000 / 3 }, 'the video runs at 666.667 fps, over MAX_VIDEO_FRAME_RATE (240 fps)'],
       [{ durationSeconds: 36000.033 }, 'the video lasts 36000 s, over MAX_VIDEO_SECONDS (3600 s)'],
     ]
-    for (const [change, message] of cases) expect(refusal(videoLimitFailure({ ...clip, ...change }, limits))).toEqual({ code: 'limit_exceeded', class: 'input', message })
+    for (const [change, message] of cases)
+      expect(refusal(videoLimitFailure({ ...clip, ...change }, limits))).toEqual({
+        code: 'limit_exceeded',
+        class: 'input',
+        message,
+      })
   })
 
   test('an unknown frame rate (0) is not refused', () => {
@@ -147,8 +173,15 @@ describe('the byte limit', () => {
   const limit = { maxBytes: 200 * 1024 ** 2, variable: 'MAX_IMAGE_BYTES' }
 
   test('sizes are shown in the units the variables take', () => {
-    expect([formatBytes(900), formatBytes(64 * 1024), formatBytes(1.5 * 1024 ** 3), formatBytes(200 * 1024 ** 2)]).toEqual(['900 bytes', '64 KiB', '1.5 GiB', '200 MiB'])
-    expect(byteLimitFailure(314572800, limit).message).toBe('the original is 300 MiB (314572800 bytes), over MAX_IMAGE_BYTES (200 MiB)')
+    expect([
+      formatBytes(900),
+      formatBytes(64 * 1024),
+      formatBytes(1.5 * 1024 ** 3),
+      formatBytes(200 * 1024 ** 2),
+    ]).toEqual(['900 bytes', '64 KiB', '1.5 GiB', '200 MiB'])
+    expect(byteLimitFailure(314572800, limit).message).toBe(
+      'the original is 300 MiB (314572800 bytes), over MAX_IMAGE_BYTES (200 MiB)'
+    )
   })
 
   // The rest of the byte limit (refused by the declared size before any download, or by the length S3 states) is
@@ -162,15 +195,31 @@ describe('the byte limit', () => {
       fetch: (request) =>
         request.method === 'HEAD'
           ? new Response(null, { status: 200 })
-          : new Response(new ReadableStream({ pull: (controller) => ((sent += 64 * 1024), controller.enqueue(new Uint8Array(64 * 1024))) })),
+          : new Response(
+              new ReadableStream({
+                pull: (controller) => ((sent += 64 * 1024), controller.enqueue(new Uint8Array(64 * 1024))),
+              })
+            ),
     })
     const dir = mkdtempSync(join(tmpdir(), 'cap-'))
     try {
-      const reads = createFastReads({ endpoint: `http://127.0.0.1:${store.port}`, region: 'us-east-1', accessKeyId: 'id', secretAccessKey: 'secret' }, 10_000)
+      const reads = createFastReads(
+        {
+          endpoint: `http://127.0.0.1:${store.port}`,
+          region: 'us-east-1',
+          accessKeyId: 'id',
+          secretAccessKey: 'secret',
+        },
+        10_000
+      )
       const small = { maxBytes: 1024 * 1024, variable: 'MAX_VIDEO_BYTES' }
-      const error = await reads.download('bucket', 'endless', join(dir, 'original'), { limit: small }).catch((e: unknown) => e)
+      const error = await reads
+        .download('bucket', 'endless', join(dir, 'original'), { limit: small })
+        .catch((e: unknown) => e)
       expect(error).toBeInstanceOf(JobError)
-      expect((error as JobError).message).toMatch(/^the original's download was stopped after \d+ bytes, over MAX_VIDEO_BYTES \(1 MiB\)$/)
+      expect((error as JobError).message).toMatch(
+        /^the original's download was stopped after \d+ bytes, over MAX_VIDEO_BYTES \(1 MiB\)$/
+      )
       expect(statSync(join(dir, 'original')).size).toBeLessThanOrEqual(small.maxBytes)
       expect(sent).toBeLessThan(64 * 1024 ** 2) // some read-ahead past the limit, never the whole stream
     } finally {

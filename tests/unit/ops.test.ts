@@ -30,7 +30,14 @@ describe('logs', () => {
     log.error({ err: new Error('boom') }, 'failed')
     const [first, second, ...rest] = out.json()
     expect(rest).toEqual([])
-    expect(first).toMatchObject({ level: 'warn', service: 'images', jobId: 'j-1', traceId: 'a'.repeat(32), attempt: 2, msg: 'job interrupted' })
+    expect(first).toMatchObject({
+      level: 'warn',
+      service: 'images',
+      jobId: 'j-1',
+      traceId: 'a'.repeat(32),
+      attempt: 2,
+      msg: 'job interrupted',
+    })
     expect(new Date(String(first!.time)).toISOString()).toBe(String(first!.time))
     expect(second).toMatchObject({ level: 'error', msg: 'failed', err: { type: 'Error', message: 'boom' } })
     expect(String((second!.err as { stack: string }).stack)).toContain('ops.test.ts')
@@ -39,7 +46,9 @@ describe('logs', () => {
   test('LOG_LEVEL and LOG_FORMAT refuse what they do not know, naming the variable; their defaults are info and auto', () => {
     const schema = v.object(LogEnv)
     expect(readEnv(schema, {})).toEqual({ LOG_LEVEL: 'info', LOG_FORMAT: 'auto' })
-    expect(() => readEnv(schema, { LOG_LEVEL: 'verbose' })).toThrow(/LOG_LEVEL: must be one of fatal, error, warn, info, debug, trace, silent/)
+    expect(() => readEnv(schema, { LOG_LEVEL: 'verbose' })).toThrow(
+      /LOG_LEVEL: must be one of fatal, error, warn, info, debug, trace, silent/
+    )
     expect(() => readEnv(schema, { LOG_FORMAT: 'xml' })).toThrow(/LOG_FORMAT: must be json, pretty or auto/)
   })
 
@@ -48,7 +57,8 @@ describe('logs', () => {
     const env = { S3_ACCESS_KEY_ID: 'k', S3_SECRET_ACCESS_KEY: 's' }
     expect(readEnv(schema, { ...env, METRICS_PORT: '9100' }).METRICS_PORT).toBe(9100)
     expect(readEnv(schema, env).METRICS_PORT).toBeUndefined()
-    for (const bad of ['0', '70000', 'http', '-1']) expect(() => readEnv(schema, { ...env, METRICS_PORT: bad })).toThrow(/METRICS_PORT/)
+    for (const bad of ['0', '70000', 'http', '-1'])
+      expect(() => readEnv(schema, { ...env, METRICS_PORT: bad })).toThrow(/METRICS_PORT/)
   })
 })
 
@@ -68,18 +78,34 @@ describe('readiness checks', () => {
     expect(readiness).toEqual({
       ready: false,
       down: ['s3', 'rabbitmq'],
-      checks: { database: { ok: true }, s3: { ok: false, error: 'connect ECONNREFUSED' }, rabbitmq: { ok: false, error: 'no answer within 100 ms' } },
+      checks: {
+        database: { ok: true },
+        s3: { ok: false, error: 'connect ECONNREFUSED' },
+        rabbitmq: { ok: false, error: 'no answer within 100 ms' },
+      },
     })
     // The checks run at once: the hung one costs its timeout, not more.
     expect(performance.now() - started).toBeLessThan(2_000)
-    expect(await runChecks({ database: () => {} })).toEqual({ ready: true, down: [], checks: { database: { ok: true } } })
+    expect(await runChecks({ database: () => {} })).toEqual({
+      ready: true,
+      down: [],
+      checks: { database: { ok: true } },
+    })
   })
 })
 
 describe('metrics', () => {
   test('an upload is counted by the status it was answered with', () => {
     expect([202, 400, 408, 413, 415, 429, 503, 500, 401].map(uploadOutcome)).toEqual([
-      'accepted', 'invalid', 'too_slow', 'too_large', 'unsupported', 'limited', 'unavailable', 'failed', 'failed',
+      'accepted',
+      'invalid',
+      'too_slow',
+      'too_large',
+      'unsupported',
+      'limited',
+      'unavailable',
+      'failed',
+      'failed',
     ])
   })
 
@@ -94,7 +120,12 @@ describe('metrics', () => {
 
   test("a processor counts attempts by outcome and times a completed job's stages, labelled by kind", async () => {
     const registry = createRegistry('videos')
-    const metrics = processorMetrics(registry, 'videos', () => ({ busy: 1, free: 0 }), async () => true)
+    const metrics = processorMetrics(
+      registry,
+      'videos',
+      () => ({ busy: 1, free: 0 }),
+      async () => true
+    )
     const events = new ProcessorEvents()
     metrics.watch(events)
     events.emit('received', { jobId: 'a', attempt: 1 })
@@ -108,12 +139,23 @@ describe('metrics', () => {
     /** A series' value by its name and some of its labels (the registry adds `service` when it writes them out). */
     const value = async (metric: string, series: string, labels: Record<string, string>) => {
       const { values } = await registry.getSingleMetric(metric)!.get()
-      return values.find((s) => ((s as { metricName?: string }).metricName ?? metric) === series && Object.entries(labels).every(([k, v]) => s.labels[k] === v))?.value
+      return values.find(
+        (s) =>
+          ((s as { metricName?: string }).metricName ?? metric) === series &&
+          Object.entries(labels).every(([k, v]) => s.labels[k] === v)
+      )?.value
     }
     for (const outcome of ['completed', 'retried', 'refused']) {
-      expect(await value('media_processor_jobs_total', 'media_processor_jobs_total', { kind: 'video', outcome })).toBe(1)
+      expect(await value('media_processor_jobs_total', 'media_processor_jobs_total', { kind: 'video', outcome })).toBe(
+        1
+      )
     }
-    expect(await value('media_job_attempt_seconds', 'media_job_attempt_seconds_count', { kind: 'video', outcome: 'completed' })).toBe(1)
+    expect(
+      await value('media_job_attempt_seconds', 'media_job_attempt_seconds_count', {
+        kind: 'video',
+        outcome: 'completed',
+      })
+    ).toBe(1)
     // One observation per stage, however many reports a stage had.
     for (const stage of ['download', 'process', 'upload']) {
       expect(await value('media_job_stage_seconds', 'media_job_stage_seconds_count', { kind: 'video', stage })).toBe(1)

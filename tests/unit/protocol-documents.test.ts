@@ -44,11 +44,16 @@ describe('generated documents', () => {
   })
 
   test('the AsyncAPI document carries every queue of the topology with its arguments', () => {
-    const document = JSON.parse(read('asyncapi.json')) as { channels: Record<string, { address: string; 'x-queue-arguments'?: unknown }> }
+    const document = JSON.parse(read('asyncapi.json')) as {
+      channels: Record<string, { address: string; 'x-queue-arguments'?: unknown }>
+    }
     for (const type of ['images', 'videos'] as const) {
       for (const queue of topology('{system}', type).queues) {
         const channel = Object.values(document.channels).find((c) => c.address === queue.name)
-        expect({ queue: queue.name, arguments: channel?.['x-queue-arguments'] }).toEqual({ queue: queue.name, arguments: queue.options.arguments })
+        expect({ queue: queue.name, arguments: channel?.['x-queue-arguments'] }).toEqual({
+          queue: queue.name,
+          arguments: queue.options.arguments,
+        })
       }
     }
   })
@@ -59,10 +64,14 @@ describe('PROTOCOL.md', () => {
   const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
   /** The table rows (of the cells given, in order, the last one possibly followed by more text) that the page lacks. */
   const missingRows = (rows: string[][]) =>
-    rows.filter((cells) => !new RegExp(`^\\|\\s*${cells.map(escape).join('\\s*\\|\\s*')}[^|]*\\|`, 'm').test(page)).map((cells) => cells.join(' | '))
+    rows
+      .filter((cells) => !new RegExp(`^\\|\\s*${cells.map(escape).join('\\s*\\|\\s*')}[^|]*\\|`, 'm').test(page))
+      .map((cells) => cells.join(' | '))
 
   test('lists every error code with its class', () => {
-    expect(missingRows(Object.entries(ERROR_CODES).map(([code, { class: klass }]) => [`\`${code}\``, klass]))).toEqual([])
+    expect(missingRows(Object.entries(ERROR_CODES).map(([code, { class: klass }]) => [`\`${code}\``, klass]))).toEqual(
+      []
+    )
   })
 
   test('gives each output format its extension and content type', () => {
@@ -73,7 +82,11 @@ describe('PROTOCOL.md', () => {
     ])
     // The first cell may say more ("`webp` (images, video posters)").
     const loose = rows.map(([first, ...rest]) => [`${first}[^|]*`, ...rest])
-    expect(loose.filter((cells) => !new RegExp(`^\\| ${cells[0]}\\| ${cells.slice(1).map(escape).join(' \\| ')} \\|`, 'm').test(page))).toEqual([])
+    expect(
+      loose.filter(
+        (cells) => !new RegExp(`^\\| ${cells[0]}\\| ${cells.slice(1).map(escape).join(' \\| ')} \\|`, 'm').test(page)
+      )
+    ).toEqual([])
   })
 
   test('states the queue arguments and the limits the code uses', () => {

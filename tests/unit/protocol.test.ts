@@ -46,14 +46,37 @@ describe('protocol', () => {
 
   test('a request round-trips, with defaults filled in', () => {
     const decoded = decodeMessage(ImageRequestSchema, encodeMessage(ImageRequestSchema, request))
-    expect(decoded).toEqual({ ok: true, value: { ...request, recipe: { outputs: [{ ...request.recipe.outputs[0]!, quality: 80 }] } } })
+    expect(decoded).toEqual({
+      ok: true,
+      value: { ...request, recipe: { outputs: [{ ...request.recipe.outputs[0]!, quality: 80 }] } },
+    })
   })
 
   test('bad messages are refused with a reason, never thrown', () => {
-    expect(decodeMessage(ImageRequestSchema, new TextEncoder().encode('{nope'))).toMatchObject({ ok: false, reason: expect.stringContaining('JSON') })
-    expect(decodeMessage(ImageRequestSchema, bytes({ ...request, version: 2 }))).toMatchObject({ ok: false, reason: expect.stringContaining('version 2') })
-    expect(decodeMessage(ImageRequestSchema, bytes({ ...request, source: { ...request.source, key: '../etc/passwd' } }))).toMatchObject({ ok: false })
-    expect(decodeMessage(JobUpdateSchema, bytes({ version: 1, jobId: request.jobId, status: 'processing', stage: 'processing', progress: 140, at: new Date().toISOString() }))).toMatchObject({ ok: false })
+    expect(decodeMessage(ImageRequestSchema, new TextEncoder().encode('{nope'))).toMatchObject({
+      ok: false,
+      reason: expect.stringContaining('JSON'),
+    })
+    expect(decodeMessage(ImageRequestSchema, bytes({ ...request, version: 2 }))).toMatchObject({
+      ok: false,
+      reason: expect.stringContaining('version 2'),
+    })
+    expect(
+      decodeMessage(ImageRequestSchema, bytes({ ...request, source: { ...request.source, key: '../etc/passwd' } }))
+    ).toMatchObject({ ok: false })
+    expect(
+      decodeMessage(
+        JobUpdateSchema,
+        bytes({
+          version: 1,
+          jobId: request.jobId,
+          status: 'processing',
+          stage: 'processing',
+          progress: 140,
+          at: new Date().toISOString(),
+        })
+      )
+    ).toMatchObject({ ok: false })
   })
 
   test('an invalid outgoing message fails in the producer', () => {
@@ -61,22 +84,29 @@ describe('protocol', () => {
   })
 
   test('failures carry a class: known codes map to one, and an unknown class is refused', () => {
-    expect(['invalid_media', 'unsupported_format', 'limit_exceeded', 'source_missing', 'timeout'].map(failureClassOf)).toEqual(Array(5).fill('input'))
-    expect(['gave_up', 'crashed', 'stalled', 'processing_error', 'invalid_request', 'storage_refused'].map(failureClassOf)).toEqual([
-      'transient',
-      'crash',
-      'crash',
-      'internal',
-      'internal',
-      'internal',
-    ])
+    expect(
+      ['invalid_media', 'unsupported_format', 'limit_exceeded', 'source_missing', 'timeout'].map(failureClassOf)
+    ).toEqual(Array(5).fill('input'))
+    expect(
+      ['gave_up', 'crashed', 'stalled', 'processing_error', 'invalid_request', 'storage_refused'].map(failureClassOf)
+    ).toEqual(['transient', 'crash', 'crash', 'internal', 'internal', 'internal'])
     expect(failureClassOf('something_new')).toBe('internal')
     expect(failureClassOf('toString')).toBe('internal') // not a code, though every object has it
     expect(Object.keys(ERROR_CODES)).toHaveLength(11)
     const failed = { version: 1, jobId: crypto.randomUUID(), status: 'failed', at: new Date().toISOString() }
-    expect(decodeMessage(ImageResultSchema, bytes({ ...failed, error: { code: 'gave_up', message: 'm', class: 'transient' } })).ok).toBe(true)
-    expect(decodeMessage(ImageResultSchema, bytes({ ...failed, error: { code: 'gave_up', message: 'm' } })).ok).toBe(true)
-    const bad = decodeMessage(ImageResultSchema, bytes({ ...failed, error: { code: 'gave_up', message: 'm', class: 'flaky' } }))
+    expect(
+      decodeMessage(
+        ImageResultSchema,
+        bytes({ ...failed, error: { code: 'gave_up', message: 'm', class: 'transient' } })
+      ).ok
+    ).toBe(true)
+    expect(decodeMessage(ImageResultSchema, bytes({ ...failed, error: { code: 'gave_up', message: 'm' } })).ok).toBe(
+      true
+    )
+    const bad = decodeMessage(
+      ImageResultSchema,
+      bytes({ ...failed, error: { code: 'gave_up', message: 'm', class: 'flaky' } })
+    )
     expect(bad.ok).toBe(false)
   })
 
@@ -85,7 +115,7 @@ describe('protocol', () => {
     expect(MAX_ATTEMPTS).toBe(6)
   })
 
-  test('the attempt of a delivery counts the attempts carried by a copy and the broker\'s redeliveries', () => {
+  test("the attempt of a delivery counts the attempts carried by a copy and the broker's redeliveries", () => {
     expect(attemptOf(undefined)).toBe(1)
     expect(attemptOf({ 'x-delivery-count': 2 })).toBe(3)
     expect(attemptOf({ [ATTEMPTS_HEADER]: 3, 'x-delivery-count': 1 })).toBe(5)
@@ -107,7 +137,9 @@ describe('the rules a request is held to', () => {
   const output = request.recipe.outputs[0]!
 
   test('an output format is webp, jpeg, png or avif: "jpg" is an extension, not a format', () => {
-    expect(refusal({ ...request, recipe: { outputs: [{ ...output, format: 'jpg' }] } })).toContain('recipe.outputs.0.format')
+    expect(refusal({ ...request, recipe: { outputs: [{ ...output, format: 'jpg' }] } })).toContain(
+      'recipe.outputs.0.format'
+    )
     expect(refusal({ ...request, recipe: { outputs: [{ ...output, format: 'jpeg' }] } })).toBeNull()
   })
 
@@ -124,9 +156,13 @@ describe('the rules a request is held to', () => {
 
   test('keys have no empty, "." or ".." segments, and ids are UUIDs', () => {
     for (const key of ['a//b', '/a', 'a/', 'a/./b', '../a', 'a/..', '.', 'a b']) {
-      expect({ key, refused: refusal({ ...request, source: { ...request.source, key } }) !== null }).toEqual({ key, refused: true })
+      expect({ key, refused: refusal({ ...request, source: { ...request.source, key } }) !== null }).toEqual({
+        key,
+        refused: true,
+      })
     }
-    for (const key of ['a/.b', 'a/..b/c', '.hidden', 'x.y/z']) expect(refusal({ ...request, source: { ...request.source, key } })).toBeNull()
+    for (const key of ['a/.b', 'a/..b/c', '.hidden', 'x.y/z'])
+      expect(refusal({ ...request, source: { ...request.source, key } })).toBeNull()
     expect(refusal({ ...request, mediaId: 'not-a-uuid' })).toContain('mediaId')
     expect(refusal({ ...request, jobId: request.jobId.toUpperCase() })).toBeNull()
   })
@@ -135,7 +171,10 @@ describe('the rules a request is held to', () => {
     const video = { ...request, source: { ...request.source, format: 'mp4' } }
     const recipe = (poster: string, renditions: string[]) => ({
       ...video,
-      recipe: { poster: { name: poster, width: 160, height: 160 }, renditions: renditions.map((name) => ({ name, height: 360 })) },
+      recipe: {
+        poster: { name: poster, width: 160, height: 160 },
+        renditions: renditions.map((name) => ({ name, height: 360 })),
+      },
     })
     const refused = (value: unknown) => {
       const decoded = decodeMessage(VideoRequestSchema, bytes(value))

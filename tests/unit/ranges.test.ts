@@ -12,11 +12,13 @@ test('one range: first-last, first- (to the end), -n (the last n); the last byte
 })
 
 test('no header, another unit, several ranges or nonsense: the whole object', () => {
-  for (const header of [undefined, '', 'items=0-1', 'bytes=0-1,5-6', 'bytes=-', 'bytes=a-b', 'bytes 0-1']) expect(requestedRange(header, 1000)).toBeNull()
+  for (const header of [undefined, '', 'items=0-1', 'bytes=0-1,5-6', 'bytes=-', 'bytes=a-b', 'bytes 0-1'])
+    expect(requestedRange(header, 1000)).toBeNull()
 })
 
 test('a range past the end, backwards, or of nothing: 416', () => {
-  for (const header of ['bytes=1000-', 'bytes=1000-2000', 'bytes=20-10', 'bytes=-0']) expect(requestedRange(header, 1000)).toBe('unsatisfiable')
+  for (const header of ['bytes=1000-', 'bytes=1000-2000', 'bytes=20-10', 'bytes=-0'])
+    expect(requestedRange(header, 1000)).toBe('unsatisfiable')
   expect(requestedRange('bytes=-1', 0)).toBe('unsatisfiable')
 })
 

@@ -16,12 +16,17 @@ test('a key has one request budget across every keyed route group, not one per g
   try {
     // Every group of routes that takes an API key: the top of each /v1 path, but for the admin API (its own token)
     // and signed links (no key).
-    const groups = [...new Set(app.routes.map((r) => /^\/v1\/[^/:*]+/.exec(r.path)?.[0]).filter((p): p is string => !!p))]
+    const groups = [
+      ...new Set(app.routes.map((r) => /^\/v1\/[^/:*]+/.exec(r.path)?.[0]).filter((p): p is string => !!p)),
+    ]
       .filter((p) => p !== '/v1/admin' && p !== '/v1/links')
       .sort()
     expect(groups).toEqual(['/v1/direct-uploads', '/v1/media', '/v1/uploads', '/v1/webhooks'])
     const statuses: number[] = []
-    for (let i = 0; i < LIMIT; i++) statuses.push((await request(`${groups[i % groups.length]}/00000000-0000-4000-8000-000000000000`, { method: 'HEAD' })).status)
+    for (let i = 0; i < LIMIT; i++)
+      statuses.push(
+        (await request(`${groups[i % groups.length]}/00000000-0000-4000-8000-000000000000`, { method: 'HEAD' })).status
+      )
     expect(statuses.filter((s) => s === 429)).toEqual([])
     // Spent, across the groups together: each of them now refuses the key.
     for (const group of groups) {

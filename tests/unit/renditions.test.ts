@@ -31,9 +31,13 @@ describe('planRenditions', () => {
   })
 
   test('keeps every side even and within the source', () => {
-    for (const display of [{ width: 161, height: 121 }, { width: 853, height: 480 }, { width: 3, height: 3 }]) {
+    for (const display of [
+      { width: 161, height: 121 },
+      { width: 853, height: 480 },
+      { width: 3, height: 3 },
+    ]) {
       for (const r of planRenditions(LADDER, display)) {
-        expect(r.width % 2 + r.height % 2).toBe(0)
+        expect((r.width % 2) + (r.height % 2)).toBe(0)
         expect(r.width).toBeLessThanOrEqual(Math.max(2, display.width))
         expect(r.height).toBeLessThanOrEqual(Math.max(2, display.height))
       }
@@ -43,8 +47,14 @@ describe('planRenditions', () => {
 
 describe('posterSize', () => {
   test('fits the box, keeps the aspect, never upscales', () => {
-    expect(posterSize({ width: 1280, height: 1280 }, { width: 1920, height: 1080 })).toEqual({ width: 1280, height: 720 })
-    expect(posterSize({ width: 1280, height: 1280 }, { width: 1080, height: 1920 })).toEqual({ width: 720, height: 1280 })
+    expect(posterSize({ width: 1280, height: 1280 }, { width: 1920, height: 1080 })).toEqual({
+      width: 1280,
+      height: 720,
+    })
+    expect(posterSize({ width: 1280, height: 1280 }, { width: 1080, height: 1920 })).toEqual({
+      width: 720,
+      height: 1280,
+    })
     expect(posterSize({ width: 1280, height: 1280 }, { width: 320, height: 240 })).toEqual({ width: 320, height: 240 })
   })
 })

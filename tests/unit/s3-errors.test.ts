@@ -2,7 +2,8 @@
 import { expect, test } from 'bun:test'
 import { classifyS3Error } from '@app/shared'
 
-const sdk = (name: string, status?: number) => Object.assign(new Error(name), { name, $metadata: { httpStatusCode: status } })
+const sdk = (name: string, status?: number) =>
+  Object.assign(new Error(name), { name, $metadata: { httpStatusCode: status } })
 
 test('a missing object or upload, a refusal, an operation the store lacks, and the store unavailable are told apart', () => {
   const kinds = [
@@ -24,6 +25,7 @@ test('a missing object or upload, a refusal, an operation the store lacks, and t
     // Bun's client carries S3's code in `code`.
     [Object.assign(new Error('no such key'), { name: 'S3Error', code: 'NoSuchKey' }), 'missing'],
   ] as const
-  for (const [error, kind] of kinds) expect({ error: error.message, kind: classifyS3Error(error).kind }).toEqual({ error: error.message, kind })
+  for (const [error, kind] of kinds)
+    expect({ error: error.message, kind: classifyS3Error(error).kind }).toEqual({ error: error.message, kind })
   expect(classifyS3Error(sdk('AccessDenied', 403))).toEqual({ kind: 'refused', name: 'AccessDenied', status: 403 })
 })

@@ -5,7 +5,18 @@ import { sniff } from '../../services/api/uploads/sniff.ts'
 
 const text = (s: string) => new TextEncoder().encode(s)
 const ftyp = (major: string, ...compatible: string[]) =>
-  new Uint8Array([0, 0, 0, 16 + 4 * compatible.length, ...text('ftyp' + major), 0, 0, 0, 0, ...text(compatible.join(''))])
+  new Uint8Array([
+    0,
+    0,
+    0,
+    16 + 4 * compatible.length,
+    ...text('ftyp' + major),
+    0,
+    0,
+    0,
+    0,
+    ...text(compatible.join('')),
+  ])
 
 describe('sniff', () => {
   test('recognises images sharp writes', async () => {
@@ -26,10 +37,16 @@ describe('sniff', () => {
   })
 
   test('recognises other containers and SVG, and refuses text and playlists', () => {
-    expect(sniff(new Uint8Array([0x1a, 0x45, 0xdf, 0xa3, 0x9f, 0x42, 0x82, 0x84, ...text('webm')]))).toEqual({ kind: 'video', format: 'webm' })
+    expect(sniff(new Uint8Array([0x1a, 0x45, 0xdf, 0xa3, 0x9f, 0x42, 0x82, 0x84, ...text('webm')]))).toEqual({
+      kind: 'video',
+      format: 'webm',
+    })
     expect(sniff(text('RIFF\0\0\0\0AVI LIST'))).toEqual({ kind: 'video', format: 'avi' })
     expect(sniff(text('FLV\x01\x05\0\0\0\x09'))).toEqual({ kind: 'video', format: 'flv' })
-    expect(sniff(text('<?xml version="1.0"?>\n<!-- logo -->\n<svg xmlns="http://www.w3.org/2000/svg"/>'))).toEqual({ kind: 'image', format: 'svg' })
+    expect(sniff(text('<?xml version="1.0"?>\n<!-- logo -->\n<svg xmlns="http://www.w3.org/2000/svg"/>'))).toEqual({
+      kind: 'image',
+      format: 'svg',
+    })
     expect(sniff(text('#EXTM3U\n#EXTINF:1,\nhttp://127.0.0.1/x.ts\n'))).toBeNull()
     expect(sniff(text('ffconcat version 1.0\nfile other.mp4\n'))).toBeNull()
     expect(sniff(text('hello'))).toBeNull()

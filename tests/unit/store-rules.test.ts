@@ -23,7 +23,13 @@ const completed: ImageResult = {
   outputs: [{ name: 'thumb', key: 'k/thumb.webp', contentType: 'image/webp', size: 10, width: 32, height: 24 }],
   metadata: { format: 'jpeg', width: 64, height: 48, hasAlpha: false, pages: 1, orientation: 1 },
 }
-const failed: ImageResult = { version: 1, jobId, status: 'failed', at, error: { code: 'invalid_media', message: 'corrupt' } }
+const failed: ImageResult = {
+  version: 1,
+  jobId,
+  status: 'failed',
+  at,
+  error: { code: 'invalid_media', message: 'corrupt' },
+}
 
 /** Folds messages over a job as the store applies them, skipping those that change nothing. */
 const apply = (start: JobState, messages: (JobUpdate | ImageResult)[]) =>
@@ -31,7 +37,12 @@ const apply = (start: JobState, messages: (JobUpdate | ImageResult)[]) =>
 
 describe('updates', () => {
   test('move a job forward only: status to processing, stage and progress never back', () => {
-    const job = apply(queued, [update('processing', 40), update('downloading', 10), update('uploading', 80), update('processing', 50)])
+    const job = apply(queued, [
+      update('processing', 40),
+      update('downloading', 10),
+      update('uploading', 80),
+      update('processing', 50),
+    ])
     expect(job).toMatchObject({ status: 'processing', stage: 'uploading', progress: 80 })
   })
 
@@ -62,7 +73,15 @@ describe('results', () => {
   test('any order of the same messages, with duplicates, ends in the same state', () => {
     const messages = [update('downloading', 0), update('processing', 40), update('uploading', 80), completed, failed]
     const tidy = apply(queued, messages)
-    const shuffled = apply(queued, [messages[2]!, completed, messages[0]!, messages[2]!, failed, messages[1]!, completed])
+    const shuffled = apply(queued, [
+      messages[2]!,
+      completed,
+      messages[0]!,
+      messages[2]!,
+      failed,
+      messages[1]!,
+      completed,
+    ])
     expect(shuffled).toEqual(tidy)
   })
 

@@ -30,7 +30,9 @@ describe('traceparent', () => {
   })
 
   test('a later version is read by its first four fields', () => {
-    expect(parseTraceparent(`01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-what-comes-later`)).toMatchObject({ flags: 0 })
+    expect(parseTraceparent(`01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-what-comes-later`)).toMatchObject({
+      flags: 0,
+    })
   })
 
   test('a child span keeps the trace and its flags, with a new span id; no parent starts a sampled trace', () => {

@@ -24,7 +24,10 @@ test('the first update goes at once; a burst within the interval sends only its 
   updates.progress('uploading', 90)
   expect(sent.map((u) => u.stage)).toEqual(['downloading'])
   await Bun.sleep(150)
-  expect(sent.map((u) => [u.stage, u.progress])).toEqual([['downloading', 0], ['uploading', 90]])
+  expect(sent.map((u) => [u.stage, u.progress])).toEqual([
+    ['downloading', 0],
+    ['uploading', 90],
+  ])
   expect(sent[1]!.t).toBeGreaterThanOrEqual(95)
   updates.final({ status: 'completed', stage: 'finished', progress: 100 })
   await updates.settled()
@@ -37,7 +40,10 @@ test('progress never goes back, stays below 100 until the end, and the final upd
   updates.progress('processing', 120)
   updates.final({ status: 'failed', stage: 'finished', progress: 100, error: { code: 'timeout', message: 'slow' } })
   await Bun.sleep(150)
-  expect(sent.map((u) => [u.status, u.progress])).toEqual([['processing', 50], ['failed', 100]])
+  expect(sent.map((u) => [u.status, u.progress])).toEqual([
+    ['processing', 50],
+    ['failed', 100],
+  ])
   updates.progress('processing', 60) // after the final one: never sent
   await Bun.sleep(120)
   expect(sent).toHaveLength(2)

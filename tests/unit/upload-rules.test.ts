@@ -21,7 +21,9 @@ describe('file names', () => {
 
   test('Content-Disposition (filename* first) or X-Filename (percent-encoded UTF-8) names a raw upload', () => {
     const named = (headers: Record<string, string>) => declaredFilename(new Headers(headers))
-    expect(named({ 'content-disposition': `attachment; filename="plain.jpg"; filename*=UTF-8''%C3%A9t%C3%A9.jpg` })).toBe('été.jpg')
+    expect(
+      named({ 'content-disposition': `attachment; filename="plain.jpg"; filename*=UTF-8''%C3%A9t%C3%A9.jpg` })
+    ).toBe('été.jpg')
     expect(named({ 'content-disposition': 'attachment; filename="../x.png"' })).toBe('x.png')
     expect(named({ 'x-filename': '%E2%80%AEfdp.exe' })).toBe('fdp.exe')
     expect(named({ 'x-filename': 'a%ZZb.jpg' })).toBe('a%ZZb.jpg')
@@ -47,7 +49,11 @@ describe('pace', () => {
     try {
       for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) bytes += chunk.value.byteLength
     } catch (error) {
-      return { error: error as { status: number; code: string; message: string }, bytes, ms: performance.now() - started }
+      return {
+        error: error as { status: number; code: string; message: string },
+        bytes,
+        ms: performance.now() - started,
+      }
     }
     return { error: null, bytes, ms: performance.now() - started }
   }
@@ -81,6 +87,9 @@ describe('pace', () => {
         controller.enqueue(new Uint8Array(1000))
       },
     })
-    expect(await readAll(paced(fine, { windowMs: 100, minBytesPerSecond: 1000 }))).toMatchObject({ error: null, bytes: 20_000 })
+    expect(await readAll(paced(fine, { windowMs: 100, minBytesPerSecond: 1000 }))).toMatchObject({
+      error: null,
+      bytes: 20_000,
+    })
   })
 })

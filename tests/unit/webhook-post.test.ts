@@ -32,7 +32,12 @@ function resolver(...answers: string[][]): Resolver & { calls: number } {
   )
   return resolve
 }
-const options = (resolve: Resolver, allowPrivate: boolean) => ({ headers: { 'content-type': 'application/json' }, timeoutMs: 1_000, rules: { allowHttp: true, allowPrivate }, resolve })
+const options = (resolve: Resolver, allowPrivate: boolean) => ({
+  headers: { 'content-type': 'application/json' },
+  timeoutMs: 1_000,
+  rules: { allowHttp: true, allowPrivate },
+  resolve,
+})
 
 test('the connection goes to the address the resolver gave, once asked; the name stays the Host', async () => {
   seen.length = 0
@@ -46,7 +51,9 @@ test('the connection goes to the address the resolver gave, once asked; the name
 test('a name resolving inward is refused before anything is sent', async () => {
   seen.length = 0
   const resolve = resolver(['93.184.216.34', '127.0.0.1'])
-  await expect(postPinned(`http://hooks.example.test:${server.port}/x`, '{}', options(resolve, false))).rejects.toThrow('resolves inward: 127.0.0.1 is a loopback address')
+  await expect(postPinned(`http://hooks.example.test:${server.port}/x`, '{}', options(resolve, false))).rejects.toThrow(
+    'resolves inward: 127.0.0.1 is a loopback address'
+  )
   expect(seen).toEqual([])
 })
 
@@ -55,7 +62,9 @@ test('a name that answers public to the check and loopback afterwards is never c
   // A rebinding name: public first, then this machine.
   const resolve = resolver(['93.184.216.34'], ['127.0.0.1'])
   // 93.184.216.34 is unreachable from here (or answers nothing in time): the attempt fails, and loopback heard nothing.
-  await expect(postPinned(`http://rebind.example.test:${server.port}/x`, '{}', options(resolve, false))).rejects.toThrow()
+  await expect(
+    postPinned(`http://rebind.example.test:${server.port}/x`, '{}', options(resolve, false))
+  ).rejects.toThrow()
   expect(resolve.calls).toBe(1)
   expect(seen).toEqual([])
 })
@@ -64,7 +73,9 @@ test('an address written in the URL is checked too, however it is written', asyn
   seen.length = 0
   for (const host of ['127.0.0.1', '[::ffff:7f00:1]', '[::ffff:127.0.0.1]', '2130706433', '0x7f.1']) {
     const resolve = resolver(['93.184.216.34'])
-    await expect(postPinned(`http://${host}:${server.port}/x`, '{}', options(resolve, false))).rejects.toThrow('loopback')
+    await expect(postPinned(`http://${host}:${server.port}/x`, '{}', options(resolve, false))).rejects.toThrow(
+      'loopback'
+    )
     expect(resolve.calls).toBe(0)
   }
   expect(seen).toEqual([])

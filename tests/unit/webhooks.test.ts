@@ -9,7 +9,11 @@ describe('signatures', () => {
     const secret = newSecret()
     const id = 'msg_0123456789abcdef0123456789abcdef'
     const timestamp = Math.floor(Date.now() / 1000)
-    const body = JSON.stringify({ type: 'media.completed', timestamp: new Date().toISOString(), data: { id: 'x', ü: 'ünïcødé' } })
+    const body = JSON.stringify({
+      type: 'media.completed',
+      timestamp: new Date().toISOString(),
+      data: { id: 'x', ü: 'ünïcødé' },
+    })
     const library = new Webhook(secret)
     expect(await sign(secret, id, timestamp, body)).toBe(library.sign(id, new Date(timestamp * 1000), body))
     expect(library.verify(body, await signedHeaders([secret], id, timestamp, body))).toEqual(JSON.parse(body))
@@ -115,7 +119,9 @@ describe('destinations', () => {
     expect(urlProblem('http://hooks.example.com/media', { ...strict, allowHttp: true })).toBeNull()
     expect(urlProblem('https://10.0.0.5/x', { ...strict, allowPrivate: true })).toBeNull()
     expect(urlProblem('https://localhost/x', { ...strict, allowPrivate: true })).toBeNull()
-    expect(urlProblem('https://a:b@hooks.example.com/', { allowHttp: true, allowPrivate: true })).toContain('credentials')
+    expect(urlProblem('https://a:b@hooks.example.com/', { allowHttp: true, allowPrivate: true })).toContain(
+      'credentials'
+    )
     expect(urlProblem('ftp://hooks.example.com/', { allowHttp: true, allowPrivate: true })).toContain('https')
   })
 
@@ -123,7 +129,9 @@ describe('destinations', () => {
     expect(addressProblem('8.8.8.8')).toBeNull()
     expect(addressProblem('2606:4700:4700::1111')).toBeNull()
     expect(addressProblem('::ffff:8.8.8.8')).toBeNull()
-    expect(addressProblem('::ffff:7f00:1')).toBe('::ffff:7f00:1, which reaches 127.0.0.1, is a loopback address, not a public one')
+    expect(addressProblem('::ffff:7f00:1')).toBe(
+      '::ffff:7f00:1, which reaches 127.0.0.1, is a loopback address, not a public one'
+    )
     expect(addressProblem('0x7f.1')).toContain('loopback')
     expect(addressProblem('not-an-address')).toContain('not an IP address')
   })
@@ -131,13 +139,22 @@ describe('destinations', () => {
   test('a name is refused when any address it resolves to is inward; the addresses checked are the ones returned', async () => {
     const resolver = (answers: Record<string, string[]>) => async (host: string) =>
       (answers[host] ?? []).map((address) => ({ address, family: address.includes(':') ? 6 : 4 }))
-    const resolve = resolver({ 'public.example.com': ['93.184.216.34', '2606:2800:220:1::1'], 'mixed.example.com': ['93.184.216.34', '127.0.0.1'], 'mapped.example.com': ['::ffff:a9fe:a9fe'], 'none.example.com': [] })
+    const resolve = resolver({
+      'public.example.com': ['93.184.216.34', '2606:2800:220:1::1'],
+      'mixed.example.com': ['93.184.216.34', '127.0.0.1'],
+      'mapped.example.com': ['::ffff:a9fe:a9fe'],
+      'none.example.com': [],
+    })
     expect(await checkedAddresses('public.example.com', strict, resolve)).toEqual([
       { address: '93.184.216.34', family: 4 },
       { address: '2606:2800:220:1::1', family: 6 },
     ])
-    await expect(checkedAddresses('mixed.example.com', strict, resolve)).rejects.toThrow('mixed.example.com resolves inward: 127.0.0.1 is a loopback address')
-    await expect(checkedAddresses('mapped.example.com', strict, resolve)).rejects.toThrow('which reaches 169.254.169.254')
+    await expect(checkedAddresses('mixed.example.com', strict, resolve)).rejects.toThrow(
+      'mixed.example.com resolves inward: 127.0.0.1 is a loopback address'
+    )
+    await expect(checkedAddresses('mapped.example.com', strict, resolve)).rejects.toThrow(
+      'which reaches 169.254.169.254'
+    )
     await expect(checkedAddresses('none.example.com', strict, resolve)).rejects.toThrow('has no address')
     await expect(checkedAddresses('[::1]', strict, resolve)).rejects.toThrow('loopback')
     expect(await checkedAddresses('mixed.example.com', { ...strict, allowPrivate: true }, resolve)).toHaveLength(2)

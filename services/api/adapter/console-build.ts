@@ -17,7 +17,11 @@ export interface ConsoleFile {
 export type ConsoleFiles = { files: Map<string, ConsoleFile> } | { unavailable: string }
 
 const DIR = join(import.meta.dir ?? new URL('.', import.meta.url).pathname, '..', 'console')
-const STATIC: Record<string, string> = { 'index.html': 'text/html; charset=utf-8', 'app.css': 'text/css; charset=utf-8', 'icon.svg': 'image/svg+xml' }
+const STATIC: Record<string, string> = {
+  'index.html': 'text/html; charset=utf-8',
+  'app.css': 'text/css; charset=utf-8',
+  'icon.svg': 'image/svg+xml',
+}
 
 /** The console's files, built on the first call; every later call gets the same build. */
 export function consoleBuilder(): () => Promise<ConsoleFiles> {
@@ -31,14 +35,22 @@ export function consoleBuilder(): () => Promise<ConsoleFiles> {
 
 async function build(): Promise<ConsoleFiles> {
   const bun = (globalThis as { Bun?: typeof Bun }).Bun
-  if (!bun) return { unavailable: 'the web console is built by Bun\'s bundler: run the API on Bun to serve it' }
-  const result = await bun.build({ entrypoints: [join(DIR, 'src/main.ts')], target: 'browser', minify: true, sourcemap: 'none' })
+  if (!bun) return { unavailable: "the web console is built by Bun's bundler: run the API on Bun to serve it" }
+  const result = await bun.build({
+    entrypoints: [join(DIR, 'src/main.ts')],
+    target: 'browser',
+    minify: true,
+    sourcemap: 'none',
+  })
   // A build error is ours, not the caller's: it fails loudly (500, logged) rather than serving half a console.
-  if (!result.success) throw new AggregateError(result.logs, `the console did not build: ${result.logs.map(String).join('; ')}`)
+  if (!result.success)
+    throw new AggregateError(result.logs, `the console did not build: ${result.logs.map(String).join('; ')}`)
   const files = new Map<string, ConsoleFile>()
-  const add = async (name: string, type: string, body: Uint8Array) => files.set(name, { body, gzipped: bun.gzipSync(body as Uint8Array<ArrayBuffer>), type, etag: await etagOf(body) })
+  const add = async (name: string, type: string, body: Uint8Array) =>
+    files.set(name, { body, gzipped: bun.gzipSync(body as Uint8Array<ArrayBuffer>), type, etag: await etagOf(body) })
   await add('app.js', 'text/javascript; charset=utf-8', new Uint8Array(await result.outputs[0]!.arrayBuffer()))
-  for (const [name, type] of Object.entries(STATIC)) await add(name, type, new Uint8Array(await readFile(join(DIR, name))))
+  for (const [name, type] of Object.entries(STATIC))
+    await add(name, type, new Uint8Array(await readFile(join(DIR, name))))
   return { files }
 }
 

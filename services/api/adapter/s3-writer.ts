@@ -27,7 +27,9 @@ export function nativeS3Writer(config: Config['s3']): StreamWriter | null {
     }
   }
   return async (key, body, contentType) => {
-    const writer = client.file(key, { bucket: config.bucket }).writer({ type: contentType, partSize: 5 * 1024 * 1024, queueSize: 2 })
+    const writer = client
+      .file(key, { bucket: config.bucket })
+      .writer({ type: contentType, partSize: 5 * 1024 * 1024, queueSize: 2 })
     const reader = body.getReader()
     for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
       writer.write(chunk.value)

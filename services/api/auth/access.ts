@@ -31,10 +31,18 @@ export function requireKey(deps: { store: Pick<Store, 'keys'>; auth: AuthMode })
     const header = c.req.header('authorization')
     if (!header) throw unauthorized('send your API key as "Authorization: Bearer <key>"', `Bearer realm="${REALM}"`)
     const match = /^Bearer +([\x21-\x7e]+) *$/i.exec(header)
-    if (!match) throw unauthorized('the Authorization header must be "Bearer <key>"', `Bearer realm="${REALM}", error="invalid_request"`)
+    if (!match)
+      throw unauthorized(
+        'the Authorization header must be "Bearer <key>"',
+        `Bearer realm="${REALM}", error="invalid_request"`
+      )
     const key = await authenticate(deps.store, match[1]!)
     // One answer for unknown and revoked keys: which keys once existed is nobody's business.
-    if (!key) throw unauthorized('the API key is not valid (unknown or revoked)', `Bearer realm="${REALM}", error="invalid_token"`)
+    if (!key)
+      throw unauthorized(
+        'the API key is not valid (unknown or revoked)',
+        `Bearer realm="${REALM}", error="invalid_token"`
+      )
     c.set('tenant', key.tenant)
     c.set('keyId', key.id)
     return next()
@@ -44,4 +52,5 @@ export function requireKey(deps: { store: Pick<Store, 'keys'>; auth: AuthMode })
 /** What every keyed route group runs first: the key check, then the key's request budget (http/limits.ts). */
 export type Keyed = MiddlewareHandler<Caller>
 
-const unauthorized = (message: string, challenge: string) => new ApiError(401, 'unauthorized', message, { 'WWW-Authenticate': challenge })
+const unauthorized = (message: string, challenge: string) =>
+  new ApiError(401, 'unauthorized', message, { 'WWW-Authenticate': challenge })

@@ -10,13 +10,21 @@ import { ApiError } from '../http/errors.ts'
 export function adminGuard(token: string | null): MiddlewareHandler {
   if (!token) {
     return createMiddleware(() => {
-      throw new ApiError(404, 'not_found', 'the admin API is disabled; set ADMIN_TOKEN (16 characters or more) to enable it')
+      throw new ApiError(
+        404,
+        'not_found',
+        'the admin API is disabled; set ADMIN_TOKEN (16 characters or more) to enable it'
+      )
     })
   }
   return bearerAuth({
     token,
-    noAuthenticationHeader: { message: { error: { code: 'unauthorized', message: 'send Authorization: Bearer <ADMIN_TOKEN>' } } },
+    noAuthenticationHeader: {
+      message: { error: { code: 'unauthorized', message: 'send Authorization: Bearer <ADMIN_TOKEN>' } },
+    },
     invalidToken: { message: { error: { code: 'unauthorized', message: 'the admin token is wrong' } } },
-    invalidAuthenticationHeader: { message: { error: { code: 'bad_request', message: 'the Authorization header must be "Bearer <token>"' } } },
+    invalidAuthenticationHeader: {
+      message: { error: { code: 'bad_request', message: 'the Authorization header must be "Bearer <token>"' } },
+    },
   })
 }

@@ -10,7 +10,10 @@ import type { Store } from '../store/open.ts'
 export const DEV_TENANT = 'dev'
 
 /** The development key and whether it was made now; null when other keys exist and the file holds no valid key. */
-export async function ensureDevKey(store: Pick<Store, 'keys'>, file: string): Promise<{ key: string; created: boolean } | null> {
+export async function ensureDevKey(
+  store: Pick<Store, 'keys'>,
+  file: string
+): Promise<{ key: string; created: boolean } | null> {
   const kept = existsSync(file) ? readFileSync(file, 'utf8').trim() : ''
   if (kept && (await authenticate(store, kept))) return { key: kept, created: false }
   if ((await store.keys.countActive()) > 0) return null

@@ -25,13 +25,26 @@ async function main(args: string[]): Promise<number> {
   try {
     if (command === 'create') {
       const { key, record } = await issueKey(store, tenant(argument), { name: name ?? null })
-      console.log(`created key ${record.id} for tenant ${record.tenant} (shown this once; only its hash is kept):\n${key}`)
+      console.log(
+        `created key ${record.id} for tenant ${record.tenant} (shown this once; only its hash is kept):\n${key}`
+      )
     } else if (command === 'list') {
       const keys = await store.keys.list(argument === undefined ? undefined : tenant(argument))
-      for (const k of keys) console.log([k.id, k.tenant, `${k.prefix}…`, k.createdAt, k.revokedAt ? `revoked ${k.revokedAt}` : 'active', k.name ?? ''].join('\t'))
+      for (const k of keys)
+        console.log(
+          [
+            k.id,
+            k.tenant,
+            `${k.prefix}…`,
+            k.createdAt,
+            k.revokedAt ? `revoked ${k.revokedAt}` : 'active',
+            k.name ?? '',
+          ].join('\t')
+        )
       if (!keys.length) console.log('no keys')
     } else {
-      if (!argument || !v.is(v.pipe(v.string(), v.uuid()), argument)) throw new Error(`revoke needs a key id (a UUID, from \`bun run keys list\`)\n${USAGE}`)
+      if (!argument || !v.is(v.pipe(v.string(), v.uuid()), argument))
+        throw new Error(`revoke needs a key id (a UUID, from \`bun run keys list\`)\n${USAGE}`)
       const key = await store.keys.revoke(argument)
       if (!key) throw new Error(`no key with id ${argument}`)
       console.log(`revoked key ${key.id} of tenant ${key.tenant} (${key.prefix}…) at ${key.revokedAt}`)

@@ -18,14 +18,20 @@ export const TenantSchema = v.pipe(v.string(TENANT_RULE), v.regex(/^[A-Za-z0-9][
 /** Keys an operator brings (API_KEYS) must be at least this long; generated ones are 46 characters. */
 export const MIN_KEY_LENGTH = 16
 const KEY_RULE = `must be ${MIN_KEY_LENGTH} to 256 printable characters without spaces or commas`
-export const KeySchema = v.pipe(v.string(KEY_RULE), v.regex(new RegExp(`^[\\x21-\\x2b\\x2d-\\x7e]{${MIN_KEY_LENGTH},256}$`), KEY_RULE))
+export const KeySchema = v.pipe(
+  v.string(KEY_RULE),
+  v.regex(new RegExp(`^[\\x21-\\x2b\\x2d-\\x7e]{${MIN_KEY_LENGTH},256}$`), KEY_RULE)
+)
 /** How many characters of a key are kept in the clear to recognise it by. */
 const PREFIX_LENGTH = 8
 
 /** A new random key. */
 export function generateKey(): string {
   const bytes = crypto.getRandomValues(new Uint8Array(32))
-  return `mk_${btoa(String.fromCharCode(...bytes)).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')}`
+  return `mk_${btoa(String.fromCharCode(...bytes))
+    .replace(/\+/g, '-')
+    .replace(/\//g, '_')
+    .replace(/=+$/, '')}`
 }
 
 export async function hashKey(key: string): Promise<string> {

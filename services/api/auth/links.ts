@@ -27,7 +27,12 @@ export function createLinks(coordination: Pick<CoordinationRepo, 'sharedSecret'>
   const hmacKey = () =>
     (key ??= coordination
       .sharedSecret(SECRET_NAME, Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString('base64'))
-      .then((secret) => crypto.subtle.importKey('raw', Buffer.from(secret, 'base64'), { name: 'HMAC', hash: 'SHA-256' }, false, ['sign', 'verify']))
+      .then((secret) =>
+        crypto.subtle.importKey('raw', Buffer.from(secret, 'base64'), { name: 'HMAC', hash: 'SHA-256' }, false, [
+          'sign',
+          'verify',
+        ])
+      )
       .catch((error) => {
         key = undefined // the database was down: asked again next time
         throw error

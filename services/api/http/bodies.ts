@@ -4,11 +4,25 @@
  * failing; `hc` clients see the same types. `ref` metadata makes a schema a named component of the document.
  */
 import * as v from 'valibot'
-import { ErrorInfoSchema, ImageMetadataSchema, JOB_STATUSES, JobIdSchema, MEDIA_TYPES, MediaIdSchema, OutputInfoSchema, STAGES, VideoMetadataSchema } from '@app/shared'
+import {
+  ErrorInfoSchema,
+  ImageMetadataSchema,
+  JOB_STATUSES,
+  JobIdSchema,
+  MEDIA_TYPES,
+  MediaIdSchema,
+  OutputInfoSchema,
+  STAGES,
+  VideoMetadataSchema,
+} from '@app/shared'
 import { WEBHOOK_EVENTS } from '../store/webhooks.ts'
 
 const Count = v.pipe(v.number(), v.integer(), v.minValue(0))
-const Timestamp = v.pipe(v.string(), v.isoTimestamp(), v.description('An RFC 3339 timestamp in UTC, e.g. 2026-11-22T08:00:00.000Z.'))
+const Timestamp = v.pipe(
+  v.string(),
+  v.isoTimestamp(),
+  v.description('An RFC 3339 timestamp in UTC, e.g. 2026-11-22T08:00:00.000Z.')
+)
 const Uuid = v.pipe(v.string(), v.uuid())
 const Kind = v.pipe(v.picklist(['image', 'video']), v.description('What the upload is, judged from its first bytes.'))
 
@@ -18,7 +32,11 @@ const { key: _key, ...outputEntries } = OutputInfoSchema.entries
 export const MediaOutputSchema = v.pipe(
   v.object({
     ...outputEntries,
-    url: v.pipe(v.string(), v.url(), v.description('Where to fetch it: GET /v1/media/{id}/outputs/{name}, with the same API key.')),
+    url: v.pipe(
+      v.string(),
+      v.url(),
+      v.description('Where to fetch it: GET /v1/media/{id}/outputs/{name}, with the same API key.')
+    ),
   }),
   v.metadata({ ref: 'MediaOutput' })
 )
@@ -28,10 +46,19 @@ export const MediaSchema = v.pipe(
     id: v.pipe(MediaIdSchema, v.description('The media: a UUID.')),
     jobId: v.pipe(JobIdSchema, v.description('Its processing job: a UUID.')),
     kind: Kind,
-    filename: v.pipe(v.nullable(v.string()), v.description('The name the client gave the file, made harmless to display; metadata only.')),
-    format: v.pipe(v.string(), v.description('The format judged from the first bytes: jpeg, png, webp, heic, mp4, mov, …')),
-    size: v.pipe(Count, v.description('The original\'s size in bytes.')),
-    status: v.pipe(v.picklist(JOB_STATUSES), v.description('completed, failed and cancelled are final: the media no longer changes.')),
+    filename: v.pipe(
+      v.nullable(v.string()),
+      v.description('The name the client gave the file, made harmless to display; metadata only.')
+    ),
+    format: v.pipe(
+      v.string(),
+      v.description('The format judged from the first bytes: jpeg, png, webp, heic, mp4, mov, …')
+    ),
+    size: v.pipe(Count, v.description("The original's size in bytes.")),
+    status: v.pipe(
+      v.picklist(JOB_STATUSES),
+      v.description('completed, failed and cancelled are final: the media no longer changes.')
+    ),
     stage: v.picklist(STAGES),
     progress: v.pipe(v.number(), v.minValue(0), v.maxValue(100), v.description('Percent done.')),
     etaSeconds: v.pipe(v.nullable(v.number()), v.description('Estimated seconds left; null when unknown.')),
@@ -40,10 +67,17 @@ export const MediaSchema = v.pipe(
       v.nullable(v.union([ImageMetadataSchema, VideoMetadataSchema])),
       v.description('What processing learned of the original (image or video); null until it completes.')
     ),
-    outputs: v.pipe(v.array(MediaOutputSchema), v.description('What was made, once the job completed: for an image `thumb` and `preview`, for a video `poster` and its renditions.')),
+    outputs: v.pipe(
+      v.array(MediaOutputSchema),
+      v.description(
+        'What was made, once the job completed: for an image `thumb` and `preview`, for a video `poster` and its renditions.'
+      )
+    ),
     traceId: v.pipe(
       v.nullable(v.pipe(v.string(), v.regex(/^[0-9a-f]{32}$/))),
-      v.description('The W3C trace id of the upload (from its `traceparent`, or made by the API): every log line of the job, in the API and the processors, carries it.')
+      v.description(
+        'The W3C trace id of the upload (from its `traceparent`, or made by the API): every log line of the job, in the API and the processors, carries it.'
+      )
     ),
     createdAt: Timestamp,
     updatedAt: Timestamp,
@@ -54,7 +88,11 @@ export type Media = v.InferOutput<typeof MediaSchema>
 
 export const OutputLinkSchema = v.pipe(
   v.object({
-    url: v.pipe(v.string(), v.url(), v.description('The output\'s URL with `expires` and `signature`: no API key needed.')),
+    url: v.pipe(
+      v.string(),
+      v.url(),
+      v.description("The output's URL with `expires` and `signature`: no API key needed.")
+    ),
     expiresAt: Timestamp,
   }),
   v.metadata({ ref: 'OutputLink' })
@@ -81,7 +119,10 @@ const CheckSchema = v.union([v.object({ ok: v.literal(true) }), v.object({ ok: v
 export const HealthSchema = v.pipe(
   v.object({
     status: v.picklist(['ok', 'unavailable']),
-    auth: v.pipe(v.picklist(['keys', 'none']), v.description('keys: media routes need an API key; none: they are open (AUTH=none).')),
+    auth: v.pipe(
+      v.picklist(['keys', 'none']),
+      v.description('keys: media routes need an API key; none: they are open (AUTH=none).')
+    ),
     down: v.pipe(v.array(v.string()), v.description('The checks that failed: database, rabbitmq, s3.')),
     checks: v.object({ database: CheckSchema, rabbitmq: CheckSchema, s3: CheckSchema }),
     jobs: v.pipe(
@@ -107,10 +148,21 @@ export const ReadySchema = v.pipe(
 
 // ── Webhooks ─────────────────────────────────────────────────────────────────────────────────────────────────
 
-const WebhookEvent = v.pipe(v.picklist(WEBHOOK_EVENTS), v.description('media.completed, media.failed, media.cancelled or media.deleted.'))
+const WebhookEvent = v.pipe(
+  v.picklist(WEBHOOK_EVENTS),
+  v.description('media.completed, media.failed, media.cancelled or media.deleted.')
+)
 export const NewWebhookSchema = v.object({
-  url: v.pipe(v.string(), v.maxLength(2048), v.description('Where deliveries are POSTed: https (unless the operator allows http), not a private address.')),
-  events: v.pipe(v.array(WebhookEvent), v.minLength(1, 'must name at least one event'), v.maxLength(WEBHOOK_EVENTS.length)),
+  url: v.pipe(
+    v.string(),
+    v.maxLength(2048),
+    v.description('Where deliveries are POSTed: https (unless the operator allows http), not a private address.')
+  ),
+  events: v.pipe(
+    v.array(WebhookEvent),
+    v.minLength(1, 'must name at least one event'),
+    v.maxLength(WEBHOOK_EVENTS.length)
+  ),
 })
 export const WebhookSchema = v.pipe(
   v.object({
@@ -118,7 +170,10 @@ export const WebhookSchema = v.pipe(
     url: v.string(),
     events: v.array(WebhookEvent),
     createdAt: Timestamp,
-    disabledAt: v.pipe(v.nullable(Timestamp), v.description('Set when the endpoint answered 410 Gone: nothing more is sent.')),
+    disabledAt: v.pipe(
+      v.nullable(Timestamp),
+      v.description('Set when the endpoint answered 410 Gone: nothing more is sent.')
+    ),
     disabledReason: v.nullable(v.string()),
   }),
   v.metadata({ ref: 'Webhook' })
@@ -126,21 +181,33 @@ export const WebhookSchema = v.pipe(
 export const WebhookWithSecretSchema = v.pipe(
   v.object({
     ...WebhookSchema.entries,
-    secret: v.pipe(v.string(), v.description('`whsec_…`: verifies the `webhook-signature` of each delivery. In this answer only.')),
+    secret: v.pipe(
+      v.string(),
+      v.description('`whsec_…`: verifies the `webhook-signature` of each delivery. In this answer only.')
+    ),
   }),
   v.metadata({ ref: 'WebhookWithSecret' })
 )
 export const WebhookListSchema = v.object({ webhooks: v.array(WebhookSchema) })
 export const WebhookDeliverySchema = v.pipe(
   v.object({
-    id: v.pipe(v.string(), v.description('The `webhook-id` header: the same on every attempt, so a receiver can drop repeats.')),
+    id: v.pipe(
+      v.string(),
+      v.description('The `webhook-id` header: the same on every attempt, so a receiver can drop repeats.')
+    ),
     webhookId: Uuid,
     event: WebhookEvent,
     mediaId: MediaIdSchema,
-    status: v.pipe(v.picklist(['pending', 'delivered', 'failed']), v.description('pending: not yet delivered and still tried; failed: given up.')),
+    status: v.pipe(
+      v.picklist(['pending', 'delivered', 'failed']),
+      v.description('pending: not yet delivered and still tried; failed: given up.')
+    ),
     attempts: Count,
     nextAt: v.pipe(v.nullable(Timestamp), v.description('When a pending delivery is tried next.')),
-    lastStatus: v.pipe(v.nullable(v.number()), v.description('The HTTP status of the last attempt; null when it got none.')),
+    lastStatus: v.pipe(
+      v.nullable(v.number()),
+      v.description('The HTTP status of the last attempt; null when it got none.')
+    ),
     lastError: v.nullable(v.string()),
     createdAt: Timestamp,
     deliveredAt: v.nullable(Timestamp),
@@ -156,7 +223,10 @@ export const ApiKeySchema = v.pipe(
     id: Uuid,
     tenant: v.string(),
     name: v.nullable(v.string()),
-    prefix: v.pipe(v.string(), v.description('The key\'s first characters, to recognise it by; the API keeps only its hash.')),
+    prefix: v.pipe(
+      v.string(),
+      v.description("The key's first characters, to recognise it by; the API keeps only its hash.")
+    ),
     createdAt: Timestamp,
     revokedAt: v.nullable(Timestamp),
   }),
@@ -170,13 +240,18 @@ export const KeyListSchema = v.object({ keys: v.array(ApiKeySchema) })
 
 const deadLetterEntries = {
   id: Uuid,
-  tenant: v.optional(v.pipe(v.nullable(v.string()), v.description('The tenant of the letter\'s job, when it names one of ours.'))),
+  tenant: v.optional(
+    v.pipe(v.nullable(v.string()), v.description("The tenant of the letter's job, when it names one of ours."))
+  ),
   type: v.picklist(MEDIA_TYPES),
   queue: v.pipe(v.string(), v.description('The queue it died in, e.g. <system>.media.images.request.')),
-  reason: v.pipe(v.string(), v.description('The broker\'s reason: delivery_limit or rejected.')),
+  reason: v.pipe(v.string(), v.description("The broker's reason: delivery_limit or rejected.")),
   deliveries: v.nullable(Count),
   jobId: v.nullable(v.string()),
-  problem: v.pipe(v.nullable(v.string()), v.description('What is wrong with the body by the protocol, or null when it reads fine.')),
+  problem: v.pipe(
+    v.nullable(v.string()),
+    v.description('What is wrong with the body by the protocol, or null when it reads fine.')
+  ),
   messageId: v.nullable(v.string()),
   deadAt: Timestamp,
 }
@@ -185,25 +260,39 @@ export const DeadLetterListSchema = v.object({ deadLetters: v.array(DeadLetterSu
 export const DeadLetterSchema = v.object({
   ...deadLetterEntries,
   headers: v.record(v.string(), v.unknown()),
-  body: v.optional(v.pipe(v.string(), v.description('The message body as text, when it is readable UTF-8 (JSON usually is).'))),
-  bodyBase64: v.optional(v.pipe(v.string(), v.description('The message body in base64, when it is not readable text.'))),
+  body: v.optional(
+    v.pipe(v.string(), v.description('The message body as text, when it is readable UTF-8 (JSON usually is).'))
+  ),
+  bodyBase64: v.optional(
+    v.pipe(v.string(), v.description('The message body in base64, when it is not readable text.'))
+  ),
 })
 export const RedrivenSchema = v.object({
   redriven: v.pipe(Uuid, v.description('The dead letter sent again.')),
   jobId: v.nullable(v.string()),
-  mediaId: v.optional(v.pipe(MediaIdSchema, v.description('When it was a request of one of our jobs: the job is queued again.'))),
+  mediaId: v.optional(
+    v.pipe(MediaIdSchema, v.description('When it was a request of one of our jobs: the job is queued again.'))
+  ),
 })
 export const QueueListSchema = v.object({
   queues: v.pipe(
     v.array(
       v.object({
         type: v.picklist(MEDIA_TYPES),
-        queue: v.pipe(v.picklist(['request', 'updates', 'results', 'dead']), v.description('Which of the type\'s queues: <system>.media.<type>.<queue>.')),
+        queue: v.pipe(
+          v.picklist(['request', 'updates', 'results', 'dead']),
+          v.description("Which of the type's queues: <system>.media.<type>.<queue>.")
+        ),
         messages: v.pipe(Count, v.description('Messages ready (not those delivered and awaiting an ack).')),
-        consumers: v.pipe(Count, v.description('Consumers attached: processors on a request queue, API instances on updates and results.')),
+        consumers: v.pipe(
+          Count,
+          v.description('Consumers attached: processors on a request queue, API instances on updates and results.')
+        ),
       })
     ),
     v.description('Every queue of this system, as the broker counts it now.')
   ),
 })
-export const SweepSchema = v.object({ abortedUploads: v.pipe(v.array(v.string()), v.description('The keys of the multipart uploads aborted.')) })
+export const SweepSchema = v.object({
+  abortedUploads: v.pipe(v.array(v.string()), v.description('The keys of the multipart uploads aborted.')),
+})

@@ -6,8 +6,14 @@ import * as v from 'valibot'
 export const ErrorSchema = v.pipe(
   v.object({
     error: v.object({
-      code: v.pipe(v.string(), v.description('Machine-readable, snake_case: not_found, bad_request, unauthorized, payload_too_large, …')),
-      message: v.pipe(v.string(), v.description('What went wrong, for people. It never echoes a secret and quotes input only briefly.')),
+      code: v.pipe(
+        v.string(),
+        v.description('Machine-readable, snake_case: not_found, bad_request, unauthorized, payload_too_large, …')
+      ),
+      message: v.pipe(
+        v.string(),
+        v.description('What went wrong, for people. It never echoes a secret and quotes input only briefly.')
+      ),
     }),
   }),
   v.metadata({ ref: 'Error' })

@@ -30,7 +30,14 @@ export function requestRate(perMinute: number) {
     keyGenerator: (c) => c.get('keyId'),
     // The limiter has set Retry-After and RateLimit-* on the context; the body is ours.
     handler: (c) =>
-      c.json(new ApiError(429, 'rate_limited', `this API key made more than ${perMinute} requests in a minute; retry after the time in Retry-After`).toJSON(), 429),
+      c.json(
+        new ApiError(
+          429,
+          'rate_limited',
+          `this API key made more than ${perMinute} requests in a minute; retry after the time in Retry-After`
+        ).toJSON(),
+        429
+      ),
   })
 }
 
@@ -41,7 +48,12 @@ export function uploadSlots(max: number) {
     const key = c.get('keyId')
     const held = busy.get(key) ?? 0
     if (held >= max) {
-      throw new ApiError(429, 'too_many_uploads', `this API key already has ${max} uploads in progress; retry when one has finished`, { 'Retry-After': '1' })
+      throw new ApiError(
+        429,
+        'too_many_uploads',
+        `this API key already has ${max} uploads in progress; retry when one has finished`,
+        { 'Retry-After': '1' }
+      )
     }
     busy.set(key, held + 1)
     try {

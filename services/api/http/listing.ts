@@ -16,7 +16,10 @@ const listOf = <T extends string>(values: readonly T[], what: string) =>
   v.pipe(
     v.string(`must be a comma-separated list of ${what}`),
     v.transform((text) => [...new Set(text.split(',').map((item) => item.trim()))]),
-    v.check((items) => items.every((item) => (values as readonly string[]).includes(item)), `must be a comma-separated list of ${values.join(', ')}`),
+    v.check(
+      (items) => items.every((item) => (values as readonly string[]).includes(item)),
+      `must be a comma-separated list of ${values.join(', ')}`
+    ),
     v.transform((items) => items as T[])
   )
 
@@ -34,8 +37,15 @@ const CursorSchema = v.pipe(
 )
 
 export const ListQuery = v.object({
-  status: v.optional(v.pipe(listOf<JobStatus>(JOB_STATUSES, 'statuses'), v.description(`Only media whose job is in one of these statuses: ${JOB_STATUSES.join(', ')} (comma-separated).`))),
-  kind: v.optional(v.pipe(listOf<MediaKind>(KINDS, 'kinds'), v.description('Only these kinds: image, video (comma-separated).'))),
+  status: v.optional(
+    v.pipe(
+      listOf<JobStatus>(JOB_STATUSES, 'statuses'),
+      v.description(`Only media whose job is in one of these statuses: ${JOB_STATUSES.join(', ')} (comma-separated).`)
+    )
+  ),
+  kind: v.optional(
+    v.pipe(listOf<MediaKind>(KINDS, 'kinds'), v.description('Only these kinds: image, video (comma-separated).'))
+  ),
   limit: v.optional(
     v.pipe(
       v.string(LIMIT_RULE),
@@ -56,7 +66,11 @@ export function mediaQuery(query: v.InferOutput<typeof ListQuery>): MediaQuery {
 }
 
 /** The cursor of the page after the one ending with `last`. */
-export const encodeCursor = (last: { createdAt: string; id: string }) => btoa(JSON.stringify([last.createdAt, last.id])).replace(/=+$/, '').replaceAll('+', '-').replaceAll('/', '_')
+export const encodeCursor = (last: { createdAt: string; id: string }) =>
+  btoa(JSON.stringify([last.createdAt, last.id]))
+    .replace(/=+$/, '')
+    .replaceAll('+', '-')
+    .replaceAll('/', '_')
 
 function decodeCursor(cursor: string): { createdAt: string; id: string } | null {
   try {

@@ -13,7 +13,11 @@ import { present } from './present.ts'
 
 const HEARTBEAT_MS = 15_000
 
-export function followMedia(c: Context, deps: { media: Pick<MediaRepo, 'get'>; changes: Pick<Changes, 'watch'> }, id: string): Response {
+export function followMedia(
+  c: Context,
+  deps: { media: Pick<MediaRepo, 'get'>; changes: Pick<Changes, 'watch'> },
+  id: string
+): Response {
   const origin = new URL(c.req.url).origin
   return streamSSE(c, async (stream) => {
     let last = ''

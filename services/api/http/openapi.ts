@@ -7,7 +7,14 @@
  * @see https://hono.dev/examples/hono-openapi
  */
 import type { Hono } from 'hono'
-import { describeRoute, openAPIRouteHandler, resolver, type DescribeRouteOptions, type GenerateSpecOptions, type ResponsesWithResolver } from 'hono-openapi'
+import {
+  describeRoute,
+  openAPIRouteHandler,
+  resolver,
+  type DescribeRouteOptions,
+  type GenerateSpecOptions,
+  type ResponsesWithResolver,
+} from 'hono-openapi'
 import type * as v from 'valibot'
 import { ErrorSchema, type ErrorBody } from './errors.ts'
 
@@ -27,7 +34,7 @@ const ERRORS = {
   409: 'The media or job is already in a state that rules this out (`conflict`), or a request with the same Idempotency-Key is still being answered; the message says which.',
   413: 'The upload is larger than MAX_UPLOAD_BYTES (`payload_too_large`).',
   415: 'The file is neither an image nor a video this API takes, judged from its content (`unsupported_media_type`).',
-  416: 'The byte range asked for starts past the output\'s end (`range_not_satisfiable`); `Content-Range` gives its size.',
+  416: "The byte range asked for starts past the output's end (`range_not_satisfiable`); `Content-Range` gives its size.",
   422: 'The dead letter is malformed, so re-driving it would fail again (`unprocessable`); or the Idempotency-Key was used with a different request in the last 24 hours (`idempotency_key_reused`).',
   429: 'Too many requests this minute for this API key (`rate_limited`), or too many of its uploads in flight (`too_many_uploads`). Retry after `Retry-After` seconds.',
   500: 'An unexpected error (`internal`); it has been logged.',
@@ -37,10 +44,17 @@ export type ErrorStatus = keyof typeof ERRORS
 
 /** The headers some error answers carry. */
 const ERROR_HEADERS: Partial<Record<ErrorStatus, HeaderDocs>> = {
-  401: { 'WWW-Authenticate': { description: 'The Bearer challenge, with `error="invalid_request"` or `error="invalid_token"` where one applies.', schema: { type: 'string' } } },
+  401: {
+    'WWW-Authenticate': {
+      description: 'The Bearer challenge, with `error="invalid_request"` or `error="invalid_token"` where one applies.',
+      schema: { type: 'string' },
+    },
+  },
   416: { 'Content-Range': { description: 'bytes */<size>', schema: { type: 'string' } } },
   429: { 'Retry-After': { description: 'Seconds to wait.', schema: { type: 'string' } } },
-  503: { 'Retry-After': { description: 'Seconds to wait, where trying again soon can help.', schema: { type: 'string' } } },
+  503: {
+    'Retry-After': { description: 'Seconds to wait, where trying again soon can help.', schema: { type: 'string' } },
+  },
 }
 
 /** Error answers with these statuses, each our error body (the `Error` component). Every route can answer 500. */
@@ -48,7 +62,11 @@ export function errors(...statuses: ErrorStatus[]): ResponsesWithResolver {
   return Object.fromEntries(
     [...statuses, 500 as const].map((status) => [
       status,
-      { description: ERRORS[status], ...withHeaderDocs(ERROR_HEADERS[status]), content: { 'application/json': { schema: resolver(ErrorSchema) } } },
+      {
+        description: ERRORS[status],
+        ...withHeaderDocs(ERROR_HEADERS[status]),
+        content: { 'application/json': { schema: resolver(ErrorSchema) } },
+      },
     ])
   )
 }
@@ -76,20 +94,39 @@ const OPTIONS: Partial<GenerateSpecOptions> = {
         'Upload images and videos, follow their processing, and fetch what was made of them. Every error answers `{"error": {"code", "message"}}` (the `Error` schema).',
     },
     tags: [
-      { name: 'media', description: 'Uploads, their state and their outputs; each API key sees its own tenant\'s media only.' },
-      { name: 'webhooks', description: 'Endpoints a tenant registers to be told when its media completes, fails, is cancelled or deleted; signed as Standard Webhooks.' },
-      { name: 'admin', description: 'Operator tools behind ADMIN_TOKEN: dead letters, API keys, the upload sweep. Answers 404 when ADMIN_TOKEN is unset.' },
+      {
+        name: 'media',
+        description: "Uploads, their state and their outputs; each API key sees its own tenant's media only.",
+      },
+      {
+        name: 'webhooks',
+        description:
+          'Endpoints a tenant registers to be told when its media completes, fails, is cancelled or deleted; signed as Standard Webhooks.',
+      },
+      {
+        name: 'admin',
+        description:
+          'Operator tools behind ADMIN_TOKEN: dead letters, API keys, the upload sweep. Answers 404 when ADMIN_TOKEN is unset.',
+      },
       { name: 'service', description: 'Health and this document; no credentials needed.' },
-      { name: 'console', description: 'The web console, a page and its files; it signs in with an API key in the browser.' },
+      {
+        name: 'console',
+        description: 'The web console, a page and its files; it signs in with an API key in the browser.',
+      },
     ],
     components: {
       securitySchemes: {
         apiKey: {
           type: 'http',
           scheme: 'bearer',
-          description: 'An API key (`Authorization: Bearer mk_…`), issued by an operator (`POST /v1/admin/keys`, `bun run keys`, or API_KEYS). An API run with AUTH=none (see `GET /health`, field `auth`) takes requests without one.',
+          description:
+            'An API key (`Authorization: Bearer mk_…`), issued by an operator (`POST /v1/admin/keys`, `bun run keys`, or API_KEYS). An API run with AUTH=none (see `GET /health`, field `auth`) takes requests without one.',
         },
-        adminToken: { type: 'http', scheme: 'bearer', description: 'The operator token, the ADMIN_TOKEN the API was started with.' },
+        adminToken: {
+          type: 'http',
+          scheme: 'bearer',
+          description: 'The operator token, the ADMIN_TOKEN the API was started with.',
+        },
       },
     },
   },
@@ -115,5 +152,10 @@ interface Group {
  */
 export function documenter(group: Group) {
   return ({ errors: own = [], ...spec }: DescribeRouteOptions & { operationId: string; errors?: ErrorStatus[] }) =>
-    describeRoute({ tags: [group.tag], security: group.security, ...spec, responses: { ...spec.responses, ...errors(...group.errors, ...own) } })
+    describeRoute({
+      tags: [group.tag],
+      security: group.security,
+      ...spec,
+      responses: { ...spec.responses, ...errors(...group.errors, ...own) },
+    })
 }

@@ -25,4 +25,5 @@ export function requestedRange(header: string | undefined, size: number): ByteRa
 }
 
 /** The `Content-Range` of an answer: the range served, or (`null`, with a 416) only the size. */
-export const contentRange = (range: ByteRange | null, size: number) => (range ? `bytes ${range.start}-${range.end}/${size}` : `bytes */${size}`)
+export const contentRange = (range: ByteRange | null, size: number) =>
+  range ? `bytes ${range.start}-${range.end}/${size}` : `bytes */${size}`

@@ -17,15 +17,27 @@ export function outputOf(media: MediaRecord, name: string): Output {
 }
 
 /** The output's bytes (206 for one satisfiable range, 416 past its end), cacheable for `cacheSeconds`. */
-export async function sendOutput(objects: Pick<Objects, 'get'>, media: MediaRecord, output: Output, rangeHeader: string | undefined, cacheSeconds: number): Promise<Response> {
+export async function sendOutput(
+  objects: Pick<Objects, 'get'>,
+  media: MediaRecord,
+  output: Output,
+  rangeHeader: string | undefined,
+  cacheSeconds: number
+): Promise<Response> {
   const range = requestedRange(rangeHeader, output.size)
   if (range === 'unsatisfiable') {
-    throw new ApiError(416, 'range_not_satisfiable', `the output is ${output.size} bytes; the range asked for starts past its end`, {
-      'Content-Range': contentRange(null, output.size),
-    })
+    throw new ApiError(
+      416,
+      'range_not_satisfiable',
+      `the output is ${output.size} bytes; the range asked for starts past its end`,
+      {
+        'Content-Range': contentRange(null, output.size),
+      }
+    )
   }
   const object = await objects.get(output.key, range ?? undefined)
-  if (!object) throw new ApiError(404, 'not_found', `the output ${output.name} of media ${media.id} is no longer stored`)
+  if (!object)
+    throw new ApiError(404, 'not_found', `the output ${output.name} of media ${media.id} is no longer stored`)
   const length = range ? range.end - range.start + 1 : object.size
   return new Response(object.body, {
     status: range ? 206 : 200,
@@ -41,13 +53,16 @@ export async function sendOutput(objects: Pick<Objects, 'get'>, media: MediaReco
 }
 
 const BINARY = { type: 'string', format: 'binary' } as const
-const BYTES = Object.fromEntries(['image/webp', 'image/jpeg', 'image/png', 'image/avif', 'video/mp4'].map((type) => [type, { schema: BINARY }]))
+const BYTES = Object.fromEntries(
+  ['image/webp', 'image/jpeg', 'image/png', 'image/avif', 'video/mp4'].map((type) => [type, { schema: BINARY }])
+)
 
 /** The `Range` header, as the output routes document it. */
 export const RANGE_PARAMETER = {
   in: 'header' as const,
   name: 'Range',
-  description: 'One range of bytes, e.g. `bytes=0-1023` (what a video player sends to seek); several are answered with the whole output (200).',
+  description:
+    'One range of bytes, e.g. `bytes=0-1023` (what a video player sends to seek); several are answered with the whole output (200).',
   schema: { type: 'string' as const },
 }
 

@@ -52,9 +52,15 @@ function invalid(target: Target, issues: readonly Issue[], data: unknown, status
   const code = status === 404 ? 'not_found' : 'bad_request'
   const issue = issues[0]
   if (!issue) return new ApiError(status, code, `the ${WHERE[target]}s are invalid`)
-  const keys = (issue.path ?? []).map((item) => (typeof item === 'object' && item !== null && 'key' in item ? item.key : item))
+  const keys = (issue.path ?? []).map((item) =>
+    typeof item === 'object' && item !== null && 'key' in item ? item.key : item
+  )
   const field = keys.map(String).join('.')
-  const sent = keys.reduce<unknown>((value, key) => (typeof value === 'object' && value !== null ? (value as Record<PropertyKey, unknown>)[key] : undefined), data)
+  const sent = keys.reduce<unknown>(
+    (value, key) =>
+      typeof value === 'object' && value !== null ? (value as Record<PropertyKey, unknown>)[key] : undefined,
+    data
+  )
   const what = field ? `${WHERE[target]} ${field}` : `the ${WHERE[target]}s`
   // A schema's own message may quote the input (valibot's defaults do), so it is cut short too.
   const got = field && typeof sent === 'string' ? ` (got ${JSON.stringify(cut(sent, SHOWN_CHARACTERS))})` : ''

@@ -14,28 +14,49 @@ import type { Objects } from '../s3/objects.ts'
 import type { Applied } from '../store/jobs.ts'
 import type { Store } from '../store/open.ts'
 
-export function createHandlers(deps: { system: string; store: Store; objects: Objects; changes: Pick<Changes, 'heard'>; log: Logger; metrics: ApiMetrics }): Handlers {
+export function createHandlers(deps: {
+  system: string
+  store: Store
+  objects: Objects
+  changes: Pick<Changes, 'heard'>
+  log: Logger
+  metrics: ApiMetrics
+}): Handlers {
   const { system, store, objects, changes, log, metrics } = deps
   /**
    * The lines of a job applied here carry its ids and the upload's trace (the job's own traceparent; the message's
    * when the job has none, as for jobs made before traces were kept).
    */
   const jobLog = (jobId: string, applied: Applied, sender: TraceContext | null) =>
-    log.child({ jobId, mediaId: applied.mediaId, tenant: applied.tenant, ...traceFields(parseTraceparent(applied.traceparent) ?? sender) })
+    log.child({
+      jobId,
+      mediaId: applied.mediaId,
+      tenant: applied.tenant,
+      ...traceFields(parseTraceparent(applied.traceparent) ?? sender),
+    })
   return {
     async onUpdate(_type, update, trace) {
       const applied = await store.media.applyUpdate(update)
       if (!applied?.changed) return
       metrics.applied(applied)
-      if (applied.previous === 'queued') jobLog(update.jobId, applied, trace).info({ stage: update.stage }, 'job processing')
+      if (applied.previous === 'queued')
+        jobLog(update.jobId, applied, trace).info({ stage: update.stage }, 'job processing')
     },
     async onResult(_type, result, trace) {
       const applied = await store.media.applyResult(result)
       if (applied?.changed) {
         metrics.applied(applied)
         const line = jobLog(result.jobId, applied, trace)
-        if (result.status === 'failed') line.warn({ status: result.status, code: result.error.code }, `job failed: ${result.error.code}: ${result.error.message}`)
-        else line.info({ status: result.status, outputs: result.status === 'completed' ? result.outputs.length : undefined }, `job ${result.status}`)
+        if (result.status === 'failed')
+          line.warn(
+            { status: result.status, code: result.error.code },
+            `job failed: ${result.error.code}: ${result.error.message}`
+          )
+        else
+          line.info(
+            { status: result.status, outputs: result.status === 'completed' ? result.outputs.length : undefined },
+            `job ${result.status}`
+          )
       }
       // Outputs of a job that was cancelled (or whose media was deleted) before its result came: remove them,
       // so nothing of a cancelled job remains whichever way the race went. Only keys under the job's own prefix:
@@ -48,7 +69,12 @@ export function createHandlers(deps: { system: string; store: Store; objects: Ob
     async onDeadLetter(type, raw) {
       const { letter, failure } = readDeadLetter(type, raw)
       log.error(
-        { jobId: letter.jobId ?? undefined, queue: letter.queue, reason: letter.reason, problem: letter.problem ?? undefined },
+        {
+          jobId: letter.jobId ?? undefined,
+          queue: letter.queue,
+          reason: letter.reason,
+          problem: letter.problem ?? undefined,
+        },
         `dead letter from ${letter.queue} (${letter.reason})` + (letter.problem ? `: ${letter.problem}` : '')
       )
       const applied = await store.deadLetters.record(letter, failure)

@@ -69,7 +69,11 @@ export interface QueueStats {
 
 export interface Broker {
   /** Resolves when the broker confirmed the message; rejects when it refuses, or stays disconnected for 2 s. */
-  publish(queue: string, body: Uint8Array, ids: { correlationId: string; type: string; messageId: string; headers?: Record<string, string> }): Promise<void>
+  publish(
+    queue: string,
+    body: Uint8Array,
+    ids: { correlationId: string; type: string; messageId: string; headers?: Record<string, string> }
+  ): Promise<void>
   /** Tells every processor to stop the job (processors that miss it find the job's cancel marker). */
   broadcastCancel(jobId: string): Promise<void>
   /** Tells the other API instances that a media changed. Best effort: SSE clients also re-read on a heartbeat. */
@@ -132,7 +136,8 @@ export async function connectBroker(options: BrokerOptions): Promise<Broker> {
       waiters.push(() => (clearTimeout(timer), resolve(true)))
     })
 
-  const watch = <C extends AmqpChannel>(model: AmqpModel, channel: C, name: string): C => watchChannel(model, channel, context, { name })
+  const watch = <C extends AmqpChannel>(model: AmqpModel, channel: C, name: string): C =>
+    watchChannel(model, channel, context, { name })
 
   /** Starts every consumer on `model`, once per connection (setup and `consume` may both ask). */
   async function startConsuming(model: AmqpModel, handlers: Handlers): Promise<void> {
@@ -157,7 +162,11 @@ export async function connectBroker(options: BrokerOptions): Promise<Broker> {
     await consuming.prefetch(CONSUMER_PREFETCH)
     const tags: string[] = []
     /** Consumes a queue; a consumer the broker cancels (its queue deleted) forces a reconnect that re-declares it. */
-    const consume = async <T>(queue: string, decode: Decode<T>, apply: (value: T, message: AmqpMessage) => Promise<void>) => {
+    const consume = async <T>(
+      queue: string,
+      decode: Decode<T>,
+      apply: (value: T, message: AmqpMessage) => Promise<void>
+    ) => {
       const { consumerTag } = await consumeOrReconnect(model, consuming, queue, context, (message) => {
         const applying = handle(consuming, message, queue, decode, (value) => apply(value, message), context)
         inFlight.add(applying)
@@ -168,8 +177,16 @@ export async function connectBroker(options: BrokerOptions): Promise<Broker> {
     for (const type of MEDIA_TYPES) {
       const names = queueNames(options.system, type)
       const resultSchema = type === 'images' ? ImageResultSchema : VideoResultSchema
-      await consume(names.updates, (bytes) => decodeMessage(JobUpdateSchema, bytes), (u, m) => handlers.onUpdate(type, u, traceOf(m)))
-      await consume(names.results, (bytes) => decodeMessage(resultSchema, bytes), (r, m) => handlers.onResult(type, r, traceOf(m)))
+      await consume(
+        names.updates,
+        (bytes) => decodeMessage(JobUpdateSchema, bytes),
+        (u, m) => handlers.onUpdate(type, u, traceOf(m))
+      )
+      await consume(
+        names.results,
+        (bytes) => decodeMessage(resultSchema, bytes),
+        (r, m) => handlers.onResult(type, r, traceOf(m))
+      )
       // Dead letters are taken off the broker into the store, where operators list, inspect and re-drive them.
       await consume(
         names.dead,
@@ -240,7 +257,9 @@ export async function connectBroker(options: BrokerOptions): Promise<Broker> {
     broadcastChange(mediaId) {
       if (!connected || !publisher) return
       const body = encodeMessage(MediaChangedSchema, { version: 1, mediaId, origin: options.instanceId })
-      publisher.broadcast(eventsExchange(options.system), body, { correlationId: mediaId, type: 'media.changed' }).catch(() => {})
+      publisher
+        .broadcast(eventsExchange(options.system), body, { correlationId: mediaId, type: 'media.changed' })
+        .catch(() => {})
     },
     async consume(given) {
       if (handlers) throw new Error('the broker already consumes')
@@ -290,7 +309,8 @@ export async function connectBroker(options: BrokerOptions): Promise<Broker> {
 type Decode<T> = (bytes: Uint8Array) => { ok: true; value: T } | { ok: false; reason: string }
 
 /** The sender's trace, from a message's `traceparent` header. */
-const traceOf = (message: AmqpMessage): TraceContext | null => parseTraceparent(message.properties.headers?.[TRACEPARENT])
+const traceOf = (message: AmqpMessage): TraceContext | null =>
+  parseTraceparent(message.properties.headers?.[TRACEPARENT])
 
 /**
  * Applies one message and acks it once applied. A malformed message is dead-lettered at once (requeueing it would
@@ -308,14 +328,20 @@ async function handle<T>(
   const about = { queue, messageId: message.properties.messageId, jobId: message.properties.correlationId }
   const decoded = decode(message.content)
   if (!decoded.ok) {
-    log.error({ ...about, reason: decoded.reason }, `dead-lettering a malformed message from ${queue}: ${decoded.reason}`)
+    log.error(
+      { ...about, reason: decoded.reason },
+      `dead-lettering a malformed message from ${queue}: ${decoded.reason}`
+    )
     return settle(() => channel.nack(message, false, false), context, about)
   }
   try {
     await apply(decoded.value)
     settle(() => channel.ack(message), context, about)
   } catch (error) {
-    log.error({ ...about, err: error }, `could not apply a message from ${queue}, requeueing: ${(error as Error).message}`)
+    log.error(
+      { ...about, err: error },
+      `could not apply a message from ${queue}, requeueing: ${(error as Error).message}`
+    )
     // A second's pause: `.dead` queues have no delivery limit, and the store may need a moment to come back.
     setTimeout(() => settle(() => channel.nack(message, false, true), context, about), 1_000)
   }

@@ -23,7 +23,8 @@ export interface CancelDeps {
 
 /** Cancels the media's job; 409 when it is final already, 503 when the marker cannot be written. */
 export async function cancelJob(deps: CancelDeps, media: MediaRecord, log: Logger): Promise<void> {
-  if (isFinal(media.status)) throw new ApiError(409, 'conflict', `media ${media.id} is already ${media.status}; there is nothing to cancel`)
+  if (isFinal(media.status))
+    throw new ApiError(409, 'conflict', `media ${media.id} is already ${media.status}; there is nothing to cancel`)
   const marker = cancelMarkerKey(outputPrefix(deps.system, media.jobId))
   try {
     await deps.objects.mark(marker)
@@ -34,10 +35,17 @@ export async function cancelJob(deps: CancelDeps, media: MediaRecord, log: Logge
   const outcome = await deps.media.cancel(media.id)
   if (outcome?.outcome !== 'cancelled') {
     await deps.objects.remove(marker).catch(() => {})
-    throw new ApiError(409, 'conflict', `media ${media.id} is already ${outcome?.status ?? 'gone'}; there is nothing to cancel`)
+    throw new ApiError(
+      409,
+      'conflict',
+      `media ${media.id} is already ${outcome?.status ?? 'gone'}; there is nothing to cancel`
+    )
   }
   await deps.broker.broadcastCancel(outcome.jobId).catch((error) => {
-    log.warn({ err: error }, `the cancel was not broadcast (${(error as Error).message}); processors will find its marker`)
+    log.warn(
+      { err: error },
+      `the cancel was not broadcast (${(error as Error).message}); processors will find its marker`
+    )
   })
 }
 
@@ -50,7 +58,11 @@ export async function deleteMedia(deps: CancelDeps, media: MediaRecord, log: Log
     if (!(error instanceof ApiError && error.status === 409)) throw error
   }
   const fresh = (await deps.media.get(media.id)) ?? media
-  const keys = [fresh.sourceKey, ...fresh.outputs.map((o) => o.key), cancelMarkerKey(outputPrefix(deps.system, fresh.jobId))]
+  const keys = [
+    fresh.sourceKey,
+    ...fresh.outputs.map((o) => o.key),
+    cancelMarkerKey(outputPrefix(deps.system, fresh.jobId)),
+  ]
   await Promise.all(keys.map((key) => deps.objects.remove(key)))
   await deps.media.remove(media.id, { event: true })
 }

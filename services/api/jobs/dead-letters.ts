@@ -30,7 +30,9 @@ export function readDeadLetter(type: MediaType, raw: RawDeadLetter): { letter: D
   const death = firstDeath(headers)
   const queue = death.queue ?? 'unknown'
   const kind = (['request', 'updates', 'results'] as const).find((k) => queue.endsWith(`.${k}`))
-  const decoded = kind ? decodeMessage(SCHEMAS[type][kind], raw.body) : ({ ok: false, reason: `it came from an unknown queue (${queue})` } as const)
+  const decoded = kind
+    ? decodeMessage(SCHEMAS[type][kind], raw.body)
+    : ({ ok: false, reason: `it came from an unknown queue (${queue})` } as const)
   const jobId = decoded.ok
     ? (decoded.value as { jobId: string }).jobId
     : v.is(JobIdSchema, raw.correlationId)
@@ -89,6 +91,7 @@ function plain(value: unknown): unknown {
   if (value instanceof Date) return value.toISOString()
   if (typeof value === 'bigint') return Number(value)
   if (Array.isArray(value)) return value.map(plain)
-  if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, plain(v)]))
+  if (value && typeof value === 'object')
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, plain(v)]))
   return value
 }

@@ -29,14 +29,22 @@ export function createOutbox(deps: { store: Store; broker: Broker; graceMs: numb
   function publish(message: OutboxMessage): Promise<void> {
     // The upload's trace goes with the request, so the processor's log lines carry it too.
     const headers = message.traceparent ? { [TRACEPARENT]: message.traceparent } : undefined
-    return broker.publish(message.queue, message.body, { correlationId: message.jobId, type: message.type, messageId: message.messageId, headers })
+    return broker.publish(message.queue, message.body, {
+      correlationId: message.jobId,
+      type: message.type,
+      messageId: message.messageId,
+      headers,
+    })
   }
 
   // The broker has the requests, so their jobs are queued whatever happens next: a confirm that is not recorded only
   // means the relay sends them once more (harmless), whereas failing here would make an upload undo a queued job.
   async function recordSent(messages: readonly OutboxMessage[]): Promise<void> {
     await store.outbox.markPublished(messages.map((m) => m.messageId)).catch((error: Error) => {
-      log.warn({ messageIds: messages.map((m) => m.messageId), err: error }, `outbox: ${messages.length} request(s) sent but not marked sent (${error.message}); the relay will send them again`)
+      log.warn(
+        { messageIds: messages.map((m) => m.messageId), err: error },
+        `outbox: ${messages.length} request(s) sent but not marked sent (${error.message}); the relay will send them again`
+      )
     })
   }
 
@@ -66,7 +74,10 @@ export function createOutbox(deps: { store: Store; broker: Broker; graceMs: numb
     await recordSent(sent)
     if (!unsent.length) return true
     const reason = (outcomes.find((o) => o.status === 'rejected') as PromiseRejectedResult).reason as Error
-    log.warn({ err: reason }, `outbox relay: ${unsent.length} of ${claimed.length} request(s) not sent (${reason.message}); will retry`)
+    log.warn(
+      { err: reason },
+      `outbox relay: ${unsent.length} of ${claimed.length} request(s) not sent (${reason.message}); will retry`
+    )
     // What could not be sent is free for the next round of any instance, not held for the whole claim.
     await store.outbox.unclaim(unsent.map((m) => m.messageId)).catch(() => {})
     return false

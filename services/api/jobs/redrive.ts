@@ -19,20 +19,37 @@ export type Redriven = { redriven: string; jobId: string | null; mediaId?: strin
 
 export async function redriveLetter(deps: RedriveDeps, letter: DeadLetter): Promise<Redriven> {
   if (letter.problem) {
-    throw new ApiError(422, 'unprocessable', `the message is malformed (${letter.problem}); re-driving it would fail again. Discard it instead.`)
+    throw new ApiError(
+      422,
+      'unprocessable',
+      `the message is malformed (${letter.problem}); re-driving it would fail again. Discard it instead.`
+    )
   }
   if (letter.queue.endsWith('.request') && letter.jobId) {
     const outcome = await deps.deadLetters.redrive(letter.id, crypto.randomUUID())
-    if (outcome && 'conflict' in outcome) throw new ApiError(409, 'conflict', `job ${letter.jobId} is ${outcome.conflict} meanwhile; there is nothing to re-drive`)
+    if (outcome && 'conflict' in outcome)
+      throw new ApiError(
+        409,
+        'conflict',
+        `job ${letter.jobId} is ${outcome.conflict} meanwhile; there is nothing to re-drive`
+      )
     if (outcome) {
       void deps.outbox.relay()
       return { redriven: letter.id, jobId: letter.jobId, mediaId: outcome.mediaId }
     }
   }
   try {
-    await deps.broker.publish(letter.queue, letter.body, { correlationId: letter.jobId ?? letter.id, type: 'redriven', messageId: crypto.randomUUID() })
+    await deps.broker.publish(letter.queue, letter.body, {
+      correlationId: letter.jobId ?? letter.id,
+      type: 'redriven',
+      messageId: crypto.randomUUID(),
+    })
   } catch (error) {
-    throw new ApiError(503, 'queue_unavailable', `the message could not be sent again (${(error as Error).message}); try again shortly`)
+    throw new ApiError(
+      503,
+      'queue_unavailable',
+      `the message could not be sent again (${(error as Error).message}); try again shortly`
+    )
   }
   await deps.deadLetters.remove(letter.id)
   return { redriven: letter.id, jobId: letter.jobId }

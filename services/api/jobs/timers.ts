@@ -56,7 +56,10 @@ export function startTimers(deps: TimerDeps): { stop(): void } {
       for (const type of MEDIA_TYPES) if ((await broker.consumers(type)) > 0) live.push(type)
       for (const action of await store.media.sweepStalled(settings.stallMs, settings.maxRedrives, live)) {
         deps.metrics.stallAction(action.action)
-        log.warn({ jobId: action.jobId, mediaId: action.mediaId, action: action.action }, `job stalled (silent for ${settings.stallMs / 1000} s): ${action.action}`)
+        log.warn(
+          { jobId: action.jobId, mediaId: action.mediaId, action: action.action },
+          `job stalled (silent for ${settings.stallMs / 1000} s): ${action.action}`
+        )
       }
       void outbox.relay()
     } catch (error) {
@@ -69,9 +72,13 @@ export function startTimers(deps: TimerDeps): { stop(): void } {
 
   const hourly = setInterval(async () => {
     try {
-      if (await store.coordination.claimRound('multipart-sweep', UPLOAD_SWEEP_EVERY_MS)) await deps.sweepUploads(settings.multipartMaxAgeMs)
+      if (await store.coordination.claimRound('multipart-sweep', UPLOAD_SWEEP_EVERY_MS))
+        await deps.sweepUploads(settings.multipartMaxAgeMs)
     } catch (error) {
-      log.warn({ err: error }, `multipart sweep: ${(error as Error).message}; an S3 lifecycle rule (AbortIncompleteMultipartUpload) does the same`)
+      log.warn(
+        { err: error },
+        `multipart sweep: ${(error as Error).message}; an S3 lifecycle rule (AbortIncompleteMultipartUpload) does the same`
+      )
     }
     // Resumable uploads left unfinished past their day: their S3 multipart uploads are aborted.
     if (await store.coordination.claimRound('tus-sweep', UPLOAD_SWEEP_EVERY_MS).catch(() => false)) {
@@ -79,7 +86,9 @@ export function startTimers(deps: TimerDeps): { stop(): void } {
     }
     // Answers kept for Idempotency-Keys past their day (lookups ignore them already; this only frees the rows).
     if (await store.coordination.claimRound('idempotency-sweep', UPLOAD_SWEEP_EVERY_MS).catch(() => false)) {
-      await store.idempotency.sweep(IDEMPOTENCY_KEEP_MS).catch((error: Error) => log.warn({ err: error }, `idempotency sweep: ${error.message}`))
+      await store.idempotency
+        .sweep(IDEMPOTENCY_KEEP_MS)
+        .catch((error: Error) => log.warn({ err: error }, `idempotency sweep: ${error.message}`))
     }
   }, UPLOAD_SWEEP_CHECK_MS)
 

@@ -30,7 +30,7 @@ import type { KeyRepo } from '../store/keys.ts'
 const IdParams = v.object({ id: v.pipe(v.string(), v.uuid('must be a UUID')) })
 const LIMIT_RULE = 'must be a whole number from 1 to 1000'
 const ListQuery = v.object({
-  tenant: v.optional(v.pipe(TenantSchema, v.description('Only the dead letters of this tenant\'s jobs.'))),
+  tenant: v.optional(v.pipe(TenantSchema, v.description("Only the dead letters of this tenant's jobs."))),
   limit: v.optional(
     v.pipe(
       v.string(LIMIT_RULE),
@@ -44,14 +44,28 @@ const ListQuery = v.object({
   ),
 })
 const NewKey = v.object({
-  tenant: v.pipe(TenantSchema, v.description('The tenant the key acts for: 1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit.')),
-  name: v.optional(v.pipe(v.string('must be a string'), v.maxLength(200, 'must be at most 200 characters'), v.description('A label, such as where the key is used.'))),
+  tenant: v.pipe(
+    TenantSchema,
+    v.description('The tenant the key acts for: 1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit.')
+  ),
+  name: v.optional(
+    v.pipe(
+      v.string('must be a string'),
+      v.maxLength(200, 'must be at most 200 characters'),
+      v.description('A label, such as where the key is used.')
+    )
+  ),
 })
-const KeysQuery = v.object({ tenant: v.optional(v.pipe(TenantSchema, v.description('Only this tenant\'s keys.'))) })
+const KeysQuery = v.object({ tenant: v.optional(v.pipe(TenantSchema, v.description("Only this tenant's keys."))) })
 const SECONDS_RULE = 'must be a whole number of seconds'
 const SweepQuery = v.object({
   olderThanSeconds: v.optional(
-    v.pipe(v.string(SECONDS_RULE), v.regex(/^\d{1,10}$/, SECONDS_RULE), v.description('Abort uploads started longer ago than this.'), v.transform(Number)),
+    v.pipe(
+      v.string(SECONDS_RULE),
+      v.regex(/^\d{1,10}$/, SECONDS_RULE),
+      v.description('Abort uploads started longer ago than this.'),
+      v.transform(Number)
+    ),
     '86400'
   ),
 })
@@ -71,71 +85,92 @@ export interface AdminRouteDeps extends RedriveDeps {
 
 export function adminRoutes(deps: AdminRouteDeps) {
   const guard = adminGuard(deps.adminToken)
-  return new Hono()
-    .use('*', guard)
+  return (
+    new Hono()
+      .use('*', guard)
 
-    .get('/dead-letters', listLettersDoc, query(ListQuery), async (c) => {
-      const { limit, tenant } = c.req.valid('query')
-      return c.json({ deadLetters: await deps.deadLetters.list(limit, tenant) } satisfies v.InferOutput<typeof DeadLetterListSchema>, 200)
-    })
+      .get('/dead-letters', listLettersDoc, query(ListQuery), async (c) => {
+        const { limit, tenant } = c.req.valid('query')
+        return c.json(
+          { deadLetters: await deps.deadLetters.list(limit, tenant) } satisfies v.InferOutput<
+            typeof DeadLetterListSchema
+          >,
+          200
+        )
+      })
 
-    /** The depth of every queue of this system, asked of the broker now. */
-    .get('/queues', queuesDoc, async (c) => {
-      try {
-        return c.json({ queues: await deps.broker.queueStats() } satisfies v.InferOutput<typeof QueueListSchema>, 200)
-      } catch (error) {
-        throw new ApiError(503, 'queue_unavailable', `the broker could not be asked (${(error as Error).message}); try again shortly`)
-      }
-    })
+      /** The depth of every queue of this system, asked of the broker now. */
+      .get('/queues', queuesDoc, async (c) => {
+        try {
+          return c.json({ queues: await deps.broker.queueStats() } satisfies v.InferOutput<typeof QueueListSchema>, 200)
+        } catch (error) {
+          throw new ApiError(
+            503,
+            'queue_unavailable',
+            `the broker could not be asked (${(error as Error).message}); try again shortly`
+          )
+        }
+      })
 
-    /** Creates an API key for a tenant. The key is in this answer only: the API keeps its hash. */
-    .post('/keys', createKeyDoc, json(NewKey), async (c) => {
-      const { tenant, name } = c.req.valid('json')
-      const { key, record } = await issueKey(deps, tenant, { name })
-      return c.json({ ...record, key } satisfies v.InferOutput<typeof IssuedKeySchema>, 201)
-    })
+      /** Creates an API key for a tenant. The key is in this answer only: the API keeps its hash. */
+      .post('/keys', createKeyDoc, json(NewKey), async (c) => {
+        const { tenant, name } = c.req.valid('json')
+        const { key, record } = await issueKey(deps, tenant, { name })
+        return c.json({ ...record, key } satisfies v.InferOutput<typeof IssuedKeySchema>, 201)
+      })
 
-    .get('/keys', listKeysDoc, query(KeysQuery), async (c) => {
-      return c.json({ keys: await deps.keys.list(c.req.valid('query').tenant) } satisfies v.InferOutput<typeof KeyListSchema>, 200)
-    })
+      .get('/keys', listKeysDoc, query(KeysQuery), async (c) => {
+        return c.json(
+          { keys: await deps.keys.list(c.req.valid('query').tenant) } satisfies v.InferOutput<typeof KeyListSchema>,
+          200
+        )
+      })
 
-    /** Revokes a key: from the next request on, on every API instance (keys are read from the database each time). */
-    .delete('/keys/:id', revokeKeyDoc, param(IdParams, 404), async (c) => {
-      const key = await deps.keys.revoke(c.req.valid('param').id)
-      if (!key) throw new ApiError(404, 'not_found', `no API key with id ${c.req.valid('param').id}`)
-      return c.json(key satisfies v.InferOutput<typeof ApiKeySchema>, 200)
-    })
+      /** Revokes a key: from the next request on, on every API instance (keys are read from the database each time). */
+      .delete('/keys/:id', revokeKeyDoc, param(IdParams, 404), async (c) => {
+        const key = await deps.keys.revoke(c.req.valid('param').id)
+        if (!key) throw new ApiError(404, 'not_found', `no API key with id ${c.req.valid('param').id}`)
+        return c.json(key satisfies v.InferOutput<typeof ApiKeySchema>, 200)
+      })
 
-    .get('/dead-letters/:id', getLetterDoc, param(IdParams, 404), async (c) => {
-      const letter = await findLetter(deps, c.req.valid('param').id)
-      const { body, ...rest } = letter
-      const text = readableText(body)
-      const shown = { ...rest, ...(text === null ? { bodyBase64: Buffer.from(body).toString('base64') } : { body: text }) }
-      return c.json(shown satisfies v.InferOutput<typeof DeadLetterSchema>, 200)
-    })
+      .get('/dead-letters/:id', getLetterDoc, param(IdParams, 404), async (c) => {
+        const letter = await findLetter(deps, c.req.valid('param').id)
+        const { body, ...rest } = letter
+        const text = readableText(body)
+        const shown = {
+          ...rest,
+          ...(text === null ? { bodyBase64: Buffer.from(body).toString('base64') } : { body: text }),
+        }
+        return c.json(shown satisfies v.InferOutput<typeof DeadLetterSchema>, 200)
+      })
 
-    /** Sends a dead letter again (jobs/redrive.ts). */
-    .post('/dead-letters/:id/redrive', redriveDoc, param(IdParams, 404), async (c) => {
-      const letter = await findLetter(deps, c.req.valid('param').id)
-      return c.json((await redriveLetter(deps, letter)) satisfies v.InferOutput<typeof RedrivenSchema>, 202)
-    })
+      /** Sends a dead letter again (jobs/redrive.ts). */
+      .post('/dead-letters/:id/redrive', redriveDoc, param(IdParams, 404), async (c) => {
+        const letter = await findLetter(deps, c.req.valid('param').id)
+        return c.json((await redriveLetter(deps, letter)) satisfies v.InferOutput<typeof RedrivenSchema>, 202)
+      })
 
-    /** Runs the multipart-upload sweep now (it also runs hourly), for uploads older than `olderThanSeconds`. */
-    .post('/sweep', sweepDoc, query(SweepQuery), async (c) => {
-      try {
-        return c.json({ abortedUploads: await deps.sweepUploads(c.req.valid('query').olderThanSeconds * 1000) } satisfies v.InferOutput<typeof SweepSchema>, 200)
-      } catch (error) {
-        throw new ApiError(503, 'storage_unavailable', `the sweep failed: ${(error as Error).message}`)
-      }
-    })
+      /** Runs the multipart-upload sweep now (it also runs hourly), for uploads older than `olderThanSeconds`. */
+      .post('/sweep', sweepDoc, query(SweepQuery), async (c) => {
+        try {
+          return c.json(
+            {
+              abortedUploads: await deps.sweepUploads(c.req.valid('query').olderThanSeconds * 1000),
+            } satisfies v.InferOutput<typeof SweepSchema>,
+            200
+          )
+        } catch (error) {
+          throw new ApiError(503, 'storage_unavailable', `the sweep failed: ${(error as Error).message}`)
+        }
+      })
 
-    .delete('/dead-letters/:id', deleteLetterDoc, param(IdParams, 404), async (c) => {
-      const letter = await findLetter(deps, c.req.valid('param').id)
-      await deps.deadLetters.remove(letter.id)
-      return c.body(null, 204)
-    })
+      .delete('/dead-letters/:id', deleteLetterDoc, param(IdParams, 404), async (c) => {
+        const letter = await findLetter(deps, c.req.valid('param').id)
+        await deps.deadLetters.remove(letter.id)
+        return c.body(null, 204)
+      })
+  )
 }
-
 
 const listLettersDoc = doc({
   operationId: 'listDeadLetters',
@@ -151,7 +186,9 @@ const queuesDoc = doc({
 const getLetterDoc = doc({
   operationId: 'getDeadLetter',
   summary: 'One dead letter, with its headers and body',
-  responses: { 200: jsonAnswer('The dead letter: its body as text when it reads as such, else in base64.', DeadLetterSchema) },
+  responses: {
+    200: jsonAnswer('The dead letter: its body as text when it reads as such, else in base64.', DeadLetterSchema),
+  },
 })
 const redriveDoc = doc({
   operationId: 'redriveDeadLetter',
@@ -174,13 +211,13 @@ const createKeyDoc = doc({
 const listKeysDoc = doc({
   operationId: 'listKeys',
   summary: 'API keys, newest first (their records; never the keys)',
-  responses: { 200: jsonAnswer('The keys\' records.', KeyListSchema) },
+  responses: { 200: jsonAnswer("The keys' records.", KeyListSchema) },
 })
 const revokeKeyDoc = doc({
   operationId: 'revokeKey',
   summary: 'Revoke an API key',
   description: 'From the next request on, on every API instance. Revoking twice keeps the first time.',
-  responses: { 200: jsonAnswer('The key\'s record, revoked.', ApiKeySchema) },
+  responses: { 200: jsonAnswer("The key's record, revoked.", ApiKeySchema) },
 })
 const sweepDoc = doc({
   operationId: 'sweepUploads',

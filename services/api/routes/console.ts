@@ -22,7 +22,9 @@ export function consoleRoutes(files: () => Promise<ConsoleFiles>) {
     const headers = { 'Content-Type': file.type, 'Cache-Control': 'no-cache', ETag: file.etag, Vary: 'Accept-Encoding' }
     if (request.header('if-none-match') === file.etag) return new Response(null, { status: 304, headers })
     if (/\bgzip\b/.test(request.header('accept-encoding') ?? '')) {
-      return new Response(file.gzipped as Uint8Array<ArrayBuffer>, { headers: { ...headers, 'Content-Encoding': 'gzip' } })
+      return new Response(file.gzipped as Uint8Array<ArrayBuffer>, {
+        headers: { ...headers, 'Content-Encoding': 'gzip' },
+      })
     }
     return new Response(file.body as Uint8Array<ArrayBuffer>, { headers })
   }
@@ -50,7 +52,8 @@ export const isConsolePath = (path: string) => path === '/' || path.startsWith('
 const pageDoc = doc({
   operationId: 'console',
   summary: 'The web console (HTML)',
-  description: 'Sign in with an API key to upload, follow and inspect media; with ADMIN_TOKEN, the operator views. Served on Bun; an API on Deno answers 404.',
+  description:
+    'Sign in with an API key to upload, follow and inspect media; with ADMIN_TOKEN, the operator views. Served on Bun; an API on Deno answers 404.',
   responses: { 200: { description: 'The page.', content: { 'text/html': { schema: { type: 'string' } } } } },
   errors: [404],
 })
@@ -58,7 +61,12 @@ const fileDoc = doc({
   operationId: 'consoleFile',
   summary: 'A file of the web console: its script, styles or icon',
   responses: {
-    200: { description: 'The file.', content: Object.fromEntries(['text/javascript', 'text/css', 'image/svg+xml'].map((type) => [type, { schema: { type: 'string' } }])) },
+    200: {
+      description: 'The file.',
+      content: Object.fromEntries(
+        ['text/javascript', 'text/css', 'image/svg+xml'].map((type) => [type, { schema: { type: 'string' } }])
+      ),
+    },
     304: { description: 'Unchanged since the ETag given in If-None-Match.' },
   },
   errors: [404],

@@ -19,10 +19,17 @@ import type { IdempotencyRepo } from '../store/uploads.ts'
 const Text = (max: number) => v.pipe(v.string(), v.maxLength(max))
 const KeyQuery = v.object({ key: Text(512) })
 const ParamsQuery = v.object({ filename: v.optional(Text(1024)), type: v.optional(Text(255)) })
-const MultipartBody = v.object({ filename: v.optional(Text(1024)), type: v.optional(Text(255)), metadata: v.optional(v.record(v.string(), v.unknown())) })
+const MultipartBody = v.object({
+  filename: v.optional(Text(1024)),
+  type: v.optional(Text(255)),
+  metadata: v.optional(v.record(v.string(), v.unknown())),
+})
 const UploadParams = v.object({ uploadId: v.pipe(v.string(), v.minLength(1), v.maxLength(1024)) })
 const PartNumber = v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(10_000))
-const PartParams = v.object({ ...UploadParams.entries, partNumber: v.pipe(v.string(), v.regex(/^\d{1,5}$/, 'must be a part number'), v.transform(Number), PartNumber) })
+const PartParams = v.object({
+  ...UploadParams.entries,
+  partNumber: v.pipe(v.string(), v.regex(/^\d{1,5}$/, 'must be a part number'), v.transform(Number), PartNumber),
+})
 const BatchQuery = v.object({
   ...KeyQuery.entries,
   partNumbers: v.pipe(
@@ -33,7 +40,11 @@ const BatchQuery = v.object({
   ),
 })
 const CompleteBody = v.object({
-  parts: v.pipe(v.array(v.object({ PartNumber, ETag: Text(256) })), v.minLength(1, 'must list the uploaded parts'), v.maxLength(10_000)),
+  parts: v.pipe(
+    v.array(v.object({ PartNumber, ETag: Text(256) })),
+    v.minLength(1, 'must list the uploaded parts'),
+    v.maxLength(10_000)
+  ),
 })
 
 const doc = documenter({ tag: 'media', security: API_KEY, errors: [401, 429] })
@@ -47,13 +58,20 @@ export interface DirectRouteDeps {
 export function directRoutes(deps: DirectRouteDeps, keyed: Keyed) {
   const { direct } = deps
   /** A completion under its Idempotency-Key: a retry gets the first answer (the same key with other parts: 422). */
-  const completing = async (tenant: string, header: string | undefined, fingerprint: string, complete: () => Promise<Accepted>) => {
+  const completing = async (
+    tenant: string,
+    header: string | undefined,
+    fingerprint: string,
+    complete: () => Promise<Accepted>
+  ) => {
     const outcome = await idempotently<Accepted>(deps.idempotency, tenant, header, async (retry) => {
       if (retry) return { replayed: retry.replay(fingerprint) }
       const accepted = await complete()
       return { created: accepted, fingerprint, location: `/v1/media/${accepted.id}` }
     })
-    return 'created' in outcome ? { accepted: outcome.created, replayed: false } : { accepted: outcome.replayed.body as Accepted, replayed: true }
+    return 'created' in outcome
+      ? { accepted: outcome.created, replayed: false }
+      : { accepted: outcome.replayed.body as Accepted, replayed: true }
   }
   const fingerprintOf = (...parts: unknown[]) => createHash('sha256').update(JSON.stringify(parts)).digest('hex')
 
@@ -65,13 +83,28 @@ export function directRoutes(deps: DirectRouteDeps, keyed: Keyed) {
       .get('/s3/params', paramsDoc, query(ParamsQuery), async (c) => {
         const { filename, type } = c.req.valid('query')
         const { upload, url } = await direct.presignPut(c.get('tenant'), filename, type)
-        return c.json({ method: 'PUT' as const, url, fields: {}, headers: type ? { 'content-type': type } : {}, expires: PRESIGNED_SECONDS, key: upload.key }, 200)
+        return c.json(
+          {
+            method: 'PUT' as const,
+            url,
+            fields: {},
+            headers: type ? { 'content-type': type } : {},
+            expires: PRESIGNED_SECONDS,
+            key: upload.key,
+          },
+          200
+        )
       })
 
       /** Tells the API a single PUT is done. */
       .post('/complete', completeDoc, query(KeyQuery), async (c) => {
         const upload = await direct.owned(c.get('tenant'), c.req.valid('query').key)
-        const { accepted, replayed } = await completing(c.get('tenant'), c.req.header(IDEMPOTENCY_KEY), fingerprintOf(upload.key), () => direct.complete(upload, c.var))
+        const { accepted, replayed } = await completing(
+          c.get('tenant'),
+          c.req.header(IDEMPOTENCY_KEY),
+          fingerprintOf(upload.key),
+          () => direct.complete(upload, c.var)
+        )
         c.header('Location', `/v1/media/${accepted.id}`)
         if (replayed) c.header('Idempotent-Replayed', 'true')
         return c.json(accepted, 202)
@@ -102,17 +135,27 @@ export function directRoutes(deps: DirectRouteDeps, keyed: Keyed) {
         return c.json({ url: url!, expires: PRESIGNED_SECONDS }, 200)
       })
 
-      .post('/s3/multipart/:uploadId/complete', completeMultipartDoc, param(UploadParams, 404), query(KeyQuery), json(CompleteBody), async (c) => {
-        const upload = await direct.owned(c.get('tenant'), c.req.valid('query').key, c.req.valid('param').uploadId)
-        const parts: UploadedPart[] = c.req.valid('json').parts
-        const { accepted, replayed } = await completing(c.get('tenant'), c.req.header(IDEMPOTENCY_KEY), fingerprintOf(upload.key, parts), () =>
-          direct.completeMultipart(upload, parts, c.var)
-        )
-        const location = `${new URL(c.req.url).origin}/v1/media/${accepted.id}`
-        c.header('Location', location)
-        if (replayed) c.header('Idempotent-Replayed', 'true')
-        return c.json({ location, key: upload.key, bucket: deps.bucket, ...accepted }, 200)
-      })
+      .post(
+        '/s3/multipart/:uploadId/complete',
+        completeMultipartDoc,
+        param(UploadParams, 404),
+        query(KeyQuery),
+        json(CompleteBody),
+        async (c) => {
+          const upload = await direct.owned(c.get('tenant'), c.req.valid('query').key, c.req.valid('param').uploadId)
+          const parts: UploadedPart[] = c.req.valid('json').parts
+          const { accepted, replayed } = await completing(
+            c.get('tenant'),
+            c.req.header(IDEMPOTENCY_KEY),
+            fingerprintOf(upload.key, parts),
+            () => direct.completeMultipart(upload, parts, c.var)
+          )
+          const location = `${new URL(c.req.url).origin}/v1/media/${accepted.id}`
+          c.header('Location', location)
+          if (replayed) c.header('Idempotent-Replayed', 'true')
+          return c.json({ location, key: upload.key, bucket: deps.bucket, ...accepted }, 200)
+        }
+      )
 
       .delete('/s3/multipart/:uploadId', abortDoc, param(UploadParams, 404), query(KeyQuery), async (c) => {
         const upload = await direct.owned(c.get('tenant'), c.req.valid('query').key, c.req.valid('param').uploadId)
@@ -123,51 +166,87 @@ export function directRoutes(deps: DirectRouteDeps, keyed: Keyed) {
 }
 
 const KEY_DESCRIPTION =
-  'Every answer names the upload\'s `key` (`<system>/originals/<media id>`, its original\'s key); later calls pass it as `?key=`. A single PUT goes to a staging object, which completion copies to the original: nothing written through the URL afterwards reaches the media.'
+  "Every answer names the upload's `key` (`<system>/originals/<media id>`, its original's key); later calls pass it as `?key=`. A single PUT goes to a staging object, which completion copies to the original: nothing written through the URL afterwards reaches the media."
 const paramsDoc = doc({
   operationId: 'directUploadParams',
-  summary: 'A presigned URL to PUT one file to S3 (Uppy Companion\'s /s3/params)',
+  summary: "A presigned URL to PUT one file to S3 (Uppy Companion's /s3/params)",
   description: `Upload the file with \`PUT url\` and the \`headers\` given, then call POST /v1/direct-uploads/complete?key=. ${KEY_DESCRIPTION}`,
-  responses: { 200: jsonAnswer('Where and how to PUT the file.', v.object({ method: v.literal('PUT'), url: v.string(), fields: v.object({}), headers: v.record(v.string(), v.string()), expires: v.number(), key: v.string() })) },
+  responses: {
+    200: jsonAnswer(
+      'Where and how to PUT the file.',
+      v.object({
+        method: v.literal('PUT'),
+        url: v.string(),
+        fields: v.object({}),
+        headers: v.record(v.string(), v.string()),
+        expires: v.number(),
+        key: v.string(),
+      })
+    ),
+  },
   errors: [400],
 })
 const completeDoc = doc({
   operationId: 'completeDirectUpload',
   summary: 'Tell the API a single PUT is done: it becomes a media and its job',
-  description: 'The object is checked as an upload is (size against MAX_UPLOAD_BYTES, kind from its first bytes); a refused one is deleted. Completing it again answers the same media. Takes an Idempotency-Key.',
+  description:
+    'The object is checked as an upload is (size against MAX_UPLOAD_BYTES, kind from its first bytes); a refused one is deleted. Completing it again answers the same media. Takes an Idempotency-Key.',
   responses: { 202: jsonAnswer('The media, and its job queued.', AcceptedSchema) },
   errors: [400, 404, 409, 413, 415, 422, 503],
 })
 const createMultipartDoc = doc({
   operationId: 'createMultipartUpload',
-  summary: 'Start a multipart upload to S3 (Companion\'s POST /s3/multipart)',
-  responses: { 200: jsonAnswer('The upload.', v.object({ key: v.string(), uploadId: v.string(), bucket: v.string() })) },
+  summary: "Start a multipart upload to S3 (Companion's POST /s3/multipart)",
+  responses: {
+    200: jsonAnswer('The upload.', v.object({ key: v.string(), uploadId: v.string(), bucket: v.string() })),
+  },
   errors: [400, 503],
 })
 const listPartsDoc = doc({
   operationId: 'listMultipartParts',
   summary: 'The parts uploaded so far',
-  responses: { 200: jsonAnswer('The parts.', v.array(v.object({ PartNumber: v.number(), ETag: v.string(), Size: v.optional(v.number()) }))) },
+  responses: {
+    200: jsonAnswer(
+      'The parts.',
+      v.array(v.object({ PartNumber: v.number(), ETag: v.string(), Size: v.optional(v.number()) }))
+    ),
+  },
   errors: [400, 404, 503],
 })
 const batchDoc = doc({
   operationId: 'signMultipartParts',
   summary: 'Presigned URLs for a batch of parts',
-  responses: { 200: jsonAnswer('A URL per part number.', v.object({ presignedUrls: v.record(v.string(), v.string()) })) },
+  responses: {
+    200: jsonAnswer('A URL per part number.', v.object({ presignedUrls: v.record(v.string(), v.string()) })),
+  },
   errors: [400, 404, 503],
 })
 const partDoc = doc({
   operationId: 'signMultipartPart',
   summary: 'A presigned URL for one part',
-  responses: { 200: jsonAnswer('Where to PUT the part (its ETag answer header goes into the completion).', v.object({ url: v.string(), expires: v.number() })) },
+  responses: {
+    200: jsonAnswer(
+      'Where to PUT the part (its ETag answer header goes into the completion).',
+      v.object({ url: v.string(), expires: v.number() })
+    ),
+  },
   errors: [400, 404, 503],
 })
 const completeMultipartDoc = doc({
   operationId: 'completeMultipartUpload',
   summary: 'Join the parts; the object becomes a media and its job',
-  description: 'As POST /complete, after S3 joins the parts. Answers Companion\'s `{location, key, bucket}` with the media\'s id and job. Takes an Idempotency-Key.',
+  description:
+    "As POST /complete, after S3 joins the parts. Answers Companion's `{location, key, bucket}` with the media's id and job. Takes an Idempotency-Key.",
   responses: {
-    200: jsonAnswer('The media, and its job queued.', v.object({ location: v.string(), key: v.string(), bucket: v.string(), ...v.object(AcceptedSchema.entries).entries })),
+    200: jsonAnswer(
+      'The media, and its job queued.',
+      v.object({
+        location: v.string(),
+        key: v.string(),
+        bucket: v.string(),
+        ...v.object(AcceptedSchema.entries).entries,
+      })
+    ),
   },
   errors: [400, 404, 409, 413, 415, 422, 503],
 })

@@ -33,7 +33,9 @@ export interface HealthDeps {
   registry: Registry
 }
 
-export function dependencies(deps: Pick<HealthDeps, 'store' | 'broker' | 'objects'>): Record<'database' | 'rabbitmq' | 's3', Check> {
+export function dependencies(
+  deps: Pick<HealthDeps, 'store' | 'broker' | 'objects'>
+): Record<'database' | 'rabbitmq' | 's3', Check> {
   return {
     database: () => deps.store.ping(),
     rabbitmq: () => {
@@ -78,7 +80,11 @@ export function healthRoutes(deps: HealthDeps) {
     )
     .get(
       '/livez',
-      doc({ operationId: 'livez', summary: 'Liveness: the process answers', responses: { 200: jsonAnswer('Alive.', LiveSchema) } }),
+      doc({
+        operationId: 'livez',
+        summary: 'Liveness: the process answers',
+        responses: { 200: jsonAnswer('Alive.', LiveSchema) },
+      }),
       (c) => c.json({ status: 'alive' as const }, livez().status)
     )
     .get(
@@ -86,13 +92,22 @@ export function healthRoutes(deps: HealthDeps) {
       doc({
         operationId: 'readyz',
         summary: 'Readiness: the database, RabbitMQ and S3 answer now',
-        responses: { 200: jsonAnswer('Ready for uploads.', ReadySchema), 503: jsonAnswer('Not ready; `down` names why.', ReadySchema) },
+        responses: {
+          200: jsonAnswer('Ready for uploads.', ReadySchema),
+          503: jsonAnswer('Not ready; `down` names why.', ReadySchema),
+        },
       }),
       async (c) => {
         const readiness = await runChecks(dependencies(deps))
         const { status, body } = readyz(readiness)
-        const checks = { database: readiness.checks.database!, rabbitmq: readiness.checks.rabbitmq!, s3: readiness.checks.s3! }
-        return status === 200 ? c.json({ ...body, status: 'ready' as const, checks }, 200) : c.json({ ...body, status: 'unavailable' as const, checks }, 503)
+        const checks = {
+          database: readiness.checks.database!,
+          rabbitmq: readiness.checks.rabbitmq!,
+          s3: readiness.checks.s3!,
+        }
+        return status === 200
+          ? c.json({ ...body, status: 'ready' as const, checks }, 200)
+          : c.json({ ...body, status: 'unavailable' as const, checks }, 503)
       }
     )
     .get(

@@ -16,8 +16,17 @@ import { param, query } from '../http/validate.ts'
 const LinkParams = v.object({ id: MediaIdSchema, name: OutputNameSchema })
 const RULE = 'must be as the link was given'
 const LinkQuery = v.object({
-  expires: v.pipe(v.string(RULE), v.regex(/^\d{1,12}$/, RULE), v.transform(Number), v.description('When the link stops working (Unix seconds).')),
-  signature: v.pipe(v.string(RULE), v.regex(/^[A-Za-z0-9_-]{43}$/, RULE), v.description('HMAC-SHA256 of the media, the output and the expiry (base64url).')),
+  expires: v.pipe(
+    v.string(RULE),
+    v.regex(/^\d{1,12}$/, RULE),
+    v.transform(Number),
+    v.description('When the link stops working (Unix seconds).')
+  ),
+  signature: v.pipe(
+    v.string(RULE),
+    v.regex(/^[A-Za-z0-9_-]{43}$/, RULE),
+    v.description('HMAC-SHA256 of the media, the output and the expiry (base64url).')
+  ),
 })
 
 const doc = documenter({ tag: 'media', security: OPEN, errors: [400, 403, 404] })
@@ -27,10 +36,19 @@ export function linkRoutes(deps: { links: Links; media: Pick<MediaRepo, 'get'>; 
     const { id, name } = c.req.valid('param')
     const { expires, signature } = c.req.valid('query')
     if (!(await deps.links.verify(id, name, expires, signature))) {
-      throw new ApiError(403, 'forbidden', 'the link\'s signature does not match this output; use the link exactly as it was given')
+      throw new ApiError(
+        403,
+        'forbidden',
+        "the link's signature does not match this output; use the link exactly as it was given"
+      )
     }
     const left = expires - Math.floor(Date.now() / 1000)
-    if (left < 0) throw new ApiError(403, 'forbidden', `the link expired at ${new Date(expires * 1000).toISOString()}; ask for a new one`)
+    if (left < 0)
+      throw new ApiError(
+        403,
+        'forbidden',
+        `the link expired at ${new Date(expires * 1000).toISOString()}; ask for a new one`
+      )
     const media = await deps.media.get(id)
     if (!media) throw new ApiError(404, 'not_found', `no media with id ${id}`)
     // A shared cache may not keep it (whoever holds the link may fetch it; nobody else), nor anyone past the expiry.
@@ -41,7 +59,8 @@ export function linkRoutes(deps: { links: Links; media: Pick<MediaRepo, 'get'>; 
 const linkDoc = doc({
   operationId: 'getLinkedOutput',
   summary: 'The bytes of one output, through a signed link (no API key)',
-  description: 'The URL comes from GET /v1/media/{id}/outputs/{name}/link. Any API instance serves it, until it expires. One byte range is answered 206.',
+  description:
+    'The URL comes from GET /v1/media/{id}/outputs/{name}/link. Any API instance serves it, until it expires. One byte range is answered 206.',
   parameters: [RANGE_PARAMETER],
   responses: outputAnswers('private, max-age=<seconds until the link expires>, immutable'),
   errors: [416],

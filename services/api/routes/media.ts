@@ -9,7 +9,14 @@ import * as v from 'valibot'
 import { MediaIdSchema, OutputNameSchema } from '@app/shared'
 import type { Caller, Keyed } from '../auth/access.ts'
 import { LINK_SECONDS, LINKS_PATH, type Links } from '../auth/links.ts'
-import { AcceptedSchema, MediaListSchema, MediaSchema, OutputLinkSchema, type Accepted, type MediaList } from '../http/bodies.ts'
+import {
+  AcceptedSchema,
+  MediaListSchema,
+  MediaSchema,
+  OutputLinkSchema,
+  type Accepted,
+  type MediaList,
+} from '../http/bodies.ts'
 import { ApiError } from '../http/errors.ts'
 import { uploadSlots } from '../http/limits.ts'
 import { ListQuery, encodeCursor, mediaQuery } from '../http/listing.ts'
@@ -42,7 +49,9 @@ const LinkQuery = v.object({
       v.transform(Number),
       v.minValue(LINK_SECONDS.min, SECONDS_RULE),
       v.maxValue(LINK_SECONDS.max, SECONDS_RULE),
-      v.description(`How long the link works, in seconds: ${LINK_SECONDS.min} to ${LINK_SECONDS.max} (${LINK_SECONDS.default} when not given).`)
+      v.description(
+        `How long the link works, in seconds: ${LINK_SECONDS.min} to ${LINK_SECONDS.max} (${LINK_SECONDS.default} when not given).`
+      )
     ),
     String(LINK_SECONDS.default)
   ),
@@ -61,78 +70,88 @@ export interface MediaRouteDeps extends AdmitDeps, CancelDeps {
 }
 
 export function mediaRoutes(deps: MediaRouteDeps, keyed: Keyed) {
-  return new Hono<Caller>()
-    .use('*', keyed)
+  return (
+    new Hono<Caller>()
+      .use('*', keyed)
 
-    .post('/', uploadDoc, countUpload(deps.metrics), uploadSlots(deps.limits.concurrentUploads), async (c) => {
-      const seen = c.get('upload')
-      const outcome = await idempotently<Accepted>(deps.idempotency, c.get('tenant'), c.req.header(IDEMPOTENCY_KEY), async (retry) => {
-        const received = await receiveUpload(c.req.raw, { maxBytes: deps.maxUploadBytes, pace: deps.limits.pace })
-        seen.kind = received.sniffed.kind
-        seen.received = () => received.size
-        if (retry) {
-          // A retry of an upload that was answered: read it only to compare it with the first, and store nothing.
-          await drain(received.body)
-          return { replayed: retry.replay(received.sha256!) }
-        }
-        const accepted = await admitReceived(deps, c.var, received)
-        return { created: accepted, fingerprint: received.sha256!, location: `/v1/media/${accepted.id}` }
+      .post('/', uploadDoc, countUpload(deps.metrics), uploadSlots(deps.limits.concurrentUploads), async (c) => {
+        const seen = c.get('upload')
+        const outcome = await idempotently<Accepted>(
+          deps.idempotency,
+          c.get('tenant'),
+          c.req.header(IDEMPOTENCY_KEY),
+          async (retry) => {
+            const received = await receiveUpload(c.req.raw, { maxBytes: deps.maxUploadBytes, pace: deps.limits.pace })
+            seen.kind = received.sniffed.kind
+            seen.received = () => received.size
+            if (retry) {
+              // A retry of an upload that was answered: read it only to compare it with the first, and store nothing.
+              await drain(received.body)
+              return { replayed: retry.replay(received.sha256!) }
+            }
+            const accepted = await admitReceived(deps, c.var, received)
+            return { created: accepted, fingerprint: received.sha256!, location: `/v1/media/${accepted.id}` }
+          }
+        )
+        if ('replayed' in outcome) return c.json(outcome.replayed.body as Accepted, 202, outcome.replayed.headers)
+        c.header('Location', outcome.location)
+        return c.json(outcome.created satisfies Accepted, 202)
       })
-      if ('replayed' in outcome) return c.json(outcome.replayed.body as Accepted, 202, outcome.replayed.headers)
-      c.header('Location', outcome.location)
-      return c.json(outcome.created satisfies Accepted, 202)
-    })
 
-    .get('/', listDoc, query(ListQuery), async (c) => {
-      const wanted = mediaQuery(c.req.valid('query'))
-      const origin = new URL(c.req.url).origin
-      // One more than asked: whether there is a next page, without a count.
-      const found = await deps.media.list(c.get('tenant'), { ...wanted, limit: wanted.limit + 1 })
-      const page = found.slice(0, wanted.limit)
-      const next = found.length > wanted.limit ? encodeCursor(page.at(-1)!) : null
-      return c.json({ media: page.map((media) => present(media, origin)), next } satisfies MediaList, 200)
-    })
+      .get('/', listDoc, query(ListQuery), async (c) => {
+        const wanted = mediaQuery(c.req.valid('query'))
+        const origin = new URL(c.req.url).origin
+        // One more than asked: whether there is a next page, without a count.
+        const found = await deps.media.list(c.get('tenant'), { ...wanted, limit: wanted.limit + 1 })
+        const page = found.slice(0, wanted.limit)
+        const next = found.length > wanted.limit ? encodeCursor(page.at(-1)!) : null
+        return c.json({ media: page.map((media) => present(media, origin)), next } satisfies MediaList, 200)
+      })
 
-    .get('/:id', getDoc, param(MediaParams, 404), async (c) => {
-      const media = await findMedia(deps, c.req.valid('param').id, c.get('tenant'))
-      return c.json(present(media, new URL(c.req.url).origin), 200)
-    })
+      .get('/:id', getDoc, param(MediaParams, 404), async (c) => {
+        const media = await findMedia(deps, c.req.valid('param').id, c.get('tenant'))
+        return c.json(present(media, new URL(c.req.url).origin), 200)
+      })
 
-    /** Cancels the media's job (jobs/cancel.ts: whichever final state is recorded first wins). */
-    .post('/:id/cancel', cancelDoc, param(MediaParams, 404), async (c) => {
-      const media = await findMedia(deps, c.req.valid('param').id, c.get('tenant'))
-      await cancelJob(deps, media, jobLog(c, media))
-      return c.json(present((await deps.media.get(media.id))!, new URL(c.req.url).origin), 200)
-    })
+      /** Cancels the media's job (jobs/cancel.ts: whichever final state is recorded first wins). */
+      .post('/:id/cancel', cancelDoc, param(MediaParams, 404), async (c) => {
+        const media = await findMedia(deps, c.req.valid('param').id, c.get('tenant'))
+        await cancelJob(deps, media, jobLog(c, media))
+        return c.json(present((await deps.media.get(media.id))!, new URL(c.req.url).origin), 200)
+      })
 
-    /** Cancels whatever is running and deletes the media's objects and records. */
-    .delete('/:id', deleteDoc, param(MediaParams, 404), async (c) => {
-      const media = await findMedia(deps, c.req.valid('param').id, c.get('tenant'))
-      await deleteMedia(deps, media, jobLog(c, media))
-      return c.body(null, 204)
-    })
+      /** Cancels whatever is running and deletes the media's objects and records. */
+      .delete('/:id', deleteDoc, param(MediaParams, 404), async (c) => {
+        const media = await findMedia(deps, c.req.valid('param').id, c.get('tenant'))
+        await deleteMedia(deps, media, jobLog(c, media))
+        return c.body(null, 204)
+      })
 
-    /** Server-Sent Events: the current state, each change, then the end (http/media-events.ts). */
-    .get('/:id/events', eventsDoc, param(MediaParams, 404), async (c) => {
-      const media = await findMedia(deps, c.req.valid('param').id, c.get('tenant'))
-      return followMedia(c, deps, media.id)
-    })
+      /** Server-Sent Events: the current state, each change, then the end (http/media-events.ts). */
+      .get('/:id/events', eventsDoc, param(MediaParams, 404), async (c) => {
+        const media = await findMedia(deps, c.req.valid('param').id, c.get('tenant'))
+        return followMedia(c, deps, media.id)
+      })
 
-    /** A link to one output that works without the key until it expires: for an <img> or a <video>. */
-    .get('/:id/outputs/:name/link', linkDoc, param(OutputParams, 404), query(LinkQuery), async (c) => {
-      const { id, name } = c.req.valid('param')
-      const media = await findMedia(deps, id, c.get('tenant'))
-      outputOf(media, name)
-      const expiresAt = Math.floor(Date.now() / 1000) + c.req.valid('query').expiresIn
-      const url = `${new URL(c.req.url).origin}${LINKS_PATH}/${media.id}/${name}?${await deps.links.sign(media.id, name, expiresAt)}`
-      return c.json({ url, expiresAt: new Date(expiresAt * 1000).toISOString() } satisfies v.InferOutput<typeof OutputLinkSchema>, 200)
-    })
+      /** A link to one output that works without the key until it expires: for an <img> or a <video>. */
+      .get('/:id/outputs/:name/link', linkDoc, param(OutputParams, 404), query(LinkQuery), async (c) => {
+        const { id, name } = c.req.valid('param')
+        const media = await findMedia(deps, id, c.get('tenant'))
+        outputOf(media, name)
+        const expiresAt = Math.floor(Date.now() / 1000) + c.req.valid('query').expiresIn
+        const url = `${new URL(c.req.url).origin}${LINKS_PATH}/${media.id}/${name}?${await deps.links.sign(media.id, name, expiresAt)}`
+        return c.json(
+          { url, expiresAt: new Date(expiresAt * 1000).toISOString() } satisfies v.InferOutput<typeof OutputLinkSchema>,
+          200
+        )
+      })
 
-    .get('/:id/outputs/:name', outputDoc, param(OutputParams, 404), async (c) => {
-      const { id, name } = c.req.valid('param')
-      const media = await findMedia(deps, id, c.get('tenant'))
-      return sendOutput(deps.objects, media, outputOf(media, name), c.req.header('range'), 86_400)
-    })
+      .get('/:id/outputs/:name', outputDoc, param(OutputParams, 404), async (c) => {
+        const { id, name } = c.req.valid('param')
+        const media = await findMedia(deps, id, c.get('tenant'))
+        return sendOutput(deps.objects, media, outputOf(media, name), c.req.header('range'), 86_400)
+      })
+  )
 }
 
 // Every media route needs the key and counts against its request rate (429).
@@ -148,13 +167,15 @@ const uploadDoc = doc({
     {
       in: 'header',
       name: 'Content-Disposition',
-      description: 'A raw body\'s file name (RFC 6266): `attachment; filename*=UTF-8\'\'…` or `attachment; filename="…"`. Kept as metadata only.',
+      description:
+        "A raw body's file name (RFC 6266): `attachment; filename*=UTF-8''…` or `attachment; filename=\"…\"`. Kept as metadata only.",
       schema: { type: 'string' },
     },
     {
       in: 'header',
       name: 'X-Filename',
-      description: 'A raw body\'s file name when there is no Content-Disposition; percent-encoded UTF-8 when it contains "%". Kept as metadata only.',
+      description:
+        'A raw body\'s file name when there is no Content-Disposition; percent-encoded UTF-8 when it contains "%". Kept as metadata only.',
       schema: { type: 'string' },
     },
     {
@@ -170,19 +191,25 @@ const uploadDoc = doc({
     content: {
       'application/octet-stream': { schema: { ...BINARY, description: 'The file itself.' } },
       'multipart/form-data': {
-        schema: { type: 'object', properties: { file: { ...BINARY, description: 'The file; its part\'s filename is kept as metadata.' } }, required: ['file'] },
+        schema: {
+          type: 'object',
+          properties: { file: { ...BINARY, description: "The file; its part's filename is kept as metadata." } },
+          required: ['file'],
+        },
       },
     },
   },
   responses: {
-    202: jsonAnswer('Stored, and its job queued.', AcceptedSchema, { Location: { description: 'The media: /v1/media/{id}.', schema: { type: 'string' } } }),
+    202: jsonAnswer('Stored, and its job queued.', AcceptedSchema, {
+      Location: { description: 'The media: /v1/media/{id}.', schema: { type: 'string' } },
+    }),
   },
   errors: [400, 408, 409, 413, 415, 422, 503],
 })
 
 const listDoc = doc({
   operationId: 'listMedia',
-  summary: 'The media of this API key\'s tenant, newest first, a page at a time',
+  summary: "The media of this API key's tenant, newest first, a page at a time",
   description:
     'Filter by `status` and `kind` (each a comma-separated list); follow `next` as `cursor` for the next page. Pages are keyset-paged: media added meanwhile never make a page skip or repeat one.',
   responses: { 200: jsonAnswer('A page of media.', MediaListSchema) },
@@ -191,15 +218,16 @@ const listDoc = doc({
 
 const getDoc = doc({
   operationId: 'getMedia',
-  summary: 'A media\'s state, metadata and outputs',
+  summary: "A media's state, metadata and outputs",
   responses: { 200: jsonAnswer('The media.', MediaSchema) },
   errors: [404],
 })
 
 const cancelDoc = doc({
   operationId: 'cancelMedia',
-  summary: 'Cancel the media\'s job',
-  description: 'Whichever final state is recorded first wins: a job that completed or failed first makes the cancel a 409.',
+  summary: "Cancel the media's job",
+  description:
+    'Whichever final state is recorded first wins: a job that completed or failed first makes the cancel a 409.',
   responses: { 200: jsonAnswer('Cancelled; the media as it is now.', MediaSchema) },
   errors: [404, 409, 503],
 })
@@ -214,13 +242,20 @@ const deleteDoc = doc({
 
 const eventsDoc = doc({
   operationId: 'mediaEvents',
-  summary: 'Follow a media\'s processing as Server-Sent Events',
+  summary: "Follow a media's processing as Server-Sent Events",
   description:
     'Event `state` (with an increasing `id`) carries the media as GET /v1/media/{id} answers it: first the current state, then each change. The stream ends after a final state (completed, failed, cancelled), or after event `deleted` (data `{"id"}`) when the media is deleted. Comments keep an idle stream alive. EventSource cannot send the Authorization header; read the stream with fetch.',
   responses: {
     200: {
       description: 'The event stream.',
-      content: { 'text/event-stream': { schema: { type: 'string', description: 'Events `state` (data: the Media JSON) and `deleted` (data: {"id"}).' } } },
+      content: {
+        'text/event-stream': {
+          schema: {
+            type: 'string',
+            description: 'Events `state` (data: the Media JSON) and `deleted` (data: {"id"}).',
+          },
+        },
+      },
     },
   },
   errors: [404],
@@ -252,7 +287,8 @@ async function drain(body: ReadableStream<Uint8Array>): Promise<void> {
 }
 
 /** A request's logger, with the media's ids. */
-const jobLog = (c: Context<Caller>, media: MediaRecord) => c.get('log').child({ mediaId: media.id, jobId: media.jobId, tenant: media.tenant })
+const jobLog = (c: Context<Caller>, media: MediaRecord) =>
+  c.get('log').child({ mediaId: media.id, jobId: media.jobId, tenant: media.tenant })
 
 /** What an upload was, as far as it got: counted (kind, outcome, bytes received) once it is answered. */
 interface UploadSeen {

@@ -15,8 +15,5 @@ export function uploadRoutes(deps: { tus: Pick<Tus, 'handle'> }, keyed: Keyed) {
     const tenant = c.req.method === 'OPTIONS' ? '' : c.get('tenant')
     c.res = await deps.tus.handle(c.req.raw, { tenant, trace: c.get('trace'), log: c.get('log') })
   })
-  return new Hono<Caller>()
-    .use('*', unlessOptions)
-    .all('/', handle)
-    .all('/:id', handle)
+  return new Hono<Caller>().use('*', unlessOptions).all('/', handle).all('/:id', handle)
 }

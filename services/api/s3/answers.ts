@@ -14,9 +14,14 @@ export async function onClientsBehalf<T>(call: () => Promise<T>): Promise<Awaite
     const failure = classifyS3Error(error)
     if (failure.kind === 'missing') throw new ApiError(404, 'not_found', `S3 has no such upload (${failure.name})`)
     if (failure.kind === 'unsupported') {
-      throw new ApiError(501, 'not_supported', `this S3 store does not support the operation (${failure.name}); use AWS S3, MinIO or another complete implementation`)
+      throw new ApiError(
+        501,
+        'not_supported',
+        `this S3 store does not support the operation (${failure.name}); use AWS S3, MinIO or another complete implementation`
+      )
     }
-    if (failure.status === 400) throw new ApiError(400, 'bad_request', `S3 refused the request: ${failure.name}: ${(error as Error).message}`)
+    if (failure.status === 400)
+      throw new ApiError(400, 'bad_request', `S3 refused the request: ${failure.name}: ${(error as Error).message}`)
     throw new ApiError(503, 'storage_unavailable', 'S3 could not be reached; try again shortly', { 'Retry-After': '5' })
   }
 }

@@ -57,7 +57,11 @@ export interface Objects {
  * `onFailure` hears of each S3 request that failed, by operation (the error metrics). Not of `put`: an upload also
  * fails when its client's stream breaks, which only the caller can tell apart, so the caller counts those.
  */
-export function createObjects(client: S3Client, bucket: string, options: { writer: StreamWriter | null; onFailure: (operation: string) => void }): Objects {
+export function createObjects(
+  client: S3Client,
+  bucket: string,
+  options: { writer: StreamWriter | null; onFailure: (operation: string) => void }
+): Objects {
   const Bucket = bucket
   const counted = async <T>(operation: string, request: () => Promise<T>): Promise<T> => {
     try {
@@ -76,7 +80,14 @@ export function createObjects(client: S3Client, bucket: string, options: { write
     let keyMarker: string | undefined
     let uploadIdMarker: string | undefined
     do {
-      const page = await client.send(new ListMultipartUploadsCommand({ Bucket, Prefix: prefix, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }))
+      const page = await client.send(
+        new ListMultipartUploadsCommand({
+          Bucket,
+          Prefix: prefix,
+          KeyMarker: keyMarker,
+          UploadIdMarker: uploadIdMarker,
+        })
+      )
       for (const upload of page.Uploads ?? []) {
         if (!upload.Key || !upload.UploadId || !upload.Initiated || upload.Initiated.getTime() > cutoff) continue
         await client.send(new AbortMultipartUploadCommand({ Bucket, Key: upload.Key, UploadId: upload.UploadId }))
@@ -102,13 +113,27 @@ export function createObjects(client: S3Client, bucket: string, options: { write
         }
       }
       // 5 MiB parts (the S3 minimum), two in flight.
-      const upload = new Upload({ client, params: { Bucket, Key: key, Body: body, ContentType: contentType }, partSize: 5 * 1024 * 1024, queueSize: 2, leavePartsOnError: false })
+      const upload = new Upload({
+        client,
+        params: { Bucket, Key: key, Body: body, ContentType: contentType },
+        partSize: 5 * 1024 * 1024,
+        queueSize: 2,
+        leavePartsOnError: false,
+      })
       await upload.done()
     },
     async get(key, range) {
       try {
-        const object = await counted('get', () => client.send(new GetObjectCommand({ Bucket, Key: key, ...(range ? { Range: `bytes=${range.start}-${range.end}` } : {}) })))
-        return { body: object.Body!.transformToWebStream() as ReadableStream<Uint8Array>, contentType: object.ContentType, size: object.ContentLength }
+        const object = await counted('get', () =>
+          client.send(
+            new GetObjectCommand({ Bucket, Key: key, ...(range ? { Range: `bytes=${range.start}-${range.end}` } : {}) })
+          )
+        )
+        return {
+          body: object.Body!.transformToWebStream() as ReadableStream<Uint8Array>,
+          contentType: object.ContentType,
+          size: object.ContentLength,
+        }
       } catch (error) {
         if (missing(error)) return undefined
         throw error
@@ -116,14 +141,18 @@ export function createObjects(client: S3Client, bucket: string, options: { write
     },
     async size(key) {
       try {
-        return (await counted('head', () => client.send(new HeadObjectCommand({ Bucket, Key: key })))).ContentLength ?? 0
+        return (
+          (await counted('head', () => client.send(new HeadObjectCommand({ Bucket, Key: key })))).ContentLength ?? 0
+        )
       } catch (error) {
         if (missing(error)) return null
         throw error
       }
     },
     async readHead(key, bytes) {
-      const object = await counted('get', () => client.send(new GetObjectCommand({ Bucket, Key: key, Range: `bytes=0-${bytes - 1}` })))
+      const object = await counted('get', () =>
+        client.send(new GetObjectCommand({ Bucket, Key: key, Range: `bytes=0-${bytes - 1}` }))
+      )
       return object.Body!.transformToByteArray()
     },
     async copy(from, to) {
@@ -134,7 +163,9 @@ export function createObjects(client: S3Client, bucket: string, options: { write
       const keys: string[] = []
       let token: string | undefined
       do {
-        const page = await counted('list', () => client.send(new ListObjectsV2Command({ Bucket, Prefix: prefix, ContinuationToken: token })))
+        const page = await counted('list', () =>
+          client.send(new ListObjectsV2Command({ Bucket, Prefix: prefix, ContinuationToken: token }))
+        )
         for (const object of page.Contents ?? []) if (object.Key) keys.push(object.Key)
         token = page.IsTruncated ? page.NextContinuationToken : undefined
       } while (token)
@@ -148,7 +179,9 @@ export function createObjects(client: S3Client, bucket: string, options: { write
     },
     abortStaleUploads: (prefix, olderThanMs) => counted('sweep', () => abortStale(prefix, olderThanMs)),
     async ping() {
-      await counted('ping', () => client.send(new HeadBucketCommand({ Bucket }), { abortSignal: AbortSignal.timeout(3_000) }))
+      await counted('ping', () =>
+        client.send(new HeadBucketCommand({ Bucket }), { abortSignal: AbortSignal.timeout(3_000) })
+      )
     },
   }
 }

@@ -29,27 +29,38 @@ export function createS3Uploads(client: S3Client, bucket: string) {
   const expiresIn = PRESIGNED_SECONDS
   return {
     /** A URL to PUT the whole file to; `contentType` becomes a signed header the client must send. */
-    presignPut: (key: string, contentType?: string) => getSignedUrl(client, new PutObjectCommand({ Bucket, Key: key, ContentType: contentType }), { expiresIn }),
+    presignPut: (key: string, contentType?: string) =>
+      getSignedUrl(client, new PutObjectCommand({ Bucket, Key: key, ContentType: contentType }), { expiresIn }),
     async createMultipart(key: string, contentType?: string): Promise<string> {
-      const { UploadId } = await client.send(new CreateMultipartUploadCommand({ Bucket, Key: key, ContentType: contentType }))
+      const { UploadId } = await client.send(
+        new CreateMultipartUploadCommand({ Bucket, Key: key, ContentType: contentType })
+      )
       if (!UploadId) throw new Error('S3 returned no upload id')
       return UploadId
     },
     presignPart: (key: string, uploadId: string, partNumber: number) =>
-      getSignedUrl(client, new UploadPartCommand({ Bucket, Key: key, UploadId: uploadId, PartNumber: partNumber }), { expiresIn }),
+      getSignedUrl(client, new UploadPartCommand({ Bucket, Key: key, UploadId: uploadId, PartNumber: partNumber }), {
+        expiresIn,
+      }),
     async listParts(key: string, uploadId: string): Promise<UploadedPart[]> {
       const parts: UploadedPart[] = []
       let marker: string | undefined
       do {
-        const page = await client.send(new ListPartsCommand({ Bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker }))
+        const page = await client.send(
+          new ListPartsCommand({ Bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker })
+        )
         for (const p of page.Parts ?? []) parts.push({ PartNumber: p.PartNumber!, ETag: p.ETag!, Size: p.Size })
         marker = page.IsTruncated ? page.NextPartNumberMarker : undefined
       } while (marker)
       return parts
     },
     async completeMultipart(key: string, uploadId: string, parts: UploadedPart[]): Promise<void> {
-      const sorted = parts.map(({ PartNumber, ETag }) => ({ PartNumber, ETag })).sort((a, b) => a.PartNumber - b.PartNumber)
-      await client.send(new CompleteMultipartUploadCommand({ Bucket, Key: key, UploadId: uploadId, MultipartUpload: { Parts: sorted } }))
+      const sorted = parts
+        .map(({ PartNumber, ETag }) => ({ PartNumber, ETag }))
+        .sort((a, b) => a.PartNumber - b.PartNumber)
+      await client.send(
+        new CompleteMultipartUploadCommand({ Bucket, Key: key, UploadId: uploadId, MultipartUpload: { Parts: sorted } })
+      )
     },
     async abortMultipart(key: string, uploadId: string): Promise<void> {
       await client.send(new AbortMultipartUploadCommand({ Bucket, Key: key, UploadId: uploadId }))

@@ -34,7 +34,8 @@ export const text = (value: unknown): string | null => (value === null || value 
 export const num = (value: unknown): number | null => (value === null || value === undefined ? null : Number(value))
 export const isoNow = () => new Date().toISOString()
 /** Epoch milliseconds as an ISO string, or null. */
-export const iso = (ms: unknown): string | null => (ms === null || ms === undefined ? null : new Date(Number(ms)).toISOString())
+export const iso = (ms: unknown): string | null =>
+  ms === null || ms === undefined ? null : new Date(Number(ms)).toISOString()
 
 /** `?, ?, ?` for an `IN (…)` of these values (one statement for a batch, not a round trip per row). */
 export const placeholders = (values: readonly unknown[]) => values.map(() => '?').join(', ')

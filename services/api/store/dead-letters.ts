@@ -72,8 +72,19 @@ export function createDeadLetterRepo(db: Db, jobs: JobChanges): DeadLetterRepo {
            VALUES (?, (SELECT m.tenant FROM jobs j JOIN media m ON m.id = j.media_id WHERE j.id = ?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT DO NOTHING`,
           [
-            letter.id, letter.jobId, letter.type, letter.queue, letter.reason, letter.deliveries, letter.jobId, letter.problem, letter.messageId,
-            createHash('sha256').update(letter.body).digest('hex'), JSON.stringify(letter.headers), letter.body, letter.deadAt,
+            letter.id,
+            letter.jobId,
+            letter.type,
+            letter.queue,
+            letter.reason,
+            letter.deliveries,
+            letter.jobId,
+            letter.problem,
+            letter.messageId,
+            createHash('sha256').update(letter.body).digest('hex'),
+            JSON.stringify(letter.headers),
+            letter.body,
+            letter.deadAt,
           ]
         )
         return failure && letter.jobId ? jobs.failIn(tx, letter.jobId, failure, 'dead_letter') : undefined
@@ -105,7 +116,15 @@ export function createDeadLetterRepo(db: Db, jobs: JobChanges): DeadLetterRepo {
         if (status === 'completed' || status === 'cancelled') return { conflict: status }
         const jobId = String(letter.job_id)
         const mediaId = String(row.media_id)
-        await jobs.writeJob(tx, jobId, { ...toJobState(row), status: 'queued', stage: 'queued', progress: 0, etaSeconds: null, error: null, outputs: [] })
+        await jobs.writeJob(tx, jobId, {
+          ...toJobState(row),
+          status: 'queued',
+          stage: 'queued',
+          progress: 0,
+          etaSeconds: null,
+          error: null,
+          outputs: [],
+        })
         await tx.run('UPDATE jobs SET redrives = 0, seen_at = NULL WHERE id = ?', [jobId])
         await jobs.record(tx, jobId, 'queued', 'redrive')
         await jobs.requeueRequest(tx, jobId, messageId)

@@ -16,7 +16,15 @@ import { isFinal, type JobState } from './rules.ts'
 import type { WebhookEvent } from './webhooks.ts'
 
 /** Why a job's status changed, as the history keeps it. */
-export type Reason = 'created' | 'update' | 'result' | 'cancel' | 'dead_letter' | 'redrive' | 'stall_redrive' | 'stalled'
+export type Reason =
+  | 'created'
+  | 'update'
+  | 'result'
+  | 'cancel'
+  | 'dead_letter'
+  | 'redrive'
+  | 'stall_redrive'
+  | 'stalled'
 
 /** What applying a message did: the job's media and status afterwards, and whether anything changed. */
 export interface Applied {
@@ -52,13 +60,30 @@ export function createJobChanges(db: Db, deps: JobChangeDeps) {
   const JOB_COLUMNS =
     'id, media_id, type, status, stage, progress, eta_seconds, error, outputs, redrives, created_at, traceparent, ' +
     '(SELECT tenant FROM media WHERE media.id = jobs.media_id) AS tenant'
-  const selectJob = (tx: Queryable, jobId: string) => tx.get(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ?${db.lockRows}`, [jobId])
+  const selectJob = (tx: Queryable, jobId: string) =>
+    tx.get(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ?${db.lockRows}`, [jobId])
   const writeJob = (tx: Queryable, jobId: string, next: JobState) =>
-    tx.run('UPDATE jobs SET status = ?, stage = ?, progress = ?, eta_seconds = ?, error = ?, outputs = ?, updated_at = ? WHERE id = ?', [
-      next.status, next.stage, next.progress, next.etaSeconds, next.error ? JSON.stringify(next.error) : null, JSON.stringify(next.outputs), isoNow(), jobId,
-    ])
+    tx.run(
+      'UPDATE jobs SET status = ?, stage = ?, progress = ?, eta_seconds = ?, error = ?, outputs = ?, updated_at = ? WHERE id = ?',
+      [
+        next.status,
+        next.stage,
+        next.progress,
+        next.etaSeconds,
+        next.error ? JSON.stringify(next.error) : null,
+        JSON.stringify(next.outputs),
+        isoNow(),
+        jobId,
+      ]
+    )
   const record = (tx: Queryable, jobId: string, status: JobStatus, reason: Reason) =>
-    tx.run('INSERT INTO job_history (job_id, status, reason, origin, at) VALUES (?, ?, ?, ?, ?)', [jobId, status, reason, deps.origin, Date.now()])
+    tx.run('INSERT INTO job_history (job_id, status, reason, origin, at) VALUES (?, ?, ?, ?, ?)', [
+      jobId,
+      status,
+      reason,
+      deps.origin,
+      Date.now(),
+    ])
 
   /** Runs `work` in one transaction; each media it marks changed is announced once the transaction has committed. */
   async function change<T>(work: (tx: ChangeTx) => Promise<T>): Promise<T> {
@@ -80,7 +105,8 @@ export function createJobChanges(db: Db, deps: JobChangeDeps) {
     if (!row) return undefined // a media deleted since (or a message that was never ours)
     const job = toJobState(row)
     // Any word from a processor, even one that changes nothing, shows the job is alive.
-    if (options.seen && !isFinal(job.status)) await tx.run('UPDATE jobs SET seen_at = ? WHERE id = ?', [Date.now(), jobId])
+    if (options.seen && !isFinal(job.status))
+      await tx.run('UPDATE jobs SET seen_at = ? WHERE id = ?', [Date.now(), jobId])
     const about = aboutJob(row, job)
     const updated = next(job)
     if (!updated) return { ...about, status: job.status, changed: false }
@@ -88,19 +114,35 @@ export function createJobChanges(db: Db, deps: JobChangeDeps) {
     if (updated.status !== job.status) await record(tx, jobId, updated.status, reason)
     await options.also?.(tx, updated)
     // After `also`, so a completed media's event carries its metadata.
-    if (updated.status !== job.status && isFinal(updated.status)) await deps.recordEvent(tx, about.mediaId, `media.${updated.status}` as WebhookEvent)
+    if (updated.status !== job.status && isFinal(updated.status))
+      await deps.recordEvent(tx, about.mediaId, `media.${updated.status}` as WebhookEvent)
     tx.changed(about.mediaId)
     return { ...about, status: updated.status, changed: true }
   }
 
   const failIn = (tx: ChangeTx, jobId: string, error: ErrorInfo, reason: Reason) =>
-    changeIn(tx, jobId, reason, (job) => (isFinal(job.status) ? null : { ...job, status: 'failed', stage: 'finished', etaSeconds: null, error }))
+    changeIn(tx, jobId, reason, (job) =>
+      isFinal(job.status) ? null : { ...job, status: 'failed', stage: 'finished', etaSeconds: null, error }
+    )
 
   /** Queues a fresh copy of a job's request; created "long ago", so the relay sends it on its next round. */
   async function requeueRequest(tx: Queryable, jobId: string, messageId: string): Promise<void> {
-    const original = await tx.get('SELECT queue, type, body FROM outbox WHERE job_id = ? ORDER BY created_at DESC LIMIT 1', [jobId])
+    const original = await tx.get(
+      'SELECT queue, type, body FROM outbox WHERE job_id = ? ORDER BY created_at DESC LIMIT 1',
+      [jobId]
+    )
     if (!original) throw new Error(`job ${jobId} has no request to send again`)
-    await insertOutbox(tx, { messageId, jobId, queue: String(original.queue), type: String(original.type), body: original.body as Uint8Array }, 0)
+    await insertOutbox(
+      tx,
+      {
+        messageId,
+        jobId,
+        queue: String(original.queue),
+        type: String(original.type),
+        body: original.body as Uint8Array,
+      },
+      0
+    )
   }
 
   /** Removes a media and everything of it; with `event`, its tenant's webhooks get `media.deleted` in the same transaction. */

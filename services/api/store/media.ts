@@ -2,7 +2,14 @@
  * Media and their jobs: created with the job's request (the outbox) in one transaction, read and listed per tenant,
  * changed only through jobs.ts (updates and results applied, cancels, stalled jobs re-driven or failed), removed.
  */
-import { JOB_STATUSES, type ImageResult, type JobStatus, type JobUpdate, type MediaType, type VideoResult } from '@app/shared'
+import {
+  JOB_STATUSES,
+  type ImageResult,
+  type JobStatus,
+  type JobUpdate,
+  type MediaType,
+  type VideoResult,
+} from '@app/shared'
 import { isoNow, placeholders, text, type Db, type Param } from './db.ts'
 import type { Applied, JobChanges, Reason } from './jobs.ts'
 import { MEDIA_SELECT, readMedia, toMedia, type MediaKind, type MediaRecord } from './media-rows.ts'
@@ -21,7 +28,10 @@ export interface MediaQuery {
 }
 
 /** A media to create: its record's own fields, the request for its job (written with it), and its upload's trace. */
-export type NewMedia = Pick<MediaRecord, 'id' | 'tenant' | 'filename' | 'kind' | 'format' | 'size' | 'bucket' | 'sourceKey' | 'jobId' | 'type'> & {
+export type NewMedia = Pick<
+  MediaRecord,
+  'id' | 'tenant' | 'filename' | 'kind' | 'format' | 'size' | 'bucket' | 'sourceKey' | 'jobId' | 'type'
+> & {
   /** The request to publish, written in the same transaction (the outbox). */
   request: Omit<OutboxMessage, 'traceparent'>
   /** The W3C `traceparent` of the upload: sent with every copy of the job's request, and returned as `traceId`. */
@@ -30,7 +40,9 @@ export type NewMedia = Pick<MediaRecord, 'id' | 'tenant' | 'filename' | 'kind' |
 
 export type JobCounts = Record<JobStatus, number>
 
-export type CancelOutcome = { outcome: 'cancelled'; jobId: string; type: MediaType } | { outcome: 'final'; status: JobStatus }
+export type CancelOutcome =
+  | { outcome: 'cancelled'; jobId: string; type: MediaType }
+  | { outcome: 'final'; status: JobStatus }
 
 /** One change of a job's status (or a re-drive, which keeps it `processing`). */
 export interface HistoryEntry {
@@ -90,11 +102,23 @@ export function createMediaRepo(db: Db, jobs: JobChanges): MediaRepo {
       await db.transaction(async (tx) => {
         await tx.run(
           'INSERT INTO media (id, tenant, filename, kind, format, size, bucket, source_key, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
-          [media.id, media.tenant, media.filename, media.kind, media.format, media.size, media.bucket, media.sourceKey, at, at]
+          [
+            media.id,
+            media.tenant,
+            media.filename,
+            media.kind,
+            media.format,
+            media.size,
+            media.bucket,
+            media.sourceKey,
+            at,
+            at,
+          ]
         )
-        await tx.run("INSERT INTO jobs (id, media_id, type, status, stage, created_at, updated_at, traceparent) VALUES (?, ?, ?, 'queued', 'queued', ?, ?, ?)", [
-          media.jobId, media.id, media.type, at, at, media.traceparent ?? null,
-        ])
+        await tx.run(
+          "INSERT INTO jobs (id, media_id, type, status, stage, created_at, updated_at, traceparent) VALUES (?, ?, ?, 'queued', 'queued', ?, ?, ?)",
+          [media.jobId, media.id, media.type, at, at, media.traceparent ?? null]
+        )
         await jobs.record(tx, media.jobId, 'queued', 'created')
         await insertOutbox(tx, media.request, Date.now())
       })
@@ -105,34 +129,50 @@ export function createMediaRepo(db: Db, jobs: JobChanges): MediaRepo {
       const params: Param[] = [tenant]
       if (kinds?.length) where.push(`m.kind IN (${placeholders(kinds)})`), params.push(...kinds)
       if (statuses?.length) where.push(`j.status IN (${placeholders(statuses)})`), params.push(...statuses)
-      if (after) where.push('(m.created_at < ? OR (m.created_at = ? AND m.id < ?))'), params.push(after.createdAt, after.createdAt, after.id)
-      const rows = await db.all(`${MEDIA_SELECT} WHERE ${where.join(' AND ')} ORDER BY m.created_at DESC, m.id DESC LIMIT ?`, [...params, limit])
+      if (after)
+        where.push('(m.created_at < ? OR (m.created_at = ? AND m.id < ?))'),
+          params.push(after.createdAt, after.createdAt, after.id)
+      const rows = await db.all(
+        `${MEDIA_SELECT} WHERE ${where.join(' AND ')} ORDER BY m.created_at DESC, m.id DESC LIMIT ?`,
+        [...params, limit]
+      )
       return rows.map(toMedia)
     },
     remove: (id, options) => jobs.removeMedia(id, options),
     async history(jobId) {
-      const rows = await db.all('SELECT status, reason, origin, at FROM job_history WHERE job_id = ? ORDER BY id', [jobId])
-      return rows.map((r) => ({ status: r.status as JobStatus, reason: r.reason as Reason, origin: text(r.origin), at: new Date(Number(r.at)).toISOString() }))
+      const rows = await db.all('SELECT status, reason, origin, at FROM job_history WHERE job_id = ? ORDER BY id', [
+        jobId,
+      ])
+      return rows.map((r) => ({
+        status: r.status as JobStatus,
+        reason: r.reason as Reason,
+        origin: text(r.origin),
+        at: new Date(Number(r.at)).toISOString(),
+      }))
     },
-    applyUpdate: (update) => jobs.change((tx) => jobs.changeIn(tx, update.jobId, 'update', (job) => afterUpdate(job, update), { seen: true })),
+    applyUpdate: (update) =>
+      jobs.change((tx) => jobs.changeIn(tx, update.jobId, 'update', (job) => afterUpdate(job, update), { seen: true })),
     applyResult: (result) =>
       jobs.change((tx) =>
         jobs.changeIn(tx, result.jobId, 'result', (job) => afterResult(job, result), {
           also: async (tx) => {
             if (result.status !== 'completed') return
-            await tx.run('UPDATE media SET metadata = ?, updated_at = ? WHERE id = (SELECT media_id FROM jobs WHERE id = ?)', [
-              JSON.stringify(result.metadata), isoNow(), result.jobId,
-            ])
+            await tx.run(
+              'UPDATE media SET metadata = ?, updated_at = ? WHERE id = (SELECT media_id FROM jobs WHERE id = ?)',
+              [JSON.stringify(result.metadata), isoNow(), result.jobId]
+            )
           },
         })
       ),
     cancel: (mediaId) =>
       jobs.change(async (tx) => {
-        const latest = await tx.get('SELECT id, type FROM jobs WHERE media_id = ? ORDER BY created_at DESC LIMIT 1', [mediaId])
+        const latest = await tx.get('SELECT id, type FROM jobs WHERE media_id = ? ORDER BY created_at DESC LIMIT 1', [
+          mediaId,
+        ])
         if (!latest) return undefined
         let final: JobStatus | undefined
         await jobs.changeIn(tx, String(latest.id), 'cancel', (job) => {
-          if (isFinal(job.status)) return (final = job.status), null
+          if (isFinal(job.status)) return ((final = job.status), null)
           return { ...job, status: 'cancelled', stage: 'finished', etaSeconds: null }
         })
         if (final) return { outcome: 'final' as const, status: final }
@@ -173,12 +213,15 @@ export function createMediaRepo(db: Db, jobs: JobChanges): MediaRepo {
         return actions
       }),
     async countSilent(silentMs) {
-      const row = await db.get("SELECT COUNT(*) AS n FROM jobs WHERE status = 'processing' AND seen_at < ?", [Date.now() - silentMs])
+      const row = await db.get("SELECT COUNT(*) AS n FROM jobs WHERE status = 'processing' AND seen_at < ?", [
+        Date.now() - silentMs,
+      ])
       return Number(row!.n)
     },
     async countJobs() {
       const counts = Object.fromEntries(JOB_STATUSES.map((s) => [s, 0])) as JobCounts
-      for (const row of await db.all('SELECT status, COUNT(*) AS n FROM jobs GROUP BY status')) counts[row.status as keyof JobCounts] = Number(row.n)
+      for (const row of await db.all('SELECT status, COUNT(*) AS n FROM jobs GROUP BY status'))
+        counts[row.status as keyof JobCounts] = Number(row.n)
       return counts
     },
     async countJobsByType() {
@@ -187,4 +230,3 @@ export function createMediaRepo(db: Db, jobs: JobChanges): MediaRepo {
     },
   }
 }
-

@@ -19,7 +19,12 @@ export interface Dialect {
 }
 
 export const SQLITE: Dialect = { bigint: 'INTEGER', double: 'REAL', bytes: 'BLOB', serial: 'INTEGER PRIMARY KEY' }
-export const POSTGRES: Dialect = { bigint: 'BIGINT', double: 'DOUBLE PRECISION', bytes: 'BYTEA', serial: 'BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY' }
+export const POSTGRES: Dialect = {
+  bigint: 'BIGINT',
+  double: 'DOUBLE PRECISION',
+  bytes: 'BYTEA',
+  serial: 'BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY',
+}
 
 interface Migration {
   version: number

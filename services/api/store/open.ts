@@ -46,7 +46,11 @@ export interface Store {
 export function createStore(db: Db, options: StoreOptions = {}): Store {
   const origin = options.origin ?? null
   const listeners = new Set<(mediaId: string) => void>()
-  const jobs = createJobChanges(db, { origin, recordEvent, announce: (mediaId) => listeners.forEach((listener) => listener(mediaId)) })
+  const jobs = createJobChanges(db, {
+    origin,
+    recordEvent,
+    announce: (mediaId) => listeners.forEach((listener) => listener(mediaId)),
+  })
   return {
     media: createMediaRepo(db, jobs),
     outbox: createOutboxRepo(db),

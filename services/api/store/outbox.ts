@@ -35,7 +35,14 @@ export interface OutboxRepo {
 
 /** Writes a request into the outbox, in the transaction of its job. */
 export const insertOutbox = (tx: Queryable, m: Omit<OutboxMessage, 'traceparent'>, createdAt: number) =>
-  tx.run('INSERT INTO outbox (message_id, job_id, queue, type, body, created_at) VALUES (?, ?, ?, ?, ?, ?)', [m.messageId, m.jobId, m.queue, m.type, m.body, createdAt])
+  tx.run('INSERT INTO outbox (message_id, job_id, queue, type, body, created_at) VALUES (?, ?, ?, ?, ?, ?)', [
+    m.messageId,
+    m.jobId,
+    m.queue,
+    m.type,
+    m.body,
+    createdAt,
+  ])
 
 const toOutbox = (r: Row): OutboxMessage => ({
   messageId: String(r.message_id),
@@ -50,7 +57,10 @@ export function createOutboxRepo(db: Db): OutboxRepo {
   return {
     async markPublished(messageIds) {
       if (!messageIds.length) return
-      await db.run(`UPDATE outbox SET published_at = ? WHERE message_id IN (${placeholders(messageIds)}) AND published_at IS NULL`, [Date.now(), ...messageIds])
+      await db.run(
+        `UPDATE outbox SET published_at = ? WHERE message_id IN (${placeholders(messageIds)}) AND published_at IS NULL`,
+        [Date.now(), ...messageIds]
+      )
     },
     async claimUnpublished(olderThanMs, leaseMs) {
       return db.transaction(async (tx) => {
@@ -66,17 +76,24 @@ export function createOutboxRepo(db: Db): OutboxRepo {
         const claimed = rows.map(toOutbox)
         if (claimed.length) {
           const ids = claimed.map((m) => m.messageId)
-          await tx.run(`UPDATE outbox SET claimed_until = ? WHERE message_id IN (${placeholders(ids)})`, [at + leaseMs, ...ids])
+          await tx.run(`UPDATE outbox SET claimed_until = ? WHERE message_id IN (${placeholders(ids)})`, [
+            at + leaseMs,
+            ...ids,
+          ])
         }
         return claimed
       })
     },
     async unclaim(messageIds) {
       if (!messageIds.length) return
-      await db.run(`UPDATE outbox SET claimed_until = NULL WHERE message_id IN (${placeholders(messageIds)})`, [...messageIds])
+      await db.run(`UPDATE outbox SET claimed_until = NULL WHERE message_id IN (${placeholders(messageIds)})`, [
+        ...messageIds,
+      ])
     },
     async backlog() {
-      const row = (await db.get('SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE published_at IS NULL'))!
+      const row = (await db.get(
+        'SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE published_at IS NULL'
+      ))!
       return { count: Number(row.n), oldestAt: num(row.oldest) }
     },
   }

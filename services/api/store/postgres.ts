@@ -16,13 +16,17 @@ const numbered = (sql: string) => {
   return sql.replace(/\?/g, () => `$${++n}`)
 }
 /** Bytes go as a Buffer (bytea); everything else as given. */
-const values = (params: readonly Param[]) => params.map((p) => (p instanceof Uint8Array && !Buffer.isBuffer(p) ? Buffer.from(p) : p))
+const values = (params: readonly Param[]) =>
+  params.map((p) => (p instanceof Uint8Array && !Buffer.isBuffer(p) ? Buffer.from(p) : p))
 
 /**
  * Connects to `url` (a `postgres://` URL; `?search_path=<schema>` keeps the tables in a schema of their own) and
  * migrates. Rejects when the database cannot be reached within `connectTimeoutSeconds`.
  */
-export async function openPostgresDb(url: string, options: { maxConnections?: number; connectTimeoutSeconds?: number } = {}): Promise<Db> {
+export async function openPostgresDb(
+  url: string,
+  options: { maxConnections?: number; connectTimeoutSeconds?: number } = {}
+): Promise<Db> {
   const sql = postgres(url, {
     max: options.maxConnections ?? 10,
     connect_timeout: options.connectTimeoutSeconds ?? 10,
@@ -33,9 +37,12 @@ export async function openPostgresDb(url: string, options: { maxConnections?: nu
     prepare: true,
   })
   const on = (client: postgres.Sql | postgres.TransactionSql): Queryable => ({
-    all: async (text, params = []) => [...(await client.unsafe(numbered(text), values(params) as postgres.ParameterOrJSON<never>[]))] as Row[],
-    get: async (text, params = []) => (await client.unsafe(numbered(text), values(params) as postgres.ParameterOrJSON<never>[]))[0] as Row | undefined,
-    run: async (text, params = []) => (await client.unsafe(numbered(text), values(params) as postgres.ParameterOrJSON<never>[])).count,
+    all: async (text, params = []) =>
+      [...(await client.unsafe(numbered(text), values(params) as postgres.ParameterOrJSON<never>[]))] as Row[],
+    get: async (text, params = []) =>
+      (await client.unsafe(numbered(text), values(params) as postgres.ParameterOrJSON<never>[]))[0] as Row | undefined,
+    run: async (text, params = []) =>
+      (await client.unsafe(numbered(text), values(params) as postgres.ParameterOrJSON<never>[])).count,
   })
   try {
     await migrate(sql)

@@ -2,7 +2,16 @@
  * The rules that make applying updates and results idempotent, apart from any database: a job only moves forward,
  * and its first final state wins. The store applies them inside each change's transaction (jobs.ts).
  */
-import { failureClassOf, isFinal, type ErrorInfo, type ImageResult, type JobStatus, type JobUpdate, type OutputInfo, type VideoResult } from '@app/shared'
+import {
+  failureClassOf,
+  isFinal,
+  type ErrorInfo,
+  type ImageResult,
+  type JobStatus,
+  type JobUpdate,
+  type OutputInfo,
+  type VideoResult,
+} from '@app/shared'
 
 export type Stage = JobUpdate['stage']
 
@@ -27,10 +36,14 @@ export function afterUpdate(job: JobState, update: JobUpdate): JobState | null {
   if (isFinal(job.status)) return null
   const progress = Math.max(job.progress, Math.round(update.progress * 10) / 10)
   const stage = STAGE_ORDER.indexOf(update.stage) > STAGE_ORDER.indexOf(job.stage) ? update.stage : job.stage
-  const etaSeconds = update.progress >= job.progress && update.etaSeconds !== undefined ? update.etaSeconds : job.etaSeconds
+  const etaSeconds =
+    update.progress >= job.progress && update.etaSeconds !== undefined ? update.etaSeconds : job.etaSeconds
   const next: JobState = { ...job, status: 'processing', stage, progress, etaSeconds }
   const changed =
-    next.status !== job.status || next.stage !== job.stage || next.progress !== job.progress || next.etaSeconds !== job.etaSeconds
+    next.status !== job.status ||
+    next.stage !== job.stage ||
+    next.progress !== job.progress ||
+    next.etaSeconds !== job.etaSeconds
   return changed ? next : null
 }
 
@@ -38,9 +51,18 @@ export function afterUpdate(job: JobState, update: JobUpdate): JobState | null {
 export function afterResult(job: JobState, result: ImageResult | VideoResult): JobState | null {
   if (isFinal(job.status)) return null
   if (result.status === 'completed') {
-    return { ...job, status: 'completed', stage: 'finished', progress: 100, etaSeconds: 0, error: null, outputs: result.outputs }
+    return {
+      ...job,
+      status: 'completed',
+      stage: 'finished',
+      progress: 100,
+      etaSeconds: 0,
+      error: null,
+      outputs: result.outputs,
+    }
   }
-  if (result.status === 'failed') return { ...job, status: 'failed', stage: 'finished', etaSeconds: null, error: withClass(result.error) }
+  if (result.status === 'failed')
+    return { ...job, status: 'failed', stage: 'finished', etaSeconds: null, error: withClass(result.error) }
   return { ...job, status: 'cancelled', stage: 'finished', etaSeconds: null }
 }
 

@@ -13,7 +13,9 @@ import { SCHEMA_VERSION, SQLITE, stepsFrom, tooNew } from './migrations.ts'
 export function openSqliteDb(path: string): Db {
   if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true })
   const db = new DatabaseSync(path)
-  db.exec('PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;')
+  db.exec(
+    'PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;'
+  )
   migrate(db, path)
 
   const statements = new Map<string, ReturnType<DatabaseSync['prepare']>>()
@@ -58,7 +60,10 @@ export function openSqliteDb(path: string): Db {
 /** The queue of calls on one database file in this process (an in-memory database is its own). */
 const queues = new Map<string, { tail: Promise<unknown> }>()
 function turns(path: string) {
-  const queue = path === ':memory:' ? { tail: Promise.resolve() as Promise<unknown> } : (queues.get(path) ?? { tail: Promise.resolve() })
+  const queue =
+    path === ':memory:'
+      ? { tail: Promise.resolve() as Promise<unknown> }
+      : (queues.get(path) ?? { tail: Promise.resolve() })
   if (path !== ':memory:') queues.set(path, queue)
   return <T>(work: () => Promise<T>): Promise<T> => {
     const turn = queue.tail.then(work)

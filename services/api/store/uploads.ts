@@ -41,9 +41,10 @@ const toUpload = (r: Row): DirectUpload => ({
 export function createUploadRepo(db: Db): UploadRepo {
   return {
     async record(u) {
-      await db.run('INSERT INTO direct_uploads (key, id, tenant, upload_id, filename, media_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)', [
-        u.key, u.id, u.tenant, u.uploadId, u.filename, u.mediaId, u.createdAt,
-      ])
+      await db.run(
+        'INSERT INTO direct_uploads (key, id, tenant, upload_id, filename, media_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
+        [u.key, u.id, u.tenant, u.uploadId, u.filename, u.mediaId, u.createdAt]
+      )
     },
     async get(key) {
       const row = await db.get('SELECT * FROM direct_uploads WHERE key = ?', [key])
@@ -56,7 +57,10 @@ export function createUploadRepo(db: Db): UploadRepo {
       await db.run('DELETE FROM direct_uploads WHERE key = ?', [key])
     },
     async stale(olderThanMs, limit) {
-      const rows = await db.all('SELECT * FROM direct_uploads WHERE media_id IS NULL AND created_at < ? ORDER BY created_at LIMIT ?', [Date.now() - olderThanMs, limit])
+      const rows = await db.all(
+        'SELECT * FROM direct_uploads WHERE media_id IS NULL AND created_at < ? ORDER BY created_at LIMIT ?',
+        [Date.now() - olderThanMs, limit]
+      )
       return rows.map(toUpload)
     },
   }
@@ -73,7 +77,10 @@ export interface IdempotentAnswer {
  * What claiming an Idempotency-Key found: nothing (now this request's, pending), a request with it still being
  * answered, or the answer of one that was, with what its request was (`fingerprint`).
  */
-export type IdempotencyClaim = { state: 'claimed' } | { state: 'pending' } | { state: 'answered'; fingerprint: string; answer: IdempotentAnswer }
+export type IdempotencyClaim =
+  | { state: 'claimed' }
+  | { state: 'pending' }
+  | { state: 'answered'; fingerprint: string; answer: IdempotentAnswer }
 
 export interface IdempotencyRepo {
   /**
@@ -94,7 +101,10 @@ export function createIdempotencyRepo(db: Db): IdempotencyRepo {
     async claim(tenant, key, { keepMs, staleMs }) {
       return db.transaction(async (tx) => {
         const at = Date.now()
-        const row = await tx.get(`SELECT fingerprint, status, body, location, created_at FROM idempotency_keys WHERE tenant = ? AND key = ?${db.lockRows}`, [tenant, key])
+        const row = await tx.get(
+          `SELECT fingerprint, status, body, location, created_at FROM idempotency_keys WHERE tenant = ? AND key = ?${db.lockRows}`,
+          [tenant, key]
+        )
         const answered = row?.status !== null && row?.status !== undefined
         const age = row ? at - Number(row.created_at) : Infinity
         if (row && answered && age <= keepMs) {
@@ -109,14 +119,18 @@ export function createIdempotencyRepo(db: Db): IdempotencyRepo {
           'DELETE FROM idempotency_keys WHERE tenant = ? AND key = ? AND ((status IS NOT NULL AND created_at < ?) OR (status IS NULL AND created_at < ?))',
           [tenant, key, at - keepMs, at - staleMs]
         )
-        const inserted = await tx.run('INSERT INTO idempotency_keys (tenant, key, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING', [tenant, key, at])
+        const inserted = await tx.run(
+          'INSERT INTO idempotency_keys (tenant, key, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING',
+          [tenant, key, at]
+        )
         return inserted > 0 ? { state: 'claimed' as const } : { state: 'pending' as const }
       })
     },
     async answer(tenant, key, fingerprint, answer) {
-      await db.run('UPDATE idempotency_keys SET fingerprint = ?, status = ?, body = ?, location = ? WHERE tenant = ? AND key = ?', [
-        fingerprint, answer.status, answer.body, answer.location, tenant, key,
-      ])
+      await db.run(
+        'UPDATE idempotency_keys SET fingerprint = ?, status = ?, body = ?, location = ? WHERE tenant = ? AND key = ?',
+        [fingerprint, answer.status, answer.body, answer.location, tenant, key]
+      )
     },
     async release(tenant, key) {
       await db.run('DELETE FROM idempotency_keys WHERE tenant = ? AND key = ? AND status IS NULL', [tenant, key])

@@ -118,7 +118,12 @@ export function createWebhookRepo(db: Db): WebhookRepo {
   return {
     async create(w) {
       await db.run('INSERT INTO webhooks (id, tenant, url, events, secrets, created_at) VALUES (?, ?, ?, ?, ?, ?)', [
-        w.id, w.tenant, w.url, JSON.stringify(w.events), JSON.stringify(w.secrets), w.createdAt,
+        w.id,
+        w.tenant,
+        w.url,
+        JSON.stringify(w.events),
+        JSON.stringify(w.secrets),
+        w.createdAt,
       ])
     },
     async list(tenant) {
@@ -138,7 +143,10 @@ export function createWebhookRepo(db: Db): WebhookRepo {
     },
     async claimDue(limit, leaseMs) {
       // Asked every second by every instance: a plain read first, so an idle system takes no write lock.
-      const any = await db.get("SELECT 1 AS due FROM webhook_deliveries WHERE status = 'pending' AND next_at <= ? LIMIT 1", [Date.now()])
+      const any = await db.get(
+        "SELECT 1 AS due FROM webhook_deliveries WHERE status = 'pending' AND next_at <= ? LIMIT 1",
+        [Date.now()]
+      )
       if (!any) return []
       return db.transaction(async (tx) => {
         const at = Date.now()
@@ -155,7 +163,10 @@ export function createWebhookRepo(db: Db): WebhookRepo {
           if (!hook) continue
           if (hook.disabled_at !== null && hook.disabled_at !== undefined) {
             // Disabled since the event was written (it answered 410): nothing more goes to it.
-            await tx.run("UPDATE webhook_deliveries SET status = 'failed', last_error = 'the endpoint is disabled' WHERE id = ?", [String(row.id)])
+            await tx.run(
+              "UPDATE webhook_deliveries SET status = 'failed', last_error = 'the endpoint is disabled' WHERE id = ?",
+              [String(row.id)]
+            )
             continue
           }
           await tx.run('UPDATE webhook_deliveries SET claimed_until = ? WHERE id = ?', [at + leaseMs, String(row.id)])
@@ -180,19 +191,28 @@ export function createWebhookRepo(db: Db): WebhookRepo {
           `UPDATE webhook_deliveries SET body = ?, status = ?, attempts = attempts + 1, next_at = ?, claimed_until = NULL,
            last_status = ?, last_error = ?, delivered_at = ? WHERE id = ?`,
           [
-            body, status, outcome.kind === 'retry' ? outcome.nextAt : at, outcome.status, outcome.kind === 'delivered' ? null : outcome.error,
-            outcome.kind === 'delivered' ? at : null, id,
+            body,
+            status,
+            outcome.kind === 'retry' ? outcome.nextAt : at,
+            outcome.status,
+            outcome.kind === 'delivered' ? null : outcome.error,
+            outcome.kind === 'delivered' ? at : null,
+            id,
           ]
         )
         if (outcome.kind === 'failed' && outcome.disable) {
-          await tx.run('UPDATE webhooks SET disabled_at = ?, disabled_reason = ? WHERE id = (SELECT webhook_id FROM webhook_deliveries WHERE id = ?)', [
-            isoNow(), outcome.disable, id,
-          ])
+          await tx.run(
+            'UPDATE webhooks SET disabled_at = ?, disabled_reason = ? WHERE id = (SELECT webhook_id FROM webhook_deliveries WHERE id = ?)',
+            [isoNow(), outcome.disable, id]
+          )
         }
       })
     },
     async deliveries(webhookId, limit) {
-      const rows = await db.all('SELECT * FROM webhook_deliveries WHERE webhook_id = ? ORDER BY created_at DESC, id LIMIT ?', [webhookId, limit])
+      const rows = await db.all(
+        'SELECT * FROM webhook_deliveries WHERE webhook_id = ? ORDER BY created_at DESC, id LIMIT ?',
+        [webhookId, limit]
+      )
       return rows.map((r) => ({
         id: String(r.id),
         webhookId: String(r.webhook_id),
@@ -208,9 +228,10 @@ export function createWebhookRepo(db: Db): WebhookRepo {
       }))
     },
     async redeliver(webhookId, deliveryId) {
-      const changed = await db.run("UPDATE webhook_deliveries SET status = 'pending', next_at = ?, claimed_until = NULL WHERE id = ? AND webhook_id = ?", [
-        Date.now(), deliveryId, webhookId,
-      ])
+      const changed = await db.run(
+        "UPDATE webhook_deliveries SET status = 'pending', next_at = ?, claimed_until = NULL WHERE id = ? AND webhook_id = ?",
+        [Date.now(), deliveryId, webhookId]
+      )
       return changed > 0
     },
   }

@@ -8,7 +8,16 @@
  * same way for both (`admitStored`): its size against the limit, its kind from its first bytes, and a refused one
  * removed with its record.
  */
-import { ImageRequestSchema, VideoRequestSchema, encodeMessage, formatTraceparent, queueNames, type ImageRequest, type MediaType, type TraceContext } from '@app/shared'
+import {
+  ImageRequestSchema,
+  VideoRequestSchema,
+  encodeMessage,
+  formatTraceparent,
+  queueNames,
+  type ImageRequest,
+  type MediaType,
+  type TraceContext,
+} from '@app/shared'
 import type { Logger } from '@app/shared/ops'
 import type { ApiMetrics } from '../metrics.ts'
 import type { Accepted as AcceptedBody } from '../http/bodies.ts'
@@ -73,7 +82,10 @@ export async function admitMedia(deps: AdmitDeps, original: StoredOriginal, log:
     await deps.objects.remove(sourceKey).catch(() => {})
     jobLog.warn({ err: error }, `the job could not be queued: ${(error as Error).message}`)
     // The broker layer words these itself (not connected, refusing new messages and why); they hold no secrets.
-    throw unavailable('queue_unavailable', `the job could not be queued (${(error as Error).message}); try again shortly`)
+    throw unavailable(
+      'queue_unavailable',
+      `the job could not be queued (${(error as Error).message}); try again shortly`
+    )
   }
   jobLog.info({ kind: original.kind, format: original.format, size: original.size }, 'upload accepted; job queued')
   return { id, jobId, kind: original.kind, status: 'queued' }
@@ -83,13 +95,27 @@ export async function admitMedia(deps: AdmitDeps, original: StoredOriginal, log:
 export const unavailable = (code: string, message: string) => new ApiError(503, code, message, { 'Retry-After': '5' })
 
 /** The outbox row of a new job: its request to the type's processors, validated as it is encoded. */
-function jobRequest(deps: AdmitDeps, type: MediaType, job: { jobId: string; mediaId: string; source: ImageRequest['source'] }): Omit<OutboxMessage, 'traceparent'> {
-  const common = { version: 1 as const, ...job, output: { bucket: deps.objects.bucket, prefix: outputPrefix(deps.system, job.jobId) } }
+function jobRequest(
+  deps: AdmitDeps,
+  type: MediaType,
+  job: { jobId: string; mediaId: string; source: ImageRequest['source'] }
+): Omit<OutboxMessage, 'traceparent'> {
+  const common = {
+    version: 1 as const,
+    ...job,
+    output: { bucket: deps.objects.bucket, prefix: outputPrefix(deps.system, job.jobId) },
+  }
   const body =
     type === 'images'
       ? encodeMessage(ImageRequestSchema, { ...common, recipe: IMAGE_RECIPE })
       : encodeMessage(VideoRequestSchema, { ...common, recipe: VIDEO_RECIPE })
-  return { messageId: crypto.randomUUID(), jobId: job.jobId, queue: queueNames(deps.system, type).request, type: 'job.request', body }
+  return {
+    messageId: crypto.randomUUID(),
+    jobId: job.jobId,
+    queue: queueNames(deps.system, type).request,
+    type: 'job.request',
+    body,
+  }
 }
 
 /** Who is uploading, for the lines and the trace of the job. */
@@ -112,7 +138,9 @@ export async function admitStored(
   const size = options.size ?? (await onClientsBehalf(() => deps.objects.size(upload.key)))
   if (size === null) throw new ApiError(409, 'conflict', `nothing has been uploaded to ${upload.key} yet`)
   const refuse = async (error: ApiError) => {
-    await onClientsBehalf(() => Promise.all([upload.key, ...(options.alsoRemove ?? [])].map((key) => deps.objects.remove(key))))
+    await onClientsBehalf(() =>
+      Promise.all([upload.key, ...(options.alsoRemove ?? [])].map((key) => deps.objects.remove(key)))
+    )
     await deps.store.uploads.remove(upload.key)
     return error
   }
@@ -124,7 +152,15 @@ export async function admitStored(
   } catch (error) {
     throw error instanceof ApiError && error.status === 415 ? await refuse(error) : error
   }
-  const original = { id: upload.id, tenant: upload.tenant, filename: upload.filename, kind: sniffed.kind, format: sniffed.format, size, sourceKey: upload.key }
+  const original = {
+    id: upload.id,
+    tenant: upload.tenant,
+    filename: upload.filename,
+    kind: sniffed.kind,
+    format: sniffed.format,
+    size,
+    sourceKey: upload.key,
+  }
   const accepted = await admitMedia(deps, { ...original, traceparent: formatTraceparent(uploader.trace) }, uploader.log)
   await deps.store.uploads.complete(upload.key, accepted.id)
   return accepted
@@ -142,7 +178,11 @@ export async function admitReceived(
   const id = crypto.randomUUID()
   const sourceKey = originalKey(deps.system, id)
   try {
-    await deps.objects.put(sourceKey, received.body, CONTENT_TYPES[received.sniffed.format] ?? 'application/octet-stream')
+    await deps.objects.put(
+      sourceKey,
+      received.body,
+      CONTENT_TYPES[received.sniffed.format] ?? 'application/octet-stream'
+    )
   } catch (error) {
     // The upload's own fault (over the limit, cut off) is the answer, however the store reported it.
     if (received.failure) throw received.failure
@@ -151,6 +191,15 @@ export async function admitReceived(
     throw unavailable('storage_unavailable', 'the upload could not be stored; try again shortly')
   }
   const { sniffed, filename, size } = received
-  const original = { id, tenant: uploader.tenant, filename, kind: sniffed.kind, format: sniffed.format, size, sourceKey, traceparent: formatTraceparent(uploader.trace) }
+  const original = {
+    id,
+    tenant: uploader.tenant,
+    filename,
+    kind: sniffed.kind,
+    format: sniffed.format,
+    size,
+    sourceKey,
+    traceparent: formatTraceparent(uploader.trace),
+  }
   return admitMedia(deps, original, uploader.log)
 }

@@ -31,8 +31,21 @@ export function createDirectUploads(deps: DirectDeps) {
   const { store, s3Uploads } = deps
 
   /** Records a new upload for `tenant`: the media id it becomes, and its object key. */
-  const handOut = async (tenant: string, filename: string | undefined, uploadId: string | null, id = crypto.randomUUID()): Promise<DirectUpload> => {
-    const upload = { key: originalKey(deps.system, id), id, tenant, uploadId, filename: filename ? sanitizeFilename(filename) : null, mediaId: null, createdAt: Date.now() }
+  const handOut = async (
+    tenant: string,
+    filename: string | undefined,
+    uploadId: string | null,
+    id = crypto.randomUUID()
+  ): Promise<DirectUpload> => {
+    const upload = {
+      key: originalKey(deps.system, id),
+      id,
+      tenant,
+      uploadId,
+      filename: filename ? sanitizeFilename(filename) : null,
+      mediaId: null,
+      createdAt: Date.now(),
+    }
     await store.uploads.record(upload)
     return upload
   }
@@ -48,11 +61,16 @@ export function createDirectUploads(deps: DirectDeps) {
    * Completes an upload once: its media, made now or by an earlier completion. Two completions at once: one waits
    * its turn (409). `join` runs first for an upload not yet completed (the staging copy, or the multipart join).
    */
-  const completeOnce = async (upload: DirectUpload, uploader: Uploader, join: () => Promise<string[]>): Promise<Accepted> => {
+  const completeOnce = async (
+    upload: DirectUpload,
+    uploader: Uploader,
+    join: () => Promise<string[]>
+  ): Promise<Accepted> => {
     if (upload.mediaId) return answerOf(upload.mediaId)
     const lease = `direct:${upload.key}`
     const holder = `${deps.instanceId}:${crypto.randomUUID()}`
-    if (!(await store.coordination.claimLease(lease, holder, COMPLETION_LEASE_MS))) throw new ApiError(409, 'conflict', 'this upload is being completed by another request')
+    if (!(await store.coordination.claimLease(lease, holder, COMPLETION_LEASE_MS)))
+      throw new ApiError(409, 'conflict', 'this upload is being completed by another request')
     try {
       const again = await store.uploads.get(upload.key)
       if (again?.mediaId) return answerOf(again.mediaId)
@@ -78,7 +96,10 @@ export function createDirectUploads(deps: DirectDeps) {
     /** A single presigned PUT: the upload, and the URL that writes its staging object. */
     async presignPut(tenant: string, filename: string | undefined, contentType: string | undefined) {
       const upload = await handOut(tenant, filename, null)
-      return { upload, url: await onClientsBehalf(() => s3Uploads.presignPut(stagingKey(deps.system, upload.id), contentType)) }
+      return {
+        upload,
+        url: await onClientsBehalf(() => s3Uploads.presignPut(stagingKey(deps.system, upload.id), contentType)),
+      }
     },
     /** A single PUT is done: its staging object is copied to the original, which is judged and admitted. */
     complete: (upload: DirectUpload, uploader: Uploader) =>
@@ -95,14 +116,20 @@ export function createDirectUploads(deps: DirectDeps) {
         await onClientsBehalf(() => deps.objects.copy(staged, upload.key))
         return [staged]
       }),
-    async startMultipart(tenant: string, filename: string | undefined, contentType: string | undefined): Promise<DirectUpload> {
+    async startMultipart(
+      tenant: string,
+      filename: string | undefined,
+      contentType: string | undefined
+    ): Promise<DirectUpload> {
       const id = crypto.randomUUID()
       const uploadId = await onClientsBehalf(() => s3Uploads.createMultipart(originalKey(deps.system, id), contentType))
       return handOut(tenant, filename, uploadId, id)
     },
     listParts: (upload: DirectUpload) => onClientsBehalf(() => s3Uploads.listParts(upload.key, upload.uploadId!)),
     presignParts: (upload: DirectUpload, partNumbers: number[]) =>
-      onClientsBehalf(() => Promise.all(partNumbers.map((n) => s3Uploads.presignPart(upload.key, upload.uploadId!, n)))),
+      onClientsBehalf(() =>
+        Promise.all(partNumbers.map((n) => s3Uploads.presignPart(upload.key, upload.uploadId!, n)))
+      ),
     /** The parts are joined (by the API: the client holds no URL that can), and the original judged and admitted. */
     completeMultipart: (upload: DirectUpload, parts: UploadedPart[], uploader: Uploader) =>
       completeOnce(upload, uploader, async () => {

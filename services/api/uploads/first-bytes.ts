@@ -9,7 +9,9 @@ import { SNIFF_BYTES } from './sniff.ts'
  * Reads chunks until SNIFF_BYTES have arrived or the stream ends: the bytes read (`head`, possibly more than
  * SNIFF_BYTES: whole chunks), and whether the stream ended. The reader stays open for the rest.
  */
-export async function readHead(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<{ head: Uint8Array; ended: boolean }> {
+export async function readHead(
+  reader: ReadableStreamDefaultReader<Uint8Array>
+): Promise<{ head: Uint8Array; ended: boolean }> {
   const chunks: Uint8Array[] = []
   let total = 0
   let ended = false
@@ -26,7 +28,10 @@ export async function readHead(reader: ReadableStreamDefaultReader<Uint8Array>):
 }
 
 /** `head`, then the rest of `reader` (nothing more when it has ended). */
-export function withHead(head: Uint8Array, reader: ReadableStreamDefaultReader<Uint8Array> | null): ReadableStream<Uint8Array> {
+export function withHead(
+  head: Uint8Array,
+  reader: ReadableStreamDefaultReader<Uint8Array> | null
+): ReadableStream<Uint8Array> {
   return new ReadableStream<Uint8Array>({
     start(controller) {
       if (head.byteLength) controller.enqueue(head)

@@ -19,7 +19,10 @@ export const IDEMPOTENCY_KEEP_MS = 24 * 3_600_000
 const PENDING_STALE_MS = 6 * 3_600_000
 
 /** Printable ASCII without spaces, as a UUID or any opaque token the client makes. */
-const KeySchema = v.pipe(v.string(), v.regex(/^[\x21-\x7e]{1,255}$/, 'Idempotency-Key must be 1 to 255 printable ASCII characters, without spaces'))
+const KeySchema = v.pipe(
+  v.string(),
+  v.regex(/^[\x21-\x7e]{1,255}$/, 'Idempotency-Key must be 1 to 255 printable ASCII characters, without spaces')
+)
 
 /** The request's key, or null when it sent none; 400 when it is malformed. */
 export function idempotencyKeyOf(header: string | undefined): string | null {
@@ -36,23 +39,39 @@ export interface Retry {
 }
 
 /** What a request under a key did: gave an earlier answer again, or created something (whose answer is kept). */
-export type Outcome<T> = { replayed: { body: unknown; headers: Record<string, string> } } | { created: T; fingerprint: string; location: string }
+export type Outcome<T> =
+  | { replayed: { body: unknown; headers: Record<string, string> } }
+  | { created: T; fingerprint: string; location: string }
 
 /**
  * Runs a creating request under its Idempotency-Key (none sent: it just runs). `run` is told whether this is a retry
  * of an answered request (`retry`), and either replays that answer or creates; what it creates is kept as the key's
  * answer. When it fails, the key is freed, so a retry runs afresh. While another request holds the key: 409.
  */
-export async function idempotently<T>(repo: IdempotencyRepo, tenant: string, header: string | undefined, run: (retry: Retry | null) => Promise<Outcome<T>>): Promise<Outcome<T>> {
+export async function idempotently<T>(
+  repo: IdempotencyRepo,
+  tenant: string,
+  header: string | undefined,
+  run: (retry: Retry | null) => Promise<Outcome<T>>
+): Promise<Outcome<T>> {
   const key = idempotencyKeyOf(header)
   if (key === null) return run(null)
   const claim = await repo.claim(tenant, key, { keepMs: IDEMPOTENCY_KEEP_MS, staleMs: PENDING_STALE_MS })
-  if (claim.state === 'pending') throw new ApiError(409, 'conflict', `a request with this ${IDEMPOTENCY_KEY} is still being answered; retry once it is`)
+  if (claim.state === 'pending')
+    throw new ApiError(
+      409,
+      'conflict',
+      `a request with this ${IDEMPOTENCY_KEY} is still being answered; retry once it is`
+    )
   if (claim.state === 'answered') return run({ replay: (fingerprint) => replay(claim, fingerprint) })
   try {
     const outcome = await run(null)
     if ('created' in outcome) {
-      await repo.answer(tenant, key, outcome.fingerprint, { status: 202, body: JSON.stringify(outcome.created), location: outcome.location })
+      await repo.answer(tenant, key, outcome.fingerprint, {
+        status: 202,
+        body: JSON.stringify(outcome.created),
+        location: outcome.location,
+      })
     }
     return outcome
   } catch (error) {
@@ -65,9 +84,16 @@ export async function idempotently<T>(repo: IdempotencyRepo, tenant: string, hea
  * The earlier answer's body (parsed) and headers, to give again; 422 when the retry is not the same request. Only
  * answers that created something are kept, so its status is the route's success status.
  */
-function replay(earlier: { answer: IdempotentAnswer; fingerprint: string }, fingerprint: string): { body: unknown; headers: Record<string, string> } {
+function replay(
+  earlier: { answer: IdempotentAnswer; fingerprint: string },
+  fingerprint: string
+): { body: unknown; headers: Record<string, string> } {
   if (fingerprint !== earlier.fingerprint) {
-    throw new ApiError(422, 'idempotency_key_reused', `this ${IDEMPOTENCY_KEY} was used with a different request in the last 24 hours; use a new key`)
+    throw new ApiError(
+      422,
+      'idempotency_key_reused',
+      `this ${IDEMPOTENCY_KEY} was used with a different request in the last 24 hours; use a new key`
+    )
   }
   const headers: Record<string, string> = { [IDEMPOTENT_REPLAYED]: 'true' }
   if (earlier.answer.location) headers.Location = earlier.answer.location

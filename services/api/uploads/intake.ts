@@ -12,7 +12,6 @@ import { paced, type PaceRule } from './pace.ts'
 import { readHead } from './first-bytes.ts'
 import { ACCEPTED_KINDS, judgeHead, tooLarge, type Accepted, type Kinds } from './rules.ts'
 
-
 /** An upload whose kind is known, not yet read past its head. */
 export interface Received {
   sniffed: Accepted
@@ -45,7 +44,9 @@ const DRAIN_LIMIT = 16 * 1024 * 1024
 const empty = (why: string) => new ApiError(400, 'empty_body', why)
 /** A read of the upload failed: the client went away (or an ApiError of the multipart parser, kept as it is). */
 const interrupted = (error: unknown) =>
-  error instanceof ApiError ? error : new ApiError(400, 'bad_request', `the upload was interrupted: ${(error as Error)?.message ?? String(error)}`)
+  error instanceof ApiError
+    ? error
+    : new ApiError(400, 'bad_request', `the upload was interrupted: ${(error as Error)?.message ?? String(error)}`)
 
 export interface UploadRules {
   maxBytes: number
@@ -66,7 +67,8 @@ export async function receiveUpload(request: Request, rules: UploadRules): Promi
   if (!request.body) throw empty('the request has no body; send the file as the body or as the multipart field "file"')
   const body = paced(request.body, rules.pace)
   const type = request.headers.get('content-type') ?? ''
-  if (/^multipart\/form-data/i.test(type)) return receiveMultipart(body, type, maxBytes, kinds, declaredFilename(request.headers))
+  if (/^multipart\/form-data/i.test(type))
+    return receiveMultipart(body, type, maxBytes, kinds, declaredFilename(request.headers))
   return receiveStream(body, maxBytes, kinds, declaredFilename(request.headers))
 }
 
@@ -95,7 +97,13 @@ export async function receiveStream(
 }
 
 /** The head, then the rest of `reader` as it is pulled, failing (413) past `maxBytes`; it counts what it passes on. */
-function limited(sniffed: Accepted, filename: string | null, head: Uint8Array, reader: ReadableStreamDefaultReader<Uint8Array>, maxBytes: number): Received {
+function limited(
+  sniffed: Accepted,
+  filename: string | null,
+  head: Uint8Array,
+  reader: ReadableStreamDefaultReader<Uint8Array>,
+  maxBytes: number
+): Received {
   let size = head.byteLength
   let failure: ApiError | null = null
   // Hashed as it passes: what an Idempotency-Key's retry is compared by, at no second read of the first request.
@@ -175,7 +183,9 @@ function receiveMultipart(
         limits: { files: 1, fileSize: maxBytes + 1, fields: 32, fieldSize: 64 * 1024, parts: 64 },
       })
     } catch (error) {
-      return reject(new ApiError(400, 'bad_multipart', `the multipart body cannot be parsed: ${(error as Error).message}`))
+      return reject(
+        new ApiError(400, 'bad_multipart', `the multipart body cannot be parsed: ${(error as Error).message}`)
+      )
     }
     let file: Readable | undefined
     /** Before the file is sniffed the promise rejects; after, the file's stream errors, and with it `body`. */
@@ -187,9 +197,14 @@ function receiveMultipart(
       if (name !== 'file' || file) return void stream.resume()
       file = stream
       const filename = sanitizeFilename(info.filename) ?? declared
-      receiveStream(Readable.toWeb(stream) as unknown as ReadableStream<Uint8Array>, maxBytes, kinds, filename).then(resolve, reject)
+      receiveStream(Readable.toWeb(stream) as unknown as ReadableStream<Uint8Array>, maxBytes, kinds, filename).then(
+        resolve,
+        reject
+      )
     })
-    parser.on('error', (error) => fail(new ApiError(400, 'bad_multipart', `the multipart body is malformed: ${(error as Error).message}`)))
+    parser.on('error', (error) =>
+      fail(new ApiError(400, 'bad_multipart', `the multipart body is malformed: ${(error as Error).message}`))
+    )
     parser.on('close', () => {
       if (!file) reject(empty('the multipart body has no field named "file"'))
     })

@@ -25,7 +25,9 @@ export function paced(body: ReadableStream<Uint8Array>, rule: PaceRule): Readabl
       async pull(controller) {
         const started = performance.now()
         let timer: ReturnType<typeof setTimeout> | undefined
-        const stalled = new Promise<'stalled'>((resolve) => (timer = setTimeout(() => resolve('stalled'), rule.windowMs)))
+        const stalled = new Promise<'stalled'>(
+          (resolve) => (timer = setTimeout(() => resolve('stalled'), rule.windowMs))
+        )
         let chunk: Awaited<ReturnType<typeof reader.read>> | 'stalled'
         try {
           chunk = await Promise.race([reader.read(), stalled])
@@ -35,7 +37,10 @@ export function paced(body: ReadableStream<Uint8Array>, rule: PaceRule): Readabl
           clearTimeout(timer)
         }
         if (chunk === 'stalled') {
-          return cut(new ApiError(408, 'upload_timeout', `the upload stalled: no data arrived for ${rule.windowMs / 1000} s`), controller)
+          return cut(
+            new ApiError(408, 'upload_timeout', `the upload stalled: no data arrived for ${rule.windowMs / 1000} s`),
+            controller
+          )
         }
         if (chunk.done) return controller.close()
         waited += performance.now() - started
@@ -44,7 +49,11 @@ export function paced(body: ReadableStream<Uint8Array>, rule: PaceRule): Readabl
           const rate = bytes / (waited / 1000)
           if (rate < rule.minBytesPerSecond) {
             return cut(
-              new ApiError(408, 'upload_timeout', `the upload is too slow: ${Math.round(rate)} bytes/s, under the minimum of ${rule.minBytesPerSecond} bytes/s`),
+              new ApiError(
+                408,
+                'upload_timeout',
+                `the upload is too slow: ${Math.round(rate)} bytes/s, under the minimum of ${rule.minBytesPerSecond} bytes/s`
+              ),
               controller
             )
           }

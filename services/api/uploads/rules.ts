@@ -11,7 +11,8 @@ export type Kinds = readonly Accepted['kind'][]
 /** What uploads are taken; audio-only files are refused (no processor makes anything of them). */
 export const ACCEPTED_KINDS: Kinds = ['image', 'video']
 
-export const tooLarge = (max: number) => new ApiError(413, 'payload_too_large', `the upload is larger than the limit of ${max} bytes`)
+export const tooLarge = (max: number) =>
+  new ApiError(413, 'payload_too_large', `the upload is larger than the limit of ${max} bytes`)
 
 /**
  * What an upload is, from its first bytes (SNIFF_BYTES of them, or all of a shorter file): an accepted image or
@@ -21,7 +22,11 @@ export function judgeHead(head: Uint8Array, kinds: Kinds = ACCEPTED_KINDS): Acce
   const sniffed = sniff(head)
   const refusal = refusalOf(sniffed, kinds)
   if (refusal !== null || !sniffed) {
-    throw new ApiError(415, 'unsupported_media_type', `the file is ${refusal} (judged from its content, not its name or declared type)`)
+    throw new ApiError(
+      415,
+      'unsupported_media_type',
+      `the file is ${refusal} (judged from its content, not its name or declared type)`
+    )
   }
   return sniffed as Accepted
 }
@@ -41,9 +46,11 @@ function refusalOf(sniffed: Sniffed | null, kinds: Kinds): string | null {
   if (sniffed.kind === 'audio') return `an audio file (${sniffed.format}); audio-only uploads are not supported`
   // An SVG is a document, not pixels: it can reference other files and URLs, and rendering it runs an XML parser
   // and a renderer on untrusted input. Refused; upload it rasterised (PNG) instead.
-  if (sniffed.format === 'svg') return 'an SVG image; SVG is refused because it can reference other files and URLs (upload a PNG instead)'
-  if (!kinds.includes(sniffed.kind)) return `a ${sniffed.kind} (${sniffed.format}); this service accepts only ${kinds.join(' and ')} uploads for now`
-  if (!ACCEPTED_FORMATS[sniffed.kind].includes(sniffed.format)) return `a ${sniffed.format.toUpperCase()} ${sniffed.kind}, a format the processors cannot decode`
+  if (sniffed.format === 'svg')
+    return 'an SVG image; SVG is refused because it can reference other files and URLs (upload a PNG instead)'
+  if (!kinds.includes(sniffed.kind))
+    return `a ${sniffed.kind} (${sniffed.format}); this service accepts only ${kinds.join(' and ')} uploads for now`
+  if (!ACCEPTED_FORMATS[sniffed.kind].includes(sniffed.format))
+    return `a ${sniffed.format.toUpperCase()} ${sniffed.kind}, a format the processors cannot decode`
   return null
 }
-

@@ -37,7 +37,8 @@ export function sniff(bytes: Uint8Array): Sniffed | null {
   }
   if (head.startsWith('FLV\x01')) return { kind: 'video', format: 'flv' }
   // MPEG-TS: 188-byte packets, each starting with the sync byte 0x47.
-  if (bytes.length >= 377 && bytes[0] === 0x47 && bytes[188] === 0x47 && bytes[376] === 0x47) return { kind: 'video', format: 'mpegts' }
+  if (bytes.length >= 377 && bytes[0] === 0x47 && bytes[188] === 0x47 && bytes[376] === 0x47)
+    return { kind: 'video', format: 'mpegts' }
   if (isBmp(bytes)) return { kind: 'image', format: 'bmp' }
   if (head.startsWith('OggS')) return { kind: 'audio', format: 'ogg' }
   if (head.startsWith('fLaC')) return { kind: 'audio', format: 'flac' }

@@ -42,6 +42,10 @@ export async function sweepUploads(deps: SweepDeps, olderThanMs: number): Promis
     await objects.remove(key)
     late.push(key)
   }
-  if (late.length) log.warn({ keys: late }, `removed ${late.length} object(s) written through a direct upload's URL after it was completed`)
+  if (late.length)
+    log.warn(
+      { keys: late },
+      `removed ${late.length} object(s) written through a direct upload's URL after it was completed`
+    )
   return [...new Set([...aborted, ...forgotten, ...late])]
 }

@@ -71,21 +71,34 @@ export function createTus(deps: TusDeps) {
     exposedHeaders: ['X-Media-Id'],
     namingFunction: () => keyOf(crypto.randomUUID()),
     generateUrl: (_req, { path, id }) => `${path}/${mediaIdOf(id)}`,
-    getFileIdFromRequest: (_req, lastPath) => (lastPath && /^[0-9a-f-]{36}$/.test(lastPath) ? keyOf(lastPath) : undefined),
+    getFileIdFromRequest: (_req, lastPath) =>
+      lastPath && /^[0-9a-f-]{36}$/.test(lastPath) ? keyOf(lastPath) : undefined,
     async onUploadCreate(req, upload) {
       const caller = callers.get(req)
       if (!caller) throw { status_code: 500, body: 'no caller' }
       const filename = upload.metadata?.filename ?? upload.metadata?.name ?? null
-      await deps.store.uploads.record({ key: upload.id, id: mediaIdOf(upload.id), tenant: caller.tenant, uploadId: 'tus', filename, mediaId: null, createdAt: Date.now() })
+      await deps.store.uploads.record({
+        key: upload.id,
+        id: mediaIdOf(upload.id),
+        tenant: caller.tenant,
+        uploadId: 'tus',
+        filename,
+        mediaId: null,
+        createdAt: Date.now(),
+      })
       return {}
     },
     async onUploadFinish(req, upload) {
       const caller = callers.get(req)
       const record = await deps.store.uploads.get(upload.id)
-      if (!caller || !record) throw { status_code: 404, body: errorBody(new ApiError(404, 'not_found', 'no such upload')) }
+      if (!caller || !record)
+        throw { status_code: 404, body: errorBody(new ApiError(404, 'not_found', 'no such upload')) }
       try {
         // Judged again as a whole (a first PATCH too short to judge passed): refused, nothing of it is kept.
-        const accepted = await admitStored(deps, record, caller, { size: upload.size ?? upload.offset, alsoRemove: [`${upload.id}.info`] })
+        const accepted = await admitStored(deps, record, caller, {
+          size: upload.size ?? upload.offset,
+          alsoRemove: [`${upload.id}.info`],
+        })
         return { headers: { 'X-Media-Id': accepted.id } }
       } catch (error) {
         if (!(error instanceof ApiError)) throw error
@@ -111,13 +124,19 @@ export function createTus(deps: TusDeps) {
       const last = new URL(request.url).pathname.slice(TUS_PATH.length).replace(/^\//, '')
       if (last && request.method !== 'OPTIONS') {
         const record = /^[0-9a-f-]{36}$/.test(last) ? await deps.store.uploads.get(keyOf(last)) : undefined
-        if (!record || record.tenant !== caller.tenant || record.uploadId !== 'tus') throw new ApiError(404, 'not_found', `no upload ${last} of this API key's tenant`)
+        if (!record || record.tenant !== caller.tenant || record.uploadId !== 'tus')
+          throw new ApiError(404, 'not_found', `no upload ${last} of this API key's tenant`)
       }
       // A PATCH claiming offset 0 is judged only if the upload really is at 0. At any other offset tus answers 409
       // and changes nothing (tus 1.0): a wrong offset must never cost the client an upload it has half sent.
       // (Unknown when the store cannot say: then it is judged, and nothing is removed on a refusal.)
       const claimsStart = request.method === 'PATCH' && request.headers.get('upload-offset') === '0'
-      const offset = claimsStart ? await server.datastore.getUpload(keyOf(last)).then((upload) => upload.offset, () => null) : null
+      const offset = claimsStart
+        ? await server.datastore.getUpload(keyOf(last)).then(
+            (upload) => upload.offset,
+            () => null
+          )
+        : null
       const judged = claimsStart && offset !== null && offset !== 0 ? request : await judgeFirstBytes(request, last)
       if (judged instanceof ApiError) {
         if (last && offset === 0) {
@@ -140,7 +159,9 @@ export type Tus = ReturnType<typeof createTus>
  * a PATCH at offset 0): an ApiError (415) for a refused kind, else the same request with the bytes put back.
  */
 async function judgeFirstBytes(request: Request, uploadPath: string): Promise<Request | ApiError> {
-  const starts = (request.method === 'POST' && !uploadPath && request.body) || (request.method === 'PATCH' && request.headers.get('upload-offset') === '0')
+  const starts =
+    (request.method === 'POST' && !uploadPath && request.body) ||
+    (request.method === 'PATCH' && request.headers.get('upload-offset') === '0')
   if (!starts || !request.body) return request
   const reader = request.body.getReader()
   const { head, ended } = await readHead(reader)
@@ -153,7 +174,12 @@ async function judgeFirstBytes(request: Request, uploadPath: string): Promise<Re
     }
   }
   const body = withHead(head, ended ? null : reader)
-  return new Request(request.url, { method: request.method, headers: request.headers, body, duplex: 'half' } as RequestInit)
+  return new Request(request.url, {
+    method: request.method,
+    headers: request.headers,
+    body,
+    duplex: 'half',
+  } as RequestInit)
 }
 
 const errorBody = (error: ApiError) => JSON.stringify(error.toJSON())

@@ -53,10 +53,24 @@ export function createDeliverer(deps: {
   const resolve = deps.resolve ?? ((hostname: string) => lookup(hostname, { all: true }))
 
   async function send(delivery: DueDelivery): Promise<void> {
-    const body = delivery.body ?? JSON.stringify({ type: delivery.event, timestamp: new Date(delivery.createdAt).toISOString(), data: present(delivery.media, settings.publicUrl) })
+    const body =
+      delivery.body ??
+      JSON.stringify({
+        type: delivery.event,
+        timestamp: new Date(delivery.createdAt).toISOString(),
+        data: present(delivery.media, settings.publicUrl),
+      })
     const at = Date.now()
-    const secrets = delivery.webhook.secrets.filter((s) => s.expiresAt === null || Date.parse(s.expiresAt) > at).map((s) => s.secret)
-    const line = log.child({ deliveryId: delivery.id, webhookId: delivery.webhook.id, tenant: delivery.webhook.tenant, mediaId: delivery.media.id, event: delivery.event })
+    const secrets = delivery.webhook.secrets
+      .filter((s) => s.expiresAt === null || Date.parse(s.expiresAt) > at)
+      .map((s) => s.secret)
+    const line = log.child({
+      deliveryId: delivery.id,
+      webhookId: delivery.webhook.id,
+      tenant: delivery.webhook.tenant,
+      mediaId: delivery.media.id,
+      event: delivery.event,
+    })
     let outcome: DeliveryOutcome
     try {
       // The rules may have changed since the endpoint was registered; the resolved addresses are checked in the POST.
@@ -71,19 +85,36 @@ export function createDeliverer(deps: {
       })
       const { status, text } = answer
       if (status >= 200 && status < 300) outcome = { kind: 'delivered', status }
-      else if (status === 410) outcome = { kind: 'failed', status: 410, error: 'the endpoint answered 410 Gone', disable: 'answered 410 Gone' }
-      else outcome = retry(delivery, status, `the endpoint answered ${status}${text ? `: ${text.slice(0, QUOTED)}` : ''}`, answer.retryAfter)
+      else if (status === 410)
+        outcome = { kind: 'failed', status: 410, error: 'the endpoint answered 410 Gone', disable: 'answered 410 Gone' }
+      else
+        outcome = retry(
+          delivery,
+          status,
+          `the endpoint answered ${status}${text ? `: ${text.slice(0, QUOTED)}` : ''}`,
+          answer.retryAfter
+        )
     } catch (error) {
       outcome = retry(delivery, null, (error as Error).message || String(error), null)
     }
     await store.webhooks.recordAttempt(delivery.id, body, outcome)
     deps.onAttempt?.(outcome.kind)
-    if (outcome.kind === 'delivered') line.info({ status: outcome.status, attempt: delivery.attempts + 1 }, `webhook delivered: ${delivery.event}`)
-    else line.warn({ status: outcome.status, attempt: delivery.attempts + 1, error: outcome.error }, `webhook not delivered (${outcome.kind === 'retry' ? 'will retry' : 'gave up'}): ${outcome.error}`)
+    if (outcome.kind === 'delivered')
+      line.info({ status: outcome.status, attempt: delivery.attempts + 1 }, `webhook delivered: ${delivery.event}`)
+    else
+      line.warn(
+        { status: outcome.status, attempt: delivery.attempts + 1, error: outcome.error },
+        `webhook not delivered (${outcome.kind === 'retry' ? 'will retry' : 'gave up'}): ${outcome.error}`
+      )
   }
 
   /** The next attempt after a failure, or giving up once the schedule runs past the event's time limit. */
-  function retry(delivery: DueDelivery, status: number | null, error: string, retryAfter: string | null): DeliveryOutcome {
+  function retry(
+    delivery: DueDelivery,
+    status: number | null,
+    error: string,
+    retryAfter: string | null
+  ): DeliveryOutcome {
     const attempt = delivery.attempts + 1
     const base = settings.scheduleMs[Math.min(attempt, settings.scheduleMs.length) - 1]!
     // ±10 % jitter, so endpoints coming back are not hit by every retry at once; never before Retry-After.
@@ -105,7 +136,13 @@ export function createDeliverer(deps: {
         for (;;) {
           const due = await store.webhooks.claimDue(BATCH, claimMs(settings.timeoutMs))
           if (!due.length) break
-          await Promise.all(due.map((d) => send(d).catch((error) => log.error({ err: error, deliveryId: d.id }, `webhook delivery failed to record: ${error.message}`))))
+          await Promise.all(
+            due.map((d) =>
+              send(d).catch((error) =>
+                log.error({ err: error, deliveryId: d.id }, `webhook delivery failed to record: ${error.message}`)
+              )
+            )
+          )
         }
       } catch (error) {
         log.warn({ err: error }, `webhook round: ${(error as Error).message}; will retry`)

@@ -24,7 +24,19 @@ export type Resolver = (hostname: string) => Promise<{ address: string; family: 
  * and RFC 8375 set aside for private use. A name without a dot is refused as well: a resolver completes it with
  * its search domains, which name the API's own network.
  */
-const INWARD_SUFFIXES = ['localhost', 'localdomain', 'local', 'internal', 'intranet', 'private', 'corp', 'home', 'lan', 'home.arpa', 'arpa']
+const INWARD_SUFFIXES = [
+  'localhost',
+  'localdomain',
+  'local',
+  'internal',
+  'intranet',
+  'private',
+  'corp',
+  'home',
+  'lan',
+  'home.arpa',
+  'arpa',
+]
 
 /**
  * Why `address` may not be connected to, or null when it is a public (global unicast) address. An address that
@@ -39,7 +51,10 @@ export function addressProblem(address: string): string | null {
   }
   const reached = reachedAddress(parsed)
   // For IPv6, "unicast" to ipaddr.js is whatever no special range claims; only 2000::/3 is assigned as global.
-  const range = reached.kind() === 'ipv6' && reached.range() === 'unicast' && !(reached as ipaddr.IPv6).match(GLOBAL_UNICAST) ? 'unassigned' : reached.range()
+  const range =
+    reached.kind() === 'ipv6' && reached.range() === 'unicast' && !(reached as ipaddr.IPv6).match(GLOBAL_UNICAST)
+      ? 'unassigned'
+      : reached.range()
   if (range === 'unicast') return null
   const shown = reached === parsed ? parsed.toString() : `${parsed.toString()}, which reaches ${reached.toString()},`
   return `${shown} is ${RANGE_NAMES[range] ?? `a special-purpose address (${range})`}, not a public one`
@@ -114,9 +129,11 @@ export function urlProblem(url: string, rules: DestinationRules): string | null 
     return problem && `url points inward: ${problem}`
   }
   const name = host.replace(/\.+$/, '').toLowerCase()
-  if (!name.includes('.')) return `url points inward: ${host} is a name without a domain, which a resolver completes with the API's own`
+  if (!name.includes('.'))
+    return `url points inward: ${host} is a name without a domain, which a resolver completes with the API's own`
   const suffix = INWARD_SUFFIXES.find((s) => name === s || name.endsWith(`.${s}`))
-  if (suffix) return `url points inward: ${host} is a name under .${suffix}, which only means something inside a network`
+  if (suffix)
+    return `url points inward: ${host} is a name under .${suffix}, which only means something inside a network`
   return null
 }
 
@@ -125,7 +142,11 @@ export function urlProblem(url: string, rules: DestinationRules): string | null 
  * when any is not public, unless private destinations are allowed. The caller connects to one of these and to
  * nothing else.
  */
-export async function checkedAddresses(hostname: string, rules: DestinationRules, resolve: Resolver): Promise<{ address: string; family: number }[]> {
+export async function checkedAddresses(
+  hostname: string,
+  rules: DestinationRules,
+  resolve: Resolver
+): Promise<{ address: string; family: number }[]> {
   const host = hostname.replace(/^\[|\]$/g, '')
   const addresses = ipaddr.isValid(host) ? [{ address: host, family: host.includes(':') ? 6 : 4 }] : await resolve(host)
   if (!addresses.length) throw new Error(`${hostname} has no address`)

@@ -47,10 +47,18 @@ export async function postPinned(url: string, body: string, options: PostOptions
   }
   const client = target.protocol === 'https:' ? https : http
   return new Promise<Answer>((resolve, reject) => {
-    const timer = setTimeout(() => request.destroy(new Error(`no answer within ${options.timeoutMs / 1000} s`)), options.timeoutMs)
+    const timer = setTimeout(
+      () => request.destroy(new Error(`no answer within ${options.timeoutMs / 1000} s`)),
+      options.timeoutMs
+    )
     const request = client.request(
       target,
-      { method: 'POST', headers: { ...options.headers, 'content-length': String(Buffer.byteLength(body)) }, lookup, agent: false },
+      {
+        method: 'POST',
+        headers: { ...options.headers, 'content-length': String(Buffer.byteLength(body)) },
+        lookup,
+        agent: false,
+      },
       (response) => {
         const chunks: Buffer[] = []
         let kept = 0

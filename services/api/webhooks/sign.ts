@@ -19,13 +19,24 @@ export function newSecret(): string {
 
 /** One `v1,…` signature of a delivery under `secret`. */
 export async function sign(secret: string, id: string, timestamp: number, body: string): Promise<string> {
-  const key = await crypto.subtle.importKey('raw', fromBase64(secret.slice(SECRET_PREFIX.length)), { name: 'HMAC', hash: 'SHA-256' }, false, ['sign'])
+  const key = await crypto.subtle.importKey(
+    'raw',
+    fromBase64(secret.slice(SECRET_PREFIX.length)),
+    { name: 'HMAC', hash: 'SHA-256' },
+    false,
+    ['sign']
+  )
   const mac = await crypto.subtle.sign('HMAC', key, new TextEncoder().encode(`${id}.${timestamp}.${body}`))
   return `v1,${toBase64(new Uint8Array(mac))}`
 }
 
 /** The three headers of a delivery, signed with every secret given (newest first). */
-export async function signedHeaders(secrets: readonly string[], id: string, timestamp: number, body: string): Promise<Record<string, string>> {
+export async function signedHeaders(
+  secrets: readonly string[],
+  id: string,
+  timestamp: number,
+  body: string
+): Promise<Record<string, string>> {
   const signatures = await Promise.all(secrets.map((secret) => sign(secret, id, timestamp, body)))
   return { 'webhook-id': id, 'webhook-timestamp': String(timestamp), 'webhook-signature': signatures.join(' ') }
 }

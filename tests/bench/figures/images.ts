@@ -10,7 +10,11 @@ import { alternate, exec, median, percentile, rate, spread, type Bench, type Fig
 import { bareSharp, photo } from '../work.ts'
 import { apiKey } from '../../helpers/env.ts'
 
-export async function imageFigures(bench: Bench, stack: Stack, wanted: (...ids: number[]) => boolean): Promise<Figure[]> {
+export async function imageFigures(
+  bench: Bench,
+  stack: Stack,
+  wanted: (...ids: number[]) => boolean
+): Promise<Figure[]> {
   const dir = join(bench.work, 'images')
   mkdirSync(dir, { recursive: true })
   const small = await photo(64, 64)
@@ -33,7 +37,9 @@ async function bigThroughput(bench: Bench, stack: Stack, dir: string): Promise<F
   writeFileSync(bigFile, big)
   const vipsOut = (i: number, size: number) => join(dir, `vips-${i % 8}-${size}.webp[Q=80]`)
   const vips = (i: number) =>
-    Promise.all([320, 1280].map((size) => exec('vipsthumbnail', [bigFile, '--size', `${size}x${size}`, '-o', vipsOut(i, size)])))
+    Promise.all(
+      [320, 1280].map((size) => exec('vipsthumbnail', [bigFile, '--size', `${size}x${size}`, '-o', vipsOut(i, size)]))
+    )
   await throughPipeline(stack.url, big) // warm-ups
   await bareSharp(big)
   await vips(0)
@@ -65,7 +71,12 @@ async function bigThroughput(bench: Bench, stack: Stack, dir: string): Promise<F
       target: '≥ 0.85 of bare sharp',
       pass: ratio >= 0.85,
       note: `CPU per image: ${cpu.describe(perImage)}; bare sharp ${(bareCpu / (rounds * count)).toFixed(0)} ms`,
-      data: { pipeline: ours, bareSharp: bare, cpuMsPerImage: perImage, bareSharpCpuMsPerImage: bareCpu / (rounds * count) },
+      data: {
+        pipeline: ours,
+        bareSharp: bare,
+        cpuMsPerImage: perImage,
+        bareSharpCpuMsPerImage: bareCpu / (rounds * count),
+      },
     },
     {
       id: 2,
@@ -95,12 +106,20 @@ async function smallLatency(bench: Bench, stack: Stack, small: Uint8Array<ArrayB
     latencies.push(performance.now() - started)
   }
   const stages = await stageSeconds(stack)
-  const stageMs = (name: string) => (((stages[name]?.sum ?? 0) - (stagesBefore[name]?.sum ?? 0)) * 1000) / ((stages[name]?.count ?? 0) - (stagesBefore[name]?.count ?? 0))
+  const stageMs = (name: string) =>
+    (((stages[name]?.sum ?? 0) - (stagesBefore[name]?.sum ?? 0)) * 1000) /
+    ((stages[name]?.count ?? 0) - (stagesBefore[name]?.count ?? 0))
   const bareSmall: number[] = []
   for (let i = 0; i < 50; i++) bareSmall.push(await bareSharp(small))
   const p50 = percentile(latencies, 50)
   const p99 = percentile(latencies, 99)
-  const hops = { accepted: median(accepted), attempt: stageMs('attempt'), download: stageMs('download'), process: stageMs('process'), upload: stageMs('upload') }
+  const hops = {
+    accepted: median(accepted),
+    attempt: stageMs('attempt'),
+    download: stageMs('download'),
+    process: stageMs('process'),
+    upload: stageMs('upload'),
+  }
   return {
     id: 3,
     what: `64×64 JPEG, ${latencies.length} sequential uploads, upload → completed (ms)`,
@@ -171,7 +190,9 @@ async function heicLatency(bench: Bench, stack: Stack, dir: string): Promise<Fig
     id: 9,
     what: `12 MP HEIC (4032×3024), sequential, upload → completed (ms)`,
     value: `${median(ours).toFixed(0)} (${spread(ours, 0)})`,
-    baseline: `heif-convert to JPEG (fastest: ${Object.entries(decodes).map(([f, ms]) => `${f} ${ms.toFixed(0)}`).join(', ')} ms) + bare sharp: ${median(bare).toFixed(0)} (${spread(bare, 0)})`,
+    baseline: `heif-convert to JPEG (fastest: ${Object.entries(decodes)
+      .map(([f, ms]) => `${f} ${ms.toFixed(0)}`)
+      .join(', ')} ms) + bare sharp: ${median(bare).toFixed(0)} (${spread(bare, 0)})`,
     ratio,
     target: '≤ 1.5× the time',
     pass: ratio <= 1.5,
@@ -184,7 +205,10 @@ async function stageSeconds(stack: Stack): Promise<Record<string, { sum: number;
   const text = await (await fetch(`${stack.metrics.images}/metrics`)).text()
   const stages: Record<string, { sum: number; count: number }> = {}
   for (const line of text.split('\n')) {
-    const match = /^media_job_(?:stage_seconds_(sum|count)\{.*stage="(\w+)"|attempt_seconds_(sum|count)\{.*outcome="completed")/.exec(line)
+    const match =
+      /^media_job_(?:stage_seconds_(sum|count)\{.*stage="(\w+)"|attempt_seconds_(sum|count)\{.*outcome="completed")/.exec(
+        line
+      )
     if (!match) continue
     const name = match[2] ?? 'attempt'
     const entry = (stages[name] ??= { sum: 0, count: 0 })
@@ -196,7 +220,12 @@ async function stageSeconds(stack: Stack): Promise<Record<string, { sum: number;
 /** Image jobs the API has seen complete (its `media_jobs_finished_total`). */
 async function completedImages(url: string): Promise<number> {
   const text = await (await fetch(`${url}/metrics`, { headers: apiKey })).text()
-  const line = text.split('\n').find((l) => l.startsWith('media_jobs_finished_total{') && l.includes('kind="image"') && l.includes('status="completed"'))
+  const line = text
+    .split('\n')
+    .find(
+      (l) =>
+        l.startsWith('media_jobs_finished_total{') && l.includes('kind="image"') && l.includes('status="completed"')
+    )
   return line ? Number(line.split(' ').pop()) : 0
 }
 

@@ -21,7 +21,13 @@ export async function outboxFigure(bench: Bench): Promise<Figure> {
   const queue = queueNames(system, 'images').request
   const log = silentLogger()
   const store = openSqliteStore(join(bench.work, 'outbox.sqlite'))
-  const broker = await connectBroker({ url: RABBITMQ_URL, system, publishTimeoutMs: 30_000, instanceId: crypto.randomUUID(), log })
+  const broker = await connectBroker({
+    url: RABBITMQ_URL,
+    system,
+    publishTimeoutMs: 30_000,
+    instanceId: crypto.randomUUID(),
+    log,
+  })
   const outbox = createOutbox({ store, broker, graceMs: 0, log })
   const connection = await amqp.connect(RABBITMQ_URL)
   const raw = await connection.createConfirmChannel()
@@ -33,10 +39,28 @@ export async function outboxFigure(bench: Bench): Promise<Figure> {
       for (let i = 0; i < count; i++) {
         const [id, jobId] = [crypto.randomUUID(), crypto.randomUUID()]
         const source = { bucket: 'media', key: originalKey(system, id), format: 'jpeg', size: 1000 }
-        const body = encodeMessage(ImageRequestSchema, { version: 1, jobId, mediaId: id, source, output: { bucket: 'media', prefix: outputPrefix(system, jobId) }, recipe: IMAGE_RECIPE })
+        const body = encodeMessage(ImageRequestSchema, {
+          version: 1,
+          jobId,
+          mediaId: id,
+          source,
+          output: { bucket: 'media', prefix: outputPrefix(system, jobId) },
+          recipe: IMAGE_RECIPE,
+        })
         bodies.push(body)
-        await store.media.create({ id, tenant: 'bench', filename: null, kind: 'image', format: 'jpeg', size: 1000, bucket: 'media', sourceKey: source.key, jobId, type: 'images',
-          request: { messageId: crypto.randomUUID(), jobId, queue, type: 'job.request', body } })
+        await store.media.create({
+          id,
+          tenant: 'bench',
+          filename: null,
+          kind: 'image',
+          format: 'jpeg',
+          size: 1000,
+          bucket: 'media',
+          sourceKey: source.key,
+          jobId,
+          type: 'images',
+          request: { messageId: crypto.randomUUID(), jobId, queue, type: 'job.request', body },
+        })
       }
       return bodies
     }
@@ -50,7 +74,13 @@ export async function outboxFigure(bench: Bench): Promise<Figure> {
       await raw.purgeQueue(queue)
 
       started = performance.now()
-      for (const body of bodies) raw.publish('', queue, Buffer.from(body), { persistent: true, contentType: 'application/json', type: 'job.request', messageId: crypto.randomUUID() })
+      for (const body of bodies)
+        raw.publish('', queue, Buffer.from(body), {
+          persistent: true,
+          contentType: 'application/json',
+          type: 'job.request',
+          messageId: crypto.randomUUID(),
+        })
       await raw.waitForConfirms()
       direct.push(count / ((performance.now() - started) / 1000))
       await raw.purgeQueue(queue)

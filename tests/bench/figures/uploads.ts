@@ -25,7 +25,15 @@ export async function uploadFigure(bench: Bench): Promise<Figure> {
     env: { ...moto.env, MAX_UPLOAD_BYTES: `${size / MiB + 16}M` },
   })
   try {
-    const s3 = new S3Client(s3ClientOptions({ endpoint: moto.env.S3_ENDPOINT, region: 'us-east-1', accessKeyId: moto.env.S3_ACCESS_KEY_ID!, secretAccessKey: moto.env.S3_SECRET_ACCESS_KEY!, timeoutSeconds: 300 }))
+    const s3 = new S3Client(
+      s3ClientOptions({
+        endpoint: moto.env.S3_ENDPOINT,
+        region: 'us-east-1',
+        accessKeyId: moto.env.S3_ACCESS_KEY_ID!,
+        secretAccessKey: moto.env.S3_SECRET_ACCESS_KEY!,
+        timeoutSeconds: 300,
+      })
+    )
     const bucket = moto.env.S3_BUCKET!
     // One buffer for every run: a PNG signature (so it sniffs as an image), then random bytes (incompressible).
     const file = Buffer.alloc(size)
@@ -52,18 +60,26 @@ export async function uploadFigure(bench: Bench): Promise<Figure> {
     }
     const directly = async () => {
       const key = `bench/${crypto.randomUUID()}`
-      await new Upload({ client: s3, params: { Bucket: bucket, Key: key, Body: file }, partSize: 8 * MiB, queueSize: 4 }).done()
+      await new Upload({
+        client: s3,
+        params: { Bucket: bucket, Key: key, Body: file },
+        partSize: 8 * MiB,
+        queueSize: 4,
+      }).done()
       return { bucket, key }
     }
     /** Where the API put a media's original (the system's key layout: `<system>/originals/<id>`). */
     const stored = async (res: Response) => {
-      if (res.status !== 202 && res.status !== 204 && res.status !== 200) throw new Error(`upload answered ${res.status}: ${await res.text()}`)
+      if (res.status !== 202 && res.status !== 204 && res.status !== 200)
+        throw new Error(`upload answered ${res.status}: ${await res.text()}`)
       return { bucket, key: originalKey(stack.system, ((await res.json()) as { id: string }).id) }
     }
     const idleRss = rssOf(stack.pids.api)
     await timed(directly) // warm-up: moto's first large upload is slow
     const before = await timed(directly)
-    const raw = await timed(async () => stored(await fetch(`${stack.url}/v1/media`, { method: 'POST', body: file, headers: apiKey })))
+    const raw = await timed(async () =>
+      stored(await fetch(`${stack.url}/v1/media`, { method: 'POST', body: file, headers: apiKey }))
+    )
     const form = await timed(async () => {
       const body = new FormData()
       body.append('file', new Blob([file], { type: 'image/png' }), 'big.png')
@@ -77,7 +93,8 @@ export async function uploadFigure(bench: Bench): Promise<Figure> {
             headers: { authorization: `Bearer ${TEST_API_KEY}` },
             chunkSize: 50 * MiB,
             retryDelays: [],
-            onSuccess: (payload) => resolve({ bucket, key: originalKey(stack.system, payload.lastResponse.getHeader('X-Media-Id')!) }),
+            onSuccess: (payload) =>
+              resolve({ bucket, key: originalKey(stack.system, payload.lastResponse.getHeader('X-Media-Id')!) }),
             onError: reject,
           })
           upload.start()
@@ -92,12 +109,16 @@ export async function uploadFigure(bench: Bench): Promise<Figure> {
     return {
       id: 6,
       what: `${size / MiB} MiB upload through the API to S3 (moto): throughput (MiB/s) and the API's peak RSS (MB)`,
-      value: Object.entries(runs).map(([name, r]) => `${name} ${r.mibPerSecond.toFixed(0)} MiB/s, ${mb(r.peakRss)} MB`).join('; '),
+      value: Object.entries(runs)
+        .map(([name, r]) => `${name} ${r.mibPerSecond.toFixed(0)} MiB/s, ${mb(r.peakRss)} MB`)
+        .join('; '),
       baseline: `direct lib-storage (8 MiB × 4): ${before.mibPerSecond.toFixed(0)} and ${after.mibPerSecond.toFixed(0)} MiB/s`,
       ratio: worst,
       target: 'RSS ≤ 150 MB; ≥ 0.8 of direct',
       pass: peak <= 150e6 && worst >= 0.8,
-      note: `CPU seconds per GiB (moto, API, client): ${Object.entries({ direct: before, ...runs }).map(([name, r]) => `${name} ${r.cpu.moto}, ${r.cpu.api}, ${r.cpu.client}`).join('; ')}; the API idled at ${mb(idleRss)} MB`,
+      note: `CPU seconds per GiB (moto, API, client): ${Object.entries({ direct: before, ...runs })
+        .map(([name, r]) => `${name} ${r.cpu.moto}, ${r.cpu.api}, ${r.cpu.client}`)
+        .join('; ')}; the API idled at ${mb(idleRss)} MB`,
       data: { sizeBytes: size, runs, direct: [before, after] },
     }
   } finally {
@@ -105,4 +126,3 @@ export async function uploadFigure(bench: Bench): Promise<Figure> {
     await moto.stop()
   }
 }
-

@@ -5,7 +5,15 @@
 import { mkdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { VIDEO_RECIPE } from '../../../services/api/uploads/recipes.ts'
-import { ffmpegArgv, planRenditions, posterCommand, posterSize, probeVideo, readConfig as readVideosConfig, transcodeCommand } from '../../../services/videos/main.ts'
+import {
+  ffmpegArgv,
+  planRenditions,
+  posterCommand,
+  posterSize,
+  probeVideo,
+  readConfig as readVideosConfig,
+  transcodeCommand,
+} from '../../../services/videos/main.ts'
 import { throughPipeline, type Stack } from '../stack.ts'
 import { alternate, exec, median, spread, type Bench, type Figure } from '../stats.ts'
 
@@ -14,22 +22,75 @@ export async function videoFigure(bench: Bench, stack: Stack): Promise<Figure> {
   const dir = join(bench.work, 'video')
   mkdirSync(dir, { recursive: true })
   const clip = join(dir, 'in.mp4')
-  await exec('ffmpeg', ['-nostdin', '-v', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc2=size=1280x720:rate=30:duration=10', '-f', 'lavfi', '-i',
-    'sine=frequency=440:sample_rate=48000:duration=10', '-c:v', 'libx264', '-preset', 'medium', '-crf', '20', '-pix_fmt', 'yuv420p', '-g', '60',
-    '-c:a', 'aac', '-b:a', '128k', '-shortest', '-movflags', '+faststart', clip])
+  await exec('ffmpeg', [
+    '-nostdin',
+    '-v',
+    'error',
+    '-y',
+    '-f',
+    'lavfi',
+    '-i',
+    'testsrc2=size=1280x720:rate=30:duration=10',
+    '-f',
+    'lavfi',
+    '-i',
+    'sine=frequency=440:sample_rate=48000:duration=10',
+    '-c:v',
+    'libx264',
+    '-preset',
+    'medium',
+    '-crf',
+    '20',
+    '-pix_fmt',
+    'yuv420p',
+    '-g',
+    '60',
+    '-c:a',
+    'aac',
+    '-b:a',
+    '128k',
+    '-shortest',
+    '-movflags',
+    '+faststart',
+    clip,
+  ])
   const bytes = new Uint8Array(readFileSync(clip))
 
   // The commands the processor runs for this clip, as plain argv.
   const config = readVideosConfig({ S3_ACCESS_KEY_ID: 'unused', S3_SECRET_ACCESS_KEY: 'unused' })
   const probed = await probeVideo(clip, 'mp4', config.limits, new AbortController().signal)
   const display = { width: probed.metadata.width, height: probed.metadata.height }
-  const plan = planRenditions(VIDEO_RECIPE.renditions, display).map((p) => ({ ...p, file: join(dir, `direct-${p.name}.mp4`) }))
-  const poster = await posterCommand(clip, probed, posterSize(VIDEO_RECIPE.poster, display), join(dir, 'direct-poster.webp'), {
-    maxPixels: config.limits.maxPixels,
-    at: probed.metadata.durationSeconds * 0.1,
-  })
+  const plan = planRenditions(VIDEO_RECIPE.renditions, display).map((p) => ({
+    ...p,
+    file: join(dir, `direct-${p.name}.mp4`),
+  }))
+  const poster = await posterCommand(
+    clip,
+    probed,
+    posterSize(VIDEO_RECIPE.poster, display),
+    join(dir, 'direct-poster.webp'),
+    {
+      maxPixels: config.limits.maxPixels,
+      at: probed.metadata.durationSeconds * 0.1,
+    }
+  )
   const commands = [
-    ['ffprobe', '-v', 'error', '-protocol_whitelist', 'file', '-format_whitelist', 'mov', '-f', 'mov', '-show_format', '-show_streams', '-of', 'json', clip],
+    [
+      'ffprobe',
+      '-v',
+      'error',
+      '-protocol_whitelist',
+      'file',
+      '-format_whitelist',
+      'mov',
+      '-f',
+      'mov',
+      '-show_format',
+      '-show_streams',
+      '-of',
+      'json',
+      clip,
+    ],
     ['ffmpeg', ...ffmpegArgv(poster)],
     ['ffmpeg', ...ffmpegArgv(await transcodeCommand(clip, probed, plan, config.limits))],
   ]

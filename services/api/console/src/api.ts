@@ -49,7 +49,10 @@ export async function problemOf(res: { status: number; json(): Promise<unknown> 
 
 /** A request to the admin API with the operator's token (not the typed client: its header is not the key's). */
 export async function admin<T>(path: string, init: RequestInit = {}): Promise<T> {
-  const res = await send(`/v1/admin${path}`, { ...init, headers: { authorization: `Bearer ${session.adminToken() ?? ''}` } })
+  const res = await send(`/v1/admin${path}`, {
+    ...init,
+    headers: { authorization: `Bearer ${session.adminToken() ?? ''}` },
+  })
   if (res.status === 204) return undefined as T
   if (res.ok) return (await res.json()) as T
   throw await problemOf(res, false)

@@ -5,10 +5,15 @@ type Child = Node | string | number | null | undefined | false | readonly Child[
 type Props = Record<string, unknown>
 
 /** An element with its attributes, listeners and children. Text is always text: nothing here parses HTML. */
-export function h<K extends keyof HTMLElementTagNameMap>(tag: K, props?: Props | null, ...children: Child[]): HTMLElementTagNameMap[K] {
+export function h<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  props?: Props | null,
+  ...children: Child[]
+): HTMLElementTagNameMap[K] {
   const element = document.createElement(tag)
   for (const [name, value] of Object.entries(props ?? {})) {
-    if (name.startsWith('on') && typeof value === 'function') element.addEventListener(name.slice(2).toLowerCase(), value as EventListener)
+    if (name.startsWith('on') && typeof value === 'function')
+      element.addEventListener(name.slice(2).toLowerCase(), value as EventListener)
     else if (value === true) element.setAttribute(name, '')
     else if (value !== false && value !== null && value !== undefined) element.setAttribute(name, String(value))
   }

@@ -65,7 +65,10 @@ async function run(id: string, watcher: Watcher, signal: AbortSignal): Promise<v
 
 /** One event stream, to its end; true when it ended at the final state (or deletion). */
 async function stream(id: string, watcher: Watcher, signal: AbortSignal): Promise<boolean> {
-  const res = await send(`/v1/media/${id}/events`, { headers: { ...keyHeaders(), accept: 'text/event-stream' }, signal })
+  const res = await send(`/v1/media/${id}/events`, {
+    headers: { ...keyHeaders(), accept: 'text/event-stream' },
+    signal,
+  })
   if (res.status === 404) {
     watcher.onDeleted?.()
     return true

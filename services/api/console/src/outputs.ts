@@ -26,7 +26,10 @@ export function outputUrl(output: Output): Promise<string> {
   while (kept.size > KEEP) {
     const [url, oldest] = kept.entries().next().value!
     kept.delete(url)
-    void oldest.then((blob) => URL.revokeObjectURL(blob), () => {})
+    void oldest.then(
+      (blob) => URL.revokeObjectURL(blob),
+      () => {}
+    )
   }
   return loading
 }
@@ -43,6 +46,10 @@ export const thumbnailOf = (media: Media) => imagesOf(media)[0]
 /** The large picture: its largest image output. */
 export const previewOf = (media: Media) => imagesOf(media).at(-1)
 /** Its video renditions, smallest first. */
-export const renditionsOf = (media: Media) => media.outputs.filter((o) => o.contentType.startsWith('video/')).sort((a, b) => a.height - b.height)
+export const renditionsOf = (media: Media) =>
+  media.outputs.filter((o) => o.contentType.startsWith('video/')).sort((a, b) => a.height - b.height)
 
-const imagesOf = (media: Media) => media.outputs.filter((o) => o.contentType.startsWith('image/')).sort((a, b) => a.width * a.height - b.width * b.height)
+const imagesOf = (media: Media) =>
+  media.outputs
+    .filter((o) => o.contentType.startsWith('image/'))
+    .sort((a, b) => a.width * a.height - b.width * b.height)

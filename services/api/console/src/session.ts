@@ -11,7 +11,8 @@ export const session = {
   key: () => sessionStorage.getItem(KEY),
   setKey: (key: string) => sessionStorage.setItem(KEY, key),
   adminToken: () => sessionStorage.getItem(ADMIN),
-  setAdminToken: (token: string | null) => (token === null ? sessionStorage.removeItem(ADMIN) : sessionStorage.setItem(ADMIN, token)),
+  setAdminToken: (token: string | null) =>
+    token === null ? sessionStorage.removeItem(ADMIN) : sessionStorage.setItem(ADMIN, token),
   clear() {
     sessionStorage.removeItem(KEY)
     sessionStorage.removeItem(ADMIN)

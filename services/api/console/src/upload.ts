@@ -58,7 +58,8 @@ function overTus(file: File, events: UploadEvents): Upload {
     onSuccess({ lastResponse }) {
       const id = lastResponse.getHeader('X-Media-Id') ?? upload.url?.split('/').pop()
       if (id) events.onAccepted(id)
-      else events.onFailed(new Problem(0, 'no_media', 'the upload finished but the API did not say which media it became'))
+      else
+        events.onFailed(new Problem(0, 'no_media', 'the upload finished but the API did not say which media it became'))
     },
     async onError(error) {
       const res = (error as tus.DetailedError).originalResponse
@@ -68,7 +69,10 @@ function overTus(file: File, events: UploadEvents): Upload {
   let aborted = false
   void upload
     .findPreviousUploads()
-    .then((previous) => previous[0] && upload.resumeFromPreviousUpload(previous[0]), () => {})
+    .then(
+      (previous) => previous[0] && upload.resumeFromPreviousUpload(previous[0]),
+      () => {}
+    )
     .then(() => aborted || upload.start())
   return {
     resumable: true,
@@ -81,7 +85,8 @@ function overTus(file: File, events: UploadEvents): Upload {
 }
 
 /** A tus answer as a Problem, read as any other answer of the API (a refused key signs the console out). */
-const problemOfTus = (res: tus.HttpResponse): Promise<Problem> => problemOf({ status: res.getStatus(), json: async () => JSON.parse(res.getBody()) })
+const problemOfTus = (res: tus.HttpResponse): Promise<Problem> =>
+  problemOf({ status: res.getStatus(), json: async () => JSON.parse(res.getBody()) })
 
 /** One POST of the whole file, with upload progress (XMLHttpRequest: fetch reports none). */
 function inOnePost(file: File, events: UploadEvents): Upload {
@@ -96,7 +101,8 @@ function inOnePost(file: File, events: UploadEvents): Upload {
     if (xhr.status === 202) events.onAccepted(((await res.json()) as { id: string }).id)
     else events.onFailed(await problemOf(res))
   }
-  xhr.onerror = () => events.onFailed(new Problem(0, 'network', 'the connection broke off during the upload; try again'))
+  xhr.onerror = () =>
+    events.onFailed(new Problem(0, 'network', 'the connection broke off during the upload; try again'))
   xhr.send(file)
   return { resumable: false, abort: () => xhr.abort() }
 }

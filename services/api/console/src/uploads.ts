@@ -30,7 +30,16 @@ export const whenMediaChanges = (handler: (media: Media) => void) => void (onAcc
 /** Adds files to upload; they start as slots free up. */
 export function addFiles(files: Iterable<File>) {
   for (const file of files) {
-    const item: Item = { file, phase: 'waiting', sent: 0, media: null, problem: null, upload: null, unfollow: () => {}, element: h('li', { class: 'upload' }) }
+    const item: Item = {
+      file,
+      phase: 'waiting',
+      sent: 0,
+      media: null,
+      problem: null,
+      upload: null,
+      unfollow: () => {},
+      element: h('li', { class: 'upload' }),
+    }
     items.unshift(item)
     render(item)
   }
@@ -127,7 +136,11 @@ function parts(item: Item) {
   const status = h('span', { class: 'badge', hidden: true })
   const bar = h('progress', { max: 100, value: 0, 'aria-label': `Progress of ${item.file.name}` })
   const line = h('p', { class: 'line' })
-  const stop = h('button', { type: 'button', class: 'secondary', onclick: () => void cancel(item), 'aria-label': `Cancel ${item.file.name}` }, 'Cancel')
+  const stop = h(
+    'button',
+    { type: 'button', class: 'secondary', onclick: () => void cancel(item), 'aria-label': `Cancel ${item.file.name}` },
+    'Cancel'
+  )
   item.element.append(h('div', { class: 'upload-head' }, name, status), bar, line, stop)
   return { name, status, bar, line, stop }
 }
@@ -170,6 +183,10 @@ function render(item: Item) {
   if (progress !== null) part.bar.value = progress
   part.line.textContent = line
   part.line.classList.toggle('bad', item.phase === 'failed' || media?.status === 'failed')
-  part.stop.hidden = !(item.phase === 'waiting' || item.phase === 'uploading' || (item.phase === 'following' && !(media && isFinal(media))))
+  part.stop.hidden = !(
+    item.phase === 'waiting' ||
+    item.phase === 'uploading' ||
+    (item.phase === 'following' && !(media && isFinal(media)))
+  )
   item.element.dataset.phase = item.phase
 }

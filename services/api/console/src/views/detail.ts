@@ -28,15 +28,38 @@ export function detailView(main: HTMLElement, id: string): () => void {
       main,
       h('p', null, h('a', { href: '#/media' }, '← All media')),
       h('h1', { tabindex: -1 }, name),
-      h('p', { class: 'status-line' }, badge(media), ' ', `${media.kind} · ${media.format} · ${bytes(media.size)} · uploaded ${when(media.createdAt)}`),
-      running ? h('div', { class: 'live' }, progressBar(media, `Progress of ${name}`), h('p', { class: 'line', id: 'progress-line' }, progressLine(media))) : null,
+      h(
+        'p',
+        { class: 'status-line' },
+        badge(media),
+        ' ',
+        `${media.kind} · ${media.format} · ${bytes(media.size)} · uploaded ${when(media.createdAt)}`
+      ),
+      running
+        ? h(
+            'div',
+            { class: 'live' },
+            progressBar(media, `Progress of ${name}`),
+            h('p', { class: 'line', id: 'progress-line' }, progressLine(media))
+          )
+        : null,
       media.error ? failure(media.error) : null,
       stage(media),
       h(
         'div',
         { class: 'actions' },
-        running ? h('button', { type: 'button', id: 'cancel', class: 'secondary', onclick: () => void cancel(media) }, 'Cancel processing') : null,
-        h('button', { type: 'button', id: 'delete', class: 'danger', onclick: () => void remove(media, name) }, 'Delete')
+        running
+          ? h(
+              'button',
+              { type: 'button', id: 'cancel', class: 'secondary', onclick: () => void cancel(media) },
+              'Cancel processing'
+            )
+          : null,
+        h(
+          'button',
+          { type: 'button', id: 'delete', class: 'danger', onclick: () => void remove(media, name) },
+          'Delete'
+        )
       ),
       message,
       outputsTable(media, message),
@@ -79,9 +102,22 @@ export function detailView(main: HTMLElement, id: string): () => void {
     const preview = previewOf(media)
     if (renditions.length) return player(media, renditions, preview)
     if (!preview) return null
-    const img = h('img', { class: 'preview', alt: `Preview of ${media.filename ?? 'the image'}`, width: preview.width, height: preview.height })
-    void outputUrl(preview).then((url) => (img.src = url), (error: Problem) => (message.textContent = `The preview could not be loaded: ${error.message}`))
-    return h('figure', { class: 'stage' }, img, h('figcaption', null, `${preview.name}: ${preview.width}×${preview.height}`))
+    const img = h('img', {
+      class: 'preview',
+      alt: `Preview of ${media.filename ?? 'the image'}`,
+      width: preview.width,
+      height: preview.height,
+    })
+    void outputUrl(preview).then(
+      (url) => (img.src = url),
+      (error: Problem) => (message.textContent = `The preview could not be loaded: ${error.message}`)
+    )
+    return h(
+      'figure',
+      { class: 'stage' },
+      img,
+      h('figcaption', null, `${preview.name}: ${preview.width}×${preview.height}`)
+    )
   }
 
   /**
@@ -89,12 +125,32 @@ export function detailView(main: HTMLElement, id: string): () => void {
    * the page's memory however long the video is.
    */
   function player(media: Media, renditions: Output[], poster: Output | undefined) {
-    const video = h('video', { controls: true, preload: 'metadata', playsinline: true, width: renditions.at(-1)!.width, height: renditions.at(-1)!.height, 'aria-label': `Video: ${media.filename ?? 'the video'}` })
-    const choice = h('select', { id: 'rendition' }, renditions.map((r, i) => h('option', { value: String(i), selected: i === renditions.length - 1 }, `${r.name}: ${r.width}×${r.height}, ${bytes(r.size)}`)))
+    const video = h('video', {
+      controls: true,
+      preload: 'metadata',
+      playsinline: true,
+      width: renditions.at(-1)!.width,
+      height: renditions.at(-1)!.height,
+      'aria-label': `Video: ${media.filename ?? 'the video'}`,
+    })
+    const choice = h(
+      'select',
+      { id: 'rendition' },
+      renditions.map((r, i) =>
+        h(
+          'option',
+          { value: String(i), selected: i === renditions.length - 1 },
+          `${r.name}: ${r.width}×${r.height}, ${bytes(r.size)}`
+        )
+      )
+    )
     const play = async (rendition: Output) => {
       const at = video.currentTime
       try {
-        const res = await api.v1.media[':id'].outputs[':name'].link.$get({ param: { id: media.id, name: rendition.name }, query: { expiresIn: String(VIDEO_LINK_SECONDS) } }, { init: { signal: stop.signal } })
+        const res = await api.v1.media[':id'].outputs[':name'].link.$get(
+          { param: { id: media.id, name: rendition.name }, query: { expiresIn: String(VIDEO_LINK_SECONDS) } },
+          { init: { signal: stop.signal } }
+        )
         video.src = (await read<{ url: string }>(res)).url
         video.currentTime = at
       } catch (error) {
@@ -102,9 +158,18 @@ export function detailView(main: HTMLElement, id: string): () => void {
       }
     }
     choice.addEventListener('change', () => void play(renditions[Number(choice.value)]!))
-    if (poster) void outputUrl(poster).then((url) => video.setAttribute('poster', url), () => {})
+    if (poster)
+      void outputUrl(poster).then(
+        (url) => video.setAttribute('poster', url),
+        () => {}
+      )
     void play(renditions.at(-1)!)
-    return h('figure', { class: 'stage' }, video, h('figcaption', null, h('label', { for: 'rendition' }, 'Rendition '), choice))
+    return h(
+      'figure',
+      { class: 'stage' },
+      video,
+      h('figcaption', null, h('label', { for: 'rendition' }, 'Rendition '), choice)
+    )
   }
 
   async function cancel(media: Media) {
@@ -136,7 +201,8 @@ export function detailView(main: HTMLElement, id: string): () => void {
     .then(
       (media) => {
         onState(media)
-        if (!isFinal(media)) unfollow = follow(id, { onState, onDeleted: () => (message.textContent = 'This media was deleted.') })
+        if (!isFinal(media))
+          unfollow = follow(id, { onState, onDeleted: () => (message.textContent = 'This media was deleted.') })
       },
       (error: Problem) => {
         if (stop.signal.aborted) return
@@ -168,7 +234,15 @@ function outputsTable(media: Media, message: HTMLElement) {
       h(
         'table',
         null,
-        h('thead', null, h('tr', null, ['Name', 'Type', 'Size', 'Dimensions', 'Duration', ''].map((t) => h('th', { scope: 'col' }, t)))),
+        h(
+          'thead',
+          null,
+          h(
+            'tr',
+            null,
+            ['Name', 'Type', 'Size', 'Dimensions', 'Duration', ''].map((t) => h('th', { scope: 'col' }, t))
+          )
+        ),
         h(
           'tbody',
           null,
@@ -181,7 +255,20 @@ function outputsTable(media: Media, message: HTMLElement) {
               h('td', null, bytes(o.size)),
               h('td', null, `${o.width}×${o.height}`),
               h('td', null, o.durationSeconds !== undefined ? seconds(o.durationSeconds) : '—'),
-              h('td', null, h('button', { type: 'button', class: 'link', onclick: () => void download(o, media, message), 'aria-label': `Download ${o.name}` }, 'Download'))
+              h(
+                'td',
+                null,
+                h(
+                  'button',
+                  {
+                    type: 'button',
+                    class: 'link',
+                    onclick: () => void download(o, media, message),
+                    'aria-label': `Download ${o.name}`,
+                  },
+                  'Download'
+                )
+              )
             )
           )
         )
@@ -193,7 +280,9 @@ function outputsTable(media: Media, message: HTMLElement) {
 /** Saves an output as a file, through a short signed link (the browser downloads it; the page holds none of it). */
 async function download(output: Output, media: Media, message: HTMLElement) {
   try {
-    const { url } = await read<{ url: string }>(await api.v1.media[':id'].outputs[':name'].link.$get({ param: { id: media.id, name: output.name }, query: {} }))
+    const { url } = await read<{ url: string }>(
+      await api.v1.media[':id'].outputs[':name'].link.$get({ param: { id: media.id, name: output.name }, query: {} })
+    )
     const extension = output.contentType.split('/')[1]?.replace('jpeg', 'jpg') ?? 'bin'
     const base = (media.filename ?? media.id).replace(/\.[^.]+$/, '')
     h('a', { href: url, download: `${base}-${output.name}.${extension}` }).click()
@@ -205,8 +294,21 @@ async function download(output: Output, media: Media, message: HTMLElement) {
 /** What processing learned of the original, one line a field (nested values as compact JSON). */
 function metadataList(media: Media) {
   if (!media.metadata) return null
-  const rows = Object.entries(media.metadata).map(([key, value]) => [key, typeof value === 'object' && value !== null ? JSON.stringify(value) : String(value)] as const)
-  return h('section', { 'aria-labelledby': 'metadata-title' }, h('h2', { id: 'metadata-title' }, 'Metadata'), pairs(rows))
+  const rows = Object.entries(media.metadata).map(
+    ([key, value]) =>
+      [key, typeof value === 'object' && value !== null ? JSON.stringify(value) : String(value)] as const
+  )
+  return h(
+    'section',
+    { 'aria-labelledby': 'metadata-title' },
+    h('h2', { id: 'metadata-title' }, 'Metadata'),
+    pairs(rows)
+  )
 }
 
-const pairs = (rows: readonly (readonly [string, string])[]) => h('dl', { class: 'pairs' }, rows.map(([key, value]) => [h('dt', null, key), h('dd', null, value)]))
+const pairs = (rows: readonly (readonly [string, string])[]) =>
+  h(
+    'dl',
+    { class: 'pairs' },
+    rows.map(([key, value]) => [h('dt', null, key), h('dd', null, value)])
+  )

@@ -37,7 +37,14 @@ export function libraryView(main: HTMLElement): () => void {
   let pages = 1
   let shown: Media[] = []
 
-  const input = h('input', { type: 'file', id: 'files', name: 'files', multiple: true, accept: 'image/*,video/*', class: 'file-input' })
+  const input = h('input', {
+    type: 'file',
+    id: 'files',
+    name: 'files',
+    multiple: true,
+    accept: 'image/*,video/*',
+    class: 'file-input',
+  })
   const drop = h(
     'label',
     { class: 'drop', for: 'files' },
@@ -48,12 +55,20 @@ export function libraryView(main: HTMLElement): () => void {
   )
   const hint = h('p', { class: 'hint' })
   const uploads = h('ul', { class: 'uploads', 'aria-label': 'Uploads' }, uploadElements())
-  const clear = h('button', { type: 'button', class: 'link', onclick: () => (clearFinished(), uploads.replaceChildren(...uploadElements())) }, 'Clear finished uploads')
+  const clear = h(
+    'button',
+    { type: 'button', class: 'link', onclick: () => (clearFinished(), uploads.replaceChildren(...uploadElements())) },
+    'Clear finished uploads'
+  )
   const grid = h('ul', { class: 'grid', 'aria-label': 'Media', 'aria-busy': 'true' })
   const more = h('button', { type: 'button', class: 'secondary', hidden: true }, 'Show more')
   const summary = h('p', { class: 'hint', role: 'status' })
   const select = (name: 'status' | 'kind', label: string, options: readonly (readonly [string, string])[]) => {
-    const element = h('select', { name, id: `filter-${name}` }, options.map(([value, text]) => h('option', { value, selected: filters[name] === value }, text)))
+    const element = h(
+      'select',
+      { name, id: `filter-${name}` },
+      options.map(([value, text]) => h('option', { value, selected: filters[name] === value }, text))
+    )
     element.addEventListener('change', () => {
       filters[name] = element.value
       pages = 1
@@ -87,14 +102,17 @@ export function libraryView(main: HTMLElement): () => void {
   void resumableHere().then((resumable) => {
     hint.textContent = resumable
       ? 'Uploads are resumable: a dropped connection picks up where it stopped.'
-      : 'This API\'s store (the embedded one) cannot resume uploads: a dropped connection starts the file over.'
+      : "This API's store (the embedded one) cannot resume uploads: a dropped connection starts the file over."
   })
 
   /** Cards by media id, with what they showed: a card that would show the same is kept (and any focus in it). */
   const cards = new Map<string, { seen: string; element: HTMLLIElement }>()
   function show(media: Media[]) {
-    if (!media.length) return fill(grid, h('li', { class: 'empty' }, 'Nothing here yet: upload a photo or a video above.'))
-    const sameOrder = media.length === grid.children.length && media.every((m, i) => (grid.children[i] as HTMLElement).dataset.id === m.id)
+    if (!media.length)
+      return fill(grid, h('li', { class: 'empty' }, 'Nothing here yet: upload a photo or a video above.'))
+    const sameOrder =
+      media.length === grid.children.length &&
+      media.every((m, i) => (grid.children[i] as HTMLElement).dataset.id === m.id)
     const elements = media.map((m) => {
       const seen = JSON.stringify([m.status, m.stage, m.progress, m.etaSeconds, m.outputs.length])
       const old = cards.get(m.id)
@@ -118,7 +136,12 @@ export function libraryView(main: HTMLElement): () => void {
       const media: Media[] = []
       let cursor: string | undefined
       for (let page = 0; page < pages; page++) {
-        const query = { limit: String(PAGE), ...(filters.status ? { status: filters.status } : {}), ...(filters.kind ? { kind: filters.kind } : {}), ...(cursor ? { cursor } : {}) }
+        const query = {
+          limit: String(PAGE),
+          ...(filters.status ? { status: filters.status } : {}),
+          ...(filters.kind ? { kind: filters.kind } : {}),
+          ...(cursor ? { cursor } : {}),
+        }
         const list = await read<List>(await api.v1.media.$get({ query }))
         media.push(...list.media)
         cursor = list.next ?? undefined
@@ -131,21 +154,43 @@ export function libraryView(main: HTMLElement): () => void {
       summary.textContent = `${media.length}${cursor ? '+' : ''} media shown`
     } catch (error) {
       if (stopped || generation !== latest) return
-      fill(grid, h('li', { class: 'empty bad', role: 'alert' }, `The library could not be read: ${(error as Problem).message}`))
+      fill(
+        grid,
+        h('li', { class: 'empty bad', role: 'alert' }, `The library could not be read: ${(error as Problem).message}`)
+      )
     } finally {
       grid.setAttribute('aria-busy', 'false')
-      if (!stopped && generation === latest && shown.some((m) => !isFinal(m))) timer = setTimeout(() => void load(), REFRESH_MS)
+      if (!stopped && generation === latest && shown.some((m) => !isFinal(m)))
+        timer = setTimeout(() => void load(), REFRESH_MS)
     }
   }
 
   fill(
     main,
     h('h1', { tabindex: -1 }, 'Media'),
-    h('section', { class: 'panel', 'aria-labelledby': 'upload-title' }, h('h2', { id: 'upload-title' }, 'Upload'), drop, hint, uploads, clear),
+    h(
+      'section',
+      { class: 'panel', 'aria-labelledby': 'upload-title' },
+      h('h2', { id: 'upload-title' }, 'Upload'),
+      drop,
+      hint,
+      uploads,
+      clear
+    ),
     h(
       'section',
       { class: 'panel', 'aria-labelledby': 'library-title' },
-      h('div', { class: 'panel-head' }, h('h2', { id: 'library-title' }, 'Library'), h('form', { class: 'filters', onsubmit: (e: Event) => e.preventDefault() }, select('status', 'Status', STATUSES), select('kind', 'Kind', KINDS))),
+      h(
+        'div',
+        { class: 'panel-head' },
+        h('h2', { id: 'library-title' }, 'Library'),
+        h(
+          'form',
+          { class: 'filters', onsubmit: (e: Event) => e.preventDefault() },
+          select('status', 'Status', STATUSES),
+          select('kind', 'Kind', KINDS)
+        )
+      ),
       grid,
       more,
       summary

@@ -33,19 +33,34 @@ export function operationsView(main: HTMLElement): () => void {
       const body = (await (await send('/health')).json()) as Health
       fill(
         health,
-        h('h2', { id: 'health-title' }, 'Health ', h('span', { class: `badge ${body.status === 'ok' ? 'completed' : 'failed'}` }, body.status)),
+        h(
+          'h2',
+          { id: 'health-title' },
+          'Health ',
+          h('span', { class: `badge ${body.status === 'ok' ? 'completed' : 'failed'}` }, body.status)
+        ),
         h(
           'ul',
           { class: 'checks' },
           (['database', 'rabbitmq', 's3'] as const).map((name) => {
             const check = body.checks[name]
-            return h('li', { class: check.ok ? 'ok' : 'bad' }, h('strong', null, name), check.ok ? ': up' : `: down (${check.error})`)
+            return h(
+              'li',
+              { class: check.ok ? 'ok' : 'bad' },
+              h('strong', null, name),
+              check.ok ? ': up' : `: down (${check.error})`
+            )
           })
         ),
         h(
           'dl',
           { class: 'pairs' },
-          body.jobs ? Object.entries(body.jobs).map(([status, count]) => [h('dt', null, `Jobs ${status}`), h('dd', null, String(count))]) : null,
+          body.jobs
+            ? Object.entries(body.jobs).map(([status, count]) => [
+                h('dt', null, `Jobs ${status}`),
+                h('dd', null, String(count)),
+              ])
+            : null,
           h('dt', null, 'Stalled'),
           h('dd', null, String(body.stalled ?? 'unknown')),
           h('dt', null, 'Dead letters'),
@@ -55,7 +70,11 @@ export function operationsView(main: HTMLElement): () => void {
         )
       )
     } catch (error) {
-      fill(health, h('h2', { id: 'health-title' }, 'Health'), h('p', { class: 'bad', role: 'alert' }, `The API did not answer: ${(error as Problem).message}`))
+      fill(
+        health,
+        h('h2', { id: 'health-title' }, 'Health'),
+        h('p', { class: 'bad', role: 'alert' }, `The API did not answer: ${(error as Problem).message}`)
+      )
     } finally {
       health.setAttribute('aria-busy', 'false')
     }
@@ -84,7 +103,7 @@ export function operationsView(main: HTMLElement): () => void {
       'form',
       { class: 'narrow' },
       h('h2', { id: 'queues-title' }, 'Queues and dead letters'),
-      h('p', null, 'These need the operator\'s token: the ADMIN_TOKEN the API was started with.'),
+      h('p', null, "These need the operator's token: the ADMIN_TOKEN the API was started with."),
       h('label', { for: 'admin-token' }, 'Admin token'),
       input,
       h('button', { type: 'submit' }, 'Open'),
@@ -107,8 +126,29 @@ export function operationsView(main: HTMLElement): () => void {
       h(
         'table',
         null,
-        h('thead', null, h('tr', null, ['Type', 'Queue', 'Ready messages', 'Consumers'].map((t) => h('th', { scope: 'col' }, t)))),
-        h('tbody', null, body.queues.map((q) => h('tr', { class: q.queue === 'dead' && q.messages ? 'bad' : '' }, h('th', { scope: 'row' }, q.type), h('td', null, q.queue), h('td', null, String(q.messages)), h('td', null, String(q.consumers)))))
+        h(
+          'thead',
+          null,
+          h(
+            'tr',
+            null,
+            ['Type', 'Queue', 'Ready messages', 'Consumers'].map((t) => h('th', { scope: 'col' }, t))
+          )
+        ),
+        h(
+          'tbody',
+          null,
+          body.queues.map((q) =>
+            h(
+              'tr',
+              { class: q.queue === 'dead' && q.messages ? 'bad' : '' },
+              h('th', { scope: 'row' }, q.type),
+              h('td', null, q.queue),
+              h('td', null, String(q.messages)),
+              h('td', null, String(q.consumers))
+            )
+          )
+        )
       )
     )
   }
@@ -121,7 +161,17 @@ export function operationsView(main: HTMLElement): () => void {
       h(
         'table',
         null,
-        h('thead', null, h('tr', null, ['Died', 'Queue', 'Reason', 'Deliveries', 'Tenant', 'Job', 'Problem', 'Actions'].map((t) => h('th', { scope: 'col' }, t)))),
+        h(
+          'thead',
+          null,
+          h(
+            'tr',
+            null,
+            ['Died', 'Queue', 'Reason', 'Deliveries', 'Tenant', 'Job', 'Problem', 'Actions'].map((t) =>
+              h('th', { scope: 'col' }, t)
+            )
+          )
+        ),
         h(
           'tbody',
           null,
@@ -139,8 +189,27 @@ export function operationsView(main: HTMLElement): () => void {
               h(
                 'td',
                 { class: 'row-actions' },
-                h('button', { type: 'button', class: 'secondary', disabled: letter.problem !== null, onclick: () => void act(letter.id, 'redrive'), 'aria-label': `Re-drive the dead letter of job ${letter.jobId ?? letter.id}` }, 'Re-drive'),
-                h('button', { type: 'button', class: 'danger', onclick: () => void act(letter.id, 'discard'), 'aria-label': `Discard the dead letter of job ${letter.jobId ?? letter.id}` }, 'Discard')
+                h(
+                  'button',
+                  {
+                    type: 'button',
+                    class: 'secondary',
+                    disabled: letter.problem !== null,
+                    onclick: () => void act(letter.id, 'redrive'),
+                    'aria-label': `Re-drive the dead letter of job ${letter.jobId ?? letter.id}`,
+                  },
+                  'Re-drive'
+                ),
+                h(
+                  'button',
+                  {
+                    type: 'button',
+                    class: 'danger',
+                    onclick: () => void act(letter.id, 'discard'),
+                    'aria-label': `Discard the dead letter of job ${letter.jobId ?? letter.id}`,
+                  },
+                  'Discard'
+                )
               )
             )
           )
@@ -152,7 +221,9 @@ export function operationsView(main: HTMLElement): () => void {
   async function act(id: string, action: 'redrive' | 'discard') {
     if (action === 'discard' && !confirm('Discard this dead letter? Its job stays failed.')) return
     try {
-      await admin(action === 'redrive' ? `/dead-letters/${id}/redrive` : `/dead-letters/${id}`, { method: action === 'redrive' ? 'POST' : 'DELETE' })
+      await admin(action === 'redrive' ? `/dead-letters/${id}/redrive` : `/dead-letters/${id}`, {
+        method: action === 'redrive' ? 'POST' : 'DELETE',
+      })
       message.textContent = action === 'redrive' ? 'Re-driven: the job is queued again.' : 'Discarded.'
     } catch (error) {
       message.textContent = `That did not work: ${(error as Problem).message}`
@@ -161,8 +232,19 @@ export function operationsView(main: HTMLElement): () => void {
     void refresh()
   }
 
-  const forget = h('button', { type: 'button', class: 'secondary', onclick: () => (session.setAdminToken(null), void refresh()) }, 'Forget the admin token')
-  fill(main, h('div', { class: 'panel-head' }, h('h1', { tabindex: -1 }, 'Operations'), forget), message, health, queues, letters)
+  const forget = h(
+    'button',
+    { type: 'button', class: 'secondary', onclick: () => (session.setAdminToken(null), void refresh()) },
+    'Forget the admin token'
+  )
+  fill(
+    main,
+    h('div', { class: 'panel-head' }, h('h1', { tabindex: -1 }, 'Operations'), forget),
+    message,
+    health,
+    queues,
+    letters
+  )
   void refresh()
   return () => {
     stopped = true
