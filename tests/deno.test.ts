@@ -1,7 +1,7 @@
 /**
  * The API and `shared/` on Deno (installed by `bash infra/setup.sh`; a missing deno fails these tests, it does not
  * skip them). `shared/` is imported by a Deno script with no permissions; the API runs under Deno as a child
- * process, with the permissions the README documents, next to the Bun image processor (in this process) on the real
+ * process, with the permissions docs/scale.md documents, next to the Bun image processor (in this process) on the real
  * broker and S3, once per database.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'

@@ -300,7 +300,7 @@ export function dashboard(rows: Row[] = ROWS) {
     title: 'Media pipeline',
     uid: 'media-pipeline',
     description:
-      'Uploads, jobs, processors, queues, the outbox and errors of the media pipeline (see README, Operating it).',
+      'Uploads, jobs, processors, queues, the outbox and errors of the media pipeline (see docs/operating.md).',
     tags: ['media'],
     schemaVersion: 39,
     version: 1,

@@ -30,7 +30,7 @@ afterAll(async () => {
 function expectedOutcome(
   entry: CorpusEntry
 ): { status: 'completed' } | { status: 'failed'; code: string } | { status: 'refused' } {
-  // Off the allow-list (README, Security): SVG (a document that can reference files and URLs) and BMP (no libvips
+  // Off the allow-list (docs/security.md): SVG (a document that can reference files and URLs) and BMP (no libvips
   // loader) are refused at upload, 415.
   if (entry.expected.format === 'svg' || entry.expected.format === 'bmp') return { status: 'refused' }
   if (!entry.expected.valid) return { status: 'failed', code: 'invalid_media' }

@@ -8,7 +8,7 @@ import { ServiceProcess, runtimePath, type Runtime } from './service-process.ts'
 const main = join(import.meta.dir, '../../services/api/main.ts')
 
 /**
- * The least the API needs from Deno's permissions (README, "On Deno"): the environment (its config, and the AWS SDK
+ * The least the API needs from Deno's permissions (docs/scale.md, "Deno"): the environment (its config, and the AWS SDK
  * reads AWS_* variables), the network (broker, S3, PostgreSQL, its port), the OS release (the AWS SDK's user agent
  * asks for it) and its data directory (the SQLite file). npm packages in node_modules need no read permission.
  */

@@ -1,7 +1,7 @@
 /**
  * `/v1/uploads`: resumable uploads over tus 1.0 (tus.ts). Every request but OPTIONS needs the API key; the tus
  * protocol's own answers (201 with Location, 204 with Upload-Offset, …) come from @tus/server. Not in the OpenAPI
- * document, which cannot describe a protocol of its own: see the README and https://tus.io/protocols/resumable-upload.
+ * document, which cannot describe a protocol of its own: see docs/uploads.md and https://tus.io/protocols/resumable-upload.
  */
 import { Hono } from 'hono'
 import { createMiddleware } from 'hono/factory'
