@@ -30,13 +30,16 @@ export function connect(baseUrl: string, apiKey: string): Client {
 
 /** Uploads a file as the raw body (its name, percent-encoded, as X-Filename); resolves once it is stored and queued. */
 export async function upload(api: Client, file: Blob, filename?: string): Promise<Accepted> {
-  const res = await api.v1.media.$post(undefined, {
-    headers: {
-      'content-type': file.type || 'application/octet-stream',
-      ...(filename ? { 'x-filename': encodeURIComponent(filename) } : {}),
-    },
-    init: { body: file },
-  })
+  const res = await api.v1.media.$post(
+    { query: {} },
+    {
+      headers: {
+        'content-type': file.type || 'application/octet-stream',
+        ...(filename ? { 'x-filename': encodeURIComponent(filename) } : {}),
+      },
+      init: { body: file },
+    }
+  )
   if (!res.ok) {
     const { error } = await res.json() // typed: our error body at every error status
     throw new ApiFailure(res.status, error.code, error.message)

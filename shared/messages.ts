@@ -152,17 +152,118 @@ const uniqueNames = <T extends { name: string }>(items: T[]) => new Set(items.ma
 // ── Images ─────────────────────────────────────────────────────────────────────────────────────────────────────
 
 export const ImageFormatSchema = v.picklist(['webp', 'jpeg', 'png', 'avif'])
-/** One image output: fitted inside `width`×`height`, aspect kept, never upscaled. */
-export const ImageOutputSpecSchema = v.object({
-  name: OutputNameSchema,
-  format: ImageFormatSchema,
-  width: v.pipe(int(1, 8192), v.description('The box the output fits inside: width in pixels.')),
-  height: v.pipe(int(1, 8192), v.description('The box the output fits inside: height in pixels.')),
-  quality: v.optional(
-    v.pipe(int(1, 100), v.description('Encoder quality for webp, jpeg and avif; png ignores it. Default 80.')),
-    80
-  ),
-})
+export const IMAGE_FITS = ['inside', 'cover', 'contain'] as const
+export const CROP_POSITIONS = ['centre', 'attention', 'entropy'] as const
+/** The most widths a responsive set may have, and the most outputs one request may make (a set counts its widths). */
+export const MAX_SET_WIDTHS = 10
+export const MAX_IMAGE_OUTPUTS = 16
+
+const Side = (what: string) => v.pipe(int(1, 8192), v.description(what))
+
+/** The fields of an image output that its rules relate (here, and in the API's presets). */
+interface OutputFields {
+  format: string
+  width?: number
+  height?: number
+  widths?: number[]
+  fit?: string
+  position?: string
+  effort?: number
+  animated?: boolean
+}
+
+/** How an image output's fields must go together: each rule, and what its refusal says. */
+const IMAGE_OUTPUT_RULES: readonly [holds: (o: OutputFields) => boolean, message: string][] = [
+  [
+    (o) =>
+      o.widths ? o.width === undefined && o.height === undefined : o.width !== undefined || o.height !== undefined,
+    'an output has a box (width, height or both) or widths, not both',
+  ],
+  [
+    (o) => !o.widths || o.fit === undefined || o.fit === 'inside',
+    'a set (widths) is scaled to each width: its fit can only be inside',
+  ],
+  [
+    (o) => (o.fit !== 'cover' && o.fit !== 'contain') || (o.width !== undefined && o.height !== undefined),
+    'cover and contain need both width and height',
+  ],
+  [(o) => o.position === undefined || o.fit === 'cover', 'position is for fit cover only'],
+  [(o) => o.effort === undefined || o.format === 'avif', 'effort is for avif only'],
+  [(o) => !o.animated || o.format === 'webp', 'animated outputs are webp'],
+]
+
+/** The rules of an image output as one valibot action: the first broken one is the refusal. */
+export function imageOutputRules<T extends OutputFields>() {
+  return v.rawCheck<T>(({ dataset, addIssue }) => {
+    if (!dataset.typed) return
+    const broken = IMAGE_OUTPUT_RULES.find(([holds]) => !holds(dataset.value))
+    if (broken) addIssue({ message: broken[1] })
+  })
+}
+
+/**
+ * One image output, or one responsive set of them. An output has a box (`width`, `height`, or both) and a `fit`:
+ * `inside` (the default) fits the picture inside the box, aspect kept; `cover` fills the box exactly, cropping what
+ * lies outside (where `position` says); `contain` fits inside and pads to exactly the box (transparent where the
+ * format has alpha, white in JPEG). A set has `widths` instead: one output per width, named `<name>-<width>`, each
+ * scaled to that width. Nothing is upscaled unless `enlarge` is true; a set skips widths above the source (but is
+ * never empty: with every width above the source, it holds one output at the source's own width).
+ */
+export const ImageOutputSpecSchema = v.pipe(
+  v.object({
+    name: OutputNameSchema,
+    format: ImageFormatSchema,
+    width: v.optional(Side('The box: its width in pixels (absent: only the height bounds an inside fit).')),
+    height: v.optional(Side('The box: its height in pixels (absent: only the width bounds an inside fit).')),
+    widths: v.optional(
+      v.pipe(
+        v.array(int(1, 8192)),
+        v.minLength(1),
+        v.maxLength(MAX_SET_WIDTHS),
+        v.check((ws) => ws.every((w, i) => i === 0 || w > ws[i - 1]!), 'widths must be increasing'),
+        v.description(
+          `A responsive set instead of one box: 1-${MAX_SET_WIDTHS} increasing widths, one output each, named <name>-<width>.`
+        )
+      )
+    ),
+    fit: v.optional(
+      v.pipe(v.picklist(IMAGE_FITS), v.description('inside (default), cover (crop to the box) or contain (pad to it).'))
+    ),
+    position: v.optional(
+      v.pipe(
+        v.picklist(CROP_POSITIONS),
+        v.description('For cover: what the crop keeps. centre (default), attention (the most salient region), entropy.')
+      )
+    ),
+    quality: v.optional(
+      v.pipe(
+        int(1, 100),
+        v.description(
+          'Encoder quality for webp, jpeg and avif; png ignores it. Default 80, and 60 for avif (which looks alike).'
+        )
+      )
+    ),
+    effort: v.optional(v.pipe(int(0, 9), v.description('AVIF only: encoder effort 0 (fastest) to 9; default 2.'))),
+    enlarge: v.optional(v.pipe(v.boolean(), v.description('Upscale a source smaller than the box. Default false.'))),
+    animated: v.optional(
+      v.pipe(
+        v.boolean(),
+        v.description('WebP only: keep every frame of an animated source (GIF, WebP). Default false: the first frame.')
+      )
+    ),
+  }),
+  imageOutputRules(),
+  v.check(
+    (o) => !o.widths || o.name.length + 1 + String(o.widths.at(-1)).length <= 32,
+    "a set's output names (<name>-<width>) must stay within 32 characters"
+  )
+)
+export type ImageOutputSpec = v.InferOutput<typeof ImageOutputSpecSchema>
+
+/** The names of the outputs a spec may make: its own, or one per width of a set. */
+export const outputNamesOf = (spec: Pick<ImageOutputSpec, 'name' | 'widths'>): string[] =>
+  spec.widths ? spec.widths.map((w) => `${spec.name}-${w}`) : [spec.name]
+
 export const ImageRequestSchema = v.object({
   version: v.literal(1),
   jobId: JobIdSchema,
@@ -173,15 +274,20 @@ export const ImageRequestSchema = v.object({
     outputs: v.pipe(
       v.array(ImageOutputSpecSchema),
       v.minLength(1),
-      v.maxLength(16),
-      v.check(uniqueNames, 'output names must be unique'),
-      v.description('1-16 outputs; no two with the same name.')
+      v.maxLength(MAX_IMAGE_OUTPUTS),
+      v.check(
+        (outputs) => outputs.flatMap(outputNamesOf).length <= MAX_IMAGE_OUTPUTS,
+        `at most ${MAX_IMAGE_OUTPUTS} outputs, a set counting its widths`
+      ),
+      v.check((outputs) => {
+        const names = outputs.flatMap(outputNamesOf)
+        return new Set(names).size === names.length
+      }, 'output names must be unique (a set names its outputs <name>-<width>)'),
+      v.description(`1-${MAX_IMAGE_OUTPUTS} outputs (a set counting its widths); no two with the same name.`)
     ),
   }),
 })
 export type ImageRequest = v.InferOutput<typeof ImageRequestSchema>
-export type ImageOutputSpec = v.InferOutput<typeof ImageOutputSpecSchema>
-
 /** What the processor learned of an image. Width and height are as displayed, after EXIF orientation. */
 export const ImageMetadataSchema = v.object({
   format: v.pipe(v.string(), v.description('The decoded format: jpeg, png, webp, gif, tiff, heic, avif, …')),
@@ -195,6 +301,16 @@ export const ImageMetadataSchema = v.object({
   ),
   space: v.optional(
     v.pipe(v.string(), v.description('Colour space of the original as libvips names it (srgb, cmyk, b-w, rgb16, …).'))
+  ),
+  thumbhash: v.optional(
+    v.pipe(
+      v.string(),
+      v.regex(/^[A-Za-z0-9+/]{4,64}={0,2}$/, 'must be base64'),
+      v.description('A ThumbHash of the picture (base64): a placeholder of about 25 bytes to show while it loads.')
+    )
+  ),
+  dominantColor: v.optional(
+    v.pipe(v.string(), v.regex(/^#[0-9a-f]{6}$/, 'must be #rrggbb'), v.description('The dominant colour, #rrggbb.'))
   ),
 })
 export type ImageMetadata = v.InferOutput<typeof ImageMetadataSchema>
@@ -309,6 +425,9 @@ export const OutputInfoSchema = v.object({
   height: int(1, 1 << 20),
   durationSeconds: v.optional(
     v.pipe(v.number(), v.minValue(0), v.description('Renditions only: their duration, read back from the file.'))
+  ),
+  set: v.optional(
+    v.pipe(OutputNameSchema, v.description('Outputs of a responsive set: the name of their set (the spec).'))
   ),
 })
 export type OutputInfo = v.InferOutput<typeof OutputInfoSchema>

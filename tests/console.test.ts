@@ -554,6 +554,45 @@ describe('the console on the embedded store (no tus)', () => {
     await context.close()
   })
 
+  test('presets picked on the page make the outputs, and a picture shows its ThumbHash while it loads', async () => {
+    const { context, page, elsewhere, problems } = await openContext(browser, stack.url)
+    await page.goto(`${stack.url}/`)
+    await signIn(page, TEST_API_KEY)
+    // The tenant's defaults come checked; this upload makes avatar instead of preview.
+    await eventually(async () => expect(await page.locator('#preset-thumb').isChecked()).toBe(true))
+    expect(await page.locator('#preset-preview').isChecked()).toBe(true)
+    expect(await page.locator('#preset-ladder').isChecked()).toBe(true)
+    await page.locator('#preset-preview').uncheck()
+    await page.locator('#preset-avatar').check()
+    const photo = join(dir, 'presets.jpg')
+    writeFileSync(
+      photo,
+      await sharp(await quadrants(900, 600))
+        .jpeg()
+        .toBuffer()
+    )
+    await page.locator('#files').setInputFiles(photo)
+    await eventually(
+      async () => expect(await uploadItem(page, 'presets.jpg').locator('.badge').textContent()).toBe('completed'),
+      30_000
+    )
+    const id = await page.locator('.grid li[data-id]').first().getAttribute('data-id')
+    const media = (await (await stack.fetch(`/v1/media/${id}`)).json()) as {
+      outputs: { name: string }[]
+      presets: string[]
+    }
+    expect(media.presets).toEqual(['thumb', 'avatar'])
+    expect(media.outputs.map((o) => o.name).sort()).toEqual(['avatar', 'thumb'])
+    // The card draws the ThumbHash behind the thumbnail: a PNG made in the page.
+    const background = await page
+      .locator(`.grid li[data-id="${id}"] .thumb`)
+      .evaluate((el) => getComputedStyle(el).backgroundImage)
+    expect(background).toStartWith('url("data:image/png;base64,')
+    expect(elsewhere).toEqual([])
+    expect(problems).toEqual([])
+    await context.close()
+  })
+
   test('a file dropped on the page uploads; the keyboard reaches the file picker from the heading', async () => {
     const { context, page, problems } = await openContext(browser, stack.url)
     await page.goto(`${stack.url}/`)

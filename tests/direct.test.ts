@@ -171,6 +171,24 @@ describe('direct uploads on the embedded S3 server', () => {
     expect((await complete(second.key, { 'idempotency-key': idempotencyKey })).status).toBe(422)
   })
 
+  test('a completion names its presets: an unknown one is refused before anything is copied, the rest are made', async () => {
+    const target = await params('chosen.png')
+    await fetch(target.url, { method: 'PUT', body: await paddedPng(50_000) })
+    const completeWith = (presets: string[]) =>
+      stack.fetch(`/v1/direct-uploads/complete?key=${encodeURIComponent(target.key)}`, {
+        method: 'POST',
+        headers: json,
+        body: JSON.stringify({ presets }),
+      })
+    const refused = await completeWith(['avatar', 'nope'])
+    expect(refused.status).toBe(422)
+    expect(await exists(target.key)).toBe(false) // not copied
+    const done = await completeWith(['avatar'])
+    expect(done.status).toBe(202)
+    const { id } = (await done.json()) as { id: string }
+    expect(((await (await stack.fetch(`/v1/media/${id}`)).json()) as { presets: string[] }).presets).toEqual(['avatar'])
+  })
+
   test('uploads handed out and never completed are swept: their object and their record go', async () => {
     const target = await params('forgotten.png')
     await fetch(target.url, { method: 'PUT', body: await paddedPng(40_000) })

@@ -106,7 +106,7 @@ describe('authentication', () => {
 
   test('media and webhook routes take an API key, admin routes the admin token, and the service routes nothing', () => {
     for (const { path, method, op } of operations) {
-      const tenant = ['/v1/media', '/v1/webhooks', '/v1/uploads', '/v1/direct-uploads'].some((prefix) =>
+      const tenant = ['/v1/media', '/v1/webhooks', '/v1/presets', '/v1/uploads', '/v1/direct-uploads'].some((prefix) =>
         path.startsWith(prefix)
       )
       const expected = tenant ? [{ apiKey: [] }] : path.startsWith('/v1/admin') ? [{ adminToken: [] }] : []
@@ -174,7 +174,9 @@ describe('routes', () => {
     expect(upload.parameters?.map((p) => `${p.in} ${p.name}`)).toEqual([
       'header Content-Disposition',
       'header X-Filename',
+      'header X-Presets',
       'header Idempotency-Key',
+      'query presets',
     ])
     expect(upload.responses['202']?.content?.['application/json']?.schema).toEqual({
       $ref: '#/components/schemas/Accepted',

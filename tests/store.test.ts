@@ -162,6 +162,76 @@ describe.each(backends)('store on $name', (backend) => {
     await close()
   })
 
+  test('a reprocess: the media serves its current job until the new one completes, then switches (one event); a failed one changes nothing', async () => {
+    const [store, , close] = await twoStores()
+    const hook: Webhook = {
+      id: crypto.randomUUID(),
+      tenant: 'acme',
+      url: 'https://hooks.example.com/x',
+      events: ['media.completed', 'media.failed'],
+      secrets: [{ secret: 'whsec_x', expiresAt: null }],
+      createdAt: new Date().toISOString(),
+      disabledAt: null,
+      disabledReason: null,
+    }
+    await store.webhooks.create(hook)
+    const media = newMedia({ presets: ['thumb'] })
+    await store.media.create(media)
+    await store.media.applyResult(completed(media.jobId, 'thumb'))
+    const job = (jobId: string, presets: string[]) => ({
+      mediaId: media.id,
+      jobId,
+      type: 'images' as const,
+      presets,
+      request: { messageId: crypto.randomUUID(), jobId, queue: 'q', type: 'job.request', body: new Uint8Array([1]) },
+    })
+    const second = crypto.randomUUID()
+    expect(await store.media.addJob(job(second, ['avatar']))).toEqual({ outcome: 'added' })
+    expect(await store.media.addJob(job(crypto.randomUUID(), ['srcset']))).toEqual({
+      outcome: 'busy',
+      jobId: second,
+      status: 'queued',
+    })
+    expect(await store.media.get(media.id)).toMatchObject({
+      jobId: media.jobId,
+      status: 'completed',
+      presets: ['thumb'],
+      reprocess: { jobId: second, status: 'queued', presets: ['avatar'] },
+    })
+    const applied = await store.media.applyResult(completed(second, 'avatar'))
+    expect(applied?.replaced).toEqual({ jobId: media.jobId, outputs: [expect.objectContaining({ name: 'thumb' })] })
+    expect(await store.media.get(media.id)).toMatchObject({
+      jobId: second,
+      presets: ['avatar'],
+      reprocess: null,
+      outputs: [expect.objectContaining({ name: 'avatar' })],
+    })
+    // A third, that fails: no event, and the media still serves the second's outputs.
+    const third = crypto.randomUUID()
+    await store.media.addJob(job(third, ['srcset']))
+    await store.media.applyResult({
+      version: 1,
+      jobId: third,
+      status: 'failed',
+      error: { code: 'invalid_media', message: 'no' },
+      at: new Date().toISOString(),
+    })
+    expect(await store.media.get(media.id)).toMatchObject({
+      jobId: second,
+      status: 'completed',
+      reprocess: { jobId: third, status: 'failed' },
+    })
+    const events = (await store.webhooks.deliveries(hook.id, 10)).map((d) => d.event)
+    expect(events).toEqual(['media.completed', 'media.completed'])
+    // A job whose request could not be sent is removed, never the one the media serves.
+    const fourth = crypto.randomUUID()
+    await store.media.addJob(job(fourth, ['thumb']))
+    await store.media.removeJob(fourth)
+    await store.media.removeJob(second)
+    expect(await store.media.get(media.id)).toMatchObject({ jobId: second, reprocess: { jobId: third } })
+    await close()
+  })
+
   test('a media round-trips, with its job, its request and its history', async () => {
     const [store, , close] = await twoStores()
     const media = newMedia()

@@ -183,6 +183,43 @@ describe('tus on moto', () => {
     expect(sha256(await stored(mediaId))).toBe(sha256(file))
   }, 60_000)
 
+  test('presets named in Upload-Metadata: unknown ones refused at creation, ones of another kind on the first bytes, the rest made', async () => {
+    const meta = (presets: string) => `filename ${btoa('p.png')},presets ${btoa(presets)}`
+    const file = await paddedPng(100_000)
+    const unknown = await stack.fetch('/v1/uploads', {
+      method: 'POST',
+      headers: { ...TUS, 'upload-length': String(file.length), 'upload-metadata': meta('nope') },
+    })
+    expect(unknown.status).toBe(422)
+    expect(((await unknown.json()) as { error: { message: string } }).error.message).toContain('no preset named nope')
+    const malformed = await stack.fetch('/v1/uploads', {
+      method: 'POST',
+      headers: { ...TUS, 'upload-length': '10', 'upload-metadata': meta('a/b') },
+    })
+    expect(malformed.status).toBe(400)
+    const withBody = (presets: string) =>
+      stack.fetch('/v1/uploads', {
+        method: 'POST',
+        headers: {
+          ...TUS,
+          'upload-length': String(file.length),
+          'upload-metadata': meta(presets),
+          'content-type': 'application/offset+octet-stream',
+        },
+        body: new Uint8Array(file),
+      })
+    const video = await withBody('ladder')
+    expect(video.status).toBe(422)
+    expect(((await video.json()) as { error: { message: string } }).error.message).toContain(
+      'none of the presets ladder is for images'
+    )
+    const made = await withBody('avatar,ladder')
+    expect(made.status).toBe(201)
+    const mediaId = made.headers.get('x-media-id')!
+    const media = (await (await stack.fetch(`/v1/media/${mediaId}`)).json()) as { presets: string[] }
+    expect(media.presets).toEqual(['avatar'])
+  })
+
   test('limits, keys and tenants: over MAX_UPLOAD_BYTES is 413; another tenant sees 404; no key is 401; OPTIONS needs none', async () => {
     expect(
       (await stack.fetch('/v1/uploads', { method: 'POST', headers: { ...TUS, 'upload-length': String(65 * MiB) } }))

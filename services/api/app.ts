@@ -20,6 +20,7 @@ import { directRoutes } from './routes/direct.ts'
 import { healthRoutes } from './routes/health.ts'
 import { linkRoutes } from './routes/links.ts'
 import { mediaRoutes } from './routes/media.ts'
+import { presetRoutes } from './routes/presets.ts'
 import { uploadRoutes } from './routes/uploads.ts'
 import { webhookRoutes } from './routes/webhooks.ts'
 
@@ -111,6 +112,7 @@ export function createApp(deps: AppDeps) {
     .route('/', consoleRoutes(deps.console))
     .route('/', healthRoutes(deps))
     .route('/v1/media', mediaRoutes(deps, keyed))
+    .route('/v1/presets', presetRoutes(deps, keyed))
     .route(LINKS_PATH, linkRoutes(deps))
     .route('/v1/webhooks', webhookRoutes(deps, keyed))
     .route('/v1/direct-uploads', directRoutes(deps, keyed))

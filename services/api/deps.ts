@@ -13,12 +13,19 @@ import type { AdminRouteDeps } from './routes/admin.ts'
 import type { DirectRouteDeps } from './routes/direct.ts'
 import type { HealthDeps } from './routes/health.ts'
 import type { MediaRouteDeps } from './routes/media.ts'
+import type { PresetRouteDeps } from './routes/presets.ts'
 import type { WebhookRouteDeps } from './routes/webhooks.ts'
 import type { Store } from './store/open.ts'
 import type { PaceRule } from './uploads/pace.ts'
 import type { Tus } from './uploads/tus.ts'
 
-export interface AppDeps extends MediaRouteDeps, DirectRouteDeps, AdminRouteDeps, HealthDeps, WebhookRouteDeps {
+export interface AppDeps
+  extends MediaRouteDeps,
+    DirectRouteDeps,
+    AdminRouteDeps,
+    HealthDeps,
+    WebhookRouteDeps,
+    PresetRouteDeps {
   store: Store
   objects: Objects
   broker: Broker

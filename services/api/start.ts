@@ -19,6 +19,7 @@ import { dependencies } from './routes/health.ts'
 import { openS3 } from './s3/open.ts'
 import { describeDatabase, openStore } from './store/open.ts'
 import { createDirectUploads } from './uploads/direct.ts'
+import { createPresets } from './uploads/presets.ts'
 import { sweepUploads } from './uploads/sweep.ts'
 import { createTus } from './uploads/tus.ts'
 import { createDeliverer } from './webhooks/deliver.ts'
@@ -94,7 +95,8 @@ export async function startApi(config: Config, options: { log?: Logger } = {}) {
     throw error
   })
 
-  const admit = { system, store, objects, outbox, maxUploadBytes: config.maxUploadBytes, instanceId }
+  const presets = createPresets(store.presets)
+  const admit = { system, store, objects, outbox, presets, maxUploadBytes: config.maxUploadBytes, instanceId }
   const tus = createTus({ ...admit, s3Uploads: s3.uploads, s3: config.s3, corsOrigins: config.corsOrigins })
   const direct = createDirectUploads({ ...admit, s3Uploads: s3.uploads })
   const sweep = (olderThanMs: number) => sweepUploads({ system, objects, uploads: store.uploads, log }, olderThanMs)
@@ -125,6 +127,7 @@ export async function startApi(config: Config, options: { log?: Logger } = {}) {
     keys: store.keys,
     idempotency: store.idempotency,
     webhooks: store.webhooks,
+    presetStore: store.presets,
     direct,
     tus,
     bucket: config.s3.bucket,

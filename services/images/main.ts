@@ -24,13 +24,15 @@ import { spawn } from 'node:child_process'
 import { closeSync, openSync, readSync } from 'node:fs'
 import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
-import sharp, { type Metadata } from 'sharp'
+import sharp, { type Metadata, type Sharp } from 'sharp'
+import { rgbaToThumbHash } from 'thumbhash'
 import * as v from 'valibot'
 import {
   bytesVar,
   countVar,
   type ImageMetadata,
   type ImageOutputSpec,
+  outputNamesOf,
   type ImageRequest,
   type OutputInfo,
 } from '@app/shared'
@@ -87,11 +89,57 @@ export type Limits = Config['limits']
 
 // ── Core: files in, encoded outputs out (no broker, no S3) ─────────────────────────────────────────────────────
 
-export interface Rendered {
+/** One output as planned for a source: its name, its set (for a responsive set's outputs), and its spec. */
+export interface PlannedImage {
+  name: string
+  set?: string
   spec: ImageOutputSpec
+  /** The box (a set's output: its width alone). */
+  width?: number
+  height?: number
+}
+
+export interface Rendered extends PlannedImage {
   data: Buffer
-  width: number
-  height: number
+  /** As encoded. */
+  outWidth: number
+  outHeight: number
+}
+
+/** What a picture looks like before it loads: its ThumbHash (base64) and its dominant colour. */
+export interface Placeholder {
+  thumbhash: string
+  dominantColor: string
+}
+
+/** Encoder defaults: WebP and JPEG at quality 80; AVIF at 60, which looks alike (SSIM, see the README) at effort 2. */
+export const AVIF_DEFAULTS = { quality: 60, effort: 2 }
+const DEFAULT_QUALITY = 80
+
+/**
+ * The outputs a request's specs make from a source of `source` size (as displayed). A set makes one output per
+ * width no wider than the source (or wider, with `enlarge`); with every width above the source, one output at the
+ * source's own width, named after the smallest width, so that a set's output names are known before the job runs.
+ */
+export function planImages(
+  specs: readonly ImageOutputSpec[],
+  source: { width: number; height: number }
+): PlannedImage[] {
+  return specs.flatMap((spec): PlannedImage[] => {
+    if (!spec.widths) return [{ name: spec.name, spec, width: spec.width, height: spec.height }]
+    const fitting = spec.widths.filter((w) => spec.enlarge || w <= source.width)
+    if (!fitting.length) return [{ name: `${spec.name}-${spec.widths[0]}`, set: spec.name, spec, width: source.width }]
+    return fitting.map((w) => ({ name: `${spec.name}-${w}`, set: spec.name, spec, width: w }))
+  })
+}
+
+/** How much an output scales the source: what its fit needs of each side, never above 1 unless it may enlarge. */
+function scaleOf(image: PlannedImage, source: { width: number; height: number }): number {
+  const sx = image.width === undefined ? Infinity : image.width / source.width
+  const sy = image.height === undefined ? Infinity : image.height / source.height
+  const scale =
+    image.spec.fit === 'cover' ? Math.max(sx === Infinity ? 0 : sx, sy === Infinity ? 0 : sy) : Math.min(sx, sy)
+  return image.spec.enlarge ? scale : Math.min(1, scale)
 }
 
 /** What the limits are checked on: sharp's metadata, read from the header. Width and height are one frame's. */
@@ -173,39 +221,120 @@ export async function inspectImage(file: string, limits: Limits) {
 }
 
 /**
- * Makes every output from one decode: the image is oriented, converted to sRGB and shrunk once to the largest box
- * of the recipe, and each output is encoded from those pixels (decoding once is ~35% faster on 12 MP photos).
- * sharp's own timeout bounds work that a cancel or the job's time limit abandoned (sharp cannot be interrupted).
+ * Makes every output from one decode: the image is oriented, converted to sRGB and shrunk once to the largest scale
+ * any output needs (decoding once is ~35% faster on 12 MP photos), and each still output is cut from those pixels, as
+ * is the placeholder (a ThumbHash and the dominant colour, from a 100 px copy). An animated output is read again
+ * with all its frames (the still decode keeps the first). sharp's own timeout bounds work that a cancel or the job's
+ * time limit abandoned (sharp cannot be interrupted).
  */
-export async function renderImage(file: string, specs: ImageOutputSpec[], options: Limits & { autoOrient: boolean }) {
-  const box = { width: Math.max(...specs.map((s) => s.width)), height: Math.max(...specs.map((s) => s.height)) }
-  const fit = { fit: 'inside', withoutEnlargement: true } as const
+export async function renderImage(
+  file: string,
+  planned: readonly PlannedImage[],
+  source: { width: number; height: number },
+  options: Limits & { autoOrient: boolean; placeholder?: boolean }
+): Promise<{ rendered: Rendered[]; placeholder: Placeholder | null }> {
+  const input = { limitInputPixels: options.maxPixels, failOn: 'warning', sequentialRead: true } as const
+  const timeout = { seconds: options.timeoutSeconds }
+  const stills = planned.filter((p) => !p.spec.animated)
+  // The placeholder needs 100 px of the picture: the base is never smaller than that (nor than any output needs).
+  const scale = Math.max(
+    Math.min(1, 100 / Math.max(source.width, source.height)),
+    ...stills.map((p) => scaleOf(p, source))
+  )
   try {
     // failOn 'warning' refuses truncated files instead of rendering their grey remainder.
-    let base = sharp(file, { limitInputPixels: options.maxPixels, failOn: 'warning', sequentialRead: true })
+    let base = sharp(file, input)
     if (options.autoOrient) base = base.autoOrient()
+    if (scale !== 1)
+      base = base.resize(
+        Math.max(1, Math.round(source.width * scale)),
+        Math.max(1, Math.round(source.height * scale)),
+        { fit: 'fill' }
+      )
     const { data, info } = await base
-      .resize(box.width, box.height, fit)
       .toColourspace('srgb')
       .raw({ depth: 'uchar' })
-      .timeout({ seconds: options.timeoutSeconds })
+      .timeout(timeout)
       .toBuffer({ resolveWithObject: true })
     const raw = { raw: { width: info.width, height: info.height, channels: info.channels } }
-    return await Promise.all(
-      specs.map(async (spec): Promise<Rendered> => {
-        let image = sharp(data, raw).resize(spec.width, spec.height, fit)
-        if (spec.format === 'jpeg')
-          image = image.flatten({ background: '#ffffff' }).jpeg({ quality: spec.quality, mozjpeg: true })
-        else if (spec.format === 'png') image = image.png()
-        else if (spec.format === 'avif') image = image.avif({ quality: spec.quality })
-        else image = image.webp({ quality: spec.quality })
-        const out = await image.timeout({ seconds: options.timeoutSeconds }).toBuffer({ resolveWithObject: true })
-        return { spec, data: out.data, width: out.info.width, height: out.info.height }
-      })
-    )
+    const encode = async (image: Sharp, p: PlannedImage): Promise<Rendered> => {
+      const out = await encoded(resized(image, p, info.channels === 4), p.spec)
+        .timeout(timeout)
+        .toBuffer({ resolveWithObject: true })
+      // An animated output is its frames stacked: each frame's height is the output's.
+      const height = (out.info as { pageHeight?: number }).pageHeight ?? out.info.height
+      return { ...p, data: out.data, outWidth: out.info.width, outHeight: height }
+    }
+    // The placeholder is made beside the outputs (`placeholder: false` is the benchmark's baseline: the job without it).
+    const [placeholder, ...rendered] = await Promise.all([
+      options.placeholder === false ? null : placeholderOf(data, raw.raw, timeout),
+      ...planned.map((p) =>
+        // Animated: every frame, from the file (no EXIF turn: GIF and WebP carry none), sized as a still would be.
+        p.spec.animated
+          ? encode(sharp(file, { ...input, sequentialRead: false, animated: true }), p)
+          : encode(sharp(data, raw), p)
+      ),
+    ])
+    return { rendered: rendered as Rendered[], placeholder: placeholder as Placeholder | null }
   } catch (error) {
     throw decodeFailure(error, options)
   }
+}
+
+const POSITIONS = { centre: 'centre', attention: sharp.strategy.attention, entropy: sharp.strategy.entropy } as const
+
+/** The resize an output asks for; contain pads with transparency where the format keeps it, with white in JPEG. */
+function resized(image: Sharp, p: PlannedImage, hasAlpha: boolean): Sharp {
+  const fit = p.spec.fit ?? 'inside'
+  const opaque = p.spec.format === 'jpeg'
+  if (fit === 'contain' && !opaque && !hasAlpha) image = image.ensureAlpha()
+  return image.resize(p.width ?? null, p.height ?? null, {
+    fit,
+    position: POSITIONS[p.spec.position ?? 'centre'],
+    withoutEnlargement: !p.spec.enlarge,
+    background: opaque ? { r: 255, g: 255, b: 255, alpha: 1 } : { r: 0, g: 0, b: 0, alpha: 0 },
+  })
+}
+
+function encoded(image: Sharp, spec: ImageOutputSpec): Sharp {
+  if (spec.format === 'jpeg')
+    return image.flatten({ background: '#ffffff' }).jpeg({ quality: spec.quality ?? DEFAULT_QUALITY, mozjpeg: true })
+  if (spec.format === 'png') return image.png()
+  if (spec.format === 'avif')
+    return image.avif({ quality: spec.quality ?? AVIF_DEFAULTS.quality, effort: spec.effort ?? AVIF_DEFAULTS.effort })
+  return image.webp({ quality: spec.quality ?? DEFAULT_QUALITY })
+}
+
+/** The ThumbHash (from at most 100×100 RGBA, as the library wants) and dominant colour of the base pixels. */
+export async function placeholderOf(
+  data: Buffer,
+  raw: { width: number; height: number; channels: 1 | 2 | 3 | 4 },
+  timeout: { seconds: number }
+): Promise<Placeholder> {
+  const small = await sharp(data, { raw })
+    .resize(100, 100, { fit: 'inside' })
+    .ensureAlpha()
+    .raw()
+    .timeout(timeout)
+    .toBuffer({ resolveWithObject: true })
+  const hash = rgbaToThumbHash(small.info.width, small.info.height, small.data)
+  return { thumbhash: Buffer.from(hash).toString('base64'), dominantColor: dominantColour(small.data) }
+}
+
+/**
+ * The dominant colour of RGBA pixels, as sharp's `stats().dominant` finds it (the fullest of 16×16×16 colour bins,
+ * its centre), counted here: sharp's stats took 11-15 ms on a 100 px picture, this well under one.
+ */
+export function dominantColour(rgba: Uint8Array): string {
+  const bins = new Uint32Array(4096)
+  let best = 0
+  for (let i = 0; i < rgba.length; i += 4) {
+    if (rgba[i + 3] === 0) continue // transparent: no colour of the picture's
+    const bin = ((rgba[i]! >> 4) << 8) | ((rgba[i + 1]! >> 4) << 4) | (rgba[i + 2]! >> 4)
+    if (++bins[bin]! > bins[best]!) best = bin
+  }
+  const hex = (level: number) => ((level << 4) + 8).toString(16).padStart(2, '0')
+  return `#${hex(best >> 8)}${hex((best >> 4) & 15)}${hex(best & 15)}`
 }
 
 /**
@@ -346,16 +475,19 @@ export async function handleImageJob(
     decodable = join(job.workDir, metadata.hasAlpha ? 'decoded.png' : 'decoded.jpg')
     await convertHeic(original, decodable, job.signal)
   }
-  const rendered = await step(renderImage(decodable, request.recipe.outputs, { ...limits, autoOrient: !heic }))
+  const planned = planImages(request.recipe.outputs, metadata)
+  const { rendered, placeholder } = await step(
+    renderImage(decodable, planned, metadata, { ...limits, autoOrient: !heic })
+  )
 
   job.report('uploading', 80)
   const outputs = await Promise.all(
     rendered.map(async (r): Promise<OutputInfo> => {
-      const stored = await job.putOutput(r.spec.name, r.spec.format, r.data)
-      return { name: r.spec.name, ...stored, width: r.width, height: r.height }
+      const stored = await job.putOutput(r.name, r.spec.format, r.data)
+      return { name: r.name, ...stored, width: r.outWidth, height: r.outHeight, ...(r.set ? { set: r.set } : {}) }
     })
   )
-  return { outputs, metadata }
+  return { outputs, metadata: { ...metadata, ...placeholder } }
 }
 
 // ── Wiring ─────────────────────────────────────────────────────────────────────────────────────────────────────
@@ -379,7 +511,9 @@ export function start(config: Config): Promise<Processor> {
   return startProcessor({
     settings: config.runtime,
     connect: amqp.connect,
-    outputs: (request) => request.recipe.outputs.map(({ name, format }) => ({ name, format })),
+    // Every name a request may make: a set's, one per width (a width above the source is skipped, never renamed).
+    outputs: (request) =>
+      request.recipe.outputs.flatMap((spec) => outputNamesOf(spec).map((name) => ({ name, format: spec.format }))),
     handle: (request, job) => handleImageJob(request, job, config.limits),
   })
 }

@@ -71,8 +71,9 @@ export function toMessageJsonSchema(doc: MessageDoc): JsonSchema {
     errorMode: 'throw',
     overrideAction({ valibotAction, jsonSchema }) {
       if (valibotAction.type === 'uuid') return { ...jsonSchema, pattern: UUID_PATTERN }
-      // A custom check (unique names) has no JSON Schema form: its rule is in the description beside it.
-      if (valibotAction.type === 'check') return jsonSchema
+      // A custom check (unique names, how an output's fields go together) has no JSON Schema form: its rule is in
+      // the description beside it, and in PROTOCOL.md.
+      if (valibotAction.type === 'check' || valibotAction.type === 'raw_check') return jsonSchema
       return undefined
     },
   })

@@ -6,7 +6,7 @@
  * figure's median and spread, its ratio to the baseline, and whether it meets its target.
  *
  * Needs RabbitMQ and moto_server (the machine has them), and ffmpeg, libheif-examples and libvips-tools (`bash infra/setup.sh` installs them).
- * Run: `bun run bench [--quick] [--only 1,3,8]` (figures 1–4 and 9 run together; --only does not write results).
+ * Run: `bun run bench [--quick] [--only 1,3,8]` (figures 1–4 and 9 run together, as do 10–12; --only does not write results).
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
@@ -16,6 +16,7 @@ import { deleteNamespaces } from '../helpers/infra.ts'
 import { imageFigures } from './figures/images.ts'
 import { memoryFigure } from './figures/memory.ts'
 import { outboxFigure } from './figures/outbox.ts'
+import { presetFigures } from './figures/presets.ts'
 import { uploadFigure } from './figures/uploads.ts'
 import { videoFigure } from './figures/video.ts'
 import { startStack } from './stack.ts'
@@ -44,6 +45,7 @@ try {
       await stack.stop()
     }
   }
+  if (wanted(10, 11, 12)) figures.push(...(await presetFigures(bench)))
   if (wanted(8)) figures.push(await outboxFigure(bench))
   if (wanted(6)) figures.push(await uploadFigure(bench))
 } finally {

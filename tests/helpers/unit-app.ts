@@ -16,6 +16,7 @@ import type { Objects } from '../../services/api/s3/objects.ts'
 import { createS3Uploads } from '../../services/api/s3/uploads.ts'
 import { openSqliteStore } from '../../services/api/store/open.ts'
 import { createDirectUploads } from '../../services/api/uploads/direct.ts'
+import { createPresets } from '../../services/api/uploads/presets.ts'
 import { S3Client } from '@aws-sdk/client-s3'
 
 export const ADMIN_TOKEN = 'unit-test-admin-token-0123456789'
@@ -66,7 +67,8 @@ export async function unitApp(overrides: Partial<AppDeps> = {}) {
     }),
     'unit'
   )
-  const admit = { system: 'unit', store, objects, outbox, maxUploadBytes: 1024 * 1024, instanceId: 'unit' }
+  const presets = createPresets(store.presets)
+  const admit = { system: 'unit', store, objects, outbox, presets, maxUploadBytes: 1024 * 1024, instanceId: 'unit' }
   const deps: AppDeps = {
     ...admit,
     broker,
@@ -76,6 +78,7 @@ export async function unitApp(overrides: Partial<AppDeps> = {}) {
     keys: store.keys,
     idempotency: store.idempotency,
     webhooks: store.webhooks,
+    presetStore: store.presets,
     direct: createDirectUploads({ ...admit, s3Uploads }),
     bucket: 'unit',
     stallMs: 120_000,

@@ -211,6 +211,16 @@ class Backend:
             names_made = sorted(o["name"] for o in result["outputs"])
             if names_made != sorted(expect["outputs"]):
                 self.problems.append(f"{label}: made {names_made}, expected {sorted(expect['outputs'])}")
+            made = {o["name"]: o for o in result["outputs"]}
+            for name, (width, height) in expect.get("sizes", {}).items():
+                if name in made and (made[name]["width"], made[name]["height"]) != (width, height):
+                    self.problems.append(f"{label}: {name} is {made[name]['width']}x{made[name]['height']}, expected {width}x{height}")
+            for name, set_name in expect.get("sets", {}).items():
+                if name in made and made[name].get("set") != set_name:
+                    self.problems.append(f"{label}: {name} is not marked as an output of set {set_name}: {made[name]}")
+            for field in expect.get("metadata", []):
+                if field not in result["metadata"]:
+                    self.problems.append(f"{label}: the metadata has no {field}: {result['metadata']}")
         if result["status"] == "cancelled":
             left = [k for k in self.keys_under(prefix) if not k.endswith("/.cancelled")]
             if left:
@@ -242,6 +252,16 @@ def main():
     backend.submit("videos", env["VIDEO_FILE"], "mp4", video_recipe,
                    {"label": "a clip; the 2160p rung is above it", "status": "completed", "outputs": ["poster", "low"],
                     "formats": {"poster": "webp", "low": "mp4"}})
+    # PROTOCOL.md section 4: a cover crop (attention), a responsive set (a width above the 400 px source is skipped),
+    # and AVIF at a chosen effort; the metadata carries a ThumbHash and the dominant colour.
+    chosen_recipe = {"outputs": [{"name": "avatar", "format": "webp", "width": 64, "height": 64, "fit": "cover", "position": "attention"},
+                                 {"name": "set", "format": "webp", "widths": [32, 64, 8000]},
+                                 {"name": "still", "format": "avif", "width": 80, "height": 80, "effort": 1}]}
+    backend.submit("images", env["IMAGE_FILE"], "jpeg", chosen_recipe,
+                   {"label": "a crop, a set and AVIF", "status": "completed", "outputs": ["avatar", "set-32", "set-64", "still"],
+                    "formats": {"avatar": "webp", "set-32": "webp", "set-64": "webp", "still": "avif"},
+                    "sizes": {"avatar": (64, 64), "set-32": (32, 24), "set-64": (64, 48), "still": (80, 60)},
+                    "sets": {"set-32": "set", "set-64": "set"}, "metadata": ["thumbhash", "dominantColor"]})
     missing = backend.submit("images", env["IMAGE_FILE"], "jpeg", image_recipe,
                              {"label": "a missing original", "status": "failed", "code": "source_missing"}, store=False)
     # A request that breaks a rule (format "jpg") is refused with a result we can read, and dead-lettered.
@@ -260,6 +280,10 @@ def main():
     all_final = lambda: all(job["result"] is not None for job in backend.jobs.values())
     if not backend.wait(all_final, 120):
         backend.problems.append("not every job had a result within 120 s")
+    # Updates and results travel on queues of their own: a job's final update may arrive just after its result.
+    updated = lambda: all(any(u["status"] != "processing" for u in job["updates"])
+                          for job in backend.jobs.values() if job["expect"].get("code") != "invalid_request")
+    backend.wait(updated, 10)
     for job_id in backend.jobs:
         backend.verify(job_id)
     refusal = (backend.jobs[refused_id]["result"] or {}).get("error", {}).get("message", "")

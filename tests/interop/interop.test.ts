@@ -83,6 +83,7 @@ test('a Python backend that knows only PROTOCOL.md and the JSON Schemas drives b
   expect(report.jobs).toEqual({
     'cancelled while it runs': 'cancelled',
     'a photo': 'completed',
+    'a crop, a set and AVIF': 'completed',
     'a clip; the 2160p rung is above it': 'completed',
     'a missing original': 'failed',
     'format jpg': 'failed',

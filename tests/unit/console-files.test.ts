@@ -24,7 +24,7 @@ test("the page and its script carry the console's policy; the API's answers keep
     "script-src 'self'",
     "style-src 'self'",
     "connect-src 'self'",
-    "img-src 'self' blob:",
+    "img-src 'self' blob: data:",
     "frame-ancestors 'none'",
     "base-uri 'none'",
   ]) {

@@ -44,11 +44,65 @@ describe('protocol', () => {
     })
   })
 
-  test('a request round-trips, with defaults filled in', () => {
+  test("a request round-trips unchanged (an absent quality stays absent: the processor picks the format's default)", () => {
     const decoded = decodeMessage(ImageRequestSchema, encodeMessage(ImageRequestSchema, request))
-    expect(decoded).toEqual({
-      ok: true,
-      value: { ...request, recipe: { outputs: [{ ...request.recipe.outputs[0]!, quality: 80 }] } },
+    expect(decoded).toEqual({ ok: true, value: request })
+  })
+
+  test('an image output is a box or a responsive set, with the options its fit and format allow', () => {
+    const withOutputs = (outputs: unknown[]) => bytes({ ...request, recipe: { outputs } })
+    const ok = [
+      { name: 'a', format: 'webp', width: 320 },
+      {
+        name: 'b',
+        format: 'avif',
+        width: 256,
+        height: 256,
+        fit: 'cover',
+        position: 'attention',
+        effort: 2,
+        quality: 50,
+      },
+      { name: 'c', format: 'png', width: 300, height: 200, fit: 'contain', enlarge: true },
+      { name: 's', format: 'webp', widths: [320, 640, 1280] },
+      { name: 'g', format: 'webp', width: 480, height: 480, animated: true },
+    ]
+    expect(decodeMessage(ImageRequestSchema, withOutputs(ok))).toMatchObject({ ok: true })
+    const refused: [unknown, string][] = [
+      [{ name: 'x', format: 'webp' }, 'a box'],
+      [{ name: 'x', format: 'webp', width: 10, widths: [10] }, 'not both'],
+      [{ name: 'x', format: 'webp', widths: [640, 320] }, 'increasing'],
+      [{ name: 'x', format: 'webp', width: 100, fit: 'cover' }, 'both width and height'],
+      [{ name: 'x', format: 'webp', width: 100, height: 100, position: 'attention' }, 'cover only'],
+      [{ name: 'x', format: 'webp', width: 100, effort: 3 }, 'avif only'],
+      [{ name: 'x', format: 'png', width: 100, animated: true }, 'webp'],
+      [{ name: 'x', format: 'webp', widths: Array.from({ length: 11 }, (_, i) => 100 * (i + 1)) }, '10'],
+    ]
+    for (const [output, reason] of refused) {
+      expect({ output, decoded: decodeMessage(ImageRequestSchema, withOutputs([output])) }).toMatchObject({
+        output,
+        decoded: { ok: false, reason: expect.stringContaining(reason) },
+      })
+    }
+    // A set's outputs count against the 16, and their names (<name>-<width>) must not meet another's.
+    const sets = (n: number) =>
+      Array.from({ length: n }, (_, i) => ({
+        name: `s${i}`,
+        format: 'webp',
+        widths: [100, 200, 300, 400, 500, 600, 700, 800],
+      }))
+    expect(decodeMessage(ImageRequestSchema, withOutputs(sets(2)))).toMatchObject({ ok: true })
+    expect(decodeMessage(ImageRequestSchema, withOutputs(sets(3)))).toMatchObject({
+      ok: false,
+      reason: expect.stringContaining('at most 16'),
+    })
+    const clash = [
+      { name: 's', format: 'webp', widths: [320] },
+      { name: 's-320', format: 'webp', width: 320 },
+    ]
+    expect(decodeMessage(ImageRequestSchema, withOutputs(clash))).toMatchObject({
+      ok: false,
+      reason: expect.stringContaining('unique'),
     })
   })
 

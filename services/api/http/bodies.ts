@@ -70,13 +70,39 @@ export const MediaSchema = v.pipe(
     outputs: v.pipe(
       v.array(MediaOutputSchema),
       v.description(
-        'What was made, once the job completed: for an image `thumb` and `preview`, for a video `poster` and its renditions.'
+        'What was made, once the job completed: by default for an image `thumb` and `preview`, for a video `poster` and its renditions; otherwise what its presets make.'
       )
     ),
     traceId: v.pipe(
       v.nullable(v.pipe(v.string(), v.regex(/^[0-9a-f]{32}$/))),
       v.description(
         'The W3C trace id of the upload (from its `traceparent`, or made by the API): every log line of the job, in the API and the processors, carries it.'
+      )
+    ),
+    presets: v.pipe(
+      v.nullable(v.array(v.string())),
+      v.description('The presets its outputs were made with (null for media made before presets).')
+    ),
+    srcsets: v.pipe(
+      v.record(v.string(), v.string()),
+      v.description(
+        'Each responsive set of its outputs, as an HTML `srcset`: "<url> 320w, <url> 640w, …", by the set\'s name (`srcset` for the built-in preset).'
+      )
+    ),
+    reprocess: v.pipe(
+      v.nullable(
+        v.object({
+          jobId: JobIdSchema,
+          status: v.picklist(JOB_STATUSES),
+          stage: v.picklist(STAGES),
+          progress: v.pipe(v.number(), v.minValue(0), v.maxValue(100)),
+          etaSeconds: v.nullable(v.number()),
+          error: v.nullable(ErrorInfoSchema),
+          presets: v.nullable(v.array(v.string())),
+        })
+      ),
+      v.description(
+        'A newer job than the one whose outputs the media serves (POST /v1/media/{id}/reprocess), until it completes and its outputs replace these; after it failed or was cancelled, what became of it. null when there is none.'
       )
     ),
     createdAt: Timestamp,

@@ -1,6 +1,7 @@
 /**
  * Following one media as Server-Sent Events: the current state first (event `state`), then each change, then the
- * stream ends after the final state, or after event `deleted`. Changes applied on this instance are heard at once;
+ * stream ends after the final state (of a reprocess too, when one runs), or after event `deleted`. Changes applied
+ * on this instance are heard at once;
  * those applied by another come over the events fanout (jobs/changes.ts). A heartbeat comment keeps proxies from
  * closing an idle stream, and re-reads the state, which covers an announcement that was lost.
  */
@@ -34,7 +35,8 @@ export function followMedia(
         last = data
         await stream.writeSSE({ event: 'state', data, id: String(++sequence) })
       }
-      return isFinal(media.status)
+      // A reprocess still running is followed to its end too (the media's own status stays final meanwhile).
+      return isFinal(media.status) && (!media.reprocess || isFinal(media.reprocess.status))
     }
     if (await sendState()) return
     await new Promise<void>((resolve) => {

@@ -99,6 +99,11 @@ const OPTIONS: Partial<GenerateSpecOptions> = {
         description: "Uploads, their state and their outputs; each API key sees its own tenant's media only.",
       },
       {
+        name: 'presets',
+        description:
+          "Named output recipes to upload (or reprocess) with: the built-in ones and the tenant's own, and its defaults.",
+      },
+      {
         name: 'webhooks',
         description:
           'Endpoints a tenant registers to be told when its media completes, fails, is cancelled or deleted; signed as Standard Webhooks.',

@@ -5,6 +5,7 @@ import type { MediaRecord } from '../store/media.ts'
 
 /** The media as clients see it; its outputs' URLs are on `origin` (the request's, or PUBLIC_URL). */
 export function present(media: MediaRecord, origin: string): Media {
+  const url = (name: string) => `${origin}/v1/media/${media.id}/outputs/${encodeURIComponent(name)}`
   return {
     id: media.id,
     jobId: media.jobId,
@@ -25,10 +26,29 @@ export function present(media: MediaRecord, origin: string): Media {
       width: o.width,
       height: o.height,
       ...(o.durationSeconds !== undefined ? { durationSeconds: o.durationSeconds } : {}),
-      url: `${origin}/v1/media/${media.id}/outputs/${encodeURIComponent(o.name)}`,
+      ...(o.set ? { set: o.set } : {}),
+      url: url(o.name),
     })),
     traceId: parseTraceparent(media.traceparent)?.traceId ?? null,
+    presets: media.presets,
+    srcsets: srcsets(media, url),
+    reprocess: media.reprocess,
     createdAt: media.createdAt,
     updatedAt: media.updatedAt,
   }
+}
+
+/** Each responsive set of a media's outputs as an HTML `srcset`, narrowest first: `<url> <width>w, …`. */
+function srcsets(media: MediaRecord, url: (name: string) => string): Record<string, string> {
+  const sets: Record<string, { width: number; name: string }[]> = {}
+  for (const o of media.outputs) if (o.set) (sets[o.set] ??= []).push({ width: o.width, name: o.name })
+  return Object.fromEntries(
+    Object.entries(sets).map(([set, outputs]) => [
+      set,
+      outputs
+        .sort((a, b) => a.width - b.width)
+        .map((o) => `${url(o.name)} ${o.width}w`)
+        .join(', '),
+    ])
+  )
 }

@@ -9,7 +9,7 @@ import type { Handlers } from './broker.ts'
 import type { Changes } from './changes.ts'
 import { readDeadLetter } from './dead-letters.ts'
 import type { ApiMetrics } from '../metrics.ts'
-import { outputPrefix } from '../uploads/recipes.ts'
+import { outputPrefix } from '../uploads/object-keys.ts'
 import type { Objects } from '../s3/objects.ts'
 import type { Applied } from '../store/jobs.ts'
 import type { Store } from '../store/open.ts'
@@ -34,6 +34,11 @@ export function createHandlers(deps: {
       tenant: applied.tenant,
       ...traceFields(parseTraceparent(applied.traceparent) ?? sender),
     })
+  /** Removes outputs of a job: only keys under the job's own prefix (a message never names what else is deleted). */
+  const removeOutputs = async (jobId: string, outputs: readonly { key: string }[]) => {
+    const prefix = `${outputPrefix(system, jobId)}/`
+    await Promise.all(outputs.filter((o) => o.key.startsWith(prefix)).map((o) => objects.remove(o.key)))
+  }
   return {
     async onUpdate(_type, update, trace) {
       const applied = await store.media.applyUpdate(update)
@@ -58,13 +63,13 @@ export function createHandlers(deps: {
             `job ${result.status}`
           )
       }
-      // Outputs of a job that was cancelled (or whose media was deleted) before its result came: remove them,
-      // so nothing of a cancelled job remains whichever way the race went. Only keys under the job's own prefix:
-      // a message never gets to name what else is deleted.
-      if (result.status === 'completed' && (!applied || applied.status === 'cancelled')) {
-        const prefix = `${outputPrefix(system, result.jobId)}/`
-        await Promise.all(result.outputs.filter((o) => o.key.startsWith(prefix)).map((o) => objects.remove(o.key)))
-      }
+      // Outputs of a job that was cancelled (or whose media was deleted) before its result came: remove them, so
+      // nothing of a cancelled job remains whichever way the race went.
+      if (result.status === 'completed' && (!applied || applied.status === 'cancelled'))
+        await removeOutputs(result.jobId, result.outputs)
+      // A reprocess completed: the media serves its outputs now, and the earlier job's go (after the switch, so a
+      // reader never meets a missing output).
+      if (applied?.replaced) await removeOutputs(applied.replaced.jobId, applied.replaced.outputs)
     },
     async onDeadLetter(type, raw) {
       const { letter, failure } = readDeadLetter(type, raw)

@@ -11,7 +11,7 @@ import { ApiError } from '../http/errors.ts'
 import type { Objects } from '../s3/objects.ts'
 import type { MediaRecord, MediaRepo } from '../store/media.ts'
 import { isFinal } from '../store/rules.ts'
-import { outputPrefix } from '../uploads/recipes.ts'
+import { outputPrefix } from '../uploads/object-keys.ts'
 import type { Broker } from './broker.ts'
 
 export interface CancelDeps {
@@ -21,11 +21,17 @@ export interface CancelDeps {
   broker: Pick<Broker, 'broadcastCancel'>
 }
 
-/** Cancels the media's job; 409 when it is final already, 503 when the marker cannot be written. */
+/** The job a cancel stops: a reprocess while it runs, else the job whose outputs the media serves. */
+function runningJob(media: MediaRecord): { jobId: string; status: MediaRecord['status'] } {
+  return media.reprocess && !isFinal(media.reprocess.status) ? media.reprocess : media
+}
+
+/** Cancels the media's running job; 409 when it is final already, 503 when the marker cannot be written. */
 export async function cancelJob(deps: CancelDeps, media: MediaRecord, log: Logger): Promise<void> {
-  if (isFinal(media.status))
-    throw new ApiError(409, 'conflict', `media ${media.id} is already ${media.status}; there is nothing to cancel`)
-  const marker = cancelMarkerKey(outputPrefix(deps.system, media.jobId))
+  const job = runningJob(media)
+  if (isFinal(job.status))
+    throw new ApiError(409, 'conflict', `media ${media.id} is already ${job.status}; there is nothing to cancel`)
+  const marker = cancelMarkerKey(outputPrefix(deps.system, job.jobId))
   try {
     await deps.objects.mark(marker)
   } catch (error) {
@@ -52,7 +58,7 @@ export async function cancelJob(deps: CancelDeps, media: MediaRecord, log: Logge
 /** Cancels whatever is running, then deletes the media's objects and records (its `media.deleted` event with them). */
 export async function deleteMedia(deps: CancelDeps, media: MediaRecord, log: Logger): Promise<void> {
   try {
-    if (!isFinal(media.status)) await cancelJob(deps, media, log)
+    if (!isFinal(runningJob(media).status)) await cancelJob(deps, media, log)
   } catch (error) {
     // 409: it finished meanwhile, which is fine for a delete; anything else stops it.
     if (!(error instanceof ApiError && error.status === 409)) throw error
@@ -62,6 +68,7 @@ export async function deleteMedia(deps: CancelDeps, media: MediaRecord, log: Log
     fresh.sourceKey,
     ...fresh.outputs.map((o) => o.key),
     cancelMarkerKey(outputPrefix(deps.system, fresh.jobId)),
+    ...(fresh.reprocess ? [cancelMarkerKey(outputPrefix(deps.system, fresh.reprocess.jobId))] : []),
   ]
   await Promise.all(keys.map((key) => deps.objects.remove(key)))
   await deps.media.remove(media.id, { event: true })

@@ -38,7 +38,8 @@ export const CONSOLE_CSP = {
   defaultSrc: ["'none'"],
   scriptSrc: ["'self'"],
   styleSrc: ["'self'"],
-  imgSrc: ["'self'", 'blob:'],
+  // data: for the ThumbHash placeholders the page draws (console/src/placeholder.ts).
+  imgSrc: ["'self'", 'blob:', 'data:'],
   mediaSrc: ["'self'", 'blob:'],
   connectSrc: ["'self'"],
   manifestSrc: ["'none'"],

@@ -14,6 +14,7 @@ import { json, param, query } from '../http/validate.ts'
 import { PRESIGNED_SECONDS, type UploadedPart } from '../s3/uploads.ts'
 import type { DirectUploads } from '../uploads/direct.ts'
 import { IDEMPOTENCY_KEY, idempotently } from '../uploads/idempotency.ts'
+import { PresetArraySchema } from '../uploads/presets.ts'
 import type { IdempotencyRepo } from '../store/uploads.ts'
 
 const Text = (max: number) => v.pipe(v.string(), v.maxLength(max))
@@ -39,7 +40,14 @@ const BatchQuery = v.object({
     v.array(PartNumber)
   ),
 })
+/** The presets the media is made with (the tenant's defaults when absent). */
+const Presets = v.optional(
+  v.pipe(PresetArraySchema, v.description("The presets to make (the tenant's defaults when absent)."))
+)
+/** A single PUT's completion may name presets (no body: the tenant's defaults). */
+const CompleteSingleBody = v.object({ presets: Presets })
 const CompleteBody = v.object({
+  presets: Presets,
   parts: v.pipe(
     v.array(v.object({ PartNumber, ETag: Text(256) })),
     v.minLength(1, 'must list the uploaded parts'),
@@ -97,13 +105,14 @@ export function directRoutes(deps: DirectRouteDeps, keyed: Keyed) {
       })
 
       /** Tells the API a single PUT is done. */
-      .post('/complete', completeDoc, query(KeyQuery), async (c) => {
+      .post('/complete', completeDoc, query(KeyQuery), json(CompleteSingleBody), async (c) => {
         const upload = await direct.owned(c.get('tenant'), c.req.valid('query').key)
+        const presets = c.req.valid('json').presets ?? null
         const { accepted, replayed } = await completing(
           c.get('tenant'),
           c.req.header(IDEMPOTENCY_KEY),
-          fingerprintOf(upload.key),
-          () => direct.complete(upload, c.var)
+          fingerprintOf(upload.key, presets),
+          () => direct.complete(upload, c.var, presets)
         )
         c.header('Location', `/v1/media/${accepted.id}`)
         if (replayed) c.header('Idempotent-Replayed', 'true')
@@ -144,11 +153,12 @@ export function directRoutes(deps: DirectRouteDeps, keyed: Keyed) {
         async (c) => {
           const upload = await direct.owned(c.get('tenant'), c.req.valid('query').key, c.req.valid('param').uploadId)
           const parts: UploadedPart[] = c.req.valid('json').parts
+          const presets = c.req.valid('json').presets ?? null
           const { accepted, replayed } = await completing(
             c.get('tenant'),
             c.req.header(IDEMPOTENCY_KEY),
-            fingerprintOf(upload.key, parts),
-            () => direct.completeMultipart(upload, parts, c.var)
+            fingerprintOf(upload.key, parts, presets),
+            () => direct.completeMultipart(upload, parts, c.var, presets)
           )
           const location = `${new URL(c.req.url).origin}/v1/media/${accepted.id}`
           c.header('Location', location)

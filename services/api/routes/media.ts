@@ -25,8 +25,9 @@ import { API_KEY, documenter, jsonAnswer } from '../http/openapi.ts'
 import type { PaceRule } from '../uploads/pace.ts'
 import { present } from '../http/present.ts'
 import { RANGE_PARAMETER, outputAnswers, outputOf, sendOutput } from '../http/send-output.ts'
-import { param, query } from '../http/validate.ts'
+import { json, param, query } from '../http/validate.ts'
 import { cancelJob, deleteMedia, type CancelDeps } from '../jobs/cancel.ts'
+import { reprocessMedia } from '../jobs/reprocess.ts'
 import type { Changes } from '../jobs/changes.ts'
 import type { ApiMetrics } from '../metrics.ts'
 import { uploadOutcome } from '../metrics.ts'
@@ -36,6 +37,27 @@ import type { IdempotencyRepo } from '../store/uploads.ts'
 import { admitReceived, type AdmitDeps } from '../uploads/admit.ts'
 import { IDEMPOTENCY_KEY, idempotently } from '../uploads/idempotency.ts'
 import { receiveUpload } from '../uploads/intake.ts'
+import { PresetArraySchema, PresetListSchema, type Presets } from '../uploads/presets.ts'
+
+/** The presets an upload is made with: `?presets=a,b`, or the `X-Presets` header; neither: the tenant's defaults. */
+const PRESETS_HEADER = 'X-Presets'
+const UploadQuery = v.object({
+  presets: v.optional(
+    v.pipe(PresetListSchema, v.description("The presets to make, comma-separated (the tenant's defaults when absent)."))
+  ),
+})
+const ReprocessBody = v.object({
+  presets: v.optional(
+    v.pipe(PresetArraySchema, v.description("The presets to make (the tenant's defaults when absent)."))
+  ),
+})
+/** The `X-Presets` header's names, or null when absent; 400 when it is not a list of preset names. */
+function presetsHeader(header: string | undefined): string[] | null {
+  if (header === undefined) return null
+  const parsed = v.safeParse(PresetListSchema, header)
+  if (!parsed.success) throw new ApiError(400, 'bad_request', `header ${PRESETS_HEADER} ${parsed.issues[0].message}`)
+  return parsed.output
+}
 
 /** A malformed id names no media, so it answers as an unknown one does: 404. */
 const MediaParams = v.object({ id: MediaIdSchema })
@@ -63,6 +85,7 @@ export interface MediaRouteDeps extends AdmitDeps, CancelDeps {
   idempotency: IdempotencyRepo
   changes: Pick<Changes, 'watch'>
   links: Links
+  presets: Presets
   metrics: Pick<ApiMetrics, 'upload' | 's3Errors'>
   maxUploadBytes: number
   /** Per key: uploads in flight, and how slow an upload may be. */
@@ -74,29 +97,39 @@ export function mediaRoutes(deps: MediaRouteDeps, keyed: Keyed) {
     new Hono<Caller>()
       .use('*', keyed)
 
-      .post('/', uploadDoc, countUpload(deps.metrics), uploadSlots(deps.limits.concurrentUploads), async (c) => {
-        const seen = c.get('upload')
-        const outcome = await idempotently<Accepted>(
-          deps.idempotency,
-          c.get('tenant'),
-          c.req.header(IDEMPOTENCY_KEY),
-          async (retry) => {
-            const received = await receiveUpload(c.req.raw, { maxBytes: deps.maxUploadBytes, pace: deps.limits.pace })
-            seen.kind = received.sniffed.kind
-            seen.received = () => received.size
-            if (retry) {
-              // A retry of an upload that was answered: read it only to compare it with the first, and store nothing.
-              await drain(received.body)
-              return { replayed: retry.replay(received.sha256!) }
+      .post(
+        '/',
+        uploadDoc,
+        countUpload(deps.metrics),
+        uploadSlots(deps.limits.concurrentUploads),
+        query(UploadQuery),
+        async (c) => {
+          const seen = c.get('upload')
+          // Before a byte is read: unknown presets are refused (422), and nothing is stored.
+          const presets = c.req.valid('query').presets ?? presetsHeader(c.req.header(PRESETS_HEADER))
+          const chosen = await deps.presets.choose(c.get('tenant'), presets)
+          const outcome = await idempotently<Accepted>(
+            deps.idempotency,
+            c.get('tenant'),
+            c.req.header(IDEMPOTENCY_KEY),
+            async (retry) => {
+              const received = await receiveUpload(c.req.raw, { maxBytes: deps.maxUploadBytes, pace: deps.limits.pace })
+              seen.kind = received.sniffed.kind
+              seen.received = () => received.size
+              if (retry) {
+                // A retry of an upload that was answered: read it only to compare it with the first, and store nothing.
+                await drain(received.body)
+                return { replayed: retry.replay(received.sha256!) }
+              }
+              const accepted = await admitReceived(deps, c.var, received, chosen)
+              return { created: accepted, fingerprint: received.sha256!, location: `/v1/media/${accepted.id}` }
             }
-            const accepted = await admitReceived(deps, c.var, received)
-            return { created: accepted, fingerprint: received.sha256!, location: `/v1/media/${accepted.id}` }
-          }
-        )
-        if ('replayed' in outcome) return c.json(outcome.replayed.body as Accepted, 202, outcome.replayed.headers)
-        c.header('Location', outcome.location)
-        return c.json(outcome.created satisfies Accepted, 202)
-      })
+          )
+          if ('replayed' in outcome) return c.json(outcome.replayed.body as Accepted, 202, outcome.replayed.headers)
+          c.header('Location', outcome.location)
+          return c.json(outcome.created satisfies Accepted, 202)
+        }
+      )
 
       .get('/', listDoc, query(ListQuery), async (c) => {
         const wanted = mediaQuery(c.req.valid('query'))
@@ -111,6 +144,18 @@ export function mediaRoutes(deps: MediaRouteDeps, keyed: Keyed) {
       .get('/:id', getDoc, param(MediaParams, 404), async (c) => {
         const media = await findMedia(deps, c.req.valid('param').id, c.get('tenant'))
         return c.json(present(media, new URL(c.req.url).origin), 200)
+      })
+
+      /**
+       * A new job on the media's original with the presets given (its tenant's defaults when none): the media keeps
+       * serving its outputs until the new ones are made (jobs/reprocess.ts).
+       */
+      .post('/:id/reprocess', reprocessDoc, param(MediaParams, 404), json(ReprocessBody), async (c) => {
+        const media = await findMedia(deps, c.req.valid('param').id, c.get('tenant'))
+        const chosen = await deps.presets.choose(c.get('tenant'), c.req.valid('json').presets ?? null)
+        const accepted = await reprocessMedia(deps, media, chosen, c.var)
+        c.header('Location', `/v1/media/${media.id}`)
+        return c.json(accepted satisfies Accepted, 202)
       })
 
       /** Cancels the media's job (jobs/cancel.ts: whichever final state is recorded first wins). */
@@ -180,6 +225,13 @@ const uploadDoc = doc({
     },
     {
       in: 'header',
+      name: 'X-Presets',
+      description:
+        "The presets to make, comma-separated, as `?presets=` (which wins when both are given). Neither: the tenant's defaults. An unknown name is refused (422) before anything is stored.",
+      schema: { type: 'string' },
+    },
+    {
+      in: 'header',
       name: 'Idempotency-Key',
       description:
         'Any unique token (a UUID, say), sent again with a retry: within 24 hours a retry of an accepted upload gets the first answer (with `Idempotent-Replayed: true`) and creates nothing; the same key with a different file gets 422, and while the first request is still being answered, 409.',
@@ -223,6 +275,15 @@ const getDoc = doc({
   errors: [404],
 })
 
+const reprocessDoc = doc({
+  operationId: 'reprocessMedia',
+  summary: "Make the media's outputs again, with other presets",
+  description:
+    "A new job on the same original. The media keeps serving its current outputs until the new job completes, then serves the new ones (and the earlier are deleted); a reprocess that fails or is cancelled leaves it as it was. Its progress is the media's `reprocess`. Webhooks get `media.completed` again when it completes. One job of a media runs at a time (409 while one does).",
+  responses: { 202: jsonAnswer('The job, queued.', AcceptedSchema) },
+  errors: [400, 404, 409, 422, 503],
+})
+
 const cancelDoc = doc({
   operationId: 'cancelMedia',
   summary: "Cancel the media's job",
@@ -244,7 +305,7 @@ const eventsDoc = doc({
   operationId: 'mediaEvents',
   summary: "Follow a media's processing as Server-Sent Events",
   description:
-    'Event `state` (with an increasing `id`) carries the media as GET /v1/media/{id} answers it: first the current state, then each change. The stream ends after a final state (completed, failed, cancelled), or after event `deleted` (data `{"id"}`) when the media is deleted. Comments keep an idle stream alive. EventSource cannot send the Authorization header; read the stream with fetch.',
+    'Event `state` (with an increasing `id`) carries the media as GET /v1/media/{id} answers it: first the current state, then each change. The stream ends after a final state (completed, failed, cancelled; while a reprocess runs, after its final state), or after event `deleted` (data `{"id"}`) when the media is deleted. Comments keep an idle stream alive. EventSource cannot send the Authorization header; read the stream with fetch.',
   responses: {
     200: {
       description: 'The event stream.',

@@ -8,7 +8,7 @@
  * transaction holds the whole file), so two API instances applying the same message, or sweeping the same stalled
  * job, change it once.
  */
-import type { ErrorInfo, JobStatus, MediaType } from '@app/shared'
+import type { ErrorInfo, JobStatus, MediaType, OutputInfo } from '@app/shared'
 import { isoNow, text, type Db, type Queryable, type Row } from './db.ts'
 import { toJobState } from './media-rows.ts'
 import { insertOutbox } from './outbox.ts'
@@ -25,6 +25,7 @@ export type Reason =
   | 'redrive'
   | 'stall_redrive'
   | 'stalled'
+  | 'reprocess'
 
 /** What applying a message did: the job's media and status afterwards, and whether anything changed. */
 export interface Applied {
@@ -38,6 +39,13 @@ export interface Applied {
   /** When the job was created (ISO 8601): its durations are measured from here. */
   createdAt: string
   traceparent: string | null
+  /** A reprocess completed: the job whose outputs the media served until now, and those outputs (to delete). */
+  replaced?: Replaced
+}
+
+export interface Replaced {
+  jobId: string
+  outputs: OutputInfo[]
 }
 
 /** A transaction in which media change: `changed` marks one to announce once the transaction commits. */
@@ -99,7 +107,7 @@ export function createJobChanges(db: Db, deps: JobChangeDeps) {
     jobId: string,
     reason: Reason,
     next: (job: JobState) => JobState | null,
-    options: { also?: (tx: Queryable, job: JobState) => Promise<unknown>; seen?: boolean } = {}
+    options: { also?: (tx: Queryable, job: JobState) => Promise<{ replaced?: Replaced } | void>; seen?: boolean } = {}
   ): Promise<Applied | undefined> {
     const row = await selectJob(tx, jobId)
     if (!row) return undefined // a media deleted since (or a message that was never ours)
@@ -112,12 +120,13 @@ export function createJobChanges(db: Db, deps: JobChangeDeps) {
     if (!updated) return { ...about, status: job.status, changed: false }
     await writeJob(tx, jobId, updated)
     if (updated.status !== job.status) await record(tx, jobId, updated.status, reason)
-    await options.also?.(tx, updated)
-    // After `also`, so a completed media's event carries its metadata.
-    if (updated.status !== job.status && isFinal(updated.status))
+    const also = await options.also?.(tx, updated)
+    // After `also`, so a completed media's event carries its metadata. A job whose outputs the media does not serve
+    // (a reprocess that failed or was cancelled) is no event of the media's: it still serves what it did.
+    if (updated.status !== job.status && isFinal(updated.status) && (await isCurrent(tx, about.mediaId, jobId)))
       await deps.recordEvent(tx, about.mediaId, `media.${updated.status}` as WebhookEvent)
     tx.changed(about.mediaId)
-    return { ...about, status: updated.status, changed: true }
+    return { ...about, status: updated.status, changed: true, ...(also?.replaced ? { replaced: also.replaced } : {}) }
   }
 
   const failIn = (tx: ChangeTx, jobId: string, error: ErrorInfo, reason: Reason) =>
@@ -144,6 +153,10 @@ export function createJobChanges(db: Db, deps: JobChangeDeps) {
       0
     )
   }
+
+  /** Whether the media serves the outputs of `jobId` (its current job). */
+  const isCurrent = async (tx: Queryable, mediaId: string, jobId: string) =>
+    (await tx.get('SELECT 1 AS yes FROM media WHERE id = ? AND current_job_id = ?', [mediaId, jobId])) !== undefined
 
   /** Removes a media and everything of it; with `event`, its tenant's webhooks get `media.deleted` in the same transaction. */
   const removeMedia = (id: string, options: { event?: boolean } = {}) =>

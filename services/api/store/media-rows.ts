@@ -5,6 +5,17 @@ import type { JobState } from './rules.ts'
 
 export type MediaKind = 'image' | 'video'
 
+/** A newer job of a media than the one it serves (a reprocess), as far as it got. */
+export interface PendingJob {
+  jobId: string
+  status: JobState['status']
+  stage: JobState['stage']
+  progress: number
+  etaSeconds: number | null
+  error: JobState['error']
+  presets: string[] | null
+}
+
 export interface MediaRecord extends JobState {
   id: string
   /** The tenant whose key created it; no other tenant ever sees it. */
@@ -21,6 +32,10 @@ export interface MediaRecord extends JobState {
   metadata: ImageMetadata | VideoMetadata | null
   /** The W3C traceparent of the upload that made it (null for media made before traces were kept). */
   traceparent: string | null
+  /** The presets its current job was made with (null for media made before presets). */
+  presets: string[] | null
+  /** A newer job than the one whose outputs it serves (a reprocess), or null. */
+  reprocess: PendingJob | null
   createdAt: string
   updatedAt: string
 }
@@ -34,9 +49,18 @@ export const toJobState = (row: Row): JobState => ({
   outputs: JSON.parse(String(row.outputs)),
 })
 
-/** A media with its latest job: the columns `toMedia` reads. */
-export const MEDIA_SELECT = `SELECT m.*, j.id AS job_id, j.type, j.status, j.stage, j.progress, j.eta_seconds, j.error, j.outputs, j.updated_at AS job_updated_at, j.traceparent
-       FROM media m JOIN jobs j ON j.id = (SELECT id FROM jobs WHERE media_id = m.id ORDER BY created_at DESC LIMIT 1)`
+/**
+ * A media with its current job (whose outputs it serves) and, when a newer job of it exists (a reprocess), that one:
+ * the columns `toMedia` reads.
+ */
+export const MEDIA_SELECT = `SELECT m.*, j.id AS job_id, j.type, j.status, j.stage, j.progress, j.eta_seconds, j.error, j.outputs,
+         j.updated_at AS job_updated_at, j.traceparent, j.presets,
+         r.id AS r_id, r.status AS r_status, r.stage AS r_stage, r.progress AS r_progress, r.eta_seconds AS r_eta_seconds,
+         r.error AS r_error, r.presets AS r_presets, r.updated_at AS r_updated_at
+       FROM media m JOIN jobs j ON j.id = m.current_job_id
+       LEFT JOIN jobs r ON r.id = (SELECT id FROM jobs WHERE media_id = m.id ORDER BY created_at DESC LIMIT 1) AND r.id <> m.current_job_id`
+
+const names = (value: unknown): string[] | null => (value ? (JSON.parse(String(value)) as string[]) : null)
 
 export const toMedia = (row: Row): MediaRecord => ({
   ...toJobState(row),
@@ -52,8 +76,20 @@ export const toMedia = (row: Row): MediaRecord => ({
   type: row.type as MediaRecord['type'],
   metadata: row.metadata ? JSON.parse(String(row.metadata)) : null,
   traceparent: text(row.traceparent),
+  presets: names(row.presets),
+  reprocess: row.r_id
+    ? {
+        jobId: String(row.r_id),
+        status: row.r_status as PendingJob['status'],
+        stage: row.r_stage as PendingJob['stage'],
+        progress: Number(row.r_progress),
+        etaSeconds: num(row.r_eta_seconds),
+        error: row.r_error ? JSON.parse(String(row.r_error)) : null,
+        presets: names(row.r_presets),
+      }
+    : null,
   createdAt: String(row.created_at),
-  updatedAt: [String(row.updated_at), String(row.job_updated_at)].sort().at(-1)!,
+  updatedAt: [String(row.updated_at), String(row.job_updated_at), text(row.r_updated_at) ?? ''].sort().at(-1)!,
 })
 
 /** A media with its latest job, read on `q` (the store's connection, or a transaction's). */

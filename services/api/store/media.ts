@@ -10,7 +10,7 @@ import {
   type MediaType,
   type VideoResult,
 } from '@app/shared'
-import { isoNow, placeholders, text, type Db, type Param } from './db.ts'
+import { isoNow, placeholders, text, type Db, type Param, type Queryable } from './db.ts'
 import type { Applied, JobChanges, Reason } from './jobs.ts'
 import { MEDIA_SELECT, readMedia, toMedia, type MediaKind, type MediaRecord } from './media-rows.ts'
 import { insertOutbox, type OutboxMessage } from './outbox.ts'
@@ -27,6 +27,17 @@ export interface MediaQuery {
   limit: number
 }
 
+/** A job to add to a media (a reprocess): the request for it, written with it, and what it was made with. */
+export interface NewJob {
+  mediaId: string
+  jobId: string
+  type: MediaType
+  /** The presets its outputs come from. */
+  presets: string[] | null
+  request: Omit<OutboxMessage, 'traceparent'>
+  traceparent?: string | null
+}
+
 /** A media to create: its record's own fields, the request for its job (written with it), and its upload's trace. */
 export type NewMedia = Pick<
   MediaRecord,
@@ -36,6 +47,8 @@ export type NewMedia = Pick<
   request: Omit<OutboxMessage, 'traceparent'>
   /** The W3C `traceparent` of the upload: sent with every copy of the job's request, and returned as `traceId`. */
   traceparent?: string | null
+  /** The presets its outputs come from. */
+  presets?: string[] | null
 }
 
 export type JobCounts = Record<JobStatus, number>
@@ -61,8 +74,17 @@ export interface StallAction {
 }
 
 export interface MediaRepo {
-  /** Writes the media, its job and the job's pending request in one transaction. */
+  /** Writes the media, its job (the one it serves) and the job's pending request in one transaction. */
   create(media: NewMedia): Promise<void>
+  /**
+   * Adds a job to a media (a reprocess) with its pending request, unless the media's latest job is still running
+   * (`busy`) or the media is gone. The media serves its current job's outputs until the new job completes.
+   */
+  addJob(
+    job: NewJob
+  ): Promise<{ outcome: 'added' } | { outcome: 'busy'; jobId: string; status: JobStatus } | { outcome: 'missing' }>
+  /** Removes a job added by `addJob` whose request could not be sent (never the job a media serves). */
+  removeJob(jobId: string): Promise<void>
   get(id: string): Promise<MediaRecord | undefined>
   /**
    * A tenant's media, newest first (by creation, then id): at most `limit`, of these kinds and statuses when given,
@@ -115,14 +137,37 @@ export function createMediaRepo(db: Db, jobs: JobChanges): MediaRepo {
             at,
           ]
         )
-        await tx.run(
-          "INSERT INTO jobs (id, media_id, type, status, stage, created_at, updated_at, traceparent) VALUES (?, ?, ?, 'queued', 'queued', ?, ?, ?)",
-          [media.jobId, media.id, media.type, at, at, media.traceparent ?? null]
-        )
+        await insertJob(tx, { ...media, mediaId: media.id }, at)
+        await tx.run('UPDATE media SET current_job_id = ? WHERE id = ?', [media.jobId, media.id])
         await jobs.record(tx, media.jobId, 'queued', 'created')
         await insertOutbox(tx, media.request, Date.now())
       })
     },
+    addJob: (job) =>
+      jobs.change(async (tx) => {
+        const latest = await tx.get(
+          `SELECT id, status FROM jobs WHERE media_id = ? ORDER BY created_at DESC LIMIT 1${db.lockRows}`,
+          [job.mediaId]
+        )
+        if (!latest) return { outcome: 'missing' as const }
+        if (!isFinal(latest.status as JobStatus))
+          return { outcome: 'busy' as const, jobId: String(latest.id), status: latest.status as JobStatus }
+        await insertJob(tx, job, isoNow())
+        await jobs.record(tx, job.jobId, 'queued', 'reprocess')
+        await insertOutbox(tx, job.request, Date.now())
+        tx.changed(job.mediaId)
+        return { outcome: 'added' as const }
+      }),
+    removeJob: (jobId) =>
+      jobs.change(async (tx) => {
+        const row = await tx.get(
+          'SELECT media_id FROM jobs WHERE id = ? AND id NOT IN (SELECT current_job_id FROM media WHERE current_job_id IS NOT NULL)',
+          [jobId]
+        )
+        if (!row) return
+        await tx.run('DELETE FROM jobs WHERE id = ?', [jobId])
+        tx.changed(String(row.media_id))
+      }),
     get: (id) => readMedia(db, id),
     async list(tenant, { kinds, statuses, after, limit }) {
       const where = ['m.tenant = ?']
@@ -157,10 +202,22 @@ export function createMediaRepo(db: Db, jobs: JobChanges): MediaRepo {
         jobs.changeIn(tx, result.jobId, 'result', (job) => afterResult(job, result), {
           also: async (tx) => {
             if (result.status !== 'completed') return
-            await tx.run(
-              'UPDATE media SET metadata = ?, updated_at = ? WHERE id = (SELECT media_id FROM jobs WHERE id = ?)',
-              [JSON.stringify(result.metadata), isoNow(), result.jobId]
+            // A completed job is what the media serves from now on: its outputs replace the earlier job's (a
+            // reprocess), whose objects the caller deletes.
+            const media = await tx.get(
+              `SELECT m.id, m.current_job_id, j.outputs FROM media m JOIN jobs j ON j.id = m.current_job_id
+               WHERE m.id = (SELECT media_id FROM jobs WHERE id = ?)${db.lockRows}`,
+              [result.jobId]
             )
+            if (!media) return
+            await tx.run('UPDATE media SET metadata = ?, current_job_id = ?, updated_at = ? WHERE id = ?', [
+              JSON.stringify(result.metadata),
+              result.jobId,
+              isoNow(),
+              String(media.id),
+            ])
+            if (String(media.current_job_id) === result.jobId) return
+            return { replaced: { jobId: String(media.current_job_id), outputs: JSON.parse(String(media.outputs)) } }
           },
         })
       ),
@@ -229,4 +286,24 @@ export function createMediaRepo(db: Db, jobs: JobChanges): MediaRepo {
       return rows.map((r) => ({ type: r.type as MediaType, status: r.status as JobStatus, count: Number(r.n) }))
     },
   }
+}
+
+/** Writes a queued job of a media, with the presets it is made with. */
+function insertJob(
+  tx: Queryable,
+  job: Pick<NewJob, 'jobId' | 'mediaId' | 'type' | 'traceparent'> & { presets?: string[] | null },
+  at: string
+) {
+  return tx.run(
+    "INSERT INTO jobs (id, media_id, type, status, stage, created_at, updated_at, traceparent, presets) VALUES (?, ?, ?, 'queued', 'queued', ?, ?, ?, ?)",
+    [
+      job.jobId,
+      job.mediaId,
+      job.type,
+      at,
+      at,
+      job.traceparent ?? null,
+      job.presets ? JSON.stringify(job.presets) : null,
+    ]
+  )
 }

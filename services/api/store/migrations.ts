@@ -216,6 +216,26 @@ CREATE TABLE direct_uploads (
     version: 9,
     sql: () => `CREATE INDEX IF NOT EXISTS outbox_job ON outbox (job_id, created_at);`,
   },
+  {
+    // Presets (a tenant's own, and which it uploads with by default), and reprocessing: a media serves the outputs of
+    // its current job while a newer one runs; each job keeps the presets it was made with.
+    version: 10,
+    sql: () => `
+ALTER TABLE media ADD COLUMN current_job_id TEXT;
+UPDATE media SET current_job_id = (SELECT id FROM jobs WHERE jobs.media_id = media.id ORDER BY created_at DESC LIMIT 1);
+ALTER TABLE jobs ADD COLUMN presets TEXT;
+ALTER TABLE direct_uploads ADD COLUMN presets TEXT;
+CREATE TABLE presets (
+  tenant TEXT NOT NULL,
+  name TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  definition TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL,
+  PRIMARY KEY (tenant, name)
+);
+CREATE TABLE preset_defaults (tenant TEXT NOT NULL, kind TEXT NOT NULL, names TEXT NOT NULL, PRIMARY KEY (tenant, kind));`,
+  },
 ]
 
 /** The version this API's schema is at. */

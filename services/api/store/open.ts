@@ -12,6 +12,7 @@ import { createKeyRepo, type KeyRepo } from './keys.ts'
 import { createMediaRepo, type MediaRepo } from './media.ts'
 import { createOutboxRepo, type OutboxRepo } from './outbox.ts'
 import { openPostgresDb } from './postgres.ts'
+import { createPresetRepo, type PresetRepo } from './presets.ts'
 import { openSqliteDb } from './sqlite.ts'
 import { createIdempotencyRepo, createUploadRepo, type IdempotencyRepo, type UploadRepo } from './uploads.ts'
 import { createWebhookRepo, recordEvent, type WebhookRepo } from './webhooks.ts'
@@ -33,6 +34,8 @@ export interface Store {
   uploads: UploadRepo
   idempotency: IdempotencyRepo
   webhooks: WebhookRepo
+  /** Tenants' presets and their defaults. */
+  presets: PresetRepo
   coordination: CoordinationRepo
   /**
    * Calls `listener` with the id of each media a change of this store has touched, once the change has committed,
@@ -59,6 +62,7 @@ export function createStore(db: Db, options: StoreOptions = {}): Store {
     uploads: createUploadRepo(db),
     idempotency: createIdempotencyRepo(db),
     webhooks: createWebhookRepo(db),
+    presets: createPresetRepo(db),
     coordination: createCoordinationRepo(db, origin),
     onMediaChanged(listener) {
       listeners.add(listener)

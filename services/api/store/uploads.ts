@@ -16,6 +16,8 @@ export interface DirectUpload {
   /** Set once completed: the media it became. */
   mediaId: string | null
   createdAt: number
+  /** The presets named when it was handed out (tus), if any: checked then, applied when it becomes a media. */
+  presets?: string[] | null
 }
 
 export interface UploadRepo {
@@ -36,14 +38,24 @@ const toUpload = (r: Row): DirectUpload => ({
   filename: text(r.filename),
   mediaId: text(r.media_id),
   createdAt: Number(r.created_at),
+  presets: r.presets ? (JSON.parse(String(r.presets)) as string[]) : null,
 })
 
 export function createUploadRepo(db: Db): UploadRepo {
   return {
     async record(u) {
       await db.run(
-        'INSERT INTO direct_uploads (key, id, tenant, upload_id, filename, media_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
-        [u.key, u.id, u.tenant, u.uploadId, u.filename, u.mediaId, u.createdAt]
+        'INSERT INTO direct_uploads (key, id, tenant, upload_id, filename, media_id, created_at, presets) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+        [
+          u.key,
+          u.id,
+          u.tenant,
+          u.uploadId,
+          u.filename,
+          u.mediaId,
+          u.createdAt,
+          u.presets ? JSON.stringify(u.presets) : null,
+        ]
       )
     },
     async get(key) {

@@ -17,6 +17,7 @@ import {
   type ImageRequest,
   type MediaType,
   type TraceContext,
+  type VideoRequest,
 } from '@app/shared'
 import type { Logger } from '@app/shared/ops'
 import type { ApiMetrics } from '../metrics.ts'
@@ -25,7 +26,8 @@ import { ApiError } from '../http/errors.ts'
 import { onClientsBehalf } from '../s3/answers.ts'
 import type { Outbox } from '../jobs/outbox.ts'
 import type { Received } from './intake.ts'
-import { CONTENT_TYPES, IMAGE_RECIPE, VIDEO_RECIPE, originalKey, outputPrefix } from './recipes.ts'
+import type { Chosen } from './presets.ts'
+import { CONTENT_TYPES, originalKey, outputPrefix } from './object-keys.ts'
 import type { Objects } from '../s3/objects.ts'
 import type { DirectUpload } from '../store/uploads.ts'
 import { judgeHead, tooLarge } from './rules.ts'
@@ -44,6 +46,8 @@ export interface StoredOriginal {
   sourceKey: string
   /** The upload's W3C traceparent: the job's trace. */
   traceparent: string
+  /** The presets chosen for it (uploads/presets.ts): resolved for its kind here. */
+  chosen: Chosen
 }
 
 export interface AdmitDeps {
@@ -58,7 +62,8 @@ export async function admitMedia(deps: AdmitDeps, original: StoredOriginal, log:
   const jobId = crypto.randomUUID()
   const type: MediaType = original.kind === 'image' ? 'images' : 'videos'
   const source = { bucket: deps.objects.bucket, key: sourceKey, format: original.format, size: original.size }
-  const request = jobRequest(deps, type, { jobId, mediaId: id, source })
+  const { names, recipe } = original.chosen.recipeFor(original.kind)
+  const request = jobRequest(deps, type, { jobId, mediaId: id, source }, recipe)
   const jobLog = log.child({ mediaId: id, jobId, tenant: original.tenant })
   await deps.store.media.create({
     id,
@@ -73,6 +78,7 @@ export async function admitMedia(deps: AdmitDeps, original: StoredOriginal, log:
     type,
     request,
     traceparent,
+    presets: names,
   })
   try {
     await deps.outbox.send({ ...request, traceparent })
@@ -95,10 +101,11 @@ export async function admitMedia(deps: AdmitDeps, original: StoredOriginal, log:
 export const unavailable = (code: string, message: string) => new ApiError(503, code, message, { 'Retry-After': '5' })
 
 /** The outbox row of a new job: its request to the type's processors, validated as it is encoded. */
-function jobRequest(
-  deps: AdmitDeps,
+export function jobRequest(
+  deps: Pick<AdmitDeps, 'system' | 'objects'>,
   type: MediaType,
-  job: { jobId: string; mediaId: string; source: ImageRequest['source'] }
+  job: { jobId: string; mediaId: string; source: ImageRequest['source'] },
+  recipe: ImageRequest['recipe'] | VideoRequest['recipe']
 ): Omit<OutboxMessage, 'traceparent'> {
   const common = {
     version: 1 as const,
@@ -107,8 +114,8 @@ function jobRequest(
   }
   const body =
     type === 'images'
-      ? encodeMessage(ImageRequestSchema, { ...common, recipe: IMAGE_RECIPE })
-      : encodeMessage(VideoRequestSchema, { ...common, recipe: VIDEO_RECIPE })
+      ? encodeMessage(ImageRequestSchema, { ...common, recipe: recipe as ImageRequest['recipe'] })
+      : encodeMessage(VideoRequestSchema, { ...common, recipe: recipe as VideoRequest['recipe'] })
   return {
     messageId: crypto.randomUUID(),
     jobId: job.jobId,
@@ -133,7 +140,7 @@ export async function admitStored(
   deps: AdmitDeps & { maxUploadBytes: number },
   upload: DirectUpload,
   uploader: Uploader,
-  options: { size?: number; alsoRemove?: string[] } = {}
+  options: { chosen: Chosen; size?: number; alsoRemove?: string[] }
 ): Promise<AcceptedBody> {
   const size = options.size ?? (await onClientsBehalf(() => deps.objects.size(upload.key)))
   if (size === null) throw new ApiError(409, 'conflict', `nothing has been uploaded to ${upload.key} yet`)
@@ -160,6 +167,7 @@ export async function admitStored(
     format: sniffed.format,
     size,
     sourceKey: upload.key,
+    chosen: options.chosen,
   }
   const accepted = await admitMedia(deps, { ...original, traceparent: formatTraceparent(uploader.trace) }, uploader.log)
   await deps.store.uploads.complete(upload.key, accepted.id)
@@ -173,8 +181,16 @@ export async function admitStored(
 export async function admitReceived(
   deps: AdmitDeps & { metrics: Pick<ApiMetrics, 's3Errors'> },
   uploader: Uploader & { tenant: string },
-  received: Received
+  received: Received,
+  chosen: Chosen
 ): Promise<AcceptedBody> {
+  // The presets must fit what the upload is before anything of it is stored (422 otherwise).
+  try {
+    chosen.recipeFor(received.sniffed.kind)
+  } catch (error) {
+    await received.body.cancel().catch(() => {})
+    throw error
+  }
   const id = crypto.randomUUID()
   const sourceKey = originalKey(deps.system, id)
   try {
@@ -200,6 +216,7 @@ export async function admitReceived(
     size,
     sourceKey,
     traceparent: formatTraceparent(uploader.trace),
+    chosen,
   }
   return admitMedia(deps, original, uploader.log)
 }

@@ -11,8 +11,9 @@ import { onClientsBehalf } from '../s3/answers.ts'
 import type { S3Uploads, UploadedPart } from '../s3/uploads.ts'
 import type { DirectUpload } from '../store/uploads.ts'
 import { admitStored, type AdmitDeps, type Uploader } from './admit.ts'
+import type { Chosen, Presets } from './presets.ts'
 import { sanitizeFilename } from './filename.ts'
-import { originalKey, stagingKey } from './recipes.ts'
+import { originalKey, stagingKey } from './object-keys.ts'
 import { tooLarge } from './rules.ts'
 
 /** How long a completion holds its upload (another completion of it meanwhile gets 409). */
@@ -22,6 +23,7 @@ export type DirectUploads = ReturnType<typeof createDirectUploads>
 
 export interface DirectDeps extends AdmitDeps {
   s3Uploads: S3Uploads
+  presets: Presets
   maxUploadBytes: number
   /** This instance: the holder of the leases it takes. */
   instanceId: string
@@ -64,9 +66,12 @@ export function createDirectUploads(deps: DirectDeps) {
   const completeOnce = async (
     upload: DirectUpload,
     uploader: Uploader,
+    presets: string[] | null,
     join: () => Promise<string[]>
   ): Promise<Accepted> => {
     if (upload.mediaId) return answerOf(upload.mediaId)
+    // Unknown presets are refused before anything is joined or copied.
+    const chosen: Chosen = await deps.presets.choose(upload.tenant, presets)
     const lease = `direct:${upload.key}`
     const holder = `${deps.instanceId}:${crypto.randomUUID()}`
     if (!(await store.coordination.claimLease(lease, holder, COMPLETION_LEASE_MS)))
@@ -75,7 +80,7 @@ export function createDirectUploads(deps: DirectDeps) {
       const again = await store.uploads.get(upload.key)
       if (again?.mediaId) return answerOf(again.mediaId)
       const alsoRemove = await join()
-      const accepted = await admitStored(deps, upload, uploader, { alsoRemove })
+      const accepted = await admitStored(deps, upload, uploader, { alsoRemove, chosen })
       // The staging object is not needed any more (the upload sweep removes it if this fails, or if its URL writes it again).
       for (const key of alsoRemove) await deps.objects.remove(key).catch(() => {})
       return accepted
@@ -102,8 +107,8 @@ export function createDirectUploads(deps: DirectDeps) {
       }
     },
     /** A single PUT is done: its staging object is copied to the original, which is judged and admitted. */
-    complete: (upload: DirectUpload, uploader: Uploader) =>
-      completeOnce(upload, uploader, async () => {
+    complete: (upload: DirectUpload, uploader: Uploader, presets: string[] | null) =>
+      completeOnce(upload, uploader, presets, async () => {
         const staged = stagingKey(deps.system, upload.id)
         const size = await onClientsBehalf(() => deps.objects.size(staged))
         if (size === null) throw new ApiError(409, 'conflict', `nothing has been uploaded to ${upload.key} yet`)
@@ -131,8 +136,8 @@ export function createDirectUploads(deps: DirectDeps) {
         Promise.all(partNumbers.map((n) => s3Uploads.presignPart(upload.key, upload.uploadId!, n)))
       ),
     /** The parts are joined (by the API: the client holds no URL that can), and the original judged and admitted. */
-    completeMultipart: (upload: DirectUpload, parts: UploadedPart[], uploader: Uploader) =>
-      completeOnce(upload, uploader, async () => {
+    completeMultipart: (upload: DirectUpload, parts: UploadedPart[], uploader: Uploader, presets: string[] | null) =>
+      completeOnce(upload, uploader, presets, async () => {
         await onClientsBehalf(() => s3Uploads.completeMultipart(upload.key, upload.uploadId!, parts))
         return []
       }),

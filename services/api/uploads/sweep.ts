@@ -9,7 +9,7 @@
 import type { Logger } from '@app/shared/ops'
 import type { Objects } from '../s3/objects.ts'
 import type { UploadRepo } from '../store/uploads.ts'
-import { originalKey, stagingKey } from './recipes.ts'
+import { originalKey, stagingKey } from './object-keys.ts'
 
 export interface SweepDeps {
   system: string

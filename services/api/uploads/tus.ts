@@ -17,9 +17,11 @@ import type { Config } from '../config.ts'
 import { ApiError } from '../http/errors.ts'
 import type { S3Uploads } from '../s3/uploads.ts'
 import type { CoordinationRepo } from '../store/coordination.ts'
+import * as v from 'valibot'
 import { admitStored, type AdmitDeps } from './admit.ts'
 import { readHead, withHead } from './first-bytes.ts'
-import { originalKey } from './recipes.ts'
+import { originalKey } from './object-keys.ts'
+import { PresetListSchema, type Chosen, type Presets } from './presets.ts'
 import { judgeHead } from './rules.ts'
 
 /** Where tus answers (the Hono routes mount here too). */
@@ -36,8 +38,14 @@ export interface TusCaller {
   log: Logger
 }
 
+/** A request's caller, and (for an upload being created) the presets its metadata names. */
+interface Handling extends TusCaller {
+  presets: string[] | null
+}
+
 export interface TusDeps extends AdmitDeps {
   s3Uploads: S3Uploads
+  presets: Presets
   s3: Config['s3']
   maxUploadBytes: number
   instanceId: string
@@ -45,7 +53,7 @@ export interface TusDeps extends AdmitDeps {
 }
 
 export function createTus(deps: TusDeps) {
-  const callers = new WeakMap<Request, TusCaller>()
+  const callers = new WeakMap<Request, Handling>()
   const supportsListParts = listPartsProbe(deps.s3Uploads)
   const keyOf = (mediaId: string) => originalKey(deps.system, mediaId)
   const mediaIdOf = (key: string) => key.slice(key.lastIndexOf('/') + 1)
@@ -85,6 +93,7 @@ export function createTus(deps: TusDeps) {
         filename,
         mediaId: null,
         createdAt: Date.now(),
+        presets: caller.presets,
       })
       return {}
     },
@@ -98,6 +107,7 @@ export function createTus(deps: TusDeps) {
         const accepted = await admitStored(deps, record, caller, {
           size: upload.size ?? upload.offset,
           alsoRemove: [`${upload.id}.info`],
+          chosen: await deps.presets.choose(record.tenant, record.presets ?? null),
         })
         return { headers: { 'X-Media-Id': accepted.id } }
       } catch (error) {
@@ -122,11 +132,17 @@ export function createTus(deps: TusDeps) {
         )
       }
       const last = new URL(request.url).pathname.slice(TUS_PATH.length).replace(/^\//, '')
+      let presets: string[] | null = null
       if (last && request.method !== 'OPTIONS') {
         const record = /^[0-9a-f-]{36}$/.test(last) ? await deps.store.uploads.get(keyOf(last)) : undefined
         if (!record || record.tenant !== caller.tenant || record.uploadId !== 'tus')
           throw new ApiError(404, 'not_found', `no upload ${last} of this API key's tenant`)
+        presets = record.presets ?? null
+      } else if (request.method === 'POST') {
+        presets = presetsOf(request.headers.get('upload-metadata'))
       }
+      // Unknown presets are refused before the upload is made; presets not for its kind, on its first bytes.
+      const chosen = request.method === 'OPTIONS' ? null : await deps.presets.choose(caller.tenant, presets)
       // A PATCH claiming offset 0 is judged only if the upload really is at 0. At any other offset tus answers 409
       // and changes nothing (tus 1.0): a wrong offset must never cost the client an upload it has half sent.
       // (Unknown when the store cannot say: then it is judged, and nothing is removed on a refusal.)
@@ -137,7 +153,8 @@ export function createTus(deps: TusDeps) {
             () => null
           )
         : null
-      const judged = claimsStart && offset !== null && offset !== 0 ? request : await judgeFirstBytes(request, last)
+      const judged =
+        claimsStart && offset !== null && offset !== 0 ? request : await judgeFirstBytes(request, last, chosen)
       if (judged instanceof ApiError) {
         if (last && offset === 0) {
           await server.datastore.remove(keyOf(last)).catch(() => {})
@@ -145,7 +162,7 @@ export function createTus(deps: TusDeps) {
         }
         throw judged
       }
-      callers.set(judged, caller)
+      callers.set(judged, { ...caller, presets })
       return server.handleWeb(judged)
     },
     /** Aborts unfinished uploads past their day (run by one instance at a time). */
@@ -158,7 +175,11 @@ export type Tus = ReturnType<typeof createTus>
  * The request with its first bytes read and judged, when it carries an upload's beginning (a POST with a body, or
  * a PATCH at offset 0): an ApiError (415) for a refused kind, else the same request with the bytes put back.
  */
-async function judgeFirstBytes(request: Request, uploadPath: string): Promise<Request | ApiError> {
+async function judgeFirstBytes(
+  request: Request,
+  uploadPath: string,
+  chosen: Chosen | null
+): Promise<Request | ApiError> {
   const starts =
     (request.method === 'POST' && !uploadPath && request.body) ||
     (request.method === 'PATCH' && request.headers.get('upload-offset') === '0')
@@ -167,7 +188,7 @@ async function judgeFirstBytes(request: Request, uploadPath: string): Promise<Re
   const { head, ended } = await readHead(reader)
   if (head.byteLength > 0) {
     try {
-      judgeHead(head)
+      chosen?.recipeFor(judgeHead(head).kind)
     } catch (error) {
       await reader.cancel().catch(() => {})
       return error as ApiError
@@ -183,6 +204,21 @@ async function judgeFirstBytes(request: Request, uploadPath: string): Promise<Re
 }
 
 const errorBody = (error: ApiError) => JSON.stringify(error.toJSON())
+
+/**
+ * The presets an upload's `Upload-Metadata` names (`presets`, comma-separated), or null when it names none; 400 when
+ * the value is not a list of preset names. (Metadata is `key base64value` pairs, comma-separated: tus 1.0.)
+ */
+function presetsOf(metadata: string | null): string[] | null {
+  for (const pair of (metadata ?? '').split(',')) {
+    const [key, value] = pair.trim().split(' ')
+    if (key !== 'presets') continue
+    const parsed = v.safeParse(PresetListSchema, value ? Buffer.from(value, 'base64').toString('utf8') : '')
+    if (!parsed.success) throw new ApiError(400, 'bad_request', `Upload-Metadata presets ${parsed.issues[0].message}`)
+    return parsed.output
+  }
+  return null
+}
 
 /**
  * Whether the store answers ListParts (s3rver does not), asked once per API: a real store says NoSuchUpload (404)

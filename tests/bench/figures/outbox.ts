@@ -10,7 +10,8 @@ import { silentLogger } from '@app/shared/ops'
 import { connectBroker } from '../../../services/api/jobs/broker.ts'
 import { openSqliteStore } from '../../../services/api/store/open.ts'
 import { createOutbox } from '../../../services/api/jobs/outbox.ts'
-import { IMAGE_RECIPE, originalKey, outputPrefix } from '../../../services/api/uploads/recipes.ts'
+import { originalKey, outputPrefix } from '../../../services/api/uploads/object-keys.ts'
+import { builtInRecipe } from '../../../services/api/uploads/presets.ts'
 import { RABBITMQ_URL, trackNamespace } from '../../helpers/infra.ts'
 import { median, spread, type Bench, type Figure } from '../stats.ts'
 
@@ -45,7 +46,7 @@ export async function outboxFigure(bench: Bench): Promise<Figure> {
           mediaId: id,
           source,
           output: { bucket: 'media', prefix: outputPrefix(system, jobId) },
-          recipe: IMAGE_RECIPE,
+          recipe: builtInRecipe('image'),
         })
         bodies.push(body)
         await store.media.create({

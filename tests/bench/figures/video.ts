@@ -4,7 +4,9 @@
  */
 import { mkdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { VIDEO_RECIPE } from '../../../services/api/uploads/recipes.ts'
+import { builtInRecipe } from '../../../services/api/uploads/presets.ts'
+
+const VIDEO_RECIPE = builtInRecipe('video')
 import {
   ffmpegArgv,
   planRenditions,

@@ -40,15 +40,16 @@ export function resumableHere(): Promise<boolean> {
   return probe
 }
 
-export async function startUpload(file: File, events: UploadEvents): Promise<Upload> {
-  return (await resumableHere()) ? overTus(file, events) : inOnePost(file, events)
+/** `presets`: the presets to make (null: the tenant's defaults). */
+export async function startUpload(file: File, events: UploadEvents, presets: string[] | null = null): Promise<Upload> {
+  return (await resumableHere()) ? overTus(file, events, presets) : inOnePost(file, events, presets)
 }
 
-function overTus(file: File, events: UploadEvents): Upload {
+function overTus(file: File, events: UploadEvents, presets: string[] | null): Upload {
   const upload = new tus.Upload(file, {
     endpoint: `${location.origin}/v1/uploads`,
     headers: keyHeaders(),
-    metadata: { filename: file.name, filetype: file.type },
+    metadata: { filename: file.name, filetype: file.type, ...(presets ? { presets: presets.join(',') } : {}) },
     chunkSize: CHUNK_BYTES,
     retryDelays: RETRY_DELAYS,
     // The same file under another key is another upload (the server would refuse the other tenant's URL anyway).
@@ -89,9 +90,9 @@ const problemOfTus = (res: tus.HttpResponse): Promise<Problem> =>
   problemOf({ status: res.getStatus(), json: async () => JSON.parse(res.getBody()) })
 
 /** One POST of the whole file, with upload progress (XMLHttpRequest: fetch reports none). */
-function inOnePost(file: File, events: UploadEvents): Upload {
+function inOnePost(file: File, events: UploadEvents, presets: string[] | null): Upload {
   const xhr = new XMLHttpRequest()
-  xhr.open('POST', '/v1/media')
+  xhr.open('POST', presets ? `/v1/media?presets=${encodeURIComponent(presets.join(','))}` : '/v1/media')
   for (const [name, value] of Object.entries(keyHeaders())) xhr.setRequestHeader(name, value)
   xhr.setRequestHeader('content-type', 'application/octet-stream')
   xhr.setRequestHeader('x-filename', encodeURIComponent(file.name))

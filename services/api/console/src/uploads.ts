@@ -7,6 +7,7 @@ import { api, read, type Media, type Problem } from './api.ts'
 import { announce, bytes, h } from './dom.ts'
 import { follow, isFinal } from './events.ts'
 import { progressLine } from './status.ts'
+import { chosenPresets } from './presets.ts'
 import { startUpload, type Upload } from './upload.ts'
 
 const AT_ONCE = 2
@@ -70,42 +71,46 @@ function next() {
     if (!item) return
     item.phase = 'uploading'
     render(item)
-    void startUpload(item.file, {
-      onProgress(sent) {
-        item.sent = sent
-        render(item)
+    void startUpload(
+      item.file,
+      {
+        onProgress(sent) {
+          item.sent = sent
+          render(item)
+        },
+        onAccepted(id) {
+          item.phase = 'following'
+          render(item)
+          next()
+          announce(`${item.file.name} uploaded; processing`)
+          item.unfollow = follow(id, {
+            onState(media) {
+              const first = item.media === null
+              item.media = media
+              if (isFinal(media)) {
+                item.phase = 'done'
+                announce(`${item.file.name}: ${media.status}`)
+              }
+              render(item)
+              if (first || isFinal(media)) onAccepted(media)
+            },
+            onDeleted() {
+              item.phase = 'aborted'
+              render(item)
+            },
+          })
+        },
+        onFailed(problem) {
+          if (item.phase === 'aborted') return
+          item.phase = 'failed'
+          item.problem = problem
+          render(item)
+          announce(`${item.file.name} could not be uploaded: ${problem.message}`)
+          next()
+        },
       },
-      onAccepted(id) {
-        item.phase = 'following'
-        render(item)
-        next()
-        announce(`${item.file.name} uploaded; processing`)
-        item.unfollow = follow(id, {
-          onState(media) {
-            const first = item.media === null
-            item.media = media
-            if (isFinal(media)) {
-              item.phase = 'done'
-              announce(`${item.file.name}: ${media.status}`)
-            }
-            render(item)
-            if (first || isFinal(media)) onAccepted(media)
-          },
-          onDeleted() {
-            item.phase = 'aborted'
-            render(item)
-          },
-        })
-      },
-      onFailed(problem) {
-        if (item.phase === 'aborted') return
-        item.phase = 'failed'
-        item.problem = problem
-        render(item)
-        announce(`${item.file.name} could not be uploaded: ${problem.message}`)
-        next()
-      },
-    }).then((upload) => {
+      chosenPresets()
+    ).then((upload) => {
       item.upload = upload
       // Cancelled while it was being started.
       if (item.phase === 'aborted') upload.abort()

@@ -6,6 +6,7 @@ import { api, read, type Media, type Problem } from '../api.ts'
 import { announce, bytes, fill, h, seconds, when } from '../dom.ts'
 import { follow, isFinal } from '../events.ts'
 import { outputUrl, previewOf, renditionsOf, type Output } from '../outputs.ts'
+import { showPlaceholder } from '../placeholder.ts'
 import { badge, failure, progressBar, progressLine } from '../status.ts'
 
 /** How long a video's link works: a long film, paused a while, still plays to its end. */
@@ -112,12 +113,14 @@ export function detailView(main: HTMLElement, id: string): () => void {
       (url) => (img.src = url),
       (error: Problem) => (message.textContent = `The preview could not be loaded: ${error.message}`)
     )
-    return h(
+    const figure = h(
       'figure',
       { class: 'stage' },
       img,
       h('figcaption', null, `${preview.name}: ${preview.width}×${preview.height}`)
     )
+    showPlaceholder(img, media)
+    return figure
   }
 
   /**

@@ -8,6 +8,8 @@ import { announce, bytes, fill, h, when } from '../dom.ts'
 import { isFinal } from '../events.ts'
 import { outputUrl, thumbnailOf } from '../outputs.ts'
 import { progressBar, progressLine, badge } from '../status.ts'
+import { showPlaceholder } from '../placeholder.ts'
+import { presetPicker } from '../presets.ts'
 import { resumableHere } from '../upload.ts'
 import { addFiles, clearFinished, uploadElements, whenMediaChanges } from '../uploads.ts'
 
@@ -173,6 +175,7 @@ export function libraryView(main: HTMLElement): () => void {
       { class: 'panel', 'aria-labelledby': 'upload-title' },
       h('h2', { id: 'upload-title' }, 'Upload'),
       drop,
+      presetPicker(),
       hint,
       uploads,
       clear
@@ -211,6 +214,7 @@ function card(media: Media): HTMLLIElement {
   const name = media.filename ?? `${media.kind} ${media.id.slice(0, 8)}`
   const picture = h('div', { class: 'thumb' })
   if (thumb) {
+    showPlaceholder(picture, media)
     const img = h('img', { alt: `Thumbnail of ${name}`, width: thumb.width, height: thumb.height, decoding: 'async' })
     void outputUrl(thumb).then(
       (url) => (img.src = url),

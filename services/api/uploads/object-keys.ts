@@ -1,23 +1,4 @@
-/** What the API asks the processors to make of each upload. */
-import type { ImageRequest, VideoRequest } from '@app/shared'
-
-/** `thumb` fits 320×320 and `preview` 1280×1280, both WebP; never upscaled. */
-export const IMAGE_RECIPE: ImageRequest['recipe'] = {
-  outputs: [
-    { name: 'thumb', format: 'webp', width: 320, height: 320, quality: 80 },
-    { name: 'preview', format: 'webp', width: 1280, height: 1280, quality: 80 },
-  ],
-}
-
-/** A WebP poster and H.264/AAC MP4 renditions; the processor makes the rungs at or below the source. */
-export const VIDEO_RECIPE: VideoRequest['recipe'] = {
-  poster: { name: 'poster', width: 1280, height: 1280 },
-  renditions: [
-    { name: '360p', height: 360 },
-    { name: '720p', height: 720 },
-    { name: '1080p', height: 1080 },
-  ],
-}
+/** Where uploads and outputs live in S3, and the content type each original is stored with. */
 
 /** Where a job's outputs (and its cancel marker) go; new per job, so a retry overwrites and nothing collides. */
 export const outputPrefix = (system: string, jobId: string) => `${system}/outputs/${jobId}`
