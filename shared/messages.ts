@@ -5,6 +5,7 @@
  */
 import * as v from 'valibot'
 import type { MediaType } from './names.ts'
+import type { OutputFormat } from './outputs.ts'
 
 const int = (min: number, max: number) => v.pipe(v.number(), v.integer(), v.minValue(min), v.maxValue(max))
 
@@ -328,6 +329,93 @@ export const VideoRenditionSpecSchema = v.object({
     v.description('The displayed short side in pixels; a rung above the source is skipped, except the smallest.')
   ),
 })
+/** HLS segment lengths a request may ask for: multiples of the renditions' fixed 2 s keyframe interval. */
+export const HLS_SEGMENT_SECONDS = [2, 4, 6, 8, 10] as const
+/** Keyframes fall every this many seconds in every rendition, so segments start at the same times on every rung. */
+export const VIDEO_KEYFRAME_SECONDS = 2
+
+/** Streaming: an HLS master playlist over one fMP4 (CMAF) media playlist and one segment file per rung. */
+export const VideoHlsSpecSchema = v.object({
+  name: v.pipe(
+    OutputNameSchema,
+    v.description(
+      'The master playlist <name>.m3u8; each rung is <name>-<rendition>.m3u8 over the segments <name>-<rendition>-media.m4s.'
+    )
+  ),
+  segmentSeconds: v.optional(
+    v.pipe(
+      v.picklist(HLS_SEGMENT_SECONDS),
+      v.description('Target segment length in seconds, a multiple of the 2 s keyframe interval (default 4).')
+    )
+  ),
+})
+/** Scrubbing previews: one JPEG sprite of small frames and a WebVTT file mapping time ranges to regions of it. */
+export const VideoStoryboardSpecSchema = v.object({
+  name: v.pipe(
+    OutputNameSchema,
+    v.description('The WebVTT file <name>.vtt; the sprite it points into is <name>-sprite.jpg.')
+  ),
+  width: v.optional(
+    v.pipe(int(64, 320), v.description("Each frame's width in pixels (default 160); its height keeps the aspect."))
+  ),
+})
+export type VideoHlsSpec = v.InferOutput<typeof VideoHlsSpecSchema>
+
+type VideoRecipeShape = {
+  poster: { name: string }
+  renditions: { name: string }[]
+  mp4?: boolean
+  hls?: { name: string }
+  storyboard?: { name: string }
+}
+/** The HLS outputs of a rung: its media playlist and its one segment file. */
+export const hlsRungNames = (hls: string, rendition: string) => ({
+  playlist: `${hls}-${rendition}`,
+  segments: `${hls}-${rendition}-media`,
+})
+/** The storyboard's sprite, beside its WebVTT file. */
+export const storyboardSpriteName = (storyboard: string) => `${storyboard}-sprite`
+
+/**
+ * Every output a video recipe may make, with its format: what a cancel removes and what names must not collide.
+ * A rung above the source is skipped, so a result may list fewer.
+ */
+export function videoOutputsOf(recipe: VideoRecipeShape): { name: string; format: OutputFormat }[] {
+  const outputs: { name: string; format: OutputFormat }[] = [{ name: recipe.poster.name, format: 'webp' }]
+  if (recipe.mp4 !== false) for (const r of recipe.renditions) outputs.push({ name: r.name, format: 'mp4' })
+  if (recipe.hls) {
+    outputs.push({ name: recipe.hls.name, format: 'm3u8' })
+    for (const r of recipe.renditions) {
+      const rung = hlsRungNames(recipe.hls.name, r.name)
+      outputs.push({ name: rung.playlist, format: 'm3u8' }, { name: rung.segments, format: 'm4s' })
+    }
+  }
+  if (recipe.storyboard) {
+    outputs.push(
+      { name: recipe.storyboard.name, format: 'vtt' },
+      { name: storyboardSpriteName(recipe.storyboard.name), format: 'jpeg' }
+    )
+  }
+  return outputs
+}
+
+/** The rules of a video recipe across its fields: something to deliver, and output names that are valid and unique. */
+export function videoRecipeRules<T extends VideoRecipeShape>() {
+  return v.rawCheck<T>(({ dataset, addIssue }) => {
+    if (!dataset.typed) return
+    const recipe = dataset.value
+    if (recipe.mp4 === false && !recipe.hls)
+      addIssue({ message: 'a recipe without MP4 renditions (mp4: false) must ask for hls' })
+    const seen = new Set<string>()
+    for (const { name } of videoOutputsOf(recipe)) {
+      if (!/^[a-z0-9][a-z0-9_-]{0,31}$/.test(name))
+        addIssue({ message: `the output name ${name} is longer than 32 characters` })
+      else if (seen.has(name)) addIssue({ message: `two outputs would be named ${name}: give them names of their own` })
+      seen.add(name)
+    }
+  })
+}
+
 export const VideoRequestSchema = v.object({
   version: v.literal(1),
   jobId: JobIdSchema,
@@ -345,15 +433,22 @@ export const VideoRequestSchema = v.object({
         v.minLength(1),
         v.maxLength(8),
         v.check(uniqueNames, 'rendition names must be unique'),
-        v.description('1-8 H.264/AAC MP4 renditions; no two with the same name.')
+        v.description('1-8 rungs of the ladder, H.264/AAC; no two with the same name.')
       ),
+      mp4: v.optional(
+        v.pipe(
+          v.boolean(),
+          v.description(
+            'Whether each rung is also written as a progressive MP4 <rendition>.mp4 (for download); default true. False needs hls.'
+          )
+        )
+      ),
+      hls: v.optional(VideoHlsSpecSchema),
+      storyboard: v.optional(VideoStoryboardSpecSchema),
     }),
     // Every output of a job has a name of its own (the result lists them by name).
-    v.check(
-      (recipe) => !recipe.renditions.some((r) => r.name === recipe.poster.name),
-      'the poster and a rendition must not share a name'
-    ),
-    v.description('The poster and every rendition have names of their own.')
+    videoRecipeRules(),
+    v.description('The poster, the rungs (as MP4, HLS or both) and the storyboard; every output has a name of its own.')
   ),
 })
 export type VideoRequest = v.InferOutput<typeof VideoRequestSchema>
@@ -419,12 +514,23 @@ export const OutputInfoSchema = v.object({
     ObjectKeySchema,
     v.description("Where it is, in the request's output bucket: <prefix>/<name>.<extension>.")
   ),
-  contentType: v.pipe(v.string(), v.description('image/webp, image/jpeg, image/png, image/avif or video/mp4.')),
+  contentType: v.pipe(
+    v.string(),
+    v.description(
+      'image/webp, image/jpeg, image/png, image/avif, video/mp4, application/vnd.apple.mpegurl or text/vtt.'
+    )
+  ),
   size: v.pipe(int(0, Number.MAX_SAFE_INTEGER), v.description('Bytes.')),
   width: int(1, 1 << 20),
   height: int(1, 1 << 20),
   durationSeconds: v.optional(
-    v.pipe(v.number(), v.minValue(0), v.description('Renditions only: their duration, read back from the file.'))
+    v.pipe(
+      v.number(),
+      v.minValue(0),
+      v.description(
+        "Video outputs that play or cover time only (renditions, playlists, segments, the storyboard's WebVTT): their duration, read back from what was written."
+      )
+    )
   ),
   set: v.optional(
     v.pipe(OutputNameSchema, v.description('Outputs of a responsive set: the name of their set (the spec).'))

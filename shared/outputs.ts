@@ -10,6 +10,10 @@ export const OUTPUT_FORMATS = {
   png: { extension: 'png', contentType: 'image/png' },
   avif: { extension: 'avif', contentType: 'image/avif' },
   mp4: { extension: 'mp4', contentType: 'video/mp4' },
+  // HLS: playlists, and fragmented MP4 (CMAF) segments, all of a rung's in one file read by byte range.
+  m3u8: { extension: 'm3u8', contentType: 'application/vnd.apple.mpegurl' },
+  m4s: { extension: 'm4s', contentType: 'video/mp4' },
+  vtt: { extension: 'vtt', contentType: 'text/vtt' },
 } as const
 export type OutputFormat = keyof typeof OUTPUT_FORMATS
 

@@ -162,6 +162,19 @@ describe('the console on moto (resumable uploads)', () => {
       videos: true,
       env: { ...moto.env, ADMIN_TOKEN, MAX_UPLOAD_BYTES: '64M', VIDEO_CONCURRENCY: '1' },
     })
+    // Videos get two small rungs here: enough to switch between, quick to make.
+    const preset = { kind: 'video', renditions: [180, 360], poster: { width: 640, height: 640 } }
+    for (const [path, body] of [
+      ['/v1/presets/two-rungs', preset],
+      ['/v1/presets/defaults', { video: ['two-rungs'] }],
+    ] as const) {
+      const res = await stack.fetch(path, {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${TEST_API_KEY}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      })
+      if (!res.ok) throw new Error(`${path}: ${res.status} ${await res.text()}`)
+    }
     ;({ context, page, elsewhere, problems } = await openContext(browser, stack.url))
   }, 90_000)
   afterAll(async () => {
@@ -260,39 +273,102 @@ describe('the console on moto (resumable uploads)', () => {
     expect(Bun.file((await download.path())!).size).toBe(thumb.size)
   })
 
-  test('a video opens on a player that streams from a signed link, plays and seeks, with each rendition to choose', async () => {
-    const ranges: number[] = []
-    page.on('response', (res) => {
-      if (res.url().includes('/v1/links/')) ranges.push(res.status())
-    })
+  test('a video streams through hls.js from signed links: plays to its end, switches rungs, previews the seek bar', async () => {
+    const links: { url: string; status: number }[] = []
+    const onResponse = (res: { url(): string; status(): number }) => {
+      if (res.url().includes('/v1/links/')) links.push({ url: res.url(), status: res.status() })
+    }
+    page.on('response', onResponse)
     await page.goto(`${stack.url}/#/media/${media.clip!.id}`)
     await page.getByRole('heading', { name: 'waves.mp4', level: 1 }).waitFor()
-    const video = page.locator('.stage video')
+    const player = page.locator('figure.player')
+    const video = player.locator('video')
+    await eventually(async () => expect(await player.getAttribute('data-engine')).toBe('hls.js'), 15_000)
     await eventually(
       async () => expect(await video.evaluate((v: HTMLVideoElement) => v.readyState)).toBeGreaterThanOrEqual(2),
       15_000
     )
-    expect(await video.evaluate((v: HTMLVideoElement) => v.currentSrc)).toStartWith(
-      `${stack.url}/v1/links/${media.clip!.id}/`
+    // hls.js plays through a MediaSource; everything it fetched came through the links, segments by range.
+    expect(await video.evaluate((v: HTMLVideoElement) => v.currentSrc)).toStartWith('blob:')
+    const quality = page.getByLabel('Quality')
+    expect(await quality.locator('option').allTextContents()).toEqual([
+      'Auto',
+      expect.stringMatching(/^180p · /),
+      expect.stringMatching(/^360p · /),
+    ])
+    await video.evaluate((v: HTMLVideoElement) => {
+      ;(window as unknown as { errors: number }).errors = 0
+      v.addEventListener('error', () => (window as unknown as { errors: number }).errors++)
+      v.muted = true
+      return v.play()
+    })
+    // A rung chosen by hand: the picture changes to it.
+    await quality.selectOption({ label: (await quality.locator('option').nth(1).textContent())! })
+    await eventually(async () => expect(await player.getAttribute('data-level')).toBe('180'), 15_000)
+    await eventually(async () => expect(await video.evaluate((v: HTMLVideoElement) => v.videoHeight)).toBe(180), 15_000)
+    await quality.selectOption('auto')
+    // Near the end, then to the end, with no error on the way.
+    await video.evaluate((v: HTMLVideoElement) => (v.currentTime = 5))
+    await eventually(async () => expect(await video.evaluate((v: HTMLVideoElement) => v.ended)).toBe(true), 20_000)
+    expect(await page.evaluate(() => (window as unknown as { errors: number }).errors)).toBe(0)
+    expect(links.some((l) => l.url.includes('-media.m4s?') && l.status === 206)).toBe(true)
+    expect(links.filter((l) => l.status >= 400)).toEqual([])
+
+    // The seek bar shows the storyboard's frame for the time under the pointer.
+    const seek = page.getByLabel('Seek')
+    const box = (await seek.boundingBox())!
+    await page.mouse.move(box.x + box.width * 0.5, box.y + box.height / 2)
+    const preview = page.locator('.scrub-preview')
+    await eventually(async () => expect(await preview.isVisible()).toBe(true))
+    expect(await preview.locator('.scrub-frame').evaluate((e) => (e as HTMLElement).style.backgroundImage)).toContain(
+      `/v1/links/${media.clip!.id}/storyboard-sprite.jpg?`
     )
-    await video.evaluate((v: HTMLVideoElement) => ((v.muted = true), v.play()))
-    await eventually(
-      async () => expect(await video.evaluate((v: HTMLVideoElement) => v.currentTime)).toBeGreaterThan(0.2),
-      10_000
+    expect(await preview.textContent()).toBe('0:04')
+    await eventually(async () =>
+      expect(links.some((l) => l.url.includes('/storyboard-sprite.jpg?') && l.status === 200)).toBe(true)
     )
-    // Seeking near the end: the player asks the link for a range, and plays on from there.
-    await video.evaluate(
-      (v: HTMLVideoElement) => new Promise((resolve) => ((v.onseeked = resolve), (v.currentTime = 6)))
-    )
-    expect(await video.evaluate((v: HTMLVideoElement) => v.currentTime)).toBeGreaterThanOrEqual(5.9)
-    expect(ranges).toContain(206)
-    const renditions = media.clip!.outputs.filter((o) => o.contentType === 'video/mp4')
-    expect(await page.getByLabel('Rendition').locator('option').count()).toBe(renditions.length)
-    const [width, height] = await video.evaluate((v: HTMLVideoElement) => [v.videoWidth, v.videoHeight])
-    expect([width, height]).toEqual([renditions.at(-1)!.width, renditions.at(-1)!.height])
-    await video.evaluate((v: HTMLVideoElement) => v.pause())
     await shot(page, '5-video')
-  })
+
+    // A changed token is refused, from the page as from anywhere.
+    const master = links.find((l) => /\/hls\.m3u8\?/.test(l.url))!.url
+    const tampered = master.replace(/signature=(.)/, (_, c: string) => `signature=${c === 'A' ? 'B' : 'A'}`)
+    expect(await page.evaluate(async (url) => (await fetch(url)).status, tampered)).toBe(403)
+    page.off('response', onResponse)
+  }, 60_000)
+
+  test('without Media Source Extensions the browser plays the stream itself, to its end', async () => {
+    const native = await openContext(browser, stack.url)
+    // As on an iPhone: no MediaSource, so no hls.js; the browser's own HLS player instead.
+    await native.context.addInitScript(() => {
+      const w = window as unknown as Record<string, unknown>
+      delete w.MediaSource
+      delete w.ManagedMediaSource
+      delete w.WebKitMediaSource
+    })
+    await native.page.goto(`${stack.url}/`)
+    await signIn(native.page, TEST_API_KEY)
+    await native.page.goto(`${stack.url}/#/media/${media.clip!.id}`)
+    const player = native.page.locator('figure.player')
+    await eventually(async () => expect(await player.getAttribute('data-engine')).toBe('native'), 15_000)
+    const video = player.locator('video')
+    expect(await video.evaluate((v: HTMLVideoElement) => v.currentSrc)).toMatch(
+      new RegExp(`^${stack.url}/v1/links/${media.clip!.id}/hls\\.m3u8\\?expires=`)
+    )
+    const ended = await video.evaluate(
+      (v: HTMLVideoElement) =>
+        new Promise<string>((resolve) => {
+          v.addEventListener('error', () => resolve(`error ${v.error?.code}: ${v.error?.message}`))
+          v.addEventListener('ended', () => resolve('ended'))
+          v.muted = true
+          v.currentTime = 4
+          void v.play().catch((error: Error) => resolve(`play: ${error.message}`))
+        })
+    )
+    expect(ended).toBe('ended')
+    expect(native.elsewhere).toEqual([])
+    expect(native.problems).toEqual([])
+    await native.context.close()
+  }, 60_000)
 
   test('a long video resumes after its connection breaks mid-upload, and is cancelled while processing', async () => {
     await page.goto(`${stack.url}/#/media`)
@@ -576,18 +652,18 @@ describe('the console on the embedded store (no tus)', () => {
       async () => expect(await uploadItem(page, 'presets.jpg').locator('.badge').textContent()).toBe('completed'),
       30_000
     )
-    const id = await page.locator('.grid li[data-id]').first().getAttribute('data-id')
-    const media = (await (await stack.fetch(`/v1/media/${id}`)).json()) as {
-      outputs: { name: string }[]
-      presets: string[]
+    // Found by its name: the library may not have drawn it yet when its upload says completed.
+    const listed = (await (await stack.fetch('/v1/media?limit=100')).json()) as {
+      media: { id: string; filename: string; outputs: { name: string }[]; presets: string[] }[]
     }
+    const media = listed.media.find((m) => m.filename === 'presets.jpg')!
+    const id = media.id
     expect(media.presets).toEqual(['thumb', 'avatar'])
     expect(media.outputs.map((o) => o.name).sort()).toEqual(['avatar', 'thumb'])
     // The card draws the ThumbHash behind the thumbnail: a PNG made in the page.
-    const background = await page
-      .locator(`.grid li[data-id="${id}"] .thumb`)
-      .evaluate((el) => getComputedStyle(el).backgroundImage)
-    expect(background).toStartWith('url("data:image/png;base64,')
+    const card = page.locator(`.grid li[data-id="${id}"] .thumb`)
+    await card.waitFor()
+    expect(await card.evaluate((el) => getComputedStyle(el).backgroundImage)).toStartWith('url("data:image/png;base64,')
     expect(elsewhere).toEqual([])
     expect(problems).toEqual([])
     await context.close()

@@ -65,7 +65,11 @@ describe('one instance', () => {
     expect(states.some((s) => s.stage === 'processing' && s.progress > 10 && s.progress < 100)).toBe(true)
     const last = states.at(-1)!
     expect(last).toMatchObject({ status: 'completed', progress: 100 })
-    expect(last.outputs.map((o) => o.name)).toEqual(['poster', '360p', '720p'])
+    expect(last.outputs.map((o) => o.name).sort()).toEqual(
+      ['poster', '360p', '720p', 'hls', 'hls-360p', 'hls-360p-media', 'hls-720p', 'hls-720p-media']
+        .concat(['storyboard', 'storyboard-sprite'])
+        .sort()
+    )
     // A stream opened on a finished media sends its final state and ends at once.
     expect(await readStates(`${stack.url}/v1/media/${id}/events`, 5_000)).toEqual([last])
   }, 90_000)

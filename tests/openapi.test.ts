@@ -202,7 +202,8 @@ describe('routes', () => {
         in: 'path',
         name: 'name',
         required: true,
-        schema: expect.objectContaining({ pattern: '^[a-z0-9][a-z0-9_-]{0,31}$' }),
+        // The output's name, or its file name (what a playlist served there addresses).
+        schema: expect.objectContaining({ pattern: '^[a-z0-9][a-z0-9_-]{0,31}(?:\\.[a-z0-9]{1,8})?$' }),
       }),
     ])
     // A signed link's expiry and signature are required: without them there is no way in.

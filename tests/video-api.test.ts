@@ -37,7 +37,10 @@ test('a portrait phone-style video uploaded as multipart completes with a poster
     videoCodec: 'h264',
     audioCodec: 'aac',
   })
-  expect(media.outputs.map((o) => o.name)).toEqual(['poster', '360p'])
+  // The built-in ladder: a poster, the MP4 and the HLS of each rung at or below the source, and a storyboard.
+  expect(media.outputs.map((o) => o.name).sort()).toEqual(
+    ['poster', '360p', 'hls', 'hls-360p', 'hls-360p-media', 'storyboard', 'storyboard-sprite'].sort()
+  )
 
   const rendition = media.outputs.find((o) => o.name === '360p')!
   const body = await fetch(rendition.url, { headers: apiKey })

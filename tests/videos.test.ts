@@ -5,9 +5,10 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { basename, join } from 'node:path'
+import sharp from 'sharp'
 import {
   JobUpdateSchema,
   VideoResultSchema,
@@ -18,12 +19,16 @@ import {
   type VideoRequest,
   type VideoResult,
 } from '@app/shared'
+import { builtInRecipe } from '../services/api/uploads/presets.ts'
 import { readConfig, start } from '../services/videos/main.ts'
 import { testEnv } from './helpers/env.ts'
 import { connectRabbit } from './helpers/rabbit.ts'
 import {
+  checkHls,
+  checkStoryboard,
   ffconcatScript,
   hlsPlaylist,
+  keyframeTimes,
   makeLimitFixtures,
   makeVideoFixtures,
   meanLuma,
@@ -47,15 +52,10 @@ const SMALL: Recipe = {
     { name: 'high', height: 720 },
   ],
 }
-/** What the API sends. */
-const API: Recipe = {
-  poster: { name: 'poster', width: 640, height: 640 },
-  renditions: [
-    { name: '360p', height: 360 },
-    { name: '720p', height: 720 },
-    { name: '1080p', height: 1080 },
-  ],
-}
+/** What the API sends when no preset is chosen: 360p, 720p and 1080p as MP4 and HLS, a poster and a storyboard. */
+const API: Recipe = builtInRecipe('video')
+/** SMALL, streamed too. */
+const STREAMED: Recipe = { ...SMALL, hls: { name: 'hls' }, storyboard: { name: 'storyboard' } }
 
 interface Processor {
   system: string
@@ -265,6 +265,83 @@ async function expectPoster(output: VideoResult & { status: 'completed' }, want:
   return file
 }
 
+/** Downloads every output of a result into a directory of its own, named as its key ends (as the playlists expect). */
+async function downloadAll(result: VideoResult & { status: 'completed' }): Promise<string> {
+  const dir = join(scratch, result.jobId)
+  mkdirSync(dir, { recursive: true })
+  for (const output of result.outputs) {
+    const object = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: output.key }))
+    const bytes = await object.Body!.transformToByteArray()
+    expect({ name: output.name, contentType: object.ContentType, size: bytes.byteLength }).toEqual({
+      name: output.name,
+      contentType: output.contentType,
+      size: output.size,
+    })
+    writeFileSync(join(dir, basename(output.key)), bytes)
+  }
+  return dir
+}
+
+/**
+ * Checks the HLS and storyboard a job made against what the recipe asked for and the rungs made: valid, playable,
+ * aligned (checkHls, checkStoryboard), one variant per rung with its size and codecs, and keyframes at the same
+ * times on every rung. Returns what it read.
+ */
+async function expectStreamed(
+  result: VideoResult & { status: 'completed' },
+  rungs: { name: string; width: number; height: number }[],
+  audio: boolean
+) {
+  const dir = await downloadAll(result)
+  const byName = (name: string) => result.outputs.find((o) => o.name === name)!
+  const master = byName('hls')
+  const largest = rungs.reduce((a, b) => (b.width * b.height > a.width * a.height ? b : a))
+  expect(master).toMatchObject({
+    contentType: 'application/vnd.apple.mpegurl',
+    width: largest.width,
+    height: largest.height,
+  })
+  const hls = await checkHls(join(dir, 'hls.m3u8'), master.durationSeconds!)
+  expect(hls.problems).toEqual([])
+  expect(hls.variants.map((v) => v.uri).sort()).toEqual(rungs.map((r) => `hls-${r.name}.m3u8`).sort())
+  for (const rung of rungs) {
+    const variant = hls.variants.find((v) => v.uri === `hls-${rung.name}.m3u8`)!
+    expect(variant.resolution).toEqual({ width: rung.width, height: rung.height })
+    expect(variant.codecs).toMatch(audio ? /^avc1\.64[0-9a-f]{4},mp4a\.40\.2$/ : /^avc1\.64[0-9a-f]{4}$/)
+    expect(variant.averageBandwidth).toBeGreaterThan(0)
+    expect(variant.averageBandwidth).toBeLessThanOrEqual(variant.bandwidth)
+    for (const [name, format] of [
+      [`hls-${rung.name}`, 'application/vnd.apple.mpegurl'],
+      [`hls-${rung.name}-media`, 'video/mp4'],
+    ] as const) {
+      expect(byName(name)).toMatchObject({ contentType: format, width: rung.width, height: rung.height })
+      expect(Math.abs(byName(name).durationSeconds! - variant.seconds)).toBeLessThanOrEqual(0.001)
+    }
+  }
+  // The rungs' keyframes, read from the fMP4 media files: the same times everywhere, 2 s apart. (Fragments carry no
+  // edit list, so the first one is at the B-frame delay, ~0.067 s, rather than 0: on every rung alike.)
+  const keyframes = await Promise.all(rungs.map((r) => keyframeTimes(join(dir, `hls-${r.name}-media.m4s`))))
+  for (const times of keyframes) expect(times).toEqual(keyframes[0]!)
+  const [first = 0] = keyframes[0]!
+  expect(first).toBeLessThan(0.2)
+  for (const t of keyframes[0]!) expect(Math.abs((t - first) / 2 - Math.round((t - first) / 2))).toBeLessThan(0.001)
+
+  const vtt = byName('storyboard')
+  const sprite = byName('storyboard-sprite')
+  expect(vtt).toMatchObject({ contentType: 'text/vtt' })
+  expect(sprite).toMatchObject({ contentType: 'image/jpeg' })
+  expect(await sharp(join(dir, 'storyboard-sprite.jpg')).metadata()).toMatchObject({
+    format: 'jpeg',
+    width: sprite.width,
+    height: sprite.height,
+  })
+  const storyboard = await checkStoryboard(join(dir, 'storyboard.vtt'), vtt.durationSeconds!)
+  expect(storyboard.problems).toEqual([])
+  for (const cue of storyboard.cues) expect(cue.xywh.slice(2)).toEqual([vtt.width, vtt.height])
+  expect(Math.abs(vtt.durationSeconds! - result.metadata.durationSeconds)).toBeLessThanOrEqual(0.1)
+  return { dir, hls, storyboard }
+}
+
 describe('with default limits', () => {
   let processor: Processor
 
@@ -310,7 +387,15 @@ describe('with default limits', () => {
 
   test('the API recipe on a small silent clip gives only the smallest rung, at source size, without audio', async () => {
     const result = completed(await runJob(processor, fixtures.silent, { recipe: API }))
-    expect(result.outputs.map((o) => o.name)).toEqual(['poster', '360p'])
+    expect(result.outputs.map((o) => o.name)).toEqual([
+      'poster',
+      '360p',
+      'hls',
+      'hls-360p',
+      'hls-360p-media',
+      'storyboard',
+      'storyboard-sprite',
+    ])
     expect(result.metadata).toMatchObject({ width: 426, height: 240, audioCodec: null })
     await expectPoster(result, { width: 426, height: 240 })
     await expectRendition(result, '360p', { width: 426, height: 240, seconds: 2, audio: false })
@@ -382,6 +467,114 @@ describe('with default limits', () => {
     const times = run.updates.filter((u) => u.stage === 'processing').map((u) => Date.parse(u.at))
     for (let i = 1; i < times.length; i++) expect(times[i]! - times[i - 1]!).toBeGreaterThanOrEqual(450)
     expect(run.updates.at(-1)).toMatchObject({ status: 'completed', progress: 100 })
+  })
+
+  test('streams as HLS with a storyboard: the master over each rung made, their playlists and media, aligned', async () => {
+    const run = await runJob(processor, fixtures.tenSeconds, { recipe: STREAMED })
+    const result = completed(run)
+    const prefix = run.request.output.prefix
+    expect(result.outputs.map((o) => [o.key, o.contentType])).toEqual([
+      [`${prefix}/poster.webp`, 'image/webp'],
+      [`${prefix}/low.mp4`, 'video/mp4'],
+      [`${prefix}/mid.mp4`, 'video/mp4'],
+      [`${prefix}/hls.m3u8`, 'application/vnd.apple.mpegurl'],
+      [`${prefix}/hls-low.m3u8`, 'application/vnd.apple.mpegurl'],
+      [`${prefix}/hls-low-media.m4s`, 'video/mp4'],
+      [`${prefix}/hls-mid.m3u8`, 'application/vnd.apple.mpegurl'],
+      [`${prefix}/hls-mid-media.m4s`, 'video/mp4'],
+      [`${prefix}/storyboard.vtt`, 'text/vtt'],
+      [`${prefix}/storyboard-sprite.jpg`, 'image/jpeg'],
+    ])
+    expect((await keysUnder(prefix)).sort()).toEqual(result.outputs.map((o) => o.key).sort())
+    const rungs = [
+      { name: 'low', width: 214, height: 120 },
+      { name: 'mid', width: 426, height: 240 },
+    ]
+    const { hls, storyboard } = await expectStreamed(result, rungs, true)
+    // The 240p rung is nearest 720p: players start with the first listed.
+    expect(hls.variants.map((v) => v.uri)).toEqual(['hls-mid.m3u8', 'hls-low.m3u8'])
+    expect(hls.master.version).toBe(7)
+    for (const variant of hls.variants) {
+      expect(variant.frameRate).toBe(30)
+      expect(variant.media.targetDuration).toBe(4)
+      expect(variant.media.segments.map((s) => s.duration)).toEqual([4, 4, 2])
+      expect(variant.starts).toEqual([0, 4, 8])
+    }
+    // The MP4s have the same keyframes as the HLS: every 2 s.
+    for (const name of ['low', 'mid']) {
+      const { file } = await fetchOutput(result.outputs.find((o) => o.name === name)!.key)
+      expect(await keyframeTimes(file)).toEqual([0, 2, 4, 6, 8])
+    }
+    // One frame a second, 160 px wide (240 × 160 / 426, even), ten to a row.
+    expect(result.outputs.find((o) => o.name === 'storyboard')).toMatchObject({ width: 160, height: 90 })
+    expect(result.outputs.find((o) => o.name === 'storyboard-sprite')).toMatchObject({ width: 1600, height: 90 })
+    expect(storyboard.cues.map((c) => c.start)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    expectMonotonicProgress(run.updates)
+    expect(leftovers(processor)).toEqual([])
+  })
+
+  test('mp4: false streams without uploading an MP4; segments of 2 s when asked', async () => {
+    const recipe = { ...STREAMED, mp4: false, hls: { name: 'hls', segmentSeconds: 2 as const } }
+    const run = await runJob(processor, fixtures.tenSeconds, { recipe })
+    const result = completed(run)
+    expect(result.outputs.map((o) => o.name)).toEqual([
+      'poster',
+      'hls',
+      'hls-low',
+      'hls-low-media',
+      'hls-mid',
+      'hls-mid-media',
+      'storyboard',
+      'storyboard-sprite',
+    ])
+    expect((await keysUnder(run.request.output.prefix)).filter((k) => k.endsWith('.mp4'))).toEqual([])
+    const { hls } = await expectStreamed(
+      result,
+      [
+        { name: 'low', width: 214, height: 120 },
+        { name: 'mid', width: 426, height: 240 },
+      ],
+      true
+    )
+    for (const variant of hls.variants) expect(variant.starts).toEqual([0, 2, 4, 6, 8])
+  })
+
+  test('awkward sources stream too: 0.5 s, variable frame rate, odd sides, rotated, 10-bit HDR, no audio', async () => {
+    const sizes = (...rungs: [string, number, number][]) =>
+      rungs.map(([name, width, height]) => ({ name, width, height }))
+    const cases: [string, Fixture, ReturnType<typeof sizes>, boolean][] = [
+      ['0.5 s', fixtures.halfSecond, sizes(['low', 160, 120], ['mid', 320, 240]), true],
+      ['variable frame rate', fixtures.vfr, sizes(['low', 160, 120], ['mid', 320, 240]), false],
+      ['161×121', fixtures.odd, sizes(['low', 160, 120]), false],
+      ['rotated', fixtures.rotated, sizes(['low', 120, 160], ['mid', 240, 320]), true],
+      ['HDR', fixtures.hdr, sizes(['low', 214, 120]), false],
+      ['silent', fixtures.silent, sizes(['low', 214, 120], ['mid', 426, 240]), false],
+    ]
+    for (const [label, fixture, rungs, audio] of cases) {
+      const result = completed(await runJob(processor, fixture, { recipe: STREAMED }))
+      const { hls, storyboard } = await expectStreamed(result, rungs, audio)
+      expect({ label, audio: hls.variants.every((v) => v.codecs.includes('mp4a')) }).toEqual({ label, audio })
+      if (fixture === fixtures.halfSecond) {
+        // Shorter than a segment and than the storyboard's interval: one of each.
+        for (const variant of hls.variants) {
+          expect(variant.media.targetDuration).toBe(1)
+          expect(variant.media.segments).toHaveLength(1)
+        }
+        expect(storyboard.cues).toHaveLength(1)
+      }
+      if (fixture === fixtures.vfr) {
+        // Keyframes by time, not by frame count: the 0.7 s gaps do not move them.
+        const keys = await Promise.all(
+          rungs.map(async (r) =>
+            keyframeTimes((await fetchOutput(result.outputs.find((o) => o.name === r.name)!.key)).file)
+          )
+        )
+        expect(keys).toEqual([
+          [0, 2, 4],
+          [0, 2, 4],
+        ])
+      }
+    }
   })
 
   test('refuses what is not a playable video, writes nothing, and keeps serving', async () => {

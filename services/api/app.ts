@@ -15,7 +15,7 @@ import { keyedAccess } from './http/limits.ts'
 import { observe, type Observed } from './http/observe.ts'
 import { OPEN, documenter, openApiRoute, type ErrorAnswers } from './http/openapi.ts'
 import { adminRoutes } from './routes/admin.ts'
-import { CONSOLE_CSP, consoleRoutes, isConsolePath } from './routes/console.ts'
+import { consoleCsp, consoleRoutes, isConsolePath } from './routes/console.ts'
 import { directRoutes } from './routes/direct.ts'
 import { healthRoutes } from './routes/health.ts'
 import { linkRoutes } from './routes/links.ts'
@@ -55,7 +55,9 @@ const CORS_REQUEST_HEADERS = [
   'Content-Disposition',
   'X-Filename',
   'Idempotency-Key',
+  'X-Presets',
   'Last-Event-ID',
+  'Range',
   'traceparent',
   ...TUS_REQUEST_HEADERS,
 ]
@@ -68,6 +70,8 @@ const CORS_RESPONSE_HEADERS = [
   'RateLimit-Policy',
   'traceparent',
   'Idempotent-Replayed',
+  'Content-Range',
+  'Accept-Ranges',
   ...TUS_RESPONSE_HEADERS,
 ]
 
@@ -86,7 +90,7 @@ export function createApp(deps: AppDeps) {
   })
   const linkHeaders = secureHeaders({ contentSecurityPolicy: noScripts, crossOriginResourcePolicy: 'cross-origin' })
   const consoleHeaders = secureHeaders({
-    contentSecurityPolicy: CONSOLE_CSP,
+    contentSecurityPolicy: consoleCsp(deps.segmentStore ? [deps.segmentStore.origin] : []),
     crossOriginResourcePolicy: 'same-origin',
     xFrameOptions: 'DENY',
   })
@@ -94,19 +98,28 @@ export function createApp(deps: AppDeps) {
     if (isConsolePath(c.req.path)) return consoleHeaders(c, next)
     return c.req.path.startsWith(`${LINKS_PATH}/`) ? linkHeaders(c, next) : apiHeaders(c, next)
   })
-  if (deps.corsOrigins.length) {
-    // Before authentication: a preflight carries no key.
-    app.use(
-      '*',
-      cors({
+  // Before authentication: a preflight carries no key. A signed link may be read from any origin (hls.js on a
+  // customer's page fetches playlists and segments): the link is the credential, and no cookie is ever involved.
+  const linkCors = cors({
+    origin: '*',
+    allowMethods: ['GET', 'HEAD', 'OPTIONS'],
+    allowHeaders: ['Range'],
+    exposeHeaders: ['Content-Range', 'Accept-Ranges'],
+    maxAge: 600,
+  })
+  const apiCors = deps.corsOrigins.length
+    ? cors({
         origin: deps.corsOrigins.includes('*') ? '*' : [...deps.corsOrigins],
         allowMethods: ['GET', 'HEAD', 'POST', 'PATCH', 'DELETE', 'OPTIONS'],
         allowHeaders: CORS_REQUEST_HEADERS,
         exposeHeaders: CORS_RESPONSE_HEADERS,
         maxAge: 600,
       })
-    )
-  }
+    : null
+  app.use('*', (c, next) => {
+    if (c.req.path.startsWith(`${LINKS_PATH}/`)) return linkCors(c, next)
+    return apiCors ? apiCors(c, next) : next()
+  })
   const keyed = keyedAccess({ store: deps.store, auth: deps.auth, requestsPerMinute: deps.limits.requestsPerMinute })
   const routes = app
     .route('/', consoleRoutes(deps.console))

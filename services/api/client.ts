@@ -23,5 +23,7 @@ export const createClient = (baseUrl: string, options?: ClientRequestOptions): C
 export type Media = InferResponseType<Client['v1']['media'][':id']['$get'], 200>
 /** The answer to an accepted upload. */
 export type Accepted = InferResponseType<Client['v1']['media']['$post'], 202>
+/** A video's playback links (GET /v1/media/:id/playback). */
+export type Playback = InferResponseType<Client['v1']['media'][':id']['playback']['$get'], 200>
 /** The error body every error answer carries. */
 export type ErrorBody = InferResponseType<Client['v1']['media'][':id']['$get'], 404>

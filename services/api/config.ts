@@ -4,6 +4,7 @@ import * as v from 'valibot'
 import { BrokerEnv, S3BucketEnv, S3Env, bytesVar, countVar, readEnv } from '@app/shared'
 import { LogEnv, logSettings } from '@app/shared/ops'
 import { KeySchema, TenantSchema } from './auth/keys.ts'
+import { SEGMENT_SOURCES } from './playback/addresses.ts'
 import type { Database } from './store/open.ts'
 
 /** `postgres://…` (or `postgresql://…`) for PostgreSQL; a path, `sqlite:<path>` or `:memory:` for SQLite. */
@@ -129,6 +130,9 @@ const ConfigSchema = v.pipe(
     ...LogEnv,
     // Where clients reach this API: the outputs' URLs in webhook bodies (requests use their own origin).
     PUBLIC_URL: PublicUrl,
+    // Who serves HLS segments and storyboard sprites to a player that came through a signed link: the API (`api`),
+    // or the store through presigned URLs (`s3`: the bytes skip the API; a browser needs CORS on the bucket).
+    PLAYBACK_SEGMENTS: v.optional(v.picklist(SEGMENT_SOURCES, 'must be api or s3'), 'api'),
     WEBHOOK_ALLOW_PRIVATE: flagVar,
     WEBHOOK_ALLOW_HTTP: flagVar,
     WEBHOOK_TIMEOUT_SECONDS: countVar(15, 300),
@@ -162,6 +166,7 @@ const ConfigSchema = v.pipe(
       pace: { windowMs: env.UPLOAD_STALL_SECONDS * 1000, minBytesPerSecond: env.UPLOAD_MIN_RATE },
     },
     corsOrigins: env.CORS_ORIGINS,
+    playbackSegments: env.PLAYBACK_SEGMENTS,
     log: logSettings(env),
     webhooks: {
       allowPrivate: env.WEBHOOK_ALLOW_PRIVATE,

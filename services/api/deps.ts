@@ -12,6 +12,7 @@ import type { Objects } from './s3/objects.ts'
 import type { AdminRouteDeps } from './routes/admin.ts'
 import type { DirectRouteDeps } from './routes/direct.ts'
 import type { HealthDeps } from './routes/health.ts'
+import type { LinkRouteDeps } from './routes/links.ts'
 import type { MediaRouteDeps } from './routes/media.ts'
 import type { PresetRouteDeps } from './routes/presets.ts'
 import type { WebhookRouteDeps } from './routes/webhooks.ts'
@@ -25,7 +26,8 @@ export interface AppDeps
     AdminRouteDeps,
     HealthDeps,
     WebhookRouteDeps,
-    PresetRouteDeps {
+    PresetRouteDeps,
+    Pick<LinkRouteDeps, 'segmentStore'> {
   store: Store
   objects: Objects
   broker: Broker

@@ -16,6 +16,7 @@ import { createOutbox } from './jobs/outbox.ts'
 import { startTimers } from './jobs/timers.ts'
 import { apiMetrics } from './metrics.ts'
 import { dependencies } from './routes/health.ts'
+import { segmentStore } from './playback/addresses.ts'
 import { openS3 } from './s3/open.ts'
 import { describeDatabase, openStore } from './store/open.ts'
 import { createDirectUploads } from './uploads/direct.ts'
@@ -142,6 +143,7 @@ export async function startApi(config: Config, options: { log?: Logger } = {}) {
     registry,
     console: consoleBuilder(),
     links: createLinks(store.coordination),
+    segmentStore: config.playbackSegments === 's3' ? await segmentStore(s3.uploads) : null,
     destinations: {
       allowHttp: config.webhooks.allowHttp,
       allowPrivate: config.webhooks.allowPrivate,

@@ -6,7 +6,7 @@
  * figure's median and spread, its ratio to the baseline, and whether it meets its target.
  *
  * Needs RabbitMQ and moto_server (the machine has them), and ffmpeg, libheif-examples and libvips-tools (`bash infra/setup.sh` installs them).
- * Run: `bun run bench [--quick] [--only 1,3,8]` (figures 1–4 and 9 run together, as do 10–12; --only does not write results).
+ * Run: `bun run bench [--quick] [--only 1,3,8]` (figures 1–4 and 9 run together, as do 5, 13 and 14, and 10–12; --only does not write results).
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
@@ -18,7 +18,7 @@ import { memoryFigure } from './figures/memory.ts'
 import { outboxFigure } from './figures/outbox.ts'
 import { presetFigures } from './figures/presets.ts'
 import { uploadFigure } from './figures/uploads.ts'
-import { videoFigure } from './figures/video.ts'
+import { videoFigures } from './figures/video.ts'
 import { startStack } from './stack.ts'
 import type { Bench, Figure } from './stats.ts'
 
@@ -35,11 +35,11 @@ const bench: Bench = {
 
 const figures: Figure[] = []
 try {
-  if (wanted(1, 2, 3, 4, 5, 7, 9)) {
+  if (wanted(1, 2, 3, 4, 5, 7, 9, 13, 14)) {
     const stack = await startStack({ dataDir: join(work, 'data') })
     try {
       if (wanted(1, 2, 3, 4, 9)) figures.push(...(await imageFigures(bench, stack, wanted)))
-      if (wanted(5)) figures.push(await videoFigure(bench, stack))
+      if (wanted(5, 13, 14)) figures.push(...(await videoFigures(bench, stack)))
       if (wanted(7)) figures.push(await memoryFigure(bench, stack))
     } finally {
       await stack.stop()

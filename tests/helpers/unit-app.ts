@@ -94,6 +94,7 @@ export async function unitApp(overrides: Partial<AppDeps> = {}) {
     tus: { handle: unused, cleanUp: unused },
     console: consoleBuilder(),
     links: createLinks(store.coordination),
+    segmentStore: null,
     ...overrides,
   }
   const app = createApp(deps)

@@ -13,7 +13,10 @@ IMAGE_FILE (a JPEG), VIDEO_FILE (a short MP4), LONG_VIDEO_FILE (an MP4 long enou
 import datetime
 import json
 import os
+import re
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
 
@@ -25,7 +28,8 @@ from botocore.config import Config
 TYPES = ("images", "videos")
 # PROTOCOL.md section 5: extension and content type of each output format.
 EXTENSIONS = {"webp": ("webp", "image/webp"), "jpeg": ("jpg", "image/jpeg"), "png": ("png", "image/png"),
-              "avif": ("avif", "image/avif"), "mp4": ("mp4", "video/mp4")}
+              "avif": ("avif", "image/avif"), "mp4": ("mp4", "video/mp4"),
+              "m3u8": ("m3u8", "application/vnd.apple.mpegurl"), "m4s": ("m4s", "video/mp4"), "vtt": ("vtt", "text/vtt")}
 FINAL = ("completed", "failed", "cancelled")
 
 
@@ -221,10 +225,62 @@ class Backend:
             for field in expect.get("metadata", []):
                 if field not in result["metadata"]:
                     self.problems.append(f"{label}: the metadata has no {field}: {result['metadata']}")
+            if "hls" in expect:
+                self.check_hls(label, result, expect["hls"])
         if result["status"] == "cancelled":
             left = [k for k in self.keys_under(prefix) if not k.endswith("/.cancelled")]
             if left:
                 self.problems.append(f"{label}: outputs left after the cancel: {left}")
+
+    def text_of(self, key):
+        return self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read().decode()
+
+    def check_hls(self, label, result, expect):
+        """PROTOCOL.md section 4: the master lists each rung with its attributes; each rung's playlist is a VOD one
+        over its one segment file, by byte range; the storyboard covers the video; and it all plays from the store as
+        written (its addresses are relative), which ffmpeg checks on a copy of the outputs."""
+        made = {o["name"]: o for o in result["outputs"]}
+        master = self.text_of(made[expect["master"]]["key"])
+        variants = re.findall(r"#EXT-X-STREAM-INF:([^\n]*)\n([^\n]+)", master)
+        if sorted(uri for _, uri in variants) != sorted(f"{r}.m3u8" for r in expect["rungs"]):
+            self.problems.append(f"{label}: the master names {[u for _, u in variants]}")
+        for attributes, _ in variants:
+            for attribute in ("BANDWIDTH=", "AVERAGE-BANDWIDTH=", "RESOLUTION=", 'CODECS="avc1.', "FRAME-RATE="):
+                if attribute not in attributes:
+                    self.problems.append(f"{label}: a variant lacks {attribute}: {attributes}")
+        duration = result["metadata"]["durationSeconds"]
+        for rung in expect["rungs"]:
+            playlist = self.text_of(made[rung]["key"])
+            segments_file = f"{rung}-media.m4s"
+            size = made[f"{rung}-media"]["size"]
+            target = int(re.search(r"#EXT-X-TARGETDURATION:(\d+)", playlist).group(1))
+            extinf = [float(d) for d in re.findall(r"#EXTINF:([\d.]+),", playlist)]
+            ranges = [(int(n), int(o)) for n, o in re.findall(r"#EXT-X-BYTERANGE:(\d+)@(\d+)", playlist)]
+            uris = {line for line in playlist.splitlines() if line and not line.startswith("#")}
+            if "#EXT-X-PLAYLIST-TYPE:VOD" not in playlist or "#EXT-X-ENDLIST" not in playlist:
+                self.problems.append(f"{label}: {rung} is not a finished VOD playlist")
+            if uris != {segments_file} or f'#EXT-X-MAP:URI="{segments_file}"' not in playlist:
+                self.problems.append(f"{label}: {rung} does not address its segments as {segments_file}: {uris}")
+            if any(round(d) > target for d in extinf) or target > expect["segment"] + 1:
+                self.problems.append(f"{label}: {rung} has segments {extinf} against a target of {target}")
+            if abs(sum(extinf) - duration) > target:
+                self.problems.append(f"{label}: {rung} lasts {sum(extinf)} s, the video {duration} s")
+            if not ranges or any(o + n > size for n, o in ranges):
+                self.problems.append(f"{label}: {rung}'s byte ranges fall outside its {size} bytes")
+        vtt = self.text_of(made[expect["storyboard"]]["key"])
+        cues = re.findall(r"([\d:.]+) --> ([\d:.]+)\n(\S+)#xywh=\d+,\d+,\d+,\d+", vtt)
+        clock = lambda t: sum(float(p) * 60 ** i for i, p in enumerate(reversed(t.split(":"))))
+        if not vtt.startswith("WEBVTT") or not cues or {c[2] for c in cues} != {f"{expect['storyboard']}-sprite.jpg"}:
+            self.problems.append(f"{label}: the storyboard is not WebVTT over its sprite: {vtt[:200]!r}")
+        elif clock(cues[0][0]) != 0 or abs(clock(cues[-1][1]) - duration) > 0.05:
+            self.problems.append(f"{label}: the storyboard covers {cues[0][0]} to {cues[-1][1]}, the video {duration} s")
+        with tempfile.TemporaryDirectory() as folder:
+            for output in result["outputs"]:
+                self.s3.download_file(self.bucket, output["key"], os.path.join(folder, output["key"].rsplit("/", 1)[1]))
+            played = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", os.path.join(folder, f"{expect['master']}.m3u8"),
+                                     "-map", "0", "-f", "null", "-"], capture_output=True, text=True)
+            if played.returncode != 0 or played.stderr.strip():
+                self.problems.append(f"{label}: ffmpeg could not play the stream from the store: {played.stderr[-500:]}")
 
     def dead_letters(self, kind):
         """Takes the messages off the type's dead-letter queue: (x-first-death-reason, body) pairs."""
@@ -252,6 +308,17 @@ def main():
     backend.submit("videos", env["VIDEO_FILE"], "mp4", video_recipe,
                    {"label": "a clip; the 2160p rung is above it", "status": "completed", "outputs": ["poster", "low"],
                     "formats": {"poster": "webp", "low": "mp4"}})
+    # PROTOCOL.md section 4: a stream only (no MP4), HLS in 2 s segments, and a storyboard.
+    stream_recipe = {"poster": {"name": "poster", "width": 160, "height": 160},
+                     "renditions": [{"name": "low", "height": 120}, {"name": "mid", "height": 180}],
+                     "mp4": False, "hls": {"name": "stream", "segmentSeconds": 2}, "storyboard": {"name": "scrub", "width": 64}}
+    backend.submit("videos", env["VIDEO_FILE"], "mp4", stream_recipe,
+                   {"label": "a stream and a storyboard", "status": "completed",
+                    "outputs": ["poster", "stream", "stream-low", "stream-low-media", "stream-mid", "stream-mid-media",
+                                "scrub", "scrub-sprite"],
+                    "formats": {"poster": "webp", "stream": "m3u8", "stream-low": "m3u8", "stream-low-media": "m4s",
+                                "stream-mid": "m3u8", "stream-mid-media": "m4s", "scrub": "vtt", "scrub-sprite": "jpeg"},
+                    "hls": {"master": "stream", "rungs": ["stream-low", "stream-mid"], "segment": 2, "storyboard": "scrub"}})
     # PROTOCOL.md section 4: a cover crop (attention), a responsive set (a width above the 400 px source is skipped),
     # and AVIF at a chosen effort; the metadata carries a ThumbHash and the dominant colour.
     chosen_recipe = {"outputs": [{"name": "avatar", "format": "webp", "width": 64, "height": 64, "fit": "cover", "position": "attention"},

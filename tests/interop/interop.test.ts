@@ -85,6 +85,7 @@ test('a Python backend that knows only PROTOCOL.md and the JSON Schemas drives b
     'a photo': 'completed',
     'a crop, a set and AVIF': 'completed',
     'a clip; the 2160p rung is above it': 'completed',
+    'a stream and a storyboard': 'completed',
     'a missing original': 'failed',
     'format jpg': 'failed',
   })

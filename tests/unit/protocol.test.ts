@@ -236,6 +236,19 @@ describe('the rules a request is held to', () => {
     }
     expect(refused(recipe('poster', ['360p']))).toBeNull()
     expect(refused(recipe('poster', ['360p', '360p']))).toContain('rendition names must be unique')
-    expect(refused(recipe('360p', ['360p']))).toContain('the poster and a rendition must not share a name')
+    expect(refused(recipe('360p', ['360p']))).toContain('two outputs would be named 360p')
+    // The stream's own outputs are named after its rungs: those names are taken too, and must fit 32 characters.
+    const streamed = (extra: object, renditions = ['360p']) => {
+      const value = recipe('poster', renditions)
+      return { ...value, recipe: { ...value.recipe, ...extra } }
+    }
+    expect(refused(streamed({ hls: { name: 'hls' }, storyboard: { name: 'storyboard' } }))).toBeNull()
+    expect(refused(streamed({ hls: { name: 'hls' } }, ['360p', 'hls-360p']))).toContain(
+      'two outputs would be named hls-360p:'
+    )
+    expect(refused(streamed({ hls: { name: 'h'.repeat(30) } }))).toContain('longer than 32 characters')
+    expect(refused(streamed({ storyboard: { name: 'poster' } }))).toContain('two outputs would be named poster')
+    expect(refused(streamed({ mp4: false }))).toContain('must ask for hls')
+    expect(refused(streamed({ mp4: false, hls: { name: 'hls', segmentSeconds: 5 } }))).toContain('segmentSeconds')
   })
 })

@@ -1,6 +1,17 @@
-/** The video processor's pure rules: which rungs to make and at what size, and the poster's size. */
+/**
+ * The video processor's pure rules: which rungs to make and at what size, the poster's size, and the transcode's
+ * keyframes (the command is built, not run).
+ */
 import { describe, expect, test } from 'bun:test'
-import { planRenditions, posterSize } from '../../services/videos/main.ts'
+import {
+  ffmpegArgv,
+  keyframeFrames,
+  planRenditions,
+  planStoryboard,
+  posterSize,
+  transcodeCommand,
+  type Probed,
+} from '../../services/videos/main.ts'
 
 const LADDER = [
   { name: '360p', height: 360 },
@@ -56,5 +67,78 @@ describe('posterSize', () => {
       height: 1280,
     })
     expect(posterSize({ width: 1280, height: 1280 }, { width: 320, height: 240 })).toEqual({ width: 320, height: 240 })
+  })
+})
+
+describe('the transcode', () => {
+  const probed: Probed = {
+    metadata: {
+      container: 'mp4',
+      durationSeconds: 10,
+      width: 1280,
+      height: 720,
+      frameRate: 29.97,
+      videoCodec: 'h264',
+      audioCodec: 'aac',
+      bitrate: 1_000_000,
+      rotation: 0,
+    },
+    demuxer: 'mov',
+    videoIndex: 0,
+    encodeFrameRate: 30000 / 1001,
+    audio: { index: 1, channels: 2 },
+    color: {},
+  }
+  const plan = planRenditions(
+    [
+      { name: '360p', height: 360 },
+      { name: '720p', height: 720 },
+    ],
+    probed.metadata
+  ).map((p) => ({ ...p, file: `/work/${p.name}.mp4` }))
+  const limits = { maxSeconds: 3600, maxPixels: 4096 * 2160 }
+
+  test('keyframes every 2 s of time on every rung, none at scene cuts, none between', async () => {
+    const run = await transcodeCommand('/work/original', probed, plan, limits)
+    expect(run.outputs).toHaveLength(2)
+    for (const output of run.outputs) {
+      const option = (name: string) => output.options[output.options.indexOf(name) + 1]
+      expect(option('-force_key_frames')).toBe('expr:gte(t,n_forced*2)')
+      expect(option('-sc_threshold')).toBe('0')
+      expect([option('-g'), option('-keyint_min')]).toEqual(['60', '60'])
+    }
+  })
+
+  test('the keyframe interval in frames: 2 s at the encoded rate, rounded up; 60 fps worth when unknown', () => {
+    expect([30, 30000 / 1001, 24000 / 1001, 25, 25.2, 60, 0].map(keyframeFrames)).toEqual([
+      60, 60, 48, 50, 51, 120, 120,
+    ])
+  })
+
+  test('the storyboard is one more branch of the split, written as one JPEG', async () => {
+    const storyboard = { plan: planStoryboard(10, plan[1]!), sprite: '/work/sb-sprite.jpg', tiles: '/work/.tiles' }
+    const run = await transcodeCommand('/work/original', probed, plan, limits, storyboard)
+    expect(run.filterGraph).toContain('split=3[s0][s1][s2];')
+    expect(run.filterGraph).toContain(
+      '[s2]fps=1/1:round=up,scale=160:90,setsar=1,format=yuvj420p,trim=end_frame=10,metadata=mode=add:key=tile:value=1,metadata=mode=print:file=/work/.tiles,tile=10x1[sb]'
+    )
+    expect(ffmpegArgv(run).slice(-16)).toEqual([
+      '-map',
+      '[sb]',
+      '-frames:v',
+      '1',
+      '-c:v',
+      'mjpeg',
+      '-q:v',
+      '5',
+      '-map_metadata',
+      '-1',
+      '-f',
+      'image2',
+      '-update',
+      '1',
+      '-y',
+      '/work/sb-sprite.jpg',
+    ])
   })
 })

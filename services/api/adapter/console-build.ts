@@ -2,7 +2,8 @@
  * Builds the web console (`console/`) into the files `routes/console.ts` serves: its TypeScript bundled for browsers
  * by Bun's bundler (`Bun.build`, in memory), its page, styles and icon as they are. Built once, on first use, so an
  * API that never serves the console never pays for it. On a runtime without Bun's bundler (the API on Deno) the
- * console is unavailable, and says so.
+ * console is unavailable, and says so. What only some pages need (the HLS player, hls.js: ~390 KB) is split into
+ * chunks (`chunk-<hash>.js`) the page imports when it first needs them.
  */
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -15,6 +16,9 @@ export interface ConsoleFile {
   etag: string
 }
 export type ConsoleFiles = { files: Map<string, ConsoleFile> } | { unavailable: string }
+
+/** The names the console's files may have: its page's own, and the bundler's chunks. */
+export const CONSOLE_FILE_NAME = /^(?:app\.js|app\.css|icon\.svg|chunk-[a-z0-9]{1,32}\.js)$/
 
 const DIR = join(import.meta.dir ?? new URL('.', import.meta.url).pathname, '..', 'console')
 const STATIC: Record<string, string> = {
@@ -41,6 +45,8 @@ async function build(): Promise<ConsoleFiles> {
     target: 'browser',
     minify: true,
     sourcemap: 'none',
+    splitting: true,
+    naming: { entry: 'app.[ext]', chunk: 'chunk-[hash].[ext]' },
   })
   // A build error is ours, not the caller's: it fails loudly (500, logged) rather than serving half a console.
   if (!result.success)
@@ -48,7 +54,10 @@ async function build(): Promise<ConsoleFiles> {
   const files = new Map<string, ConsoleFile>()
   const add = async (name: string, type: string, body: Uint8Array) =>
     files.set(name, { body, gzipped: bun.gzipSync(body as Uint8Array<ArrayBuffer>), type, etag: await etagOf(body) })
-  await add('app.js', 'text/javascript; charset=utf-8', new Uint8Array(await result.outputs[0]!.arrayBuffer()))
+  for (const output of result.outputs) {
+    const name = output.path.slice(output.path.lastIndexOf('/') + 1)
+    await add(name, 'text/javascript; charset=utf-8', new Uint8Array(await output.arrayBuffer()))
+  }
   for (const [name, type] of Object.entries(STATIC))
     await add(name, type, new Uint8Array(await readFile(join(DIR, name))))
   return { files }

@@ -22,6 +22,18 @@ export interface Links {
   verify(id: string, name: string, expiresAt: number, signature: string): Promise<boolean>
 }
 
+/**
+ * The whole link to output `name` of media `id` on `origin`, valid until `expiresAt` (epoch seconds); its path ends
+ * in `file` (the output's file name, for players that judge a URL by its extension) or the name.
+ */
+export const signedUrl = async (
+  links: Pick<Links, 'sign'>,
+  origin: string,
+  target: { id: string; name: string; file?: string },
+  expiresAt: number
+) =>
+  `${origin}${LINKS_PATH}/${target.id}/${target.file ?? target.name}?${await links.sign(target.id, target.name, expiresAt)}`
+
 export function createLinks(coordination: Pick<CoordinationRepo, 'sharedSecret'>): Links {
   let key: Promise<CryptoKey> | undefined
   const hmacKey = () =>

@@ -124,6 +124,42 @@ export const OutputLinkSchema = v.pipe(
   v.metadata({ ref: 'OutputLink' })
 )
 
+const SignedUrl = (what: string) =>
+  v.pipe(v.string(), v.url(), v.description(`${what}: a signed link, no API key needed, until expiresAt.`))
+
+export const PlaybackSchema = v.pipe(
+  v.object({
+    hls: v.pipe(
+      v.nullable(SignedUrl('The HLS master playlist')),
+      v.description(
+        'The HLS master playlist (for hls.js, Safari, a native player): every address in it, and in the playlists it names, is a link that expires with it. Null when the video was made without a stream.'
+      )
+    ),
+    storyboard: v.pipe(
+      v.nullable(SignedUrl('The storyboard')),
+      v.description(
+        'A WebVTT file whose cues map time ranges to regions of one sprite (`<link>#xywh=x,y,w,h`): previews for the seek bar. Null when none was made.'
+      )
+    ),
+    poster: v.nullable(SignedUrl('The poster (WebP)')),
+    downloads: v.pipe(
+      v.array(
+        v.object({
+          name: v.string(),
+          width: v.number(),
+          height: v.number(),
+          size: v.pipe(v.number(), v.description('Bytes.')),
+          url: SignedUrl('The progressive MP4'),
+        })
+      ),
+      v.description('The progressive MP4 of each rung, smallest first; empty when the video was made to stream only.')
+    ),
+    expiresAt: Timestamp,
+  }),
+  v.metadata({ ref: 'Playback' })
+)
+export type Playback = v.InferOutput<typeof PlaybackSchema>
+
 export const MediaListSchema = v.pipe(
   v.object({
     media: v.pipe(v.array(MediaSchema), v.description('Newest first.')),

@@ -5,19 +5,20 @@
  */
 import { Hono } from 'hono'
 import * as v from 'valibot'
-import type { ConsoleFiles } from '../adapter/console-build.ts'
+import { CONSOLE_FILE_NAME, type ConsoleFiles } from '../adapter/console-build.ts'
 import { ApiError } from '../http/errors.ts'
 import { OPEN, documenter } from '../http/openapi.ts'
 import { param } from '../http/validate.ts'
 
-const FileParams = v.object({ file: v.picklist(['app.js', 'app.css', 'icon.svg']) })
+const FileParams = v.object({ file: v.pipe(v.string(), v.regex(CONSOLE_FILE_NAME)) })
 const doc = documenter({ tag: 'console', security: OPEN, errors: [] })
 
 export function consoleRoutes(files: () => Promise<ConsoleFiles>) {
   const serve = async (name: string, request: { header(name: string): string | undefined }) => {
     const built = await files()
     if ('unavailable' in built) throw new ApiError(404, 'not_found', built.unavailable)
-    const file = built.files.get(name)!
+    const file = built.files.get(name)
+    if (!file) throw new ApiError(404, 'not_found', `the console has no file ${name}`)
     // Revalidated on each load (names carry no hash), answered 304 while unchanged.
     const headers = { 'Content-Type': file.type, 'Cache-Control': 'no-cache', ETag: file.etag, Vary: 'Accept-Encoding' }
     if (request.header('if-none-match') === file.etag) return new Response(null, { status: 304, headers })
@@ -34,18 +35,25 @@ export function consoleRoutes(files: () => Promise<ConsoleFiles>) {
 }
 
 /** The console's pages: its own script, styles and images (outputs as blob: URLs), nothing from anywhere else. */
-export const CONSOLE_CSP = {
-  defaultSrc: ["'none'"],
-  scriptSrc: ["'self'"],
-  styleSrc: ["'self'"],
-  // data: for the ThumbHash placeholders the page draws (console/src/placeholder.ts).
-  imgSrc: ["'self'", 'blob:', 'data:'],
-  mediaSrc: ["'self'", 'blob:'],
-  connectSrc: ["'self'"],
-  manifestSrc: ["'none'"],
-  baseUri: ["'none'"],
-  formAction: ["'none'"],
-  frameAncestors: ["'none'"],
+/**
+ * The console's policy. `mediaOrigins`: where else its player may fetch video and pictures from (the store's origin,
+ * when the store serves segments and sprites through presigned URLs).
+ */
+export function consoleCsp(mediaOrigins: readonly string[] = []) {
+  return {
+    defaultSrc: ["'none'"],
+    scriptSrc: ["'self'"],
+    styleSrc: ["'self'"],
+    // data: for the ThumbHash placeholders the page draws (console/src/placeholder.ts).
+    imgSrc: ["'self'", 'blob:', 'data:', ...mediaOrigins],
+    // blob: for hls.js, which plays through a MediaSource object URL.
+    mediaSrc: ["'self'", 'blob:', ...mediaOrigins],
+    connectSrc: ["'self'", ...mediaOrigins],
+    manifestSrc: ["'none'"],
+    baseUri: ["'none'"],
+    formAction: ["'none'"],
+    frameAncestors: ["'none'"],
+  }
 }
 
 export const isConsolePath = (path: string) => path === '/' || path.startsWith('/console/')

@@ -4,16 +4,16 @@
  */
 import { Hono } from 'hono'
 import * as v from 'valibot'
-import { MediaIdSchema, OutputNameSchema } from '@app/shared'
+import { MediaIdSchema } from '@app/shared'
 import type { Links } from '../auth/links.ts'
 import type { Objects } from '../s3/objects.ts'
 import type { MediaRepo } from '../store/media.ts'
 import { ApiError } from '../http/errors.ts'
 import { OPEN, documenter } from '../http/openapi.ts'
-import { RANGE_PARAMETER, outputAnswers, outputOf, sendOutput } from '../http/send-output.ts'
+import { OutputPathSchema, RANGE_PARAMETER, outputAnswers, outputOf, sendOutput } from '../http/send-output.ts'
 import { param, query } from '../http/validate.ts'
 
-const LinkParams = v.object({ id: MediaIdSchema, name: OutputNameSchema })
+const LinkParams = v.object({ id: MediaIdSchema, name: OutputPathSchema })
 const RULE = 'must be as the link was given'
 const LinkQuery = v.object({
   expires: v.pipe(
@@ -31,9 +31,23 @@ const LinkQuery = v.object({
 
 const doc = documenter({ tag: 'media', security: OPEN, errors: [400, 403, 404] })
 
-export function linkRoutes(deps: { links: Links; media: Pick<MediaRepo, 'get'>; objects: Pick<Objects, 'get'> }) {
+export interface LinkRouteDeps {
+  links: Links
+  media: Pick<MediaRepo, 'get'>
+  objects: Pick<Objects, 'get'>
+  /**
+   * Set when the store serves segments and sprites (PLAYBACK_SEGMENTS=s3): a presigned GET of a key, and the origin
+   * those URLs are on (the console's policy lets its player fetch from it).
+   */
+  segmentStore: { presign: (key: string, seconds: number) => Promise<string>; origin: string } | null
+}
+
+export function linkRoutes(deps: LinkRouteDeps) {
   return new Hono().get('/:id/:name', linkDoc, param(LinkParams, 404), query(LinkQuery), async (c) => {
-    const { id, name } = c.req.valid('param')
+    const {
+      id,
+      name: { name, file },
+    } = c.req.valid('param')
     const { expires, signature } = c.req.valid('query')
     if (!(await deps.links.verify(id, name, expires, signature))) {
       throw new ApiError(
@@ -52,7 +66,13 @@ export function linkRoutes(deps: { links: Links; media: Pick<MediaRepo, 'get'>; 
     const media = await deps.media.get(id)
     if (!media) throw new ApiError(404, 'not_found', `no media with id ${id}`)
     // A shared cache may not keep it (whoever holds the link may fetch it; nobody else), nor anyone past the expiry.
-    return sendOutput(deps.objects, media, outputOf(media, name), c.req.header('range'), left)
+    // A playlist's addresses become links that expire with this one, so a whole playback session ends together.
+    return sendOutput(deps.objects, media, outputOf(media, name, file), c.req.header('range'), left, {
+      kind: 'linked',
+      expiresAt: expires,
+      links: deps.links,
+      ...(deps.segmentStore ? { presign: deps.segmentStore.presign } : {}),
+    })
   })
 }
 

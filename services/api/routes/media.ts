@@ -8,23 +8,26 @@ import { createMiddleware } from 'hono/factory'
 import * as v from 'valibot'
 import { MediaIdSchema, OutputNameSchema } from '@app/shared'
 import type { Caller, Keyed } from '../auth/access.ts'
-import { LINK_SECONDS, LINKS_PATH, type Links } from '../auth/links.ts'
+import { LINK_SECONDS, signedUrl, type Links } from '../auth/links.ts'
 import {
   AcceptedSchema,
   MediaListSchema,
   MediaSchema,
   OutputLinkSchema,
+  PlaybackSchema,
   type Accepted,
   type MediaList,
+  type Playback,
 } from '../http/bodies.ts'
 import { ApiError } from '../http/errors.ts'
 import { uploadSlots } from '../http/limits.ts'
 import { ListQuery, encodeCursor, mediaQuery } from '../http/listing.ts'
 import { followMedia } from '../http/media-events.ts'
 import { API_KEY, documenter, jsonAnswer } from '../http/openapi.ts'
+import { playbackOf, playbackSeconds } from '../playback/playback.ts'
 import type { PaceRule } from '../uploads/pace.ts'
 import { present } from '../http/present.ts'
-import { RANGE_PARAMETER, outputAnswers, outputOf, sendOutput } from '../http/send-output.ts'
+import { OutputPathSchema, RANGE_PARAMETER, outputAnswers, outputOf, sendOutput } from '../http/send-output.ts'
 import { json, param, query } from '../http/validate.ts'
 import { cancelJob, deleteMedia, type CancelDeps } from '../jobs/cancel.ts'
 import { reprocessMedia } from '../jobs/reprocess.ts'
@@ -62,20 +65,30 @@ function presetsHeader(header: string | undefined): string[] | null {
 /** A malformed id names no media, so it answers as an unknown one does: 404. */
 const MediaParams = v.object({ id: MediaIdSchema })
 const OutputParams = v.object({ id: MediaIdSchema, name: OutputNameSchema })
+const OutputFileParams = v.object({ id: MediaIdSchema, name: OutputPathSchema })
 const SECONDS_RULE = `must be a whole number of seconds from ${LINK_SECONDS.min} to ${LINK_SECONDS.max}`
+const Seconds = (description: string) =>
+  v.pipe(
+    v.string(SECONDS_RULE),
+    v.regex(/^\d{1,7}$/, SECONDS_RULE),
+    v.transform(Number),
+    v.minValue(LINK_SECONDS.min, SECONDS_RULE),
+    v.maxValue(LINK_SECONDS.max, SECONDS_RULE),
+    v.description(description)
+  )
 const LinkQuery = v.object({
   expiresIn: v.optional(
-    v.pipe(
-      v.string(SECONDS_RULE),
-      v.regex(/^\d{1,7}$/, SECONDS_RULE),
-      v.transform(Number),
-      v.minValue(LINK_SECONDS.min, SECONDS_RULE),
-      v.maxValue(LINK_SECONDS.max, SECONDS_RULE),
-      v.description(
-        `How long the link works, in seconds: ${LINK_SECONDS.min} to ${LINK_SECONDS.max} (${LINK_SECONDS.default} when not given).`
-      )
+    Seconds(
+      `How long the link works, in seconds: ${LINK_SECONDS.min} to ${LINK_SECONDS.max} (${LINK_SECONDS.default} when not given).`
     ),
     String(LINK_SECONDS.default)
+  ),
+})
+const PlaybackQuery = v.object({
+  expiresIn: v.optional(
+    Seconds(
+      `How long the links work, in seconds: ${LINK_SECONDS.min} to ${LINK_SECONDS.max} (when not given, ${LINK_SECONDS.default} or twice the video's duration, whichever is longer).`
+    )
   ),
 })
 
@@ -184,17 +197,31 @@ export function mediaRoutes(deps: MediaRouteDeps, keyed: Keyed) {
         const media = await findMedia(deps, id, c.get('tenant'))
         outputOf(media, name)
         const expiresAt = Math.floor(Date.now() / 1000) + c.req.valid('query').expiresIn
-        const url = `${new URL(c.req.url).origin}${LINKS_PATH}/${media.id}/${name}?${await deps.links.sign(media.id, name, expiresAt)}`
+        const url = await signedUrl(deps.links, new URL(c.req.url).origin, { id: media.id, name }, expiresAt)
         return c.json(
           { url, expiresAt: new Date(expiresAt * 1000).toISOString() } satisfies v.InferOutput<typeof OutputLinkSchema>,
           200
         )
       })
 
-      .get('/:id/outputs/:name', outputDoc, param(OutputParams, 404), async (c) => {
-        const { id, name } = c.req.valid('param')
+      /** Signed links to play the video with no key: HLS, storyboard, poster, downloads (playback/playback.ts). */
+      .get('/:id/playback', playbackDoc, param(MediaParams, 404), query(PlaybackQuery), async (c) => {
+        const media = await findMedia(deps, c.req.valid('param').id, c.get('tenant'))
+        const seconds = c.req.valid('query').expiresIn ?? playbackSeconds(media)
+        const expiresAt = Math.floor(Date.now() / 1000) + seconds
+        const origin = new URL(c.req.url).origin
+        return c.json((await playbackOf(media, { origin, expiresAt, links: deps.links })) satisfies Playback, 200)
+      })
+
+      .get('/:id/outputs/:name', outputDoc, param(OutputFileParams, 404), async (c) => {
+        const {
+          id,
+          name: { name, file },
+        } = c.req.valid('param')
         const media = await findMedia(deps, id, c.get('tenant'))
-        return sendOutput(deps.objects, media, outputOf(media, name), c.req.header('range'), 86_400)
+        // A playlist's addresses are its outputs' file names, beside it under this route (a player sends the key).
+        const output = outputOf(media, name, file)
+        return sendOutput(deps.objects, media, output, c.req.header('range'), 86_400, { kind: 'keyed' })
       })
   )
 }
@@ -320,6 +347,15 @@ const eventsDoc = doc({
     },
   },
   errors: [404],
+})
+
+const playbackDoc = doc({
+  operationId: 'getPlayback',
+  summary: 'Signed links to play a video with no API key: HLS, storyboard, poster and downloads',
+  description:
+    'Give `hls` to hls.js or to a native player (`<video src>` on Safari): the playlists are served with every address in them rewritten into a link with the same expiry, and segments are fetched by byte range (206). Past `expiresAt`, or with a link changed in any way, the links answer 403: ask again. Any API instance serves them. While a reprocess runs the current outputs are played.',
+  responses: { 200: jsonAnswer('The links.', PlaybackSchema) },
+  errors: [400, 404, 409],
 })
 
 const outputDoc = doc({

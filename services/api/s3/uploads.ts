@@ -1,11 +1,13 @@
 /**
  * S3 for direct uploads: presigned URLs the client uploads with (a single PUT, or the parts of a multipart upload),
- * and the multipart calls the API makes for it. Presigning is local (no request); the multipart calls are requests.
+ * and the multipart calls the API makes for it; and the presigned GETs a player fetches segments with when the store
+ * serves them (playback/addresses.ts). Presigning is local (no request); the multipart calls are requests.
  */
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
+  GetObjectCommand,
   ListPartsCommand,
   PutObjectCommand,
   UploadPartCommand,
@@ -38,6 +40,9 @@ export function createS3Uploads(client: S3Client, bucket: string) {
       if (!UploadId) throw new Error('S3 returned no upload id')
       return UploadId
     },
+    /** A URL to GET the object for `seconds` (a Range header still works: it is not signed). */
+    presignGet: (key: string, seconds: number) =>
+      getSignedUrl(client, new GetObjectCommand({ Bucket, Key: key }), { expiresIn: seconds }),
     presignPart: (key: string, uploadId: string, partNumber: number) =>
       getSignedUrl(client, new UploadPartCommand({ Bucket, Key: key, UploadId: uploadId, PartNumber: partNumber }), {
         expiresIn,

@@ -146,13 +146,16 @@ export function createMediaRepo(db: Db, jobs: JobChanges): MediaRepo {
     addJob: (job) =>
       jobs.change(async (tx) => {
         const latest = await tx.get(
-          `SELECT id, status FROM jobs WHERE media_id = ? ORDER BY created_at DESC LIMIT 1${db.lockRows}`,
+          `SELECT id, status, created_at FROM jobs WHERE media_id = ? ORDER BY created_at DESC LIMIT 1${db.lockRows}`,
           [job.mediaId]
         )
         if (!latest) return { outcome: 'missing' as const }
         if (!isFinal(latest.status as JobStatus))
           return { outcome: 'busy' as const, jobId: String(latest.id), status: latest.status as JobStatus }
-        await insertJob(tx, job, isoNow())
+        // A media's jobs are ordered by when they were made: the new one is made later than the latest even when
+        // the clock reads the same millisecond, so "the newest job" is never a tie.
+        const after = new Date(latest.created_at as string | Date).getTime() + 1
+        await insertJob(tx, job, new Date(Math.max(Date.now(), after)).toISOString())
         await jobs.record(tx, job.jobId, 'queued', 'reprocess')
         await insertOutbox(tx, job.request, Date.now())
         tx.changed(job.mediaId)

@@ -21,6 +21,7 @@ import {
 } from '@app/shared'
 import { ApiError } from '../http/errors.ts'
 import type { PresetKind, PresetRepo } from '../store/presets.ts'
+import { VIDEO_OUTPUTS } from './video-outputs.ts'
 
 const NAME_RULE = 'must be 1-32 of a-z, 0-9, "_" and "-", starting with a letter or digit'
 /** A preset's name: what an output may be named too (a one-output preset names its output). `defaults` is taken. */
@@ -74,6 +75,9 @@ export const ImagePresetSchema = v.object({
   ),
 })
 
+/** How a video preset's rungs are delivered: as a stream, as files to download, or both. */
+export const VIDEO_DELIVERIES = ['hls', 'mp4', 'both'] as const
+
 export const VideoPresetSchema = v.object({
   kind: v.literal('video'),
   renditions: v.pipe(
@@ -87,6 +91,20 @@ export const VideoPresetSchema = v.object({
     v.pipe(
       v.object({ width: int(16, 8192, 'poster width'), height: int(16, 8192, 'poster height') }),
       v.description('The box the WebP poster fits inside (default 1280×1280).')
+    )
+  ),
+  delivery: v.optional(
+    v.pipe(
+      v.picklist(VIDEO_DELIVERIES, `delivery must be one of ${VIDEO_DELIVERIES.join(', ')}`),
+      v.description(
+        'hls: a stream (an HLS master playlist over every rung); mp4: a progressive MP4 per rung (downloads); both (the default).'
+      )
+    )
+  ),
+  storyboard: v.optional(
+    v.pipe(
+      v.boolean('storyboard must be true or false'),
+      v.description('Whether to make a storyboard (a sprite and WebVTT for previews on the seek bar); default true.')
     )
   ),
 })
@@ -252,9 +270,13 @@ function videoRecipe(names: string[], presets: Map<string, PresetDefinition>): V
   if (names.length > 1)
     throw problem(`a video takes one preset (its renditions and poster); ${names.join(' and ')} are both video presets`)
   const preset = presets.get(names[0]!) as VideoPreset
+  const delivery = preset.delivery ?? 'both'
   return {
-    poster: { name: 'poster', ...(preset.poster ?? POSTER) },
+    poster: { name: VIDEO_OUTPUTS.poster, ...(preset.poster ?? POSTER) },
     renditions: preset.renditions.map((height) => ({ name: `${height}p`, height })),
+    mp4: delivery !== 'hls',
+    ...(delivery !== 'mp4' ? { hls: { name: VIDEO_OUTPUTS.hls } } : {}),
+    ...(preset.storyboard !== false ? { storyboard: { name: VIDEO_OUTPUTS.storyboard } } : {}),
   }
 }
 

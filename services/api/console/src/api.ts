@@ -5,7 +5,7 @@
 import { createClient, type ErrorBody } from '../../client.ts'
 import { keyHeaders, session } from './session.ts'
 
-export type { Media } from '../../client.ts'
+export type { Media, Playback } from '../../client.ts'
 
 /** What an error answer (or no answer) said: its status (0: no answer), code and message. */
 export class Problem extends Error {

@@ -6,6 +6,7 @@
  */
 import { problemOf, send, type Media } from './api.ts'
 import { keyHeaders } from './session.ts'
+import { VIDEO_OUTPUTS } from '../../uploads/video-outputs.ts'
 
 export type Output = Media['outputs'][number]
 const KEEP = 120
@@ -41,15 +42,13 @@ async function loadOutput(output: Output): Promise<string> {
   return URL.createObjectURL(await res.blob())
 }
 
-/** The small picture of a media: its smallest image output (an image's thumb, a video's poster), if any. */
+/** The small picture of a media: its smallest image output (an image's thumb), a video's poster, if any. */
 export const thumbnailOf = (media: Media) => imagesOf(media)[0]
 /** The large picture: its largest image output. */
 export const previewOf = (media: Media) => imagesOf(media).at(-1)
-/** Its video renditions, smallest first. */
-export const renditionsOf = (media: Media) =>
-  media.outputs.filter((o) => o.contentType.startsWith('video/')).sort((a, b) => a.height - b.height)
 
+/** Its pictures, smallest first: an image's outputs; a video's poster (not its storyboard's sprite). */
 const imagesOf = (media: Media) =>
   media.outputs
-    .filter((o) => o.contentType.startsWith('image/'))
+    .filter((o) => o.contentType.startsWith('image/') && (media.kind !== 'video' || o.name === VIDEO_OUTPUTS.poster))
     .sort((a, b) => a.width * a.height - b.width * b.height)

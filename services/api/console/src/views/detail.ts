@@ -1,16 +1,15 @@
 /**
- * One media: the picture (an image's preview) or a player (a video, with each rendition to choose), its progress
+ * One media: the picture (an image's preview) or a player (a video: player.ts), its progress
  * live while it runs, why it failed and what to do, its outputs and metadata, and buttons to cancel and delete.
  */
+import { OUTPUT_FORMATS } from '../../../../../shared/outputs.ts'
 import { api, read, type Media, type Problem } from '../api.ts'
 import { announce, bytes, fill, h, seconds, when } from '../dom.ts'
 import { follow, isFinal } from '../events.ts'
-import { outputUrl, previewOf, renditionsOf, type Output } from '../outputs.ts'
+import { outputUrl, previewOf, type Output } from '../outputs.ts'
 import { showPlaceholder } from '../placeholder.ts'
+import { videoPlayer } from '../player.ts'
 import { badge, failure, progressBar, progressLine } from '../status.ts'
-
-/** How long a video's link works: a long film, paused a while, still plays to its end. */
-const VIDEO_LINK_SECONDS = 12 * 3_600
 
 export function detailView(main: HTMLElement, id: string): () => void {
   const stop = new AbortController()
@@ -97,11 +96,14 @@ export function detailView(main: HTMLElement, id: string): () => void {
     else announce(`${media.filename ?? 'The media'} is ${media.status}`)
   }
 
-  /** The picture or the player. */
+  /** The picture or the player (a video plays once it has outputs: while a reprocess runs, the current ones). */
   function stage(media: Media) {
-    const renditions = renditionsOf(media)
+    if (media.kind === 'video') {
+      return media.outputs.length
+        ? videoPlayer(media, { signal: stop.signal, say: (text) => (message.textContent = text) })
+        : null
+    }
     const preview = previewOf(media)
-    if (renditions.length) return player(media, renditions, preview)
     if (!preview) return null
     const img = h('img', {
       class: 'preview',
@@ -121,58 +123,6 @@ export function detailView(main: HTMLElement, id: string): () => void {
     )
     showPlaceholder(img, media)
     return figure
-  }
-
-  /**
-   * The video streams from a signed link (the player asks for ranges as it plays and seeks), so nothing is held in
-   * the page's memory however long the video is.
-   */
-  function player(media: Media, renditions: Output[], poster: Output | undefined) {
-    const video = h('video', {
-      controls: true,
-      preload: 'metadata',
-      playsinline: true,
-      width: renditions.at(-1)!.width,
-      height: renditions.at(-1)!.height,
-      'aria-label': `Video: ${media.filename ?? 'the video'}`,
-    })
-    const choice = h(
-      'select',
-      { id: 'rendition' },
-      renditions.map((r, i) =>
-        h(
-          'option',
-          { value: String(i), selected: i === renditions.length - 1 },
-          `${r.name}: ${r.width}×${r.height}, ${bytes(r.size)}`
-        )
-      )
-    )
-    const play = async (rendition: Output) => {
-      const at = video.currentTime
-      try {
-        const res = await api.v1.media[':id'].outputs[':name'].link.$get(
-          { param: { id: media.id, name: rendition.name }, query: { expiresIn: String(VIDEO_LINK_SECONDS) } },
-          { init: { signal: stop.signal } }
-        )
-        video.src = (await read<{ url: string }>(res)).url
-        video.currentTime = at
-      } catch (error) {
-        if (!stop.signal.aborted) message.textContent = `The video could not be loaded: ${(error as Problem).message}`
-      }
-    }
-    choice.addEventListener('change', () => void play(renditions[Number(choice.value)]!))
-    if (poster)
-      void outputUrl(poster).then(
-        (url) => video.setAttribute('poster', url),
-        () => {}
-      )
-    void play(renditions.at(-1)!)
-    return h(
-      'figure',
-      { class: 'stage' },
-      video,
-      h('figcaption', null, h('label', { for: 'rendition' }, 'Rendition '), choice)
-    )
   }
 
   async function cancel(media: Media) {
@@ -286,7 +236,9 @@ async function download(output: Output, media: Media, message: HTMLElement) {
     const { url } = await read<{ url: string }>(
       await api.v1.media[':id'].outputs[':name'].link.$get({ param: { id: media.id, name: output.name }, query: {} })
     )
-    const extension = output.contentType.split('/')[1]?.replace('jpeg', 'jpg') ?? 'bin'
+    // The extension of the output's format (a segment file, video/mp4 like an MP4, is a fragmented MP4: it plays as one).
+    const format = Object.values(OUTPUT_FORMATS).find((f) => f.contentType === output.contentType)
+    const extension = format?.extension ?? 'bin'
     const base = (media.filename ?? media.id).replace(/\.[^.]+$/, '')
     h('a', { href: url, download: `${base}-${output.name}.${extension}` }).click()
   } catch (error) {
