@@ -11,7 +11,7 @@ import { ensureDevKey } from '../services/api/auth/dev-key.ts'
 import { openStore } from '../services/api/store/open.ts'
 import { LOCAL_S3_CREDENTIALS, startS3Server, type LocalS3 } from './s3-server.ts'
 
-const SERVICES = ['api', 'images', 'videos'] as const
+const SERVICES = ['api', 'images', 'videos', 'audio'] as const
 const root = resolve(import.meta.dir, '..')
 const env: Record<string, string | undefined> = { ...process.env }
 const dataDir = resolve(env.DATA_DIR ?? './.data')
@@ -56,6 +56,7 @@ await showDevKey()
 const METRICS_PORTS: Partial<Record<(typeof SERVICES)[number], string>> = {
   images: env.IMAGES_METRICS_PORT ?? '9101',
   videos: env.VIDEOS_METRICS_PORT ?? '9102',
+  audio: env.AUDIO_METRICS_PORT ?? '9103',
 }
 /**
  * libvips allocates through glibc's malloc, which gives each of its threads an arena of its own and keeps what they

@@ -470,6 +470,146 @@ export const VideoMetadataSchema = v.object({
 })
 export type VideoMetadata = v.InferOutput<typeof VideoMetadataSchema>
 
+// ── Audio ──────────────────────────────────────────────────────────────────────────────────────────────────────
+
+/** What normalising means when a recipe does not say: EBU R 128's streaming target, as podcasts use. */
+export const AUDIO_LOUDNESS_DEFAULTS = { targetLufs: -16, truePeakDb: -1.5, maxGainDb: 20 } as const
+/** Waveform pairs when a recipe does not say: enough for a wide player, small as JSON. */
+export const AUDIO_PEAKS_DEFAULT_PAIRS = 2000
+
+type AudioRecipeShape = {
+  aac?: { name: string }
+  opus?: { name: string }
+  peaks?: { name: string }
+  cover?: { name: string }
+}
+/** Every output an audio recipe may make, with its format (the cover only when the file embeds one). */
+export function audioOutputsOf(recipe: AudioRecipeShape): { name: string; format: OutputFormat }[] {
+  return [
+    ...(recipe.aac ? [{ name: recipe.aac.name, format: 'm4a' as const }] : []),
+    ...(recipe.opus ? [{ name: recipe.opus.name, format: 'webm' as const }] : []),
+    ...(recipe.peaks ? [{ name: recipe.peaks.name, format: 'json' as const }] : []),
+    ...(recipe.cover ? [{ name: recipe.cover.name, format: 'webp' as const }] : []),
+  ]
+}
+
+export const AudioRequestSchema = v.object({
+  version: v.literal(1),
+  jobId: JobIdSchema,
+  mediaId: MediaIdSchema,
+  source: SourceSchema,
+  output: OutputTargetSchema,
+  recipe: v.pipe(
+    v.object({
+      aac: v.optional(
+        v.pipe(
+          v.object({
+            name: OutputNameSchema,
+            bitrate: v.optional(v.pipe(int(32, 320), v.description('kbit/s; default 128.'))),
+          }),
+          v.description('AAC-LC at 48 kHz in MP4 (<name>.m4a, faststart): plays everywhere, podcast apps included.')
+        )
+      ),
+      opus: v.optional(
+        v.pipe(
+          v.object({
+            name: OutputNameSchema,
+            bitrate: v.optional(v.pipe(int(16, 256), v.description('kbit/s; default 96.'))),
+          }),
+          v.description('Opus at 48 kHz in WebM (<name>.webm): smaller, for browsers.')
+        )
+      ),
+      peaks: v.optional(
+        v.pipe(
+          v.object({
+            name: OutputNameSchema,
+            maxPairs: v.optional(
+              v.pipe(int(100, 20000), v.description('The most min/max pairs the waveform holds; default 2000.'))
+            ),
+          }),
+          v.description("Waveform peaks (<name>.json) in the BBC audiowaveform format's JSON, version 2, 8-bit.")
+        )
+      ),
+      cover: v.optional(
+        v.pipe(
+          v.object({ name: OutputNameSchema, width: int(16, 4096), height: int(16, 4096) }),
+          v.description(
+            'The embedded cover art as WebP (<name>.webp) fitted inside width × height, never upscaled; left out when the file has none.'
+          )
+        )
+      ),
+      loudness: v.optional(
+        v.pipe(
+          v.object({
+            targetLufs: v.optional(
+              v.pipe(v.number(), v.minValue(-40), v.maxValue(-5), v.description('Integrated loudness; default -16.'))
+            ),
+            truePeakDb: v.optional(
+              v.pipe(v.number(), v.minValue(-9), v.maxValue(0), v.description('True-peak ceiling, dBTP; default -1.5.'))
+            ),
+            maxGainDb: v.optional(
+              v.pipe(
+                v.number(),
+                v.minValue(0),
+                v.maxValue(40),
+                v.description('The most gain applied, dB; default 20 (so noise is not blown up).')
+              )
+            ),
+          }),
+          v.description('Normalise the outputs to this loudness. Absent: no gain (the loudness is still measured).')
+        )
+      ),
+    }),
+    v.check((recipe) => !!(recipe.aac || recipe.opus || recipe.peaks), 'a recipe asks for aac, opus or peaks'),
+    v.check((recipe) => {
+      const names = audioOutputsOf(recipe).map((o) => o.name)
+      return new Set(names).size === names.length
+    }, 'output names must be unique'),
+    v.description('The encodings, the waveform, the cover and the loudness; every output has a name of its own.')
+  ),
+})
+export type AudioRequest = v.InferOutput<typeof AudioRequestSchema>
+
+const Tag = v.optional(v.pipe(v.string(), v.maxLength(1000)))
+/** What the processor learned of a sound file. */
+export const AudioMetadataSchema = v.object({
+  container: v.pipe(v.string(), v.description('The source format the file was read as.')),
+  durationSeconds: v.pipe(
+    v.number(),
+    v.minValue(0),
+    v.description('What decodes, which is what plays: headers may claim otherwise.')
+  ),
+  sampleRate: v.pipe(int(1, 1_000_000), v.description('Hz, of the source.')),
+  channels: v.pipe(int(1, 64), v.description('Of the source; the outputs are mono or stereo.')),
+  codec: v.pipe(v.string(), v.description('As ffprobe names it: mp3, aac, opus, vorbis, flac, pcm_s16le, …')),
+  bitrate: v.pipe(v.number(), v.minValue(0), v.description('Bits per second of the whole file.')),
+  tags: v.pipe(
+    v.object({ title: Tag, artist: Tag, album: Tag, track: Tag, date: Tag, genre: Tag }),
+    v.description('The tags the file carries (ID3, Vorbis comments, MP4 atoms), each up to 1000 characters.')
+  ),
+  loudness: v.pipe(
+    v.object({
+      integratedLufs: v.pipe(
+        v.nullable(v.number()),
+        v.description("The source's integrated loudness (EBU R 128), LUFS; null when it is silent (no gated block).")
+      ),
+      truePeakDb: v.pipe(
+        v.nullable(v.number()),
+        v.description("The source's true peak, dBTP; null when every sample is zero.")
+      ),
+      rangeLu: v.pipe(v.number(), v.minValue(0), v.description('Loudness range (LRA), LU.')),
+      silent: v.pipe(
+        v.boolean(),
+        v.description('No 400 ms block above -70 LUFS (silence, or a clip too short to measure): no gain is applied.')
+      ),
+      gainDb: v.pipe(v.number(), v.description('The gain applied to the outputs, dB (0 when not normalised).')),
+    }),
+    v.description('Measured on the source; the gain is what the outputs got.')
+  ),
+  hasCover: v.pipe(v.boolean(), v.description('Whether the file embeds cover art.')),
+})
+export type AudioMetadata = v.InferOutput<typeof AudioMetadataSchema>
+
 // ── Updates and results (both types) ───────────────────────────────────────────────────────────────────────────
 
 export const JOB_STATUSES = ['queued', 'processing', 'completed', 'failed', 'cancelled'] as const
@@ -517,18 +657,18 @@ export const OutputInfoSchema = v.object({
   contentType: v.pipe(
     v.string(),
     v.description(
-      'image/webp, image/jpeg, image/png, image/avif, video/mp4, application/vnd.apple.mpegurl or text/vtt.'
+      'The content type of its format (PROTOCOL.md section 5): image/webp, video/mp4, audio/mp4, application/json, …'
     )
   ),
   size: v.pipe(int(0, Number.MAX_SAFE_INTEGER), v.description('Bytes.')),
-  width: int(1, 1 << 20),
-  height: int(1, 1 << 20),
+  width: v.optional(v.pipe(int(1, 1 << 20), v.description('Pictures and video only.'))),
+  height: v.optional(v.pipe(int(1, 1 << 20), v.description('Pictures and video only.'))),
   durationSeconds: v.optional(
     v.pipe(
       v.number(),
       v.minValue(0),
       v.description(
-        "Video outputs that play or cover time only (renditions, playlists, segments, the storyboard's WebVTT): their duration, read back from what was written."
+        "Outputs that play or cover time only (renditions, playlists, segments, the storyboard's WebVTT, audio encodings and peaks): their duration, read back from what was written."
       )
     )
   ),
@@ -567,12 +707,16 @@ export const ImageResultSchema = resultSchema(ImageMetadataSchema)
 export type ImageResult = v.InferOutput<typeof ImageResultSchema>
 /** The final outcome of a video job. */
 export const VideoResultSchema = resultSchema(VideoMetadataSchema)
+/** The final outcome of an audio job. */
+export const AudioResultSchema = resultSchema(AudioMetadataSchema)
+export type AudioResult = v.InferOutput<typeof AudioResultSchema>
 export type VideoResult = v.InferOutput<typeof VideoResultSchema>
 
 /** The request and result schemas of each media type, for code that serves either. */
 export const MESSAGES = {
   images: { request: ImageRequestSchema, result: ImageResultSchema },
   videos: { request: VideoRequestSchema, result: VideoResultSchema },
+  audio: { request: AudioRequestSchema, result: AudioResultSchema },
 } as const
 export type RequestOf<T extends MediaType> = v.InferOutput<(typeof MESSAGES)[T]['request']>
 export type ResultOf<T extends MediaType> = v.InferOutput<(typeof MESSAGES)[T]['result']>

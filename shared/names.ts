@@ -5,10 +5,19 @@
 import * as v from 'valibot'
 
 /** The kinds of work a processor owns; each has its own queues. */
-export const MEDIA_TYPES = ['images', 'videos'] as const
+export const MEDIA_TYPES = ['images', 'videos', 'audio'] as const
 export type MediaType = (typeof MEDIA_TYPES)[number]
 /** The kind of media each type's processors handle: how uploads, job bodies and metric labels name it. */
-export const MEDIA_KINDS = { images: 'image', videos: 'video' } as const satisfies Record<MediaType, string>
+export const MEDIA_KINDS = { images: 'image', videos: 'video', audio: 'audio' } as const satisfies Record<
+  MediaType,
+  string
+>
+export type MediaKind = (typeof MEDIA_KINDS)[MediaType]
+/** Every kind, in the order of their types. */
+export const MEDIA_KIND_LIST = MEDIA_TYPES.map((type) => MEDIA_KINDS[type]) as readonly MediaKind[]
+/** The type whose processors handle media of `kind`. */
+export const typeOfKind = (kind: MediaKind): MediaType =>
+  MEDIA_TYPES.find((type) => MEDIA_KINDS[type] === kind) as MediaType
 
 /** A namespace is one lowercase word (dots would blur the `<system>.media.<type>` structure). */
 export const SystemSchema = v.pipe(

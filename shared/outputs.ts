@@ -14,10 +14,18 @@ export const OUTPUT_FORMATS = {
   m3u8: { extension: 'm3u8', contentType: 'application/vnd.apple.mpegurl' },
   m4s: { extension: 'm4s', contentType: 'video/mp4' },
   vtt: { extension: 'vtt', contentType: 'text/vtt' },
+  m4a: { extension: 'm4a', contentType: 'audio/mp4' },
+  webm: { extension: 'webm', contentType: 'audio/webm' },
+  json: { extension: 'json', contentType: 'application/json' },
 } as const
 export type OutputFormat = keyof typeof OUTPUT_FORMATS
 
 /** The key of output `name` of a job whose outputs go under `prefix`. */
 export function outputKey(prefix: string, name: string, format: OutputFormat): string {
-  return `${prefix}/${name}.${OUTPUT_FORMATS[format].extension}`
+  return `${prefix}/${outputFileName(name, format)}`
+}
+
+/** `<name>.<extension>`: how an output's key ends, and what a processor names its file (relative URIs resolve alike). */
+export function outputFileName(name: string, format: OutputFormat): string {
+  return `${name}.${OUTPUT_FORMATS[format].extension}`
 }

@@ -65,11 +65,11 @@ describe('HTTP', () => {
     expect(((await res.json()) as { error: { message: string } }).error.message).toContain('"file"')
   })
 
-  test('an audio file gets 415 naming it as audio', async () => {
+  test('a sound file is taken as audio, judged from its first bytes (an ID3 header: MP3)', async () => {
     const mp3 = new Uint8Array([0x49, 0x44, 0x33, 4, 0, 0, 0, 0, 0, 0, ...new Array(100).fill(0)])
-    const res = await stack.upload(mp3)
-    expect(res.status).toBe(415)
-    expect(((await res.json()) as { error: { message: string } }).error.message).toContain('audio')
+    const res = await stack.upload(mp3, { 'content-type': 'image/png' })
+    expect(res.status).toBe(202)
+    expect(((await res.json()) as { kind: string }).kind).toBe('audio')
   })
 
   test('unknown media, malformed ids, unknown outputs and unknown routes get 404', async () => {
@@ -264,12 +264,16 @@ describe('configuration', () => {
     expect(videos.code).toBe(2)
     expect(videos.stderr).toContain('VIDEO_CONCURRENCY')
     expect(videos.stderr).toContain('MAX_VIDEO_SECONDS')
+    const audio = await runEntry('audio', { ...testEnv(), MAX_AUDIO_CHANNELS: 'stereo', AUDIO_TMP_DIR: '' })
+    expect(audio.code).toBe(2)
+    expect(audio.stderr).toContain('MAX_AUDIO_CHANNELS')
+    expect(audio.stderr).toContain('AUDIO_TMP_DIR')
     const system = await runEntry('api', { ...testEnv(), SYSTEM: 'Has.Dots' })
     expect(system.stderr).toContain('SYSTEM')
   })
 
   test('an unreachable RabbitMQ stops a service with a message saying how to start it', async () => {
-    for (const service of ['api', 'images', 'videos']) {
+    for (const service of ['api', 'images', 'videos', 'audio']) {
       const result = await runEntry(service, { ...testEnv(), RABBITMQ_URL: 'amqp://guest:guest@127.0.0.1:1' })
       expect(result.code).toBe(1)
       expect(result.stderr).toContain('rabbitmq-server')

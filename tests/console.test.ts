@@ -15,12 +15,13 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { chromium, type Browser, type BrowserContext, type Page, type Request } from 'playwright-core'
 import sharp from 'sharp'
-import { queueNames } from '@app/shared'
+import { MEDIA_TYPES, queueNames } from '@app/shared'
 import { issueKey } from '../services/api/auth/keys.ts'
 import { TEST_API_KEY } from './helpers/env.ts'
 import { quadrants } from './helpers/image-fixtures.ts'
 import { useInfra } from './helpers/infra.ts'
 import { startMoto, type Moto } from './helpers/moto.ts'
+import { makeSong } from './helpers/audio-fixtures.ts'
 import { startStack, type MediaBody, type Stack } from './helpers/stack.ts'
 import { makeClip } from './helpers/video-fixtures.ts'
 
@@ -527,7 +528,7 @@ describe('the console on moto (resumable uploads)', () => {
     await page.getByRole('button', { name: 'Open' }).click()
     await page.getByRole('heading', { name: 'Queues', level: 2 }).waitFor()
     // Each type's four queues, and the processors consuming the request queues.
-    expect(await page.locator('section[aria-labelledby="queues-title"] tbody tr').count()).toBe(8)
+    expect(await page.locator('section[aria-labelledby="queues-title"] tbody tr').count()).toBe(4 * MEDIA_TYPES.length)
     const requestRow = page.locator('section[aria-labelledby="queues-title"] tbody tr', { hasText: 'request' }).first()
     expect(Number(await requestRow.locator('td').nth(2).textContent())).toBeGreaterThanOrEqual(1)
     const letter = page.locator('section[aria-labelledby="letters-title"] tbody tr', { hasText: media.broken!.jobId })
@@ -594,7 +595,7 @@ describe('the console on the embedded store (no tus)', () => {
   let browser: Browser
   beforeAll(async () => {
     ;[stack, browser] = await Promise.all([
-      startStack(),
+      startStack({ audio: true }),
       chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] }),
     ])
   }, 60_000)
@@ -668,6 +669,73 @@ describe('the console on the embedded store (no tus)', () => {
     expect(problems).toEqual([])
     await context.close()
   })
+
+  test('a song plays from its signed links, its cover and waveform drawn; a click on the waveform seeks', async () => {
+    const { context, page, elsewhere, problems } = await openContext(browser, stack.url)
+    await page.goto(`${stack.url}/`)
+    await signIn(page, TEST_API_KEY)
+    const song = join(dir, 'song.mp3')
+    await makeSong(song, 'Harbour at dawn', 4)
+    await page.locator('#files').setInputFiles(song)
+    await eventually(
+      async () => expect(await uploadItem(page, 'song.mp3').locator('.badge').textContent()).toBe('completed'),
+      30_000
+    )
+    const listed = (await (await stack.fetch('/v1/media?kind=audio')).json()) as { media: MediaBody[] }
+    const media = listed.media.find((m) => m.filename === 'song.mp3')!
+    const cover = media.outputs.find((o) => o.name === 'cover')!
+    // The library shows the cover art as the card's picture.
+    expect(await naturalSize(page, `.grid li[data-id="${media.id}"] img`)).toEqual([cover.width, cover.height])
+    await page.locator(`.grid li[data-id="${media.id}"] a`).click()
+    await page.getByRole('heading', { name: 'song.mp3', level: 1 }).waitFor()
+    const peaks = (await (await stack.fetch(`/v1/media/${media.id}/outputs/peaks`)).json()) as { length: number }
+    await eventually(async () =>
+      expect(await page.locator('figure.sound').getAttribute('data-peaks')).toBe(String(peaks.length))
+    )
+    expect(await naturalSize(page, 'figure.sound img.cover')).toEqual([cover.width, cover.height])
+    expect(
+      await page.locator('figure.sound audio source').evaluateAll((s) => s.map((e) => e.getAttribute('type')))
+    ).toEqual(['audio/mp4', 'audio/webm'])
+    // The waveform is drawn: dark pixels in the canvas's middle row, none in its top row (a tone never reaches full scale).
+    const drawn = await page.locator('canvas.waveform').evaluate((canvas: HTMLCanvasElement) => {
+      const context = canvas.getContext('2d')!
+      const row = (y: number) =>
+        Array.from(context.getImageData(0, y, canvas.width, 1).data).filter((_, i) => i % 4 === 3 && _ > 0).length
+      return { middle: row(canvas.height / 2), top: row(0) }
+    })
+    await shot(page, '9-sound')
+    expect(drawn.middle).toBeGreaterThan(900)
+    expect(drawn.top).toBe(0)
+    expect(await page.getByText('Harbour at dawn').count()).toBeGreaterThan(0)
+    // Sound has no dimensions: the outputs table says so rather than printing undefined.
+    expect(await page.locator('table').first().textContent()).not.toContain('undefined')
+    // It plays from the signed links (no key) to its end, muted; then a click at three quarters seeks there.
+    const audio = page.locator('figure.sound audio')
+    const played = await audio.evaluate(
+      (element: HTMLAudioElement) =>
+        new Promise<{ source: string; duration: number }>((resolve, reject) => {
+          element.muted = true
+          element.playbackRate = 4
+          element.addEventListener('ended', () => resolve({ source: element.currentSrc, duration: element.duration }))
+          element.addEventListener('error', () => reject(new Error(`media error ${element.error?.code}`)))
+          void element.play()
+        })
+    )
+    expect(new URL(played.source).pathname).toStartWith(`/v1/links/${media.id}/audio.m4a`)
+    expect(Math.abs(played.duration - (media.metadata as { durationSeconds: number }).durationSeconds)).toBeLessThan(
+      0.1
+    )
+    const box = (await page.locator('canvas.waveform').boundingBox())!
+    await page.mouse.click(box.x + box.width * 0.75, box.y + box.height / 2)
+    await eventually(async () =>
+      expect(
+        Math.abs((await audio.evaluate((e: HTMLAudioElement) => e.currentTime)) - played.duration * 0.75)
+      ).toBeLessThan(0.2)
+    )
+    expect(elsewhere).toEqual([])
+    expect(problems).toEqual([])
+    await context.close()
+  }, 60_000)
 
   test('a file dropped on the page uploads; the keyboard reaches the file picker from the heading', async () => {
     const { context, page, problems } = await openContext(browser, stack.url)

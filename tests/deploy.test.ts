@@ -24,18 +24,20 @@ import {
   passwordHash,
 } from '../infra/rabbitmq/definitions.ts'
 import { readConfig as readApiConfig } from '../services/api/config.ts'
+import { readConfig as readAudioConfig } from '../services/audio/main.ts'
 import { readConfig as readImagesConfig } from '../services/images/main.ts'
 import { readConfig as readVideosConfig } from '../services/videos/main.ts'
 import { RABBITMQ_URL, deleteNamespaces, trackNamespace } from './helpers/infra.ts'
 
 const ROOT = resolve(import.meta.dir, '..')
 const INFRA = join(ROOT, 'infra')
-const SERVICES = ['api', 'images', 'videos'] as const
+const SERVICES = ['api', 'images', 'videos', 'audio'] as const
 type Service = (typeof SERVICES)[number]
 const READERS: Record<Service, (env: Record<string, string | undefined>) => unknown> = {
   api: readApiConfig,
   images: readImagesConfig,
   videos: readVideosConfig,
+  audio: readAudioConfig,
 }
 
 describe('RabbitMQ definitions', () => {
@@ -221,12 +223,13 @@ describe('Dockerfiles', () => {
     expect(services).toEqual([`services/${name}/`])
   })
 
-  test('the processors install their tools: ffmpeg for videos, heif-convert for images, without recommends', () => {
+  test('the processors install their tools: ffmpeg for videos and audio, heif-convert for images, without recommends', () => {
     const videos = readImage('videos').runs.join('\n')
+    const audio = readImage('audio').runs.join('\n')
     const images = readImage('images').runs.join('\n')
-    expect(videos).toMatch(/apt-get install -y --no-install-recommends ffmpeg/)
+    for (const runs of [videos, audio]) expect(runs).toMatch(/apt-get install -y --no-install-recommends ffmpeg/)
     expect(images).toMatch(/apt-get install -y --no-install-recommends libheif-examples/)
-    for (const runs of [videos, images]) expect(runs).toContain('rm -rf /var/lib/apt/lists/*')
+    for (const runs of [videos, audio, images]) expect(runs).toContain('rm -rf /var/lib/apt/lists/*')
   })
 
   test('the API image installs no system packages', () => {

@@ -100,7 +100,7 @@ test("another tenant's key lists only its own", async () => {
 test('bad input answers 400 naming the parameter; no key answers 401', async () => {
   for (const [query, words] of [
     ['?status=done', 'query parameter status must be a comma-separated list of queued, processing'],
-    ['?kind=audio', 'query parameter kind must be a comma-separated list of image, video'],
+    ['?kind=sound', 'query parameter kind must be a comma-separated list of image, video, audio'],
     ['?limit=0', 'query parameter limit must be a whole number from 1 to 100'],
     ['?limit=101', 'query parameter limit must be a whole number from 1 to 100'],
     ['?cursor=bm90LWEtY3Vyc29y', 'query parameter cursor must be the `next` of the previous page'],

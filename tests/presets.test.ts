@@ -290,7 +290,7 @@ describe('presets', () => {
     const refused = await stack.upload(await salientOffCentre(), { ...theirs, 'x-presets': 'mine' })
     expect(refused.status).toBe(422)
     expect(((await refused.json()) as { error: { message: string } }).error.message).toContain(
-      'no preset named mine; the presets are avatar, ladder'
+      'no preset named mine; the presets are audio, avatar, ladder'
     )
     // Defaults: this tenant's image uploads now get `mine` alone; the other tenant's still thumb and preview.
     const set = await stack.fetch('/v1/presets/defaults', {
@@ -298,7 +298,7 @@ describe('presets', () => {
       headers: json,
       body: JSON.stringify({ image: ['mine'] }),
     })
-    expect(await set.json()).toEqual({ image: ['mine'], video: ['ladder'] })
+    expect(await set.json()).toEqual({ image: ['mine'], video: ['ladder'], audio: ['audio'] })
     const mine = await stack.waitForFinal(await upload(await salientOffCentre()))
     expect(mine.outputs.map((o) => o.name)).toEqual(['mine'])
     expect((await stack.fetch('/v1/presets/mine', { method: 'DELETE' })).status).toBe(409) // a default

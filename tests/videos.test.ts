@@ -337,7 +337,7 @@ async function expectStreamed(
   })
   const storyboard = await checkStoryboard(join(dir, 'storyboard.vtt'), vtt.durationSeconds!)
   expect(storyboard.problems).toEqual([])
-  for (const cue of storyboard.cues) expect(cue.xywh.slice(2)).toEqual([vtt.width, vtt.height])
+  for (const cue of storyboard.cues) expect(cue.xywh.slice(2)).toEqual([vtt.width!, vtt.height!])
   expect(Math.abs(vtt.durationSeconds! - result.metadata.durationSeconds)).toBeLessThanOrEqual(0.1)
   return { dir, hls, storyboard }
 }

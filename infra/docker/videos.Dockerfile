@@ -17,6 +17,7 @@ ENV NODE_ENV=production
 COPY package.json bun.lock ./
 COPY shared/package.json shared/
 COPY services/api/package.json services/api/
+COPY services/audio/package.json services/audio/
 COPY services/images/package.json services/images/
 COPY services/videos/package.json services/videos/
 RUN bun install --frozen-lockfile --production

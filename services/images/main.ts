@@ -39,7 +39,7 @@ import {
 import {
   JobError,
   configReader,
-  downloadOriginal,
+  fetchOriginal,
   overLimit,
   runProcessor,
   runtimeSettings,
@@ -458,12 +458,7 @@ export async function handleImageJob(
 ): Promise<JobOutput<ImageMetadata>> {
   // sharp's work cannot be interrupted: a cancel or the time limit abandons it instead.
   const step = <T>(work: Promise<T>) => untilAborted(work, job.signal)
-  job.report('downloading', 0)
-  const original = join(job.workDir, 'original')
-  await downloadOriginal(job.storage, request.source, original, {
-    maxBytes: limits.maxBytes,
-    variable: 'MAX_IMAGE_BYTES',
-  })
+  const original = await fetchOriginal(job, request.source, { maxBytes: limits.maxBytes, variable: 'MAX_IMAGE_BYTES' })
 
   job.report('processing', 20)
   const { metadata, heic } = await step(inspectImage(original, limits))

@@ -39,19 +39,17 @@
  * 10 hours is refused unread. A request outside ALLOWED_BUCKETS is refused by the runtime.
  */
 import amqp from 'amqplib'
-import ffmpeg from 'fluent-ffmpeg'
-import { spawn } from 'node:child_process'
 import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { open } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { basename, join } from 'node:path'
 import * as v from 'valibot'
 import {
-  OUTPUT_FORMATS,
   VIDEO_KEYFRAME_SECONDS,
   bytesVar,
   countVar,
   hlsRungNames,
+  outputFileName,
   storyboardSpriteName,
   videoOutputsOf,
   type OutputFormat,
@@ -62,11 +60,21 @@ import {
 import {
   JobError,
   configReader,
-  downloadOriginal,
+  demuxersOf,
+  etaSeconds,
+  fetchOriginal,
+  ffprobe,
+  inputGuard,
   overLimit,
+  parseClock,
+  runFfmpeg,
   runProcessor,
   runtimeSettings,
+  spawnCapture,
   startProcessor,
+  type FfmpegRun,
+  type FfprobeOutput,
+  type FfprobeStream,
   type JobContext,
   type JobOutput,
   type Processor,
@@ -110,46 +118,8 @@ export type Limits = Config['limits']
 
 // ── Core: files in, encoded outputs out (no broker, no S3) ─────────────────────────────────────────────────────
 
-/** The ffmpeg demuxer for each container the backend sniffs. ffmpeg is never allowed to pick one by probing. */
-export const DEMUXERS: ReadonlyMap<string, string> = new Map([
-  ['mp4', 'mov'],
-  ['mov', 'mov'],
-  ['3gp', 'mov'],
-  ['webm', 'matroska'],
-  ['mkv', 'matroska'],
-  ['avi', 'avi'],
-  ['mpegts', 'mpegts'],
-  ['flv', 'flv'],
-])
-
-/** Input options for every ffmpeg/ffprobe run: local files only, and only the one demuxer (no hls, concat, …). */
-const inputGuard = (demuxer: string) => ['-protocol_whitelist', 'file', '-format_whitelist', demuxer, '-f', demuxer]
-
-interface FfprobeStream {
-  index: number
-  codec_type?: string
-  codec_name?: string
-  width?: number
-  height?: number
-  sample_aspect_ratio?: string
-  avg_frame_rate?: string
-  r_frame_rate?: string
-  duration?: string
-  duration_ts?: number
-  nb_frames?: string
-  channels?: number
-  color_transfer?: string
-  color_primaries?: string
-  color_space?: string
-  color_range?: string
-  disposition?: { attached_pic?: number }
-  tags?: Record<string, string>
-  side_data_list?: { side_data_type?: string; rotation?: number }[]
-}
-interface FfprobeOutput {
-  streams?: FfprobeStream[]
-  format?: { duration?: string; bit_rate?: string; size?: string }
-}
+/** The containers the backend may sniff as video, each read only by its demuxer. */
+export const VIDEO_DEMUXERS = demuxersOf(['mp4', 'mov', '3gp', 'webm', 'mkv', 'avi', 'mpegts', 'flv'])
 
 /** What the transcode needs to know of a source, beyond the metadata it reports. */
 export interface Probed {
@@ -199,31 +169,13 @@ export function videoLimitFailure(
   return null
 }
 
-/** Runs ffprobe on a local file, held to one demuxer. */
-async function ffprobe(
-  file: string,
-  demuxer: string,
-  signal: AbortSignal,
-  container = demuxer
-): Promise<FfprobeOutput> {
-  const args = ['-v', 'error', ...inputGuard(demuxer), '-show_format', '-show_streams', '-of', 'json', file]
-  const { code, stdout, stderr } = await spawnCapture('ffprobe', args, signal)
-  if (code !== 0)
-    throw new JobError('invalid_media', `the file is not a readable ${container} file: ${tidyStderr(stderr, file)}`)
-  try {
-    return JSON.parse(stdout) as FfprobeOutput
-  } catch {
-    throw new Error(`ffprobe printed something other than JSON: ${stdout.slice(0, 200)}`)
-  }
-}
-
 /**
  * Probes the original and checks it against the limits, so a refusal costs milliseconds and no transcoding.
  * Durations: container durations can lie (a fragmented MP4 may claim 143165 s for 1 s of content), so the streams'
  * own durations are preferred and the container's is only a ceiling or fallback; `-t` is the hard bound anyway.
  */
 export async function probeVideo(file: string, format: string, limits: Limits, signal: AbortSignal): Promise<Probed> {
-  const demuxer = DEMUXERS.get(format)
+  const demuxer = VIDEO_DEMUXERS.get(format)
   if (!demuxer) throw new JobError('unsupported_format', `"${format}" is not a video container this processor accepts`)
   const probe = await ffprobe(file, demuxer, signal, format.toUpperCase())
   const streams = probe.streams ?? []
@@ -648,17 +600,6 @@ function filterValue(text: string): string {
   return text.replace(/[\\':]/g, '\\$&').replace(/[\\'[\],;]/g, '\\$&')
 }
 
-/** The plain argv of a run: what fluent-ffmpeg executes, for running it without the wrapper (benchmarks, a swap). */
-export function ffmpegArgv(run: FfmpegRun): string[] {
-  return [
-    ...run.inputOptions,
-    '-i',
-    run.input,
-    ...(run.filterGraph ? ['-filter_complex', run.filterGraph] : []),
-    ...run.outputs.flatMap((o) => [...o.options, '-y', o.file]),
-  ]
-}
-
 /** `-max_pixels` makes the decoder hold the limit too: a stream may grow after the part ffprobe read. */
 function commonInput(probed: Probed, maxPixels: number): string[] {
   return [
@@ -1057,106 +998,6 @@ export function countTiles(file: string): number {
     .filter((line) => line.startsWith('frame:')).length
 }
 
-export interface FfmpegRun {
-  input: string
-  /** Options before `-i` (global options are fine here too), one argv entry each. */
-  inputOptions: string[]
-  filterGraph?: string
-  outputs: { file: string; options: string[] }[]
-}
-
-/**
- * The one place fluent-ffmpeg is used (it is archived upstream; this is the seam to swap it for Bun.spawn with
- * `[...inputOptions, '-i', input, '-filter_complex', graph, ...outputs.flatMap((o) => [...o.options, o.file])]`).
- * No `progress` listener: fluent-ffmpeg would then run its own ffprobe on the input without our whitelists.
- * Progress is read from ffmpeg's `time=` stats instead. On abort ffmpeg is SIGKILLed and the promise rejects with
- * the signal's reason.
- */
-export function runFfmpeg(
-  run: FfmpegRun,
-  options: { signal: AbortSignal; onTime?: (seconds: number) => void }
-): Promise<void> {
-  const { signal, onTime } = options
-  return new Promise<void>((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason)
-    const command = ffmpeg().input(run.input)
-    // Spread: given several arguments fluent-ffmpeg keeps each whole (a lone "a b" argument it would split in two).
-    command.inputOptions(...run.inputOptions)
-    if (run.filterGraph) command.complexFilter(run.filterGraph)
-    for (const output of run.outputs) command.output(output.file).outputOptions(...output.options)
-    const errors: string[] = []
-    let killed = false
-    const kill = () => {
-      killed = true
-      if ((command as unknown as { ffmpegProc?: unknown }).ffmpegProc) command.kill('SIGKILL')
-    }
-    signal.addEventListener('abort', kill, { once: true })
-    command
-      .on('start', () => signal.aborted && kill())
-      .on('stderr', (line: string) => {
-        const time = /time=(\d+):(\d\d):(\d\d(?:\.\d+)?)/.exec(line)
-        if (time) onTime?.(Number(time[1]) * 3600 + Number(time[2]) * 60 + Number(time[3]))
-        else if (line.trim() && errors.push(line) > 20) errors.shift()
-      })
-      .on('end', () => {
-        signal.removeEventListener('abort', kill)
-        resolve()
-      })
-      .on('error', (error: Error) => {
-        signal.removeEventListener('abort', kill)
-        if (killed || signal.aborted) return reject(signal.reason)
-        reject(ffmpegFailure(error, errors.join('\n'), run.input))
-      })
-      .run()
-  })
-}
-
-/** Turns a failed ffmpeg run into an outcome; only our own trouble (missing binary, disk, memory) is a fault. */
-function ffmpegFailure(error: Error, stderr: string, input: string): Error {
-  const text = stderr || error.message
-  if (
-    /ENOENT|Cannot find ffmpeg|is not available|No space left|Cannot allocate memory|Permission denied/i.test(
-      `${error.message}\n${text}`
-    )
-  ) {
-    return new Error(`ffmpeg failed: ${tidyStderr(text, input)}`, { cause: error })
-  }
-  if (/Decoder \(codec [^)]*\) not found|could not find codec parameters|Unsupported codec/i.test(text)) {
-    return new JobError(
-      'unsupported_format',
-      `the video uses a codec this processor cannot decode: ${tidyStderr(text, input)}`
-    )
-  }
-  if (/exceeds specified max pixel count|max pixel/i.test(text)) {
-    // `-max_pixels` caught a frame larger than the probe saw (a stream that grows mid-file).
-    return new JobError('limit_exceeded', 'a frame of the video is larger than its header said, over MAX_VIDEO_PIXELS')
-  }
-  return new JobError('invalid_media', `the video could not be decoded: ${tidyStderr(text, input)}`)
-}
-
-/** Spawns a program with an argv (no shell) and collects its output; SIGKILLs it on abort. */
-function spawnCapture(program: string, args: string[], signal: AbortSignal) {
-  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason)
-    const child = spawn(program, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (chunk) => (stdout += String(chunk)))
-    child.stderr.on('data', (chunk) => (stderr = (stderr + String(chunk)).slice(-4000)))
-    const kill = () => child.kill('SIGKILL')
-    signal.addEventListener('abort', kill, { once: true })
-    child.once('error', (error) => {
-      signal.removeEventListener('abort', kill)
-      reject(new Error(`${program} could not be started (is ffmpeg installed?): ${error.message}`, { cause: error }))
-    })
-    child.once('close', (code) => {
-      signal.removeEventListener('abort', kill)
-      if (signal.aborted) reject(signal.reason)
-      else resolve({ code, stdout, stderr })
-    })
-  })
-}
-
 let filters: Promise<string> | undefined
 /** Whether this ffmpeg build has a filter (zscale needs --enable-libzimg); asked once per process. */
 async function hasFilter(name: string): Promise<boolean> {
@@ -1164,28 +1005,9 @@ async function hasFilter(name: string): Promise<boolean> {
   return new RegExp(`^\\s*\\S+\\s+${name}\\s`, 'm').test(await filters)
 }
 
-/** The last lines of ffmpeg's complaint, without addresses or our temp paths. */
-function tidyStderr(stderr: string, file: string): string {
-  const lines = stderr
-    .split(/\r?\n|\r/)
-    .map((l) =>
-      l
-        .replaceAll(file, 'the file')
-        .replace(/\[[^\]]+ @ 0x[0-9a-f]+\]\s*/g, '')
-        .trim()
-    )
-    .filter(Boolean)
-  return lines.slice(-3).join('; ').slice(0, 500) || 'no details'
-}
-
 const ratio = (text: string | undefined) => {
   const [n, d] = (text ?? '').split(/[/:]/).map(Number)
   return n && d && Number.isFinite(n / d) ? n / d : 0
-}
-/** `HH:MM:SS.nnnnnnnnn` (Matroska's DURATION tag) in seconds. */
-const parseClock = (text: string | undefined) => {
-  const m = /^(\d+):(\d\d):(\d\d(?:\.\d+)?)$/.exec(text ?? '')
-  return m ? Number(m[1]) * 3600 + Number(m[2]) * 60 + Number(m[3]) : NaN
 }
 const evenFloor = (n: number) => 2 * Math.floor(n / 2)
 const round3 = (n: number) => Math.round(n * 1000) / 1000
@@ -1202,14 +1024,8 @@ export async function handleVideoJob(
   const { signal } = job
   // Every file is named as its output's key ends (<name>.<extension>), so the playlists' relative URIs, written by
   // ffmpeg here, resolve beside them in S3 too.
-  const fileOf = (name: string, format: OutputFormat) =>
-    join(job.workDir, `${name}.${OUTPUT_FORMATS[format].extension}`)
-  job.report('downloading', 0)
-  const original = join(job.workDir, 'original')
-  await downloadOriginal(job.storage, request.source, original, {
-    maxBytes: limits.maxBytes,
-    variable: 'MAX_VIDEO_BYTES',
-  })
+  const fileOf = (name: string, format: OutputFormat) => join(job.workDir, outputFileName(name, format))
+  const original = await fetchOriginal(job, request.source, { maxBytes: limits.maxBytes, variable: 'MAX_VIDEO_BYTES' })
 
   job.report('processing', 5)
   const probed = await probeVideo(original, request.source.format, limits, signal)
@@ -1236,9 +1052,7 @@ export async function handleVideoJob(
         storyboard,
         signal: both,
         onProgress: (fraction) => {
-          const elapsed = (Date.now() - started) / 1000
-          const eta = fraction >= 0.02 && elapsed >= 0.5 ? Math.round((elapsed * (1 - fraction)) / fraction) : null
-          job.report('processing', 10 + 85 * fraction, eta)
+          job.report('processing', 10 + 85 * fraction, etaSeconds(fraction, (Date.now() - started) / 1000))
         },
       }),
   ])

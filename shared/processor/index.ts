@@ -8,10 +8,26 @@ export { AllowedBucketsSchema, confinementFailure, type BucketScope } from './bu
 export { ProcessorEnv, configReader, runtimeSettings, type RuntimeSettings } from './config.ts'
 export type { ProcessorDefinition } from './definition.ts'
 export { Cancelled, Interrupted, JobError, describeError, untilAborted } from './errors.ts'
+export {
+  ffmpegArgv,
+  ffmpegFailure,
+  ffprobe,
+  demuxersOf,
+  inputGuard,
+  parseClock,
+  runFfmpeg,
+  spawnCapture,
+  tidyStderr,
+  type FfmpegOptions,
+  type FfmpegRun,
+  type FfprobeOutput,
+  type FfprobeStream,
+} from './ffmpeg.ts'
 export { ProcessorEvents, type ProcessorEventMap, type ProcessorEventType } from './events.ts'
 export type { JobContext, JobOutput, PlannedOutput } from './job.ts'
 export { byteLimitFailure, formatBytes, overLimit, type ByteLimit } from './limits.ts'
 export { runProcessor } from './main.ts'
-export { downloadOriginal } from './original.ts'
+export { downloadOriginal, fetchOriginal } from './original.ts'
 export { startProcessor, type Processor } from './runtime.ts'
+export { etaSeconds } from './updates.ts'
 export type { JobStorage, UploadBody } from './storage.ts'

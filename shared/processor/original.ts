@@ -3,6 +3,8 @@
  * request declares more, and stopped during it when more arrives (a request's `size` is the backend's word and S3's
  * length the store's: neither is trusted to bound the disk a job fills).
  */
+import { join } from 'node:path'
+import type { JobContext } from './job.ts'
 import { byteLimitFailure, type ByteLimit } from './limits.ts'
 import type { JobStorage } from './storage.ts'
 
@@ -15,4 +17,16 @@ export async function downloadOriginal(
 ): Promise<void> {
   if (source.size > limit.maxBytes) throw byteLimitFailure(source.size, limit)
   await storage.download(source.bucket, source.key, file, limit)
+}
+
+/** A job's first step: reports `downloading`, then downloads its original to `<workDir>/original`; returns that path. */
+export async function fetchOriginal(
+  job: Pick<JobContext, 'workDir' | 'storage' | 'report'>,
+  source: { bucket: string; key: string; size: number },
+  limit: ByteLimit
+): Promise<string> {
+  job.report('downloading', 0)
+  const file = join(job.workDir, 'original')
+  await downloadOriginal(job.storage, source, file, limit)
+  return file
 }

@@ -80,3 +80,11 @@ export function createUpdates(options: {
     settled: () => pending,
   }
 }
+
+/**
+ * Seconds left when `fraction` of a job's work is done after `elapsedSeconds`, at the rate so far; null until the
+ * rate is worth telling (2% done, half a second in).
+ */
+export function etaSeconds(fraction: number, elapsedSeconds: number): number | null {
+  return fraction >= 0.02 && elapsedSeconds >= 0.5 ? Math.round((elapsedSeconds * (1 - fraction)) / fraction) : null
+}

@@ -84,7 +84,7 @@ export function asyncApiDocument(schemas: Record<string, JsonSchema>): Doc {
   for (const type of MEDIA_TYPES) {
     const spec = topology(SYSTEM, type)
     const queue = (suffix: string) => spec.queues.find((q) => q.name.endsWith(`.${suffix}`))!
-    const Type = type === 'images' ? 'Image' : 'Video'
+    const Type = { images: 'Image', videos: 'Video', audio: 'Audio' }[type]
     const request = message(`${type}Request`, `${singular(type)}-request`, 'job.request', {
       headers: {
         type: 'object',
@@ -120,7 +120,7 @@ export function asyncApiDocument(schemas: Record<string, JsonSchema>): Doc {
       'receive',
       `${type}Request`,
       [`${type}Request`],
-      `Take a ${singular(type)} job; acked once its result is confirmed.`,
+      `Take ${/^[aeiou]/.test(singular(type)) ? 'an' : 'a'} ${singular(type)} job; acked once its result is confirmed.`,
       false
     )
     operations[`send${Type}Update`] = operation(

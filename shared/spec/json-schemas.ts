@@ -6,6 +6,8 @@
 import { toJsonSchema, type JsonSchema } from '@valibot/to-json-schema'
 import type * as v from 'valibot'
 import {
+  AudioRequestSchema,
+  AudioResultSchema,
   CancelSchema,
   ImageRequestSchema,
   ImageResultSchema,
@@ -36,6 +38,12 @@ export const MESSAGE_DOCS: MessageDoc[] = [
     description: 'A video job: backend to processor on <system>.media.videos.request.',
   },
   {
+    file: 'audio-request',
+    title: 'AudioRequest',
+    schema: AudioRequestSchema,
+    description: 'An audio job: backend to processor on <system>.media.audio.request.',
+  },
+  {
     file: 'job-update',
     title: 'JobUpdate',
     schema: JobUpdateSchema,
@@ -53,6 +61,12 @@ export const MESSAGE_DOCS: MessageDoc[] = [
     title: 'VideoResult',
     schema: VideoResultSchema,
     description: 'The outcome of a video job: processor to backend on <system>.media.videos.results.',
+  },
+  {
+    file: 'audio-result',
+    title: 'AudioResult',
+    schema: AudioResultSchema,
+    description: 'The outcome of an audio job: processor to backend on <system>.media.audio.results.',
   },
   {
     file: 'cancel',

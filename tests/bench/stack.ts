@@ -1,6 +1,6 @@
 /**
- * The system as `bun run start` runs it (embedded S3 unless `S3_ENDPOINT` is given, the API and both processors as
- * separate processes), in a namespace of its own, for the benchmarks; and the one way they push media through it.
+ * The system as `bun run start` runs it (embedded S3 unless `S3_ENDPOINT` is given, the API and the image, video and
+ * audio processors as separate processes), in a namespace of its own, for the benchmarks; and the one way they push media through it.
  */
 import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -13,9 +13,9 @@ export interface Stack {
   system: string
   url: string
   /** Each service's process id, read from /proc (the `start` process itself runs the embedded S3 store). */
-  pids: { start: number; api: number; images: number; videos: number }
+  pids: { start: number; api: number; images: number; videos: number; audio: number }
   /** Each processor's `/metrics` address. */
-  metrics: { images: string; videos: string }
+  metrics: { images: string; videos: string; audio: string }
   stop(): Promise<void>
 }
 
@@ -23,7 +23,7 @@ export async function startStack(options: { dataDir: string; env?: Record<string
   const system = `bench${crypto.randomUUID().slice(0, 6)}`
   trackNamespace(system)
   const port = freePort()
-  const ports = { images: freePort(), videos: freePort() }
+  const ports = { images: freePort(), videos: freePort(), audio: freePort() }
   const child = Bun.spawn(['bun', join(import.meta.dir, '../../infra/start.ts')], {
     env: {
       ...process.env,
@@ -32,6 +32,7 @@ export async function startStack(options: { dataDir: string; env?: Record<string
       S3_PORT: String(freePort()),
       IMAGES_METRICS_PORT: String(ports.images),
       VIDEOS_METRICS_PORT: String(ports.videos),
+      AUDIO_METRICS_PORT: String(ports.audio),
       DATA_DIR: options.dataDir,
       API_KEYS: `bench:${TEST_API_KEY}`,
       RATE_LIMIT_PER_MINUTE: '0',
@@ -44,8 +45,12 @@ export async function startStack(options: { dataDir: string; env?: Record<string
     stderr: 'inherit',
   })
   const url = `http://127.0.0.1:${port}`
-  const metrics = { images: `http://127.0.0.1:${ports.images}`, videos: `http://127.0.0.1:${ports.videos}` }
-  for (const address of [url, metrics.images, metrics.videos]) {
+  const metrics = {
+    images: `http://127.0.0.1:${ports.images}`,
+    videos: `http://127.0.0.1:${ports.videos}`,
+    audio: `http://127.0.0.1:${ports.audio}`,
+  }
+  for (const address of [url, metrics.images, metrics.videos, metrics.audio]) {
     await until(
       async () => (await fetch(`${address}/readyz`).catch(() => null))?.status === 200,
       60_000,
@@ -56,7 +61,13 @@ export async function startStack(options: { dataDir: string; env?: Record<string
   return {
     system,
     url,
-    pids: { start: child.pid, api: service('api'), images: service('images'), videos: service('videos') },
+    pids: {
+      start: child.pid,
+      api: service('api'),
+      images: service('images'),
+      videos: service('videos'),
+      audio: service('audio'),
+    },
     metrics,
     async stop() {
       child.kill('SIGTERM')
@@ -86,6 +97,26 @@ export async function upload(url: string, bytes: Uint8Array<ArrayBuffer>): Promi
   return ((await res.json()) as { id: string }).id
 }
 
+/**
+ * A processor's time per stage (and per completed attempt), summed so far from its `/metrics` at `address`: seconds
+ * and count, by name.
+ */
+export async function stageSeconds(address: string): Promise<Record<string, { sum: number; count: number }>> {
+  const text = await (await fetch(`${address}/metrics`)).text()
+  const stages: Record<string, { sum: number; count: number }> = {}
+  for (const line of text.split('\n')) {
+    const match =
+      /^media_job_(?:stage_seconds_(sum|count)\{.*stage="(\w+)"|attempt_seconds_(sum|count)\{.*outcome="completed")/.exec(
+        line
+      )
+    if (!match) continue
+    const name = match[2] ?? 'attempt'
+    const entry = (stages[name] ??= { sum: 0, count: 0 })
+    entry[(match[1] ?? match[3]) as 'sum' | 'count'] += Number(line.split(' ').pop())
+  }
+  return stages
+}
+
 /** A process's resident memory in bytes, from /proc. */
 export function rssOf(pid: number): number {
   const kb = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]
@@ -105,6 +136,7 @@ export function cpuOf(stack: Stack) {
     api: stack.pids.api,
     images: stack.pids.images,
     videos: stack.pids.videos,
+    audio: stack.pids.audio,
     rabbitmq: brokerPid(),
   }
   const total: Record<string, number> = Object.fromEntries(Object.keys(pids).map((name) => [name, 0]))

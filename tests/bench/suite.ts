@@ -1,18 +1,19 @@
 /**
  * `bun run bench`: the benchmark suite (not part of `bun run test`). It starts the system as `bun run start` does
- * (embedded S3, the API and both processors as separate processes, a namespace of its own), makes its own inputs,
+ * (embedded S3, the API and the three processors as separate processes, a namespace of its own), makes its own inputs,
  * runs each figure next to its baseline in the same run (alternating where it matters), and writes
  * `results/latest.md` and `results/latest.json` beside this file: the machine, the versions, the date, each
  * figure's median and spread, its ratio to the baseline, and whether it meets its target.
  *
  * Needs RabbitMQ and moto_server (the machine has them), and ffmpeg, libheif-examples and libvips-tools (`bash infra/setup.sh` installs them).
- * Run: `bun run bench [--quick] [--only 1,3,8]` (figures 1–4 and 9 run together, as do 5, 13 and 14, and 10–12; --only does not write results).
+ * Run: `bun run bench [--quick] [--only 1,3,8]` (figures 1–4 and 9 run together, as do 5, 13 and 14, and 10–12; --only does not write results; 15 is the audio figure).
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import sharp from 'sharp'
 import { deleteNamespaces } from '../helpers/infra.ts'
+import { audioFigure } from './figures/audio.ts'
 import { imageFigures } from './figures/images.ts'
 import { memoryFigure } from './figures/memory.ts'
 import { outboxFigure } from './figures/outbox.ts'
@@ -35,11 +36,12 @@ const bench: Bench = {
 
 const figures: Figure[] = []
 try {
-  if (wanted(1, 2, 3, 4, 5, 7, 9, 13, 14)) {
+  if (wanted(1, 2, 3, 4, 5, 7, 9, 13, 14, 15)) {
     const stack = await startStack({ dataDir: join(work, 'data') })
     try {
       if (wanted(1, 2, 3, 4, 9)) figures.push(...(await imageFigures(bench, stack, wanted)))
       if (wanted(5, 13, 14)) figures.push(...(await videoFigures(bench, stack)))
+      if (wanted(15)) figures.push(await audioFigure(bench, stack))
       if (wanted(7)) figures.push(await memoryFigure(bench, stack))
     } finally {
       await stack.stop()

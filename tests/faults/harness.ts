@@ -1,6 +1,6 @@
 /**
- * The fault harness: the whole system as child processes (APIs, image processors, optionally video processors)
- * in a namespace of its own, batches of uploads, and the reconciliation that follows every fault
+ * The fault harness: the whole system as child processes (APIs, image processors, optionally video and audio
+ * processors) in a namespace of its own, batches of uploads, and the reconciliation that follows every fault
  * (docs/reliability.md §5.1): every accepted job reaches one final state and keeps it, completed jobs have exactly
  * their outputs in S3 and fetchable, failed and cancelled ones have none, no process died, every consumer is back.
  * Each reconciliation adds a row to the matrix that `afterFaults` writes as a markdown table to
@@ -21,6 +21,7 @@ import { freePort } from '../helpers/ports.ts'
 import { ServiceProcess, killAllChildren } from '../helpers/service-process.ts'
 import { writeReport } from '../helpers/logs.ts'
 import type { MediaBody } from '../helpers/stack.ts'
+import { run as exec } from './chaos.ts'
 
 const ROOT = join(import.meta.dir, '../..')
 const FINAL = ['completed', 'failed', 'cancelled']
@@ -106,6 +107,8 @@ export interface SystemOptions {
   images?: number
   /** How many video processors (`true`: one; default none). */
   videos?: boolean | number
+  /** How many audio processors (`true`: one; default none). */
+  audio?: boolean | number
   /** How many API instances (default 1), each on a port of its own, sharing the database given in `env`. */
   apis?: number
   /** Extra environment for every process. */
@@ -113,6 +116,7 @@ export interface SystemOptions {
   apiEnv?: Record<string, string>
   imagesEnv?: Record<string, string>
   videosEnv?: Record<string, string>
+  audioEnv?: Record<string, string>
 }
 
 export type System = Awaited<ReturnType<typeof startSystem>>
@@ -123,6 +127,7 @@ export async function startSystem(options: SystemOptions = {}) {
   const env = testEnv(options.env)
   env.IMAGES_TMP_DIR = join(env.DATA_DIR!, 'images-tmp')
   env.VIDEOS_TMP_DIR = join(env.DATA_DIR!, 'videos-tmp')
+  env.AUDIO_TMP_DIR = join(env.DATA_DIR!, 'audio-tmp')
   const system = env.SYSTEM!
   const adminToken = crypto.randomUUID()
   const entry = (service: string) => ['bun', join(ROOT, 'services', service, 'main.ts')]
@@ -156,6 +161,20 @@ export async function startSystem(options: SystemOptions = {}) {
       )
   )
   const videos = videoProcessors[0]
+  const audioCount = options.audio === true ? 1 : options.audio || 0
+  const audioProcessors = Array.from(
+    { length: audioCount },
+    (_, i) =>
+      new ServiceProcess(
+        audioCount === 1 ? 'audio' : `audio-${i + 1}`,
+        entry('audio'),
+        { ...env, ...options.audioEnv },
+        /consuming/
+      )
+  )
+  const audio = audioProcessors[0]
+  /** The processors of each type. */
+  const processors: Record<MediaType, ServiceProcess[]> = { images, videos: videoProcessors, audio: audioProcessors }
   const s3 = testS3(env)
   const clipDir = join(env.DATA_DIR!, 'clips')
   mkdirSync(clipDir, { recursive: true })
@@ -175,7 +194,7 @@ export async function startSystem(options: SystemOptions = {}) {
     else if (first !== signature) changed.set(media.id, `${first} → ${signature}`)
   }
 
-  const all = () => [...apis, ...images, ...videoProcessors]
+  const all = () => [...apis, ...images, ...videoProcessors, ...audioProcessors]
 
   /**
    * A connection of the harness's own to the system's broker, for looking at queues: the first node of RABBITMQ_URL
@@ -207,6 +226,8 @@ export async function startSystem(options: SystemOptions = {}) {
     images,
     videos,
     videoProcessors,
+    audio,
+    audioProcessors,
     s3,
     queues: (type: MediaType) => queueNames(system, type),
     processes: all,
@@ -332,6 +353,34 @@ export async function startSystem(options: SystemOptions = {}) {
       return sys.uploadAll(files, 1)
     },
 
+    /** `n` generated stereo MP3s (a moving chord, `seconds` long, 44.1 kHz, 192 kb/s), uploaded one at a time. */
+    async uploadAudio(n: number, seconds = 2): Promise<Batch> {
+      const files = await Promise.all(
+        Array.from({ length: n }, async (_, i) => {
+          const file = join(clipDir, `song-${crypto.randomUUID()}-${i}.mp3`)
+          const { code, stderr } = await exec([
+            'ffmpeg',
+            '-nostdin',
+            '-v',
+            'error',
+            '-y',
+            '-f',
+            'lavfi',
+            '-i',
+            `aevalsrc='(sin(2*PI*220*t)+sin(2*PI*330*t))/2*(0.6+0.4*sin(2*PI*0.5*t))|(sin(2*PI*277*t)+sin(2*PI*440*t))/2':s=44100:d=${seconds},volume=-20dB`,
+            '-c:a',
+            'libmp3lame',
+            '-b:a',
+            '192k',
+            file,
+          ])
+          if (code !== 0) throw new Error(`ffmpeg could not make ${file}: ${stderr.trim()}`)
+          return new Uint8Array(await Bun.file(file).arrayBuffer())
+        })
+      )
+      return sys.uploadAll(files, 1)
+    },
+
     /** Polls every id until all are final or `timeoutMs` passes; resolves whether all are final. */
     async waitForQuiet(ids: string[], timeoutMs: number): Promise<boolean> {
       const deadline = Date.now() + timeoutMs
@@ -392,7 +441,7 @@ export async function startSystem(options: SystemOptions = {}) {
       const expected: Record<string, number> = {}
       for (const type of MEDIA_TYPES) {
         const names = queueNames(system, type)
-        expected[names.request] = type === 'images' ? images.length : videoProcessors.length
+        expected[names.request] = processors[type].length
         expected[names.updates] = apis.length
         expected[names.results] = apis.length
       }
@@ -464,7 +513,7 @@ export async function startSystem(options: SystemOptions = {}) {
     /** Starts every process; an API first (it declares the topology the processors consume from). */
     async start() {
       await api.start()
-      await Promise.all([...apis.slice(1), ...images, ...videoProcessors].map((p) => p.start()))
+      await Promise.all([...apis.slice(1), ...images, ...videoProcessors, ...audioProcessors].map((p) => p.start()))
     },
 
     /** Stops everything: SIGCONT first (a paused process cannot exit), then SIGKILL. */

@@ -137,7 +137,7 @@ test('duplicated, out-of-order and contradicting updates and results leave every
 
 test('malformed messages on every queue are dead-lettered naming the problem, and every consumer keeps serving', async () => {
   const started = Date.now()
-  const sys = await startSystem({ images: 1, videos: true })
+  const sys = await startSystem({ images: 1, videos: true, audio: true })
   const rabbit = await connectRabbit()
   try {
     const kinds = [
@@ -168,21 +168,22 @@ test('malformed messages on every queue are dead-lettered naming the problem, an
         }
       }
     }
-    // Both processors and the API still serve.
+    // Every processor and the API still serve.
     const images = await sys.uploadImages(1)
     const videos = await sys.uploadVideos(1)
+    const sounds = await sys.uploadAudio(1, 2)
     const batch: Batch = {
-      sent: 2,
-      accepted: [...images.accepted, ...videos.accepted],
-      refused: [...images.refused, ...videos.refused],
+      sent: 3,
+      accepted: [...images.accepted, ...videos.accepted, ...sounds.accepted],
+      refused: [...images.refused, ...videos.refused, ...sounds.refused],
     }
     const { row, problems } = await sys.reconcile(
-      '9. malformed messages ×24 on all six queues, then one upload of each kind',
+      `9. malformed messages ×${sent.length} on all ${3 * MEDIA_TYPES.length} queues, then one upload of each kind`,
       batch,
       { started }
     )
     expect(problems).toEqual([])
-    expect(row).toMatchObject({ accepted: 2, completed: 2, lost: 0, duplicated: 0 })
+    expect(row).toMatchObject({ accepted: 3, completed: 3, lost: 0, duplicated: 0 })
 
     // Each one is listed for an operator, with what is wrong with it.
     type DeadLetter = { id: string; queue: string; reason: string; problem: string | null }

@@ -1,9 +1,9 @@
 /**
- * Fault tests, processes: a processor or the API SIGKILLed mid-work and restarted (docs/reliability.md §5.3 P1,
- * P2, A1), and a job that kills its processor on every delivery (P4).
+ * Fault tests, processes: a processor (image, video or audio) or the API SIGKILLed mid-work and restarted
+ * (docs/reliability.md §5.3 P1, P2, A1), and a job that kills its processor on every delivery (P4).
  */
 import { afterAll, describe, expect, test } from 'bun:test'
-import { existsSync, readdirSync } from 'node:fs'
+import { existsSync, readFileSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import sharp from 'sharp'
 import { DELIVERY_LIMIT } from '@app/shared'
@@ -17,6 +17,14 @@ await useInfra()
 afterAll(afterFaults)
 
 const entries = (dir: string) => (existsSync(dir) ? readdirSync(dir) : [])
+/** A process's argv joined by spaces ('' once it is gone). */
+const commandLine = (pid: number) => {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ')
+  } catch {
+    return ''
+  }
+}
 
 describe('processors killed mid-job', () => {
   test('an image processor SIGKILLed mid-job is restarted, and every job of the batch completes once', async () => {
@@ -125,6 +133,49 @@ describe('processors killed mid-job', () => {
       expect(row).toMatchObject({ accepted: 1, completed: 1, lost: 0, duplicated: 0 })
     } finally {
       thawS3()
+      signalAll(orphans, 'SIGKILL')
+      await sys.stop()
+    }
+  }, 120_000)
+
+  test('the audio processor SIGKILLed while its ffmpeg runs is restarted, and the job completes', async () => {
+    const started = Date.now()
+    const sys = await startSystem({ images: 0, audio: true })
+    const orphans = new Set<number>()
+    try {
+      const audio = sys.audio!
+      // Two minutes of stereo MP3: each of the job's two ffmpeg runs (analysis, encoding) takes a second or more.
+      const batch = await sys.uploadAudio(1, 120)
+      expect(batch.accepted).toHaveLength(1)
+      let ffmpeg: number[] = []
+      await until(
+        async () => (ffmpeg = await childrenNamed(audio.pid!, 'ffmpeg')).length > 0,
+        30_000,
+        'an ffmpeg run of the audio processor',
+        10
+      )
+      for (const pid of ffmpeg) orphans.add(pid)
+      // The analysis run is the one measuring loudness; the encoding run writes the M4A and the WebM.
+      const run = ffmpeg.some((pid) => commandLine(pid).includes('ebur128')) ? 'analysis' : 'encoding'
+      expect((await sys.media(batch.accepted[0]!))?.status).not.toBe('completed')
+      await audio.kill('SIGKILL')
+      await audio.start()
+
+      const { row, problems } = await sys.reconcile('2c. SIGKILL audio processor mid-ffmpeg, restart', batch, {
+        started,
+        timeoutMs: 60_000,
+        notes: `killed during its ${run} run`,
+      })
+      expect(problems).toEqual([])
+      expect(row).toMatchObject({ accepted: 1, completed: 1, lost: 0, duplicated: 0 })
+      await until(
+        () => [...orphans].every((pid) => !exists(pid)),
+        30_000,
+        'the killed processor’s ffmpeg runs ending'
+      ).catch((error) => {
+        throw new Error(`${(error as Error).message}: still running ${[...orphans].filter(exists).join(', ')}`)
+      })
+    } finally {
       signalAll(orphans, 'SIGKILL')
       await sys.stop()
     }

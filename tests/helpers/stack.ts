@@ -1,9 +1,10 @@
 /**
- * The whole system in the test process: the API on a real port and, unless told otherwise, the image processor,
- * all on the real broker and S3, in a namespace of their own.
+ * The whole system in the test process: the API on a real port and, unless told otherwise, the image processor
+ * (the video and audio processors when asked), all on the real broker and S3, in a namespace of their own.
  */
 import { readConfig as readApiConfig, serverBodyCap } from '../../services/api/config.ts'
 import { startApi } from '../../services/api/start.ts'
+import { readConfig as readAudioConfig, start as startAudio } from '../../services/audio/main.ts'
 import { readConfig as readImagesConfig, start as startImages } from '../../services/images/main.ts'
 import { readConfig as readVideosConfig, start as startVideos } from '../../services/videos/main.ts'
 import { apiKey, testEnv } from './env.ts'
@@ -11,7 +12,9 @@ import { startInfra } from './infra.ts'
 
 export type Stack = Awaited<ReturnType<typeof startStack>>
 
-export async function startStack(options: { images?: boolean; videos?: boolean; env?: Record<string, string> } = {}) {
+export async function startStack(
+  options: { images?: boolean; videos?: boolean; audio?: boolean; env?: Record<string, string> } = {}
+) {
   await startInfra()
   const env = testEnv({ IMAGE_CONCURRENCY: '2', ...options.env })
   const config = readApiConfig(env)
@@ -19,6 +22,7 @@ export async function startStack(options: { images?: boolean; videos?: boolean; 
   const server = Bun.serve({ port: 0, fetch: api.app.fetch, maxRequestBodySize: serverBodyCap(config.maxUploadBytes) })
   let images: Awaited<ReturnType<typeof startImages>> | undefined
   const videos = options.videos ? await startVideos(readVideosConfig(env)) : undefined
+  const audio = options.audio ? await startAudio(readAudioConfig(env)) : undefined
   const stack = {
     env,
     api,
@@ -58,6 +62,7 @@ export async function startStack(options: { images?: boolean; videos?: boolean; 
     async stop() {
       await images?.stop()
       await videos?.stop()
+      await audio?.stop()
       await server.stop(true)
       await api.stop()
     },

@@ -2,13 +2,14 @@
 """
 A backend in another language, written from shared/PROTOCOL.md and the JSON Schemas in shared/schemas/ alone.
 
-It declares the topology itself, stores originals in S3, publishes image and video requests, cancels one job while
+It declares the topology itself, stores originals in S3, publishes image, video and audio requests, cancels one job while
 it runs, sends one request the processors must refuse, validates every update and result it receives against the
 schemas, and checks the outputs in S3. It prints one JSON report and exits 0 when every expectation held.
 
 Debian packages: python3-pika, python3-jsonschema, python3-boto3.
 Environment: RABBITMQ_URL, SYSTEM, S3_ENDPOINT, S3_BUCKET, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY, SCHEMAS_DIR,
-IMAGE_FILE (a JPEG), VIDEO_FILE (a short MP4), LONG_VIDEO_FILE (an MP4 long enough to cancel while it runs).
+IMAGE_FILE (a JPEG), VIDEO_FILE (a short MP4), LONG_VIDEO_FILE (an MP4 long enough to cancel while it runs),
+AUDIO_FILE (an MP3 titled "Interop" with an embedded cover).
 """
 import datetime
 import json
@@ -25,11 +26,14 @@ import jsonschema
 import pika
 from botocore.config import Config
 
-TYPES = ("images", "videos")
+TYPES = ("images", "videos", "audio")
+# The schema names' prefix for each type (shared/schemas/<prefix>-request.json, <prefix>-result.json).
+SCHEMA = {"images": "image", "videos": "video", "audio": "audio"}
 # PROTOCOL.md section 5: extension and content type of each output format.
 EXTENSIONS = {"webp": ("webp", "image/webp"), "jpeg": ("jpg", "image/jpeg"), "png": ("png", "image/png"),
               "avif": ("avif", "image/avif"), "mp4": ("mp4", "video/mp4"),
-              "m3u8": ("m3u8", "application/vnd.apple.mpegurl"), "m4s": ("m4s", "video/mp4"), "vtt": ("vtt", "text/vtt")}
+              "m3u8": ("m3u8", "application/vnd.apple.mpegurl"), "m4s": ("m4s", "video/mp4"), "vtt": ("vtt", "text/vtt"),
+              "m4a": ("m4a", "audio/mp4"), "webm": ("webm", "audio/webm"), "json": ("json", "application/json")}
 FINAL = ("completed", "failed", "cancelled")
 
 
@@ -68,7 +72,7 @@ class Backend:
         self.system = env["SYSTEM"]
         self.bucket = env["S3_BUCKET"]
         self.schemas = {}
-        for name in ("image-request", "video-request", "job-update", "image-result", "video-result", "cancel"):
+        for name in [f"{SCHEMA[t]}-{part}" for t in TYPES for part in ("request", "result")] + ["job-update", "cancel"]:
             with open(os.path.join(env["SCHEMAS_DIR"], f"{name}.json")) as f:
                 schema = json.load(f)
             jsonschema.Draft7Validator.check_schema(schema)
@@ -116,7 +120,7 @@ class Backend:
             "output": {"bucket": self.bucket, "prefix": f"{self.system}/py/outputs/{job_id}"},
             "recipe": recipe,
         }
-        self.check("image-request" if kind == "images" else "video-request", request, "our own request")
+        self.check(f"{SCHEMA[kind]}-request", request, "our own request")
         self.publish("", names(self.system, kind)["request"], request, "job.request", job_id)
         self.jobs[job_id] = {"kind": kind, "request": request, "expect": expect, "updates": [], "result": None}
         return job_id
@@ -152,7 +156,7 @@ class Backend:
         def handle(channel, method, properties, body):
             result = json.loads(body)
             job = self.jobs.get(result.get("jobId"))
-            self.check(f"{kind[:-1]}-result", result, f"the result of job {result.get('jobId')}")
+            self.check(f"{SCHEMA[kind]}-result", result, f"the result of job {result.get('jobId')}")
             if job is None:
                 self.problems.append(f"a result for a job we never sent: {result.get('jobId')}")
             elif job["result"] is None:
@@ -227,6 +231,8 @@ class Backend:
                     self.problems.append(f"{label}: the metadata has no {field}: {result['metadata']}")
             if "hls" in expect:
                 self.check_hls(label, result, expect["hls"])
+            if "audio" in expect:
+                self.check_audio(label, result, expect["audio"])
         if result["status"] == "cancelled":
             left = [k for k in self.keys_under(prefix) if not k.endswith("/.cancelled")]
             if left:
@@ -282,6 +288,38 @@ class Backend:
             if played.returncode != 0 or played.stderr.strip():
                 self.problems.append(f"{label}: ffmpeg could not play the stream from the store: {played.stderr[-500:]}")
 
+    def check_audio(self, label, result, expect):
+        """PROTOCOL.md section 4: the peaks are audiowaveform JSON v2 covering what decodes, within one pixel; the
+        encodings hold one audio stream and nothing else, last as long, and measure near the loudness target (or got
+        the gain the metadata names); the cover is a picture."""
+        made = {o["name"]: o for o in result["outputs"]}
+        metadata = result["metadata"]
+        duration = metadata["durationSeconds"]
+        peaks = json.loads(self.text_of(made[expect["peaks"]]["key"]))
+        if (peaks.get("version"), peaks.get("channels"), peaks.get("bits")) != (2, 1, 8) or len(peaks["data"]) != 2 * peaks["length"]:
+            self.problems.append(f"{label}: the peaks are not audiowaveform v2 with 8 bits: {str(peaks)[:200]}")
+        elif abs(peaks["length"] * peaks["samples_per_pixel"] / peaks["sample_rate"] - duration) > peaks["samples_per_pixel"] / peaks["sample_rate"]:
+            self.problems.append(f"{label}: the peaks cover {peaks['length']} pixels of {peaks['samples_per_pixel']}, the audio {duration} s")
+        if metadata["tags"].get("title") != expect["title"] or metadata["hasCover"] is not True:
+            self.problems.append(f"{label}: the tags or the cover were not read: {metadata}")
+        with tempfile.TemporaryDirectory() as folder:
+            for name in expect["encodings"]:
+                path = os.path.join(folder, made[name]["key"].rsplit("/", 1)[1])
+                self.s3.download_file(self.bucket, made[name]["key"], path)
+                probe = json.loads(subprocess.run(["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", path],
+                                                  capture_output=True, text=True).stdout)
+                kinds = [s["codec_type"] for s in probe["streams"]]
+                if kinds != ["audio"] or abs(float(probe["format"]["duration"]) - duration) > 0.05:
+                    self.problems.append(f"{label}: {name} holds {kinds} for {probe['format'].get('duration')} s, the audio {duration} s")
+                measured = subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-nostats", "-i", path, "-af", "ebur128", "-f", "null", "-"],
+                                          capture_output=True, text=True).stderr
+                lufs = float(re.findall(r"I:\s+(-?[\d.]+) LUFS", measured)[-1])
+                wanted = metadata["loudness"]["integratedLufs"] + metadata["loudness"]["gainDb"]
+                if abs(lufs - wanted) > 1:
+                    self.problems.append(f"{label}: {name} measures {lufs} LUFS, the metadata gives {wanted}")
+        if made[expect["cover"]]["contentType"] != "image/webp" or not made[expect["cover"]].get("width"):
+            self.problems.append(f"{label}: the cover is not a picture: {made[expect['cover']]}")
+
     def dead_letters(self, kind):
         """Takes the messages off the type's dead-letter queue: (x-first-death-reason, body) pairs."""
         found = []
@@ -329,6 +367,13 @@ def main():
                     "formats": {"avatar": "webp", "set-32": "webp", "set-64": "webp", "still": "avif"},
                     "sizes": {"avatar": (64, 64), "set-32": (32, 24), "set-64": (64, 48), "still": (80, 60)},
                     "sets": {"set-32": "set", "set-64": "set"}, "metadata": ["thumbhash", "dominantColor"]})
+    # PROTOCOL.md section 4: sound, normalised, with its waveform and its cover art.
+    audio_recipe = {"aac": {"name": "sound", "bitrate": 96}, "opus": {"name": "sound-opus"}, "peaks": {"name": "wave", "maxPairs": 500},
+                    "cover": {"name": "art", "width": 100, "height": 100}, "loudness": {"targetLufs": -18}}
+    backend.submit("audio", env["AUDIO_FILE"], "mp3", audio_recipe,
+                   {"label": "a song with its cover", "status": "completed", "outputs": ["sound", "sound-opus", "wave", "art"],
+                    "formats": {"sound": "m4a", "sound-opus": "webm", "wave": "json", "art": "webp"},
+                    "audio": {"peaks": "wave", "encodings": ["sound", "sound-opus"], "cover": "art", "title": "Interop"}})
     missing = backend.submit("images", env["IMAGE_FILE"], "jpeg", image_recipe,
                              {"label": "a missing original", "status": "failed", "code": "source_missing"}, store=False)
     # A request that breaks a rule (format "jpg") is refused with a result we can read, and dead-lettered.

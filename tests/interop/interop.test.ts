@@ -1,6 +1,6 @@
 /**
  * A backend in another language against the real processors: tests/interop/backend.py (Python, pika, jsonschema,
- * boto3), written from shared/PROTOCOL.md and shared/schemas/ alone, drives an image and a video processor started
+ * boto3), written from shared/PROTOCOL.md and shared/schemas/ alone, drives the image, video and audio processors started
  * here on the real RabbitMQ and S3. It declares the topology itself (after the processors did, so any difference in
  * the arguments would make RabbitMQ refuse it), and checks every message against the schemas.
  */
@@ -9,10 +9,12 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import sharp from 'sharp'
+import { readConfig as readAudioConfig, start as startAudio } from '../../services/audio/main.ts'
 import { readConfig as readImagesConfig, start as startImages } from '../../services/images/main.ts'
 import { readConfig as readVideosConfig, start as startVideos } from '../../services/videos/main.ts'
 import { testEnv } from '../helpers/env.ts'
 import { appendLog } from '../helpers/logs.ts'
+import { makeSong } from '../helpers/audio-fixtures.ts'
 import { quadrants } from '../helpers/image-fixtures.ts'
 import { makeClip } from '../helpers/video-fixtures.ts'
 import { useInfra } from '../helpers/infra.ts'
@@ -27,15 +29,23 @@ let env: Record<string, string>
 let processors: { stop(): Promise<void> }[] = []
 
 beforeAll(async () => {
-  env = testEnv({ IMAGES_TMP_DIR: join(work, 'images'), VIDEOS_TMP_DIR: join(work, 'videos') })
-  processors = await Promise.all([startImages(readImagesConfig(env)), startVideos(readVideosConfig(env))])
+  env = testEnv({
+    IMAGES_TMP_DIR: join(work, 'images'),
+    VIDEOS_TMP_DIR: join(work, 'videos'),
+    AUDIO_TMP_DIR: join(work, 'audio'),
+  })
+  processors = await Promise.all([
+    startImages(readImagesConfig(env)),
+    startVideos(readVideosConfig(env)),
+    startAudio(readAudioConfig(env)),
+  ])
 })
 afterAll(async () => {
   await Promise.all(processors.map((p) => p.stop()))
   rmSync(work, { recursive: true, force: true })
 })
 
-test('a Python backend that knows only PROTOCOL.md and the JSON Schemas drives both processors', async () => {
+test('a Python backend that knows only PROTOCOL.md and the JSON Schemas drives the three processors', async () => {
   const image = join(work, 'photo.jpg')
   writeFileSync(
     image,
@@ -43,9 +53,12 @@ test('a Python backend that knows only PROTOCOL.md and the JSON Schemas drives b
       .jpeg()
       .toBuffer()
   )
+  const song = join(work, 'song.mp3')
   const [video, long] = await Promise.all([
     makeClip(work, 'clip.mp4', '320x240', 2),
     makeClip(work, 'long.mp4', '640x360', 30),
+    // 3 s of a tone with a title and a 200×200 JPEG cover.
+    makeSong(song, 'Interop', 3),
   ])
   const child = Bun.spawn([PYTHON, join(import.meta.dir, 'backend.py')], {
     env: {
@@ -60,6 +73,7 @@ test('a Python backend that knows only PROTOCOL.md and the JSON Schemas drives b
       IMAGE_FILE: image,
       VIDEO_FILE: video,
       LONG_VIDEO_FILE: long,
+      AUDIO_FILE: song,
     },
     stdout: 'pipe',
     stderr: 'pipe',
@@ -86,6 +100,7 @@ test('a Python backend that knows only PROTOCOL.md and the JSON Schemas drives b
     'a crop, a set and AVIF': 'completed',
     'a clip; the 2160p rung is above it': 'completed',
     'a stream and a storyboard': 'completed',
+    'a song with its cover': 'completed',
     'a missing original': 'failed',
     'format jpg': 'failed',
   })

@@ -139,7 +139,7 @@ describe('routes and uploads', () => {
       body: 'just some words, not a picture',
       headers: { 'content-type': 'image/png' },
     })
-    expect(await expectError(res, 415, 'unsupported_media_type')).toContain('not an image or video')
+    expect(await expectError(res, 415, 'unsupported_media_type')).toContain('not an image, video or audio')
   })
 
   test('an SVG answers 415 naming SVG as refused, whatever it is declared as', async () => {

@@ -13,6 +13,7 @@ import {
   HEARTBEAT_SECONDS,
   MAX_ATTEMPTS,
   MAX_MESSAGE_BYTES,
+  MEDIA_TYPES,
   OUTPUT_FORMATS,
   UPDATE_INTERVAL_MS,
   topology,
@@ -27,6 +28,8 @@ describe('generated documents', () => {
     const documents = protocolDocuments()
     expect([...documents.keys()].sort()).toEqual([
       'asyncapi.json',
+      'schemas/audio-request.json',
+      'schemas/audio-result.json',
       'schemas/cancel.json',
       'schemas/image-request.json',
       'schemas/image-result.json',
@@ -47,7 +50,7 @@ describe('generated documents', () => {
     const document = JSON.parse(read('asyncapi.json')) as {
       channels: Record<string, { address: string; 'x-queue-arguments'?: unknown }>
     }
-    for (const type of ['images', 'videos'] as const) {
+    for (const type of MEDIA_TYPES) {
       for (const queue of topology('{system}', type).queues) {
         const channel = Object.values(document.channels).find((c) => c.address === queue.name)
         expect({ queue: queue.name, arguments: channel?.['x-queue-arguments'] }).toEqual({

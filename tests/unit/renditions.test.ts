@@ -3,8 +3,8 @@
  * keyframes (the command is built, not run).
  */
 import { describe, expect, test } from 'bun:test'
+import { ffmpegArgv } from '@app/shared/processor'
 import {
-  ffmpegArgv,
   keyframeFrames,
   planRenditions,
   planStoryboard,

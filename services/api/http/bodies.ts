@@ -9,6 +9,7 @@ import {
   ImageMetadataSchema,
   JOB_STATUSES,
   JobIdSchema,
+  MEDIA_KIND_LIST,
   MEDIA_TYPES,
   MediaIdSchema,
   OutputInfoSchema,
@@ -24,7 +25,10 @@ const Timestamp = v.pipe(
   v.description('An RFC 3339 timestamp in UTC, e.g. 2026-11-22T08:00:00.000Z.')
 )
 const Uuid = v.pipe(v.string(), v.uuid())
-const Kind = v.pipe(v.picklist(['image', 'video']), v.description('What the upload is, judged from its first bytes.'))
+const Kind = v.pipe(
+  v.picklist(MEDIA_KIND_LIST),
+  v.description('What the upload is: image, video or audio, judged from its content.')
+)
 
 // ── Media ────────────────────────────────────────────────────────────────────────────────────────────────────
 
@@ -153,6 +157,23 @@ export const PlaybackSchema = v.pipe(
         })
       ),
       v.description('The progressive MP4 of each rung, smallest first; empty when the video was made to stream only.')
+    ),
+    audio: v.pipe(
+      v.array(
+        v.object({
+          name: v.string(),
+          contentType: v.pipe(v.string(), v.description('audio/mp4 (AAC) or audio/webm (Opus).')),
+          size: v.pipe(v.number(), v.description('Bytes.')),
+          url: SignedUrl('The encoding'),
+        })
+      ),
+      v.description(
+        "A sound's encodings, to list as <source> elements of an <audio> (AAC plays everywhere; Opus is smaller). Empty for a video."
+      )
+    ),
+    peaks: v.pipe(
+      v.nullable(SignedUrl('The waveform peaks')),
+      v.description("A sound's waveform peaks (audiowaveform JSON, version 2) to draw; null for a video.")
     ),
     expiresAt: Timestamp,
   }),

@@ -4,10 +4,9 @@
  * are added meanwhile).
  */
 import * as v from 'valibot'
-import { JOB_STATUSES, MediaIdSchema, type JobStatus } from '@app/shared'
+import { JOB_STATUSES, MEDIA_KIND_LIST, MediaIdSchema, type JobStatus } from '@app/shared'
 import type { MediaKind, MediaQuery } from '../store/media.ts'
 
-const KINDS = ['image', 'video'] as const
 const LIMIT_RULE = 'must be a whole number from 1 to 100'
 export const DEFAULT_PAGE = 24
 
@@ -44,7 +43,10 @@ export const ListQuery = v.object({
     )
   ),
   kind: v.optional(
-    v.pipe(listOf<MediaKind>(KINDS, 'kinds'), v.description('Only these kinds: image, video (comma-separated).'))
+    v.pipe(
+      listOf<MediaKind>(MEDIA_KIND_LIST, 'kinds'),
+      v.description('Only these kinds: image, video, audio (comma-separated).')
+    )
   ),
   limit: v.optional(
     v.pipe(

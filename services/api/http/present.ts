@@ -41,7 +41,7 @@ export function present(media: MediaRecord, origin: string): Media {
 /** Each responsive set of a media's outputs as an HTML `srcset`, narrowest first: `<url> <width>w, …`. */
 function srcsets(media: MediaRecord, url: (name: string) => string): Record<string, string> {
   const sets: Record<string, { width: number; name: string }[]> = {}
-  for (const o of media.outputs) if (o.set) (sets[o.set] ??= []).push({ width: o.width, name: o.name })
+  for (const o of media.outputs) if (o.set && o.width) (sets[o.set] ??= []).push({ width: o.width, name: o.name })
   return Object.fromEntries(
     Object.entries(sets).map(([set, outputs]) => [
       set,

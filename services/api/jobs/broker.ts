@@ -1,32 +1,31 @@
 /**
- * The API's side of RabbitMQ: publishes requests with confirms and consumes both types' updates and results.
+ * The API's side of RabbitMQ: publishes requests with confirms and consumes every type's updates and results.
  * Connecting (`connectBroker`) and consuming (`broker.consume`) are separate steps, so the handlers can be built
  * from the connected broker. Connects through `@app/shared/amqp` (amqplib's built-in recovery); channels, topology
  * and (once given) consumers are re-created after every reconnect.
  */
 import amqp from 'amqplib'
+import type * as v from 'valibot'
 import {
   CancelSchema,
-  ImageResultSchema,
   MediaChangedSchema,
   cancelExchange,
   encodeMessage,
   eventsExchange,
   JobUpdateSchema,
   MEDIA_TYPES,
-  VideoResultSchema,
+  MESSAGES,
   decodeMessage,
   declareTopology,
   parseTraceparent,
   queueNames,
   topology,
   TRACEPARENT,
-  type ImageResult,
   type JobUpdate,
   type MediaType,
   type Publisher,
+  type ResultOf,
   type TraceContext,
-  type VideoResult,
 } from '@app/shared'
 import {
   connectRecovering,
@@ -52,7 +51,7 @@ export interface RawDeadLetter {
 export interface Handlers {
   /** `trace`: the processor's span, from the message's `traceparent` header (null when it sent none). */
   onUpdate(type: MediaType, update: JobUpdate, trace: TraceContext | null): Promise<void>
-  onResult(type: MediaType, result: ImageResult | VideoResult, trace: TraceContext | null): Promise<void>
+  onResult(type: MediaType, result: ResultOf<MediaType>, trace: TraceContext | null): Promise<void>
   /** A message the broker dead-lettered (a request it gave up on, or anything malformed). */
   onDeadLetter(type: MediaType, letter: RawDeadLetter): Promise<void>
   /** A media changed on another API instance (this instance's own broadcasts are not heard back). */
@@ -176,7 +175,6 @@ export async function connectBroker(options: BrokerOptions): Promise<Broker> {
     }
     for (const type of MEDIA_TYPES) {
       const names = queueNames(options.system, type)
-      const resultSchema = type === 'images' ? ImageResultSchema : VideoResultSchema
       await consume(
         names.updates,
         (bytes) => decodeMessage(JobUpdateSchema, bytes),
@@ -184,7 +182,7 @@ export async function connectBroker(options: BrokerOptions): Promise<Broker> {
       )
       await consume(
         names.results,
-        (bytes) => decodeMessage(resultSchema, bytes),
+        (bytes) => decodeMessage(MESSAGES[type].result as v.GenericSchema<unknown, ResultOf<MediaType>>, bytes),
         (r, m) => handlers.onResult(type, r, traceOf(m))
       )
       // Dead letters are taken off the broker into the store, where operators list, inspect and re-drive them.

@@ -6,12 +6,9 @@
 import * as v from 'valibot'
 import {
   DELIVERY_LIMIT,
-  ImageRequestSchema,
-  ImageResultSchema,
   JobIdSchema,
   JobUpdateSchema,
-  VideoRequestSchema,
-  VideoResultSchema,
+  MESSAGES,
   decodeMessage,
   type ErrorInfo,
   type MediaType,
@@ -19,10 +16,9 @@ import {
 import type { RawDeadLetter } from './broker.ts'
 import type { DeadLetter } from '../store/dead-letters.ts'
 
-const SCHEMAS = {
-  images: { request: ImageRequestSchema, updates: JobUpdateSchema, results: ImageResultSchema },
-  videos: { request: VideoRequestSchema, updates: JobUpdateSchema, results: VideoResultSchema },
-} as const
+/** What each queue of a type carries: its request, the updates, its result. */
+const schemasOf = (type: MediaType) =>
+  ({ request: MESSAGES[type].request, updates: JobUpdateSchema, results: MESSAGES[type].result }) as const
 
 /** The dead letter to keep, and the failure to give its job (null when it fails none). */
 export function readDeadLetter(type: MediaType, raw: RawDeadLetter): { letter: DeadLetter; failure: ErrorInfo | null } {
@@ -31,7 +27,7 @@ export function readDeadLetter(type: MediaType, raw: RawDeadLetter): { letter: D
   const queue = death.queue ?? 'unknown'
   const kind = (['request', 'updates', 'results'] as const).find((k) => queue.endsWith(`.${k}`))
   const decoded = kind
-    ? decodeMessage(SCHEMAS[type][kind], raw.body)
+    ? decodeMessage(schemasOf(type)[kind] as v.GenericSchema, raw.body)
     : ({ ok: false, reason: `it came from an unknown queue (${queue})` } as const)
   const jobId = decoded.ok
     ? (decoded.value as { jobId: string }).jobId

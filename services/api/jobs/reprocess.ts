@@ -4,7 +4,7 @@
  * earlier outputs are deleted after (apply.ts). A reprocess that fails or is cancelled leaves the media as it was.
  * One job of a media runs at a time: a reprocess while one runs is a 409.
  */
-import { formatTraceparent, type MediaType } from '@app/shared'
+import { formatTraceparent, typeOfKind, type MediaType } from '@app/shared'
 import type { Logger } from '@app/shared/ops'
 import type { Accepted } from '../http/bodies.ts'
 import { ApiError } from '../http/errors.ts'
@@ -20,7 +20,7 @@ export async function reprocessMedia(
 ): Promise<Accepted> {
   const { names, recipe } = chosen.recipeFor(media.kind)
   const jobId = crypto.randomUUID()
-  const type: MediaType = media.kind === 'image' ? 'images' : 'videos'
+  const type: MediaType = typeOfKind(media.kind)
   const source = { bucket: media.bucket, key: media.sourceKey, format: media.format, size: media.size }
   const request = jobRequest(deps, type, { jobId, mediaId: media.id, source }, recipe)
   const traceparent = formatTraceparent(uploader.trace)

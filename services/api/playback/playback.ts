@@ -1,5 +1,5 @@
 /**
- * `GET /v1/media/{id}/playback`: what a page needs to play a video with no API key. Every URL is a signed link with
+ * `GET /v1/media/{id}/playback`: what a page needs to play a video or a sound with no API key. Every URL is a signed link with
  * one expiry; the HLS master and the storyboard are served with their addresses rewritten into links with that same
  * expiry (addresses.ts), so a player fetches everything below them without credentials, and nothing past it.
  */
@@ -9,7 +9,7 @@ import { ApiError } from '../http/errors.ts'
 import { fileOf } from './addresses.ts'
 import type { Playback } from '../http/bodies.ts'
 import type { MediaRecord } from '../store/media.ts'
-import { VIDEO_OUTPUTS } from '../uploads/video-outputs.ts'
+import { AUDIO_OUTPUTS, VIDEO_OUTPUTS } from '../uploads/output-names.ts'
 
 /**
  * How long playback links last when not asked: an hour, or for a long video twice its duration, so a viewer who
@@ -24,8 +24,8 @@ export async function playbackOf(
   media: MediaRecord,
   options: { origin: string; expiresAt: number; links: Pick<Links, 'sign'> }
 ): Promise<Playback> {
-  if (media.kind !== 'video')
-    throw new ApiError(409, 'conflict', `media ${media.id} is an image: playback is for videos`)
+  if (media.kind === 'image')
+    throw new ApiError(409, 'conflict', `media ${media.id} is an image: playback is for videos and sound`)
   if (!media.outputs.length) {
     throw new ApiError(
       409,
@@ -42,15 +42,25 @@ export async function playbackOf(
   const linkTo = async (output: MediaRecord['outputs'][number] | undefined) => (output ? link(output) : null)
   const mp4 = `.${OUTPUT_FORMATS.mp4.extension}`
   const downloads = media.outputs
-    .filter((o) => o.key.endsWith(mp4))
+    .filter((o): o is typeof o & { width: number; height: number } => o.key.endsWith(mp4) && !!o.width && !!o.height)
     .sort((a, b) => a.width * a.height - b.width * b.height)
   return {
     hls: await linkTo(named(VIDEO_OUTPUTS.hls, OUTPUT_FORMATS.m3u8.contentType)),
     storyboard: await linkTo(named(VIDEO_OUTPUTS.storyboard, OUTPUT_FORMATS.vtt.contentType)),
-    poster: await linkTo(named(VIDEO_OUTPUTS.poster, OUTPUT_FORMATS.webp.contentType)),
+    poster: await linkTo(
+      media.kind === 'audio'
+        ? named(AUDIO_OUTPUTS.cover, OUTPUT_FORMATS.webp.contentType)
+        : named(VIDEO_OUTPUTS.poster, OUTPUT_FORMATS.webp.contentType)
+    ),
     downloads: await Promise.all(
       downloads.map(async (o) => ({ name: o.name, width: o.width, height: o.height, size: o.size, url: await link(o) }))
     ),
+    audio: await Promise.all(
+      media.outputs
+        .filter((o) => o.contentType.startsWith('audio/'))
+        .map(async (o) => ({ name: o.name, contentType: o.contentType, size: o.size, url: await link(o) }))
+    ),
+    peaks: media.kind === 'audio' ? await linkTo(named(AUDIO_OUTPUTS.peaks, OUTPUT_FORMATS.json.contentType)) : null,
     expiresAt: new Date(expiresAt * 1000).toISOString(),
   }
 }

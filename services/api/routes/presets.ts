@@ -5,6 +5,7 @@
  */
 import { Hono } from 'hono'
 import * as v from 'valibot'
+import { MEDIA_KIND_LIST } from '@app/shared'
 import type { Caller, Keyed } from '../auth/access.ts'
 import { ApiError } from '../http/errors.ts'
 import { API_KEY, documenter, jsonAnswer } from '../http/openapi.ts'
@@ -38,11 +39,15 @@ const PresetSchema = v.pipe(
 const DefaultsSchema = v.object({
   image: v.pipe(v.array(PresetNameSchema), v.description('What an image upload that names no preset is made with.')),
   video: v.pipe(v.array(PresetNameSchema), v.description('What a video upload that names no preset is made with.')),
+  audio: v.pipe(v.array(PresetNameSchema), v.description('What a sound upload that names no preset is made with.')),
 })
 const DefaultsBody = v.object({
   image: v.optional(v.nullable(PresetArraySchema)),
   video: v.optional(v.nullable(PresetArraySchema)),
+  audio: v.optional(v.nullable(PresetArraySchema)),
 })
+/** The kinds whose media take one preset at a time (a video's rungs, a sound's encodings); images take several. */
+const ONE_PRESET: readonly PresetKind[] = ['video', 'audio']
 type Preset = v.InferOutput<typeof PresetSchema>
 
 const doc = documenter({ tag: 'presets', security: API_KEY, errors: [401, 429] })
@@ -81,9 +86,8 @@ export function presetRoutes(deps: PresetRouteDeps, keyed: Keyed) {
       throw new ApiError(409, 'conflict', `${name} is a built-in preset; choose another name`)
     checkDefinition(name, definition)
     const defaults = await presetStore.defaults(tenant)
-    const other: PresetKind = definition.kind === 'image' ? 'video' : 'image'
-    if (defaults[other]?.includes(name))
-      throw new ApiError(409, 'conflict', `${name} is among the ${other} defaults: it stays a ${other} preset`)
+    const other = MEDIA_KIND_LIST.find((kind) => kind !== definition.kind && defaults[kind]?.includes(name))
+    if (other) throw new ApiError(409, 'conflict', `${name} is among the ${other} defaults: it stays a ${other} preset`)
     return presetStore.put({ tenant, name, kind: definition.kind, definition })
   }
   /** The tenant's defaults, the built-in ones where it set none. */
@@ -116,15 +120,15 @@ export function presetRoutes(deps: PresetRouteDeps, keyed: Keyed) {
         const tenant = c.get('tenant')
         const body = c.req.valid('json')
         const available = await deps.presets.available(tenant)
-        for (const kind of ['image', 'video'] as const) {
+        for (const kind of MEDIA_KIND_LIST) {
           const names = body[kind]
           if (names === undefined) continue
           const wrong = (names ?? []).filter((n) => available.get(n)?.kind !== kind)
           if (wrong.length) throw new ApiError(422, 'unknown_preset', `no ${kind} preset named ${wrong.join(', ')}`)
-          if (kind === 'video' && names && names.length > 1)
-            throw new ApiError(422, 'invalid_preset', 'a video takes one preset: name one default')
+          if (ONE_PRESET.includes(kind) && names && names.length > 1)
+            throw new ApiError(422, 'invalid_preset', `${kind} takes one preset: name one default`)
         }
-        for (const kind of ['image', 'video'] as const)
+        for (const kind of MEDIA_KIND_LIST)
           if (body[kind] !== undefined) await presetStore.setDefaults(tenant, kind, body[kind] ?? null)
         return c.json(await defaultsOf(tenant), 200)
       })
@@ -155,7 +159,7 @@ export function presetRoutes(deps: PresetRouteDeps, keyed: Keyed) {
         if (Object.hasOwn(BUILT_IN_PRESETS, name))
           throw new ApiError(409, 'conflict', `${name} is a built-in preset; it cannot be deleted`)
         const defaults = await presetStore.defaults(tenant)
-        const kind = (['image', 'video'] as const).find((k) => defaults[k]?.includes(name))
+        const kind = MEDIA_KIND_LIST.find((k) => defaults[k]?.includes(name))
         if (kind)
           throw new ApiError(
             409,

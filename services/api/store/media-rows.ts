@@ -3,7 +3,8 @@ import type { ImageMetadata, MediaType, VideoMetadata } from '@app/shared'
 import { num, text, type Queryable, type Row } from './db.ts'
 import type { JobState } from './rules.ts'
 
-export type MediaKind = 'image' | 'video'
+import type { MediaKind } from '@app/shared'
+export type { MediaKind }
 
 /** A newer job of a media than the one it serves (a reprocess), as far as it got. */
 export interface PendingJob {

@@ -2,14 +2,7 @@
  * Media and their jobs: created with the job's request (the outbox) in one transaction, read and listed per tenant,
  * changed only through jobs.ts (updates and results applied, cancels, stalled jobs re-driven or failed), removed.
  */
-import {
-  JOB_STATUSES,
-  type ImageResult,
-  type JobStatus,
-  type JobUpdate,
-  type MediaType,
-  type VideoResult,
-} from '@app/shared'
+import { JOB_STATUSES, type JobStatus, type JobUpdate, type MediaType, type ResultOf } from '@app/shared'
 import { isoNow, placeholders, text, type Db, type Param, type Queryable } from './db.ts'
 import type { Applied, JobChanges, Reason } from './jobs.ts'
 import { MEDIA_SELECT, readMedia, toMedia, type MediaKind, type MediaRecord } from './media-rows.ts'
@@ -101,7 +94,7 @@ export interface MediaRepo {
   /** Applies an update (undefined: no such job). Never moves a job backwards or out of a final state. */
   applyUpdate(update: JobUpdate): Promise<Applied | undefined>
   /** Applies a result (undefined: no such job); the first final state of a job wins and later ones change nothing. */
-  applyResult(result: ImageResult | VideoResult): Promise<Applied | undefined>
+  applyResult(result: ResultOf<MediaType>): Promise<Applied | undefined>
   /** Cancels the media's job unless it is already final (undefined: no such media). */
   cancel(mediaId: string): Promise<CancelOutcome | undefined>
   /**

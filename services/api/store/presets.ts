@@ -2,9 +2,11 @@
  * A tenant's own presets (named output recipes), kept as the validated definitions the API took (uploads/presets.ts
  * reads them), and which presets it uploads with when an upload names none.
  */
+import type { MediaKind } from '@app/shared'
 import type { Db, Row } from './db.ts'
 
-export type PresetKind = 'image' | 'video'
+/** Presets are of a media kind: a preset makes outputs of one kind of media. */
+export type PresetKind = MediaKind
 
 export interface StoredPreset {
   tenant: string

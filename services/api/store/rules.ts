@@ -6,11 +6,11 @@ import {
   failureClassOf,
   isFinal,
   type ErrorInfo,
-  type ImageResult,
   type JobStatus,
   type JobUpdate,
   type OutputInfo,
-  type VideoResult,
+  type ResultOf,
+  type MediaType,
 } from '@app/shared'
 
 export type Stage = JobUpdate['stage']
@@ -48,7 +48,7 @@ export function afterUpdate(job: JobState, update: JobUpdate): JobState | null {
 }
 
 /** The job after its result, or null when it already has a final state (first result wins). */
-export function afterResult(job: JobState, result: ImageResult | VideoResult): JobState | null {
+export function afterResult(job: JobState, result: ResultOf<MediaType>): JobState | null {
   if (isFinal(job.status)) return null
   if (result.status === 'completed') {
     return {

@@ -9,17 +9,18 @@
  * removed with its record.
  */
 import {
-  ImageRequestSchema,
-  VideoRequestSchema,
+  MESSAGES,
   encodeMessage,
   formatTraceparent,
   queueNames,
-  type ImageRequest,
+  typeOfKind,
+  type MediaKind,
   type MediaType,
+  type RequestOf,
   type TraceContext,
-  type VideoRequest,
 } from '@app/shared'
 import type { Logger } from '@app/shared/ops'
+import type * as v from 'valibot'
 import type { ApiMetrics } from '../metrics.ts'
 import type { Accepted as AcceptedBody } from '../http/bodies.ts'
 import { ApiError } from '../http/errors.ts'
@@ -31,7 +32,8 @@ import { CONTENT_TYPES, originalKey, outputPrefix } from './object-keys.ts'
 import type { Objects } from '../s3/objects.ts'
 import type { DirectUpload } from '../store/uploads.ts'
 import { judgeHead, tooLarge } from './rules.ts'
-import { SNIFF_BYTES } from './sniff.ts'
+import { SNIFF_BYTES, type Sniffed } from './sniff.ts'
+import { refineKind } from './tracks.ts'
 import type { OutboxMessage } from '../store/outbox.ts'
 import type { Store } from '../store/open.ts'
 
@@ -40,7 +42,7 @@ export interface StoredOriginal {
   id: string
   tenant: string
   filename: string | null
-  kind: 'image' | 'video'
+  kind: MediaKind
   format: string
   size: number
   sourceKey: string
@@ -60,7 +62,7 @@ export interface AdmitDeps {
 export async function admitMedia(deps: AdmitDeps, original: StoredOriginal, log: Logger): Promise<AcceptedBody> {
   const { id, sourceKey, traceparent } = original
   const jobId = crypto.randomUUID()
-  const type: MediaType = original.kind === 'image' ? 'images' : 'videos'
+  const type: MediaType = typeOfKind(original.kind)
   const source = { bucket: deps.objects.bucket, key: sourceKey, format: original.format, size: original.size }
   const { names, recipe } = original.chosen.recipeFor(original.kind)
   const request = jobRequest(deps, type, { jobId, mediaId: id, source }, recipe)
@@ -104,18 +106,16 @@ export const unavailable = (code: string, message: string) => new ApiError(503, 
 export function jobRequest(
   deps: Pick<AdmitDeps, 'system' | 'objects'>,
   type: MediaType,
-  job: { jobId: string; mediaId: string; source: ImageRequest['source'] },
-  recipe: ImageRequest['recipe'] | VideoRequest['recipe']
+  job: { jobId: string; mediaId: string; source: RequestOf<MediaType>['source'] },
+  recipe: RequestOf<MediaType>['recipe']
 ): Omit<OutboxMessage, 'traceparent'> {
   const common = {
     version: 1 as const,
     ...job,
     output: { bucket: deps.objects.bucket, prefix: outputPrefix(deps.system, job.jobId) },
   }
-  const body =
-    type === 'images'
-      ? encodeMessage(ImageRequestSchema, { ...common, recipe: recipe as ImageRequest['recipe'] })
-      : encodeMessage(VideoRequestSchema, { ...common, recipe: recipe as VideoRequest['recipe'] })
+  // Checked against the type's own schema as it is encoded: a recipe of another type fails here, not in a processor.
+  const body = encodeMessage(MESSAGES[type].request as v.GenericSchema, { ...common, recipe })
   return {
     messageId: crypto.randomUUID(),
     jobId: job.jobId,
@@ -156,8 +156,11 @@ export async function admitStored(
   let sniffed
   try {
     sniffed = judgeHead(await onClientsBehalf(() => deps.objects.readHead(upload.key, SNIFF_BYTES)))
+    sniffed = await storedKind(deps.objects, upload.key, size, sniffed)
+    // An MP4 found to hold only sound is audio: the presets chosen must fit that too (422 otherwise).
+    options.chosen.recipeFor(sniffed.kind)
   } catch (error) {
-    throw error instanceof ApiError && error.status === 415 ? await refuse(error) : error
+    throw error instanceof ApiError && [415, 422].includes(error.status) ? await refuse(error) : error
   }
   const original = {
     id: upload.id,
@@ -206,7 +209,15 @@ export async function admitReceived(
     uploader.log.warn({ mediaId: id, err: error }, `storing the upload failed: ${(error as Error).message}`)
     throw unavailable('storage_unavailable', 'the upload could not be stored; try again shortly')
   }
-  const { sniffed, filename, size } = received
+  const { filename, size } = received
+  let sniffed: Sniffed
+  try {
+    sniffed = await storedKind(deps.objects, sourceKey, size, received.sniffed)
+    if (sniffed.kind !== received.sniffed.kind) chosen.recipeFor(sniffed.kind)
+  } catch (error) {
+    await deps.objects.remove(sourceKey).catch(() => {})
+    throw error
+  }
   const original = {
     id,
     tenant: uploader.tenant,
@@ -219,4 +230,18 @@ export async function admitReceived(
     chosen,
   }
   return admitMedia(deps, original, uploader.log)
+}
+
+/** What a stored original is, its tracks considered (tracks.ts): read with ranged GETs on the client's behalf. */
+function storedKind(objects: Pick<Objects, 'get'>, key: string, size: number, sniffed: Sniffed): Promise<Sniffed> {
+  return onClientsBehalf(() =>
+    refineKind(
+      sniffed,
+      async (start, end) => {
+        const object = await objects.get(key, { start, end: end - 1 })
+        return object ? new Uint8Array(await new Response(object.body).arrayBuffer()) : new Uint8Array()
+      },
+      size
+    )
+  )
 }

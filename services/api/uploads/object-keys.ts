@@ -28,4 +28,10 @@ export const CONTENT_TYPES: Record<string, string> = {
   avi: 'video/x-msvideo',
   mpegts: 'video/mp2t',
   flv: 'video/x-flv',
+  mp3: 'audio/mpeg',
+  aac: 'audio/aac',
+  m4a: 'audio/mp4',
+  flac: 'audio/flac',
+  wav: 'audio/wav',
+  ogg: 'audio/ogg',
 }

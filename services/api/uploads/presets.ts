@@ -1,6 +1,7 @@
 /**
  * Presets: named output recipes, chosen by name when uploading (or reprocessing). Built-in ones serve every tenant
- * (`thumb` and `preview`, today's image outputs; `avatar`; `srcset`; the video `ladder` and `mobile`); a tenant adds
+ * (`thumb` and `preview`, today's image outputs; `avatar`; `srcset`; the video `ladder` and `mobile`; the sound
+ * `audio` and `voice`); a tenant adds
  * its own (store/presets.ts) and chooses which it uploads with by default. A choice is resolved, at the moment the job
  * is made, into the full output specs its request carries, so that editing or deleting a preset never changes a
  * queued job, and processors never learn preset names.
@@ -15,13 +16,15 @@ import {
   OutputNameSchema,
   imageOutputRules,
   outputNamesOf,
+  AUDIO_LOUDNESS_DEFAULTS,
+  type AudioRequest,
   type ImageOutputSpec,
   type ImageRequest,
   type VideoRequest,
 } from '@app/shared'
 import { ApiError } from '../http/errors.ts'
 import type { PresetKind, PresetRepo } from '../store/presets.ts'
-import { VIDEO_OUTPUTS } from './video-outputs.ts'
+import { AUDIO_OUTPUTS, VIDEO_OUTPUTS } from './output-names.ts'
 
 const NAME_RULE = 'must be 1-32 of a-z, 0-9, "_" and "-", starting with a letter or digit'
 /** A preset's name: what an output may be named too (a one-output preset names its output). `defaults` is taken. */
@@ -109,15 +112,58 @@ export const VideoPresetSchema = v.object({
   ),
 })
 
-/** What a preset is: an image recipe of outputs, or a video's renditions and poster. */
+/** The encodings a sound preset may ask for. */
+export const AUDIO_FORMATS = ['m4a', 'opus'] as const
+
+export const AudioPresetSchema = v.object({
+  kind: v.literal('audio'),
+  formats: v.optional(
+    v.pipe(
+      v.array(v.picklist(AUDIO_FORMATS, `each format must be one of ${AUDIO_FORMATS.join(', ')}`)),
+      v.minLength(1, 'formats must list at least one format'),
+      v.check((fs) => new Set(fs).size === fs.length, 'formats must differ'),
+      v.description('m4a (AAC-LC, plays everywhere) and opus (Opus in WebM, smaller, for browsers); both when absent.')
+    )
+  ),
+  bitrate: v.optional(v.pipe(int(32, 320, 'bitrate'), v.description('AAC kbit/s (default 128).'))),
+  opusBitrate: v.optional(v.pipe(int(16, 256, 'opusBitrate'), v.description('Opus kbit/s (default 96).'))),
+  normalize: v.optional(
+    v.pipe(
+      v.boolean('normalize must be true or false'),
+      v.description(
+        `Whether to bring the loudness to targetLufs (default true), within a true-peak ceiling of ${AUDIO_LOUDNESS_DEFAULTS.truePeakDb} dBTP and at most +${AUDIO_LOUDNESS_DEFAULTS.maxGainDb} dB of gain.`
+      )
+    )
+  ),
+  targetLufs: v.optional(
+    v.pipe(
+      v.number('targetLufs must be a number'),
+      v.minValue(-40, 'targetLufs must be at least -40'),
+      v.maxValue(-5, 'targetLufs must be at most -5'),
+      v.description(`The loudness to normalise to, LUFS (default ${AUDIO_LOUDNESS_DEFAULTS.targetLufs}).`)
+    )
+  ),
+  peaks: v.optional(
+    v.pipe(v.boolean('peaks must be true or false'), v.description('Whether to make waveform peaks (default true).'))
+  ),
+})
+
+/** What a preset is: an image recipe of outputs, a video's renditions and poster, or a sound's encodings. */
 export const PresetDefinitionSchema = v.variant(
   'kind',
-  [ImagePresetSchema, VideoPresetSchema],
-  'kind must be image or video'
+  [ImagePresetSchema, VideoPresetSchema, AudioPresetSchema],
+  'kind must be image, video or audio'
 )
 export type PresetDefinition = v.InferOutput<typeof PresetDefinitionSchema>
 type ImagePreset = v.InferOutput<typeof ImagePresetSchema>
 type VideoPreset = v.InferOutput<typeof VideoPresetSchema>
+type AudioPreset = v.InferOutput<typeof AudioPresetSchema>
+/** The recipe a kind's presets resolve into: what its processors' requests carry. */
+export type RecipeOf<K extends PresetKind> = K extends 'image'
+  ? ImageRequest['recipe']
+  : K extends 'video'
+    ? VideoRequest['recipe']
+    : AudioRequest['recipe']
 
 const POSTER = { width: 1280, height: 1280 }
 
@@ -133,11 +179,14 @@ export const BUILT_IN_PRESETS: Readonly<Record<string, PresetDefinition>> = {
   srcset: { kind: 'image', outputs: [{ format: 'webp', widths: [320, 640, 960, 1280, 1920], quality: 80 }] },
   ladder: { kind: 'video', renditions: [360, 720, 1080], poster: POSTER },
   mobile: { kind: 'video', renditions: [360], poster: { width: 640, height: 640 } },
+  audio: { kind: 'audio' },
+  voice: { kind: 'audio', bitrate: 64, opusBitrate: 32 },
 }
 /** What uploads get when they name no preset and their tenant chose no defaults: what they got before presets. */
 export const BUILT_IN_DEFAULTS: Readonly<Record<PresetKind, readonly string[]>> = {
   image: ['thumb', 'preview'],
   video: ['ladder'],
+  audio: ['audio'],
 }
 
 /** The outputs a preset makes (an unnamed output of a one-output preset takes the preset's name). */
@@ -198,9 +247,7 @@ export interface Chosen {
   /** The names chosen (null: the tenant's defaults). */
   names: string[] | null
   /** The recipe for a media of `kind`, and the presets it came from; 422 when none of the chosen is for that kind. */
-  recipeFor<K extends PresetKind>(
-    kind: K
-  ): { names: string[]; recipe: K extends 'image' ? ImageRequest['recipe'] : VideoRequest['recipe'] }
+  recipeFor<K extends PresetKind>(kind: K): { names: string[]; recipe: RecipeOf<K> }
 }
 
 export type Presets = ReturnType<typeof createPresets>
@@ -241,13 +288,10 @@ export function createPresets(repo: PresetRepo) {
           const ofKind = wanted.filter((n) => presets.get(n)?.kind === kind)
           if (!ofKind.length) {
             throw problem(
-              `this upload is ${kind === 'image' ? 'an image' : 'a video'}, and none of the presets ${wanted.join(', ')} is for ${kind}s`
+              `this upload is ${A_KIND[kind]}, and none of the presets ${wanted.join(', ')} is for ${PLURAL[kind]}`
             )
           }
-          return {
-            names: ofKind,
-            recipe: (kind === 'image' ? imageRecipe(ofKind, presets) : videoRecipe(ofKind, presets)) as never,
-          }
+          return { names: ofKind, recipe: RECIPES[kind](ofKind, presets) as RecipeOf<typeof kind> }
         },
       }
     },
@@ -280,11 +324,33 @@ function videoRecipe(names: string[], presets: Map<string, PresetDefinition>): V
   }
 }
 
+function audioRecipe(names: string[], presets: Map<string, PresetDefinition>): AudioRequest['recipe'] {
+  if (names.length > 1)
+    throw problem(`a sound takes one preset (its encodings); ${names.join(' and ')} are both audio presets`)
+  const preset = presets.get(names[0]!) as AudioPreset
+  const formats = preset.formats ?? AUDIO_FORMATS
+  return {
+    ...(formats.includes('m4a') ? { aac: { name: AUDIO_OUTPUTS.aac, bitrate: preset.bitrate ?? 128 } } : {}),
+    ...(formats.includes('opus') ? { opus: { name: AUDIO_OUTPUTS.opus, bitrate: preset.opusBitrate ?? 96 } } : {}),
+    ...(preset.peaks !== false ? { peaks: { name: AUDIO_OUTPUTS.peaks } } : {}),
+    // Made only when the file embeds a picture.
+    cover: { name: AUDIO_OUTPUTS.cover, width: POSTER.width, height: POSTER.height },
+    ...(preset.normalize !== false
+      ? { loudness: { targetLufs: preset.targetLufs ?? AUDIO_LOUDNESS_DEFAULTS.targetLufs } }
+      : {}),
+  }
+}
+
+/** How each kind's chosen presets become its recipe. */
+const RECIPES: { [K in PresetKind]: (names: string[], presets: Map<string, PresetDefinition>) => RecipeOf<K> } = {
+  image: imageRecipe,
+  video: videoRecipe,
+  audio: audioRecipe,
+}
+const A_KIND: Record<PresetKind, string> = { image: 'an image', video: 'a video', audio: 'audio' }
+const PLURAL: Record<PresetKind, string> = { image: 'images', video: 'videos', audio: 'audio' }
+
 /** The recipe of the built-in defaults of a kind: what an upload got before presets existed. */
-export function builtInRecipe<K extends PresetKind>(
-  kind: K
-): K extends 'image' ? ImageRequest['recipe'] : VideoRequest['recipe'] {
-  const presets = new Map(Object.entries(BUILT_IN_PRESETS))
-  const names = [...BUILT_IN_DEFAULTS[kind]]
-  return (kind === 'image' ? imageRecipe(names, presets) : videoRecipe(names, presets)) as never
+export function builtInRecipe<K extends PresetKind>(kind: K): RecipeOf<K> {
+  return RECIPES[kind]([...BUILT_IN_DEFAULTS[kind]], new Map(Object.entries(BUILT_IN_PRESETS))) as RecipeOf<K>
 }

@@ -3,20 +3,22 @@
  * formats the processors decode, judged from a file's first bytes (never its name or declared type), and the size
  * limit. Every way in asks these, so the rules are written here once.
  */
+import { MEDIA_KIND_LIST } from '@app/shared'
 import { ApiError } from '../http/errors.ts'
 import { sniff, type Sniffed } from './sniff.ts'
 
-export type Accepted = Extract<Sniffed, { kind: 'image' | 'video' }>
+export type Accepted = Sniffed
 export type Kinds = readonly Accepted['kind'][]
-/** What uploads are taken; audio-only files are refused (no processor makes anything of them). */
-export const ACCEPTED_KINDS: Kinds = ['image', 'video']
+/** What uploads are taken: every kind a processor handles. */
+export const ACCEPTED_KINDS: Kinds = MEDIA_KIND_LIST
 
 export const tooLarge = (max: number) =>
   new ApiError(413, 'payload_too_large', `the upload is larger than the limit of ${max} bytes`)
 
 /**
- * What an upload is, from its first bytes (SNIFF_BYTES of them, or all of a shorter file): an accepted image or
- * video, or the 415 that refuses it. Every way of uploading asks this.
+ * What an upload is, from its first bytes (SNIFF_BYTES of them, or all of a shorter file): an accepted image, video
+ * or sound, or the 415 that refuses it. Every way of uploading asks this. (An MP4 is taken for a video here; one
+ * that turns out to hold only sound is told apart once stored: tracks.ts.)
  */
 export function judgeHead(head: Uint8Array, kinds: Kinds = ACCEPTED_KINDS): Accepted {
   const sniffed = sniff(head)
@@ -38,18 +40,18 @@ export function judgeHead(head: Uint8Array, kinds: Kinds = ACCEPTED_KINDS): Acce
 export const ACCEPTED_FORMATS: Record<Accepted['kind'], readonly string[]> = {
   image: ['jpeg', 'png', 'gif', 'webp', 'tiff', 'heic', 'avif'],
   video: ['mp4', 'mov', '3gp', 'webm', 'mkv', 'avi', 'mpegts', 'flv'],
+  audio: ['mp3', 'aac', 'm4a', 'flac', 'wav', 'ogg'],
 }
 
 /** Why a sniffed file is refused, or null when it is accepted. */
 function refusalOf(sniffed: Sniffed | null, kinds: Kinds): string | null {
-  if (!sniffed) return 'not an image or video format this service accepts'
-  if (sniffed.kind === 'audio') return `an audio file (${sniffed.format}); audio-only uploads are not supported`
+  if (!sniffed) return 'not an image, video or audio format this service accepts'
   // An SVG is a document, not pixels: it can reference other files and URLs, and rendering it runs an XML parser
   // and a renderer on untrusted input. Refused; upload it rasterised (PNG) instead.
   if (sniffed.format === 'svg')
     return 'an SVG image; SVG is refused because it can reference other files and URLs (upload a PNG instead)'
   if (!kinds.includes(sniffed.kind))
-    return `a ${sniffed.kind} (${sniffed.format}); this service accepts only ${kinds.join(' and ')} uploads for now`
+    return `${sniffed.kind === 'image' ? 'an' : 'a'} ${sniffed.kind} file (${sniffed.format}); this service accepts only ${kinds.join(' and ')} uploads here`
   if (!ACCEPTED_FORMATS[sniffed.kind].includes(sniffed.format))
     return `a ${sniffed.format.toUpperCase()} ${sniffed.kind}, a format the processors cannot decode`
   return null

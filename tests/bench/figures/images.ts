@@ -5,7 +5,7 @@
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { cpuOf, throughPipeline, untilCompleted, upload, type Stack } from '../stack.ts'
+import { cpuOf, stageSeconds, throughPipeline, untilCompleted, upload, type Stack } from '../stack.ts'
 import { alternate, exec, median, percentile, rate, spread, type Bench, type Figure } from '../stats.ts'
 import { bareSharp, photo } from '../work.ts'
 import { apiKey } from '../../helpers/env.ts'
@@ -95,7 +95,7 @@ async function bigThroughput(bench: Bench, stack: Stack, dir: string): Promise<F
 async function smallLatency(bench: Bench, stack: Stack, small: Uint8Array<ArrayBuffer>): Promise<Figure> {
   bench.say('figure 3: 64×64 latency')
   for (let i = 0; i < 10; i++) await throughPipeline(stack.url, small) // warm-up
-  const stagesBefore = await stageSeconds(stack)
+  const stagesBefore = await stageSeconds(stack.metrics.images)
   const latencies: number[] = []
   const accepted: number[] = []
   for (let i = 0; i < (bench.quick ? 30 : 200); i++) {
@@ -105,7 +105,7 @@ async function smallLatency(bench: Bench, stack: Stack, small: Uint8Array<ArrayB
     await untilCompleted(stack.url, id)
     latencies.push(performance.now() - started)
   }
-  const stages = await stageSeconds(stack)
+  const stages = await stageSeconds(stack.metrics.images)
   const stageMs = (name: string) =>
     (((stages[name]?.sum ?? 0) - (stagesBefore[name]?.sum ?? 0)) * 1000) /
     ((stages[name]?.count ?? 0) - (stagesBefore[name]?.count ?? 0))
@@ -198,23 +198,6 @@ async function heicLatency(bench: Bench, stack: Stack, dir: string): Promise<Fig
     pass: ratio <= 1.5,
     data: { pipeline: ours, direct: bare, decodes },
   }
-}
-
-/** The image processor's time per stage (and per completed attempt), summed so far: seconds and count, by name. */
-async function stageSeconds(stack: Stack): Promise<Record<string, { sum: number; count: number }>> {
-  const text = await (await fetch(`${stack.metrics.images}/metrics`)).text()
-  const stages: Record<string, { sum: number; count: number }> = {}
-  for (const line of text.split('\n')) {
-    const match =
-      /^media_job_(?:stage_seconds_(sum|count)\{.*stage="(\w+)"|attempt_seconds_(sum|count)\{.*outcome="completed")/.exec(
-        line
-      )
-    if (!match) continue
-    const name = match[2] ?? 'attempt'
-    const entry = (stages[name] ??= { sum: 0, count: 0 })
-    entry[(match[1] ?? match[3]) as 'sum' | 'count'] += Number(line.split(' ').pop())
-  }
-  return stages
 }
 
 /** Image jobs the API has seen complete (its `media_jobs_finished_total`). */

@@ -10,11 +10,11 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { basename, join } from 'node:path'
 import { hlsRungNames, storyboardSpriteName } from '@app/shared'
+import { ffmpegArgv } from '@app/shared/processor'
 import { builtInRecipe } from '../../../services/api/uploads/presets.ts'
 import {
   HLS_DEFAULT_SEGMENT_SECONDS,
   countTiles,
-  ffmpegArgv,
   hlsPackageCommand,
   masterPlaylist,
   planRenditions,

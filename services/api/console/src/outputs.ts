@@ -6,7 +6,7 @@
  */
 import { problemOf, send, type Media } from './api.ts'
 import { keyHeaders } from './session.ts'
-import { VIDEO_OUTPUTS } from '../../uploads/video-outputs.ts'
+import { VIDEO_OUTPUTS } from '../../uploads/output-names.ts'
 
 export type Output = Media['outputs'][number]
 const KEEP = 120
@@ -51,4 +51,4 @@ export const previewOf = (media: Media) => imagesOf(media).at(-1)
 const imagesOf = (media: Media) =>
   media.outputs
     .filter((o) => o.contentType.startsWith('image/') && (media.kind !== 'video' || o.name === VIDEO_OUTPUTS.poster))
-    .sort((a, b) => a.width * a.height - b.width * b.height)
+    .sort((a, b) => (a.width ?? 0) * (a.height ?? 0) - (b.width ?? 0) * (b.height ?? 0))

@@ -22,7 +22,10 @@ const AUTO = 'auto'
 export function videoPlayer(media: Media, options: { signal: AbortSignal; say: (text: string) => void }) {
   const { signal, say } = options
   const largest = media.outputs.reduce<{ width: number; height: number } | undefined>(
-    (a, o) => (o.contentType === 'video/mp4' && (!a || o.width * o.height > a.width * a.height) ? o : a),
+    (a, o) =>
+      o.contentType === 'video/mp4' && o.width && o.height && (!a || o.width * o.height > a.width * a.height)
+        ? { width: o.width, height: o.height }
+        : a,
     undefined
   )
   const video = h('video', {

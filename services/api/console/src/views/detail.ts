@@ -1,5 +1,5 @@
 /**
- * One media: the picture (an image's preview) or a player (a video: player.ts), its progress
+ * One media: the picture (an image's preview) or a player (a video: player.ts; a sound: audio.ts), its progress
  * live while it runs, why it failed and what to do, its outputs and metadata, and buttons to cancel and delete.
  */
 import { OUTPUT_FORMATS } from '../../../../../shared/outputs.ts'
@@ -8,6 +8,7 @@ import { announce, bytes, fill, h, seconds, when } from '../dom.ts'
 import { follow, isFinal } from '../events.ts'
 import { outputUrl, previewOf, type Output } from '../outputs.ts'
 import { showPlaceholder } from '../placeholder.ts'
+import { audioPlayer } from '../audio.ts'
 import { videoPlayer } from '../player.ts'
 import { badge, failure, progressBar, progressLine } from '../status.ts'
 
@@ -98,11 +99,9 @@ export function detailView(main: HTMLElement, id: string): () => void {
 
   /** The picture or the player (a video plays once it has outputs: while a reprocess runs, the current ones). */
   function stage(media: Media) {
-    if (media.kind === 'video') {
-      return media.outputs.length
-        ? videoPlayer(media, { signal: stop.signal, say: (text) => (message.textContent = text) })
-        : null
-    }
+    const say = (text: string) => (message.textContent = text)
+    if (media.kind === 'video') return media.outputs.length ? videoPlayer(media, { signal: stop.signal, say }) : null
+    if (media.kind === 'audio') return media.outputs.length ? audioPlayer(media, { signal: stop.signal, say }) : null
     const preview = previewOf(media)
     if (!preview) return null
     const img = h('img', {
@@ -206,7 +205,7 @@ function outputsTable(media: Media, message: HTMLElement) {
               h('th', { scope: 'row' }, o.name),
               h('td', null, o.contentType),
               h('td', null, bytes(o.size)),
-              h('td', null, `${o.width}×${o.height}`),
+              h('td', null, o.width && o.height ? `${o.width}×${o.height}` : '—'),
               h('td', null, o.durationSeconds !== undefined ? seconds(o.durationSeconds) : '—'),
               h(
                 'td',

@@ -221,6 +221,8 @@ function card(media: Media): HTMLLIElement {
       () => picture.replaceChildren(h('span', { class: 'placeholder' }, 'No thumbnail'))
     )
     picture.append(img)
+  } else if (media.kind === 'audio' && media.status === 'completed') {
+    picture.append(h('span', { class: 'placeholder sound' }, '♪ Sound'))
   } else {
     picture.append(h('span', { class: 'placeholder' }, isFinal(media) ? media.status : progressLine(media)))
     if (!isFinal(media)) picture.append(progressBar(media, `Progress of ${name}`))
