@@ -30,8 +30,21 @@ export interface ConfirmChannelLike<C> {
   on(event: 'return', listener: (message: { properties: { messageId?: string } }) => void): unknown
 }
 
+/**
+ * Why a publish failed: `refused` (basic.nack: a full queue, or a quorum queue without a reachable leader),
+ * `unroutable` (no such queue), `timeout` (no confirm in time: it may still arrive), `closed` (the channel closed or
+ * threw before a confirm).
+ */
+export type PublishFailure = 'refused' | 'unroutable' | 'timeout' | 'closed'
+
 export class PublishError extends Error {
   override name = 'PublishError'
+  constructor(
+    message: string,
+    readonly reason: PublishFailure
+  ) {
+    super(message)
+  }
 }
 
 export interface PublishIds {
@@ -48,7 +61,7 @@ export interface Publisher {
    * Publishes to a fanout exchange. Not `mandatory`: a broadcast that no one hears is not an error (whoever must
    * act on it has another way to learn of it).
    */
-  broadcast(exchange: string, body: Uint8Array, ids: { correlationId: string; type: string }): Promise<void>
+  broadcast(exchange: string, body: Uint8Array, ids: Omit<PublishIds, 'headers'>): Promise<void>
 }
 
 /**
@@ -86,7 +99,10 @@ export function createPublisher<C>(
     }
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(
-        () => reject(new PublishError(`the broker did not confirm a message to ${target} within ${timeoutMs} ms`)),
+        () =>
+          reject(
+            new PublishError(`the broker did not confirm a message to ${target} within ${timeoutMs} ms`, 'timeout')
+          ),
         timeoutMs
       )
       const settle = (error?: PublishError) => {
@@ -97,13 +113,13 @@ export function createPublisher<C>(
       }
       try {
         route(toContent(body), properties, (err) => {
-          if (err) settle(new PublishError(`the broker refused a message to ${target}: ${describe(err)}`))
+          if (err) settle(refusalOf(target, err))
           else if (returned.has(messageId))
-            settle(new PublishError(`no queue named ${target}: the message was unroutable`))
+            settle(new PublishError(`no queue named ${target}: the message was unroutable`, 'unroutable'))
           else settle()
         })
       } catch (err) {
-        settle(new PublishError(`could not publish to ${target}: ${describe(err)}`))
+        settle(new PublishError(`could not publish to ${target}: ${describe(err)}`, 'closed'))
       }
     })
   }
@@ -112,6 +128,19 @@ export function createPublisher<C>(
     broadcast: (exchange, body, ids) =>
       send(exchange, body, ids, (c, p, cb) => channel.publish(exchange, '', c, p, cb), false),
   }
+}
+
+/**
+ * amqplib calls a confirm's callback with an error both for a basic.nack ("message nacked") and for a channel that
+ * closed before the confirm came ("channel closed").
+ */
+function refusalOf(target: string, err: unknown): PublishError {
+  return /nack/i.test(describe(err))
+    ? new PublishError(`the broker refused a message to ${target}: ${describe(err)}`, 'refused')
+    : new PublishError(
+        `the channel closed before the broker confirmed a message to ${target}: ${describe(err)}`,
+        'closed'
+      )
 }
 
 function describe(err: unknown): string {

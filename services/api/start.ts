@@ -128,6 +128,7 @@ export async function startApi(config: Config, options: { log?: Logger } = {}) {
     keys: store.keys,
     idempotency: store.idempotency,
     webhooks: store.webhooks,
+    sharedLimits: store.limits,
     presetStore: store.presets,
     direct,
     tus,

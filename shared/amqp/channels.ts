@@ -4,9 +4,7 @@
  * queue deleted) both close the whole connection, so that recovery runs the service's setup again. An ack or nack
  * on a channel that died meanwhile throws; the broker has put that delivery back already.
  */
-import { Buffer } from 'node:buffer'
-import { createPublisher, type Publisher } from '../publisher.ts'
-import type { AmqpChannel, AmqpConfirmChannel, AmqpContext, AmqpMessage, AmqpModel } from './types.ts'
+import type { AmqpChannel, AmqpContext, AmqpMessage, AmqpModel } from './types.ts'
 
 /**
  * Logs and counts the channel's errors; when it closes, runs `onClose`, then closes the connection unless the
@@ -65,9 +63,4 @@ export function settle(
       `could not settle a delivery (channel closed; it will be delivered again): ${why}`
     )
   }
-}
-
-/** A publisher on a confirm channel; amqplib wants the bytes as a Buffer. */
-export function publisherOn(channel: AmqpConfirmChannel, timeoutMs?: number): Publisher {
-  return createPublisher(channel, (bytes) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), timeoutMs)
 }

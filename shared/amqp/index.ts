@@ -4,8 +4,14 @@
  * settle). It takes amqplib through structural types. Not re-exported by `@app/shared`, so a backend that needs only
  * the schemas pulls in valibot alone.
  */
-export { consumeOrReconnect, publisherOn, settle, watchChannel } from './channels.ts'
+export { consumeOrReconnect, settle, watchChannel } from './channels.ts'
 export { connectRecovering, type RecoveringConnection, type RecoveringOptions } from './connection.ts'
+export {
+  PUBLISH_RETRY_DEADLINE_MS,
+  publishRetryDelayMs,
+  refreshingPublisher,
+  type RefreshingPublisher,
+} from './publishing.ts'
 export type {
   AmqpChannel,
   AmqpConfirmChannel,

@@ -78,7 +78,7 @@ export interface AmqpConnectOptions {
 export type AmqpConnect = (address: BrokerAddress, options: AmqpConnectOptions) => Promise<AmqpConnection>
 
 /** The failures the layer counts, as the `operation` of the error metrics (a service counts its publishes itself). */
-export type AmqpOperation = 'connection' | 'channel' | 'consume' | 'settle'
+export type AmqpOperation = 'connection' | 'channel' | 'consume' | 'settle' | 'publish'
 
 /** What a service gives the layer: where it logs, how it counts a failure, and whether it is shutting down. */
 export interface AmqpContext {

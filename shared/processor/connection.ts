@@ -4,7 +4,8 @@
  * what a closed channel means for the jobs whose deliveries were on it; and the checks `/readyz` answers with.
  */
 import { hostname } from 'node:os'
-import { publisherOn, watchChannel } from '../amqp/channels.ts'
+import { watchChannel } from '../amqp/channels.ts'
+import { refreshingPublisher } from '../amqp/publishing.ts'
 import { connectRecovering, type RecoveringConnection } from '../amqp/connection.ts'
 import type { AmqpChannel } from '../amqp/types.ts'
 import { describeBrokerUrls } from '../broker-urls.ts'
@@ -41,7 +42,9 @@ export function connectProcessor<T extends MediaType>(
           },
         })
         await declareTopology(channel, topology(settings.system, settings.type))
-        broker.publisher = publisherOn(channel)
+        // A channel of its own, replaced when the broker refuses a message (a quorum queue's leader lost: its
+        // results would otherwise go round to the delivery limit); the consumer's channel is never touched by it.
+        broker.publisher = refreshingPublisher({ model, context: amqp })
         await listenForCancels(
           model,
           settings.system,

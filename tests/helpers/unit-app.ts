@@ -14,7 +14,7 @@ import { createOutbox } from '../../services/api/jobs/outbox.ts'
 import { apiMetrics } from '../../services/api/metrics.ts'
 import type { Objects } from '../../services/api/s3/objects.ts'
 import { createS3Uploads } from '../../services/api/s3/uploads.ts'
-import { openSqliteStore } from '../../services/api/store/open.ts'
+import { openSqliteStore, type Store } from '../../services/api/store/open.ts'
 import { createDirectUploads } from '../../services/api/uploads/direct.ts'
 import { createPresets } from '../../services/api/uploads/presets.ts'
 import { S3Client } from '@aws-sdk/client-s3'
@@ -50,9 +50,12 @@ const broker: Broker = {
   close: unused,
 }
 
-/** An app, its store, and a key of the tenant `unit` with `request()` sending it. Close `store` when done. */
-export async function unitApp(overrides: Partial<AppDeps> = {}) {
-  const store = openSqliteStore(':memory:')
+/**
+ * An app, its store, and a key of the tenant `unit` with `request()` sending it. Close `store` when done. `given`: a
+ * store to use instead of a new in-memory SQLite one (two apps on one PostgreSQL database are two instances).
+ */
+export async function unitApp(overrides: Partial<AppDeps> = {}, given?: Store) {
+  const store = given ?? openSqliteStore(':memory:')
   const log = silentLogger()
   const registry = createRegistry('api')
   const metrics = apiMetrics(registry)
@@ -78,6 +81,7 @@ export async function unitApp(overrides: Partial<AppDeps> = {}) {
     keys: store.keys,
     idempotency: store.idempotency,
     webhooks: store.webhooks,
+    sharedLimits: store.limits,
     presetStore: store.presets,
     direct: createDirectUploads({ ...admit, s3Uploads }),
     bucket: 'unit',

@@ -30,7 +30,7 @@ import {
 import {
   connectRecovering,
   consumeOrReconnect,
-  publisherOn,
+  refreshingPublisher,
   settle,
   watchChannel,
   type AmqpChannel,
@@ -109,7 +109,13 @@ const RECONNECT_WAIT_MS = 2_000
 /** How many updates and results the API applies at once, per queue. */
 const CONSUMER_PREFETCH = 32
 
-/** Connects (retrying twice), declares the topology and opens the publishing channel; consuming waits for `consume`. */
+/**
+ * How long a publish the broker refuses is tried again on fresh channels: long enough for a quorum queue's leader
+ * record to move after its node is lost (a second or two), short enough for an upload waiting on it.
+ */
+const API_PUBLISH_RETRY_MS = 2500
+
+/** Connects (retrying twice), declares the topology and readies the publisher; consuming waits for `consume`. */
 export async function connectBroker(options: BrokerOptions): Promise<Broker> {
   const { log } = options
   const failed = options.onError ?? (() => {})
@@ -211,10 +217,18 @@ export async function connectBroker(options: BrokerOptions): Promise<Broker> {
       urls,
       whileBlocked: 'uploads get 503 until it recovers',
       async setup(model) {
-        const publishing = watch(model, await model.createConfirmChannel(), 'publishing')
-        for (const type of MEDIA_TYPES) await declareTopology(publishing, topology(options.system, type))
-        await publishing.assertExchange(eventsExchange(options.system), 'fanout', { durable: true, autoDelete: false })
-        publisher = publisherOn(publishing, options.publishTimeoutMs)
+        const declaring = watch(model, await model.createConfirmChannel(), 'declaring')
+        for (const type of MEDIA_TYPES) await declareTopology(declaring, topology(options.system, type))
+        await declaring.assertExchange(eventsExchange(options.system), 'fanout', { durable: true, autoDelete: false })
+        // Its own channel, replaced when the broker refuses a message (a quorum queue's leader lost, on RabbitMQ 3.10).
+        // A client waits on the publish of its upload: tried again for API_PUBLISH_RETRY_MS only, then a 503 (a full
+        // queue is refused the same way, and should answer soon); the outbox relay sends what stays unsent later.
+        publisher = refreshingPublisher({
+          model,
+          context,
+          timeoutMs: options.publishTimeoutMs,
+          deadlineMs: API_PUBLISH_RETRY_MS,
+        })
         inspector = watch(model, await model.createChannel(), 'inspecting')
         // No await between these two lines: a `consume` called meanwhile either sees this connection or left its
         // handlers for this setup to start.

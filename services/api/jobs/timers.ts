@@ -22,7 +22,7 @@ const UPLOAD_SWEEP_CHECK_MS = 300_000
 const WEBHOOK_ROUND_MS = 1_000
 
 export interface TimerDeps {
-  store: Pick<Store, 'coordination' | 'media' | 'idempotency'>
+  store: Pick<Store, 'coordination' | 'media' | 'idempotency' | 'limits'>
   broker: Pick<Broker, 'isConnected' | 'consumers'>
   outbox: Pick<Outbox, 'relay'>
   tus: Pick<Tus, 'cleanUp'>
@@ -83,6 +83,15 @@ export function startTimers(deps: TimerDeps): { stop(): void } {
     // Resumable uploads left unfinished past their day: their S3 multipart uploads are aborted.
     if (await store.coordination.claimRound('tus-sweep', UPLOAD_SWEEP_EVERY_MS).catch(() => false)) {
       await deps.tus.cleanUp().catch((error: Error) => log.warn({ err: error }, `tus sweep: ${error.message}`))
+    }
+    // The request windows and upload slots counted in the database (PostgreSQL) once they have ended.
+    if (
+      store.limits &&
+      (await store.coordination.claimRound('limits-sweep', UPLOAD_SWEEP_EVERY_MS).catch(() => false))
+    ) {
+      await store.limits
+        .sweep(Date.now() - 5 * 60_000)
+        .catch((error: Error) => log.warn({ err: error }, `limits sweep: ${error.message}`))
     }
     // Answers kept for Idempotency-Keys past their day (lookups ignore them already; this only frees the rows).
     if (await store.coordination.claimRound('idempotency-sweep', UPLOAD_SWEEP_EVERY_MS).catch(() => false)) {

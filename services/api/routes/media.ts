@@ -41,6 +41,7 @@ import { admitReceived, type AdmitDeps } from '../uploads/admit.ts'
 import { IDEMPOTENCY_KEY, idempotently } from '../uploads/idempotency.ts'
 import { receiveUpload } from '../uploads/intake.ts'
 import { PresetArraySchema, PresetListSchema, type Presets } from '../uploads/presets.ts'
+import type { LimitRepo } from '../store/limits.ts'
 
 /** The presets an upload is made with: `?presets=a,b`, or the `X-Presets` header; neither: the tenant's defaults. */
 const PRESETS_HEADER = 'X-Presets'
@@ -103,6 +104,8 @@ export interface MediaRouteDeps extends AdmitDeps, CancelDeps {
   maxUploadBytes: number
   /** Per key: uploads in flight, and how slow an upload may be. */
   limits: { concurrentUploads: number; pace: PaceRule }
+  /** Where the uploads in flight are counted across instances (PostgreSQL), or null (in memory). */
+  sharedLimits: LimitRepo | null
 }
 
 export function mediaRoutes(deps: MediaRouteDeps, keyed: Keyed) {
@@ -114,7 +117,7 @@ export function mediaRoutes(deps: MediaRouteDeps, keyed: Keyed) {
         '/',
         uploadDoc,
         countUpload(deps.metrics),
-        uploadSlots(deps.limits.concurrentUploads),
+        uploadSlots(deps.limits.concurrentUploads, deps.sharedLimits),
         query(UploadQuery),
         async (c) => {
           const seen = c.get('upload')

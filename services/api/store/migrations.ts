@@ -236,6 +236,21 @@ CREATE TABLE presets (
 );
 CREATE TABLE preset_defaults (tenant TEXT NOT NULL, kind TEXT NOT NULL, names TEXT NOT NULL, PRIMARY KEY (tenant, kind));`,
   },
+  {
+    // Per-key limits counted by every instance on the database: requests in each minute's window, and the uploads in
+    // flight, each a row held until it ends (or its instance dies and it expires).
+    version: 11,
+    sql: (d) => `
+CREATE TABLE rate_windows (
+  key TEXT NOT NULL,
+  window_start ${d.bigint} NOT NULL,
+  hits INTEGER NOT NULL,
+  PRIMARY KEY (key, window_start)
+);
+CREATE TABLE upload_slot_keys (key TEXT PRIMARY KEY);
+CREATE TABLE upload_slots (id TEXT PRIMARY KEY, key TEXT NOT NULL, until ${d.bigint} NOT NULL);
+CREATE INDEX upload_slots_key ON upload_slots (key, until);`,
+  },
 ]
 
 /** The version this API's schema is at. */

@@ -9,6 +9,7 @@ import type { Db } from './db.ts'
 import { createDeadLetterRepo, type DeadLetterRepo } from './dead-letters.ts'
 import { createJobChanges } from './jobs.ts'
 import { createKeyRepo, type KeyRepo } from './keys.ts'
+import { createLimitRepo, type LimitRepo } from './limits.ts'
 import { createMediaRepo, type MediaRepo } from './media.ts'
 import { createOutboxRepo, type OutboxRepo } from './outbox.ts'
 import { openPostgresDb } from './postgres.ts'
@@ -38,6 +39,11 @@ export interface Store {
   presets: PresetRepo
   coordination: CoordinationRepo
   /**
+   * Per-key limits counted in the database, on PostgreSQL (several instances share it); null on SQLite, which is one
+   * instance, counting in its memory.
+   */
+  limits: LimitRepo | null
+  /**
    * Calls `listener` with the id of each media a change of this store has touched, once the change has committed,
    * until the returned function is called.
    */
@@ -64,6 +70,7 @@ export function createStore(db: Db, options: StoreOptions = {}): Store {
     webhooks: createWebhookRepo(db),
     presets: createPresetRepo(db),
     coordination: createCoordinationRepo(db, origin),
+    limits: db.kind === 'postgres' ? createLimitRepo(db) : null,
     onMediaChanged(listener) {
       listeners.add(listener)
       return () => void listeners.delete(listener)
