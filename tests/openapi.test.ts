@@ -106,9 +106,14 @@ describe('authentication', () => {
 
   test('media and webhook routes take an API key, admin routes the admin token, and the service routes nothing', () => {
     for (const { path, method, op } of operations) {
-      const tenant = ['/v1/media', '/v1/webhooks', '/v1/presets', '/v1/uploads', '/v1/direct-uploads'].some((prefix) =>
-        path.startsWith(prefix)
-      )
+      const tenant = [
+        '/v1/media',
+        '/v1/webhooks',
+        '/v1/presets',
+        '/v1/uploads',
+        '/v1/direct-uploads',
+        '/v1/usage',
+      ].some((prefix) => path.startsWith(prefix))
       const expected = tenant ? [{ apiKey: [] }] : path.startsWith('/v1/admin') ? [{ adminToken: [] }] : []
       expect({ route: `${method} ${path}`, security: op.security }).toEqual({
         route: `${method} ${path}`,

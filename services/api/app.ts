@@ -21,6 +21,7 @@ import { healthRoutes } from './routes/health.ts'
 import { linkRoutes } from './routes/links.ts'
 import { mediaRoutes } from './routes/media.ts'
 import { presetRoutes } from './routes/presets.ts'
+import { tenantQuotaRoutes, usageRoutes } from './routes/quotas.ts'
 import { uploadRoutes } from './routes/uploads.ts'
 import { webhookRoutes } from './routes/webhooks.ts'
 
@@ -120,6 +121,7 @@ export function createApp(deps: AppDeps) {
     if (c.req.path.startsWith(`${LINKS_PATH}/`)) return linkCors(c, next)
     return apiCors ? apiCors(c, next) : next()
   })
+  const quotaDeps = { adminToken: deps.adminToken, quotas: deps.store.quotas }
   const keyed = keyedAccess({ store: deps.store, auth: deps.auth, requestsPerMinute: deps.limits.requestsPerMinute })
   const routes = app
     .route('/', consoleRoutes(deps.console))
@@ -130,6 +132,8 @@ export function createApp(deps: AppDeps) {
     .route('/v1/webhooks', webhookRoutes(deps, keyed))
     .route('/v1/direct-uploads', directRoutes(deps, keyed))
     .route('/v1/uploads', uploadRoutes(deps, keyed))
+    .route('/v1/usage', usageRoutes(quotaDeps, keyed))
+    .route('/v1/admin/tenants', tenantQuotaRoutes(quotaDeps))
     .route('/v1/admin', adminRoutes(deps))
     .get('/openapi.json', openApiDoc, openApiRoute(app))
   app.notFound((c) =>

@@ -21,7 +21,14 @@ test('a key has one request budget across every keyed route group, not one per g
     ]
       .filter((p) => p !== '/v1/admin' && p !== '/v1/links')
       .sort()
-    expect(groups).toEqual(['/v1/direct-uploads', '/v1/media', '/v1/presets', '/v1/uploads', '/v1/webhooks'])
+    expect(groups).toEqual([
+      '/v1/direct-uploads',
+      '/v1/media',
+      '/v1/presets',
+      '/v1/uploads',
+      '/v1/usage',
+      '/v1/webhooks',
+    ])
     const statuses: number[] = []
     for (let i = 0; i < LIMIT; i++)
       statuses.push(

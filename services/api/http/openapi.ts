@@ -109,9 +109,13 @@ const OPTIONS: Partial<GenerateSpecOptions> = {
           'Endpoints a tenant registers to be told when its media completes, fails, is cancelled or deleted; signed as Standard Webhooks.',
       },
       {
+        name: 'usage',
+        description: "The caller's tenant: its quota and where it stands against it.",
+      },
+      {
         name: 'admin',
         description:
-          'Operator tools behind ADMIN_TOKEN: dead letters, API keys, the upload sweep. Answers 404 when ADMIN_TOKEN is unset.',
+          "Operator tools behind ADMIN_TOKEN: dead letters, API keys, tenants' quotas, the upload sweep. Answers 404 when ADMIN_TOKEN is unset.",
       },
       { name: 'service', description: 'Health and this document; no credentials needed.' },
       {

@@ -42,6 +42,7 @@ import { IDEMPOTENCY_KEY, idempotently } from '../uploads/idempotency.ts'
 import { receiveUpload } from '../uploads/intake.ts'
 import { PresetArraySchema, PresetListSchema, type Presets } from '../uploads/presets.ts'
 import type { LimitRepo } from '../store/limits.ts'
+import { checkQuota, declaredLength } from '../uploads/quota.ts'
 
 /** The presets an upload is made with: `?presets=a,b`, or the `X-Presets` header; neither: the tenant's defaults. */
 const PRESETS_HEADER = 'X-Presets'
@@ -129,6 +130,10 @@ export function mediaRoutes(deps: MediaRouteDeps, keyed: Keyed) {
             c.get('tenant'),
             c.req.header(IDEMPOTENCY_KEY),
             async (retry) => {
+              // Over its quota, a tenant's upload is refused before a byte is read (a retry of an accepted one is not
+              // a new upload). The size is the body's declared length, when there is one.
+              if (!retry)
+                await checkQuota(deps.store.quotas, c.get('tenant'), declaredLength(c.req.header('content-length')))
               const received = await receiveUpload(c.req.raw, { maxBytes: deps.maxUploadBytes, pace: deps.limits.pace })
               seen.kind = received.sniffed.kind
               seen.received = () => received.size

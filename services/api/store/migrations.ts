@@ -251,6 +251,18 @@ CREATE TABLE upload_slot_keys (key TEXT PRIMARY KEY);
 CREATE TABLE upload_slots (id TEXT PRIMARY KEY, key TEXT NOT NULL, until ${d.bigint} NOT NULL);
 CREATE INDEX upload_slots_key ON upload_slots (key, until);`,
   },
+  {
+    // Tenants' quotas, set by operators (a null column: no limit of that kind). Usage is counted from the records.
+    version: 12,
+    sql: (d) => `
+CREATE TABLE tenant_quotas (
+  tenant TEXT PRIMARY KEY,
+  stored_bytes ${d.bigint},
+  media ${d.bigint},
+  waiting_jobs ${d.bigint},
+  updated_at TEXT NOT NULL
+);`,
+  },
 ]
 
 /** The version this API's schema is at. */

@@ -14,6 +14,7 @@ import { createMediaRepo, type MediaRepo } from './media.ts'
 import { createOutboxRepo, type OutboxRepo } from './outbox.ts'
 import { openPostgresDb } from './postgres.ts'
 import { createPresetRepo, type PresetRepo } from './presets.ts'
+import { createQuotaRepo, type QuotaRepo } from './quotas.ts'
 import { openSqliteDb } from './sqlite.ts'
 import { createIdempotencyRepo, createUploadRepo, type IdempotencyRepo, type UploadRepo } from './uploads.ts'
 import { createWebhookRepo, recordEvent, type WebhookRepo } from './webhooks.ts'
@@ -43,6 +44,8 @@ export interface Store {
    * instance, counting in its memory.
    */
   limits: LimitRepo | null
+  /** Tenants' quotas and what they use. */
+  quotas: QuotaRepo
   /**
    * Calls `listener` with the id of each media a change of this store has touched, once the change has committed,
    * until the returned function is called.
@@ -71,6 +74,7 @@ export function createStore(db: Db, options: StoreOptions = {}): Store {
     presets: createPresetRepo(db),
     coordination: createCoordinationRepo(db, origin),
     limits: db.kind === 'postgres' ? createLimitRepo(db) : null,
+    quotas: createQuotaRepo(db),
     onMediaChanged(listener) {
       listeners.add(listener)
       return () => void listeners.delete(listener)

@@ -14,6 +14,7 @@ import { admitStored, type AdmitDeps, type Uploader } from './admit.ts'
 import type { Chosen, Presets } from './presets.ts'
 import { sanitizeFilename } from './filename.ts'
 import { originalKey, stagingKey } from './object-keys.ts'
+import { checkQuota, quotaError } from './quota.ts'
 import { tooLarge } from './rules.ts'
 
 /** How long a completion holds its upload (another completion of it meanwhile gets 409). */
@@ -100,6 +101,7 @@ export function createDirectUploads(deps: DirectDeps) {
     },
     /** A single presigned PUT: the upload, and the URL that writes its staging object. */
     async presignPut(tenant: string, filename: string | undefined, contentType: string | undefined) {
+      await checkQuota(store.quotas, tenant, null)
       const upload = await handOut(tenant, filename, null)
       return {
         upload,
@@ -112,11 +114,16 @@ export function createDirectUploads(deps: DirectDeps) {
         const staged = stagingKey(deps.system, upload.id)
         const size = await onClientsBehalf(() => deps.objects.size(staged))
         if (size === null) throw new ApiError(409, 'conflict', `nothing has been uploaded to ${upload.key} yet`)
-        if (size > deps.maxUploadBytes) {
-          // Not copied at all: too large already (admitStored judges the copy again, in case it changed meanwhile).
+        // Not copied at all when too large already (admitStored judges the copy again, in case it changed
+        // meanwhile), or past the tenant's quota: the staged bytes never become an original.
+        const refusal =
+          size > deps.maxUploadBytes
+            ? tooLarge(deps.maxUploadBytes)
+            : await quotaError(store.quotas, upload.tenant, size)
+        if (refusal) {
           await onClientsBehalf(() => deps.objects.remove(staged))
           await store.uploads.remove(upload.key)
-          throw tooLarge(deps.maxUploadBytes)
+          throw refusal
         }
         await onClientsBehalf(() => deps.objects.copy(staged, upload.key))
         return [staged]
@@ -126,6 +133,7 @@ export function createDirectUploads(deps: DirectDeps) {
       filename: string | undefined,
       contentType: string | undefined
     ): Promise<DirectUpload> {
+      await checkQuota(store.quotas, tenant, null)
       const id = crypto.randomUUID()
       const uploadId = await onClientsBehalf(() => s3Uploads.createMultipart(originalKey(deps.system, id), contentType))
       return handOut(tenant, filename, uploadId, id)

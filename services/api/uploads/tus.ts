@@ -22,6 +22,7 @@ import { admitStored, type AdmitDeps } from './admit.ts'
 import { readHead, withHead } from './first-bytes.ts'
 import { originalKey } from './object-keys.ts'
 import { PresetListSchema, type Chosen, type Presets } from './presets.ts'
+import { checkQuota, declaredLength } from './quota.ts'
 import { judgeHead } from './rules.ts'
 
 /** Where tus answers (the Hono routes mount here too). */
@@ -140,6 +141,8 @@ export function createTus(deps: TusDeps) {
         presets = record.presets ?? null
       } else if (request.method === 'POST') {
         presets = presetsOf(request.headers.get('upload-metadata'))
+        // An upload is made only within the tenant's quota, judged on its declared length.
+        await checkQuota(deps.store.quotas, caller.tenant, declaredLength(request.headers.get('upload-length')))
       }
       // Unknown presets are refused before the upload is made; presets not for its kind, on its first bytes.
       const chosen = request.method === 'OPTIONS' ? null : await deps.presets.choose(caller.tenant, presets)
