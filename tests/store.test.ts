@@ -567,23 +567,47 @@ describe.each(backends)('store on $name', (backend) => {
       metadata: { width: 640 },
       outputs: [{ name: 'thumb' }],
     })
-    await a.webhooks.recordAttempt(due[0]!.id, '{"body":1}', {
-      kind: 'retry',
-      nextAt: Date.now() - 1,
-      status: 500,
-      error: 'the endpoint answered 500',
-    })
+    const firstAt = Date.now()
+    await a.webhooks.recordAttempt(
+      due[0]!.id,
+      '{"body":1}',
+      { kind: 'retry', nextAt: Date.now() - 1, status: 500, error: 'the endpoint answered 500' },
+      { at: firstAt, durationMs: 12.4 }
+    )
     const [again] = await b.webhooks.claimDue(10, 60_000)
     expect(again).toMatchObject({ id: due[0]!.id, body: '{"body":1}', attempts: 1 })
-    await b.webhooks.recordAttempt(again!.id, again!.body!, {
-      kind: 'failed',
-      status: 410,
-      error: 'gone',
-      disable: 'answered 410 Gone',
-    })
+    await b.webhooks.recordAttempt(
+      again!.id,
+      again!.body!,
+      { kind: 'failed', status: 410, error: 'gone', disable: 'answered 410 Gone' },
+      { at: firstAt + 1000, durationMs: 3 }
+    )
     expect((await a.webhooks.get(wants.id))?.disabledReason).toBe('answered 410 Gone')
     expect(await a.webhooks.deliveries(wants.id, 10)).toEqual([
-      expect.objectContaining({ status: 'failed', attempts: 2, lastStatus: 410 }),
+      expect.objectContaining({
+        status: 'failed',
+        attempts: 2,
+        lastStatus: 410,
+        // Every attempt, from either instance, in order.
+        history: [
+          {
+            number: 1,
+            at: new Date(firstAt).toISOString(),
+            durationMs: 12,
+            status: 500,
+            error: 'the endpoint answered 500',
+            outcome: 'retry',
+          },
+          {
+            number: 2,
+            at: new Date(firstAt + 1000).toISOString(),
+            durationMs: 3,
+            status: 410,
+            error: 'gone',
+            outcome: 'failed',
+          },
+        ],
+      }),
     ])
     // Disabled: a later event for it is not written.
     const second = newMedia()

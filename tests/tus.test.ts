@@ -57,7 +57,11 @@ describe('tus on moto', () => {
   let s3: ReturnType<typeof testS3>
   beforeAll(async () => {
     moto = await startMoto()
-    stack = await startStack({ images: false, env: { ...moto.env, MAX_UPLOAD_BYTES: '64M' } })
+    // CORS on, as any browser deployment has it: tus must still answer its own discovery.
+    stack = await startStack({
+      images: false,
+      env: { ...moto.env, MAX_UPLOAD_BYTES: '64M', CORS_ORIGINS: 'https://app.example' },
+    })
     s3 = testS3(stack.env)
   }, 60_000)
   afterAll(async () => {
@@ -71,6 +75,34 @@ describe('tus on moto', () => {
         new GetObjectCommand({ Bucket: stack.env.S3_BUCKET, Key: `${stack.env.SYSTEM}/originals/${mediaId}` })
       )
     ).Body!.transformToByteArray()
+
+  test('discovery (OPTIONS) says which tus this is, with CORS on: as a preflight from a page, and as a bare OPTIONS', async () => {
+    const bare = await fetch(`${stack.url}/v1/uploads`, { method: 'OPTIONS', headers: TUS })
+    const preflight = await fetch(`${stack.url}/v1/uploads`, {
+      method: 'OPTIONS',
+      headers: {
+        origin: 'https://app.example',
+        'access-control-request-method': 'POST',
+        'access-control-request-headers': 'tus-resumable,upload-length,upload-metadata',
+      },
+    })
+    for (const res of [bare, preflight]) {
+      expect(res.status).toBe(204)
+      expect(res.headers.get('tus-version')).toBe('1.0.0')
+      expect(res.headers.get('tus-extension')).toContain('creation')
+      expect(Number(res.headers.get('tus-max-size'))).toBe(64 * MiB)
+    }
+    expect(preflight.headers.get('access-control-allow-origin')).toBe('https://app.example')
+    expect(preflight.headers.get('access-control-allow-methods')).toContain('PATCH')
+    // The creation from that page: allowed, and its Location readable there.
+    const created = await stack.fetch('/v1/uploads', {
+      method: 'POST',
+      headers: { ...TUS, origin: 'https://app.example', 'upload-length': '10' },
+    })
+    expect(created.status).toBe(201)
+    expect(created.headers.get('access-control-allow-origin')).toBe('https://app.example')
+    expect(created.headers.get('access-control-expose-headers')).toContain('Location')
+  })
 
   test('tus-js-client cut off in the middle of a part resumes, and the original is the file, byte for byte', async () => {
     const file = await paddedPng(24 * MiB + 4321)

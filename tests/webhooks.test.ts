@@ -6,9 +6,11 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import sharp from 'sharp'
+import type * as v from 'valibot'
 import { Webhook as Verifier } from 'standardwebhooks'
 import { readConfig as readApiConfig, serverBodyCap } from '../services/api/config.ts'
 import { startApi } from '../services/api/start.ts'
+import type { WebhookDeliveryListSchema } from '../services/api/http/bodies.ts'
 import { apiKey, testEnv } from './helpers/env.ts'
 import { useInfra } from './helpers/infra.ts'
 import { startStack, type MediaBody, type Stack } from './helpers/stack.ts'
@@ -100,9 +102,9 @@ describe('webhooks, end to end', () => {
     const deadline = Date.now() + timeoutMs
     for (;;) {
       const list = (
-        (await (await stack.fetch(`/v1/webhooks/${hookId}/deliveries`)).json()) as {
-          deliveries: { id: string; status: string; attempts: number }[]
-        }
+        (await (await stack.fetch(`/v1/webhooks/${hookId}/deliveries`)).json()) as v.InferOutput<
+          typeof WebhookDeliveryListSchema
+        >
       ).deliveries
       if (done(list)) return list
       if (Date.now() > deadline)
@@ -176,6 +178,16 @@ describe('webhooks, end to end', () => {
       for (const r of receipts) expect(() => new Verifier(hook.secret).verify(r.body, r.headers)).not.toThrow()
       const [delivery] = await deliveries(hook.id, (list) => list[0]?.status === 'delivered')
       expect(delivery).toMatchObject({ status: 'delivered', attempts: 3, lastStatus: 200 })
+      // Every attempt is kept: what each got, how long it took, and what followed.
+      expect(delivery!.history.map((a) => [a.number, a.status, a.outcome])).toEqual([
+        [1, 500, 'retry'],
+        [2, 500, 'retry'],
+        [3, 200, 'delivered'],
+      ])
+      expect(delivery!.history[0]!.error).toContain('the endpoint answered 500')
+      expect(delivery!.history[2]!.error).toBeNull()
+      for (const a of delivery!.history) expect(a.durationMs).toBeGreaterThanOrEqual(0)
+      expect(Date.parse(delivery!.history[2]!.at)).toBeGreaterThan(Date.parse(delivery!.history[0]!.at))
       const metrics = await (await fetch(`${stack.url}/metrics`)).text()
       expect(metrics).toMatch(/media_webhook_attempts_total\{outcome="retry",service="api"\} [2-9]/)
 

@@ -11,6 +11,7 @@ import { secureHeaders } from 'hono/secure-headers'
 import { LINKS_PATH } from './auth/links.ts'
 import type { AppDeps } from './deps.ts'
 import { ApiError, codeOfStatus } from './http/errors.ts'
+import { TUS_PATH } from './uploads/tus.ts'
 import { keyedAccess } from './http/limits.ts'
 import { observe, type Observed } from './http/observe.ts'
 import { OPEN, documenter, openApiRoute, type ErrorAnswers } from './http/openapi.ts'
@@ -117,9 +118,22 @@ export function createApp(deps: AppDeps) {
         maxAge: 600,
       })
     : null
-  app.use('*', (c, next) => {
+  app.use('*', async (c, next) => {
     if (c.req.path.startsWith(`${LINKS_PATH}/`)) return linkCors(c, next)
-    return apiCors ? apiCors(c, next) : next()
+    if (!apiCors) return next()
+    const answer = await apiCors(c, next)
+    // CORS answers every OPTIONS itself; under /v1/uploads that OPTIONS is also tus's discovery, whose answer must
+    // say which tus this server speaks (Tus-Version, Tus-Extension, Tus-Max-Size): those come from the tus server.
+    if (answer && c.req.method === 'OPTIONS' && (c.req.path === TUS_PATH || c.req.path.startsWith(`${TUS_PATH}/`))) {
+      // A store without tus (the embedded one answers 501) leaves the preflight as it is.
+      const discovery = await deps.tus
+        .handle(c.req.raw, { tenant: '', trace: c.get('trace'), log: c.get('log') })
+        .catch(() => null)
+      discovery?.headers.forEach((value, name) => {
+        if (/^tus-/i.test(name)) answer.headers.set(name, value)
+      })
+    }
+    return answer
   })
   const quotaDeps = { adminToken: deps.adminToken, quotas: deps.store.quotas }
   const keyed = keyedAccess({ store: deps.store, auth: deps.auth, requestsPerMinute: deps.limits.requestsPerMinute })

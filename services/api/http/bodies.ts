@@ -294,6 +294,22 @@ export const WebhookDeliverySchema = v.pipe(
     lastError: v.nullable(v.string()),
     createdAt: Timestamp,
     deliveredAt: v.nullable(Timestamp),
+    history: v.pipe(
+      v.array(
+        v.object({
+          number: v.pipe(Count, v.description('1 for the first attempt.')),
+          at: Timestamp,
+          durationMs: v.pipe(v.number(), v.description('From the request sent to the answer (or the error).')),
+          status: v.pipe(v.nullable(v.number()), v.description('The HTTP status answered; null when none was.')),
+          error: v.pipe(v.nullable(v.string()), v.description('Why it did not count as delivered; null when it did.')),
+          outcome: v.pipe(
+            v.picklist(['delivered', 'retry', 'failed']),
+            v.description('retry: tried again later; failed: given up.')
+          ),
+        })
+      ),
+      v.description('Every attempt, oldest first (the last 50).')
+    ),
   }),
   v.metadata({ ref: 'WebhookDelivery' })
 )

@@ -263,6 +263,21 @@ CREATE TABLE tenant_quotas (
   updated_at TEXT NOT NULL
 );`,
   },
+  {
+    // Every attempt of every webhook delivery (a delivery keeps only its last status).
+    version: 13,
+    sql: (d) => `
+CREATE TABLE webhook_attempts (
+  delivery_id TEXT NOT NULL REFERENCES webhook_deliveries(id) ON DELETE CASCADE,
+  number INTEGER NOT NULL,
+  at ${d.bigint} NOT NULL,
+  duration_ms ${d.bigint} NOT NULL,
+  status INTEGER,
+  error TEXT,
+  outcome TEXT NOT NULL,
+  PRIMARY KEY (delivery_id, number)
+);`,
+  },
 ]
 
 /** The version this API's schema is at. */

@@ -3,7 +3,7 @@
  * called by jobs.ts), one delivery per endpoint of the tenant that wants it, with the media as it is then; deliveries
  * are claimed by one instance at a time, and every attempt's outcome is recorded.
  */
-import { iso, isoNow, num, text, type Db, type Queryable, type Row } from './db.ts'
+import { iso, isoNow, num, placeholders, text, type Db, type Queryable, type Row } from './db.ts'
 import { readMedia, type MediaRecord } from './media-rows.ts'
 
 /** What a webhook may subscribe to: a media reaching a final state, or deleted. */
@@ -43,7 +43,22 @@ export interface WebhookDelivery {
   lastError: string | null
   createdAt: string
   deliveredAt: string | null
+  /** Its attempts, oldest first (the last HISTORY_KEPT of them). */
+  history: DeliveryAttempt[]
 }
+
+/** One attempt of a delivery: when, how long it took, what the endpoint answered (or the error), and what followed. */
+export interface DeliveryAttempt {
+  number: number
+  at: string
+  durationMs: number
+  status: number | null
+  error: string | null
+  outcome: DeliveryOutcome['kind']
+}
+
+/** How many of a delivery's attempts its record shows (the schedule makes 10 at most by default). */
+const HISTORY_KEPT = 50
 
 /** A delivery due now, with what sending it needs: the media as it was at the event, and its endpoint. */
 export interface DueDelivery {
@@ -77,8 +92,16 @@ export interface WebhookRepo {
    * sent by one instance at a time.
    */
   claimDue(limit: number, leaseMs: number): Promise<DueDelivery[]>
-  /** Records an attempt: its body (kept for the next ones) and outcome; a `disable` outcome disables the endpoint. */
-  recordAttempt(id: string, body: string, outcome: DeliveryOutcome): Promise<void>
+  /**
+   * Records an attempt that began at `timing.at` and took `timing.durationMs`: its body (kept for the next ones),
+   * its outcome, and the attempt in the delivery's history; a `disable` outcome disables the endpoint.
+   */
+  recordAttempt(
+    id: string,
+    body: string,
+    outcome: DeliveryOutcome,
+    timing: { at: number; durationMs: number }
+  ): Promise<void>
   /** An endpoint's deliveries, newest first. */
   deliveries(webhookId: string, limit: number): Promise<WebhookDelivery[]>
   /** Sends a delivery again now (delivered or failed alike); false when there is no such delivery. */
@@ -183,7 +206,7 @@ export function createWebhookRepo(db: Db): WebhookRepo {
         return due
       })
     },
-    async recordAttempt(id, body, outcome) {
+    async recordAttempt(id, body, outcome, timing) {
       await db.transaction(async (tx) => {
         const at = Date.now()
         const status = outcome.kind === 'delivered' ? 'delivered' : outcome.kind === 'retry' ? 'pending' : 'failed'
@@ -200,6 +223,20 @@ export function createWebhookRepo(db: Db): WebhookRepo {
             id,
           ]
         )
+        // Numbered after the update, which holds the delivery's row: an attempt recorded by another instance at the
+        // same moment waits for it, then takes the next number.
+        await tx.run(
+          `INSERT INTO webhook_attempts (delivery_id, number, at, duration_ms, status, error, outcome)
+           SELECT id, attempts, ?, ?, ?, ?, ? FROM webhook_deliveries WHERE id = ?`,
+          [
+            timing.at,
+            Math.round(timing.durationMs),
+            outcome.status,
+            outcome.kind === 'delivered' ? null : outcome.error,
+            outcome.kind,
+            id,
+          ]
+        )
         if (outcome.kind === 'failed' && outcome.disable) {
           await tx.run(
             'UPDATE webhooks SET disabled_at = ?, disabled_reason = ? WHERE id = (SELECT webhook_id FROM webhook_deliveries WHERE id = ?)',
@@ -213,6 +250,27 @@ export function createWebhookRepo(db: Db): WebhookRepo {
         'SELECT * FROM webhook_deliveries WHERE webhook_id = ? ORDER BY created_at DESC, id LIMIT ?',
         [webhookId, limit]
       )
+      const ids = rows.map((r) => String(r.id))
+      const attempts = ids.length
+        ? await db.all(
+            `SELECT * FROM webhook_attempts WHERE delivery_id IN (${placeholders(ids)}) ORDER BY delivery_id, number`,
+            ids
+          )
+        : []
+      const historyOf = (id: string) =>
+        attempts
+          .filter((a) => a.delivery_id === id)
+          .slice(-HISTORY_KEPT)
+          .map(
+            (a): DeliveryAttempt => ({
+              number: Number(a.number),
+              at: iso(a.at)!,
+              durationMs: Number(a.duration_ms),
+              status: num(a.status),
+              error: text(a.error),
+              outcome: a.outcome as DeliveryAttempt['outcome'],
+            })
+          )
       return rows.map((r) => ({
         id: String(r.id),
         webhookId: String(r.webhook_id),
@@ -225,6 +283,7 @@ export function createWebhookRepo(db: Db): WebhookRepo {
         lastError: text(r.last_error),
         createdAt: iso(r.created_at)!,
         deliveredAt: iso(r.delivered_at),
+        history: historyOf(String(r.id)),
       }))
     },
     async redeliver(webhookId, deliveryId) {

@@ -72,6 +72,7 @@ export function createDeliverer(deps: {
       event: delivery.event,
     })
     let outcome: DeliveryOutcome
+    const started = performance.now()
     try {
       // The rules may have changed since the endpoint was registered; the resolved addresses are checked in the POST.
       const problem = urlProblem(delivery.webhook.url, settings)
@@ -97,7 +98,7 @@ export function createDeliverer(deps: {
     } catch (error) {
       outcome = retry(delivery, null, (error as Error).message || String(error), null)
     }
-    await store.webhooks.recordAttempt(delivery.id, body, outcome)
+    await store.webhooks.recordAttempt(delivery.id, body, outcome, { at, durationMs: performance.now() - started })
     deps.onAttempt?.(outcome.kind)
     if (outcome.kind === 'delivered')
       line.info({ status: outcome.status, attempt: delivery.attempts + 1 }, `webhook delivered: ${delivery.event}`)
