@@ -126,6 +126,15 @@ describe('on the embedded store', () => {
     expect(media).toMatchObject({ status: 'completed', kind: 'audio', format: 'm4a' })
   })
 
+  test('a WebM holding only sound (what a browser records for a voice note) is audio, not a video that fails', async () => {
+    const note = await ffmpeg('note.webm', [...tone(2), '-c:a', 'libopus'])
+    const accepted = await upload(note, { 'x-filename': 'note.webm' })
+    expect(accepted.kind).toBe('audio')
+    const media = (await stack.waitForFinal(accepted.id, 60_000)) as Body
+    expect(media).toMatchObject({ status: 'completed', kind: 'audio', format: 'webm', metadata: { codec: 'opus' } })
+    expect(media.outputs.map((o) => o.name).sort()).toEqual(['audio', 'audio-opus', 'peaks'])
+  })
+
   test('an MP4 holding only sound, uploaded straight to S3, is audio too', async () => {
     const bytes = await soundOnlyMp4()
     const target = (await (await stack.fetch('/v1/direct-uploads/s3/params?filename=memo.mp4')).json()) as {

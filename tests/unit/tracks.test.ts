@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { sniff } from '../../services/api/uploads/sniff.ts'
-import { isoTrackHandlers, refineKind } from '../../services/api/uploads/tracks.ts'
+import { isoTrackHandlers, matroskaTrackTypes, refineKind } from '../../services/api/uploads/tracks.ts'
 
 const dir = mkdtempSync(join(tmpdir(), 'media-tracks-'))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
@@ -90,6 +90,57 @@ describe('the tracks of files ffmpeg makes', () => {
   })
 })
 
+describe('the tracks of WebM and Matroska files ffmpeg makes', () => {
+  test('sound only (Opus in WebM, as a browser records a voice note; FLAC in Matroska): the upload is audio', async () => {
+    const webm = await make('note.webm', [...sine, '-c:a', 'libopus'])
+    const { read, asked } = reader(webm)
+    expect(await matroskaTrackTypes(read, webm.length)).toEqual([2])
+    expect(await refineKind({ kind: 'video', format: 'webm' }, read, webm.length)).toEqual({
+      kind: 'audio',
+      format: 'webm',
+    })
+    // Element headers and the Tracks: never the clusters.
+    expect(asked.reduce((a, b) => a + b, 0)).toBeLessThan(webm.length / 2)
+    const mkv = await make('tone.mkv', [...sine, '-c:a', 'flac'])
+    expect(await refineKind({ kind: 'video', format: 'mkv' }, reader(mkv).read, mkv.length)).toEqual({
+      kind: 'audio',
+      format: 'mkv',
+    })
+  })
+
+  test('a video with sound stays a video; so does one without sound', async () => {
+    const vp8 = ['-c:v', 'libvpx', '-deadline', 'realtime', '-b:v', '100k']
+    const both = await make('both.webm', [...picture, ...sine, ...vp8, '-c:a', 'libopus'])
+    expect((await matroskaTrackTypes(reader(both).read, both.length))?.sort()).toEqual([1, 2])
+    const sniffed = { kind: 'video', format: 'webm' } as const
+    expect(await refineKind(sniffed, reader(both).read, both.length)).toBe(sniffed)
+    const silent = await make('silent.webm', [...picture, ...vp8])
+    expect(await refineKind(sniffed, reader(silent).read, silent.length)).toBe(sniffed)
+  })
+
+  test('EBML that lies (a size past the end, no Segment, an unknown-size element first) gives no answer', async () => {
+    const webm = await make('lies.webm', [...sine, '-c:a', 'libopus'])
+    const cut = webm.slice(0, 40)
+    expect(await matroskaTrackTypes(reader(cut).read, cut.length)).toBeNull()
+    // The Segment's id overwritten: the EBML header is followed by something else.
+    const noSegment = webm.slice()
+    const segmentAt = Buffer.from(noSegment).indexOf(Buffer.from([0x18, 0x53, 0x80, 0x67]))
+    expect(segmentAt).toBeGreaterThan(0)
+    noSegment.fill(0x42, segmentAt, segmentAt + 4)
+    expect(await matroskaTrackTypes(reader(noSegment).read, noSegment.length)).toBeNull()
+    expect(
+      await matroskaTrackTypes(
+        reader(new Uint8Array([0x1a, 0x45, 0xdf, 0xa3, 0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])).read,
+        12
+      )
+    ).toBeNull()
+    expect(await refineKind({ kind: 'video', format: 'webm' }, reader(cut).read, cut.length)).toEqual({
+      kind: 'video',
+      format: 'webm',
+    })
+  })
+})
+
 describe('files whose boxes lie', () => {
   const box = (type: string, payload: Uint8Array, size = 8 + payload.length) => {
     const out = new Uint8Array(8 + payload.length)
@@ -128,10 +179,10 @@ describe('files whose boxes lie', () => {
     expect(asked.length).toBeLessThanOrEqual(64)
   })
 
-  test('only MP4, MOV and 3GP are looked into', async () => {
+  test('only MP4, MOV, 3GP, WebM and Matroska videos are looked into', async () => {
     const { read, asked } = reader(new Uint8Array(0))
     for (const sniffed of [
-      { kind: 'video', format: 'webm' },
+      { kind: 'video', format: 'avi' },
       { kind: 'image', format: 'heic' },
       { kind: 'audio', format: 'mp3' },
     ] as const)

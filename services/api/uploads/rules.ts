@@ -40,7 +40,7 @@ export function judgeHead(head: Uint8Array, kinds: Kinds = ACCEPTED_KINDS): Acce
 export const ACCEPTED_FORMATS: Record<Accepted['kind'], readonly string[]> = {
   image: ['jpeg', 'png', 'gif', 'webp', 'tiff', 'heic', 'avif'],
   video: ['mp4', 'mov', '3gp', 'webm', 'mkv', 'avi', 'mpegts', 'flv'],
-  audio: ['mp3', 'aac', 'm4a', 'flac', 'wav', 'ogg'],
+  audio: ['mp3', 'aac', 'm4a', 'flac', 'wav', 'ogg', 'webm', 'mkv'],
 }
 
 /** Why a sniffed file is refused, or null when it is accepted. */

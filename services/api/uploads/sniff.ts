@@ -6,7 +6,7 @@
 export type Sniffed =
   | { kind: 'image'; format: 'jpeg' | 'png' | 'gif' | 'webp' | 'tiff' | 'bmp' | 'heic' | 'avif' | 'svg' }
   | { kind: 'video'; format: 'mp4' | 'mov' | '3gp' | 'webm' | 'mkv' | 'avi' | 'mpegts' | 'flv' }
-  | { kind: 'audio'; format: 'm4a' | 'mp3' | 'aac' | 'ogg' | 'flac' | 'wav' }
+  | { kind: 'audio'; format: 'm4a' | 'mp3' | 'aac' | 'ogg' | 'flac' | 'wav' | 'webm' | 'mkv' }
 
 /** How many leading bytes `sniff` wants (fewer is fine for short files). */
 export const SNIFF_BYTES = 4100

@@ -1,7 +1,11 @@
 /**
- * An MP4 holding only sound is audio, not a video: its first bytes (`ftyp isom`, `mp42`) say MP4 either way, so once
- * it is stored its tracks are looked at: the handler type of each `moov/trak/mdia/hdlr` box (`vide`, `soun`, …), read
- * with a few ranged reads (the top-level box headers, then the `moov` box), never the whole file.
+ * An MP4 or a WebM/Matroska file holding only sound is audio, not a video: its first bytes say MP4 (`ftyp isom`,
+ * `mp42`) or WebM either way, so once it is stored its tracks are looked at, with a few ranged reads, never the
+ * whole file:
+ * - MP4: the handler type of each `moov/trak/mdia/hdlr` box (`vide`, `soun`, …), from the top-level box headers and
+ *   then the `moov` box;
+ * - Matroska (WebM, what browsers' MediaRecorder writes for a voice note): the `TrackType` of each `TrackEntry` in
+ *   the `Tracks` element (1 video, 2 audio), from the top-level elements of the `Segment`.
  */
 import type { Sniffed } from './sniff.ts'
 
@@ -15,9 +19,16 @@ const MAX_MOOV_BYTES = 32 * 1024 * 1024
 
 /** What a stored upload is, its tracks considered: an ISO-BMFF "video" with sound tracks and no video track is audio. */
 export async function refineKind(sniffed: Sniffed, read: ReadRange, size: number): Promise<Sniffed> {
-  if (sniffed.kind !== 'video' || !['mp4', 'mov', '3gp'].includes(sniffed.format)) return sniffed
-  const handlers = await isoTrackHandlers(read, size)
-  if (handlers && handlers.includes('soun') && !handlers.includes('vide')) return { kind: 'audio', format: 'm4a' }
+  if (sniffed.kind !== 'video') return sniffed
+  if (['mp4', 'mov', '3gp'].includes(sniffed.format)) {
+    const handlers = await isoTrackHandlers(read, size)
+    if (handlers && handlers.includes('soun') && !handlers.includes('vide')) return { kind: 'audio', format: 'm4a' }
+  }
+  if (sniffed.format === 'webm' || sniffed.format === 'mkv') {
+    const types = await matroskaTrackTypes(read, size)
+    if (types && types.includes(MATROSKA_AUDIO) && !types.includes(MATROSKA_VIDEO))
+      return { kind: 'audio', format: sniffed.format }
+  }
   return sniffed
 }
 
@@ -77,4 +88,96 @@ function handlersIn(moov: Uint8Array, start: number, end: number): string[] {
     }
   }
   return handlers
+}
+
+// ── Matroska ─────────────────────────────────────────────────────────────────────────────────────────────────────
+
+const MATROSKA_VIDEO = 1
+const MATROSKA_AUDIO = 2
+/** Element ids (with their length marker, as written). */
+const EBML_HEADER = 0x1a45dfa3
+const SEGMENT = 0x18538067
+const TRACKS = 0x1654ae6b
+const TRACK_ENTRY = 0xae
+const TRACK_TYPE = 0x83
+/** Top-level elements of the Segment looked at before giving up (SeekHead, Info, Tracks come first in practice). */
+const MAX_SEGMENT_CHILDREN = 64
+/** The largest `Tracks` read: a few tracks' codec setups are kilobytes. */
+const MAX_TRACKS_BYTES = 1024 * 1024
+
+/** An EBML variable-length integer at `at`: its length and value (`keepMarker` for ids); null when malformed. */
+function vint(
+  bytes: Uint8Array,
+  at: number,
+  keepMarker: boolean
+): { length: number; value: number; unknown: boolean } | null {
+  const first = bytes[at]
+  if (first === undefined || first === 0) return null
+  const length = Math.clz32(first) - 23 // 1 for 0b1xxxxxxx … 8 for 0b00000001
+  if (length > 8 || at + length > bytes.byteLength) return null
+  let value = keepMarker ? first : first & (0xff >> length)
+  let ones = value === 0xff >> length
+  for (let i = 1; i < length; i++) {
+    value = value * 256 + bytes[at + i]!
+    ones &&= bytes[at + i] === 0xff
+  }
+  return { length, value, unknown: !keepMarker && ones }
+}
+
+/** The element at `at`: its id, where its data starts, and its size (null: unknown, as a live recording writes). */
+function element(bytes: Uint8Array, at: number) {
+  const id = vint(bytes, at, true)
+  if (!id || id.length > 4) return null
+  const size = vint(bytes, at + id.length, false)
+  if (!size) return null
+  return { id: id.value, data: at + id.length + size.length, size: size.unknown ? null : size.value }
+}
+
+/** The track types of a Matroska file's `Tracks`, or null when they cannot be found or read. */
+export async function matroskaTrackTypes(read: ReadRange, size: number): Promise<number[] | null> {
+  const head = await read(0, Math.min(size, 64))
+  const ebml = element(head, 0)
+  if (!ebml || ebml.id !== EBML_HEADER || ebml.size === null) return null
+  const segmentAt = ebml.data + ebml.size
+  const segmentHead = await read(segmentAt, Math.min(size, segmentAt + 16))
+  const segment = element(segmentHead, 0)
+  if (!segment || segment.id !== SEGMENT) return null
+  let at = segmentAt + segment.data
+  const end = segment.size === null ? size : Math.min(size, at + segment.size)
+  for (let i = 0; i < MAX_SEGMENT_CHILDREN && at < end; i++) {
+    const header = await read(at, Math.min(end, at + 16))
+    const child = element(header, 0)
+    // An element of unknown size (a live cluster) cannot be stepped over: Tracks, if anywhere, came before it.
+    if (!child || child.size === null) return null
+    if (child.id === TRACKS) {
+      if (child.size > MAX_TRACKS_BYTES) return null
+      const tracks = await read(at + child.data, at + child.data + child.size)
+      return tracks.byteLength === child.size ? trackTypesIn(tracks) : null
+    }
+    at += child.data + child.size
+  }
+  return null
+}
+
+/** The TrackType of each TrackEntry in the data of a Tracks element. */
+function trackTypesIn(tracks: Uint8Array): number[] | null {
+  const types: number[] = []
+  for (let at = 0; at < tracks.byteLength; ) {
+    const entry = element(tracks, at)
+    if (!entry || entry.size === null || entry.data + entry.size > tracks.byteLength) return null
+    if (entry.id === TRACK_ENTRY) {
+      for (let inner = entry.data; inner < entry.data + entry.size; ) {
+        const field = element(tracks, inner)
+        if (!field || field.size === null || field.data + field.size > entry.data + entry.size) return null
+        if (field.id === TRACK_TYPE && field.size >= 1 && field.size <= 8) {
+          let value = 0
+          for (let i = 0; i < field.size; i++) value = value * 256 + tracks[field.data + i]!
+          types.push(value)
+        }
+        inner = field.data + field.size
+      }
+    }
+    at = entry.data + entry.size
+  }
+  return types
 }
