@@ -29,8 +29,10 @@ export const SystemSchema = v.pipe(
 )
 
 export interface QueueNames {
-  /** Work for the processor: one message per job. */
+  /** Interactive work for the processor (uploads a person waits for): one message per job. */
   request: string
+  /** Bulk work (reprocessing, re-drives, a flood from one tenant): the same requests, taken after interactive ones. */
+  bulk: string
   /** Progress and status changes, processor to backend. */
   updates: string
   /** The final outcome of a job, processor to backend. */
@@ -39,11 +41,43 @@ export interface QueueNames {
   dead: string
 }
 
-/** `<system>.media.<type>.{request,updates,results,dead}` */
+/** `<system>.media.<type>.{request,bulk,updates,results,dead}` */
 export function queueNames(system: string, type: MediaType): QueueNames {
   const base = `${system}.media.${type}`
-  return { request: `${base}.request`, updates: `${base}.updates`, results: `${base}.results`, dead: `${base}.dead` }
+  return {
+    request: `${base}.request`,
+    bulk: `${base}.bulk`,
+    updates: `${base}.updates`,
+    results: `${base}.results`,
+    dead: `${base}.dead`,
+  }
 }
+
+/**
+ * The two classes of work. Interactive: someone is waiting for it (an upload, by default). Bulk: throughput work
+ * (reprocessing, re-drives, a tenant past its fair share of waiting jobs, bulk keys), which a processor never lets
+ * take its last free slot and which waits whenever interactive work is ready.
+ */
+export const JOB_CLASSES = ['interactive', 'bulk'] as const
+export type JobClass = (typeof JOB_CLASSES)[number]
+export const JobClassSchema = v.picklist(JOB_CLASSES, 'must be "interactive" or "bulk"')
+
+/** The request queue of a class. */
+export const requestQueue = (names: QueueNames, cls: JobClass): string => (cls === 'bulk' ? names.bulk : names.request)
+
+/** The class of a request queue's messages, by its name (`queueNames`' `.bulk`). */
+export const classOfQueue = (queue: string): JobClass => (queue.endsWith('.bulk') ? 'bulk' : 'interactive')
+
+/** The other class's request queue of the same type, given either one's name. */
+export const queueOfClass = (queue: string, cls: JobClass): string =>
+  `${queue.replace(/\.(request|bulk)$/, '')}.${cls === 'bulk' ? 'bulk' : 'request'}`
+
+/**
+ * The AMQP `priority` property of a request of each class. RabbitMQ 3.x's quorum queues ignore it (the two queues
+ * do the work); RabbitMQ 4's treat priorities above 4 as high, so a deployment routing both classes into one
+ * quorum queue there would still serve interactive first.
+ */
+export const CLASS_PRIORITY = { interactive: 5, bulk: 0 } as const satisfies Record<JobClass, number>
 
 /** `<system>.media.dead-letter`: the exchange every queue of the namespace dead-letters into. */
 export function deadLetterExchange(system: string): string {

@@ -14,6 +14,7 @@ export interface PublishProperties {
   correlationId: string
   type: string
   timestamp: number
+  priority?: number
   headers?: Record<string, string | number>
 }
 
@@ -51,6 +52,8 @@ export interface PublishIds {
   correlationId: string
   type: string
   messageId?: string
+  /** The AMQP priority (a request's class, CLASS_PRIORITY in names.ts). */
+  priority?: number
   headers?: Record<string, string | number>
 }
 
@@ -61,7 +64,7 @@ export interface Publisher {
    * Publishes to a fanout exchange. Not `mandatory`: a broadcast that no one hears is not an error (whoever must
    * act on it has another way to learn of it).
    */
-  broadcast(exchange: string, body: Uint8Array, ids: Omit<PublishIds, 'headers'>): Promise<void>
+  broadcast(exchange: string, body: Uint8Array, ids: Omit<PublishIds, 'headers' | 'priority'>): Promise<void>
 }
 
 /**
@@ -95,6 +98,7 @@ export function createPublisher<C>(
       correlationId: ids.correlationId,
       type: ids.type,
       timestamp: Math.floor(Date.now() / 1000),
+      ...(ids.priority === undefined ? {} : { priority: ids.priority }),
       ...(ids.headers ? { headers: ids.headers } : {}),
     }
     return new Promise<void>((resolve, reject) => {

@@ -89,6 +89,7 @@ export function topology(system: string, type: MediaType): Topology {
     ],
     queues: [
       working(names.request),
+      working(names.bulk),
       working(names.updates),
       working(names.results),
       { name: names.dead, options: { durable: true, arguments: { 'x-queue-type': 'quorum' } } },

@@ -204,7 +204,7 @@ describe('the outbox', () => {
   const status = async (id: string) =>
     ((await (await stack.fetch(`/v1/media/${id}`)).json()) as { status: string }).status
 
-  test('a request the broker dead-lettered is sent again through the outbox when an operator re-drives it', async () => {
+  test('a request the broker dead-lettered is sent again through the outbox, as bulk work, when an operator re-drives it', async () => {
     const names = queueNames(stack.env.SYSTEM!, 'images')
     const { id, jobId } = (await (await stack.upload(readPng())).json()) as { id: string; jobId: string }
     // Play the broker giving up on the request: take it off its queue and dead-letter it as RabbitMQ would.
@@ -225,7 +225,10 @@ describe('the outbox', () => {
 
     expect((await admin(`/dead-letters/${letter.id}/redrive`, 'POST')).status).toBe(202)
     expect(await status(id)).toBe('queued')
-    const again = await rabbit.nextMessage(names.request)
+    // An operator's re-drive is bulk work: it goes to the bulk queue, its job marked bulk.
+    const again = await rabbit.nextMessage(names.bulk)
+    expect(again.properties.priority).toBe(0)
+    expect((await stack.api.store.media.get(id))!.cls).toBe('bulk')
     expect(JSON.parse(again.content.toString())).toEqual(JSON.parse(request.content.toString()))
     expect(again.properties.messageId).not.toBe(request.properties.messageId) // a fresh copy, from a fresh outbox row
   })

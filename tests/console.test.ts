@@ -527,8 +527,9 @@ describe('the console on moto (resumable uploads)', () => {
     await page.getByLabel('Admin token').fill(ADMIN_TOKEN)
     await page.getByRole('button', { name: 'Open' }).click()
     await page.getByRole('heading', { name: 'Queues', level: 2 }).waitFor()
-    // Each type's four queues, and the processors consuming the request queues.
-    expect(await page.locator('section[aria-labelledby="queues-title"] tbody tr').count()).toBe(4 * MEDIA_TYPES.length)
+    // Each type's five queues (interactive and bulk requests, updates, results, dead letters), and the processors
+    // consuming the request queues.
+    expect(await page.locator('section[aria-labelledby="queues-title"] tbody tr').count()).toBe(5 * MEDIA_TYPES.length)
     const requestRow = page.locator('section[aria-labelledby="queues-title"] tbody tr', { hasText: 'request' }).first()
     expect(Number(await requestRow.locator('td').nth(2).textContent())).toBeGreaterThanOrEqual(1)
     const letter = page.locator('section[aria-labelledby="letters-title"] tbody tr', { hasText: media.broken!.jobId })

@@ -36,7 +36,7 @@ function exported(): Set<string> {
   processorMetrics(
     images,
     'images',
-    () => ({ busy: 0, free: 1 }),
+    () => ({ busy: 0, free: 1, waiting: { interactive: 0, bulk: 0 } }),
     async () => true
   )
   const names = new Set<string>(['up'])

@@ -182,6 +182,7 @@ describe('routes', () => {
       'header X-Presets',
       'header Idempotency-Key',
       'query presets',
+      'query priority',
     ])
     expect(upload.responses['202']?.content?.['application/json']?.schema).toEqual({
       $ref: '#/components/schemas/Accepted',

@@ -22,7 +22,9 @@ import {
   encodeMessage,
   parseTraceparent,
   readEnv,
+  requestQueue,
   type ImageMetadata,
+  type JobClass,
   type ImageRequest,
   type ImageResult,
   type JobUpdate,
@@ -133,7 +135,13 @@ async function startStub(overrides: Record<string, string> = {}, prepare?: (tmpD
     /** Stores a source and publishes a request for it (with `script` as its job's behaviour). */
     async submit(
       script?: Script,
-      options: { headers?: Record<string, unknown>; marked?: boolean; outputBucket?: string } = {}
+      options: {
+        headers?: Record<string, unknown>
+        marked?: boolean
+        outputBucket?: string
+        /** Which class's queue it goes to (default: interactive). */
+        cls?: JobClass
+      } = {}
     ) {
       const jobId = crypto.randomUUID()
       const prefix = `${env.SYSTEM}/outputs/${jobId}`
@@ -152,7 +160,7 @@ async function startStub(overrides: Record<string, string> = {}, prepare?: (tmpD
         output: { bucket: options.outputBucket ?? env.S3_BUCKET!, prefix },
         recipe: { outputs: [{ name: 'out', format: 'webp', width: 8, height: 8, quality: 80 }] },
       }
-      await rabbit.publishRaw(settings.queues.request, JSON.stringify(request), {
+      await rabbit.publishRaw(requestQueue(settings.queues, options.cls ?? 'interactive'), JSON.stringify(request), {
         messageId: crypto.randomUUID(),
         correlationId: jobId,
         type: 'job.request',
@@ -589,6 +597,143 @@ describe('shutdown', () => {
       expect(await rabbit.messageCount(stub.queues.results)).toBe(0)
     })
   }
+})
+
+describe('two classes: interactive before bulk', () => {
+  /** Jobs submitted with a script that holds each until released; `started` lists them in the order they started. */
+  function classJobs(stub: Awaited<ReturnType<typeof startStub>>) {
+    const started: string[] = []
+    stub.events.on('received', ({ jobId, cls }) => started.push(`${cls}:${jobId}`))
+    const jobs = new Map<string, { jobId: string; held: ReturnType<typeof holdable> }>()
+    return {
+      started,
+      /** Submits a held job named `name` (its class: the name's first letter, b or i). */
+      async submit(name: string) {
+        const held = holdable()
+        const { jobId } = await stub.submit(held.script, { cls: name.startsWith('b') ? 'bulk' : 'interactive' })
+        jobs.set(name, { jobId, held })
+      },
+      startedOf: (name: string) => jobs.get(name)!.held.seen.started,
+      async waitStarted(name: string) {
+        await waitFor(`${name} to start`, () => jobs.get(name)!.held.seen.started)
+      },
+      /** Releases a job and waits for its result to be confirmed. */
+      async finish(name: string) {
+        const { jobId, held } = jobs.get(name)!
+        const completed = stub.events.next('completed', (d) => d.jobId === jobId)
+        held.release()
+        await completed
+      },
+      order: () => started.map((entry) => [...jobs].find(([, j]) => entry.endsWith(j.jobId))![0]),
+      /** Waits until the processor holds one delivery of `cls` for a slot (its `media_processor_waiting` gauge). */
+      waitHeld: (cls: JobClass) =>
+        waitFor(`a ${cls} delivery to be held`, async () =>
+          (await stub.processor.registry.getSingleMetricAsString('media_processor_waiting')).includes(
+            `media_processor_waiting{kind="image",class="${cls}",service="images"} 1`
+          )
+        ),
+    }
+  }
+
+  test('with 2 slots, bulk work holds at most one; a freed slot goes to interactive work first', async () => {
+    const stub = await startStub({ CONCURRENCY: '2' })
+    const jobs = classJobs(stub)
+    for (const name of ['b1', 'b2', 'b3']) await jobs.submit(name)
+    await jobs.waitStarted('b1')
+    // The second slot stays free for interactive work: i1 starts at once, though b2 was queued first.
+    await jobs.submit('i1')
+    await jobs.waitStarted('i1')
+    expect(jobs.startedOf('b2')).toBe(false)
+    // Both slots busy: i2 waits. When b1 ends, i2 gets the slot, not b2.
+    await jobs.submit('i2')
+    await jobs.waitHeld('interactive')
+    await jobs.finish('b1')
+    await jobs.waitStarted('i2')
+    expect(jobs.startedOf('b2')).toBe(false)
+    // An interactive job ends: bulk work takes its slot again, one job at a time.
+    await jobs.finish('i1')
+    await jobs.waitStarted('b2')
+    expect(jobs.startedOf('b3')).toBe(false)
+    for (const name of ['i2', 'b2']) await jobs.finish(name)
+    await jobs.waitStarted('b3')
+    await jobs.finish('b3')
+    expect(jobs.order()).toEqual(['b1', 'i1', 'i2', 'b2', 'b3'])
+    expect(await stub.processor.registry.getSingleMetricAsString('media_processor_jobs_started_total')).toContain(
+      'media_processor_jobs_started_total{kind="image",class="bulk",service="images"} 3'
+    )
+  })
+
+  test('a slot an interactive job frees goes to interactive work still in the broker, not to bulk work held here', async () => {
+    const stub = await startStub({ CONCURRENCY: '2' })
+    const jobs = classJobs(stub)
+    for (const name of ['i1', 'i2']) await jobs.submit(name)
+    await jobs.waitStarted('i2')
+    await jobs.submit('b1')
+    await jobs.waitHeld('bulk')
+    // i3 stays in the broker (the interactive prefetch is full) until i1's delivery is acked.
+    await jobs.submit('i3')
+    await jobs.finish('i1')
+    await jobs.waitStarted('i3')
+    expect(jobs.startedOf('b1')).toBe(false)
+    await jobs.finish('i2')
+    await jobs.waitStarted('b1')
+    for (const name of ['i3', 'b1']) await jobs.finish(name)
+    expect(jobs.order()).toEqual(['i1', 'i2', 'i3', 'b1'])
+  })
+
+  test('with 1 slot, bulk work may take it (else it would never run); interactive work goes first when it frees', async () => {
+    const stub = await startStub({ CONCURRENCY: '1' })
+    const jobs = classJobs(stub)
+    for (const name of ['b1', 'b2']) await jobs.submit(name)
+    await jobs.waitStarted('b1')
+    await jobs.submit('i1')
+    await jobs.waitHeld('interactive')
+    await jobs.finish('b1')
+    await jobs.waitStarted('i1')
+    expect(jobs.startedOf('b2')).toBe(false)
+    await jobs.finish('i1')
+    await jobs.waitStarted('b2')
+    await jobs.finish('b2')
+    expect(jobs.order()).toEqual(['b1', 'i1', 'b2'])
+  })
+
+  test('a delivery held for a slot up to the ack deadline goes back to its queue, no attempt counted', async () => {
+    const stub = await startStub({ CONCURRENCY: '1', ACK_DEADLINE_SECONDS: '1' })
+    const jobs = classJobs(stub)
+    await jobs.submit('b1')
+    await jobs.waitStarted('b1')
+    await jobs.submit('i1')
+    // b1 is leased at the deadline and keeps the one slot; i1, held as long, is published again and waits in the
+    // queue (no interactive consumer while the leased job fills the slot), not in this process.
+    await waitFor('i1 back in its queue', async () => (await rabbit.messageCount(stub.queues.request)) === 1, 10_000)
+    expect(jobs.startedOf('i1')).toBe(false)
+    const attempt = new Promise<number>((resolve) =>
+      stub.events.on('received', (d) => d.cls === 'interactive' && resolve(d.attempt))
+    )
+    await jobs.finish('b1')
+    await jobs.waitStarted('i1')
+    expect(await attempt).toBe(1)
+    await jobs.finish('i1')
+  })
+
+  test('at shutdown a held delivery goes back to the queue it came from at once, its attempts unchanged', async () => {
+    const stub = await startStub({ CONCURRENCY: '1', SHUTDOWN_GRACE_SECONDS: '10' })
+    const jobs = classJobs(stub)
+    await jobs.submit('i1')
+    await jobs.waitStarted('i1')
+    const { jobId } = await stub.submit(undefined, { cls: 'bulk', headers: { [ATTEMPTS_HEADER]: 1 } })
+    await jobs.waitHeld('bulk')
+    const stopped = stub.stop()
+    // Back in the bulk queue while the running job still has its grace period.
+    await waitFor('the held job back in its queue', async () => (await rabbit.messageCount(stub.queues.bulk)) === 1)
+    const finished = jobs.finish('i1')
+    await stopped
+    await finished
+    const copy = await rabbit.nextMessage(stub.queues.bulk, 5_000)
+    expect(copy.properties.correlationId).toBe(jobId)
+    expect(copy.properties.priority).toBe(0)
+    expect(copy.properties.headers?.[ATTEMPTS_HEADER]).toBe(1)
+  })
 })
 
 describe('work directories', () => {

@@ -664,6 +664,7 @@ describe.each(backends)('store on $name', (backend) => {
       tenant: 'acme',
       name: 'ci',
       prefix: 'mk_abcde',
+      priority: 'bulk' as const,
       createdAt: new Date().toISOString(),
       revokedAt: null,
     }

@@ -81,9 +81,12 @@ export const ROWS: Row[] = [
       },
       {
         title: 'Time in the queue',
-        description: 'Time from the upload accepted to the first word from a processor, 95th percentile, by kind.',
+        description:
+          'Time from the job queued to the first word from a processor, 95th percentile, by kind and class: interactive work should stay short whatever the bulk backlog.',
         unit: 's',
-        queries: [{ expr: quantile(0.95, 'media_job_queued_seconds', 'kind'), legend: '{{kind}} p95' }],
+        queries: [
+          { expr: quantile(0.95, 'media_job_queued_seconds', 'kind, class'), legend: '{{kind}} {{class}} p95' },
+        ],
       },
       {
         title: 'Stages',
@@ -102,6 +105,24 @@ export const ROWS: Row[] = [
           'Job slots of all processors, busy and free, by kind. All busy and a queue growing: add processors.',
         unit: 'short',
         queries: [{ expr: 'sum by (kind, state) (media_processor_slots)', legend: '{{kind}} {{state}}' }],
+      },
+      {
+        title: 'Started by class',
+        description:
+          'Attempts started per second, interactive and bulk. Bulk work never takes the last free slot of a processor.',
+        unit: 'ops',
+        queries: [
+          {
+            expr: `sum by (kind, class) (${rate('media_processor_jobs_started_total')})`,
+            legend: '{{kind}} {{class}}',
+          },
+        ],
+      },
+      {
+        title: 'Waiting for a slot',
+        description: 'Deliveries a processor holds until a slot frees (interactive ones start first), by class.',
+        unit: 'short',
+        queries: [{ expr: 'sum by (kind, class) (media_processor_waiting)', legend: '{{kind}} {{class}}' }],
       },
       {
         title: 'Attempts by outcome',
@@ -125,15 +146,21 @@ export const ROWS: Row[] = [
     panels: [
       {
         title: 'Messages ready',
-        description: 'Messages waiting in each queue, from the broker.',
+        description:
+          'Messages waiting in each queue, from the broker: request (interactive work) and bulk are the two classes.',
         unit: 'short',
         queries: [{ expr: 'max by (kind, queue) (media_queue_messages)', legend: '{{kind}} {{queue}}' }],
       },
       {
         title: 'Processors consuming',
-        description: 'Consumers of each request queue: one per processor with a free slot.',
+        description: 'Consumers of each request queue (interactive and bulk): one per processor with a free slot.',
         unit: 'short',
-        queries: [{ expr: 'max by (kind) (media_queue_consumers{queue="request"})', legend: '{{kind}}' }],
+        queries: [
+          {
+            expr: 'max by (kind, queue) (media_queue_consumers{queue=~"request|bulk"})',
+            legend: '{{kind}} {{queue}}',
+          },
+        ],
       },
       {
         title: 'Dead letters',

@@ -127,7 +127,7 @@ export function createApp(deps: AppDeps) {
     if (answer && c.req.method === 'OPTIONS' && (c.req.path === TUS_PATH || c.req.path.startsWith(`${TUS_PATH}/`))) {
       // A store without tus (the embedded one answers 501) leaves the preflight as it is.
       const discovery = await deps.tus
-        .handle(c.req.raw, { tenant: '', trace: c.get('trace'), log: c.get('log') })
+        .handle(c.req.raw, { tenant: '', keyPriority: 'interactive', trace: c.get('trace'), log: c.get('log') })
         .catch(() => null)
       discovery?.headers.forEach((value, name) => {
         if (/^tus-/i.test(name)) answer.headers.set(name, value)

@@ -123,6 +123,8 @@ const ConfigSchema = v.pipe(
     API_KEYS: ApiKeys,
     RATE_LIMIT_PER_MINUTE: wholeVar(6000, 10_000_000),
     MAX_CONCURRENT_UPLOADS: countVar(8, 10_000),
+    // A tenant with more interactive jobs than this waiting for a processor has its further jobs queued as bulk (0: never).
+    FAIR_SHARE_WAITING_JOBS: wholeVar(100, 1_000_000),
     // A slow upload is cut: nothing for this long, or less than UPLOAD_MIN_RATE over this long.
     UPLOAD_STALL_SECONDS: countVar(30, 3600),
     UPLOAD_MIN_RATE: bytesVar('1k'),
@@ -156,6 +158,7 @@ const ConfigSchema = v.pipe(
     maxUploadBytes: env.MAX_UPLOAD_BYTES,
     stallMs: env.STALL_SECONDS * 1000,
     maxRedrives: env.MAX_REDRIVES,
+    fairShare: env.FAIR_SHARE_WAITING_JOBS,
     multipartMaxAgeMs: env.MULTIPART_MAX_AGE_HOURS * 3_600_000,
     adminToken: env.ADMIN_TOKEN ?? null,
     auth: env.AUTH,

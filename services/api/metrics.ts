@@ -65,8 +65,8 @@ export function apiMetrics(registry: Registry, onError: (error: Error) => void =
   )
   const queued = histogram(
     'media_job_queued_seconds',
-    'Time from the upload accepted to the first word from a processor, by kind',
-    ['kind'],
+    'Time from the job queued to the first word from a processor, by kind and class (interactive, bulk)',
+    ['kind', 'class'],
     DURATION_BUCKETS
   )
   const webhookAttempts = counter(
@@ -157,7 +157,7 @@ export function apiMetrics(registry: Registry, onError: (error: Error) => void =
   )
   shared(
     'media_queue_messages',
-    'Messages ready in each queue, from the broker (queue: request, updates, results, dead)',
+    'Messages ready in each queue, from the broker (queue: request (interactive work), bulk, updates, results, dead)',
     ['kind', 'queue'],
     (g, s) => {
       for (const q of s.queues) g.set({ kind: MEDIA_KINDS[q.type], queue: q.queue }, q.messages)
@@ -182,7 +182,8 @@ export function apiMetrics(registry: Registry, onError: (error: Error) => void =
       if (!applied?.changed || applied.status === applied.previous) return
       const kind = MEDIA_KINDS[applied.type]
       const seconds = Math.max(0, (Date.now() - Date.parse(applied.createdAt)) / 1000)
-      if (applied.previous === 'queued' && applied.status === 'processing') queued.observe({ kind }, seconds)
+      if (applied.previous === 'queued' && applied.status === 'processing')
+        queued.observe({ kind, class: applied.cls }, seconds)
       if (applied.status === 'completed' || applied.status === 'failed' || applied.status === 'cancelled') {
         finished.inc({ kind, status: applied.status })
         duration.observe({ kind, status: applied.status }, seconds)

@@ -97,7 +97,16 @@ export async function startApi(config: Config, options: { log?: Logger } = {}) {
   })
 
   const presets = createPresets(store.presets)
-  const admit = { system, store, objects, outbox, presets, maxUploadBytes: config.maxUploadBytes, instanceId }
+  const admit = {
+    system,
+    store,
+    objects,
+    outbox,
+    presets,
+    maxUploadBytes: config.maxUploadBytes,
+    fairShare: config.fairShare,
+    instanceId,
+  }
   const tus = createTus({ ...admit, s3Uploads: s3.uploads, s3: config.s3, corsOrigins: config.corsOrigins })
   const direct = createDirectUploads({ ...admit, s3Uploads: s3.uploads })
   const sweep = (olderThanMs: number) => sweepUploads({ system, objects, uploads: store.uploads, log }, olderThanMs)

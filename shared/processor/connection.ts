@@ -9,7 +9,7 @@ import { refreshingPublisher } from '../amqp/publishing.ts'
 import { connectRecovering, type RecoveringConnection } from '../amqp/connection.ts'
 import type { AmqpChannel } from '../amqp/types.ts'
 import { describeBrokerUrls } from '../broker-urls.ts'
-import type { MediaType } from '../names.ts'
+import { JOB_CLASSES, requestQueue, type MediaType } from '../names.ts'
 import type { Check } from '../ops/health.ts'
 import { declareTopology, topology } from '../topology.ts'
 import { listenForCancels } from './cancels.ts'
@@ -25,7 +25,7 @@ type ConnectionState<T extends MediaType> = Pick<
 /** Connects and runs the setup; rejects naming the broker when it cannot be reached. */
 export function connectProcessor<T extends MediaType>(
   state: ConnectionState<T>,
-  consumer: Pick<Consumer, 'fitConsumer'>
+  consumer: Pick<Consumer, 'fitConsumer' | 'forget'>
 ): Promise<RecoveringConnection> {
   const { definition, settings, log, amqp, running, broker } = state
   return connectRecovering(
@@ -37,7 +37,9 @@ export function connectProcessor<T extends MediaType>(
         const channel = watchChannel(model, await model.createConfirmChannel(), amqp, {
           onClose: () => {
             if (broker.link?.channel === channel) broker.link = undefined
-            if (broker.consumer?.channel === channel) broker.consumer = undefined
+            for (const cls of JOB_CLASSES)
+              if (broker.consumers[cls]?.channel === channel) broker.consumers[cls] = undefined
+            consumer.forget(channel)
             interruptJobsOn(state, channel, 'its channel closed')
           },
         })
@@ -81,7 +83,7 @@ function interruptJobsOn<T extends MediaType>(
   }
 }
 
-/** What `/readyz` asks: connected, consuming (unless every slot is taken), and a slot free for another job. */
+/** What `/readyz` asks: connected, consuming both queues (unless their slots are taken), and a slot free for another job. */
 export function readinessChecks<T extends MediaType>(
   state: Pick<ProcessorState<T>, 'settings' | 'running' | 'stopping' | 'broker'>,
   consumer: Pick<Consumer, 'freeSlots'>
@@ -93,7 +95,9 @@ export function readinessChecks<T extends MediaType>(
     },
     consumer: () => {
       if (stopping.aborted) throw new Error('stopping')
-      if (consumer.freeSlots() > 0 && !broker.consumer) throw new Error(`not consuming ${settings.queues.request}`)
+      for (const cls of JOB_CLASSES)
+        if (consumer.freeSlots(cls) > 0 && !broker.consumers[cls])
+          throw new Error(`not consuming ${requestQueue(settings.queues, cls)}`)
     },
     slots: () => {
       if (running.size >= settings.concurrency) throw new Error(`all ${settings.concurrency} busy`)

@@ -8,7 +8,7 @@ import { settle } from '../amqp/channels.ts'
 import type { AmqpChannel, AmqpMessage } from '../amqp/types.ts'
 import { MAX_MESSAGE_BYTES, decodeMessage, encodeMessage, type Decoded } from '../codec.ts'
 import { JobIdSchema, JobUpdateSchema, MESSAGES, type MetadataOf, type RequestOf } from '../messages.ts'
-import type { MediaType } from '../names.ts'
+import { CLASS_PRIORITY, requestQueue, type JobClass, type MediaType } from '../names.ts'
 import { traceFields } from '../ops/log.ts'
 import { MAX_ATTEMPTS, retryDelayMs } from '../topology.ts'
 import { TRACEPARENT, childSpan, formatTraceparent, parseTraceparent, type TraceContext } from '../trace.ts'
@@ -21,8 +21,11 @@ import type { ProcessorState, Run } from './state.ts'
 import { createUpdates, type UpdateFields } from './updates.ts'
 
 export interface Deliveries {
-  /** Takes one delivery of the request queue through its life; settles it on `channel`. */
-  onMessage(channel: AmqpChannel, message: AmqpMessage): Promise<void>
+  /**
+   * Takes one delivery of a request queue (`cls` says which) through its life; settles it on `channel`. Its run is
+   * in `running` from the synchronous start of the call, before any await (the consumer's gate counts on it).
+   */
+  onMessage(channel: AmqpChannel, message: AmqpMessage, cls: JobClass): Promise<void>
   /**
    * Publishes the job's request again as a new message carrying `attemptsMade` (and its own headers), then acks the
    * original delivery unless the job is leased (acked already). The broker's delivery count starts again.
@@ -74,10 +77,10 @@ export function createDeliveries<T extends MediaType>(
     })
   }
 
-  async function onMessage(channel: AmqpChannel, message: AmqpMessage): Promise<void> {
+  async function onMessage(channel: AmqpChannel, message: AmqpMessage, cls: JobClass): Promise<void> {
     // A job's logger lives from here until its outcome is reported (events logged after `running` forgets the job).
     try {
-      await takeMessage(channel, message)
+      await takeMessage(channel, message, cls)
     } finally {
       // While stopping, `stop` still hands jobs back and logs it: the loggers go with the process instead.
       const jobId = jobIdOf(message)
@@ -85,7 +88,7 @@ export function createDeliveries<T extends MediaType>(
     }
   }
 
-  async function takeMessage(channel: AmqpChannel, message: AmqpMessage): Promise<void> {
+  async function takeMessage(channel: AmqpChannel, message: AmqpMessage, cls: JobClass): Promise<void> {
     const decoded = decodeMessage(schemas.request, message.content) as Decoded<RequestOf<T>>
     if (!decoded.ok) return refuse(channel, message, decoded.reason)
     const request = decoded.value
@@ -105,12 +108,12 @@ export function createDeliveries<T extends MediaType>(
     // This attempt's span, sent on the job's updates and result: a child of the backend's trace (a missing or
     // malformed traceparent starts a new trace).
     const trace = childSpan(parseTraceparent(message.properties.headers?.[TRACEPARENT]))
-    const run: Run = { jobId, message, channel, stop: new AbortController(), leased: false }
+    const run: Run = { jobId, message, channel, cls, stop: new AbortController(), leased: false }
     running.set(jobId, run)
     const jobLog = log.child({ jobId, mediaId: request.mediaId, ...traceFields(trace) })
     jobLogs.set(jobId, jobLog)
     const attempt = attemptOf(message.properties.headers)
-    events.emit('received', { jobId, attempt })
+    events.emit('received', { jobId, attempt, cls })
     const stages = metrics.stageClock()
     const updates = createUpdates({
       send: (update) => publish(settings.queues.updates, encodeUpdate(jobId, update), jobId, 'job.update', trace),
@@ -262,9 +265,10 @@ export function createDeliveries<T extends MediaType>(
   async function handBack(run: Run, attemptsMade: number, why: string): Promise<void> {
     if (!broker.publisher) throw new Error('not connected to the broker')
     const { properties, content } = run.message
-    await broker.publisher.publish(settings.queues.request, content, {
+    await broker.publisher.publish(requestQueue(settings.queues, run.cls), content, {
       correlationId: run.jobId,
       type: properties.type ?? 'job.request',
+      priority: CLASS_PRIORITY[run.cls],
       headers: carriedHeaders(properties.headers, attemptsMade),
     })
     if (!run.leased) run.channel.ack(run.message)

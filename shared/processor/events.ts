@@ -3,11 +3,12 @@
  * metrics, and for the log itself (`logEvents`). Every event's detail names the job.
  */
 import type { ErrorInfo } from '../messages.ts'
+import type { JobClass } from '../names.ts'
 import type { Logger } from '../ops/log.ts'
 
 export interface ProcessorEventMap {
-  /** A delivery of a job started running here. */
-  received: { jobId: string; attempt: number }
+  /** A delivery of a job started running here, from the interactive or the bulk queue. */
+  received: { jobId: string; attempt: number; cls: JobClass }
   /** The job held its delivery up to the ack deadline: acked, it carries on under a lease. */
   leased: { jobId: string }
   /** A fault; the job is tried again after `delayMs` (its delivery requeued, or a copy handed back). */
@@ -66,7 +67,7 @@ export class ProcessorEvents extends EventTarget {
  * on every line). The message says what happened; the fields say to what.
  */
 export function logEvents(events: ProcessorEvents, logOf: (jobId: string) => Logger, log: Logger): void {
-  events.on('received', ({ jobId, attempt }) => logOf(jobId).info({ attempt }, 'job started'))
+  events.on('received', ({ jobId, attempt, cls }) => logOf(jobId).info({ attempt, class: cls }, 'job started'))
   events.on('leased', ({ jobId }) =>
     logOf(jobId).info('job still running at the ack deadline; acked, continuing under a lease')
   )

@@ -2,7 +2,7 @@
  * A processor's metrics: what its jobs end as, how long each attempt and stage takes, what its outputs weigh and how
  * long they take to store, and how many of its slots are busy. Fed by the runtime's events and its stage clock.
  */
-import { MEDIA_KINDS, type MediaType } from '../names.ts'
+import { JOB_CLASSES, MEDIA_KINDS, type JobClass, type MediaType } from '../names.ts'
 import type { OutputFormat } from '../outputs.ts'
 import { DURATION_BUCKETS, SIZE_BUCKETS, commonMetrics, metricsOn, type Registry } from '../ops/metrics.ts'
 import type { ProcessorEvents } from './events.ts'
@@ -18,7 +18,7 @@ const STAGE_LABELS: Partial<Record<Stage, string>> = {
 export function processorMetrics(
   registry: Registry,
   type: MediaType,
-  slots: () => { busy: number; free: number },
+  slots: () => { busy: number; free: number; waiting: Record<JobClass, number> },
   ready: () => Promise<boolean>
 ) {
   const kind = MEDIA_KINDS[type]
@@ -39,6 +39,19 @@ export function processorMetrics(
       this.set({ kind, state: 'free' }, now.free)
     }
   )
+  gauge(
+    'media_processor_waiting',
+    'Deliveries held here until a slot frees (interactive ones start first), by class',
+    ['kind', 'class'],
+    function () {
+      const { waiting } = slots()
+      for (const cls of JOB_CLASSES) this.set({ kind, class: cls }, waiting[cls])
+    }
+  )
+  const started = counter('media_processor_jobs_started_total', 'Job attempts started here, by class', [
+    'kind',
+    'class',
+  ])
   const stages = histogram(
     'media_job_stage_seconds',
     'Time a completed job spent in each stage of its last attempt (download, process, upload)',
@@ -68,15 +81,18 @@ export function processorMetrics(
     ...common,
     /** Counts every outcome the runtime reports, and times attempts from `received` to how they end. */
     watch(events: ProcessorEvents): void {
-      const started = new Map<string, number>()
+      const begun = new Map<string, number>()
       const end = (jobId: string, outcome: string) => {
         jobs.inc({ kind, outcome })
-        const at = started.get(jobId)
+        const at = begun.get(jobId)
         if (at === undefined) return
-        started.delete(jobId)
+        begun.delete(jobId)
         attempts.observe({ kind, outcome }, (performance.now() - at) / 1000)
       }
-      events.on('received', ({ jobId }) => void started.set(jobId, performance.now()))
+      events.on('received', ({ jobId, cls }) => {
+        begun.set(jobId, performance.now())
+        started.inc({ kind, class: cls })
+      })
       events.on('completed', ({ jobId }) => end(jobId, 'completed'))
       events.on('failed', ({ jobId }) => end(jobId, 'failed'))
       events.on('cancelled', ({ jobId }) => end(jobId, 'cancelled'))

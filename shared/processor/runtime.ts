@@ -23,7 +23,7 @@ import { runChecks, type Readiness } from '../ops/health.ts'
 import { startOpsServer, type OpsServer } from '../ops/server.ts'
 import { attemptOf } from './attempts.ts'
 import { connectProcessor, readinessChecks } from './connection.ts'
-import { createConsumer } from './consumer.ts'
+import { bulkSlotsOf, createConsumer } from './consumer.ts'
 import { createDeliveries, type Deliveries } from './deliveries.ts'
 import type { ProcessorDefinition } from './definition.ts'
 import { Interrupted, describeError, sleep } from './errors.ts'
@@ -63,7 +63,11 @@ export async function startProcessor<T extends MediaType>(definition: ProcessorD
   const metrics = processorMetrics(
     registry,
     settings.type,
-    () => ({ busy: running.size, free: Math.max(0, settings.concurrency - running.size) }),
+    () => ({
+      busy: running.size,
+      free: Math.max(0, settings.concurrency - running.size),
+      waiting: consumer.held(),
+    }),
     async () => (await readiness()).ready
   )
   metrics.watch(events)
@@ -73,7 +77,7 @@ export async function startProcessor<T extends MediaType>(definition: ProcessorD
   const inFlight = new Set<Promise<void>>()
   const stopping = new AbortController()
   const pastGrace = new AbortController()
-  const broker: BrokerHold = {}
+  const broker: BrokerHold = { consumers: {} }
   const amqp: AmqpContext = {
     log,
     failed: (operation) => metrics.brokerErrors.inc({ operation }),
@@ -96,7 +100,7 @@ export async function startProcessor<T extends MediaType>(definition: ProcessorD
     pastGrace: pastGrace.signal,
     broker,
   }
-  const consumer = createConsumer(state, (channel, message) => deliveries.onMessage(channel, message))
+  const consumer = createConsumer(state, (channel, message, cls) => deliveries.onMessage(channel, message, cls))
   const deliveries: Deliveries = createDeliveries(state, consumer)
 
   const { connection, current } = await connectProcessor(state, consumer).catch((error) => {
@@ -121,8 +125,13 @@ export async function startProcessor<T extends MediaType>(definition: ProcessorD
     })
   }
   log.info(
-    { queue: settings.queues.request, concurrency: settings.concurrency, metricsPort: ops?.port ?? null },
-    `consuming ${settings.queues.request} with concurrency ${settings.concurrency} (broker at ${current()})`
+    {
+      queues: [settings.queues.request, settings.queues.bulk],
+      concurrency: settings.concurrency,
+      metricsPort: ops?.port ?? null,
+    },
+    `consuming ${settings.queues.request} and ${settings.queues.bulk} with concurrency ${settings.concurrency}, ` +
+      `bulk work on ${bulkSlotsOf(settings.concurrency)} slot(s) at most (broker at ${current()})`
   )
 
   return {
@@ -133,6 +142,8 @@ export async function startProcessor<T extends MediaType>(definition: ProcessorD
     async stop() {
       stopping.abort()
       await consumer.fitConsumer()
+      // Deliveries waiting for a slot would only wait out the grace period: back to their queues at once.
+      await consumer.handBackHeld()
       const settled = Promise.allSettled(inFlight)
       const graceOver = sleep(settings.shutdownGraceMs).then(() => 'grace over' as const)
       if ((await Promise.race([settled, graceOver])) === 'grace over') {

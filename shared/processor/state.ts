@@ -2,10 +2,10 @@
  * What the parts of a running processor share. runtime.ts makes it; connection.ts, consumer.ts and deliveries.ts
  * each take the fields they use. The jobs running here are shared because every part acts on them (a delivery
  * runs one, the consumer counts them against the prefetch, a closed channel interrupts them); the hold on the
- * broker because the connection's setup makes it and the consumer is refitted on it.
+ * broker because the connection's setup makes it and the consumers are refitted on it.
  */
 import type { AmqpChannel, AmqpConfirmChannel, AmqpContext, AmqpMessage, AmqpModel } from '../amqp/types.ts'
-import type { MediaType } from '../names.ts'
+import type { JobClass, MediaType } from '../names.ts'
 import type { Logger } from '../ops/log.ts'
 import type { Publisher } from '../publisher.ts'
 import type { ProcessorDefinition } from './definition.ts'
@@ -19,6 +19,8 @@ export interface Run {
   jobId: string
   message: AmqpMessage
   channel: AmqpChannel
+  /** The queue it came from: interactive or bulk. */
+  cls: JobClass
   /** Aborted to stop the job; the reason says why (Cancelled, Interrupted, or a JobError for the time limit). */
   stop: AbortController
   /** Acked at the ack deadline: the job no longer depends on its channel, and only its heartbeats vouch for it. */
@@ -30,7 +32,8 @@ export interface BrokerHold {
   publisher?: Publisher
   /** The current connection and its channel, on which the consumer is (re)created. */
   link?: { model: AmqpModel; channel: AmqpConfirmChannel }
-  consumer?: { channel: AmqpChannel; tag: string; prefetch: number }
+  /** The consumer of each class's request queue, while there is one. */
+  consumers: Partial<Record<JobClass, { channel: AmqpChannel; tag: string; prefetch: number }>>
 }
 
 export interface ProcessorState<T extends MediaType> {

@@ -5,7 +5,7 @@
  */
 import type { JsonSchema } from '@valibot/to-json-schema'
 import { MAX_MESSAGE_BYTES, MESSAGE_CONTENT_TYPE } from '../codec.ts'
-import { MEDIA_KINDS, MEDIA_TYPES, type MediaType } from '../names.ts'
+import { CLASS_PRIORITY, MEDIA_KINDS, MEDIA_TYPES, type MediaType } from '../names.ts'
 import { ATTEMPTS_HEADER, DELIVERY_LIMIT, topology, type QueueSpec } from '../topology.ts'
 import { TRACEPARENT } from '../trace.ts'
 
@@ -63,13 +63,22 @@ export function asyncApiDocument(schemas: Record<string, JsonSchema>): Doc {
     channel: string,
     messageNames: string[],
     summary: string,
-    mandatory: boolean
+    mandatory: boolean,
+    priority?: number
   ) => ({
     action,
     summary,
     channel: { $ref: `#/channels/${channel}` },
     messages: messageNames.map((name) => ({ $ref: `#/channels/${channel}/messages/${name}` })),
-    bindings: { amqp: { deliveryMode: 2, mandatory, ack: action === 'receive', bindingVersion: BINDING_VERSION } },
+    bindings: {
+      amqp: {
+        deliveryMode: 2,
+        mandatory,
+        ack: action === 'receive',
+        ...(priority === undefined ? {} : { priority }),
+        bindingVersion: BINDING_VERSION,
+      },
+    },
   })
 
   /** Optional on every job message: the W3C trace the job belongs to (PROTOCOL.md, section 3). */
@@ -100,9 +109,16 @@ export function asyncApiDocument(schemas: Record<string, JsonSchema>): Doc {
       },
     })
     const result = message(`${type}Result`, `${singular(type)}-result`, 'job.result', traced)
-    channels[`${type}Request`] = queueChannel(queue('request'), `${Type} jobs, one message each, from the backend.`, {
-      [`${type}Request`]: request,
-    })
+    channels[`${type}Request`] = queueChannel(
+      queue('request'),
+      `Interactive ${singular(type)} jobs (someone waits for them), one message each, from the backend. A processor starts these before bulk ones.`,
+      { [`${type}Request`]: request }
+    )
+    channels[`${type}Bulk`] = queueChannel(
+      queue('bulk'),
+      `Bulk ${singular(type)} jobs (reprocessing, re-drives, imports): the same requests, started only when no interactive one waits, on all but one of a processor's slots (its one slot when it has one).`,
+      { [`${type}Request`]: request }
+    )
     channels[`${type}Updates`] = queueChannel(queue('updates'), `Progress of ${type} jobs, to the backend.`, {
       jobUpdate: update,
     })
@@ -120,8 +136,17 @@ export function asyncApiDocument(schemas: Record<string, JsonSchema>): Doc {
       'receive',
       `${type}Request`,
       [`${type}Request`],
-      `Take ${/^[aeiou]/.test(singular(type)) ? 'an' : 'a'} ${singular(type)} job; acked once its result is confirmed.`,
-      false
+      `Take ${/^[aeiou]/.test(singular(type)) ? 'an' : 'a'} interactive ${singular(type)} job; acked once its result is confirmed.`,
+      false,
+      CLASS_PRIORITY.interactive
+    )
+    operations[`receive${Type}Bulk`] = operation(
+      'receive',
+      `${type}Bulk`,
+      [`${type}Request`],
+      `Take a bulk ${singular(type)} job when no interactive one waits and a slot other than the last is free; acked once its result is confirmed.`,
+      false,
+      CLASS_PRIORITY.bulk
     )
     operations[`send${Type}Update`] = operation(
       'send',

@@ -29,19 +29,22 @@ export const MESSAGE_DOCS: MessageDoc[] = [
     file: 'image-request',
     title: 'ImageRequest',
     schema: ImageRequestSchema,
-    description: 'An image job: backend to processor on <system>.media.images.request.',
+    description:
+      'An image job: backend to processor on <system>.media.images.request (interactive) or <system>.media.images.bulk.',
   },
   {
     file: 'video-request',
     title: 'VideoRequest',
     schema: VideoRequestSchema,
-    description: 'A video job: backend to processor on <system>.media.videos.request.',
+    description:
+      'A video job: backend to processor on <system>.media.videos.request (interactive) or <system>.media.videos.bulk.',
   },
   {
     file: 'audio-request',
     title: 'AudioRequest',
     schema: AudioRequestSchema,
-    description: 'An audio job: backend to processor on <system>.media.audio.request.',
+    description:
+      'An audio job: backend to processor on <system>.media.audio.request (interactive) or <system>.media.audio.bulk.',
   },
   {
     file: 'job-update',

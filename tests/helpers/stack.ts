@@ -30,6 +30,10 @@ export async function startStack(
     async startImages() {
       images ??= await startImages(readImagesConfig(env))
     },
+    /** The image processor running now, if any (its events, its metrics). */
+    get imageProcessor() {
+      return images
+    },
     async stopImages() {
       await images?.stop()
       images = undefined
@@ -41,9 +45,9 @@ export async function startStack(
         headers: { ...apiKey, ...(init.headers as Record<string, string>) },
       })
     },
-    /** Uploads bytes as the raw body. */
-    upload(body: BodyInit | Uint8Array, headers: Record<string, string> = {}) {
-      return stack.fetch('/v1/media', {
+    /** Uploads bytes as the raw body (`query`: the upload's parameters, such as `priority`). */
+    upload(body: BodyInit | Uint8Array, headers: Record<string, string> = {}, query?: Record<string, string>) {
+      return stack.fetch(`/v1/media${query ? `?${new URLSearchParams(query)}` : ''}`, {
         method: 'POST',
         body: body as BodyInit,
         headers: { 'content-type': 'application/octet-stream', ...headers },

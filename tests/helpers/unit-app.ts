@@ -71,7 +71,16 @@ export async function unitApp(overrides: Partial<AppDeps> = {}, given?: Store) {
     'unit'
   )
   const presets = createPresets(store.presets)
-  const admit = { system: 'unit', store, objects, outbox, presets, maxUploadBytes: 1024 * 1024, instanceId: 'unit' }
+  const admit = {
+    system: 'unit',
+    store,
+    objects,
+    outbox,
+    presets,
+    maxUploadBytes: 1024 * 1024,
+    fairShare: 100,
+    instanceId: 'unit',
+  }
   const deps: AppDeps = {
     ...admit,
     broker,

@@ -2,9 +2,9 @@
 """
 A backend in another language, written from shared/PROTOCOL.md and the JSON Schemas in shared/schemas/ alone.
 
-It declares the topology itself, stores originals in S3, publishes image, video and audio requests, cancels one job while
-it runs, sends one request the processors must refuse, validates every update and result it receives against the
-schemas, and checks the outputs in S3. It prints one JSON report and exits 0 when every expectation held.
+It declares the topology itself, stores originals in S3, publishes image, video and audio requests (two of them as bulk
+work, on the bulk queues), cancels one job while it runs, sends one request the processors must refuse, validates every
+update and result it receives against the schemas, and checks the outputs in S3. It prints one JSON report and exits 0 when every expectation held.
 
 Debian packages: python3-pika, python3-jsonschema, python3-boto3.
 Environment: RABBITMQ_URL, SYSTEM, S3_ENDPOINT, S3_BUCKET, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY, SCHEMAS_DIR,
@@ -43,7 +43,12 @@ def now():
 
 def names(system, kind):
     base = f"{system}.media.{kind}"
-    return {"request": f"{base}.request", "updates": f"{base}.updates", "results": f"{base}.results", "dead": f"{base}.dead"}
+    return {"request": f"{base}.request", "bulk": f"{base}.bulk", "updates": f"{base}.updates",
+            "results": f"{base}.results", "dead": f"{base}.dead"}
+
+
+# PROTOCOL.md section 2a: the queue and the AMQP priority of each class of work.
+CLASSES = {"interactive": ("request", 5), "bulk": ("bulk", 0)}
 
 
 def declare_topology(channel, system):
@@ -61,7 +66,7 @@ def declare_topology(channel, system):
             "x-dead-letter-strategy": "at-least-once",
             "x-overflow": "reject-publish",
         }
-        for role in ("request", "updates", "results"):
+        for role in ("request", "bulk", "updates", "results"):
             channel.queue_declare(queues[role], durable=True, arguments=working)
         channel.queue_declare(queues["dead"], durable=True, arguments={"x-queue-type": "quorum"})
         channel.queue_bind(queues["dead"], dead_letter, routing_key=queues["dead"])
@@ -94,8 +99,9 @@ class Backend:
 
     # ── Sending ──────────────────────────────────────────────────────────────────────────────────────────────────
 
-    def publish(self, exchange, routing_key, body, message_type, job_id, mandatory=True):
+    def publish(self, exchange, routing_key, body, message_type, job_id, mandatory=True, priority=None):
         properties = pika.BasicProperties(
+            priority=priority,
             delivery_mode=2,
             content_type="application/json",
             message_id=str(uuid.uuid4()),
@@ -105,7 +111,7 @@ class Backend:
         )
         self.channel.basic_publish(exchange, routing_key, json.dumps(body).encode(), properties, mandatory=mandatory)
 
-    def submit(self, kind, path, source_format, recipe, expect, store=True):
+    def submit(self, kind, path, source_format, recipe, expect, store=True, priority="interactive"):
         job_id, media_id = str(uuid.uuid4()), str(uuid.uuid4())
         key = f"{self.system}/py/originals/{media_id}"
         with open(path, "rb") as f:
@@ -121,7 +127,8 @@ class Backend:
             "recipe": recipe,
         }
         self.check(f"{SCHEMA[kind]}-request", request, "our own request")
-        self.publish("", names(self.system, kind)["request"], request, "job.request", job_id)
+        role, amqp_priority = CLASSES[priority]
+        self.publish("", names(self.system, kind)[role], request, "job.request", job_id, priority=amqp_priority)
         self.jobs[job_id] = {"kind": kind, "request": request, "expect": expect, "updates": [], "result": None}
         return job_id
 
@@ -366,14 +373,16 @@ def main():
                    {"label": "a crop, a set and AVIF", "status": "completed", "outputs": ["avatar", "set-32", "set-64", "still"],
                     "formats": {"avatar": "webp", "set-32": "webp", "set-64": "webp", "still": "avif"},
                     "sizes": {"avatar": (64, 64), "set-32": (32, 24), "set-64": (64, 48), "still": (80, 60)},
-                    "sets": {"set-32": "set", "set-64": "set"}, "metadata": ["thumbhash", "dominantColor"]})
+                    "sets": {"set-32": "set", "set-64": "set"}, "metadata": ["thumbhash", "dominantColor"]},
+                   priority="bulk")
     # PROTOCOL.md section 4: sound, normalised, with its waveform and its cover art.
     audio_recipe = {"aac": {"name": "sound", "bitrate": 96}, "opus": {"name": "sound-opus"}, "peaks": {"name": "wave", "maxPairs": 500},
                     "cover": {"name": "art", "width": 100, "height": 100}, "loudness": {"targetLufs": -18}}
     backend.submit("audio", env["AUDIO_FILE"], "mp3", audio_recipe,
                    {"label": "a song with its cover", "status": "completed", "outputs": ["sound", "sound-opus", "wave", "art"],
                     "formats": {"sound": "m4a", "sound-opus": "webm", "wave": "json", "art": "webp"},
-                    "audio": {"peaks": "wave", "encodings": ["sound", "sound-opus"], "cover": "art", "title": "Interop"}})
+                    "audio": {"peaks": "wave", "encodings": ["sound", "sound-opus"], "cover": "art", "title": "Interop"}},
+                   priority="bulk")
     missing = backend.submit("images", env["IMAGE_FILE"], "jpeg", image_recipe,
                              {"label": "a missing original", "status": "failed", "code": "source_missing"}, store=False)
     # A request that breaks a rule (format "jpg") is refused with a result we can read, and dead-lettered.

@@ -123,14 +123,14 @@ describe('metrics', () => {
     const metrics = processorMetrics(
       registry,
       'videos',
-      () => ({ busy: 1, free: 0 }),
+      () => ({ busy: 1, free: 0, waiting: { interactive: 0, bulk: 2 } }),
       async () => true
     )
     const events = new ProcessorEvents()
     metrics.watch(events)
-    events.emit('received', { jobId: 'a', attempt: 1 })
+    events.emit('received', { jobId: 'a', attempt: 1, cls: 'interactive' })
     events.emit('completed', { jobId: 'a' })
-    events.emit('received', { jobId: 'b', attempt: 1 })
+    events.emit('received', { jobId: 'b', attempt: 1, cls: 'bulk' })
     events.emit('retrying', { jobId: 'b', attempt: 1, delayMs: 1000, reason: 'S3 down' })
     events.emit('refused', { jobId: null, messageId: null, reason: 'not JSON' })
     const clock = metrics.stageClock()
@@ -162,5 +162,8 @@ describe('metrics', () => {
     }
     const text = await registry.metrics()
     expect(text).toContain('media_processor_slots{kind="video",state="busy",service="videos"} 1')
+    expect(text).toContain('media_processor_waiting{kind="video",class="bulk",service="videos"} 2')
+    expect(text).toContain('media_processor_jobs_started_total{kind="video",class="interactive",service="videos"} 1')
+    expect(text).toContain('media_processor_jobs_started_total{kind="video",class="bulk",service="videos"} 1')
   })
 })

@@ -7,6 +7,7 @@ import {
   ImageResultSchema,
   JobUpdateSchema,
   MAX_ATTEMPTS,
+  MEDIA_TYPES,
   VideoRequestSchema,
   decodeMessage,
   encodeMessage,
@@ -32,6 +33,7 @@ describe('protocol', () => {
   test('queue names derive from the namespace', () => {
     expect(queueNames('acme', 'images')).toEqual({
       request: 'acme.media.images.request',
+      bulk: 'acme.media.images.bulk',
       updates: 'acme.media.images.updates',
       results: 'acme.media.images.results',
       dead: 'acme.media.images.dead',
@@ -42,6 +44,12 @@ describe('protocol', () => {
       'x-dead-letter-exchange': 'acme.media.dead-letter',
       'x-dead-letter-strategy': 'at-least-once',
     })
+    // Both classes' request queues are alike; RabbitMQ 3.10 refuses x-max-priority on a quorum queue.
+    const request = spec.queues.find((q) => q.name === 'acme.media.images.request')!.options.arguments
+    expect(spec.queues.find((q) => q.name === 'acme.media.images.bulk')!.options.arguments).toEqual(request)
+    for (const type of MEDIA_TYPES)
+      for (const queue of topology('acme', type).queues)
+        expect(queue.options.arguments).not.toHaveProperty('x-max-priority')
   })
 
   test("a request round-trips unchanged (an absent quality stays absent: the processor picks the format's default)", () => {

@@ -4,6 +4,7 @@
  * 401 with `WWW-Authenticate: Bearer` (RFC 6750). With AUTH=none (an operator's explicit choice, which /health
  * reports) every request is the tenant `default`.
  */
+import type { JobClass } from '@app/shared'
 import { createMiddleware } from 'hono/factory'
 import type { MiddlewareHandler } from 'hono'
 import { ApiError } from '../http/errors.ts'
@@ -18,7 +19,7 @@ const REALM = 'media'
 
 /** What a request's handlers may read: `c.get('tenant')`, the key (for per-key limits), the trace and the logger. */
 export interface Caller {
-  Variables: Observed['Variables'] & { tenant: string; keyId: string }
+  Variables: Observed['Variables'] & { tenant: string; keyId: string; keyPriority: JobClass }
 }
 
 export function requireKey(deps: { store: Pick<Store, 'keys'>; auth: AuthMode }) {
@@ -26,6 +27,7 @@ export function requireKey(deps: { store: Pick<Store, 'keys'>; auth: AuthMode })
     if (deps.auth === 'none') {
       c.set('tenant', OPEN_TENANT)
       c.set('keyId', OPEN_TENANT)
+      c.set('keyPriority', 'interactive')
       return next()
     }
     const header = c.req.header('authorization')
@@ -45,6 +47,7 @@ export function requireKey(deps: { store: Pick<Store, 'keys'>; auth: AuthMode })
       )
     c.set('tenant', key.tenant)
     c.set('keyId', key.id)
+    c.set('keyPriority', key.priority)
     return next()
   })
 }

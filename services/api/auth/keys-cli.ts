@@ -2,7 +2,8 @@
  * `bun run keys`: API keys from the command line, straight on the database (DATABASE_URL / DATA_DIR, as the API
  * reads them). A revoked key stops working on the next request of every API instance.
  *
- *   bun run keys create <tenant> [name]   prints the new key (shown this once; only its hash is kept)
+ *   bun run keys create <tenant> [name] [--bulk]   prints the new key (shown this once; only its hash is kept);
+ *                                                   --bulk: its uploads are bulk work (docs/scheduling.md)
  *   bun run keys list [tenant]
  *   bun run keys revoke <key id>
  */
@@ -11,10 +12,11 @@ import { readDatabaseConfig } from '../config.ts'
 import { TenantSchema, issueKey } from './keys.ts'
 import { openStore } from '../store/open.ts'
 
-const USAGE = 'usage: bun run keys create <tenant> [name] | list [tenant] | revoke <key id>'
+const USAGE = 'usage: bun run keys create <tenant> [name] [--bulk] | list [tenant] | revoke <key id>'
 
-async function main(args: string[]): Promise<number> {
-  const [command, argument, name] = args
+async function main(given: string[]): Promise<number> {
+  const bulk = given.includes('--bulk')
+  const [command, argument, name] = given.filter((arg) => arg !== '--bulk')
   const tenant = (value: string | undefined) => {
     const parsed = v.safeParse(TenantSchema, value)
     if (!parsed.success) throw new Error(`the tenant ${JSON.stringify(value ?? '')} ${parsed.issues[0].message}`)
@@ -24,9 +26,12 @@ async function main(args: string[]): Promise<number> {
   const store = await openStore(readDatabaseConfig(process.env).database)
   try {
     if (command === 'create') {
-      const { key, record } = await issueKey(store, tenant(argument), { name: name ?? null })
+      const { key, record } = await issueKey(store, tenant(argument), {
+        name: name ?? null,
+        priority: bulk ? 'bulk' : 'interactive',
+      })
       console.log(
-        `created key ${record.id} for tenant ${record.tenant} (shown this once; only its hash is kept):\n${key}`
+        `created ${record.priority} key ${record.id} for tenant ${record.tenant} (shown this once; only its hash is kept):\n${key}`
       )
     } else if (command === 'list') {
       const keys = await store.keys.list(argument === undefined ? undefined : tenant(argument))
@@ -38,6 +43,7 @@ async function main(args: string[]): Promise<number> {
             `${k.prefix}…`,
             k.createdAt,
             k.revokedAt ? `revoked ${k.revokedAt}` : 'active',
+            k.priority,
             k.name ?? '',
           ].join('\t')
         )

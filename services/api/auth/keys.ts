@@ -8,6 +8,7 @@
 import { Buffer } from 'node:buffer'
 import { timingSafeEqual } from 'node:crypto'
 import * as v from 'valibot'
+import type { JobClass } from '@app/shared'
 import type { ApiKey } from '../store/keys.ts'
 import type { Store } from '../store/open.ts'
 /** What the key functions use of the store. */
@@ -40,13 +41,18 @@ export async function hashKey(key: string): Promise<string> {
 }
 
 /** Stores a key for `tenant`: a new random one, or `key` when given (API_KEYS). Returns the key once, with its record. */
-export async function issueKey(store: Keys, tenant: string, options: { name?: string | null; key?: string } = {}) {
+export async function issueKey(
+  store: Keys,
+  tenant: string,
+  options: { name?: string | null; key?: string; priority?: JobClass } = {}
+) {
   const key = options.key ?? generateKey()
   const record: ApiKey = {
     id: crypto.randomUUID(),
     tenant,
     name: options.name ?? null,
     prefix: key.slice(0, PREFIX_LENGTH),
+    priority: options.priority ?? 'interactive',
     createdAt: new Date().toISOString(),
     revokedAt: null,
   }

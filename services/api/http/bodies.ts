@@ -8,6 +8,7 @@ import {
   ErrorInfoSchema,
   ImageMetadataSchema,
   JOB_STATUSES,
+  JobClassSchema,
   JobIdSchema,
   MEDIA_KIND_LIST,
   MEDIA_TYPES,
@@ -25,6 +26,14 @@ const Timestamp = v.pipe(
   v.description('An RFC 3339 timestamp in UTC, e.g. 2026-11-22T08:00:00.000Z.')
 )
 const Uuid = v.pipe(v.string(), v.uuid())
+/** A job's class: which request queue it waits in (docs/scheduling.md). */
+export const PrioritySchema = v.pipe(
+  JobClassSchema,
+  v.description(
+    "interactive (an upload someone waits for: the default) or bulk (reprocessing, re-drives, imports: run after interactive work, on all but one of a processor's slots). A tenant with more jobs waiting than the fair share, or a bulk key, gets bulk whatever is asked."
+  )
+)
+
 const Kind = v.pipe(
   v.picklist(MEDIA_KIND_LIST),
   v.description('What the upload is: image, video or audio, judged from its content.')
@@ -87,6 +96,7 @@ export const MediaSchema = v.pipe(
       v.nullable(v.array(v.string())),
       v.description('The presets its outputs were made with (null for media made before presets).')
     ),
+    priority: v.pipe(PrioritySchema, v.description('The class its job ran (or waits) in: interactive or bulk.')),
     srcsets: v.pipe(
       v.record(v.string(), v.string()),
       v.description(
@@ -103,6 +113,7 @@ export const MediaSchema = v.pipe(
           etaSeconds: v.nullable(v.number()),
           error: v.nullable(ErrorInfoSchema),
           presets: v.nullable(v.array(v.string())),
+          priority: PrioritySchema,
         })
       ),
       v.description(
@@ -191,7 +202,13 @@ export const MediaListSchema = v.pipe(
 export type MediaList = v.InferOutput<typeof MediaListSchema>
 
 export const AcceptedSchema = v.pipe(
-  v.object({ id: MediaIdSchema, jobId: JobIdSchema, kind: Kind, status: v.literal('queued') }),
+  v.object({
+    id: MediaIdSchema,
+    jobId: JobIdSchema,
+    kind: Kind,
+    status: v.literal('queued'),
+    priority: PrioritySchema,
+  }),
   v.metadata({ ref: 'Accepted' })
 )
 export type Accepted = v.InferOutput<typeof AcceptedSchema>
@@ -326,6 +343,12 @@ export const ApiKeySchema = v.pipe(
       v.string(),
       v.description("The key's first characters, to recognise it by; the API keeps only its hash.")
     ),
+    priority: v.pipe(
+      JobClassSchema,
+      v.description(
+        "The class of this key's uploads: a bulk key's (an importer's) always wait behind interactive work."
+      )
+    ),
     createdAt: Timestamp,
     revokedAt: v.nullable(Timestamp),
   }),
@@ -379,7 +402,7 @@ export const QueueListSchema = v.object({
       v.object({
         type: v.picklist(MEDIA_TYPES),
         queue: v.pipe(
-          v.picklist(['request', 'updates', 'results', 'dead']),
+          v.picklist(['request', 'bulk', 'updates', 'results', 'dead']),
           v.description("Which of the type's queues: <system>.media.<type>.<queue>.")
         ),
         messages: v.pipe(Count, v.description('Messages ready (not those delivered and awaiting an ack).')),

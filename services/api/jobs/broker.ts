@@ -61,7 +61,7 @@ export interface Handlers {
 /** One queue as the broker counts it: messages ready (not those delivered and unacked), and consumers. */
 export interface QueueStats {
   type: MediaType
-  queue: 'request' | 'updates' | 'results' | 'dead'
+  queue: 'request' | 'bulk' | 'updates' | 'results' | 'dead'
   messages: number
   consumers: number
 }
@@ -71,7 +71,7 @@ export interface Broker {
   publish(
     queue: string,
     body: Uint8Array,
-    ids: { correlationId: string; type: string; messageId: string; headers?: Record<string, string> }
+    ids: { correlationId: string; type: string; messageId: string; priority?: number; headers?: Record<string, string> }
   ): Promise<void>
   /** Tells every processor to stop the job (processors that miss it find the job's cancel marker). */
   broadcastCancel(jobId: string): Promise<void>
@@ -299,7 +299,7 @@ export async function connectBroker(options: BrokerOptions): Promise<Broker> {
       const stats: QueueStats[] = []
       for (const type of MEDIA_TYPES) {
         const names = queueNames(options.system, type)
-        for (const queue of ['request', 'updates', 'results', 'dead'] as const) {
+        for (const queue of ['request', 'bulk', 'updates', 'results', 'dead'] as const) {
           const { messageCount, consumerCount } = await inspector.checkQueue(names[queue])
           stats.push({ type, queue, messages: messageCount, consumers: consumerCount })
         }

@@ -4,7 +4,7 @@
  * unconfirmed (the API died in between, or the broker was away) is sent again by `relay`. Processors and the store
  * are idempotent, so a request sent twice is harmless; one never sent would leave its job queued forever.
  */
-import { TRACEPARENT } from '@app/shared'
+import { CLASS_PRIORITY, TRACEPARENT, classOfQueue } from '@app/shared'
 import type { Logger } from '@app/shared/ops'
 import type { Broker } from './broker.ts'
 import type { OutboxMessage } from '../store/outbox.ts'
@@ -33,6 +33,8 @@ export function createOutbox(deps: { store: Store; broker: Broker; graceMs: numb
       correlationId: message.jobId,
       type: message.type,
       messageId: message.messageId,
+      // For a broker that orders by priority (RabbitMQ 4 quorum queues); 3.x has the two queues do it.
+      priority: CLASS_PRIORITY[classOfQueue(message.queue)],
       headers,
     })
   }

@@ -25,7 +25,7 @@ export async function redriveLetter(deps: RedriveDeps, letter: DeadLetter): Prom
       `the message is malformed (${letter.problem}); re-driving it would fail again. Discard it instead.`
     )
   }
-  if (letter.queue.endsWith('.request') && letter.jobId) {
+  if (/\.(request|bulk)$/.test(letter.queue) && letter.jobId) {
     const outcome = await deps.deadLetters.redrive(letter.id, crypto.randomUUID())
     if (outcome && 'conflict' in outcome)
       throw new ApiError(

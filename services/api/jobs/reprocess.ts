@@ -4,25 +4,29 @@
  * earlier outputs are deleted after (apply.ts). A reprocess that fails or is cancelled leaves the media as it was.
  * One job of a media runs at a time: a reprocess while one runs is a 409.
  */
-import { formatTraceparent, typeOfKind, type MediaType } from '@app/shared'
+import { formatTraceparent, typeOfKind, type JobClass, type MediaType } from '@app/shared'
 import type { Logger } from '@app/shared/ops'
 import type { Accepted } from '../http/bodies.ts'
 import { ApiError } from '../http/errors.ts'
 import type { MediaRecord } from '../store/media.ts'
 import { jobRequest, unavailable, type AdmitDeps, type Uploader } from '../uploads/admit.ts'
 import type { Chosen } from '../uploads/presets.ts'
+import { chooseClass } from './priority.ts'
 
 export async function reprocessMedia(
   deps: AdmitDeps,
   media: MediaRecord,
   chosen: Chosen,
-  uploader: Uploader & { log: Logger }
+  uploader: Uploader & { log: Logger },
+  asked: JobClass | null
 ): Promise<Accepted> {
   const { names, recipe } = chosen.recipeFor(media.kind)
+  // Reprocessing is bulk work unless asked otherwise: a library's re-run must not hold up new uploads.
+  const cls = await chooseClass(deps.store.quotas, media.tenant, asked ?? 'bulk', deps.fairShare)
   const jobId = crypto.randomUUID()
   const type: MediaType = typeOfKind(media.kind)
   const source = { bucket: media.bucket, key: media.sourceKey, format: media.format, size: media.size }
-  const request = jobRequest(deps, type, { jobId, mediaId: media.id, source }, recipe)
+  const request = jobRequest(deps, type, { jobId, mediaId: media.id, source }, recipe, cls)
   const traceparent = formatTraceparent(uploader.trace)
   const added = await deps.store.media.addJob({ mediaId: media.id, jobId, type, presets: names, request, traceparent })
   if (added.outcome === 'missing') throw new ApiError(404, 'not_found', `no media with id ${media.id}`)
@@ -45,6 +49,6 @@ export async function reprocessMedia(
       `the job could not be queued (${(error as Error).message}); try again shortly`
     )
   }
-  log.info({ presets: names }, 'reprocess queued')
-  return { id: media.id, jobId, kind: media.kind, status: 'queued' }
+  log.info({ presets: names, class: cls }, 'reprocess queued')
+  return { id: media.id, jobId, kind: media.kind, status: 'queued', priority: cls }
 }

@@ -6,6 +6,7 @@
 import { Hono } from 'hono'
 import { Buffer } from 'node:buffer'
 import * as v from 'valibot'
+import { JobClassSchema } from '@app/shared'
 import { adminGuard } from '../auth/admin.ts'
 import {
   ApiKeySchema,
@@ -53,6 +54,14 @@ const NewKey = v.object({
       v.string('must be a string'),
       v.maxLength(200, 'must be at most 200 characters'),
       v.description('A label, such as where the key is used.')
+    )
+  ),
+  priority: v.optional(
+    v.pipe(
+      JobClassSchema,
+      v.description(
+        'bulk: every upload made with this key is bulk work (an importer, a migration). Default interactive.'
+      )
     )
   ),
 })
@@ -114,8 +123,8 @@ export function adminRoutes(deps: AdminRouteDeps) {
 
       /** Creates an API key for a tenant. The key is in this answer only: the API keeps its hash. */
       .post('/keys', createKeyDoc, json(NewKey), async (c) => {
-        const { tenant, name } = c.req.valid('json')
-        const { key, record } = await issueKey(deps, tenant, { name })
+        const { tenant, name, priority } = c.req.valid('json')
+        const { key, record } = await issueKey(deps, tenant, { name, priority })
         return c.json({ ...record, key } satisfies v.InferOutput<typeof IssuedKeySchema>, 201)
       })
 

@@ -8,7 +8,8 @@ import { Hono } from 'hono'
 import { createHash } from 'node:crypto'
 import * as v from 'valibot'
 import type { Caller, Keyed } from '../auth/access.ts'
-import { AcceptedSchema, type Accepted } from '../http/bodies.ts'
+import { AcceptedSchema, PrioritySchema, type Accepted } from '../http/bodies.ts'
+import { askedClass } from '../jobs/priority.ts'
 import { API_KEY, documenter, jsonAnswer } from '../http/openapi.ts'
 import { json, param, query } from '../http/validate.ts'
 import { PRESIGNED_SECONDS, type UploadedPart } from '../s3/uploads.ts'
@@ -45,9 +46,12 @@ const Presets = v.optional(
   v.pipe(PresetArraySchema, v.description("The presets to make (the tenant's defaults when absent)."))
 )
 /** A single PUT's completion may name presets (no body: the tenant's defaults). */
-const CompleteSingleBody = v.object({ presets: Presets })
+/** The class of the media's job (jobs/priority.ts): interactive unless asked, or the key or the tenant's backlog says bulk. */
+const Priority = v.optional(PrioritySchema)
+const CompleteSingleBody = v.object({ presets: Presets, priority: Priority })
 const CompleteBody = v.object({
   presets: Presets,
+  priority: Priority,
   parts: v.pipe(
     v.array(v.object({ PartNumber, ETag: Text(256) })),
     v.minLength(1, 'must list the uploaded parts'),
@@ -107,12 +111,13 @@ export function directRoutes(deps: DirectRouteDeps, keyed: Keyed) {
       /** Tells the API a single PUT is done. */
       .post('/complete', completeDoc, query(KeyQuery), json(CompleteSingleBody), async (c) => {
         const upload = await direct.owned(c.get('tenant'), c.req.valid('query').key)
-        const presets = c.req.valid('json').presets ?? null
+        const { presets = null, priority } = c.req.valid('json')
+        const asked = askedClass(priority, c.get('keyPriority'))
         const { accepted, replayed } = await completing(
           c.get('tenant'),
           c.req.header(IDEMPOTENCY_KEY),
           fingerprintOf(upload.key, presets),
-          () => direct.complete(upload, c.var, presets)
+          () => direct.complete(upload, c.var, { presets, asked })
         )
         c.header('Location', `/v1/media/${accepted.id}`)
         if (replayed) c.header('Idempotent-Replayed', 'true')
@@ -153,12 +158,13 @@ export function directRoutes(deps: DirectRouteDeps, keyed: Keyed) {
         async (c) => {
           const upload = await direct.owned(c.get('tenant'), c.req.valid('query').key, c.req.valid('param').uploadId)
           const parts: UploadedPart[] = c.req.valid('json').parts
-          const presets = c.req.valid('json').presets ?? null
+          const { presets = null, priority } = c.req.valid('json')
+          const asked = askedClass(priority, c.get('keyPriority'))
           const { accepted, replayed } = await completing(
             c.get('tenant'),
             c.req.header(IDEMPOTENCY_KEY),
             fingerprintOf(upload.key, parts, presets),
-            () => direct.completeMultipart(upload, parts, c.var, presets)
+            () => direct.completeMultipart(upload, parts, c.var, { presets, asked })
           )
           const location = `${new URL(c.req.url).origin}/v1/media/${accepted.id}`
           c.header('Location', location)

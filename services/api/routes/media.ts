@@ -15,6 +15,7 @@ import {
   MediaSchema,
   OutputLinkSchema,
   PlaybackSchema,
+  PrioritySchema,
   type Accepted,
   type MediaList,
   type Playback,
@@ -30,6 +31,7 @@ import { present } from '../http/present.ts'
 import { OutputPathSchema, RANGE_PARAMETER, outputAnswers, outputOf, sendOutput } from '../http/send-output.ts'
 import { json, param, query } from '../http/validate.ts'
 import { cancelJob, deleteMedia, type CancelDeps } from '../jobs/cancel.ts'
+import { askedClass } from '../jobs/priority.ts'
 import { reprocessMedia } from '../jobs/reprocess.ts'
 import type { Changes } from '../jobs/changes.ts'
 import type { ApiMetrics } from '../metrics.ts'
@@ -50,10 +52,14 @@ const UploadQuery = v.object({
   presets: v.optional(
     v.pipe(PresetListSchema, v.description("The presets to make, comma-separated (the tenant's defaults when absent)."))
   ),
+  priority: v.optional(PrioritySchema),
 })
 const ReprocessBody = v.object({
   presets: v.optional(
     v.pipe(PresetArraySchema, v.description("The presets to make (the tenant's defaults when absent)."))
+  ),
+  priority: v.optional(
+    v.pipe(PrioritySchema, v.description('bulk unless asked otherwise: a reprocess should not hold up new uploads.'))
   ),
 })
 /** The `X-Presets` header's names, or null when absent; 400 when it is not a list of preset names. */
@@ -142,7 +148,8 @@ export function mediaRoutes(deps: MediaRouteDeps, keyed: Keyed) {
                 await drain(received.body)
                 return { replayed: retry.replay(received.sha256!) }
               }
-              const accepted = await admitReceived(deps, c.var, received, chosen)
+              const asked = askedClass(c.req.valid('query').priority, c.get('keyPriority'))
+              const accepted = await admitReceived(deps, c.var, received, chosen, asked)
               return { created: accepted, fingerprint: received.sha256!, location: `/v1/media/${accepted.id}` }
             }
           )
@@ -173,8 +180,9 @@ export function mediaRoutes(deps: MediaRouteDeps, keyed: Keyed) {
        */
       .post('/:id/reprocess', reprocessDoc, param(MediaParams, 404), json(ReprocessBody), async (c) => {
         const media = await findMedia(deps, c.req.valid('param').id, c.get('tenant'))
-        const chosen = await deps.presets.choose(c.get('tenant'), c.req.valid('json').presets ?? null)
-        const accepted = await reprocessMedia(deps, media, chosen, c.var)
+        const { presets, priority } = c.req.valid('json')
+        const chosen = await deps.presets.choose(c.get('tenant'), presets ?? null)
+        const accepted = await reprocessMedia(deps, media, chosen, c.var, askedClass(priority, c.get('keyPriority')))
         c.header('Location', `/v1/media/${media.id}`)
         return c.json(accepted satisfies Accepted, 202)
       })

@@ -13,7 +13,12 @@ export function uploadRoutes(deps: { tus: Pick<Tus, 'handle'> }, keyed: Keyed) {
   const unlessOptions = createMiddleware<Caller>((c, next) => (c.req.method === 'OPTIONS' ? next() : keyed(c, next)))
   const handle = createMiddleware<Caller>(async (c) => {
     const tenant = c.req.method === 'OPTIONS' ? '' : c.get('tenant')
-    c.res = await deps.tus.handle(c.req.raw, { tenant, trace: c.get('trace'), log: c.get('log') })
+    c.res = await deps.tus.handle(c.req.raw, {
+      tenant,
+      keyPriority: c.get('keyPriority'),
+      trace: c.get('trace'),
+      log: c.get('log'),
+    })
   })
   return new Hono<Caller>().use('*', unlessOptions).all('/', handle).all('/:id', handle)
 }

@@ -127,7 +127,8 @@ export function createDeadLetterRepo(db: Db, jobs: JobChanges): DeadLetterRepo {
         })
         await tx.run('UPDATE jobs SET redrives = 0, seen_at = NULL WHERE id = ?', [jobId])
         await jobs.record(tx, jobId, 'queued', 'redrive')
-        await jobs.requeueRequest(tx, jobId, messageId)
+        // An operator's re-drive is bulk work: it must not cut in front of the uploads people wait for.
+        await jobs.requeueRequest(tx, jobId, messageId, 'bulk')
         await tx.run('DELETE FROM dead_letters WHERE id = ?', [id])
         tx.changed(mediaId)
         return { mediaId }

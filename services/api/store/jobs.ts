@@ -8,7 +8,14 @@
  * transaction holds the whole file), so two API instances applying the same message, or sweeping the same stalled
  * job, change it once.
  */
-import type { ErrorInfo, JobStatus, MediaType, OutputInfo } from '@app/shared'
+import {
+  queueOfClass,
+  type ErrorInfo,
+  type JobClass,
+  type JobStatus,
+  type MediaType,
+  type OutputInfo,
+} from '@app/shared'
 import { isoNow, text, type Db, type Queryable, type Row } from './db.ts'
 import { toJobState } from './media-rows.ts'
 import { insertOutbox } from './outbox.ts'
@@ -35,6 +42,8 @@ export interface Applied {
   /** The status before: with `status`, what the change was (queued to processing, or to a final state). */
   previous: JobStatus
   type: MediaType
+  /** Which request queue it went to last. */
+  cls: JobClass
   tenant: string
   /** When the job was created (ISO 8601): its durations are measured from here. */
   createdAt: string
@@ -66,7 +75,7 @@ export type JobChanges = ReturnType<typeof createJobChanges>
 
 export function createJobChanges(db: Db, deps: JobChangeDeps) {
   const JOB_COLUMNS =
-    'id, media_id, type, status, stage, progress, eta_seconds, error, outputs, redrives, created_at, traceparent, ' +
+    'id, media_id, type, class, status, stage, progress, eta_seconds, error, outputs, redrives, created_at, traceparent, ' +
     '(SELECT tenant FROM media WHERE media.id = jobs.media_id) AS tenant'
   const selectJob = (tx: Queryable, jobId: string) =>
     tx.get(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ?${db.lockRows}`, [jobId])
@@ -135,18 +144,20 @@ export function createJobChanges(db: Db, deps: JobChangeDeps) {
     )
 
   /** Queues a fresh copy of a job's request; created "long ago", so the relay sends it on its next round. */
-  async function requeueRequest(tx: Queryable, jobId: string, messageId: string): Promise<void> {
+  /** A fresh copy of the job's latest request into the outbox; with `cls`, to that class's queue (the job's class too). */
+  async function requeueRequest(tx: Queryable, jobId: string, messageId: string, cls?: JobClass): Promise<void> {
     const original = await tx.get(
       'SELECT queue, type, body FROM outbox WHERE job_id = ? ORDER BY created_at DESC LIMIT 1',
       [jobId]
     )
     if (!original) throw new Error(`job ${jobId} has no request to send again`)
+    if (cls) await tx.run('UPDATE jobs SET class = ? WHERE id = ?', [cls, jobId])
     await insertOutbox(
       tx,
       {
         messageId,
         jobId,
-        queue: String(original.queue),
+        queue: cls ? queueOfClass(String(original.queue), cls) : String(original.queue),
         type: String(original.type),
         body: original.body as Uint8Array,
       },
@@ -175,6 +186,7 @@ function aboutJob(row: Row, job: JobState) {
     mediaId: String(row.media_id),
     previous: job.status,
     type: row.type as Applied['type'],
+    cls: row.class as JobClass,
     tenant: String(row.tenant),
     createdAt: String(row.created_at),
     traceparent: text(row.traceparent),

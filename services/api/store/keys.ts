@@ -1,4 +1,5 @@
 /** API keys: never the key itself, only its hash and a prefix to recognise it by. */
+import type { JobClass } from '@app/shared'
 import { isoNow, text, type Db, type Row } from './db.ts'
 
 /** An API key as the store keeps it: never the key itself, only its hash (beside this record) and a prefix. */
@@ -8,6 +9,8 @@ export interface ApiKey {
   name: string | null
   /** The key's first characters, to recognise it by. */
   prefix: string
+  /** The class of the jobs of its uploads: bulk for an importer's key, so its floods never cut in front. */
+  priority: JobClass
   createdAt: string
   revokedAt: string | null
 }
@@ -28,6 +31,7 @@ const toKey = (r: Row): ApiKey => ({
   tenant: String(r.tenant),
   name: text(r.name),
   prefix: String(r.prefix),
+  priority: r.class === 'bulk' ? 'bulk' : 'interactive',
   createdAt: String(r.created_at),
   revokedAt: text(r.revoked_at),
 })
@@ -36,8 +40,8 @@ export function createKeyRepo(db: Db): KeyRepo {
   return {
     async create(key, hash) {
       const inserted = await db.run(
-        'INSERT INTO api_keys (id, tenant, name, hash, prefix, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING',
-        [key.id, key.tenant, key.name, hash, key.prefix, key.createdAt, key.revokedAt]
+        'INSERT INTO api_keys (id, tenant, name, hash, prefix, class, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING',
+        [key.id, key.tenant, key.name, hash, key.prefix, key.priority, key.createdAt, key.revokedAt]
       )
       return inserted > 0
     },

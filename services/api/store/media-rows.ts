@@ -1,5 +1,5 @@
 /** A media as the store reads it: its row joined with its latest job's. */
-import type { ImageMetadata, MediaType, VideoMetadata } from '@app/shared'
+import type { ImageMetadata, JobClass, MediaType, VideoMetadata } from '@app/shared'
 import { num, text, type Queryable, type Row } from './db.ts'
 import type { JobState } from './rules.ts'
 
@@ -15,6 +15,7 @@ export interface PendingJob {
   etaSeconds: number | null
   error: JobState['error']
   presets: string[] | null
+  cls: JobClass
 }
 
 export interface MediaRecord extends JobState {
@@ -30,6 +31,8 @@ export interface MediaRecord extends JobState {
   sourceKey: string
   jobId: string
   type: MediaType
+  /** The class of its current job: which request queue it went to. */
+  cls: JobClass
   metadata: ImageMetadata | VideoMetadata | null
   /** The W3C traceparent of the upload that made it (null for media made before traces were kept). */
   traceparent: string | null
@@ -55,9 +58,9 @@ export const toJobState = (row: Row): JobState => ({
  * the columns `toMedia` reads.
  */
 export const MEDIA_SELECT = `SELECT m.*, j.id AS job_id, j.type, j.status, j.stage, j.progress, j.eta_seconds, j.error, j.outputs,
-         j.updated_at AS job_updated_at, j.traceparent, j.presets,
+         j.updated_at AS job_updated_at, j.traceparent, j.presets, j.class,
          r.id AS r_id, r.status AS r_status, r.stage AS r_stage, r.progress AS r_progress, r.eta_seconds AS r_eta_seconds,
-         r.error AS r_error, r.presets AS r_presets, r.updated_at AS r_updated_at
+         r.error AS r_error, r.presets AS r_presets, r.class AS r_class, r.updated_at AS r_updated_at
        FROM media m JOIN jobs j ON j.id = m.current_job_id
        LEFT JOIN jobs r ON r.id = (SELECT id FROM jobs WHERE media_id = m.id ORDER BY created_at DESC LIMIT 1) AND r.id <> m.current_job_id`
 
@@ -75,6 +78,7 @@ export const toMedia = (row: Row): MediaRecord => ({
   sourceKey: String(row.source_key),
   jobId: String(row.job_id),
   type: row.type as MediaRecord['type'],
+  cls: row.class as JobClass,
   metadata: row.metadata ? JSON.parse(String(row.metadata)) : null,
   traceparent: text(row.traceparent),
   presets: names(row.presets),
@@ -87,6 +91,7 @@ export const toMedia = (row: Row): MediaRecord => ({
         etaSeconds: num(row.r_eta_seconds),
         error: row.r_error ? JSON.parse(String(row.r_error)) : null,
         presets: names(row.r_presets),
+        cls: row.r_class as JobClass,
       }
     : null,
   createdAt: String(row.created_at),

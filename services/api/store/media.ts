@@ -2,7 +2,7 @@
  * Media and their jobs: created with the job's request (the outbox) in one transaction, read and listed per tenant,
  * changed only through jobs.ts (updates and results applied, cancels, stalled jobs re-driven or failed), removed.
  */
-import { JOB_STATUSES, type JobStatus, type JobUpdate, type MediaType, type ResultOf } from '@app/shared'
+import { JOB_STATUSES, classOfQueue, type JobStatus, type JobUpdate, type MediaType, type ResultOf } from '@app/shared'
 import { isoNow, placeholders, text, type Db, type Param, type Queryable } from './db.ts'
 import type { Applied, JobChanges, Reason } from './jobs.ts'
 import { MEDIA_SELECT, readMedia, toMedia, type MediaKind, type MediaRecord } from './media-rows.ts'
@@ -287,15 +287,17 @@ export function createMediaRepo(db: Db, jobs: JobChanges): MediaRepo {
 /** Writes a queued job of a media, with the presets it is made with. */
 function insertJob(
   tx: Queryable,
-  job: Pick<NewJob, 'jobId' | 'mediaId' | 'type' | 'traceparent'> & { presets?: string[] | null },
+  job: Pick<NewJob, 'jobId' | 'mediaId' | 'type' | 'request' | 'traceparent'> & { presets?: string[] | null },
   at: string
 ) {
   return tx.run(
-    "INSERT INTO jobs (id, media_id, type, status, stage, created_at, updated_at, traceparent, presets) VALUES (?, ?, ?, 'queued', 'queued', ?, ?, ?, ?)",
+    "INSERT INTO jobs (id, media_id, type, class, status, stage, created_at, updated_at, traceparent, presets) VALUES (?, ?, ?, ?, 'queued', 'queued', ?, ?, ?, ?)",
     [
       job.jobId,
       job.mediaId,
       job.type,
+      // The class is where its request goes: one fact, kept with the job for listing and metrics.
+      classOfQueue(job.request.queue),
       at,
       at,
       job.traceparent ?? null,

@@ -278,6 +278,15 @@ CREATE TABLE webhook_attempts (
   PRIMARY KEY (delivery_id, number)
 );`,
   },
+  {
+    // The class of each job (interactive or bulk: which request queue it went to), of each key's uploads, and the
+    // one a tus upload asked for at its creation.
+    version: 14,
+    sql: () => `
+ALTER TABLE jobs ADD COLUMN class TEXT NOT NULL DEFAULT 'interactive';
+ALTER TABLE api_keys ADD COLUMN class TEXT NOT NULL DEFAULT 'interactive';
+ALTER TABLE direct_uploads ADD COLUMN class TEXT;`,
+  },
 ]
 
 /** The version this API's schema is at. */

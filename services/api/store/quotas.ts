@@ -25,6 +25,8 @@ export interface QuotaRepo {
   /** False when the tenant had none. */
   remove(tenant: string): Promise<boolean>
   usage(tenant: string): Promise<Usage>
+  /** The tenant's interactive jobs waiting for a processor, counted up to `atMost` (the fair share's measure). */
+  waitingInteractive(tenant: string, atMost: number): Promise<number>
 }
 
 export function createQuotaRepo(db: Db): QuotaRepo {
@@ -45,6 +47,15 @@ export function createQuotaRepo(db: Db): QuotaRepo {
     },
     async remove(tenant) {
       return (await db.run('DELETE FROM tenant_quotas WHERE tenant = ?', [tenant])) > 0
+    },
+    async waitingInteractive(tenant, atMost) {
+      // Counted no further than needed: a tenant with a backlog of thousands costs the same as one at the limit.
+      const row = await db.get(
+        `SELECT COUNT(*) AS n FROM (SELECT 1 FROM jobs JOIN media ON media.id = jobs.media_id
+         WHERE media.tenant = ? AND jobs.status = 'queued' AND jobs.class = 'interactive' LIMIT ?) AS w`,
+        [tenant, atMost]
+      )
+      return Number(row!.n)
     },
     async usage(tenant) {
       const stored = await db.get('SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM media WHERE tenant = ?', [

@@ -2,6 +2,7 @@
  * Uploads the API handed out (direct to S3, and tus): for which tenant, and the media each became once completed; and
  * the answers given to Idempotency-Keys, per tenant, so that a retried upload gets the first answer.
  */
+import type { JobClass } from '@app/shared'
 import { text, type Db, type Row } from './db.ts'
 
 /** A direct or tus upload the API handed out: its object key (`<system>/originals/<id>`), tenant and multipart upload. */
@@ -18,6 +19,8 @@ export interface DirectUpload {
   createdAt: number
   /** The presets named when it was handed out (tus), if any: checked then, applied when it becomes a media. */
   presets?: string[] | null
+  /** The class asked for when it was handed out (tus metadata, or a bulk key), if any: applied when it becomes a media. */
+  priority?: JobClass | null
 }
 
 export interface UploadRepo {
@@ -39,13 +42,14 @@ const toUpload = (r: Row): DirectUpload => ({
   mediaId: text(r.media_id),
   createdAt: Number(r.created_at),
   presets: r.presets ? (JSON.parse(String(r.presets)) as string[]) : null,
+  priority: r.class === 'bulk' || r.class === 'interactive' ? r.class : null,
 })
 
 export function createUploadRepo(db: Db): UploadRepo {
   return {
     async record(u) {
       await db.run(
-        'INSERT INTO direct_uploads (key, id, tenant, upload_id, filename, media_id, created_at, presets) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+        'INSERT INTO direct_uploads (key, id, tenant, upload_id, filename, media_id, created_at, presets, class) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
         [
           u.key,
           u.id,
@@ -55,6 +59,7 @@ export function createUploadRepo(db: Db): UploadRepo {
           u.mediaId,
           u.createdAt,
           u.presets ? JSON.stringify(u.presets) : null,
+          u.priority ?? null,
         ]
       )
     },

@@ -13,7 +13,9 @@ import {
   encodeMessage,
   formatTraceparent,
   queueNames,
+  requestQueue,
   typeOfKind,
+  type JobClass,
   type MediaKind,
   type MediaType,
   type RequestOf,
@@ -33,6 +35,7 @@ import type { Objects } from '../s3/objects.ts'
 import type { DirectUpload } from '../store/uploads.ts'
 import { judgeHead, tooLarge } from './rules.ts'
 import { SNIFF_BYTES, type Sniffed } from './sniff.ts'
+import { chooseClass } from '../jobs/priority.ts'
 import { refineKind } from './tracks.ts'
 import type { OutboxMessage } from '../store/outbox.ts'
 import type { Store } from '../store/open.ts'
@@ -50,10 +53,14 @@ export interface StoredOriginal {
   traceparent: string
   /** The presets chosen for it (uploads/presets.ts): resolved for its kind here. */
   chosen: Chosen
+  /** The class asked for (by the request or its key; jobs/priority.ts), or null: decided here. */
+  asked: JobClass | null
 }
 
 export interface AdmitDeps {
   system: string
+  /** A tenant with more jobs waiting than this gets bulk jobs (0: off). */
+  fairShare: number
   store: Store
   objects: Objects
   outbox: Outbox
@@ -65,7 +72,8 @@ export async function admitMedia(deps: AdmitDeps, original: StoredOriginal, log:
   const type: MediaType = typeOfKind(original.kind)
   const source = { bucket: deps.objects.bucket, key: sourceKey, format: original.format, size: original.size }
   const { names, recipe } = original.chosen.recipeFor(original.kind)
-  const request = jobRequest(deps, type, { jobId, mediaId: id, source }, recipe)
+  const cls = await chooseClass(deps.store.quotas, original.tenant, original.asked, deps.fairShare)
+  const request = jobRequest(deps, type, { jobId, mediaId: id, source }, recipe, cls)
   const jobLog = log.child({ mediaId: id, jobId, tenant: original.tenant })
   await deps.store.media.create({
     id,
@@ -95,19 +103,23 @@ export async function admitMedia(deps: AdmitDeps, original: StoredOriginal, log:
       `the job could not be queued (${(error as Error).message}); try again shortly`
     )
   }
-  jobLog.info({ kind: original.kind, format: original.format, size: original.size }, 'upload accepted; job queued')
-  return { id, jobId, kind: original.kind, status: 'queued' }
+  jobLog.info(
+    { kind: original.kind, format: original.format, size: original.size, class: cls },
+    'upload accepted; job queued'
+  )
+  return { id, jobId, kind: original.kind, status: 'queued', priority: cls }
 }
 
 /** A 503 that tells the client when to try again. */
 export const unavailable = (code: string, message: string) => new ApiError(503, code, message, { 'Retry-After': '5' })
 
-/** The outbox row of a new job: its request to the type's processors, validated as it is encoded. */
+/** The outbox row of a new job: its request to the type's processors (`cls`'s queue), validated as it is encoded. */
 export function jobRequest(
   deps: Pick<AdmitDeps, 'system' | 'objects'>,
   type: MediaType,
   job: { jobId: string; mediaId: string; source: RequestOf<MediaType>['source'] },
-  recipe: RequestOf<MediaType>['recipe']
+  recipe: RequestOf<MediaType>['recipe'],
+  cls: JobClass
 ): Omit<OutboxMessage, 'traceparent'> {
   const common = {
     version: 1 as const,
@@ -119,7 +131,7 @@ export function jobRequest(
   return {
     messageId: crypto.randomUUID(),
     jobId: job.jobId,
-    queue: queueNames(deps.system, type).request,
+    queue: requestQueue(queueNames(deps.system, type), cls),
     type: 'job.request',
     body,
   }
@@ -140,7 +152,7 @@ export async function admitStored(
   deps: AdmitDeps & { maxUploadBytes: number },
   upload: DirectUpload,
   uploader: Uploader,
-  options: { chosen: Chosen; size?: number; alsoRemove?: string[] }
+  options: { chosen: Chosen; asked: JobClass | null; size?: number; alsoRemove?: string[] }
 ): Promise<AcceptedBody> {
   const size = options.size ?? (await onClientsBehalf(() => deps.objects.size(upload.key)))
   if (size === null) throw new ApiError(409, 'conflict', `nothing has been uploaded to ${upload.key} yet`)
@@ -171,6 +183,7 @@ export async function admitStored(
     size,
     sourceKey: upload.key,
     chosen: options.chosen,
+    asked: options.asked,
   }
   const accepted = await admitMedia(deps, { ...original, traceparent: formatTraceparent(uploader.trace) }, uploader.log)
   await deps.store.uploads.complete(upload.key, accepted.id)
@@ -185,7 +198,8 @@ export async function admitReceived(
   deps: AdmitDeps & { metrics: Pick<ApiMetrics, 's3Errors'> },
   uploader: Uploader & { tenant: string },
   received: Received,
-  chosen: Chosen
+  chosen: Chosen,
+  asked: JobClass | null
 ): Promise<AcceptedBody> {
   // The presets must fit what the upload is before anything of it is stored (422 otherwise).
   try {
@@ -228,6 +242,7 @@ export async function admitReceived(
     sourceKey,
     traceparent: formatTraceparent(uploader.trace),
     chosen,
+    asked,
   }
   return admitMedia(deps, original, uploader.log)
 }

@@ -5,6 +5,7 @@
  * job reads); a multipart upload is joined by the API itself, after which its part URLs meet a finished upload.
  * Either way the original is then judged and admitted as tus uploads are (admit.ts `admitStored`).
  */
+import type { JobClass } from '@app/shared'
 import type { Accepted } from '../http/bodies.ts'
 import { ApiError } from '../http/errors.ts'
 import { onClientsBehalf } from '../s3/answers.ts'
@@ -19,6 +20,12 @@ import { tooLarge } from './rules.ts'
 
 /** How long a completion holds its upload (another completion of it meanwhile gets 409). */
 const COMPLETION_LEASE_MS = 60_000
+
+/** What a completion asks for: presets (null: the tenant's defaults), and a class (null: decided at admission). */
+export interface Wanted {
+  presets: string[] | null
+  asked: JobClass | null
+}
 
 export type DirectUploads = ReturnType<typeof createDirectUploads>
 
@@ -57,7 +64,7 @@ export function createDirectUploads(deps: DirectDeps) {
   const answerOf = async (mediaId: string): Promise<Accepted> => {
     const media = await store.media.get(mediaId)
     if (!media) throw new ApiError(404, 'not_found', `media ${mediaId} of this upload was deleted`)
-    return { id: media.id, jobId: media.jobId, kind: media.kind, status: 'queued' }
+    return { id: media.id, jobId: media.jobId, kind: media.kind, status: 'queued', priority: media.cls }
   }
 
   /**
@@ -67,12 +74,12 @@ export function createDirectUploads(deps: DirectDeps) {
   const completeOnce = async (
     upload: DirectUpload,
     uploader: Uploader,
-    presets: string[] | null,
+    wanted: Wanted,
     join: () => Promise<string[]>
   ): Promise<Accepted> => {
     if (upload.mediaId) return answerOf(upload.mediaId)
     // Unknown presets are refused before anything is joined or copied.
-    const chosen: Chosen = await deps.presets.choose(upload.tenant, presets)
+    const chosen: Chosen = await deps.presets.choose(upload.tenant, wanted.presets)
     const lease = `direct:${upload.key}`
     const holder = `${deps.instanceId}:${crypto.randomUUID()}`
     if (!(await store.coordination.claimLease(lease, holder, COMPLETION_LEASE_MS)))
@@ -81,7 +88,7 @@ export function createDirectUploads(deps: DirectDeps) {
       const again = await store.uploads.get(upload.key)
       if (again?.mediaId) return answerOf(again.mediaId)
       const alsoRemove = await join()
-      const accepted = await admitStored(deps, upload, uploader, { alsoRemove, chosen })
+      const accepted = await admitStored(deps, upload, uploader, { alsoRemove, chosen, asked: wanted.asked })
       // The staging object is not needed any more (the upload sweep removes it if this fails, or if its URL writes it again).
       for (const key of alsoRemove) await deps.objects.remove(key).catch(() => {})
       return accepted
@@ -109,8 +116,8 @@ export function createDirectUploads(deps: DirectDeps) {
       }
     },
     /** A single PUT is done: its staging object is copied to the original, which is judged and admitted. */
-    complete: (upload: DirectUpload, uploader: Uploader, presets: string[] | null) =>
-      completeOnce(upload, uploader, presets, async () => {
+    complete: (upload: DirectUpload, uploader: Uploader, wanted: Wanted) =>
+      completeOnce(upload, uploader, wanted, async () => {
         const staged = stagingKey(deps.system, upload.id)
         const size = await onClientsBehalf(() => deps.objects.size(staged))
         if (size === null) throw new ApiError(409, 'conflict', `nothing has been uploaded to ${upload.key} yet`)
@@ -144,8 +151,8 @@ export function createDirectUploads(deps: DirectDeps) {
         Promise.all(partNumbers.map((n) => s3Uploads.presignPart(upload.key, upload.uploadId!, n)))
       ),
     /** The parts are joined (by the API: the client holds no URL that can), and the original judged and admitted. */
-    completeMultipart: (upload: DirectUpload, parts: UploadedPart[], uploader: Uploader, presets: string[] | null) =>
-      completeOnce(upload, uploader, presets, async () => {
+    completeMultipart: (upload: DirectUpload, parts: UploadedPart[], uploader: Uploader, wanted: Wanted) =>
+      completeOnce(upload, uploader, wanted, async () => {
         await onClientsBehalf(() => s3Uploads.completeMultipart(upload.key, upload.uploadId!, parts))
         return []
       }),

@@ -11,13 +11,14 @@
  */
 import { S3Store } from '@tus/s3-store'
 import { ERRORS, Server, type KvStore, type Lock, type Locker, type RequestRelease } from '@tus/server'
-import { classifyS3Error, s3ClientOptions, type TraceContext } from '@app/shared'
+import { JobClassSchema, classifyS3Error, s3ClientOptions, type JobClass, type TraceContext } from '@app/shared'
 import type { Logger } from '@app/shared/ops'
 import type { Config } from '../config.ts'
 import { ApiError } from '../http/errors.ts'
 import type { S3Uploads } from '../s3/uploads.ts'
 import type { CoordinationRepo } from '../store/coordination.ts'
 import * as v from 'valibot'
+import { askedClass } from '../jobs/priority.ts'
 import { admitStored, type AdmitDeps } from './admit.ts'
 import { readHead, withHead } from './first-bytes.ts'
 import { originalKey } from './object-keys.ts'
@@ -35,13 +36,16 @@ const LOCK_MS = 30_000
 /** Who is asking, for the hooks of the request being handled (tus hands the hooks the same Request). */
 export interface TusCaller {
   tenant: string
+  /** The class of the key's uploads (a bulk key's are bulk). */
+  keyPriority: JobClass
   trace: TraceContext
   log: Logger
 }
 
-/** A request's caller, and (for an upload being created) the presets its metadata names. */
+/** A request's caller, and (for an upload being created) the presets and class its metadata names. */
 interface Handling extends TusCaller {
   presets: string[] | null
+  asked: JobClass | null
 }
 
 export interface TusDeps extends AdmitDeps {
@@ -95,6 +99,7 @@ export function createTus(deps: TusDeps) {
         mediaId: null,
         createdAt: Date.now(),
         presets: caller.presets,
+        priority: caller.asked,
       })
       return {}
     },
@@ -109,6 +114,7 @@ export function createTus(deps: TusDeps) {
           size: upload.size ?? upload.offset,
           alsoRemove: [`${upload.id}.info`],
           chosen: await deps.presets.choose(record.tenant, record.presets ?? null),
+          asked: record.priority ?? null,
         })
         return { headers: { 'X-Media-Id': accepted.id } }
       } catch (error) {
@@ -134,6 +140,7 @@ export function createTus(deps: TusDeps) {
       }
       const last = new URL(request.url).pathname.slice(TUS_PATH.length).replace(/^\//, '')
       let presets: string[] | null = null
+      let asked: JobClass | null = null
       if (last && request.method !== 'OPTIONS') {
         const record = /^[0-9a-f-]{36}$/.test(last) ? await deps.store.uploads.get(keyOf(last)) : undefined
         if (!record || record.tenant !== caller.tenant || record.uploadId !== 'tus')
@@ -141,6 +148,7 @@ export function createTus(deps: TusDeps) {
         presets = record.presets ?? null
       } else if (request.method === 'POST') {
         presets = presetsOf(request.headers.get('upload-metadata'))
+        asked = askedClass(priorityOf(request.headers.get('upload-metadata')), caller.keyPriority)
         // An upload is made only within the tenant's quota, judged on its declared length.
         await checkQuota(deps.store.quotas, caller.tenant, declaredLength(request.headers.get('upload-length')))
       }
@@ -165,7 +173,7 @@ export function createTus(deps: TusDeps) {
         }
         throw judged
       }
-      callers.set(judged, { ...caller, presets })
+      callers.set(judged, { ...caller, presets, asked })
       return server.handleWeb(judged)
     },
     /** Aborts unfinished uploads past their day (run by one instance at a time). */
@@ -213,11 +221,21 @@ const errorBody = (error: ApiError) => JSON.stringify(error.toJSON())
  * the value is not a list of preset names. (Metadata is `key base64value` pairs, comma-separated: tus 1.0.)
  */
 function presetsOf(metadata: string | null): string[] | null {
+  return metadataValue(metadata, 'presets', PresetListSchema)
+}
+
+/** The class an upload's `Upload-Metadata` asks for (`priority`: interactive or bulk), or null; 400 when another. */
+function priorityOf(metadata: string | null): JobClass | null {
+  return metadataValue(metadata, 'priority', JobClassSchema)
+}
+
+/** One `Upload-Metadata` value (base64, as tus sends them) parsed by `schema`, or null when absent; 400 when bad. */
+function metadataValue<T>(metadata: string | null, name: string, schema: v.GenericSchema<string, T>): T | null {
   for (const pair of (metadata ?? '').split(',')) {
     const [key, value] = pair.trim().split(' ')
-    if (key !== 'presets') continue
-    const parsed = v.safeParse(PresetListSchema, value ? Buffer.from(value, 'base64').toString('utf8') : '')
-    if (!parsed.success) throw new ApiError(400, 'bad_request', `Upload-Metadata presets ${parsed.issues[0].message}`)
+    if (key !== name) continue
+    const parsed = v.safeParse(schema, value ? Buffer.from(value, 'base64').toString('utf8') : '')
+    if (!parsed.success) throw new ApiError(400, 'bad_request', `Upload-Metadata ${name} ${parsed.issues[0].message}`)
     return parsed.output
   }
   return null

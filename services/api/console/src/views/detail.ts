@@ -34,7 +34,9 @@ export function detailView(main: HTMLElement, id: string): () => void {
         { class: 'status-line' },
         badge(media),
         ' ',
-        `${media.kind} · ${media.format} · ${bytes(media.size)} · uploaded ${when(media.createdAt)}`
+        `${media.kind} · ${media.format} · ${bytes(media.size)} · uploaded ${when(media.createdAt)}`,
+        // Bulk work waits behind uploads (docs/scheduling.md): said, so a slow start is not a surprise.
+        media.priority === 'bulk' && running ? ' · queued as bulk work' : ''
       ),
       running
         ? h(
