@@ -732,4 +732,7 @@ export const MediaChangedSchema = v.object({
   mediaId: MediaIdSchema,
   /** The instance that sent it (it ignores its own). */
   origin: v.optional(v.pipe(v.string(), v.maxLength(64))),
+  /** The media's tenant and the change's number in the tenant's event log (absent from older instances). */
+  tenant: v.optional(v.pipe(v.string(), v.maxLength(128))),
+  seq: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1))),
 })

@@ -632,6 +632,44 @@ describe('the console on the embedded store (no tus)', () => {
     await context.close()
   })
 
+  test('eight uploads at once are followed, in the uploads and the library, over one event stream for the page', async () => {
+    const { context, page, elsewhere, problems } = await openContext(browser, stack.url)
+    const streams: string[] = []
+    page.on('request', (request: Request) => {
+      const path = new URL(request.url()).pathname
+      if (path.endsWith('/events')) streams.push(path)
+    })
+    await page.goto(`${stack.url}/`)
+    await signIn(page, TEST_API_KEY)
+    const photos = await Promise.all(
+      Array.from({ length: 8 }, async (_, i) => {
+        const path = join(dir, `many-${i}.jpg`)
+        writeFileSync(
+          path,
+          await sharp(await quadrants(400 + i * 8, 300))
+            .jpeg()
+            .toBuffer()
+        )
+        return path
+      })
+    )
+    await page.locator('#files').setInputFiles(photos)
+    for (let i = 0; i < 8; i++)
+      await eventually(
+        async () => expect(await uploadItem(page, `many-${i}.jpg`).locator('.badge').textContent()).toBe('completed'),
+        30_000
+      )
+    // The library saw them complete too, told by the same stream (it reads its page again on a change).
+    await eventually(async () =>
+      expect(await page.locator('.grid li[data-id] .badge', { hasText: 'completed' }).count()).toBeGreaterThanOrEqual(8)
+    )
+    // One stream for the whole page, none per media (and no polling).
+    expect(streams).toEqual(['/v1/events'])
+    expect(elsewhere).toEqual([])
+    expect(problems).toEqual([])
+    await context.close()
+  })
+
   test('presets picked on the page make the outputs, and a picture shows its ThumbHash while it loads', async () => {
     const { context, page, elsewhere, problems } = await openContext(browser, stack.url)
     await page.goto(`${stack.url}/`)

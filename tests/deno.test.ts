@@ -4,6 +4,7 @@
  * process, with the permissions docs/scale.md documents, next to the Bun image processor (in this process) on the real
  * broker and S3, once per database.
  */
+import { openSocket, readEvents, until, type MediaEventBody } from './helpers/event-clients.ts'
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { join } from 'node:path'
 import sharp from 'sharp'
@@ -121,6 +122,35 @@ for (const database of DATABASES) {
       }
     }, 60_000)
 
+    test("one socket (opened with a token) and one tenant stream carry every change of the tenant's media, as on Bun", async () => {
+      images ??= await startImages(readImagesConfig(env))
+      const { token } = (await (
+        await fetch(`${url}/v1/events/tokens`, { method: 'POST', headers: apiKey })
+      ).json()) as {
+        token: string
+      }
+      const socket = openSocket(`ws://127.0.0.1:${env.PORT}/v1/ws?token=${token}`)
+      await socket.opened
+      socket.send({ type: 'subscribe', all: true })
+      await until(() => socket.of('subscribed').length === 1, 'subscribed')
+      const stream = readEvents(`${url}/v1/events`, apiKey)
+      await until(() => stream.latest !== null, 'the stream to be ready')
+      const photo = new Uint8Array(await quadrants(400, 300))
+      const ids: string[] = []
+      for (let i = 0; i < 3; i++) {
+        const res = await fetch(`${url}/v1/media`, { method: 'POST', body: photo, headers: apiKey })
+        ids.push(((await res.json()) as { id: string }).id)
+      }
+      const finals = (events: MediaEventBody[]) => events.filter((e) => e.type === 'completed').map((e) => e.mediaId)
+      await until(() => finals(socket.events()).length === 3 && finals(stream.events).length === 3, 'every completion')
+      await stream.stop()
+      socket.close()
+      expect(new Set(finals(socket.events()))).toEqual(new Set(ids))
+      // The same events, numbered alike, on both.
+      const summary = (events: MediaEventBody[]) => events.map((e) => `${e.id} ${e.mediaId} ${e.type}`)
+      expect(summary(socket.events())).toEqual(summary(stream.events))
+    }, 60_000)
+
     test("an upload over MAX_UPLOAD_BYTES gets the API's own 413, as on Bun", async () => {
       const body = new Uint8Array(6 * MiB)
       body.set([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]) // a PNG signature, so only the size is wrong
@@ -133,8 +163,9 @@ for (const database of DATABASES) {
       const metrics = await fetch(`${url}/metrics`)
       expect(metrics.status).toBe(200)
       const text = await metrics.text()
-      expect(text).toContain('media_uploads_total{kind="image",outcome="accepted",service="api"} 1')
-      expect(text).toContain('media_jobs_finished_total{kind="image",status="completed",service="api"} 1')
+      // The uploads of the tests above: one watched over SSE, three followed over the socket.
+      expect(text).toContain('media_uploads_total{kind="image",outcome="accepted",service="api"} 4')
+      expect(text).toContain('media_jobs_finished_total{kind="image",status="completed",service="api"} 4')
       expect(text).toMatch(/process_resident_memory_bytes\{service="api"\} \d+/)
       expect((await fetch(`${url}/livez`)).status).toBe(200)
       expect(await (await fetch(`${url}/readyz`)).json()).toMatchObject({ status: 'ready', down: [] })

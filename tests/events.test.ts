@@ -119,7 +119,7 @@ describe('announcements', () => {
     onUpdate: async () => {},
     onResult: async () => {},
     onDeadLetter: async () => {},
-    onMediaChanged: (mediaId) => void into.push(mediaId),
+    onMediaChanged: ({ mediaId, tenant, seq }) => void into.push(`${mediaId} ${tenant} ${seq}`),
   })
   beforeAll(async () => {
     for (const name of ['a', 'b'] as const) {
@@ -171,18 +171,19 @@ describe('announcements', () => {
       request,
     })
     const watched: string[] = []
-    const changes = createChanges(store, (mediaId) => a.broadcastChange(mediaId))
+    const changes = createChanges(store, (change) => a.broadcastChange(change))
     const unwatch = changes.watch(first, () => void watched.push(first))
     await store.media.cancel(first) // a change, committed: no one announces it but the store
     expect(watched).toEqual([first]) // dispatched here before the broker had a chance to carry it anywhere
     unwatch()
     changes.close()
     await store.close()
-    await until(() => heard.b.includes(first), 'instance b hearing the change')
+    // Its tenant and its number in the tenant's log go with it: 1 was the creation, 2 the cancel.
+    await until(() => heard.b.includes(`${first} t 2`), 'instance b hearing the change')
     // The fanout put `first` on a's queue too, before `second`: had a not ignored its own, it would hear it first.
     const second = crypto.randomUUID()
-    b.broadcastChange(second)
-    await until(() => heard.a.includes(second), 'instance a hearing the change')
-    expect(heard).toEqual({ a: [second], b: [first] })
+    b.broadcastChange({ mediaId: second, tenant: 't', seq: 3 })
+    await until(() => heard.a.includes(`${second} t 3`), 'instance a hearing the change')
+    expect(heard).toEqual({ a: [`${second} t 3`], b: [`${first} t 2`] })
   })
 })

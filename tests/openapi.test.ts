@@ -113,6 +113,8 @@ describe('authentication', () => {
         '/v1/uploads',
         '/v1/direct-uploads',
         '/v1/usage',
+        '/v1/events',
+        '/v1/ws',
       ].some((prefix) => path.startsWith(prefix))
       const expected = tenant ? [{ apiKey: [] }] : path.startsWith('/v1/admin') ? [{ adminToken: [] }] : []
       expect({ route: `${method} ${path}`, security: op.security }).toEqual({

@@ -124,11 +124,11 @@ describe.each(backends)('store on $name', (backend) => {
   test('every change is announced once it commits, by the store that made it: no caller announces anything', async () => {
     const [a, b, close] = await twoStores()
     const heard = { a: [] as string[], b: [] as string[] }
-    a.onMediaChanged((id) => heard.a.push(id))
-    b.onMediaChanged((id) => heard.b.push(id))
+    a.onMediaChanged(({ mediaId }) => heard.a.push(mediaId))
+    b.onMediaChanged(({ mediaId }) => heard.b.push(mediaId))
     const [one, two, three] = [newMedia(), newMedia(), newMedia()]
     for (const media of [one, two, three]) await a.media.create(media)
-    expect(heard.a).toEqual([]) // made, not changed: nobody can be watching yet
+    expect(heard.a).toEqual([one.id, two.id, three.id]) // a creation is a change of the tenant's media too
     await a.media.applyUpdate(update(one.jobId, 10))
     await a.media.applyUpdate(update(one.jobId, 10)) // the same again: nothing changed, nothing announced
     await a.media.applyResult(completed(one.jobId))
@@ -151,7 +151,7 @@ describe.each(backends)('store on $name', (backend) => {
       { code: 'crashed', class: 'crash', message: 'gave up' }
     )
     await a.media.remove(one.id, { event: true })
-    expect(heard.a).toEqual([one.id, one.id, two.id, three.id, one.id])
+    expect(heard.a).toEqual([one.id, two.id, three.id, one.id, one.id, two.id, three.id, one.id])
     expect(heard.b).toEqual([]) // another instance's store hears of it over the broker, not from the database
     // A re-drive that finds no job (its media deleted) changes nothing, and announces nothing.
     const letter = (await a.deadLetters.list(1))[0]!

@@ -18,6 +18,7 @@ import { OPEN, documenter, openApiRoute, type ErrorAnswers } from './http/openap
 import { adminRoutes } from './routes/admin.ts'
 import { consoleCsp, consoleRoutes, isConsolePath } from './routes/console.ts'
 import { directRoutes } from './routes/direct.ts'
+import { eventRoutes, socketRoute } from './routes/events.ts'
 import { healthRoutes } from './routes/health.ts'
 import { linkRoutes } from './routes/links.ts'
 import { mediaRoutes } from './routes/media.ts'
@@ -147,6 +148,8 @@ export function createApp(deps: AppDeps) {
     .route('/v1/direct-uploads', directRoutes(deps, keyed))
     .route('/v1/uploads', uploadRoutes(deps, keyed))
     .route('/v1/usage', usageRoutes(quotaDeps, keyed))
+    .route('/v1/events', eventRoutes(deps, keyed))
+    .route('/v1/ws', socketRoute(deps, keyed))
     .route('/v1/admin/tenants', tenantQuotaRoutes(quotaDeps))
     .route('/v1/admin', adminRoutes(deps))
     .get('/openapi.json', openApiDoc, openApiRoute(app))

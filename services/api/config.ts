@@ -123,6 +123,10 @@ const ConfigSchema = v.pipe(
     API_KEYS: ApiKeys,
     RATE_LIMIT_PER_MINUTE: wholeVar(6000, 10_000_000),
     MAX_CONCURRENT_UPLOADS: countVar(8, 10_000),
+    // Event streams and sockets (GET /v1/events, /v1/ws) one key may hold open at once, across every instance.
+    MAX_STREAMS_PER_KEY: countVar(20, 100_000),
+    // How long the event log keeps a change, so a client can resume after it (a day by default).
+    EVENTS_RETENTION_HOURS: countVar(24, 24 * 365),
     // A tenant with more interactive jobs than this waiting for a processor has its further jobs queued as bulk (0: never).
     FAIR_SHARE_WAITING_JOBS: wholeVar(100, 1_000_000),
     // A slow upload is cut: nothing for this long, or less than UPLOAD_MIN_RATE over this long.
@@ -159,6 +163,8 @@ const ConfigSchema = v.pipe(
     stallMs: env.STALL_SECONDS * 1000,
     maxRedrives: env.MAX_REDRIVES,
     fairShare: env.FAIR_SHARE_WAITING_JOBS,
+    maxStreamsPerKey: env.MAX_STREAMS_PER_KEY,
+    eventsKeepMs: env.EVENTS_RETENTION_HOURS * 3_600_000,
     multipartMaxAgeMs: env.MULTIPART_MAX_AGE_HOURS * 3_600_000,
     adminToken: env.ADMIN_TOKEN ?? null,
     auth: env.AUTH,

@@ -11,6 +11,7 @@ import type { ApiMetrics } from './metrics.ts'
 import type { Objects } from './s3/objects.ts'
 import type { AdminRouteDeps } from './routes/admin.ts'
 import type { DirectRouteDeps } from './routes/direct.ts'
+import type { EventRouteDeps } from './routes/events.ts'
 import type { HealthDeps } from './routes/health.ts'
 import type { LinkRouteDeps } from './routes/links.ts'
 import type { MediaRouteDeps } from './routes/media.ts'
@@ -27,6 +28,7 @@ export interface AppDeps
     HealthDeps,
     WebhookRouteDeps,
     PresetRouteDeps,
+    EventRouteDeps,
     Pick<LinkRouteDeps, 'segmentStore'> {
   store: Store
   objects: Objects

@@ -32,6 +32,7 @@ if (import.meta.main) {
     port: config.port,
     maxRequestBodySize: serverBodyCap(config.maxUploadBytes),
     idleTimeout: 120,
+    websocket: api.websocket,
   })
   api.log.info(
     { port: server.port, system: config.system, database: describeDatabase(config.database) },

@@ -14,6 +14,10 @@ import { connectBroker } from './jobs/broker.ts'
 import { createChanges } from './jobs/changes.ts'
 import { createOutbox } from './jobs/outbox.ts'
 import { startTimers } from './jobs/timers.ts'
+import { loadSockets } from './adapter/websocket.ts'
+import { createEventTokens } from './auth/event-tokens.ts'
+import { createEventHub } from './events/hub.ts'
+import { streamSlots } from './events/slots.ts'
 import { apiMetrics } from './metrics.ts'
 import { dependencies } from './routes/health.ts'
 import { segmentStore } from './playback/addresses.ts'
@@ -87,7 +91,7 @@ export async function startApi(config: Config, options: { log?: Logger } = {}) {
     ready: async () => (await runChecks(dependencies({ store, broker, objects }))).ready,
   })
   // Every change the store commits reaches this instance's event streams, and the others' over the fanout.
-  const changes = createChanges(store, (mediaId) => broker.broadcastChange(mediaId))
+  const changes = createChanges(store, (change) => broker.broadcastChange(change))
   const outbox = createOutbox({ store, broker, graceMs: OUTBOX_GRACE_MS, log })
   await broker.consume(createHandlers({ system, store, objects, changes, log, metrics })).catch(async (error) => {
     changes.close()
@@ -125,11 +129,23 @@ export async function startApi(config: Config, options: { log?: Logger } = {}) {
     sweepUploads: sweep,
     metrics,
     log,
-    settings: { stallMs: config.stallMs, maxRedrives: config.maxRedrives, multipartMaxAgeMs: config.multipartMaxAgeMs },
+    settings: {
+      stallMs: config.stallMs,
+      maxRedrives: config.maxRedrives,
+      multipartMaxAgeMs: config.multipartMaxAgeMs,
+      eventsKeepMs: config.eventsKeepMs,
+    },
   })
 
+  // The tenant's live events (events/): the log followed here, the streams each key may hold, the sockets' tokens.
+  const hub = createEventHub({ events: store.events, changes })
+  const sockets = await loadSockets()
   const app = createApp({
     ...admit,
+    hub,
+    slots: streamSlots(config.maxStreamsPerKey, store.limits),
+    tokens: createEventTokens(store.coordination),
+    upgradeWebSocket: sockets.upgradeWebSocket,
     broker,
     changes,
     media: store.media,
@@ -164,8 +180,11 @@ export async function startApi(config: Config, options: { log?: Logger } = {}) {
     app,
     store,
     log,
+    /** What `Bun.serve` needs beside `fetch` to serve `/v1/ws` (adapter/serve.ts); undefined on Deno. */
+    websocket: sockets.websocket,
     async stop() {
       timers.stop()
+      hub.close()
       await deliverer.settled()
       changes.close()
       await broker.close()

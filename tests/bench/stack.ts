@@ -39,6 +39,8 @@ export async function startStack(options: { dataDir: string; env?: Record<string
       LOG_LEVEL: 'warn',
       LOG_FORMAT: 'json',
       MAX_CONCURRENT_UPLOADS: '64',
+      // Figure 17 holds a thousand sockets with one key.
+      MAX_STREAMS_PER_KEY: '2000',
       ...options.env,
     },
     stdout: 'ignore',

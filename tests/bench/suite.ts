@@ -6,7 +6,7 @@
  * figure's median and spread, its ratio to the baseline, and whether it meets its target.
  *
  * Needs RabbitMQ and moto_server (the machine has them), and ffmpeg, libheif-examples and libvips-tools (`bash infra/setup.sh` installs them).
- * Run: `bun run bench [--quick] [--only 1,3,8]` (figures 1–4 and 9 run together, as do 5, 13 and 14, and 10–12; --only does not write results; 15 is the audio figure, 16 the scheduling one).
+ * Run: `bun run bench [--quick] [--only 1,3,8]` (figures 1–4 and 9 run together, as do 5, 13 and 14, and 10–12; --only does not write results; 15 is the audio figure, 16 the scheduling one, 17 the event fan-out).
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
@@ -14,6 +14,7 @@ import { join } from 'node:path'
 import sharp from 'sharp'
 import { deleteNamespaces } from '../helpers/infra.ts'
 import { audioFigure } from './figures/audio.ts'
+import { eventsFigure } from './figures/events.ts'
 import { imageFigures } from './figures/images.ts'
 import { memoryFigure } from './figures/memory.ts'
 import { outboxFigure } from './figures/outbox.ts'
@@ -37,13 +38,14 @@ const bench: Bench = {
 
 const figures: Figure[] = []
 try {
-  if (wanted(1, 2, 3, 4, 5, 7, 9, 13, 14, 15, 16)) {
+  if (wanted(1, 2, 3, 4, 5, 7, 9, 13, 14, 15, 16, 17)) {
     const stack = await startStack({ dataDir: join(work, 'data') })
     try {
       if (wanted(1, 2, 3, 4, 9)) figures.push(...(await imageFigures(bench, stack, wanted)))
       if (wanted(5, 13, 14)) figures.push(...(await videoFigures(bench, stack)))
       if (wanted(15)) figures.push(await audioFigure(bench, stack))
       if (wanted(7)) figures.push(await memoryFigure(bench, stack))
+      if (wanted(17)) figures.push(await eventsFigure(bench, stack))
       // Last on this stack: it leaves a bulk backlog behind.
       if (wanted(16)) figures.push(await schedulingFigure(bench, stack))
     } finally {

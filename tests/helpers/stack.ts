@@ -3,6 +3,7 @@
  * (the video and audio processors when asked), all on the real broker and S3, in a namespace of their own.
  */
 import { readConfig as readApiConfig, serverBodyCap } from '../../services/api/config.ts'
+import { serve } from '../../services/api/adapter/serve.ts'
 import { startApi } from '../../services/api/start.ts'
 import { readConfig as readAudioConfig, start as startAudio } from '../../services/audio/main.ts'
 import { readConfig as readImagesConfig, start as startImages } from '../../services/images/main.ts'
@@ -12,6 +13,16 @@ import { startInfra } from './infra.ts'
 
 export type Stack = Awaited<ReturnType<typeof startStack>>
 
+/** Serves an API on a free port as main.ts serves it: the same limits, and the sockets of /v1/ws. */
+export function serveApi(api: Awaited<ReturnType<typeof startApi>>, config: ReturnType<typeof readApiConfig>) {
+  return serve(api.app.fetch, {
+    port: 0,
+    maxRequestBodySize: serverBodyCap(config.maxUploadBytes),
+    idleTimeout: 120,
+    websocket: api.websocket,
+  })
+}
+
 export async function startStack(
   options: { images?: boolean; videos?: boolean; audio?: boolean; env?: Record<string, string> } = {}
 ) {
@@ -19,7 +30,7 @@ export async function startStack(
   const env = testEnv({ IMAGE_CONCURRENCY: '2', ...options.env })
   const config = readApiConfig(env)
   const api = await startApi(config)
-  const server = Bun.serve({ port: 0, fetch: api.app.fetch, maxRequestBodySize: serverBodyCap(config.maxUploadBytes) })
+  const server = serveApi(api, config)
   let images: Awaited<ReturnType<typeof startImages>> | undefined
   const videos = options.videos ? await startVideos(readVideosConfig(env)) : undefined
   const audio = options.audio ? await startAudio(readAudioConfig(env)) : undefined

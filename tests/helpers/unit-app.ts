@@ -3,6 +3,10 @@
  * S3 and broker objects whose every member throws. Requests these tests make are answered before anything is
  * stored or sent; one that reaches either fails, which is the point.
  */
+import { loadSockets } from '../../services/api/adapter/websocket.ts'
+import { createEventTokens } from '../../services/api/auth/event-tokens.ts'
+import { createEventHub } from '../../services/api/events/hub.ts'
+import { streamSlots } from '../../services/api/events/slots.ts'
 import { createRegistry, silentLogger } from '@app/shared/ops'
 import { consoleBuilder } from '../../services/api/adapter/console-build.ts'
 import { createApp, type AppDeps } from '../../services/api/app.ts'
@@ -108,6 +112,10 @@ export async function unitApp(overrides: Partial<AppDeps> = {}, given?: Store) {
     console: consoleBuilder(),
     links: createLinks(store.coordination),
     segmentStore: null,
+    hub: createEventHub({ events: store.events, changes: { watchTenant: () => () => {} } }),
+    slots: streamSlots(4, null),
+    tokens: createEventTokens(store.coordination),
+    upgradeWebSocket: (await loadSockets()).upgradeWebSocket,
     ...overrides,
   }
   const app = createApp(deps)

@@ -23,11 +23,13 @@ test('a key has one request budget across every keyed route group, not one per g
       .sort()
     expect(groups).toEqual([
       '/v1/direct-uploads',
+      '/v1/events',
       '/v1/media',
       '/v1/presets',
       '/v1/uploads',
       '/v1/usage',
       '/v1/webhooks',
+      '/v1/ws',
     ])
     const statuses: number[] = []
     for (let i = 0; i < LIMIT; i++)

@@ -13,13 +13,18 @@ export interface ServeOptions {
   maxRequestBodySize: number
   /** Seconds a connection may sit silent, on Bun only (Deno.serve takes no such option; pace.ts cuts slow uploads). */
   idleTimeout: number
+  /** Bun's `websocket` handlers for `/v1/ws` (adapter/websocket.ts); Deno upgrades inside `fetch`. */
+  websocket?: unknown
 }
 
 export interface Server {
   /** The port it listens on (the one the OS picked when asked for 0). */
   port: number
-  /** Stops accepting connections and resolves once the requests in flight have finished. */
-  stop(): Promise<void>
+  /**
+   * Stops accepting connections and resolves once the requests in flight have finished; with `closeActive` (Bun),
+   * closes them at once (event streams never finish by themselves).
+   */
+  stop(closeActive?: boolean): Promise<void>
 }
 
 /** The part of Deno's global this file uses (the project type-checks against bun-types only). */
@@ -42,6 +47,10 @@ export function serve(fetch: (request: Request) => Response | Promise<Response>,
     fetch,
     maxRequestBodySize: options.maxRequestBodySize,
     idleTimeout: options.idleTimeout,
-  })
-  return { port: server.port!, stop: () => server.stop() }
+    // A client message over this closes its socket (1009); the socket's own limit is lower (events/socket.ts).
+    ...(options.websocket
+      ? { websocket: { ...(options.websocket as Bun.WebSocketHandler<unknown>), maxPayloadLength: 64 * 1024 } }
+      : {}),
+  } as Parameters<typeof Bun.serve>[0])
+  return { port: server.port!, stop: (closeActive) => server.stop(closeActive) }
 }

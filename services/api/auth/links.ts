@@ -6,6 +6,7 @@
  */
 import { Buffer } from 'node:buffer'
 import type { CoordinationRepo } from '../store/coordination.ts'
+import { sharedHmacKey } from './shared-key.ts'
 
 const SECRET_NAME = 'output-links'
 /** How long a link may be asked to last: a minute to a week. */
@@ -35,20 +36,7 @@ export const signedUrl = async (
   `${origin}${LINKS_PATH}/${target.id}/${target.file ?? target.name}?${await links.sign(target.id, target.name, expiresAt)}`
 
 export function createLinks(coordination: Pick<CoordinationRepo, 'sharedSecret'>): Links {
-  let key: Promise<CryptoKey> | undefined
-  const hmacKey = () =>
-    (key ??= coordination
-      .sharedSecret(SECRET_NAME, Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString('base64'))
-      .then((secret) =>
-        crypto.subtle.importKey('raw', Buffer.from(secret, 'base64'), { name: 'HMAC', hash: 'SHA-256' }, false, [
-          'sign',
-          'verify',
-        ])
-      )
-      .catch((error) => {
-        key = undefined // the database was down: asked again next time
-        throw error
-      }))
+  const hmacKey = sharedHmacKey(coordination, SECRET_NAME)
   const message = (id: string, name: string, expiresAt: number) => encoder.encode(`${id}/${name}/${expiresAt}`)
   return {
     async sign(id, name, expiresAt) {

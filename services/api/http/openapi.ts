@@ -31,12 +31,13 @@ const ERRORS = {
   403: 'A signed link that is not valid for this output, or has expired (`forbidden`); the message says which.',
   404: 'Nothing here: an unknown id, a malformed one (which cannot exist), or media of another tenant, all alike. Under /v1/admin, also every request while ADMIN_TOKEN is unset.',
   408: 'The upload was too slow (`upload_timeout`): nothing arrived for a whole window, or less than the minimum rate over one.',
-  409: 'The media or job is already in a state that rules this out (`conflict`), or a request with the same Idempotency-Key is still being answered; the message says which.',
+  409: 'The media or job is already in a state that rules this out (`conflict`), or a request with the same Idempotency-Key is still being answered; the message says which. On GET /v1/events: the events after the id asked for are no longer kept (`events_expired`; `X-Latest-Event-Id` says where to follow from after reading the media again).',
   413: 'The upload is larger than MAX_UPLOAD_BYTES (`payload_too_large`).',
   415: 'The file is neither an image nor a video this API takes, judged from its content (`unsupported_media_type`).',
   416: "The byte range asked for starts past the output's end (`range_not_satisfiable`); `Content-Range` gives its size.",
+  426: 'GET /v1/ws without `Upgrade: websocket` (`upgrade_required`).',
   422: 'The dead letter is malformed, so re-driving it would fail again (`unprocessable`); or the Idempotency-Key was used with a different request in the last 24 hours (`idempotency_key_reused`).',
-  429: 'Too many requests this minute for this API key (`rate_limited`), or too many of its uploads in flight (`too_many_uploads`). Retry after `Retry-After` seconds.',
+  429: 'Too many requests this minute for this API key (`rate_limited`), too many of its uploads in flight (`too_many_uploads`), or too many of its event streams and sockets open (`too_many_streams`). Retry after `Retry-After` seconds.',
   500: 'An unexpected error (`internal`); it has been logged.',
   503: 'S3 or RabbitMQ is unavailable (`storage_unavailable`, `queue_unavailable`). Retry after `Retry-After` seconds where it is given.',
 } as const
@@ -76,6 +77,14 @@ export function jsonAnswer(description: string, schema: v.GenericSchema, headers
   return { description, ...withHeaderDocs(headers), content: { 'application/json': { schema: resolver(schema) } } }
 }
 
+/** An answer that is a Server-Sent Events stream, its events described in words (OpenAPI 3.1 has no schema for them). */
+export function eventStreamAnswer(events: string) {
+  return {
+    description: 'The event stream.',
+    content: { 'text/event-stream': { schema: { type: 'string' as const, description: events } } },
+  }
+}
+
 type HeaderDocs = Record<string, { description: string; schema: { type: 'string' } }>
 const withHeaderDocs = (headers: HeaderDocs | undefined) => (headers ? { headers } : {})
 
@@ -107,6 +116,11 @@ const OPTIONS: Partial<GenerateSpecOptions> = {
         name: 'webhooks',
         description:
           'Endpoints a tenant registers to be told when its media completes, fails, is cancelled or deleted; signed as Standard Webhooks.',
+      },
+      {
+        name: 'events',
+        description:
+          "Every change of the tenant's media, numbered and resumable: Server-Sent Events here, or one WebSocket at `/v1/ws` (see docs/events.md).",
       },
       {
         name: 'usage',

@@ -85,6 +85,6 @@ export function createHandlers(deps: {
       const applied = await store.deadLetters.record(letter, failure)
       if (applied?.changed) metrics.applied(applied)
     },
-    onMediaChanged: (mediaId) => changes.heard(mediaId),
+    onMediaChanged: (change) => changes.heard(change),
   }
 }

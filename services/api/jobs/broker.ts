@@ -55,7 +55,7 @@ export interface Handlers {
   /** A message the broker dead-lettered (a request it gave up on, or anything malformed). */
   onDeadLetter(type: MediaType, letter: RawDeadLetter): Promise<void>
   /** A media changed on another API instance (this instance's own broadcasts are not heard back). */
-  onMediaChanged(mediaId: string): void
+  onMediaChanged(change: { mediaId: string; tenant?: string; seq?: number }): void
 }
 
 /** One queue as the broker counts it: messages ready (not those delivered and unacked), and consumers. */
@@ -76,7 +76,7 @@ export interface Broker {
   /** Tells every processor to stop the job (processors that miss it find the job's cancel marker). */
   broadcastCancel(jobId: string): Promise<void>
   /** Tells the other API instances that a media changed. Best effort: SSE clients also re-read on a heartbeat. */
-  broadcastChange(mediaId: string): void
+  broadcastChange(change: { mediaId: string; tenant: string; seq: number }): void
   /**
    * Starts consuming updates, results, dead letters and the other instances' change broadcasts: now when connected,
    * and again after every reconnect. Rejects when the consumers cannot be started on the connection of the moment.
@@ -158,7 +158,10 @@ export async function connectBroker(options: BrokerOptions): Promise<Broker> {
         if (!message) return
         const decoded = decodeMessage(MediaChangedSchema, message.content)
         // This instance told its own watchers when it made the change: only the others' broadcasts are news.
-        if (decoded.ok && decoded.value.origin !== options.instanceId) handlers.onMediaChanged(decoded.value.mediaId)
+        if (decoded.ok && decoded.value.origin !== options.instanceId) {
+          const { mediaId, tenant, seq } = decoded.value
+          handlers.onMediaChanged({ mediaId, tenant, seq })
+        }
       },
       { noAck: true }
     )
@@ -266,9 +269,9 @@ export async function connectBroker(options: BrokerOptions): Promise<Broker> {
       const body = encodeMessage(CancelSchema, { version: 1, jobId, at: new Date().toISOString() })
       return publisher.broadcast(cancelExchange(options.system), body, { correlationId: jobId, type: 'job.cancel' })
     },
-    broadcastChange(mediaId) {
+    broadcastChange({ mediaId, tenant, seq }) {
       if (!connected || !publisher) return
-      const body = encodeMessage(MediaChangedSchema, { version: 1, mediaId, origin: options.instanceId })
+      const body = encodeMessage(MediaChangedSchema, { version: 1, mediaId, tenant, seq, origin: options.instanceId })
       publisher
         .broadcast(eventsExchange(options.system), body, { correlationId: mediaId, type: 'media.changed' })
         .catch(() => {})

@@ -22,7 +22,7 @@ const UPLOAD_SWEEP_CHECK_MS = 300_000
 const WEBHOOK_ROUND_MS = 1_000
 
 export interface TimerDeps {
-  store: Pick<Store, 'coordination' | 'media' | 'idempotency' | 'limits'>
+  store: Pick<Store, 'coordination' | 'media' | 'idempotency' | 'limits' | 'events'>
   broker: Pick<Broker, 'isConnected' | 'consumers'>
   outbox: Pick<Outbox, 'relay'>
   tus: Pick<Tus, 'cleanUp'>
@@ -31,7 +31,7 @@ export interface TimerDeps {
   sweepUploads(olderThanMs: number): Promise<unknown>
   metrics: Pick<ApiMetrics, 'stallAction'>
   log: Logger
-  settings: { stallMs: number; maxRedrives: number; multipartMaxAgeMs: number }
+  settings: { stallMs: number; maxRedrives: number; multipartMaxAgeMs: number; eventsKeepMs: number }
 }
 
 /** Starts every timer; `stop` clears them (a round under way finishes on its own). */
@@ -92,6 +92,12 @@ export function startTimers(deps: TimerDeps): { stop(): void } {
       await store.limits
         .sweep(Date.now() - 5 * 60_000)
         .catch((error: Error) => log.warn({ err: error }, `limits sweep: ${error.message}`))
+    }
+    // The event log past its window (a client asking to resume from there is told to read the media again).
+    if (await store.coordination.claimRound('events-sweep', UPLOAD_SWEEP_EVERY_MS).catch(() => false)) {
+      await store.events
+        .prune(settings.eventsKeepMs)
+        .catch((error: Error) => log.warn({ err: error }, `event log sweep: ${error.message}`))
     }
     // Answers kept for Idempotency-Keys past their day (lookups ignore them already; this only frees the rows).
     if (await store.coordination.claimRound('idempotency-sweep', UPLOAD_SWEEP_EVERY_MS).catch(() => false)) {

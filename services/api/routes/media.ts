@@ -24,7 +24,7 @@ import { ApiError } from '../http/errors.ts'
 import { uploadSlots } from '../http/limits.ts'
 import { ListQuery, encodeCursor, mediaQuery } from '../http/listing.ts'
 import { followMedia } from '../http/media-events.ts'
-import { API_KEY, documenter, jsonAnswer } from '../http/openapi.ts'
+import { API_KEY, documenter, eventStreamAnswer, jsonAnswer } from '../http/openapi.ts'
 import { playbackOf, playbackSeconds } from '../playback/playback.ts'
 import type { PaceRule } from '../uploads/pace.ts'
 import { present } from '../http/present.ts'
@@ -350,17 +350,7 @@ const eventsDoc = doc({
   description:
     'Event `state` (with an increasing `id`) carries the media as GET /v1/media/{id} answers it: first the current state, then each change. The stream ends after a final state (completed, failed, cancelled; while a reprocess runs, after its final state), or after event `deleted` (data `{"id"}`) when the media is deleted. Comments keep an idle stream alive. EventSource cannot send the Authorization header; read the stream with fetch.',
   responses: {
-    200: {
-      description: 'The event stream.',
-      content: {
-        'text/event-stream': {
-          schema: {
-            type: 'string',
-            description: 'Events `state` (data: the Media JSON) and `deleted` (data: {"id"}).',
-          },
-        },
-      },
-    },
+    200: eventStreamAnswer('Events `state` (data: the Media JSON) and `deleted` (data: {"id"}).'),
   },
   errors: [404],
 })

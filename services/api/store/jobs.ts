@@ -17,7 +17,8 @@ import {
   type OutputInfo,
 } from '@app/shared'
 import { isoNow, text, type Db, type Queryable, type Row } from './db.ts'
-import { toJobState } from './media-rows.ts'
+import { appendEvent, changeType } from './events.ts'
+import { readMedia, toJobState } from './media-rows.ts'
 import { insertOutbox } from './outbox.ts'
 import { isFinal, type JobState } from './rules.ts'
 import type { WebhookEvent } from './webhooks.ts'
@@ -57,9 +58,19 @@ export interface Replaced {
   outputs: OutputInfo[]
 }
 
-/** A transaction in which media change: `changed` marks one to announce once the transaction commits. */
+/**
+ * A transaction in which media change: `changed` marks one to log (the event log, in this transaction) and to
+ * announce once the transaction commits. A media deleted in it must say whose it was; a new one says so.
+ */
 export interface ChangeTx extends Queryable {
-  changed(mediaId: string): void
+  changed(mediaId: string, about?: { tenant?: string; created?: boolean }): void
+}
+
+/** A committed change of a media, as the store announces it: its tenant and its number in the tenant's event log. */
+export interface MediaChange {
+  mediaId: string
+  tenant: string
+  seq: number
 }
 
 export interface JobChangeDeps {
@@ -68,7 +79,7 @@ export interface JobChangeDeps {
   /** Writes a media's webhook event in the transaction of its change. */
   recordEvent(tx: Queryable, mediaId: string, event: WebhookEvent): Promise<void>
   /** Told of each media a committed transaction changed. */
-  announce(mediaId: string): void
+  announce(change: MediaChange): void
 }
 
 export type JobChanges = ReturnType<typeof createJobChanges>
@@ -102,11 +113,28 @@ export function createJobChanges(db: Db, deps: JobChangeDeps) {
       Date.now(),
     ])
 
-  /** Runs `work` in one transaction; each media it marks changed is announced once the transaction has committed. */
+  /**
+   * Runs `work` in one transaction; each media it marks changed gets its event in the log, in the same transaction
+   * (read as the change left it), and is announced once the transaction has committed.
+   */
   async function change<T>(work: (tx: ChangeTx) => Promise<T>): Promise<T> {
-    const changed = new Set<string>()
-    const result = await db.transaction((tx) => work({ ...tx, changed: (mediaId) => void changed.add(mediaId) }))
-    for (const mediaId of changed) deps.announce(mediaId)
+    const changed = new Map<string, { tenant?: string; created?: boolean }>()
+    const logged: MediaChange[] = []
+    const result = await db.transaction(async (tx) => {
+      const value = await work({
+        ...tx,
+        changed: (mediaId, about = {}) => void changed.set(mediaId, { ...changed.get(mediaId), ...about }),
+      })
+      for (const [mediaId, about] of changed) {
+        const media = (await readMedia(tx, mediaId)) ?? null
+        const tenant = media?.tenant ?? about.tenant
+        if (tenant === undefined) throw new Error(`media ${mediaId} changed, but whose it was is unknown`)
+        const seq = await appendEvent(tx, { tenant, mediaId, type: changeType(media, about.created === true), media })
+        logged.push({ mediaId, tenant, seq })
+      }
+      return value
+    })
+    for (const each of logged) deps.announce(each)
     return result
   }
 
@@ -143,8 +171,10 @@ export function createJobChanges(db: Db, deps: JobChangeDeps) {
       isFinal(job.status) ? null : { ...job, status: 'failed', stage: 'finished', etaSeconds: null, error }
     )
 
-  /** Queues a fresh copy of a job's request; created "long ago", so the relay sends it on its next round. */
-  /** A fresh copy of the job's latest request into the outbox; with `cls`, to that class's queue (the job's class too). */
+  /**
+   * Queues a fresh copy of the job's latest request, created "long ago" so the relay sends it on its next round; with
+   * `cls`, to that class's queue (the job's class too).
+   */
   async function requeueRequest(tx: Queryable, jobId: string, messageId: string, cls?: JobClass): Promise<void> {
     const original = await tx.get(
       'SELECT queue, type, body FROM outbox WHERE job_id = ? ORDER BY created_at DESC LIMIT 1',
@@ -172,9 +202,11 @@ export function createJobChanges(db: Db, deps: JobChangeDeps) {
   /** Removes a media and everything of it; with `event`, its tenant's webhooks get `media.deleted` in the same transaction. */
   const removeMedia = (id: string, options: { event?: boolean } = {}) =>
     change(async (tx) => {
+      const row = await tx.get(`SELECT tenant FROM media WHERE id = ?${db.lockRows}`, [id])
+      if (!row) return
       if (options.event) await deps.recordEvent(tx, id, 'media.deleted')
       await tx.run('DELETE FROM media WHERE id = ?', [id])
-      tx.changed(id)
+      tx.changed(id, { tenant: String(row.tenant) })
     })
 
   return { change, changeIn, failIn, selectJob, writeJob, record, requeueRequest, removeMedia }

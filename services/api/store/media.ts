@@ -114,7 +114,7 @@ export function createMediaRepo(db: Db, jobs: JobChanges): MediaRepo {
   return {
     async create(media) {
       const at = isoNow()
-      await db.transaction(async (tx) => {
+      await jobs.change(async (tx) => {
         await tx.run(
           'INSERT INTO media (id, tenant, filename, kind, format, size, bucket, source_key, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
           [
@@ -134,6 +134,7 @@ export function createMediaRepo(db: Db, jobs: JobChanges): MediaRepo {
         await tx.run('UPDATE media SET current_job_id = ? WHERE id = ?', [media.jobId, media.id])
         await jobs.record(tx, media.jobId, 'queued', 'created')
         await insertOutbox(tx, media.request, Date.now())
+        tx.changed(media.id, { created: true })
       })
     },
     addJob: (job) =>

@@ -287,6 +287,26 @@ ALTER TABLE jobs ADD COLUMN class TEXT NOT NULL DEFAULT 'interactive';
 ALTER TABLE api_keys ADD COLUMN class TEXT NOT NULL DEFAULT 'interactive';
 ALTER TABLE direct_uploads ADD COLUMN class TEXT;`,
   },
+  {
+    // The event log: every change of a tenant's media, numbered per tenant (the counter row, locked by each change's
+    // transaction, makes the numbers follow the commits), kept for a retention window.
+    version: 15,
+    sql: (d) => `
+CREATE TABLE event_counters (
+  tenant TEXT PRIMARY KEY,
+  seq ${d.bigint} NOT NULL
+);
+CREATE TABLE events (
+  tenant TEXT NOT NULL,
+  seq ${d.bigint} NOT NULL,
+  media_id TEXT NOT NULL,
+  type TEXT NOT NULL,
+  data TEXT NOT NULL,
+  at ${d.bigint} NOT NULL,
+  PRIMARY KEY (tenant, seq)
+);
+CREATE INDEX events_at ON events (at);`,
+  },
 ]
 
 /** The version this API's schema is at. */

@@ -7,7 +7,8 @@
 import { createCoordinationRepo, type CoordinationRepo } from './coordination.ts'
 import type { Db } from './db.ts'
 import { createDeadLetterRepo, type DeadLetterRepo } from './dead-letters.ts'
-import { createJobChanges } from './jobs.ts'
+import { createEventRepo, type EventRepo } from './events.ts'
+import { createJobChanges, type MediaChange } from './jobs.ts'
 import { createKeyRepo, type KeyRepo } from './keys.ts'
 import { createLimitRepo, type LimitRepo } from './limits.ts'
 import { createMediaRepo, type MediaRepo } from './media.ts'
@@ -46,22 +47,24 @@ export interface Store {
   limits: LimitRepo | null
   /** Tenants' quotas and what they use. */
   quotas: QuotaRepo
+  /** The event log: every change of a tenant's media, numbered (jobs.ts writes it). */
+  events: EventRepo
   /**
-   * Calls `listener` with the id of each media a change of this store has touched, once the change has committed,
-   * until the returned function is called.
+   * Calls `listener` with each media a change of this store has touched (its tenant and event number), once the
+   * change has committed, until the returned function is called.
    */
-  onMediaChanged(listener: (mediaId: string) => void): () => void
+  onMediaChanged(listener: (change: MediaChange) => void): () => void
   ping(): Promise<void>
   close(): Promise<void>
 }
 
 export function createStore(db: Db, options: StoreOptions = {}): Store {
   const origin = options.origin ?? null
-  const listeners = new Set<(mediaId: string) => void>()
+  const listeners = new Set<(change: MediaChange) => void>()
   const jobs = createJobChanges(db, {
     origin,
     recordEvent,
-    announce: (mediaId) => listeners.forEach((listener) => listener(mediaId)),
+    announce: (change) => listeners.forEach((listener) => listener(change)),
   })
   return {
     media: createMediaRepo(db, jobs),
@@ -75,6 +78,7 @@ export function createStore(db: Db, options: StoreOptions = {}): Store {
     coordination: createCoordinationRepo(db, origin),
     limits: db.kind === 'postgres' ? createLimitRepo(db) : null,
     quotas: createQuotaRepo(db),
+    events: createEventRepo(db),
     onMediaChanged(listener) {
       listeners.add(listener)
       return () => void listeners.delete(listener)

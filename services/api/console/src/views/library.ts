@@ -1,11 +1,11 @@
 /**
  * The media view: the upload area (drop files or pick them) with this tab's uploads, and the tenant's library,
- * newest first, a page at a time, filtered by status and kind. While any media shown is still running, the page is
- * read again every few seconds.
+ * newest first, a page at a time, filtered by status and kind. The page is read again when the tenant's media change
+ * (the page's one event stream, events.ts), at most once a second.
  */
 import { api, read, type Media, type Problem } from '../api.ts'
 import { announce, bytes, fill, h, when } from '../dom.ts'
-import { isFinal } from '../events.ts'
+import { isFinal, onAnyChange } from '../events.ts'
 import { outputUrl, thumbnailOf } from '../outputs.ts'
 import { progressBar, progressLine, badge } from '../status.ts'
 import { showPlaceholder } from '../placeholder.ts'
@@ -14,7 +14,8 @@ import { resumableHere } from '../upload.ts'
 import { addFiles, clearFinished, uploadElements, whenMediaChanges } from '../uploads.ts'
 
 const PAGE = 24
-const REFRESH_MS = 3_000
+/** At most one read of the page per this long, however many changes come. */
+const REFRESH_MS = 1_000
 type List = { media: Media[]; next: string | null }
 
 const STATUSES = [
@@ -37,7 +38,6 @@ export function libraryView(main: HTMLElement): () => void {
   let timer: ReturnType<typeof setTimeout> | undefined
   let stopped = false
   let pages = 1
-  let shown: Media[] = []
 
   const input = h('input', {
     type: 'file',
@@ -101,6 +101,16 @@ export function libraryView(main: HTMLElement): () => void {
     void load()
   })
   whenMediaChanges(() => void load())
+  // A change of any of the tenant's media: the page is read again once the burst settles (at most once a second).
+  let due = false
+  const stopWatching = onAnyChange(() => {
+    if (due) return
+    due = true
+    timer = setTimeout(() => {
+      due = false
+      void load()
+    }, REFRESH_MS)
+  })
   void resumableHere().then((resumable) => {
     hint.textContent = resumable
       ? 'Uploads are resumable: a dropped connection picks up where it stopped.'
@@ -132,7 +142,6 @@ export function libraryView(main: HTMLElement): () => void {
   async function load() {
     // Reads may overlap (a filter changed while the timer's read runs): only the latest is shown.
     const generation = ++latest
-    clearTimeout(timer)
     grid.setAttribute('aria-busy', 'true')
     try {
       const media: Media[] = []
@@ -150,7 +159,6 @@ export function libraryView(main: HTMLElement): () => void {
         if (!cursor) break
       }
       if (stopped || generation !== latest) return
-      shown = media
       more.hidden = !cursor
       show(media)
       summary.textContent = `${media.length}${cursor ? '+' : ''} media shown`
@@ -162,8 +170,6 @@ export function libraryView(main: HTMLElement): () => void {
       )
     } finally {
       grid.setAttribute('aria-busy', 'false')
-      if (!stopped && generation === latest && shown.some((m) => !isFinal(m)))
-        timer = setTimeout(() => void load(), REFRESH_MS)
     }
   }
 
@@ -203,6 +209,7 @@ export function libraryView(main: HTMLElement): () => void {
   announce('Media')
   return () => {
     stopped = true
+    stopWatching()
     clearTimeout(timer)
     whenMediaChanges(() => {})
   }
