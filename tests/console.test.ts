@@ -5,7 +5,8 @@
  * a long video over a connection that breaks (it resumes) and cancel it; see a corrupt file fail with its reason;
  * operate (health, queues, a dead letter re-driven); and, signed in as another tenant, see none of it. The page must
  * make no request to anywhere else and break no rule of its Content-Security-Policy. Then, on the embedded store
- * (s3rver, no tus), an upload in one POST.
+ * (s3rver, whose tus uploads wait on disk), an upload over tus, one that resumes after a broken connection, and many
+ * at once followed over one event stream.
  *
  * Screenshots of each view are written to tests/artifacts/console/ (ARTIFACTS_DIR to change it).
  */
@@ -18,7 +19,7 @@ import sharp from 'sharp'
 import { MEDIA_TYPES, queueNames } from '@app/shared'
 import { issueKey } from '../services/api/auth/keys.ts'
 import { TEST_API_KEY } from './helpers/env.ts'
-import { quadrants } from './helpers/image-fixtures.ts'
+import { paddedPng, quadrants } from './helpers/image-fixtures.ts'
 import { useInfra } from './helpers/infra.ts'
 import { startMoto, type Moto } from './helpers/moto.ts'
 import { makeSong } from './helpers/audio-fixtures.ts'
@@ -135,6 +136,29 @@ async function naturalSize(page: Page, selector: string) {
     15_000
   )
   return image.evaluate((img: HTMLImageElement) => [img.naturalWidth, img.naturalHeight])
+}
+
+/** Cuts off the page's second tus PATCH (after the first 16 MiB); resolves with the tus requests as they go. */
+async function breakSecondPatch(page: Page) {
+  const sent: { method: string; offset: string | null }[] = []
+  let patches = 0
+  await page.route('**/v1/uploads/*', (route) => {
+    const request = route.request()
+    sent.push({ method: request.method(), offset: request.headers()['upload-offset'] ?? null })
+    if (request.method() === 'PATCH' && ++patches === 2) return route.abort('connectionreset')
+    return route.continue()
+  })
+  return sent
+}
+
+/** After the broken PATCH, tus asked where the server stopped (HEAD) and went on from 16 MiB. */
+function expectResumedAt16MiB(sent: { method: string; offset: string | null }[]) {
+  const broken = sent.findIndex(
+    (s, i) => s.method === 'PATCH' && sent.slice(0, i + 1).filter((x) => x.method === 'PATCH').length === 2
+  )
+  const after = sent.slice(broken + 1)
+  expect(after[0]?.method).toBe('HEAD')
+  expect(after.find((s) => s.method === 'PATCH')?.offset).toBe(String(16 * MiB))
 }
 
 describe('the console on moto (resumable uploads)', () => {
@@ -375,24 +399,12 @@ describe('the console on moto (resumable uploads)', () => {
     await page.goto(`${stack.url}/#/media`)
     await page.getByRole('heading', { name: 'Media', level: 1 }).waitFor()
     // The second PATCH (after the first 16 MiB) is cut off; tus asks the server where it stopped and goes on from there.
-    const sent: { method: string; offset: string | null }[] = []
-    let patches = 0
-    await page.route('**/v1/uploads/*', (route) => {
-      const request = route.request()
-      sent.push({ method: request.method(), offset: request.headers()['upload-offset'] ?? null })
-      if (request.method() === 'PATCH' && ++patches === 2) return route.abort('connectionreset')
-      return route.continue()
-    })
+    const sent = await breakSecondPatch(page)
     await page.locator('#files').setInputFiles(files.long)
     const item = uploadItem(page, 'long-take.mp4')
     await eventually(async () => expect(await item.locator('.badge').textContent()).toBe('processing'), 60_000)
     await page.unroute('**/v1/uploads/*')
-    const broken = sent.findIndex(
-      (s, i) => s.method === 'PATCH' && sent.slice(0, i + 1).filter((x) => x.method === 'PATCH').length === 2
-    )
-    const after = sent.slice(broken + 1)
-    expect(after[0]?.method).toBe('HEAD')
-    expect(after.find((s) => s.method === 'PATCH')?.offset).toBe(String(16 * MiB))
+    expectResumedAt16MiB(sent)
     const long = await byName('long-take.mp4')
     expect(long.size).toBe(Bun.file(files.long).size)
 
@@ -591,7 +603,7 @@ describe('the console on moto (resumable uploads)', () => {
   })
 })
 
-describe('the console on the embedded store (no tus)', () => {
+describe('the console on the embedded store', () => {
   let stack: Stack
   let browser: Browser
   beforeAll(async () => {
@@ -605,13 +617,13 @@ describe('the console on the embedded store (no tus)', () => {
     await stack?.stop()
   })
 
-  test('an upload goes in one POST, with its progress, and completes; the page says it cannot resume', async () => {
+  test('an upload goes over tus (resumable on the embedded store too), with its progress, and completes', async () => {
     const { context, page, elsewhere, problems } = await openContext(browser, stack.url)
     const methods: string[] = []
     page.on('request', (request: Request) => methods.push(`${request.method()} ${new URL(request.url()).pathname}`))
     await page.goto(`${stack.url}/`)
     await signIn(page, TEST_API_KEY)
-    await eventually(async () => expect(await page.locator('.hint').first().textContent()).toContain('cannot resume'))
+    await eventually(async () => expect(await page.locator('.hint').first().textContent()).toContain('resumable'))
     const photo = join(dir, 'embedded.jpg')
     writeFileSync(
       photo,
@@ -624,13 +636,37 @@ describe('the console on the embedded store (no tus)', () => {
       async () => expect(await uploadItem(page, 'embedded.jpg').locator('.badge').textContent()).toBe('completed'),
       30_000
     )
-    expect(methods).toContain('POST /v1/media')
-    expect(methods.filter((m) => m.startsWith('PATCH'))).toEqual([])
+    expect(methods).toContain('POST /v1/uploads')
+    expect(methods.some((m) => m.startsWith('PATCH /v1/uploads/'))).toBe(true)
+    expect(methods).not.toContain('POST /v1/media')
     expect(await naturalSize(page, '.grid li[data-id] img')).toEqual([320, 240])
     expect(elsewhere).toEqual([])
     expect(problems).toEqual([])
     await context.close()
   })
+
+  test('an upload whose connection breaks mid-upload resumes where the server stopped, on the embedded store too', async () => {
+    const { context, page, elsewhere, problems } = await openContext(browser, stack.url)
+    await page.goto(`${stack.url}/`)
+    await signIn(page, TEST_API_KEY)
+    const big = join(dir, 'big-embedded.png')
+    writeFileSync(big, await paddedPng(20 * MiB + 321))
+    const sent = await breakSecondPatch(page)
+    await page.locator('#files').setInputFiles(big)
+    await eventually(
+      async () =>
+        expect(await uploadItem(page, 'big-embedded.png').locator('.badge').textContent()).toMatch(
+          /queued|processing|completed/
+        ),
+      30_000
+    )
+    expectResumedAt16MiB(sent)
+    const { media } = (await (await stack.fetch('/v1/media?limit=100')).json()) as { media: MediaBody[] }
+    expect(media.find((m) => m.filename === 'big-embedded.png')?.size).toBe(20 * MiB + 321)
+    expect(elsewhere).toEqual([])
+    expect(problems).toEqual([])
+    await context.close()
+  }, 60_000)
 
   test('eight uploads at once are followed, in the uploads and the library, over one event stream for the page', async () => {
     const { context, page, elsewhere, problems } = await openContext(browser, stack.url)

@@ -1,12 +1,15 @@
 /**
- * Resumable uploads (tus) against the real API and moto's S3 (s3rver, the embedded store, has no ListParts): the
+ * Resumable uploads (tus) against the real API and moto's S3, and on the embedded store (s3rver): the
  * reference client (`tus-js-client`) uploads, is cut off in the middle of a part and resumes, and the original is
  * the file byte for byte; a refused kind is answered on its first bytes; uploads are their tenant's; an upload
- * begun on one API instance finishes on another; and on the embedded store the route says why it cannot serve.
+ * begun on one API instance finishes on another. On the embedded store (s3rver, no ListParts) the upload waits on
+ * disk and moves into the store at its last byte: resumed mid-chunk, byte for byte, nothing left behind.
  */
 import { GetObjectCommand } from '@aws-sdk/client-s3'
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { createHash } from 'node:crypto'
+import { existsSync, readdirSync } from 'node:fs'
+import { join } from 'node:path'
 import * as tus from 'tus-js-client'
 import { readConfig as readApiConfig, serverBodyCap } from '../services/api/config.ts'
 import { issueKey } from '../services/api/auth/keys.ts'
@@ -49,6 +52,17 @@ function clientUpload(
     })
     upload.start()
   })
+}
+
+/** Creates an upload (no bytes yet) for a text that is no image; resolves with the text and the upload's URL. */
+async function createForText(stack: Stack) {
+  const text = new TextEncoder().encode('not an image, just words '.repeat(400))
+  const created = await stack.fetch('/v1/uploads', {
+    method: 'POST',
+    headers: { ...TUS, 'upload-length': String(text.length) },
+  })
+  expect(created.status).toBe(201)
+  return { text, url: new URL(created.headers.get('location')!, stack.url).toString() }
 }
 
 describe('tus on moto', () => {
@@ -138,13 +152,7 @@ describe('tus on moto', () => {
   }, 60_000)
 
   test('a refused kind is answered 415 on its first bytes, and the upload is gone', async () => {
-    const text = new TextEncoder().encode('not an image, just words '.repeat(400))
-    const created = await stack.fetch('/v1/uploads', {
-      method: 'POST',
-      headers: { ...TUS, 'upload-length': String(text.length) },
-    })
-    expect(created.status).toBe(201)
-    const url = new URL(created.headers.get('location')!, stack.url).toString()
+    const { text, url } = await createForText(stack)
     const patch = await fetch(url, {
       method: 'PATCH',
       headers: { ...apiKey, ...TUS, 'content-type': 'application/offset+octet-stream', 'upload-offset': '0' },
@@ -312,15 +320,65 @@ describe('tus on moto', () => {
   }, 60_000)
 })
 
-describe('tus on the embedded store', () => {
-  test('s3rver has no ListParts: /v1/uploads answers 501 and says what to use instead', async () => {
-    const stack = await startStack({ images: false })
-    try {
-      const res = await stack.fetch('/v1/uploads', { method: 'POST', headers: { ...TUS, 'upload-length': '100' } })
-      expect(res.status).toBe(501)
-      expect(((await res.json()) as { error: { message: string } }).error.message).toContain('ListParts')
-    } finally {
-      await stack.stop()
-    }
+describe('tus on the embedded store (no ListParts: the upload waits on disk, then moves into the store)', () => {
+  let stack: Stack
+  let s3: ReturnType<typeof testS3>
+  beforeAll(async () => {
+    stack = await startStack({ images: false, env: { MAX_UPLOAD_BYTES: '64M' } })
+    s3 = testS3(stack.env)
+  }, 60_000)
+  afterAll(async () => {
+    s3?.close()
+    await stack?.stop()
+  })
+  const stored = async (mediaId: string) =>
+    (
+      await s3.client.send(
+        new GetObjectCommand({ Bucket: stack.env.S3_BUCKET, Key: `${stack.env.SYSTEM}/originals/${mediaId}` })
+      )
+    ).Body!.transformToByteArray()
+  /** What waits on disk for the store: nothing once an upload is finished or refused. */
+  const onDisk = () => {
+    const dir = join(stack.env.DATA_DIR!, 'tus', stack.env.SYSTEM!, 'originals')
+    return existsSync(dir) ? readdirSync(dir) : []
+  }
+
+  test('tus-js-client cut off mid-chunk at an odd offset resumes, and the original in the store is the file, byte for byte', async () => {
+    const file = await paddedPng(12 * MiB + 777)
+    const first = await clientUpload(file, { endpoint: `${stack.url}/v1/uploads`, stopAt: 7 * MiB + 13 })
+    expect(first.aborted).toBe(true)
+    const head = await fetch(first.url, { method: 'HEAD', headers: { ...apiKey, ...TUS } })
+    expect(head.status).toBe(200)
+    const offset = Number(head.headers.get('upload-offset'))
+    expect(offset).toBeGreaterThan(0)
+    expect(offset).toBeLessThan(file.length)
+    const mediaId = first.url.slice(first.url.lastIndexOf('/') + 1)
+    expect(onDisk()).toContain(mediaId)
+
+    const done = await clientUpload(file, { uploadUrl: first.url })
+    expect(done).toMatchObject({ aborted: false, mediaId })
+    expect(sha256(await stored(mediaId))).toBe(sha256(file))
+    expect(await (await stack.fetch(`/v1/media/${mediaId}`)).json()).toMatchObject({
+      id: mediaId,
+      kind: 'image',
+      size: file.length,
+      status: 'queued',
+    })
+    // Moved: nothing of it is left on disk.
+    expect(onDisk().filter((name) => name.startsWith(mediaId))).toEqual([])
+  }, 60_000)
+
+  test('a refused kind is answered 415 on its first bytes, and nothing of it stays, on disk or in the store', async () => {
+    const { text, url } = await createForText(stack)
+    const mediaId = url.slice(url.lastIndexOf('/') + 1)
+    const patch = await fetch(url, {
+      method: 'PATCH',
+      headers: { ...apiKey, ...TUS, 'content-type': 'application/offset+octet-stream', 'upload-offset': '0' },
+      body: text,
+    })
+    expect(patch.status).toBe(415)
+    expect((await fetch(url, { method: 'HEAD', headers: { ...apiKey, ...TUS } })).status).toBe(404)
+    expect(onDisk().filter((name) => name.startsWith(mediaId))).toEqual([])
+    expect(await s3.keys(`${stack.env.SYSTEM}/originals/${mediaId}`)).toEqual([])
   })
 })

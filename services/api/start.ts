@@ -111,7 +111,13 @@ export async function startApi(config: Config, options: { log?: Logger } = {}) {
     fairShare: config.fairShare,
     instanceId,
   }
-  const tus = createTus({ ...admit, s3Uploads: s3.uploads, s3: config.s3, corsOrigins: config.corsOrigins })
+  const tus = createTus({
+    ...admit,
+    s3Uploads: s3.uploads,
+    s3: config.s3,
+    corsOrigins: config.corsOrigins,
+    dataDir: config.dataDir,
+  })
   const direct = createDirectUploads({ ...admit, s3Uploads: s3.uploads })
   const sweep = (olderThanMs: number) => sweepUploads({ system, objects, uploads: store.uploads, log }, olderThanMs)
   const deliverer = createDeliverer({

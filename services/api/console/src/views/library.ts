@@ -114,7 +114,7 @@ export function libraryView(main: HTMLElement): () => void {
   void resumableHere().then((resumable) => {
     hint.textContent = resumable
       ? 'Uploads are resumable: a dropped connection picks up where it stopped.'
-      : "This API's store (the embedded one) cannot resume uploads: a dropped connection starts the file over."
+      : 'This API does not offer resumable uploads: a dropped connection starts the file over.'
   })
 
   /** Cards by media id, with what they showed: a card that would show the same is kept (and any focus in it). */
