@@ -107,6 +107,17 @@ describe('two instances', () => {
     expect(states[0]!.status).not.toBe('completed')
     expect(states.at(-1)).toMatchObject({ status: 'completed', progress: 100 })
     expect(states.at(-1)!.outputs.map((o) => o.name)).toEqual(['thumb', 'preview'])
+
+    // Each state's id is the number of the change in the tenant's log: a client resuming with the last one it got
+    // is not sent it again (the media is final: the stream ends at once); with an earlier one, it gets the state.
+    const text = async (lastId: string) =>
+      (await fetch(`${a}/v1/media/${id}/events`, { headers: { ...apiKey, 'last-event-id': lastId } })).text()
+    const ids = (stream: string) => [...stream.matchAll(/^id: (\d+)$/gm)].map((m) => Number(m[1]))
+    const full = await text('0')
+    const [latest] = ids(full)
+    expect(full).toContain('"status":"completed"')
+    expect(await text(String(latest))).toBe('')
+    expect(ids(await text(String(latest! - 1)))).toEqual([latest!])
   })
 })
 

@@ -149,6 +149,7 @@ export async function startApi(config: Config, options: { log?: Logger } = {}) {
   const app = createApp({
     ...admit,
     hub,
+    events: store.events,
     slots: streamSlots(config.maxStreamsPerKey, store.limits),
     tokens: createEventTokens(store.coordination),
     upgradeWebSocket: sockets.upgradeWebSocket,

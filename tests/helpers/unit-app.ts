@@ -113,6 +113,7 @@ export async function unitApp(overrides: Partial<AppDeps> = {}, given?: Store) {
     links: createLinks(store.coordination),
     segmentStore: null,
     hub: createEventHub({ events: store.events, changes: { watchTenant: () => () => {} } }),
+    events: store.events,
     slots: streamSlots(4, null),
     tokens: createEventTokens(store.coordination),
     upgradeWebSocket: (await loadSockets()).upgradeWebSocket,

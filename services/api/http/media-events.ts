@@ -1,13 +1,16 @@
 /**
  * Following one media as Server-Sent Events: the current state first (event `state`), then each change, then the
- * stream ends after the final state (of a reprocess too, when one runs), or after event `deleted`. Changes applied
- * on this instance are heard at once;
- * those applied by another come over the events fanout (jobs/changes.ts). A heartbeat comment keeps proxies from
- * closing an idle stream, and re-reads the state, which covers an announcement that was lost.
+ * stream ends after the final state (of a reprocess too, when one runs), or after event `deleted`. Each state's `id`
+ * is the number of the media's latest change in the tenant's event log, so a client that resumes with
+ * `Last-Event-ID` is not sent again the state it has (the stream then waits for the next change, or ends at once if
+ * the media is final). Changes applied on this instance are heard at once; those applied by another come over the
+ * events fanout (jobs/changes.ts). A heartbeat comment keeps proxies from closing an idle stream, and re-reads the
+ * state, which covers an announcement that was lost.
  */
 import type { Context } from 'hono'
 import { streamSSE } from 'hono/streaming'
 import type { Changes } from '../jobs/changes.ts'
+import type { EventRepo } from '../store/events.ts'
 import type { MediaRepo } from '../store/media.ts'
 import { isFinal } from '../store/rules.ts'
 import { present } from './present.ts'
@@ -16,13 +19,15 @@ const HEARTBEAT_MS = 15_000
 
 export function followMedia(
   c: Context,
-  deps: { media: Pick<MediaRepo, 'get'>; changes: Pick<Changes, 'watch'> },
+  deps: { media: Pick<MediaRepo, 'get'>; changes: Pick<Changes, 'watch'>; events: Pick<EventRepo, 'latestOf'> },
   id: string
 ): Response {
   const origin = new URL(c.req.url).origin
+  const resumed = c.req.header('last-event-id')
   return streamSSE(c, async (stream) => {
     let last = ''
-    let sequence = 0
+    // The client has every state up to this change (a malformed id is taken as none).
+    let seen = resumed && /^\d{1,15}$/.test(resumed) ? Number(resumed) : 0
     /** Sends the state if it changed; resolves true once there is nothing more to send. */
     const sendState = async (): Promise<boolean> => {
       const media = await deps.media.get(id)
@@ -31,9 +36,11 @@ export function followMedia(
         return true
       }
       const data = JSON.stringify(present(media, origin))
-      if (data !== last) {
+      const change = await deps.events.latestOf(id)
+      if (data !== last && change > seen) {
         last = data
-        await stream.writeSSE({ event: 'state', data, id: String(++sequence) })
+        seen = change
+        await stream.writeSSE({ event: 'state', data, id: String(change) })
       }
       // A reprocess still running is followed to its end too (the media's own status stays final meanwhile).
       return isFinal(media.status) && (!media.reprocess || isFinal(media.reprocess.status))

@@ -34,6 +34,7 @@ import { cancelJob, deleteMedia, type CancelDeps } from '../jobs/cancel.ts'
 import { askedClass } from '../jobs/priority.ts'
 import { reprocessMedia } from '../jobs/reprocess.ts'
 import type { Changes } from '../jobs/changes.ts'
+import type { EventRepo } from '../store/events.ts'
 import type { ApiMetrics } from '../metrics.ts'
 import { uploadOutcome } from '../metrics.ts'
 import type { Objects } from '../s3/objects.ts'
@@ -105,6 +106,8 @@ export interface MediaRouteDeps extends AdmitDeps, CancelDeps {
   objects: Objects
   idempotency: IdempotencyRepo
   changes: Pick<Changes, 'watch'>
+  /** The event log: the per-media stream's ids are its numbers. */
+  events: Pick<EventRepo, 'latestOf'>
   links: Links
   presets: Presets
   metrics: Pick<ApiMetrics, 'upload' | 's3Errors'>
@@ -348,7 +351,7 @@ const eventsDoc = doc({
   operationId: 'mediaEvents',
   summary: "Follow a media's processing as Server-Sent Events",
   description:
-    'Event `state` (with an increasing `id`) carries the media as GET /v1/media/{id} answers it: first the current state, then each change. The stream ends after a final state (completed, failed, cancelled; while a reprocess runs, after its final state), or after event `deleted` (data `{"id"}`) when the media is deleted. Comments keep an idle stream alive. EventSource cannot send the Authorization header; read the stream with fetch.',
+    "Event `state` carries the media as GET /v1/media/{id} answers it: first the current state, then each change; its `id` is the number of the media's latest change in the tenant's event log, and `Last-Event-ID` skips a state the client has (a final media's stream then ends at once). The stream ends after a final state (completed, failed, cancelled; while a reprocess runs, after its final state), or after event `deleted` (data `{\"id\"}`) when the media is deleted. Comments keep an idle stream alive. EventSource cannot send the Authorization header; read the stream with fetch.",
   responses: {
     200: eventStreamAnswer('Events `state` (data: the Media JSON) and `deleted` (data: {"id"}).'),
   },

@@ -41,6 +41,8 @@ export interface EventRepo {
   /** The tenant's events numbered after `after`, in order, at most `limit`. */
   after(tenant: string, after: number, limit: number): Promise<LoggedEvent[]>
   bounds(tenant: string): Promise<LogBounds>
+  /** The number of the media's latest event still kept (0 when none is). */
+  latestOf(mediaId: string): Promise<number>
   /** Removes events older than `olderThanMs`; resolves to how many. */
   prune(olderThanMs: number): Promise<number>
 }
@@ -101,6 +103,10 @@ export function createEventRepo(db: Db): EventRepo {
         oldest: oldest?.seq === null || oldest?.seq === undefined ? null : Number(oldest.seq),
         latest: latest ? Number(latest.seq) : 0,
       }
+    },
+    async latestOf(mediaId) {
+      const row = await db.get('SELECT MAX(seq) AS seq FROM events WHERE media_id = ?', [mediaId])
+      return row?.seq === null || row?.seq === undefined ? 0 : Number(row.seq)
     },
     prune: (olderThanMs) => db.run('DELETE FROM events WHERE at < ?', [Date.now() - olderThanMs]),
   }

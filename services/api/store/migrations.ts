@@ -307,6 +307,11 @@ CREATE TABLE events (
 );
 CREATE INDEX events_at ON events (at);`,
   },
+  {
+    // A media's latest event, for the per-media stream's ids.
+    version: 16,
+    sql: () => `CREATE INDEX events_media ON events (media_id, seq);`,
+  },
 ]
 
 /** The version this API's schema is at. */
