@@ -134,7 +134,7 @@ for (const database of DATABASES) {
       socket.send({ type: 'subscribe', all: true })
       await until(() => socket.of('subscribed').length === 1, 'subscribed')
       const stream = readEvents(`${url}/v1/events`, apiKey)
-      await until(() => stream.latest !== null, 'the stream to be ready')
+      await until(() => stream.from !== null, 'the stream to be ready')
       const photo = new Uint8Array(await quadrants(400, 300))
       const ids: string[] = []
       for (let i = 0; i < 3; i++) {

@@ -52,7 +52,7 @@ test('killed under its client mid-batch, one instance hands the stream to the ot
     return ((await res.json()) as { id: string }).id
   }
   const onA = readEvents(`${a.url}/v1/events`, apiKey)
-  await until(() => onA.latest !== null, 'the stream on A')
+  await until(() => onA.from !== null, 'the stream on A')
   // Uploaded through B: A's client hears of them over the fanout.
   const ids: string[] = []
   for (let i = 0; i < 5; i++) ids.push(await upload(b))

@@ -59,13 +59,13 @@ function expectWhole(events: MediaEventBody[], ids: string[]) {
 describe('GET /v1/events (SSE)', () => {
   test("one stream carries every change of the tenant's media, numbered in order, and none of another tenant's", async () => {
     const stream = readEvents(`${stack.url}/v1/events`, apiKey)
-    await until(() => stream.latest !== null, 'the stream to be ready')
+    await until(() => stream.from !== null, 'the stream to be ready')
     const ids = await uploads(8)
     await upload(other) // another tenant's upload never shows
     await until(() => stream.events.filter(isFinal).length === 8, 'eight final events')
     await stream.stop()
     expectWhole(stream.events, ids)
-    expect(stream.events[0]!.id).toBeGreaterThan(stream.latest!)
+    expect(stream.events[0]!.id).toBeGreaterThan(stream.from!)
     // The media in an event is the media as GET answers it.
     const completed = stream.events.find((e) => e.mediaId === ids[0] && e.type === 'completed')!
     expect(completed.media).toMatchObject({ status: 'completed', progress: 100 })
@@ -73,7 +73,7 @@ describe('GET /v1/events (SSE)', () => {
 
   test('Last-Event-ID resumes exactly after that event: the rest once each, in order; filters narrow it', async () => {
     const first = readEvents(`${stack.url}/v1/events`, apiKey)
-    await until(() => first.latest !== null, 'the stream to be ready')
+    await until(() => first.from !== null, 'the stream to be ready')
     const ids = await uploads(6)
     await until(() => first.events.length >= 4, 'a few events')
     await first.stop() // cut mid-batch
@@ -84,10 +84,12 @@ describe('GET /v1/events (SSE)', () => {
     await until(() => finals() === 6, 'every final event, across both streams')
     await rest.stop()
     expect(rest.events[0]!.id).toBe(lastId + 1)
+    // Its `ready` says it starts after the id given, not after what it replays: a break right after it loses nothing.
+    expect(rest.from).toBe(lastId)
     expectWhole([...seen, ...rest.events], ids)
 
     // The same from ?after=, filtered to one media and to completed ones.
-    const one = readEvents(`${stack.url}/v1/events?after=${first.latest}&media=${ids[2]}&status=completed`, apiKey)
+    const one = readEvents(`${stack.url}/v1/events?after=${first.from}&media=${ids[2]}&status=completed`, apiKey)
     await until(() => one.events.length === 1, "that media's completed event")
     await Bun.sleep(50) // anything else that would (wrongly) come after it
     await one.stop()
@@ -104,7 +106,7 @@ describe('GET /v1/events (SSE)', () => {
     expect(expired.headers.get('x-latest-event-id')).toBe(String(latest))
     // Resuming from the latest still works: nothing after it was lost.
     const fromLatest = readEvents(`${stack.url}/v1/events?after=${latest}`, apiKey)
-    await until(() => fromLatest.latest !== null, 'the stream from the latest')
+    await until(() => fromLatest.from !== null, 'the stream from the latest')
     await fromLatest.stop()
     for (const bad of ['?after=-1', '?after=abc', '?kind=sculpture', '?status=done', '?media=not-an-id'])
       expect((await stack.fetch(`/v1/events${bad}`)).status).toBe(400)
@@ -114,7 +116,7 @@ describe('GET /v1/events (SSE)', () => {
 
     // MAX_STREAMS_PER_KEY is 6: streams and sockets together; a closed one frees its slot.
     const streams = Array.from({ length: 6 }, () => readEvents(`${stack.url}/v1/events`, apiKey))
-    await until(() => streams.every((s) => s.latest !== null), 'six streams')
+    await until(() => streams.every((s) => s.from !== null), 'six streams')
     const seventh = await stack.fetch('/v1/events')
     expect(seventh.status).toBe(429)
     expect(((await seventh.json()) as { error: { code: string } }).error.code).toBe('too_many_streams')
@@ -124,7 +126,7 @@ describe('GET /v1/events (SSE)', () => {
     // A closed stream gives its slot back.
     await streams[0]!.stop()
     const again = readEvents(`${stack.url}/v1/events`, apiKey)
-    await until(() => again.latest !== null || again.ended, 'a seventh stream, now that one closed')
+    await until(() => again.from !== null || again.ended, 'a seventh stream, now that one closed')
     expect(again.status).toBe(200)
     for (const s of [again, ...streams.slice(1)]) await s.stop()
   })

@@ -20,11 +20,11 @@ export async function until(check: () => boolean, what: string, timeoutMs = 30_0
   }
 }
 
-/** Reads `/v1/events` on `url` (with `headers`) until `stop()`: its `media` events in order, and its `ready`. */
+/** Reads `/v1/events` on `url` (with `headers`) until `stop()`: its `media` events in order, and where it starts. */
 export function readEvents(url: string, headers: Record<string, string>) {
   const abort = new AbortController()
   const events: MediaEventBody[] = []
-  let latest: number | null = null
+  let from: number | null = null
   let ended = false
   let status = 0
   const done = (async () => {
@@ -45,7 +45,7 @@ export function readEvents(url: string, headers: Record<string, string>) {
           end = buffer.indexOf('\n\n')
           const event = /^event: (.*)$/m.exec(block)?.[1]
           const data = /^data: (.*)$/m.exec(block)?.[1]
-          if (event === 'ready' && data) latest = (JSON.parse(data) as { latest: number }).latest
+          if (event === 'ready' && data) from = (JSON.parse(data) as { after: number }).after
           if (event === 'media' && data) events.push(JSON.parse(data) as MediaEventBody)
         }
       }
@@ -57,8 +57,9 @@ export function readEvents(url: string, headers: Record<string, string>) {
   })()
   return {
     events,
-    get latest() {
-      return latest
+    /** Where the stream starts (its `ready` event): every event it gives is past this id. */
+    get from() {
+      return from
     },
     get ended() {
       return ended

@@ -37,10 +37,11 @@ export class ResumeError extends Error {
 export interface EventHub {
   /**
    * Follows the tenant's log: from `after` (the last number the follower saw; replayed from the log), or from now
-   * when null. Rejects with a ResumeError when `after` cannot be served. Resolves, once the replay is delivered, with
-   * the last number delivered or current, and the function that stops following.
+   * when null. Rejects with a ResumeError when `after` cannot be served. Resolves, once the replay is handed over,
+   * with where the following starts (`after`, or the log's end when null: every event handed over is past it) and
+   * the function that stops following.
    */
-  follow(tenant: string, after: number | null, follower: Follower): Promise<{ latest: number; stop: () => void }>
+  follow(tenant: string, after: number | null, follower: Follower): Promise<{ from: number; stop: () => void }>
   close(): void
 }
 
@@ -145,7 +146,8 @@ export function createEventHub(deps: { events: EventRepo; changes: Pick<Changes,
           if (after < bounds.latest && (bounds.oldest === null || after + 1 < bounds.oldest))
             throw new ResumeError('expired', bounds.latest)
         }
-        entry.seen = after ?? bounds.latest
+        const from = after ?? bounds.latest
+        entry.seen = from
         // The replay, up to at least where the live side began.
         for (;;) {
           const events = await deps.events.after(tenant, entry.seen, PAGE)
@@ -155,7 +157,7 @@ export function createEventHub(deps: { events: EventRepo; changes: Pick<Changes,
         const held = entry.held!
         entry.held = null
         for (const event of held) hand(entry, event)
-        return { latest: entry.seen, stop: () => drop(tenant, state, entry) }
+        return { from, stop: () => drop(tenant, state, entry) }
       } catch (error) {
         drop(tenant, state, entry)
         throw error

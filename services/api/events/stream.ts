@@ -1,8 +1,8 @@
 /**
  * `GET /v1/events`: every change of the tenant's media as Server-Sent Events, each with its `id:` (its number in the
  * tenant's log), filtered by kind, status and media. `Last-Event-ID` (or `?after=`) resumes exactly after that
- * event, replayed from the log; an id older than the log keeps answers 409 `events_expired` (re-read the media, then
- * follow from the `latest` the error gives). A comment every 15 s keeps proxies from closing an idle stream.
+ * event, replayed from the log; an id older than what the log keeps answers 409 `events_expired` (re-read the media,
+ * then follow from the `X-Latest-Event-Id` the error gives). A comment every 15 s keeps proxies from closing an idle stream.
  */
 import type { Context } from 'hono'
 import { streamSSE } from 'hono/streaming'
@@ -34,7 +34,7 @@ export async function followTenant(
     open = false
     wake()
   }
-  let following: { latest: number; stop: () => void }
+  let following: { from: number; stop: () => void }
   try {
     following = await deps.hub.follow(caller.tenant, after, {
       deliver(event) {
@@ -62,11 +62,12 @@ export async function followTenant(
       stream.write(': keep-alive\n\n').catch(close)
     }, HEARTBEAT_MS)
     try {
-      // The first event says where the stream starts (with that id, so a client that saw nothing yet resumes there).
+      // The first event says where the stream starts: every event after it is past that id (so a client that breaks
+      // off before any resumes there, missing nothing that was replayed or came meanwhile).
       await stream.writeSSE({
-        id: String(following.latest),
+        id: String(following.from),
         event: 'ready',
-        data: JSON.stringify({ latest: following.latest }),
+        data: JSON.stringify({ after: following.from }),
       })
       while (open) {
         const event = queue.shift()

@@ -94,7 +94,7 @@ const eventsDoc = doc({
   operationId: 'events',
   summary: "Follow every change of the tenant's media (Server-Sent Events)",
   description:
-    "First event `ready` (id: the log's latest, data `{latest}`), then one event `media` per change, its `id` the change's number in the tenant's log and its data a MediaEvent. Resume exactly after an event with `Last-Event-ID` (or `?after=`): the log is replayed from there; an id older than the log's window answers 409 `events_expired` (read the media again, then follow from its `X-Latest-Event-Id`). Without either, the stream starts now. Filters: `kind`, `status`, `media`. A comment every 15 s keeps proxies from closing it. EventSource cannot send the Authorization header: read it with fetch, or use the WebSocket with a token.",
+    "First event `ready` (its id, and data `{after}`: where the stream starts, the id given or else the log's latest), then one event `media` per change, its `id` the change's number in the tenant's log and its data a MediaEvent. Resume exactly after an event with `Last-Event-ID` (or `?after=`): the log is replayed from there; an id older than the log's window answers 409 `events_expired` (read the media again, then follow from its `X-Latest-Event-Id`). Without either, the stream starts now. Filters: `kind`, `status`, `media`. A comment every 15 s keeps proxies from closing it. EventSource cannot send the Authorization header: read it with fetch, or use the WebSocket with a token.",
   errors: [400, 409],
   responses: {
     200: eventStreamAnswer(
