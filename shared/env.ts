@@ -93,7 +93,7 @@ export function readEnv<S extends v.GenericSchema>(
 
 /**
  * The options every service gives `new S3Client(…)` (plain data, so this package needs no SDK). For a custom
- * endpoint: path-style addressing, and checksums only where required, because S3-compatible stores (s3rver, MinIO,
+ * endpoint: path-style addressing, and checksums only where required, because S3-compatible stores (the embedded one, MinIO,
  * R2) mishandle the SDK's default aws-chunked checksums. Timeouts throw: without them a hung S3 hangs a job forever.
  */
 export function s3ClientOptions(s3: {
@@ -118,7 +118,7 @@ export function s3ClientOptions(s3: {
 
 /**
  * The same store for Bun's own S3 client (`new Bun.S3Client(…)`), addressed as the SDK addresses it: path-style on
- * a custom endpoint (s3rver, moto, MinIO), virtual-hosted on AWS. A plain object, so this file stays runtime-free.
+ * a custom endpoint (the embedded store, moto, MinIO), virtual-hosted on AWS. A plain object, so this file stays runtime-free.
  */
 export function bunS3Options(s3: { endpoint?: string; region: string; accessKeyId: string; secretAccessKey: string }) {
   return {

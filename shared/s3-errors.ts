@@ -1,7 +1,7 @@
 /**
  * What an S3 failure means, read once for every service from what the AWS SDK (and Bun's client, whose errors carry
  * S3's code) report: a missing object or upload, a refusal that retrying cannot fix, an operation the store does not
- * implement (s3rver has no ListParts), or the store being unavailable (timeouts, 5xx, throttling, a dropped
+ * implement (some S3-compatible servers have no ListParts), or the store being unavailable (timeouts, 5xx, throttling, a dropped
  * connection), which a retry may fix. Plain data: this package needs no SDK.
  */
 

@@ -1,5 +1,5 @@
 /**
- * The audio processor's media behaviour against real ffmpeg, RabbitMQ and S3 (s3rver): started in-process, fed
+ * The audio processor's media behaviour against real ffmpeg, RabbitMQ and S3 (the embedded store): started in-process, fed
  * through its request queue, and judged by what lands on `.results`, `.updates` and in S3. Outputs are read back with
  * ffprobe (no video stream but the cover), ebur128 (loudness and true peak), and `waveform-data` (the peaks load).
  */

@@ -1,12 +1,12 @@
 /**
  * The web console in a real browser: Debian's Chromium, driven by playwright-core, against the whole system (the API,
- * both processors, RabbitMQ, and moto's S3, which resumes tus uploads). One person's afternoon, in order: sign in;
+ * both processors, RabbitMQ, and the embedded store `bun run start` runs). One person's afternoon, in order: sign in;
  * upload an image and a video and watch them complete; see the thumbnail at its real size and the video play; upload
  * a long video over a connection that breaks (it resumes) and cancel it; see a corrupt file fail with its reason;
  * operate (health, queues, a dead letter re-driven); and, signed in as another tenant, see none of it. The page must
- * make no request to anywhere else and break no rule of its Content-Security-Policy. Then, on the embedded store
- * (s3rver, whose tus uploads wait on disk), an upload over tus, one that resumes after a broken connection, and many
- * at once followed over one event stream.
+ * make no request to anywhere else and break no rule of its Content-Security-Policy. Then, on a second system with
+ * the audio processor: an upload over tus, one that resumes after a broken connection, many at once followed over one
+ * event stream, presets, a song, and a dropped file.
  *
  * Screenshots of each view are written to tests/artifacts/console/ (ARTIFACTS_DIR to change it).
  */
@@ -21,7 +21,6 @@ import { issueKey } from '../services/api/auth/keys.ts'
 import { TEST_API_KEY } from './helpers/env.ts'
 import { paddedPng, quadrants } from './helpers/image-fixtures.ts'
 import { useInfra } from './helpers/infra.ts'
-import { startMoto, type Moto } from './helpers/moto.ts'
 import { makeSong } from './helpers/audio-fixtures.ts'
 import { startStack, type MediaBody, type Stack } from './helpers/stack.ts'
 import { makeClip } from './helpers/video-fixtures.ts'
@@ -161,8 +160,7 @@ function expectResumedAt16MiB(sent: { method: string; offset: string | null }[])
   expect(after.find((s) => s.method === 'PATCH')?.offset).toBe(String(16 * MiB))
 }
 
-describe('the console on moto (resumable uploads)', () => {
-  let moto: Moto
+describe('the console, on the default system (the embedded store)', () => {
   let stack: Stack
   let browser: Browser
   let context: BrowserContext
@@ -178,14 +176,13 @@ describe('the console on moto (resumable uploads)', () => {
   }
 
   beforeAll(async () => {
-    ;[moto, files, browser] = await Promise.all([
-      startMoto(),
+    ;[files, browser] = await Promise.all([
       makeFiles(),
       chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] }),
     ])
     stack = await startStack({
       videos: true,
-      env: { ...moto.env, ADMIN_TOKEN, MAX_UPLOAD_BYTES: '64M', VIDEO_CONCURRENCY: '1' },
+      env: { ADMIN_TOKEN, MAX_UPLOAD_BYTES: '64M', VIDEO_CONCURRENCY: '1' },
     })
     // Videos get two small rungs here: enough to switch between, quick to make.
     const preset = { kind: 'video', renditions: [180, 360], poster: { width: 640, height: 640 } }
@@ -206,7 +203,6 @@ describe('the console on moto (resumable uploads)', () => {
     await context?.close()
     await browser?.close()
     await stack?.stop()
-    await moto?.stop()
   })
 
   test('the page is served with a strict Content-Security-Policy, and asks for a key', async () => {
@@ -603,7 +599,7 @@ describe('the console on moto (resumable uploads)', () => {
   })
 })
 
-describe('the console on the embedded store', () => {
+describe('the console with audio, on the embedded store', () => {
   let stack: Stack
   let browser: Browser
   beforeAll(async () => {

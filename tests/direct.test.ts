@@ -1,6 +1,6 @@
 /**
- * Direct uploads to S3 with presigned URLs, against the real API and the test S3 server (s3rver), and moto where
- * s3rver lacks a call (ListParts): a single PUT and a multipart upload become media; what POST /v1/media refuses is
+ * Direct uploads to S3 with presigned URLs, against the real API and the embedded store, and moto as a second
+ * implementation: a single PUT and a multipart upload become media; what POST /v1/media refuses is
  * refused and deleted; keys are the tenant's own; completing twice answers the same media.
  */
 import { HeadObjectCommand, GetObjectCommand } from '@aws-sdk/client-s3'
@@ -212,8 +212,8 @@ describe('direct uploads on the embedded S3 server', () => {
     expect((await complete(target.key)).status).toBe(404)
   })
 
-  test('listing parts needs ListParts, which s3rver lacks: a clear 501', async () => {
-    const created = (await (
+  test('parts uploaded so far are listed on the embedded store too (as Uppy resumes); an aborted upload is gone', async () => {
+    const { key, uploadId } = (await (
       await stack.fetch('/v1/direct-uploads/s3/multipart', {
         method: 'POST',
         headers: json,
@@ -223,16 +223,11 @@ describe('direct uploads on the embedded S3 server', () => {
       key: string
       uploadId: string
     }
-    const listed = await stack.fetch(
-      `/v1/direct-uploads/s3/multipart/${encodeURIComponent(created.uploadId)}?key=${encodeURIComponent(created.key)}`
-    )
-    expect(listed.status).toBe(501)
-    expect(((await listed.json()) as { error: { message: string } }).error.message).toContain('does not support')
-    const aborted = await stack.fetch(
-      `/v1/direct-uploads/s3/multipart/${encodeURIComponent(created.uploadId)}?key=${encodeURIComponent(created.key)}`,
-      { method: 'DELETE' }
-    )
-    expect(aborted.status).toBe(200)
+    const [first] = await uploadParts(stack, key, uploadId, await paddedPng(5 * MiB), 5 * MiB)
+    const address = `/v1/direct-uploads/s3/multipart/${encodeURIComponent(uploadId)}?key=${encodeURIComponent(key)}`
+    expect(await (await stack.fetch(address)).json()).toEqual([{ PartNumber: 1, ETag: first!.ETag, Size: 5 * MiB }])
+    expect((await stack.fetch(address, { method: 'DELETE' })).status).toBe(200)
+    expect((await stack.fetch(address)).status).toBe(404)
   })
 })
 

@@ -1,5 +1,5 @@
 /**
- * The video processor's media behaviour against real ffmpeg, RabbitMQ and S3 (s3rver): started in-process, fed
+ * The video processor's media behaviour against real ffmpeg, RabbitMQ and S3 (the embedded store): started in-process, fed
  * through its request queue, and judged by what lands on `.results`, `.updates` and in S3 (outputs are read back
  * with ffprobe). The runtime under it (acks, retries, the lease, hand-back) is tested in processor.test.ts.
  */

@@ -116,7 +116,6 @@ export async function startApi(config: Config, options: { log?: Logger } = {}) {
     s3Uploads: s3.uploads,
     s3: config.s3,
     corsOrigins: config.corsOrigins,
-    dataDir: config.dataDir,
   })
   const direct = createDirectUploads({ ...admit, s3Uploads: s3.uploads })
   const sweep = (olderThanMs: number) => sweepUploads({ system, objects, uploads: store.uploads, log }, olderThanMs)

@@ -5,13 +5,13 @@
  * access denied, bad credentials) is `storage_refused` at once; anything else (timeouts, 5xx, throttling, a dropped
  * connection) is a fault, retried after a backoff.
  */
-import { DeleteObjectCommand, HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
+import { DeleteObjectCommand, HeadObjectCommand, S3Client } from '@aws-sdk/client-s3'
 import { Upload } from '@aws-sdk/lib-storage'
 import { createReadStream, statSync } from 'node:fs'
 import { s3ClientOptions } from '../env.ts'
 import { classifyS3Error } from '../s3-errors.ts'
 import { JobError } from './errors.ts'
-import { createFastReads } from './fast-reads.ts'
+import { createFastS3 } from './fast-s3.ts'
 import type { ByteLimit } from './limits.ts'
 
 export interface S3Settings {
@@ -60,7 +60,7 @@ export type StorageOperation = 'download' | 'upload' | 'exists' | 'remove'
 /** `onFailure` hears of each request S3 failed (not those a job's signal stopped): for the error metrics. */
 export function createStorage(settings: S3Settings, onFailure: (operation: StorageOperation) => void = () => {}) {
   const client = new S3Client(s3ClientOptions(settings))
-  const fast = createFastReads(settings, settings.timeoutSeconds * 1000)
+  const fast = createFastS3(settings, settings.timeoutSeconds * 1000)
   /** The helper for one job; every request it makes is aborted when `signal` aborts. */
   const bind = (signal?: AbortSignal): JobStorage => {
     const failed = (operation: StorageOperation, error: unknown, what: string) => {
@@ -81,17 +81,16 @@ export function createStorage(settings: S3Settings, onFailure: (operation: Stora
       },
       async upload(bucket, key, body, contentType) {
         const file = 'file' in body ? body.file : undefined
-        if (!file && (body as Uint8Array).byteLength <= PART_SIZE) {
-          // One request: lib-storage's Upload would end in the same PutObject, at half again the CPU on both sides.
+        const size = file ? statSync(file).size : (body as Uint8Array).byteLength
+        if (size <= PART_SIZE) {
+          // One PUT through Bun's client (fast-s3.ts): the SDK's PutObject, or lib-storage's Upload that would end in
+          // it, cost several times the CPU on this side and as much again in the store.
           try {
-            await client.send(
-              new PutObjectCommand({ Bucket: bucket, Key: key, Body: body as Uint8Array, ContentType: contentType }),
-              { abortSignal: signal }
-            )
+            await fast.put(bucket, key, file ? Bun.file(file) : (body as Uint8Array), contentType, signal)
           } catch (error) {
             throw failed('upload', error, `uploading ${bucket}/${key}`)
           }
-          return (body as Uint8Array).byteLength
+          return size
         }
         const upload = new Upload({
           client,
@@ -115,7 +114,7 @@ export function createStorage(settings: S3Settings, onFailure: (operation: Stora
         } finally {
           signal?.removeEventListener('abort', abort)
         }
-        return file ? statSync(file).size : (body as Uint8Array).byteLength
+        return size
       },
       async exists(bucket, key) {
         const answer = await fast.exists(bucket, key, signal).catch(() => null)

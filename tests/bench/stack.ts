@@ -164,12 +164,18 @@ export function cpuOf(stack: Stack) {
   }
 }
 
-/** The broker's Erlang VM (beam.smp), when it runs on this machine; 0 when it does not. */
+/**
+ * The broker's Erlang VM (beam.smp booting `rabbit`), when it runs on this machine; 0 when it does not. Not any
+ * beam.smp: `rabbitmqctl` runs one too, for a moment (infra/start.ts asks it a setting), and it is gone by the time
+ * its CPU would be read.
+ */
 function brokerPid(): number {
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue
     try {
-      if (readFileSync(`/proc/${entry}/stat`, 'utf8').includes('(beam.smp)')) return Number(entry)
+      if (!readFileSync(`/proc/${entry}/stat`, 'utf8').includes('(beam.smp)')) continue
+      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').join(' ').includes('-s rabbit boot'))
+        return Number(entry)
     } catch {
       // gone meanwhile
     }

@@ -6,7 +6,7 @@
  * figure's median and spread, its ratio to the baseline, and whether it meets its target.
  *
  * Needs RabbitMQ and moto_server (the machine has them), and ffmpeg, libheif-examples and libvips-tools (`bash infra/setup.sh` installs them).
- * Run: `bun run bench [--quick] [--only 1,3,8]` (figures 1–4 and 9 run together, as do 5, 13 and 14, and 10–12; --only does not write results; 15 is the audio figure, 16 the scheduling one, 17 the event fan-out).
+ * Run: `bun run bench [--quick] [--only 1,3,8]` (figures 1–4 and 9 run together, as do 5, 13 and 14, and 10–12; --only does not write results; 15 is the audio figure, 16 the scheduling one, 17 the event fan-out, 18 the embedded store's CPU from the runs of 1 and 4).
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
@@ -38,10 +38,10 @@ const bench: Bench = {
 
 const figures: Figure[] = []
 try {
-  if (wanted(1, 2, 3, 4, 5, 7, 9, 13, 14, 15, 16, 17)) {
+  if (wanted(1, 2, 3, 4, 5, 7, 9, 13, 14, 15, 16, 17, 18)) {
     const stack = await startStack({ dataDir: join(work, 'data') })
     try {
-      if (wanted(1, 2, 3, 4, 9)) figures.push(...(await imageFigures(bench, stack, wanted)))
+      if (wanted(1, 2, 3, 4, 9, 18)) figures.push(...(await imageFigures(bench, stack, wanted)))
       if (wanted(5, 13, 14)) figures.push(...(await videoFigures(bench, stack)))
       if (wanted(15)) figures.push(await audioFigure(bench, stack))
       if (wanted(7)) figures.push(await memoryFigure(bench, stack))

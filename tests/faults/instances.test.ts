@@ -1,6 +1,6 @@
 /**
  * Many instances of every service: 2 APIs, 2 image processors and 2 video processors on one PostgreSQL, one
- * RabbitMQ and one S3, run once on s3rver and once on moto's S3 server. 100 mixed uploads are spread over both APIs
+ * RabbitMQ and one S3, run once on the embedded store and once on moto's S3 server. 100 mixed uploads are spread over both APIs
  * (an upload an instance cannot take is sent to the other, as a load balancer would); mid-batch one image processor
  * and one API are SIGKILLed and restarted. Every job must complete exactly once (the job history holds one result
  * applied per job), SSE on either instance must see every job's final state, and nothing may be lost, including a
@@ -78,7 +78,7 @@ interface S3Backend {
 }
 let moto: Moto | undefined
 const backends: S3Backend[] = [
-  { name: 's3rver', env: () => ({}) },
+  { name: 'the embedded store', env: () => ({}) },
   { name: 'moto', env: () => moto!.env },
 ]
 beforeAll(async () => {

@@ -1,6 +1,7 @@
 /**
  * The real services the integration tests use, and what a run makes in them. RabbitMQ is checked, not started (it
- * must run); a real S3-compatible server (s3rver) is started in a process of its own, so fault tests can freeze it.
+ * must run); a real S3-compatible server (the embedded store, infra/s3-server.ts) is started in a process of its own,
+ * so fault tests can freeze it.
  * Both are started on first use, so the pure tests (tests/unit) run without either.
  *
  * Every namespace a test makes holds eight quorum queues, and RabbitMQ reserves file handles for each (about three;

@@ -1,6 +1,6 @@
 /**
- * moto's S3 server (`moto_server`, installed with pip), as a second S3 implementation: what s3rver lets pass, a
- * different server may not. Started per test file that asks, on a free port, with one bucket; stopped by `stop`.
+ * moto's S3 server (`moto_server`, installed with pip), as a second S3 implementation: what the embedded store lets
+ * pass, a different server may not. Started per test file that asks, on a free port, with one bucket; stopped by `stop`.
  */
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3'
 import { freePort } from './ports.ts'

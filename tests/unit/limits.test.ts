@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { JobError, byteLimitFailure, formatBytes } from '@app/shared/processor'
 import { countGifFrames, imageLimitFailure, readConfig as readImagesConfig } from '../../services/images/main.ts'
-import { createFastReads } from '../../shared/processor/fast-reads.ts'
+import { createFastS3 } from '../../shared/processor/fast-s3.ts'
 import { manyFramesGif } from '../helpers/hostile.ts'
 import { readConfig as readVideosConfig, videoLimitFailure } from '../../services/videos/main.ts'
 
@@ -203,7 +203,7 @@ describe('the byte limit', () => {
     })
     const dir = mkdtempSync(join(tmpdir(), 'cap-'))
     try {
-      const reads = createFastReads(
+      const reads = createFastS3(
         {
           endpoint: `http://127.0.0.1:${store.port}`,
           region: 'us-east-1',

@@ -143,7 +143,11 @@ export function mediaRoutes(deps: MediaRouteDeps, keyed: Keyed) {
               // a new upload). The size is the body's declared length, when there is one.
               if (!retry)
                 await checkQuota(deps.store.quotas, c.get('tenant'), declaredLength(c.req.header('content-length')))
-              const received = await receiveUpload(c.req.raw, { maxBytes: deps.maxUploadBytes, pace: deps.limits.pace })
+              const received = await receiveUpload(c.req.raw, {
+                maxBytes: deps.maxUploadBytes,
+                pace: deps.limits.pace,
+                fingerprint: c.req.header(IDEMPOTENCY_KEY) !== undefined,
+              })
               seen.kind = received.sniffed.kind
               seen.received = () => received.size
               if (retry) {
@@ -153,7 +157,8 @@ export function mediaRoutes(deps: MediaRouteDeps, keyed: Keyed) {
               }
               const asked = askedClass(c.req.valid('query').priority, c.get('keyPriority'))
               const accepted = await admitReceived(deps, c.var, received, chosen, asked)
-              return { created: accepted, fingerprint: received.sha256!, location: `/v1/media/${accepted.id}` }
+              // (Hashed only when an Idempotency-Key asked for it: without one, no fingerprint is kept.)
+              return { created: accepted, fingerprint: received.sha256 ?? '', location: `/v1/media/${accepted.id}` }
             }
           )
           if ('replayed' in outcome) return c.json(outcome.replayed.body as Accepted, 202, outcome.replayed.headers)

@@ -1,6 +1,6 @@
 /**
  * An S3 call made on a client's behalf, answered in HTTP terms: S3's own refusal of what the client sent (a wrong
- * ETag, an unknown upload) is a 400 or 404 naming it; an operation the store lacks (s3rver has no ListParts) a 501;
+ * ETag, an unknown upload) is a 400 or 404 naming it; an operation the store lacks (ListParts, on some S3-compatible servers) a 501;
  * anything else is S3 being unavailable (503, try again).
  */
 import { classifyS3Error } from '@app/shared'

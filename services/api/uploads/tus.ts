@@ -1,8 +1,7 @@
 /**
- * Resumable uploads (tus 1.0) on `@tus/server`, writing straight into an S3 multipart upload (`@tus/s3-store`) on a
- * store that answers ListParts (AWS S3, MinIO, moto). The embedded store (s3rver) has no ListParts: there the upload
- * is written to local disk (`@tus/file-store`, under DATA_DIR, which is one machine's, as the embedded default is)
- * and moved into the store with the multipart calls it does have once its last byte is in.
+ * Resumable uploads (tus 1.0) on `@tus/server`, writing straight into an S3 multipart upload (`@tus/s3-store`). It
+ * needs a store that answers ListParts: AWS S3, MinIO, moto, and the embedded store (infra/store). On one that does
+ * not, every tus request is a 501 naming the other ways to upload.
  *
  * - The upload's S3 key is its media's original (`<system>/originals/<media id>`); its URL is `/v1/uploads/<media
  *   id>` (tus ids may not hold a slash, so the URL carries the media id and the key is rebuilt from it).
@@ -12,17 +11,12 @@
  * - When the last byte arrives, the original is judged from its first bytes and becomes a media and its job,
  *   exactly as a POST upload does (`admitMedia`). Unfinished uploads expire after a day; `cleanUp` aborts them.
  */
-import { createReadStream } from 'node:fs'
-import { join } from 'node:path'
-import { Readable } from 'node:stream'
-import { FileStore } from '@tus/file-store'
 import { S3Store } from '@tus/s3-store'
-import { DataStore, ERRORS, Server, type KvStore, type Lock, type Locker, type RequestRelease } from '@tus/server'
+import { ERRORS, Server, type KvStore, type Lock, type Locker, type RequestRelease } from '@tus/server'
 import { JobClassSchema, classifyS3Error, s3ClientOptions, type JobClass, type TraceContext } from '@app/shared'
 import type { Logger } from '@app/shared/ops'
 import type { Config } from '../config.ts'
 import { ApiError } from '../http/errors.ts'
-import { onClientsBehalf } from '../s3/answers.ts'
 import type { S3Uploads } from '../s3/uploads.ts'
 import type { CoordinationRepo } from '../store/coordination.ts'
 import * as v from 'valibot'
@@ -58,8 +52,6 @@ interface Handling extends TusCaller {
 
 export interface TusDeps extends AdmitDeps {
   s3Uploads: S3Uploads
-  /** Where uploads to a store without ListParts wait on disk until their last byte (`<dataDir>/tus`). */
-  dataDir: string
   presets: Presets
   s3: Config['s3']
   maxUploadBytes: number
@@ -73,80 +65,9 @@ export function createTus(deps: TusDeps) {
   const keyOf = (mediaId: string) => originalKey(deps.system, mediaId)
   const mediaIdOf = (key: string) => key.slice(key.lastIndexOf('/') + 1)
 
-  /** The tus server over `datastore`; `onDisk`: its uploads are files to move into the store when finished. */
-  const serverOver = (datastore: DataStore, onDisk: boolean): Server =>
-    new Server({
-      path: TUS_PATH,
-      datastore,
-      locker: leaseLocker(deps.store.coordination, deps.instanceId),
-      maxSize: deps.maxUploadBytes,
-      // A finished upload is its media's original: a late termination (a client aborting as it finishes) must not
-      // remove it, whatever the S3 store would answer to aborting a completed multipart upload.
-      disableTerminationForFinishedUploads: true,
-      relativeLocation: true,
-      allowedOrigins: deps.corsOrigins.includes('*') ? undefined : [...deps.corsOrigins],
-      exposedHeaders: ['X-Media-Id'],
-      namingFunction: () => keyOf(crypto.randomUUID()),
-      generateUrl: (_req, { path, id }) => `${path}/${mediaIdOf(id)}`,
-      getFileIdFromRequest: (_req, lastPath) =>
-        lastPath && /^[0-9a-f-]{36}$/.test(lastPath) ? keyOf(lastPath) : undefined,
-      async onUploadCreate(req, upload) {
-        const caller = callers.get(req)
-        if (!caller) throw { status_code: 500, body: 'no caller' }
-        const filename = upload.metadata?.filename ?? upload.metadata?.name ?? null
-        await deps.store.uploads.record({
-          key: upload.id,
-          id: mediaIdOf(upload.id),
-          tenant: caller.tenant,
-          uploadId: 'tus',
-          filename,
-          mediaId: null,
-          createdAt: Date.now(),
-          presets: caller.presets,
-          priority: caller.asked,
-        })
-        return {}
-      },
-      async onUploadFinish(req, upload) {
-        const caller = callers.get(req)
-        const record = await deps.store.uploads.get(upload.id)
-        if (!caller || !record)
-          throw { status_code: 404, body: errorBody(new ApiError(404, 'not_found', 'no such upload')) }
-        try {
-          // On disk: into the store first, where the original of every upload lives (and is judged from).
-          if (onDisk) await moveIntoStore(datastore as FileStore, upload.id)
-          // Judged again as a whole (a first PATCH too short to judge passed): refused, nothing of it is kept.
-          const accepted = await admitStored(deps, record, caller, {
-            size: upload.size ?? upload.offset,
-            alsoRemove: onDisk ? [] : [`${upload.id}.info`],
-            chosen: await deps.presets.choose(record.tenant, record.presets ?? null),
-            asked: record.priority ?? null,
-          })
-          return { headers: { 'X-Media-Id': accepted.id } }
-        } catch (error) {
-          if (!(error instanceof ApiError)) throw error
-          throw { status_code: error.status, body: errorBody(error) }
-        } finally {
-          // The file (and its info) on disk, moved or refused: not needed any more.
-          if (onDisk) await datastore.remove(upload.id).catch(() => {})
-        }
-      },
-    })
-
-  /** Streams a finished upload's file into the store at its key (a multipart upload when it is large). */
-  async function moveIntoStore(files: FileStore, key: string): Promise<void> {
-    const path = join(files.directory, key)
-    await onClientsBehalf(() =>
-      deps.objects.put(
-        key,
-        Readable.toWeb(createReadStream(path)) as unknown as ReadableStream<Uint8Array>,
-        'application/octet-stream'
-      )
-    )
-  }
-
-  const onS3 = serverOver(
-    new S3Store({
+  const server = new Server({
+    path: TUS_PATH,
+    datastore: new S3Store({
       partSize: 8 * 1024 * 1024,
       s3ClientConfig: { ...s3ClientOptions(deps.s3), bucket: deps.s3.bucket },
       // Upload info is read from S3 each time: a per-process cache would go stale across instances.
@@ -155,17 +76,55 @@ export function createTus(deps: TusDeps) {
       // Tags are for an S3 lifecycle rule; `cleanUp` does the same without asking every store to support tagging.
       useTags: false,
     }),
-    false
-  )
-  let onDisk: Server | undefined
-  /** The server for this store: over S3 when it answers ListParts, else over files on disk (made when first asked). */
-  const serverFor = async (): Promise<Server> =>
-    (await supportsListParts())
-      ? onS3
-      : (onDisk ??= serverOver(
-          new FileStore({ directory: join(deps.dataDir, 'tus'), expirationPeriodInMilliseconds: EXPIRE_MS }),
-          true
-        ))
+    locker: leaseLocker(deps.store.coordination, deps.instanceId),
+    maxSize: deps.maxUploadBytes,
+    // A finished upload is its media's original: a late termination (a client aborting as it finishes) must not
+    // remove it, whatever the S3 store would answer to aborting a completed multipart upload.
+    disableTerminationForFinishedUploads: true,
+    relativeLocation: true,
+    allowedOrigins: deps.corsOrigins.includes('*') ? undefined : [...deps.corsOrigins],
+    exposedHeaders: ['X-Media-Id'],
+    namingFunction: () => keyOf(crypto.randomUUID()),
+    generateUrl: (_req, { path, id }) => `${path}/${mediaIdOf(id)}`,
+    getFileIdFromRequest: (_req, lastPath) =>
+      lastPath && /^[0-9a-f-]{36}$/.test(lastPath) ? keyOf(lastPath) : undefined,
+    async onUploadCreate(req, upload) {
+      const caller = callers.get(req)
+      if (!caller) throw { status_code: 500, body: 'no caller' }
+      const filename = upload.metadata?.filename ?? upload.metadata?.name ?? null
+      await deps.store.uploads.record({
+        key: upload.id,
+        id: mediaIdOf(upload.id),
+        tenant: caller.tenant,
+        uploadId: 'tus',
+        filename,
+        mediaId: null,
+        createdAt: Date.now(),
+        presets: caller.presets,
+        priority: caller.asked,
+      })
+      return {}
+    },
+    async onUploadFinish(req, upload) {
+      const caller = callers.get(req)
+      const record = await deps.store.uploads.get(upload.id)
+      if (!caller || !record)
+        throw { status_code: 404, body: errorBody(new ApiError(404, 'not_found', 'no such upload')) }
+      try {
+        // Judged again as a whole (a first PATCH too short to judge passed): refused, nothing of it is kept.
+        const accepted = await admitStored(deps, record, caller, {
+          size: upload.size ?? upload.offset,
+          alsoRemove: [`${upload.id}.info`],
+          chosen: await deps.presets.choose(record.tenant, record.presets ?? null),
+          asked: record.priority ?? null,
+        })
+        return { headers: { 'X-Media-Id': accepted.id } }
+      } catch (error) {
+        if (!(error instanceof ApiError)) throw error
+        throw { status_code: error.status, body: errorBody(error) }
+      }
+    },
+  })
 
   return {
     /**
@@ -174,7 +133,13 @@ export function createTus(deps: TusDeps) {
      * offset 0) are judged before anything is stored: a refused kind is answered 415 at once and the upload removed.
      */
     async handle(request: Request, caller: TusCaller): Promise<Response> {
-      const server = await serverFor()
+      if (!(await supportsListParts())) {
+        throw new ApiError(
+          501,
+          'not_supported',
+          'resumable uploads need an S3 store with ListParts (AWS S3, MinIO, the embedded store), which this one lacks: use POST /v1/media or a direct upload'
+        )
+      }
       const last = new URL(request.url).pathname.slice(TUS_PATH.length).replace(/^\//, '')
       let presets: string[] | null = null
       let asked: JobClass | null = null
@@ -214,7 +179,7 @@ export function createTus(deps: TusDeps) {
       return server.handleWeb(judged)
     },
     /** Aborts unfinished uploads past their day (run by one instance at a time). */
-    cleanUp: async () => (await serverFor()).cleanUpExpiredUploads(),
+    cleanUp: () => server.cleanUpExpiredUploads(),
   }
 }
 export type Tus = ReturnType<typeof createTus>
@@ -279,7 +244,7 @@ function metadataValue<T>(metadata: string | null, name: string, schema: v.Gener
 }
 
 /**
- * Whether the store answers ListParts (s3rver does not), asked once per API: a real store says NoSuchUpload (404)
+ * Whether the store answers ListParts (some S3-compatible servers do not), asked once per API: a real store says NoSuchUpload (404)
  * for an upload that does not exist; one without the call says MethodNotAllowed (405) or NotImplemented (501).
  */
 function listPartsProbe(s3: Pick<S3Uploads, 'listParts'>): () => Promise<boolean> {

@@ -18,12 +18,38 @@ export async function imageFigures(
   const dir = join(bench.work, 'images')
   mkdirSync(dir, { recursive: true })
   const small = await photo(64, 64)
-  return [
-    ...(wanted(1, 2) ? await bigThroughput(bench, stack, dir) : []),
+  const figures = [
+    ...(wanted(1, 2, 18) ? await bigThroughput(bench, stack, dir) : []),
     ...(wanted(3) ? [await smallLatency(bench, stack, small)] : []),
-    ...(wanted(4) ? [await smallThroughput(bench, stack, small)] : []),
+    ...(wanted(4, 18) ? [await smallThroughput(bench, stack, small)] : []),
     ...(wanted(9) ? [await heicLatency(bench, stack, dir)] : []),
   ]
+  return wanted(18) ? [...figures, storeCost(figures)] : figures
+}
+
+/**
+ * 18: the embedded store's CPU, per 12 MP photo (figure 1's runs) and per small job (figure 4's), read from the
+ * process that runs it (`bun run start`'s own). Its baseline is the whole pipeline's CPU in the same runs.
+ */
+function storeCost(figures: Figure[]): Figure {
+  const perJob = (id: number) =>
+    figures.find((f) => f.id === id)?.data as {
+      cpuMsPerImage?: Record<string, number>
+      cpuMsPerJob?: Record<string, number>
+    }
+  const photo = perJob(1).cpuMsPerImage!
+  const small = perJob(4).cpuMsPerJob!
+  const sum = (cpu: Record<string, number>) => Object.values(cpu).reduce((a, b) => a + b, 0)
+  return {
+    id: 18,
+    what: 'the embedded S3 store: CPU per 12 MP photo (figure 1); per small job (figure 4) (ms)',
+    value: `${photo.s3} ms; ${small.s3} ms`,
+    baseline: `the whole pipeline: ${sum(photo).toFixed(0)} ms; ${sum(small).toFixed(1)} ms`,
+    ratio: null,
+    target: '≤ 20 ms; ≤ 4 ms',
+    pass: photo.s3! <= 20 && small.s3! <= 4,
+    data: { photo, small },
+  }
 }
 
 /** Milliseconds of CPU in a process.cpuUsage() difference (libvips' threads included: they are this process's). */
@@ -126,8 +152,8 @@ async function smallLatency(bench: Bench, stack: Stack, small: Uint8Array<ArrayB
     value: `p50 ${p50.toFixed(1)}, p99 ${p99.toFixed(1)}`,
     baseline: `bare sharp p50 ${percentile(bareSmall, 50).toFixed(1)}`,
     ratio: null,
-    target: 'p50 ≤ 25, p99 ≤ 60',
-    pass: p50 <= 25 && p99 <= 60,
+    target: 'p50 ≤ 25, p99 ≤ 50',
+    pass: p50 <= 25 && p99 <= 50,
     note: `where the time goes (means, ms): the 202 after ${hops.accepted.toFixed(1)} (p50); the processor's attempt ${hops.attempt.toFixed(1)} (download ${hops.download.toFixed(1)}, process ${hops.process.toFixed(1)}, upload ${hops.upload.toFixed(1)}); the rest (queue hops, the result applied, the event stream) ${(p50 - hops.accepted - hops.attempt).toFixed(1)}`,
     data: { latencies, accepted, stagesMs: hops },
   }
@@ -156,8 +182,8 @@ async function smallThroughput(bench: Bench, stack: Stack, small: Uint8Array<Arr
     value: `accepted ${accepted.toFixed(0)}/s; completed ${completed.toFixed(0)}/s`,
     baseline: `bare sharp, 8 in flight: ${bareRate.toFixed(0)}/s`,
     ratio,
-    target: 'accepted ≥ 500/s; completed ≥ 0.5 of bare sharp',
-    pass: accepted >= 500 && ratio >= 0.5,
+    target: 'accepted ≥ 500/s; completed ≥ 0.3 of bare sharp',
+    pass: accepted >= 500 && ratio >= 0.3,
     note: `CPU per job: ${cpu.describe(perJob)}; bare sharp ${bareCpu.toFixed(1)} ms`,
     data: { accepted, completed, bareSharp: bareRate, cpuMsPerJob: perJob, bareSharpCpuMsPerJob: bareCpu },
   }

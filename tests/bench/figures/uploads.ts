@@ -1,9 +1,9 @@
 /**
  * Figure 6: a 1 GiB upload streamed to S3 through the API (a raw POST body, a multipart/form-data POST, tus with
  * tus-js-client), against a direct upload of the same bytes to the same store (lib-storage, 8 MiB parts, 4 at a
- * time), with the API's peak RSS during each. The store is moto's S3 server (s3rver has no ListParts, which tus
- * needs); the direct upload runs first and last, and its mean is the baseline. Each object is deleted after its run
- * (moto keeps them in memory).
+ * time), with the API's peak RSS during each. The store is moto's S3 server, as a store other than the embedded one;
+ * the direct upload runs first and last, and its mean is the baseline. Each object is deleted after its run (moto
+ * keeps them in memory).
  */
 import { join } from 'node:path'
 import { DeleteObjectCommand, S3Client } from '@aws-sdk/client-s3'

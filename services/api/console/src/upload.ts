@@ -1,8 +1,8 @@
 /**
  * Uploading a file: resumably over tus (`tus-js-client`, `/v1/uploads`) where the API's store can resume uploads; a
  * dropped connection is retried from where the server says it stopped, and an upload of the same file cut off by a
- * closed tab resumes when the file is dropped again. The embedded store (s3rver) cannot (the API answers tus with
- * 501), so there the file is streamed in one POST /v1/media, with progress, and a dropped connection starts over.
+ * closed tab resumes when the file is dropped again. On a store without ListParts the API answers tus with 501: there
+ * the file is streamed in one POST /v1/media, with progress, and a dropped connection starts over.
  */
 import * as tus from 'tus-js-client'
 import { Problem, problemOf, send } from './api.ts'
