@@ -30,7 +30,10 @@ export function createS3Uploads(client: S3Client, bucket: string) {
   const Bucket = bucket
   const expiresIn = PRESIGNED_SECONDS
   return {
-    /** A URL to PUT the whole file to; `contentType` becomes a signed header the client must send. */
+    /**
+     * A URL to PUT the whole file to. `contentType` is not signed (the SDK signs only the host), so a client may send
+     * another; nothing trusts it: the original is judged from its bytes when the upload is completed.
+     */
     presignPut: (key: string, contentType?: string) =>
       getSignedUrl(client, new PutObjectCommand({ Bucket, Key: key, ContentType: contentType }), { expiresIn }),
     async createMultipart(key: string, contentType?: string): Promise<string> {
