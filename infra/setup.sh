@@ -55,7 +55,13 @@ if command -v rabbitmqctl >/dev/null; then
   if ! $SUDO rabbitmqctl -q await_startup --timeout 5 >/dev/null 2>&1; then
     echo "setup: starting RabbitMQ"
     $SUDO rabbitmq-server -detached || true
-    $SUDO rabbitmqctl -q await_startup --timeout 60 >/dev/null
+    # A node started a moment ago is not yet known to epmd, and await_startup fails at once on a node it cannot find:
+    # ask again until it answers (60 s at most), then once more so a failure prints why.
+    for _ in $(seq 1 60); do
+      $SUDO rabbitmqctl -q await_startup --timeout 5 >/dev/null 2>&1 && break
+      sleep 1
+    done
+    $SUDO rabbitmqctl -q await_startup --timeout 5 >/dev/null
   fi
 else
   echo "setup: RabbitMQ is not installed here; set RABBITMQ_URL to a broker (Debian: apt-get install rabbitmq-server)" >&2
