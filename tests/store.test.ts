@@ -11,7 +11,7 @@ import { join } from 'node:path'
 import { DatabaseSync } from 'node:sqlite'
 import { queueNames, type ImageResult, type JobUpdate } from '@app/shared'
 import { openStore, type Database } from '../services/api/store/open.ts'
-import { SCHEMA_VERSION } from '../services/api/store/migrations.ts'
+import { POSTGRES, SCHEMA_VERSION, SQLITE, stepsFrom } from '../services/api/store/migrations.ts'
 import type { NewMedia } from '../services/api/store/media.ts'
 import type { Store } from '../services/api/store/open.ts'
 import type { Webhook } from '../services/api/store/webhooks.ts'
@@ -119,6 +119,37 @@ describe.each(backends)('store on $name', (backend) => {
     const again = await openStore(database)
     expect((await again.media.get(media.id))?.size).toBe(5_000_000_000)
     await again.close()
+  })
+
+  test('a database from before request bodies moved out of the outbox keeps each unsent request whole', async () => {
+    const database = await backend.fresh()
+    const sqlite = backend.name === 'sqlite'
+    const [mediaId, jobId, messageId] = [crypto.randomUUID(), crypto.randomUUID(), crypto.randomUUID()]
+    const now = new Date().toISOString()
+    // The schema as version 16 made it, with an unsent request in it, written as that version wrote it.
+    await backend.exec(
+      database,
+      [
+        ...stepsFrom(0, sqlite ? SQLITE : POSTGRES)
+          .filter((step) => step.version <= 16)
+          .map((step) => step.sql),
+        sqlite
+          ? 'PRAGMA user_version = 16'
+          : 'CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (16)',
+        `INSERT INTO media (id, tenant, kind, format, size, bucket, source_key, created_at, updated_at)
+         VALUES ('${mediaId}', 'acme', 'image', 'jpeg', 10, 'media', 'k', '${now}', '${now}')`,
+        `INSERT INTO jobs (id, media_id, type, status, stage, created_at, updated_at)
+         VALUES ('${jobId}', '${mediaId}', 'images', 'queued', 'queued', '${now}', '${now}')`,
+        `INSERT INTO outbox (message_id, job_id, queue, type, body, created_at)
+         VALUES ('${messageId}', '${jobId}', 'q', 'job.request', ${sqlite ? "X'0001ff'" : "'\\x0001ff'::bytea"}, 1)`,
+      ].join(';\n')
+    )
+    const store = await openStore(database)
+    const claimed = await store.outbox.claimUnpublished(0, 60_000)
+    expect(claimed.map((m) => [m.messageId, m.jobId, m.queue, m.type, [...m.body]])).toEqual([
+      [messageId, jobId, 'q', 'job.request', [0, 1, 255]],
+    ])
+    await store.close()
   })
 
   test('every change is announced once it commits, by the store that made it: no caller announces anything', async () => {

@@ -19,7 +19,7 @@ import {
 import { isoNow, text, type Db, type Queryable, type Row } from './db.ts'
 import { appendEvent, changeType } from './events.ts'
 import { readMedia, toJobState } from './media-rows.ts'
-import { insertOutbox } from './outbox.ts'
+import { OUTBOX_BODY, insertOutbox } from './outbox.ts'
 import { isFinal, type JobState } from './rules.ts'
 import type { WebhookEvent } from './webhooks.ts'
 
@@ -177,7 +177,7 @@ export function createJobChanges(db: Db, deps: JobChangeDeps) {
    */
   async function requeueRequest(tx: Queryable, jobId: string, messageId: string, cls?: JobClass): Promise<void> {
     const original = await tx.get(
-      'SELECT queue, type, body FROM outbox WHERE job_id = ? ORDER BY created_at DESC LIMIT 1',
+      `SELECT queue, type, ${OUTBOX_BODY} FROM outbox WHERE job_id = ? ORDER BY created_at DESC LIMIT 1`,
       [jobId]
     )
     if (!original) throw new Error(`job ${jobId} has no request to send again`)

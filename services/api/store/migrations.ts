@@ -312,6 +312,18 @@ CREATE INDEX events_at ON events (at);`,
     version: 16,
     sql: () => `CREATE INDEX events_media ON events (media_id, seq);`,
   },
+  {
+    // Request bodies apart from the outbox's state: the relay's claim and mark-sent updates rewrote each 1 KB body
+    // with its two timestamps (issue 30's figure 8: those writes were the relay's whole gap to raw amqplib).
+    version: 17,
+    sql: (d) => `
+CREATE TABLE outbox_bodies (
+  message_id TEXT PRIMARY KEY REFERENCES outbox(message_id) ON DELETE CASCADE,
+  body ${d.bytes} NOT NULL
+);
+INSERT INTO outbox_bodies (message_id, body) SELECT message_id, body FROM outbox;
+ALTER TABLE outbox DROP COLUMN body;`,
+  },
 ]
 
 /** The version this API's schema is at. */

@@ -33,16 +33,20 @@ export interface OutboxRepo {
   backlog(): Promise<OutboxBacklog>
 }
 
-/** Writes a request into the outbox, in the transaction of its job. */
-export const insertOutbox = (tx: Queryable, m: Omit<OutboxMessage, 'traceparent'>, createdAt: number) =>
-  tx.run('INSERT INTO outbox (message_id, job_id, queue, type, body, created_at) VALUES (?, ?, ?, ?, ?, ?)', [
+/** Writes a request into the outbox, in the transaction of its job: its state row, and its body apart. */
+export async function insertOutbox(tx: Queryable, m: Omit<OutboxMessage, 'traceparent'>, createdAt: number) {
+  await tx.run('INSERT INTO outbox (message_id, job_id, queue, type, created_at) VALUES (?, ?, ?, ?, ?)', [
     m.messageId,
     m.jobId,
     m.queue,
     m.type,
-    m.body,
     createdAt,
   ])
+  await tx.run('INSERT INTO outbox_bodies (message_id, body) VALUES (?, ?)', [m.messageId, m.body])
+}
+
+/** A request's body, as a column of a query on `outbox` (a subquery, so PostgreSQL's FOR UPDATE locks no body). */
+export const OUTBOX_BODY = '(SELECT body FROM outbox_bodies b WHERE b.message_id = outbox.message_id) AS body'
 
 const toOutbox = (r: Row): OutboxMessage => ({
   messageId: String(r.message_id),
@@ -68,7 +72,7 @@ export function createOutboxRepo(db: Db): OutboxRepo {
         // Rows another instance is sending (claimed, or locked right now) are skipped: each goes out once a round.
         // The trace is the job's: every copy of its request (a relay, a re-drive) carries the upload's traceparent.
         const rows = await tx.all(
-          `SELECT message_id, job_id, queue, type, body, (SELECT traceparent FROM jobs WHERE jobs.id = outbox.job_id) AS traceparent
+          `SELECT message_id, job_id, queue, type, ${OUTBOX_BODY}, (SELECT traceparent FROM jobs WHERE jobs.id = outbox.job_id) AS traceparent
            FROM outbox WHERE published_at IS NULL AND created_at <= ? AND (claimed_until IS NULL OR claimed_until < ?)
            ORDER BY created_at LIMIT 500${db.claimRows}`,
           [at - olderThanMs, at]
