@@ -198,6 +198,9 @@ describe('one upload, followed across services', () => {
     expect(sample(text, 'media_ready', { service: 'api' })).toBe(1)
     expect(sample(text, 'process_resident_memory_bytes', { service: 'api' })).toBeGreaterThan(0)
     expect(sample(text, 'nodejs_eventloop_lag_p99_seconds', { service: 'api' })).toBeGreaterThanOrEqual(0)
+    // The heap's size and use, but not V8's heap spaces: Bun walks its whole heap to answer those, at every scrape.
+    expect(sample(text, 'nodejs_heap_size_used_bytes', { service: 'api' })).toBeGreaterThan(0)
+    expect(text).not.toContain('nodejs_heap_space_size')
     // No ids in labels: every label value is one of a few words, never a UUID.
     expect(text).not.toMatch(/="[0-9a-f]{8}-[0-9a-f]{4}-/)
   })
