@@ -223,7 +223,7 @@ export async function inspectImage(file: string, limits: Limits) {
 /**
  * Makes every output from one decode: the image is oriented, converted to sRGB and shrunk once to the largest scale
  * any output needs (decoding once is ~35% faster on 12 MP photos), and each still output is cut from those pixels, as
- * is the placeholder (a ThumbHash and the dominant colour, from a 100 px copy). An animated output is read again
+ * is the placeholder (a ThumbHash and the dominant colour, from a 32 px copy). An animated output is read again
  * with all its frames (the still decode keeps the first). sharp's own timeout bounds work that a cancel or the job's
  * time limit abandoned (sharp cannot be interrupted).
  */
@@ -236,9 +236,9 @@ export async function renderImage(
   const input = { limitInputPixels: options.maxPixels, failOn: 'warning', sequentialRead: true } as const
   const timeout = { seconds: options.timeoutSeconds }
   const stills = planned.filter((p) => !p.spec.animated)
-  // The placeholder needs 100 px of the picture: the base is never smaller than that (nor than any output needs).
+  // The placeholder needs its 32 px of the picture: the base is never smaller than that (nor than any output needs).
   const scale = Math.max(
-    Math.min(1, 100 / Math.max(source.width, source.height)),
+    Math.min(1, PLACEHOLDER_SIDE / Math.max(source.width, source.height)),
     ...stills.map((p) => scaleOf(p, source))
   )
   try {
@@ -305,14 +305,20 @@ function encoded(image: Sharp, spec: ImageOutputSpec): Sharp {
   return image.webp({ quality: spec.quality ?? DEFAULT_QUALITY })
 }
 
-/** The ThumbHash (from at most 100×100 RGBA, as the library wants) and dominant colour of the base pixels. */
+const PLACEHOLDER_SIDE = 32
+
+/**
+ * The ThumbHash and dominant colour of the base pixels, from at most 32×32 RGBA. A ThumbHash keeps at most 7 cosine
+ * terms a side, which 32 samples a side resolve: from 100×100 (the library's most) it cost 0.66 ms against 0.09 here,
+ * and decoded within 0–3 levels of 255 of this one on the corpus (6 on a picture with alpha).
+ */
 export async function placeholderOf(
   data: Buffer,
   raw: { width: number; height: number; channels: 1 | 2 | 3 | 4 },
   timeout: { seconds: number }
 ): Promise<Placeholder> {
   const small = await sharp(data, { raw })
-    .resize(100, 100, { fit: 'inside' })
+    .resize(PLACEHOLDER_SIDE, PLACEHOLDER_SIDE, { fit: 'inside' })
     .ensureAlpha()
     .raw()
     .timeout(timeout)
@@ -323,7 +329,7 @@ export async function placeholderOf(
 
 /**
  * The dominant colour of RGBA pixels, as sharp's `stats().dominant` finds it (the fullest of 16×16×16 colour bins,
- * its centre), counted here: sharp's stats took 11-15 ms on a 100 px picture, this well under one.
+ * its centre), counted here: sharp's stats took 11-15 ms on a 100 px picture, this well under one (on 32 px, 1,024 votes).
  */
 export function dominantColour(rgba: Uint8Array): string {
   const bins = new Uint32Array(4096)

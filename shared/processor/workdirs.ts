@@ -13,8 +13,16 @@ export function createWorkDirs(tmpDir: string) {
     /** Makes the job's directory (empty) and returns its path. */
     create(jobId: string): string {
       const dir = join(mine, jobId)
-      rmSync(dir, { recursive: true, force: true })
-      mkdirSync(dir, { recursive: true })
+      // One mkdir in the usual case (a small job's directory calls cost as much as its ThumbHash); an earlier attempt's
+      // leftovers are cleared, and a parent someone removed is made again.
+      try {
+        mkdirSync(dir)
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST' && (error as NodeJS.ErrnoException).code !== 'ENOENT')
+          throw error
+        rmSync(dir, { recursive: true, force: true })
+        mkdirSync(dir, { recursive: true })
+      }
       return dir
     },
     remove(jobId: string): void {
