@@ -674,6 +674,21 @@ describe('on the embedded store only', () => {
       })
     })
 
+    test('a signature that leaves the host out is refused (403), as S3 refuses it', async () => {
+      const url = await getSignedUrl(sdk, new PutObjectCommand({ Bucket, Key: 'signed/hostless' }), {
+        expiresIn: 60,
+        signableHeaders: new Set(['content-type']),
+        unsignableHeaders: new Set(['host']),
+      })
+      expect(new URL(url).searchParams.get('X-Amz-SignedHeaders')).toBe('content-type')
+      const answer = await fetch(url, { method: 'PUT', headers: { 'Content-Type': 'text/plain' }, body: 'x' })
+      expect(answer.status).toBe(403)
+      expect(await answer.text()).toContain('<HeadersNotSigned>host</HeadersNotSigned>')
+      expect(await failure(sdk.send(new HeadObjectCommand({ Bucket, Key: 'signed/hostless' })))).toMatchObject({
+        status: 404,
+      })
+    })
+
     test('an expired presigned URL is AccessDenied: Request has expired', async () => {
       const url = await getSignedUrl(sdk, new GetObjectCommand({ Bucket, Key: 'signed/x' }), {
         expiresIn: 60,
