@@ -329,7 +329,8 @@ export async function placeholderOf(
 
 /**
  * The dominant colour of RGBA pixels, as sharp's `stats().dominant` finds it (the fullest of 16×16×16 colour bins,
- * its centre), counted here: sharp's stats took 11-15 ms on a 100 px picture, this well under one (on 32 px, 1,024 votes).
+ * its centre), counted here: sharp's stats took 11-15 ms on a 100 px picture, this well under one. From the 32 px
+ * placeholder copy that is 1,024 pixels' votes.
  */
 export function dominantColour(rgba: Uint8Array): string {
   const bins = new Uint32Array(4096)

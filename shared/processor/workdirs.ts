@@ -13,8 +13,8 @@ export function createWorkDirs(tmpDir: string) {
     /** Makes the job's directory (empty) and returns its path. */
     create(jobId: string): string {
       const dir = join(mine, jobId)
-      // One mkdir in the usual case (a small job's directory calls cost as much as its ThumbHash); an earlier attempt's
-      // leftovers are cleared, and a parent someone removed is made again.
+      // One mkdir in the usual case, not a recursive remove and make (a few hundred µs of a small job's 9 ms); an
+      // earlier attempt's leftovers are cleared, and a parent someone removed is made again.
       try {
         mkdirSync(dir)
       } catch (error) {

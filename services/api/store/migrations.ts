@@ -314,7 +314,8 @@ CREATE INDEX events_at ON events (at);`,
   },
   {
     // Request bodies apart from the outbox's state: the relay's claim and mark-sent updates rewrote each 1 KB body
-    // with its two timestamps (issue 30's figure 8: those writes were the relay's whole gap to raw amqplib).
+    // with its two timestamps (on PostgreSQL, copied it into a new row version each time); marking 5,000 rows sent
+    // took half as long without them.
     version: 17,
     sql: (d) => `
 CREATE TABLE outbox_bodies (
